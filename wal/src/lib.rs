@@ -1,0 +1,47 @@
+//! Ensemble's write-ahead log: a segmented, append-only commit log of zxid-keyed records with group-commit
+//! fsync.
+//!
+//! Every node appends each proposal here and acknowledges it only once [`Wal::append`]'s [`Pending`] has
+//! completed, that is, once an `fdatasync` covering the record has returned. One writer thread serves every
+//! appender: while one fdatasync runs, new appends queue up, and the next fdatasync covers them all.
+//!
+//! - [`record`] owns the record format, [`segment::format`] the segment file format.
+//! - Recovery ([`Wal::open`]) verifies every checksum, cuts a torn tail, and refuses corruption with an error
+//!   naming the segment and offset; [`repair`] is the explicit way to cut a corrupt log.
+//! - Reads ([`Wal::iter_from`]) go through memory maps of the durable part of the log.
+//!
+//! ```
+//! use wal::{Wal, WalOptions, Zxid};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let (log, _recovery) = Wal::open(dir.path(), WalOptions::default())?;
+//! let durable = log.append(Zxid(1), &b"create /a"[..])?;
+//! assert_eq!(durable.wait()?, Zxid(1)); // fsynced now
+//! let records: Vec<_> = log.iter_from(Zxid(1)).collect::<Result<_, _>>()?;
+//! assert_eq!(&records[0].payload[..], b"create /a");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod fsutil;
+mod options;
+mod pending;
+mod queue;
+pub mod record;
+mod repair;
+mod scan;
+pub mod segment;
+mod view;
+mod wal;
+mod writer;
+mod zxid;
+
+pub use error::{CorruptionKind, Result, WalError};
+pub use options::{SyncMode, WalOptions, DEFAULT_MAX_PAYLOAD};
+pub use pending::Pending;
+pub use repair::{repair, Repaired};
+pub use scan::TornTail;
+pub use view::{Record, WalIter};
+pub use wal::{Purged, Recovery, Wal};
+pub use zxid::{Epoch, Zxid};

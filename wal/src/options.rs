@@ -1,0 +1,77 @@
+//! How a log is configured.
+
+use crate::error::WalError;
+use crate::record::RECORD_HEADER_LEN;
+use crate::segment::format::HEADER_LEN;
+
+/// When appends are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fdatasync every batch before any append in it is reported durable. The only mode for real use.
+    Fdatasync,
+    /// Never fsync appends: "durable" then means only "written to the page cache". For benchmarks and tests
+    /// only, like ZooKeeper's `forceSync=no`; the log logs a warning whenever it opens in this mode.
+    Never,
+}
+
+/// The options of a [`crate::Wal`].
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// The size a segment is preallocated to; the log rolls to a new segment when the next record does not fit.
+    /// Default 64 MiB, like ZooKeeper's `preAllocSize`.
+    pub segment_size: u64,
+    /// The largest payload accepted. Default 1 MiB + 1 KiB: ZooKeeper's `jute.maxbuffer` plus its allowance for
+    /// the txn header.
+    pub max_payload: usize,
+    /// Whether appends are fsynced.
+    pub sync: SyncMode,
+    /// At most this many payload bytes wait in the queue; more appenders wait (back-pressure).
+    pub max_queued_bytes: usize,
+    /// At most this many appends wait in the queue; more appenders wait (back-pressure).
+    pub max_queued_records: usize,
+    /// Optional cap on the payload bytes one fsync covers. `None`: everything queued when the last fsync ended.
+    pub max_batch_bytes: Option<usize>,
+    /// Optional cap on the records one fsync covers.
+    pub max_batch_records: Option<usize>,
+}
+
+/// The default record payload limit.
+pub const DEFAULT_MAX_PAYLOAD: usize = (1 << 20) + 1024;
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: 64 << 20,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            sync: SyncMode::Fdatasync,
+            max_queued_bytes: 64 << 20,
+            max_queued_records: 1 << 16,
+            max_batch_bytes: None,
+            max_batch_records: None,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Checks that the options fit together.
+    pub fn validate(&self) -> Result<(), WalError> {
+        let invalid = |m: String| Err(WalError::InvalidOptions(m));
+        let largest = (HEADER_LEN + RECORD_HEADER_LEN) as u64 + self.max_payload as u64;
+        if self.max_payload > u32::MAX as usize {
+            return invalid(format!("max_payload {} does not fit the record's 32-bit length", self.max_payload));
+        }
+        if self.segment_size < largest {
+            return invalid(format!(
+                "segment_size {} cannot hold a record of max_payload {}",
+                self.segment_size, self.max_payload
+            ));
+        }
+        if self.max_queued_bytes == 0 || self.max_queued_records == 0 {
+            return invalid("queue bounds must be positive".into());
+        }
+        if self.max_batch_bytes == Some(0) || self.max_batch_records == Some(0) {
+            return invalid("batch caps must be positive".into());
+        }
+        Ok(())
+    }
+}

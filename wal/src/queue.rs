@@ -1,0 +1,172 @@
+//! The bounded submission queue between appenders and the writer thread.
+//!
+//! Appenders push under one mutex, so every append gets its place in call order and its zxid is checked against
+//! the one queued before it. The queue is bounded in records and payload bytes: a full queue makes blocking
+//! appenders wait on a condition variable and async appenders on a [`Notify`], never grow the queue.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::error::WalError;
+use crate::options::WalOptions;
+use crate::pending::{Completion, Pending};
+use crate::{Purged, Zxid};
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+pub(crate) struct Append {
+    pub zxid: Zxid,
+    pub payload: Bytes,
+    pub done: Completion<Zxid>,
+}
+
+/// Work for the writer thread, in queue order.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Append(Append),
+    TruncateAfter { zxid: Zxid, done: Completion<()> },
+    PurgeBefore { zxid: Zxid, done: Completion<Purged> },
+}
+
+impl Command {
+    /// Completes the command with an error.
+    pub fn fail(self, error: impl Fn() -> WalError) {
+        // A receiver that went away no longer cares about the outcome.
+        match self {
+            Command::Append(a) => drop(a.done.send(Err(error()))),
+            Command::TruncateAfter { done, .. } => drop(done.send(Err(error()))),
+            Command::PurgeBefore { done, .. } => drop(done.send(Err(error()))),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    pub commands: VecDeque<Command>,
+    /// Payload bytes of the queued appends.
+    pub queued_bytes: usize,
+    /// Number of queued appends.
+    pub queued_appends: usize,
+    /// The zxid of the last append accepted (durable or queued): the next must be above it.
+    pub last_assigned: Zxid,
+    /// Set when a write or fsync failed: everything fails from then on.
+    pub failed: Option<Arc<WalError>>,
+    /// Set when the log is dropped: the writer drains the queue and stops.
+    pub closed: bool,
+}
+
+/// State shared by the [`crate::Wal`] handle and its writer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub state: Mutex<QueueState>,
+    /// The writer waits here for commands.
+    pub work: Condvar,
+    /// Blocking appenders wait here for room.
+    pub room: Condvar,
+    /// Async appenders wait here for room.
+    pub room_async: Notify,
+    pub options: WalOptions,
+}
+
+/// What a try to enqueue did.
+pub(crate) enum Enqueue {
+    Queued(Pending<Zxid>),
+    /// The queue is full; the payload comes back to try again.
+    Full(Bytes),
+}
+
+impl Shared {
+    pub fn new(options: WalOptions, last_assigned: Zxid) -> Shared {
+        let state = QueueState {
+            commands: VecDeque::new(),
+            queued_bytes: 0,
+            queued_appends: 0,
+            last_assigned,
+            failed: None,
+            closed: false,
+        };
+        Shared {
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            room_async: Notify::new(),
+            options,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().expect("WAL queue lock poisoned by a panic")
+    }
+
+    /// Blocks while the queue is full, then queues the append.
+    pub fn append_blocking(&self, zxid: Zxid, payload: Bytes) -> Result<Pending<Zxid>, WalError> {
+        let mut state = self.lock();
+        loop {
+            check_usable(&state)?;
+            if self.has_room(&state, payload.len()) {
+                return self.push_append(&mut state, zxid, payload);
+            }
+            state = self.room.wait(state).expect("WAL queue lock poisoned by a panic");
+        }
+    }
+
+    /// Queues the append if there is room.
+    pub fn try_append(&self, zxid: Zxid, payload: Bytes) -> Result<Enqueue, WalError> {
+        let mut state = self.lock();
+        check_usable(&state)?;
+        if !self.has_room(&state, payload.len()) {
+            return Ok(Enqueue::Full(payload));
+        }
+        self.push_append(&mut state, zxid, payload).map(Enqueue::Queued)
+    }
+
+    /// Queues a control command (not bounded: there is at most one per caller, and they are rare).
+    pub fn push_control(&self, make: impl FnOnce(&mut QueueState) -> Command) -> Result<(), WalError> {
+        let mut state = self.lock();
+        check_usable(&state)?;
+        let command = make(&mut state);
+        state.commands.push_back(command);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    fn has_room(&self, state: &QueueState, len: usize) -> bool {
+        // An append bigger than the whole byte bound still passes through an empty queue.
+        let bytes_ok = state.queued_bytes == 0 || state.queued_bytes + len <= self.options.max_queued_bytes;
+        bytes_ok && state.queued_appends < self.options.max_queued_records
+    }
+
+    fn push_append(&self, state: &mut QueueState, zxid: Zxid, payload: Bytes) -> Result<Pending<Zxid>, WalError> {
+        if zxid <= state.last_assigned {
+            return Err(WalError::ZxidNotIncreasing { zxid, last: state.last_assigned });
+        }
+        state.last_assigned = zxid;
+        state.queued_bytes += payload.len();
+        state.queued_appends += 1;
+        let (done, pending) = Pending::new();
+        state.commands.push_back(Command::Append(Append { zxid, payload, done }));
+        if state.commands.len() == 1 {
+            self.work.notify_one();
+        }
+        Ok(pending)
+    }
+
+    /// Wakes every appender waiting for room.
+    pub fn wake_appenders(&self) {
+        self.room.notify_all();
+        self.room_async.notify_waiters();
+    }
+}
+
+fn check_usable(state: &QueueState) -> Result<(), WalError> {
+    if let Some(cause) = &state.failed {
+        return Err(WalError::Failed(cause.clone()));
+    }
+    if state.closed {
+        return Err(WalError::Closed);
+    }
+    Ok(())
+}

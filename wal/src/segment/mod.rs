@@ -1,0 +1,7 @@
+//! Segments: the files the log is made of.
+
+pub mod file;
+pub mod format;
+
+pub use file::SegmentFile;
+pub use format::{Seal, SegmentHeader};

@@ -1,0 +1,257 @@
+//! [`Wal`]: opening (with recovery) and the public operations.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::WalError;
+use crate::fsutil::{self, DirLock};
+use crate::pending::Pending;
+use crate::queue::{Command, Enqueue, Shared};
+use crate::scan::{self, Scan, TornTail};
+use crate::segment::{file, SegmentFile};
+use crate::view::{SegmentView, View, WalIter};
+use crate::writer::{Active, Writer};
+use crate::{SyncMode, WalOptions, Zxid};
+
+/// What [`Wal::open`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segments in the log.
+    pub segments: usize,
+    /// Records in the log.
+    pub records: u64,
+    /// Bytes of segment data (headers and records) verified.
+    pub bytes: u64,
+    /// The first zxid in the log.
+    pub first_zxid: Option<Zxid>,
+    /// The last zxid in the log.
+    pub last_zxid: Option<Zxid>,
+    /// A torn tail that was cut.
+    pub torn_tail: Option<TornTail>,
+    /// Segments that held no record (their creation was the last thing before a crash), deleted.
+    pub removed_empty_segments: Vec<PathBuf>,
+    /// Temporary files of interrupted segment creations, deleted.
+    pub removed_tmp_files: usize,
+}
+
+/// What [`Wal::purge_before`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Segments deleted.
+    pub segments: usize,
+    /// Bytes of segment data deleted.
+    pub bytes: u64,
+}
+
+/// A segmented write-ahead log with group-commit fsync. See the [crate documentation](crate).
+///
+/// All operations take `&self`: share the log between threads and tasks with an `Arc`. Dropping it completes
+/// everything already queued, then stops the writer thread.
+#[derive(Debug)]
+pub struct Wal {
+    shared: Arc<Shared>,
+    view: Arc<Mutex<View>>,
+    writer: Option<thread::JoinHandle<()>>,
+    dir: PathBuf,
+    _lock: DirLock,
+}
+
+impl Wal {
+    /// Opens the log in `dir` (creating the directory if needed), verifying every segment. A torn tail is cut
+    /// and reported; corruption fails the open (see [`crate::repair`]).
+    pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        if options.sync == SyncMode::Never {
+            tracing::warn!(dir = %dir.display(), "WAL opened with sync=never: appends are NOT durable; for benchmarks and tests only");
+        }
+        let (scan, recovery) = recover(&dir, &options)?;
+        let segments: Vec<SegmentView> = scan
+            .segments
+            .iter()
+            .map(|s| SegmentView {
+                seq: s.header.seq,
+                first_zxid: s.header.first_zxid,
+                path: s.path.clone(),
+                data: s.data.clone(),
+                end: s.end,
+                last_zxid: s.last_zxid.expect("recovery leaves no empty segment"),
+            })
+            .collect();
+        let active = match scan.segments.last() {
+            Some(last) => Some(reopen_active(last, &options)?),
+            None => None,
+        };
+        let mut segments = segments;
+        if let (Some(active), Some(view)) = (&active, segments.last_mut()) {
+            view.data = active.file.map()?;
+        }
+        let last_assigned = recovery.last_zxid.unwrap_or(Zxid::ZERO);
+        let shared = Arc::new(Shared::new(options, last_assigned));
+        let view = Arc::new(Mutex::new(View::default()));
+        let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1);
+        let writer = Writer {
+            shared: shared.clone(),
+            view: view.clone(),
+            dir: dir.clone(),
+            active,
+            segments,
+            next_seq,
+            buf: Vec::new(),
+        };
+        writer.publish();
+        let writer = thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| WalError::io("spawn writer thread", &dir, e))?;
+        Ok((Wal { shared, view, writer: Some(writer), dir, _lock: lock }, recovery))
+    }
+
+    /// Queues an append of `payload` under `zxid`, blocking while the queue is full. The returned [`Pending`]
+    /// completes once the record is durable.
+    ///
+    /// Fails at once, writing nothing, if the payload exceeds `max_payload`, if `zxid` is not above the last one
+    /// appended, or if the log has failed.
+    pub fn append(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<Pending<Zxid>, WalError> {
+        let payload = self.check_payload(payload.into())?;
+        self.shared.append_blocking(zxid, payload)
+    }
+
+    /// Like [`Wal::append`], but waits for room in the queue without blocking the thread.
+    pub async fn append_async(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<Pending<Zxid>, WalError> {
+        let mut payload = self.check_payload(payload.into())?;
+        loop {
+            let room = std::pin::pin!(self.shared.room_async.notified());
+            let mut room = room;
+            room.as_mut().enable();
+            match self.shared.try_append(zxid, payload)? {
+                Enqueue::Queued(pending) => return Ok(pending),
+                Enqueue::Full(back) => payload = back,
+            }
+            room.await;
+        }
+    }
+
+    fn check_payload(&self, payload: Bytes) -> Result<Bytes, WalError> {
+        let max = self.shared.options.max_payload;
+        if payload.len() > max {
+            return Err(WalError::PayloadTooLarge { len: payload.len(), max });
+        }
+        Ok(payload)
+    }
+
+    /// Queues the removal of every record above `zxid` (a follower dropping an uncommitted tail). It is durable
+    /// when the returned [`Pending`] completes; appends queued after it must be above `zxid`.
+    pub fn truncate_after(&self, zxid: Zxid) -> Result<Pending<()>, WalError> {
+        let (done, pending) = Pending::new();
+        self.shared.push_control(|state| {
+            state.last_assigned = state.last_assigned.min(zxid);
+            Command::TruncateAfter { zxid, done }
+        })?;
+        Ok(pending)
+    }
+
+    /// Queues the deletion of every segment that holds only records below `zxid`. The segment holding `zxid`
+    /// (and the one being appended to) stays.
+    pub fn purge_before(&self, zxid: Zxid) -> Result<Pending<Purged>, WalError> {
+        let (done, pending) = Pending::new();
+        self.shared.push_control(|_| Command::PurgeBefore { zxid, done })?;
+        Ok(pending)
+    }
+
+    /// Iterates the durable records with a zxid at or above `from`.
+    pub fn iter_from(&self, from: Zxid) -> WalIter {
+        WalIter::new(self.view(), from, self.shared.options.max_payload)
+    }
+
+    /// The zxid of the first durable record.
+    pub fn first_zxid(&self) -> Option<Zxid> {
+        self.view().first_zxid()
+    }
+
+    /// The zxid of the last durable record.
+    pub fn last_zxid(&self) -> Option<Zxid> {
+        self.view().last_zxid()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn view(&self) -> View {
+        self.view.lock().expect("WAL view lock poisoned by a panic").clone()
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_all();
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("the WAL writer thread panicked");
+            }
+        }
+    }
+}
+
+/// Scans `dir` and applies what crash recovery may do on its own: delete temporary files and an empty last
+/// segment, and cut a torn tail.
+fn recover(dir: &Path, options: &WalOptions) -> Result<(Scan, Recovery), WalError> {
+    let started = Instant::now();
+    let mut recovery = Recovery::default();
+    loop {
+        let scan = scan::scan(dir, options.max_payload)?;
+        if let Some(corruption) = scan.corruption {
+            tracing::error!(error = %corruption.error, "WAL corruption: refusing to open (see wal::repair)");
+            return Err(corruption.error);
+        }
+        for tmp in &scan.tmp_files {
+            file::remove(tmp)?;
+            recovery.removed_tmp_files += 1;
+        }
+        if !scan.tmp_files.is_empty() {
+            fsutil::sync_dir(dir)?;
+        }
+        if let Some(last) = scan.segments.last().filter(|s| s.records == 0) {
+            // Created, but the crash came before its first record was durable; the one before it is the tail.
+            tracing::warn!(segment = %last.path.display(), "deleting a segment that holds no record");
+            file::remove(&last.path)?;
+            fsutil::sync_dir(dir)?;
+            recovery.removed_empty_segments.push(last.path.clone());
+            continue;
+        }
+        if let Some(torn) = &scan.torn {
+            tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes, last_good = %torn.last_good_zxid, "cutting a torn tail");
+            let file = SegmentFile::open(&torn.segment)?;
+            file.zero(torn.offset, torn.offset + torn.bytes)?;
+            file.sync_data()?;
+            recovery.torn_tail = Some(torn.clone());
+        }
+        recovery.segments = scan.segments.len();
+        recovery.records = scan.segments.iter().map(|s| s.records).sum();
+        recovery.bytes = scan.segments.iter().map(|s| s.end).sum();
+        recovery.first_zxid = scan.segments.first().map(|s| s.header.first_zxid);
+        recovery.last_zxid = scan.last_zxid();
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(dir = %dir.display(), segments = recovery.segments, records = recovery.records,
+            last_zxid = ?recovery.last_zxid, mb_per_s = recovery.bytes as f64 / 1e6 / secs.max(1e-9), "WAL recovered");
+        return Ok((scan, recovery));
+    }
+}
+
+/// Opens the last segment for appending at its end.
+fn reopen_active(last: &scan::ScannedSegment, options: &WalOptions) -> Result<Active, WalError> {
+    let file = SegmentFile::open(&last.path)?;
+    file.ensure_capacity(options.segment_size)?;
+    let capacity = file.len()?;
+    Ok(Active { file, header: last.header, end: last.end, capacity, last_zxid: last.last_zxid.expect("not empty") })
+}

@@ -1,0 +1,306 @@
+//! The writer thread: the only code that writes segments.
+//!
+//! It takes every append queued since its last fsync (up to the optional batch caps), encodes them into one
+//! buffer, writes it with one `pwrite`, runs one `fdatasync`, publishes the new durable end to readers, and only
+//! then completes the appends. Truncate and purge run on this thread too, in queue order.
+//!
+//! # Invariants
+//! - An append is completed `Ok` only after an fdatasync that covers it returned success.
+//! - After the first failed write or fsync, nothing is completed `Ok` again: the log is failed until reopened.
+//! - Zxids on disk strictly increase (checked at enqueue, asserted here).
+//! - A segment is sealed (its records fsynced) before the next one, which records the seal, is created.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::error::WalError;
+use crate::pending::Completion;
+use crate::queue::{Append, Command, Shared};
+use crate::record::{self, Decoded};
+use crate::segment::format::{Seal, SegmentHeader, HEADER_LEN};
+use crate::segment::{file, SegmentFile};
+use crate::view::{SegmentView, View};
+use crate::{fsutil, Purged, SyncMode, Zxid};
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub file: SegmentFile,
+    pub header: SegmentHeader,
+    /// Where the next record goes.
+    pub end: u64,
+    /// The file's preallocated size.
+    pub capacity: u64,
+    /// The zxid of its last record.
+    pub last_zxid: Zxid,
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub view: Arc<Mutex<View>>,
+    pub dir: PathBuf,
+    pub active: Option<Active>,
+    /// The published segments, the active one last.
+    pub segments: Vec<SegmentView>,
+    /// The sequence number of the next segment.
+    pub next_seq: u64,
+    pub buf: Vec<u8>,
+}
+
+impl Writer {
+    /// Runs until the log is closed and its queue drained, or until it fails.
+    pub fn run(mut self) {
+        let mut appends = Vec::new();
+        while let Some(control) = self.next_batch(&mut appends) {
+            let outcome = match control {
+                None => match self.write_batch(&mut appends) {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(self.fail(error, &mut appends)),
+                },
+                Some(Command::TruncateAfter { zxid, done }) => {
+                    let result = self.truncate_after(zxid);
+                    self.complete(done, result)
+                }
+                Some(Command::PurgeBefore { zxid, done }) => {
+                    let result = self.purge_before(zxid);
+                    self.complete(done, result)
+                }
+                Some(Command::Append(_)) => unreachable!("appends come in batches"),
+            };
+            if outcome.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Completes a control command; its failure fails the log.
+    fn complete<T>(&mut self, done: Completion<T>, result: Result<T, WalError>) -> Result<(), Arc<WalError>> {
+        match result {
+            Ok(value) => {
+                let _ = done.send(Ok(value));
+                Ok(())
+            }
+            Err(error) => {
+                let cause = self.fail(error, &mut Vec::new());
+                let _ = done.send(Err(WalError::Failed(cause.clone())));
+                Err(cause)
+            }
+        }
+    }
+
+    /// Waits for work; fills `appends` with a batch, or returns a control command. `None`: closed and drained.
+    fn next_batch(&self, appends: &mut Vec<Append>) -> Option<Option<Command>> {
+        let options = &self.shared.options;
+        let mut state = self.shared.lock();
+        while state.commands.is_empty() {
+            if state.closed {
+                return None;
+            }
+            state = self.shared.work.wait(state).expect("WAL queue lock poisoned by a panic");
+        }
+        let (mut bytes, max_bytes) = (0, options.max_batch_bytes.unwrap_or(usize::MAX));
+        let max_records = options.max_batch_records.unwrap_or(usize::MAX);
+        while let Some(Command::Append(a)) = state.commands.front() {
+            if !appends.is_empty() && (bytes + a.payload.len() > max_bytes || appends.len() >= max_records) {
+                break;
+            }
+            bytes += a.payload.len();
+            let Some(Command::Append(a)) = state.commands.pop_front() else { unreachable!("front was an append") };
+            appends.push(a);
+        }
+        state.queued_bytes -= bytes;
+        state.queued_appends -= appends.len();
+        let control = if appends.is_empty() { state.commands.pop_front() } else { None };
+        drop(state);
+        self.shared.wake_appenders();
+        Some(control)
+    }
+
+    fn write_batch(&mut self, appends: &mut Vec<Append>) -> Result<(), WalError> {
+        self.buf.clear();
+        for a in appends.iter() {
+            let len = record::encoded_len(a.payload.len()) as u64;
+            let fits = self.active.as_ref().is_some_and(|s| s.end + self.buf.len() as u64 + len <= s.capacity);
+            if !fits {
+                self.flush_buf()?;
+                self.roll(a.zxid)?;
+            }
+            let active = self.active.as_mut().expect("rolled");
+            assert!(a.zxid > active.last_zxid, "zxid {} after {} passed the enqueue check", a.zxid, active.last_zxid);
+            record::encode(&mut self.buf, a.zxid, &a.payload);
+            active.last_zxid = a.zxid;
+        }
+        self.flush_buf()?;
+        let active = self.active.as_ref().expect("a batch has records");
+        if self.shared.options.sync == SyncMode::Fdatasync {
+            active.file.sync_data()?;
+        }
+        self.publish_active();
+        for a in appends.drain(..) {
+            // A receiver that went away no longer cares; the record is durable all the same.
+            let _ = a.done.send(Ok(a.zxid));
+        }
+        Ok(())
+    }
+
+    /// Writes the encoded records in `buf` at the active segment's end.
+    fn flush_buf(&mut self) -> Result<(), WalError> {
+        if let (Some(active), false) = (self.active.as_mut(), self.buf.is_empty()) {
+            active.file.write_at(&self.buf, active.end)?;
+            active.end += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsyncs its records) and creates the next one, whose first record is `first`.
+    fn roll(&mut self, first: Zxid) -> Result<(), WalError> {
+        let prev = match &self.active {
+            Some(active) => {
+                active.file.sync_data()?;
+                Some(Seal { end: active.end, last_zxid: active.last_zxid })
+            }
+            None => None,
+        };
+        if prev.is_some() {
+            self.publish_active();
+        }
+        let header = SegmentHeader { seq: self.next_seq, first_zxid: first, prev };
+        let capacity = self.shared.options.segment_size;
+        let file = SegmentFile::create(&self.dir, &header, &[], capacity)?;
+        tracing::debug!(segment = %file.path().display(), seq = header.seq, "rolled to a new segment");
+        self.next_seq += 1;
+        self.segments.push(SegmentView {
+            seq: header.seq,
+            first_zxid: first,
+            path: file.path().to_path_buf(),
+            data: file.map()?,
+            end: HEADER_LEN as u64,
+            last_zxid: Zxid::ZERO,
+        });
+        self.active = Some(Active {
+            file,
+            header,
+            end: HEADER_LEN as u64,
+            capacity,
+            last_zxid: prev.map_or(Zxid::ZERO, |p| p.last_zxid),
+        });
+        Ok(())
+    }
+
+    /// Publishes the active segment's durable end to readers.
+    fn publish_active(&mut self) {
+        if let (Some(active), Some(last)) = (&self.active, self.segments.last_mut()) {
+            debug_assert_eq!(last.seq, active.header.seq);
+            (last.end, last.last_zxid) = (active.end, active.last_zxid);
+        }
+        self.publish();
+    }
+
+    /// Publishes the segment list, leaving out a new segment that holds no record yet.
+    pub fn publish(&self) {
+        let mut segments = self.segments.clone();
+        segments.retain(|s| s.end > HEADER_LEN as u64);
+        *self.view.lock().expect("WAL view lock poisoned by a panic") = View { segments: Arc::new(segments) };
+    }
+
+    /// Drops every record above `zxid`, durably.
+    fn truncate_after(&mut self, zxid: Zxid) -> Result<(), WalError> {
+        self.publish_active();
+        if self.segments.last().is_none_or(|s| s.last_zxid <= zxid) {
+            return Ok(());
+        }
+        let keep = self.segments.partition_point(|s| s.first_zxid <= zxid);
+        while self.segments.len() > keep {
+            let gone = self.segments.pop().expect("len > keep");
+            if self.active.as_ref().is_some_and(|a| a.header.seq == gone.seq) {
+                self.active = None;
+            }
+            file::remove(&gone.path)?;
+            fsutil::sync_dir(&self.dir)?;
+            self.next_seq = gone.seq;
+        }
+        if let Some(last) = self.segments.last().cloned() {
+            self.reopen_tail(&last, zxid)?;
+        }
+        self.publish();
+        tracing::info!(after = %zxid, last = ?self.segments.last().map(|s| s.last_zxid), "truncated the log");
+        Ok(())
+    }
+
+    /// Makes `seg` the active segment again, cut just after `zxid`.
+    fn reopen_tail(&mut self, seg: &SegmentView, zxid: Zxid) -> Result<(), WalError> {
+        let (cut, last_zxid) = cut_after(seg, zxid, self.shared.options.max_payload)?;
+        let capacity = self.shared.options.segment_size;
+        let file = SegmentFile::open(&seg.path)?;
+        let header = file.read_header()?;
+        let file = if cut < seg.end {
+            // Rewrite into a new file renamed over the old one: readers keep the old inode, and a crash leaves
+            // either the old segment or the new one, never a half-zeroed mix.
+            let records = &seg.data[HEADER_LEN..usize::try_from(cut).expect("mapped")];
+            SegmentFile::create(&self.dir, &header, records, capacity.max(cut))?
+        } else {
+            file
+        };
+        file.ensure_capacity(capacity)?;
+        let capacity = file.len()?;
+        let view = self.segments.last_mut().expect("seg is the last segment");
+        (view.end, view.last_zxid, view.data) = (cut, last_zxid, file.map()?);
+        self.next_seq = header.seq + 1;
+        self.active = Some(Active { file, header, end: cut, capacity, last_zxid });
+        Ok(())
+    }
+
+    /// Deletes the segments that hold only records below `zxid`.
+    fn purge_before(&mut self, zxid: Zxid) -> Result<Purged, WalError> {
+        self.publish_active();
+        let mut purged = Purged::default();
+        while self.segments.len() > 1 && self.segments[1].first_zxid <= zxid {
+            let gone = self.segments.remove(0);
+            file::remove(&gone.path)?;
+            fsutil::sync_dir(&self.dir)?;
+            purged.segments += 1;
+            purged.bytes += gone.end;
+            self.publish();
+        }
+        Ok(purged)
+    }
+
+    /// Fails the log: this batch, everything queued, and everything that comes later.
+    fn fail(&mut self, error: WalError, appends: &mut Vec<Append>) -> Arc<WalError> {
+        tracing::error!(%error, "write-ahead log failed; it refuses writes until reopened");
+        let cause = Arc::new(error);
+        let mut state = self.shared.lock();
+        state.failed = Some(cause.clone());
+        let queued: Vec<Command> = state.commands.drain(..).collect();
+        (state.queued_bytes, state.queued_appends) = (0, 0);
+        drop(state);
+        self.shared.wake_appenders();
+        let failed = || WalError::Failed(cause.clone());
+        for a in appends.drain(..) {
+            let _ = a.done.send(Err(failed()));
+        }
+        for command in queued {
+            command.fail(failed);
+        }
+        cause
+    }
+}
+
+/// Where the records of `seg` at or below `zxid` end, and the last of them.
+fn cut_after(seg: &SegmentView, zxid: Zxid, max_payload: usize) -> Result<(u64, Zxid), WalError> {
+    let end = usize::try_from(seg.end).expect("mapped");
+    let (mut offset, mut last) = (HEADER_LEN, Zxid::ZERO);
+    while offset < end {
+        match record::decode(&seg.data[..end], offset, max_payload) {
+            Decoded::Record { zxid: z, next, .. } if z <= zxid => (offset, last) = (next, z),
+            Decoded::Record { .. } => break,
+            _ => {
+                let kind = crate::error::CorruptionKind::BadChecksum;
+                return Err(WalError::Corruption { segment: seg.path.clone(), offset: offset as u64, kind });
+            }
+        }
+    }
+    assert!(last != Zxid::ZERO, "a kept segment starts at or below the truncation point");
+    Ok((offset as u64, last))
+}
