@@ -108,12 +108,13 @@ pub fn scan(dir: &Path, max_payload: usize) -> Result<Scan, WalError> {
         };
         scan.segments.push(ScannedSegment { path, header, data, end: HEADER_LEN as u64, last_zxid: None, records: 0 });
     }
-    if let Some(c) = check_links(&scan.segments) {
+    // Records are read up to a broken link, so that what comes before it is known (repair keeps it).
+    let broken = check_links(&scan.segments);
+    scan_records(&mut scan, broken.as_ref().map(|c| c.index), max_payload);
+    if let (None, Some(c)) = (&scan.corruption, broken) {
         scan.segments.truncate(c.index + 1);
         scan.corruption = Some(c);
-        return Ok(scan);
     }
-    scan_records(&mut scan, max_payload);
     Ok(scan)
 }
 
@@ -156,13 +157,15 @@ fn check_links(segments: &[ScannedSegment]) -> Option<CorruptionAt> {
     None
 }
 
-fn scan_records(scan: &mut Scan, max_payload: usize) {
-    let count = scan.segments.len();
+/// Reads the records of every segment before `broken` (the first segment after a broken link, if any).
+fn scan_records(scan: &mut Scan, broken: Option<usize>, max_payload: usize) {
+    let count = broken.unwrap_or(scan.segments.len());
     let mut previous = Zxid::ZERO;
     for index in 0..count {
         let seal = scan.segments.get(index + 1).and_then(|s| s.header.prev);
         let segment = &mut scan.segments[index];
         let result = match seal {
+            _ if Some(index + 1) == broken => read_records(segment, previous, max_payload).map(|_| ()),
             Some(seal) => scan_sealed(segment, previous, seal, max_payload),
             None => scan_last(segment, previous, max_payload).map(|torn| scan.torn = torn),
         };

@@ -1,0 +1,249 @@
+//! Appends, reads, rolls, truncation, purge, reopen, and the request errors.
+
+mod common;
+
+use common::*;
+use wal::{Wal, WalError, WalOptions, Zxid};
+
+#[test]
+fn appended_records_read_back_in_order_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 1..=200);
+    assert!(segments(dir.path()).len() > 5, "tiny segments must roll");
+    let records = all(&log);
+    assert_eq!(records.len(), 200);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.zxid, Zxid(i as u64 + 1));
+        assert_eq!(&r.payload[..], &payload(r.zxid)[..]);
+    }
+    assert_eq!(log.first_zxid(), Some(Zxid(1)));
+    assert_eq!(log.last_zxid(), Some(Zxid(200)));
+    let from: Vec<u64> = log.iter_from(Zxid(150)).map(|r| r.unwrap().zxid.0).collect();
+    assert_eq!(from, (150..=200).collect::<Vec<_>>());
+}
+
+#[test]
+fn reopen_recovers_every_record_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), tiny());
+        append_all(&log, (1..=100).map(|z| z * 3));
+    }
+    let (log, recovery) = Wal::open(dir.path(), tiny()).unwrap();
+    assert_eq!(recovery.records, 100);
+    assert_eq!(recovery.last_zxid, Some(Zxid(300)));
+    assert_eq!(recovery.torn_tail, None);
+    assert!(matches!(log.append(Zxid(300), vec![]), Err(WalError::ZxidNotIncreasing { .. })));
+    append_all(&log, 301..=310);
+    assert_eq!(zxids(&log), (1..=100).map(|z| z * 3).chain(301..=310).collect::<Vec<_>>());
+}
+
+#[test]
+fn sparse_zxids_across_epochs_are_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    let zs = [Zxid::new(wal::Epoch(1), 1), Zxid::new(wal::Epoch(1), 2), Zxid::new(wal::Epoch(3), 1)];
+    append_all(&log, zs.iter().map(|z| z.0));
+    assert_eq!(zxids(&log), zs.iter().map(|z| z.0).collect::<Vec<_>>());
+}
+
+#[test]
+fn request_errors_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    assert!(matches!(log.append(Zxid(1), vec![0; 1025]), Err(WalError::PayloadTooLarge { len: 1025, max: 1024 })));
+    assert!(matches!(log.append(Zxid(0), vec![]), Err(WalError::ZxidNotIncreasing { .. })));
+    append_all(&log, [5]);
+    assert!(matches!(log.append(Zxid(5), vec![]), Err(WalError::ZxidNotIncreasing { .. })));
+    assert!(matches!(log.append(Zxid(4), vec![]), Err(WalError::ZxidNotIncreasing { .. })));
+    log.append(Zxid(1024), vec![1; 1024]).unwrap().wait().unwrap();
+    assert_eq!(zxids(&log), vec![5, 1024]);
+}
+
+#[test]
+fn truncate_after_drops_the_tail_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), tiny());
+        append_all(&log, 1..=120);
+        let before = segments(dir.path()).len();
+        log.truncate_after(Zxid(37)).unwrap().wait().unwrap();
+        assert_eq!(zxids(&log), (1..=37).collect::<Vec<_>>());
+        assert!(segments(dir.path()).len() < before);
+        assert!(matches!(log.append(Zxid(37), vec![]), Err(WalError::ZxidNotIncreasing { .. })));
+        // A new history continues after the cut, with zxids the old tail had used.
+        append_all(&log, 38..=60);
+    }
+    let log = open(dir.path(), tiny());
+    assert_eq!(zxids(&log), (1..=60).collect::<Vec<_>>());
+    for r in all(&log) {
+        assert_eq!(&r.payload[..], &payload(r.zxid)[..]);
+    }
+}
+
+#[test]
+fn truncate_at_a_segment_boundary_reopens_the_sealed_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 1..=120);
+    let second =
+        wal::segment::format::parse_file_name(segments(dir.path())[1].file_name().unwrap().to_str().unwrap()).unwrap();
+    log.truncate_after(Zxid(second.0 - 1)).unwrap().wait().unwrap();
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(log.last_zxid(), Some(Zxid(second.0 - 1)));
+    append_all(&log, second.0..=130);
+    drop(log);
+    let log = open(dir.path(), tiny());
+    assert_eq!(zxids(&log), (1..=130).collect::<Vec<_>>());
+}
+
+#[test]
+fn truncate_before_everything_empties_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 10..=50);
+    log.truncate_after(Zxid(3)).unwrap().wait().unwrap();
+    assert_eq!(zxids(&log), Vec::<u64>::new());
+    assert_eq!(log.last_zxid(), None);
+    append_all(&log, [4, 5]);
+    drop(log);
+    assert_eq!(zxids(&open(dir.path(), tiny())), vec![4, 5]);
+}
+
+#[test]
+fn truncate_past_the_end_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 1..=10);
+    log.truncate_after(Zxid(99)).unwrap().wait().unwrap();
+    assert_eq!(zxids(&log), (1..=10).collect::<Vec<_>>());
+    assert!(matches!(log.append(Zxid(10), vec![]), Err(WalError::ZxidNotIncreasing { .. })));
+}
+
+#[test]
+fn purge_deletes_only_whole_older_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 1..=200);
+    let before = segments(dir.path()).len();
+    let purged = log.purge_before(Zxid(100)).unwrap().wait().unwrap();
+    assert!(purged.segments > 0 && purged.bytes > 0);
+    assert_eq!(segments(dir.path()).len(), before - purged.segments);
+    let first = log.first_zxid().unwrap();
+    assert!(first <= Zxid(100), "the segment holding 100 must stay");
+    assert_eq!(zxids(&log), (first.0..=200).collect::<Vec<_>>());
+    // Purging everything keeps the segment being appended to.
+    log.purge_before(Zxid(u64::MAX)).unwrap().wait().unwrap();
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(log.last_zxid(), Some(Zxid(200)));
+    drop(log);
+    let log = open(dir.path(), tiny());
+    assert_eq!(log.last_zxid(), Some(Zxid(200)));
+    append_all(&log, [201]);
+}
+
+#[test]
+fn a_directory_with_foreign_files_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+    let err = Wal::open(dir.path(), tiny()).unwrap_err();
+    assert!(matches!(&err, WalError::NotAWal { file, .. } if file == "notes.txt"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("notes.txt")).unwrap(), b"hello");
+}
+
+#[test]
+fn bad_magic_and_future_versions_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), tiny()).append(Zxid(1), vec![1]).unwrap().wait());
+    let seg = segments(dir.path())[0].clone();
+    let original = std::fs::read(&seg).unwrap();
+    let mut bytes = original.clone();
+    bytes[8] = 9; // version 9
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Wal::open(dir.path(), tiny()).unwrap_err();
+    assert!(matches!(err, WalError::UnsupportedVersion { version: 9, .. }), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+    bytes[..8].copy_from_slice(b"PK\x03\x04ZIP!");
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(Wal::open(dir.path(), tiny()), Err(WalError::BadMagic { .. })));
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = open(dir.path(), tiny());
+    assert!(matches!(Wal::open(dir.path(), tiny()), Err(WalError::Locked { .. })));
+}
+
+#[test]
+fn inconsistent_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_size: 1000, max_payload: 1000, ..WalOptions::default() };
+    assert!(matches!(Wal::open(dir.path(), options), Err(WalError::InvalidOptions(_))));
+}
+
+#[test]
+fn a_tiny_queue_applies_back_pressure_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { max_queued_records: 2, max_queued_bytes: 64, max_batch_records: Some(3), ..tiny() };
+    let log = std::sync::Arc::new(open(dir.path(), options));
+    let next = std::sync::Mutex::new(0u64);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    let pending = {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        log.append(Zxid(*n), payload(Zxid(*n))).unwrap()
+                    };
+                    pending.wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(zxids(&log), (1..=400).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_appenders_share_fsyncs_and_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { max_queued_records: 4, ..tiny() };
+    let log = std::sync::Arc::new(open(dir.path(), options));
+    let next = std::sync::Arc::new(tokio::sync::Mutex::new(0u64));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (log, next) = (log.clone(), next.clone());
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let pending = {
+                        let mut n = next.lock().await;
+                        *n += 1;
+                        log.append_async(Zxid(*n), payload(Zxid(*n))).await.unwrap()
+                    };
+                    let z = pending.await.unwrap();
+                    assert!(log.last_zxid().unwrap() >= z, "durable means readable");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(zxids(&log), (1..=640).collect::<Vec<_>>());
+}
+
+#[test]
+fn readers_started_before_a_truncation_keep_their_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 1..=100);
+    let mut old = log.iter_from(Zxid(1));
+    log.truncate_after(Zxid(50)).unwrap().wait().unwrap();
+    append_all(&log, 51..=60);
+    let first: Vec<u64> = old.by_ref().take(100).map(|r| r.unwrap().zxid.0).collect();
+    assert_eq!(first, (1..=100).collect::<Vec<_>>());
+    assert_eq!(zxids(&log), (1..=60).collect::<Vec<_>>());
+}
