@@ -252,6 +252,6 @@ fn recover(dir: &Path, options: &WalOptions) -> Result<(Scan, Recovery), WalErro
 fn reopen_active(last: &scan::ScannedSegment, options: &WalOptions) -> Result<Active, WalError> {
     let file = SegmentFile::open(&last.path)?;
     file.ensure_capacity(options.segment_size)?;
-    let capacity = file.len()?;
+    let capacity = file.file_len()?;
     Ok(Active { file, header: last.header, end: last.end, capacity, last_zxid: last.last_zxid.expect("not empty") })
 }

@@ -243,7 +243,7 @@ impl Writer {
             file
         };
         file.ensure_capacity(capacity)?;
-        let capacity = file.len()?;
+        let capacity = file.file_len()?;
         let view = self.segments.last_mut().expect("seg is the last segment");
         (view.end, view.last_zxid, view.data) = (cut, last_zxid, file.map()?);
         self.next_seq = header.seq + 1;

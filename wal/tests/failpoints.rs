@@ -1,1 +1,149 @@
+//! Injected IO failures (the `failpoints` feature): a failed write or fsync fails every waiting appender, nothing
+//! is reported durable, and the log refuses writes until it is reopened.
+//!
+//! Run with `cargo test -p wal --features failpoints --test failpoints`. Failpoints are process-global, so every
+//! test holds a `FailScenario`, which serialises them.
 
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use fail::FailScenario;
+use wal::{Wal, WalError, Zxid};
+
+/// The root cause of a failed-log error.
+fn cause(error: &WalError) -> &WalError {
+    match error {
+        WalError::Failed(cause) => cause,
+        other => panic!("expected a failed log, got {other}"),
+    }
+}
+
+fn errno(error: &WalError) -> Option<i32> {
+    match cause(error) {
+        WalError::Io { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_fsync_failure_fails_every_waiting_appender_and_every_later_one() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), tiny()));
+    append_all(&log, 1..=10);
+    fail::cfg("wal::fdatasync", "return(EIO)").unwrap();
+    let next = std::sync::Mutex::new(10u64);
+    let outcomes: Vec<Result<Zxid, WalError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let pending = {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        log.append(Zxid(*n), payload(Zxid(*n)))
+                    };
+                    pending.and_then(|p| p.wait())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for outcome in &outcomes {
+        let error = outcome.as_ref().expect_err("no append may be durable after a failed fsync");
+        assert!(error.is_fatal());
+        assert_eq!(errno(error), Some(libc::EIO), "{error}");
+    }
+    fail::remove("wal::fdatasync");
+    // Healthy disk again, but the log stays failed until reopened: nothing is retried.
+    assert!(matches!(log.append(Zxid(100), vec![1]), Err(WalError::Failed(_))));
+    assert!(matches!(log.truncate_after(Zxid(5)), Err(WalError::Failed(_))));
+    assert_eq!(log.last_zxid(), Some(Zxid(10)), "readers see only what was durable");
+    drop(Arc::try_unwrap(log).expect("sole owner"));
+    let log = open(dir.path(), tiny());
+    let got = zxids(&log);
+    assert_eq!(&got[..10], &(1..=10).collect::<Vec<_>>()[..], "acknowledged records survive");
+    let last = log.last_zxid().unwrap().0;
+    append_all(&log, [last + 1]);
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn async_waiters_get_the_failure_too() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    fail::cfg("wal::write", "return(EIO)").unwrap();
+    let pendings: Vec<_> = (1..=5).map(|z| log.append(Zxid(z), payload(Zxid(z))).unwrap()).collect();
+    for p in pendings {
+        let error = p.await.expect_err("a failed write is not durable");
+        assert_eq!(errno(&error), Some(libc::EIO));
+    }
+    assert!(matches!(log.append_async(Zxid(6), vec![]).await, Err(WalError::Failed(_))));
+    fail::remove("wal::write");
+    scenario.teardown();
+}
+
+#[test]
+fn a_full_disk_at_segment_roll_fails_cleanly_and_recovers_on_reopen() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 1..=5);
+    fail::cfg("wal::preallocate", "return(ENOSPC)").unwrap();
+    let mut z = 5;
+    let error = loop {
+        z += 1;
+        match log.append(Zxid(z), payload(Zxid(z))).and_then(|p| p.wait()) {
+            Ok(_) => assert!(z < 100, "tiny segments must roll"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(errno(&error), Some(libc::ENOSPC), "{error}");
+    assert!(error.to_string().contains("preallocate"), "{error}");
+    fail::remove("wal::preallocate");
+    drop(log);
+    let (log, recovery) = Wal::open(dir.path(), tiny()).unwrap();
+    assert_eq!(recovery.removed_tmp_files, 1, "the half-created segment is cleaned up");
+    assert_eq!(zxids(&log), (1..z).collect::<Vec<_>>());
+    append_all(&log, [z]);
+    scenario.teardown();
+}
+
+#[test]
+fn a_read_only_disk_is_a_clear_error_and_touches_nothing() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    append_all(&open(dir.path(), tiny()), 1..=3);
+    let before: Vec<_> = segments(dir.path()).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    fail::cfg("wal::write", "return(EROFS)").unwrap();
+    let log = open(dir.path(), tiny());
+    let error = log.append(Zxid(4), vec![4]).unwrap().wait().unwrap_err();
+    assert_eq!(errno(&error), Some(libc::EROFS));
+    fail::remove("wal::write");
+    drop(log);
+    let after: Vec<_> = segments(dir.path()).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(before, after);
+    scenario.teardown();
+}
+
+#[test]
+fn a_failed_truncation_fails_the_log() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    append_all(&log, 1..=100);
+    fail::cfg("wal::remove", "return(EIO)").unwrap();
+    let error = log.truncate_after(Zxid(10)).unwrap().wait().unwrap_err();
+    assert_eq!(errno(&error), Some(libc::EIO));
+    assert!(matches!(log.append(Zxid(11), vec![]), Err(WalError::Failed(_))));
+    fail::remove("wal::remove");
+    drop(log);
+    // The interrupted truncation left a log without holes: a prefix of what was there.
+    let log = open(dir.path(), tiny());
+    let got = zxids(&log);
+    assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>());
+    assert!(got.len() >= 10);
+    scenario.teardown();
+}

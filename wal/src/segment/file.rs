@@ -55,13 +55,13 @@ impl SegmentFile {
     }
 
     /// The file's length.
-    pub fn len(&self) -> Result<u64, WalError> {
+    pub fn file_len(&self) -> Result<u64, WalError> {
         Ok(self.file.metadata().map_err(|e| WalError::io("stat", &self.path, e))?.len())
     }
 
     /// Makes sure the file is at least `capacity` bytes, allocated.
     pub fn ensure_capacity(&self, capacity: u64) -> Result<(), WalError> {
-        if self.len()? < capacity {
+        if self.file_len()? < capacity {
             fsutil::preallocate(&self.file, capacity).map_err(|e| WalError::io("preallocate", &self.path, e))?;
             self.sync_all()?;
         }
