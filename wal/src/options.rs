@@ -25,6 +25,10 @@ pub struct WalOptions {
     pub max_payload: usize,
     /// Whether appends are fsynced.
     pub sync: SyncMode,
+    /// Zero-fill each new segment ahead of need on a helper thread, so that appends overwrite written blocks and
+    /// fdatasync flushes data only (with fallocate alone, the first write into each block also makes fdatasync
+    /// commit the filesystem journal). Default true.
+    pub zero_fill: bool,
     /// At most this many payload bytes wait in the queue; more appenders wait (back-pressure).
     pub max_queued_bytes: usize,
     /// At most this many appends wait in the queue; more appenders wait (back-pressure).
@@ -44,6 +48,7 @@ impl Default for WalOptions {
             segment_size: 64 << 20,
             max_payload: DEFAULT_MAX_PAYLOAD,
             sync: SyncMode::Fdatasync,
+            zero_fill: true,
             max_queued_bytes: 64 << 20,
             max_queued_records: 1 << 16,
             max_batch_bytes: None,

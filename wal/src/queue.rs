@@ -69,6 +69,7 @@ pub(crate) struct Shared {
     /// Async appenders wait here for room.
     pub room_async: Notify,
     pub options: WalOptions,
+    pub counters: crate::stats::Counters,
 }
 
 /// What a try to enqueue did.
@@ -94,6 +95,7 @@ impl Shared {
             room: Condvar::new(),
             room_async: Notify::new(),
             options,
+            counters: Default::default(),
         }
     }
 

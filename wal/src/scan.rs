@@ -17,6 +17,7 @@ use crate::error::{CorruptionKind, WalError};
 use crate::fsutil::LOCK_FILE;
 use crate::record::{self, Decoded};
 use crate::segment::format::{self, Seal, SegmentHeader, HEADER_LEN, TMP_EXTENSION};
+use crate::segment::spare::SPARE_FILE;
 use crate::segment::SegmentFile;
 use crate::Zxid;
 
@@ -88,7 +89,7 @@ pub fn scan(dir: &Path, max_payload: usize) -> Result<Scan, WalError> {
     let mut scan = Scan { tmp_files, ..Scan::default() };
     for path in paths {
         let file = SegmentFile::open(&path)?;
-        let data = file.map()?;
+        let data = file.map_populated()?;
         let named = format::parse_file_name(&file_name(&path)).expect("listed as a segment");
         let header = match SegmentHeader::decode(&data, &path) {
             Ok(h) if h.first_zxid != named => {
@@ -126,11 +127,12 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), WalError> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(zxid) = format::parse_file_name(&name) {
             segments.push((zxid, entry.path()));
-        } else if name
-            .strip_suffix(TMP_EXTENSION)
-            .and_then(|n| n.strip_suffix('.'))
-            .and_then(format::parse_file_name)
-            .is_some()
+        } else if name == SPARE_FILE
+            || name
+                .strip_suffix(TMP_EXTENSION)
+                .and_then(|n| n.strip_suffix('.'))
+                .and_then(format::parse_file_name)
+                .is_some()
         {
             tmp.push(entry.path());
         } else if name != LOCK_FILE && name != "lost+found" {
@@ -229,7 +231,7 @@ fn scan_sealed(seg: &mut ScannedSegment, previous: Zxid, seal: Seal, max_payload
 fn scan_last(seg: &mut ScannedSegment, previous: Zxid, max_payload: usize) -> ScanResult<Option<TornTail>> {
     let stop = read_records(seg, previous, max_payload)?;
     let start = usize::try_from(seg.end).expect("inside a mapped file");
-    let garbage_end = seg.data[start..].iter().rposition(|&b| b != 0).map_or(start, |p| start + p + 1);
+    let garbage_end = start + nonzero_len(&seg.data[start..]);
     if garbage_end == start {
         return Ok(None);
     }
@@ -244,6 +246,21 @@ fn scan_last(seg: &mut ScannedSegment, previous: Zxid, max_payload: usize) -> Sc
     }
     let bytes = (garbage_end - start) as u64;
     Ok(Some(TornTail { segment: seg.path.clone(), offset: seg.end, bytes, last_good_zxid: last_good }))
+}
+
+/// The length of `data` without its trailing zeros.
+fn nonzero_len(data: &[u8]) -> usize {
+    const CHUNK: usize = 4096;
+    // OR-folding whole chunks vectorises; only the last non-zero chunk is searched byte by byte.
+    let mut end = data.len();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        if data[start..end].iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return start + data[start..end].iter().rposition(|&b| b != 0).expect("a non-zero byte") + 1;
+        }
+        end = start;
+    }
+    0
 }
 
 /// The first offset in `starts` where a valid record with a zxid above `after` starts.

@@ -13,6 +13,7 @@ use crate::fsutil::{self, DirLock};
 use crate::pending::Pending;
 use crate::queue::{Command, Enqueue, Shared};
 use crate::scan::{self, Scan, TornTail};
+use crate::segment::spare::Spare;
 use crate::segment::{file, SegmentFile};
 use crate::view::{SegmentView, View, WalIter};
 use crate::writer::{Active, Writer};
@@ -97,6 +98,7 @@ impl Wal {
         let shared = Arc::new(Shared::new(options, last_assigned));
         let view = Arc::new(Mutex::new(View::default()));
         let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1);
+        let spare = shared.options.zero_fill.then(|| Spare::start(&dir, shared.options.segment_size));
         let writer = Writer {
             shared: shared.clone(),
             view: view.clone(),
@@ -104,6 +106,7 @@ impl Wal {
             active,
             segments,
             next_seq,
+            spare,
             buf: Vec::new(),
         };
         writer.publish();
@@ -179,6 +182,11 @@ impl Wal {
     /// The zxid of the last durable record.
     pub fn last_zxid(&self) -> Option<Zxid> {
         self.view().last_zxid()
+    }
+
+    /// Counters of the write path since the log was opened.
+    pub fn stats(&self) -> crate::WalStats {
+        self.shared.counters.snapshot()
     }
 
     /// The log's directory.

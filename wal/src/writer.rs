@@ -18,6 +18,7 @@ use crate::pending::Completion;
 use crate::queue::{Append, Command, Shared};
 use crate::record::{self, Decoded};
 use crate::segment::format::{Seal, SegmentHeader, HEADER_LEN};
+use crate::segment::spare::Spare;
 use crate::segment::{file, SegmentFile};
 use crate::view::{SegmentView, View};
 use crate::{fsutil, Purged, SyncMode, Zxid};
@@ -44,6 +45,8 @@ pub(crate) struct Writer {
     pub segments: Vec<SegmentView>,
     /// The sequence number of the next segment.
     pub next_seq: u64,
+    /// The zero-filled segment being prepared for the next roll (`None`: `zero_fill` is off).
+    pub spare: Option<Spare>,
     pub buf: Vec<u8>,
 }
 
@@ -130,11 +133,14 @@ impl Writer {
             record::encode(&mut self.buf, a.zxid, &a.payload);
             active.last_zxid = a.zxid;
         }
+        let bytes: usize = appends.iter().map(|a| record::encoded_len(a.payload.len())).sum();
         self.flush_buf()?;
         let active = self.active.as_ref().expect("a batch has records");
+        let started = std::time::Instant::now();
         if self.shared.options.sync == SyncMode::Fdatasync {
             active.file.sync_data()?;
         }
+        self.shared.counters.batch(appends.len(), bytes, started.elapsed());
         self.publish_active();
         for a in appends.drain(..) {
             // A receiver that went away no longer cares; the record is durable all the same.
@@ -166,8 +172,8 @@ impl Writer {
             self.publish_active();
         }
         let header = SegmentHeader { seq: self.next_seq, first_zxid: first, prev };
-        let capacity = self.shared.options.segment_size;
-        let file = SegmentFile::create(&self.dir, &header, &[], capacity)?;
+        let file = self.create_segment(&header)?;
+        let capacity = file.file_len()?;
         tracing::debug!(segment = %file.path().display(), seq = header.seq, "rolled to a new segment");
         self.next_seq += 1;
         self.segments.push(SegmentView {
@@ -186,6 +192,19 @@ impl Writer {
             last_zxid: prev.map_or(Zxid::ZERO, |p| p.last_zxid),
         });
         Ok(())
+    }
+
+    /// Creates the segment with `header`: from the spare if it is ready, else the plain way.
+    fn create_segment(&mut self, header: &SegmentHeader) -> Result<SegmentFile, WalError> {
+        if let Some(spare) = &mut self.spare {
+            if let Some(file) = spare.take_ready() {
+                let segment = SegmentFile::from_spare(&self.dir, header, file, spare.path())?;
+                spare.prepare_next();
+                return Ok(segment);
+            }
+            tracing::debug!("spare segment not ready; creating one without zero-fill");
+        }
+        SegmentFile::create(&self.dir, header, &[], self.shared.options.segment_size)
     }
 
     /// Publishes the active segment's durable end to readers.

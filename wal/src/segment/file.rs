@@ -43,6 +43,24 @@ impl SegmentFile {
         Ok(SegmentFile { file: file.file, path })
     }
 
+    /// Turns a prepared spare file (allocated and zero-filled, see [`super::spare`]) into the segment with
+    /// `header`, durable before it returns: the header is written and fdatasynced under the spare's name, then the
+    /// file is renamed and the directory fsynced.
+    pub fn from_spare(
+        dir: &Path,
+        header: &SegmentHeader,
+        spare: File,
+        spare_path: &Path,
+    ) -> Result<SegmentFile, WalError> {
+        let path = dir.join(format::file_name(header.first_zxid));
+        let file = SegmentFile { file: spare, path: spare_path.to_path_buf() };
+        file.write_at(&header.encode(), 0)?;
+        file.sync_data()?;
+        rename(spare_path, &path)?;
+        fsutil::sync_dir(dir)?;
+        Ok(SegmentFile { file: file.file, path })
+    }
+
     /// Opens an existing segment for reading and writing.
     pub fn open(path: &Path) -> Result<SegmentFile, WalError> {
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| WalError::io("open", path, e))?;
@@ -102,11 +120,20 @@ impl SegmentFile {
 
     /// Maps the whole file read-only.
     pub fn map(&self) -> Result<Bytes, WalError> {
+        self.map_with(&memmap2::MmapOptions::new())
+    }
+
+    /// Maps the whole file read-only with its pages faulted in up front, for a full sequential scan.
+    pub fn map_populated(&self) -> Result<Bytes, WalError> {
+        self.map_with(memmap2::MmapOptions::new().populate())
+    }
+
+    fn map_with(&self, options: &memmap2::MmapOptions) -> Result<Bytes, WalError> {
         // SAFETY: the log holds the directory lock, so no other writer of ours touches the file. The log never
         // shrinks a file that may be mapped below an offset a reader was told is valid: truncation rewrites into
         // a new file and renames it, sealing only drops preallocated zeros past the durable end. Modification by
         // a foreign process is outside the contract, as for every memory-mapped store.
-        let map = unsafe { memmap2::Mmap::map(&self.file) }.map_err(|e| WalError::io("mmap", &self.path, e))?;
+        let map = unsafe { options.map(&self.file) }.map_err(|e| WalError::io("mmap", &self.path, e))?;
         Ok(Bytes::from_owner(map))
     }
 

@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod format;
+pub mod spare;
 
 pub use file::SegmentFile;
 pub use format::{Seal, SegmentHeader};
