@@ -56,6 +56,10 @@ pub(crate) struct QueueState {
     pub failed: Option<Arc<WalError>>,
     /// Set when the log is dropped: the writer drains the queue and stops.
     pub closed: bool,
+    /// The writer is waiting on `work` (so a push must wake it; otherwise it will look on its own).
+    pub writer_waiting: bool,
+    /// Blocking appenders waiting on `room`.
+    pub room_waiters: usize,
 }
 
 /// State shared by the [`crate::Wal`] handle and its writer thread.
@@ -88,6 +92,8 @@ impl Shared {
             last_assigned,
             failed: None,
             closed: false,
+            writer_waiting: false,
+            room_waiters: 0,
         };
         Shared {
             state: Mutex::new(state),
@@ -111,7 +117,9 @@ impl Shared {
             if self.has_room(&state, payload.len()) {
                 return self.push_append(&mut state, zxid, payload);
             }
+            state.room_waiters += 1;
             state = self.room.wait(state).expect("WAL queue lock poisoned by a panic");
+            state.room_waiters -= 1;
         }
     }
 
@@ -150,15 +158,17 @@ impl Shared {
         state.queued_appends += 1;
         let (done, pending) = Pending::new();
         state.commands.push_back(Command::Append(Append { zxid, payload, done }));
-        if state.commands.len() == 1 {
+        if state.writer_waiting {
             self.work.notify_one();
         }
         Ok(pending)
     }
 
-    /// Wakes every appender waiting for room.
-    pub fn wake_appenders(&self) {
-        self.room.notify_all();
+    /// Wakes every appender waiting for room (`blocking_waiters`: how many blocking ones there were).
+    pub fn wake_appenders(&self, blocking_waiters: usize) {
+        if blocking_waiters > 0 {
+            self.room.notify_all();
+        }
         self.room_async.notify_waiters();
     }
 }

@@ -99,7 +99,9 @@ impl Writer {
             if state.closed {
                 return None;
             }
+            state.writer_waiting = true;
             state = self.shared.work.wait(state).expect("WAL queue lock poisoned by a panic");
+            state.writer_waiting = false;
         }
         let (mut bytes, max_bytes) = (0, options.max_batch_bytes.unwrap_or(usize::MAX));
         let max_records = options.max_batch_records.unwrap_or(usize::MAX);
@@ -114,8 +116,9 @@ impl Writer {
         state.queued_bytes -= bytes;
         state.queued_appends -= appends.len();
         let control = if appends.is_empty() { state.commands.pop_front() } else { None };
+        let blocking_waiters = state.room_waiters;
         drop(state);
-        self.shared.wake_appenders();
+        self.shared.wake_appenders(blocking_waiters);
         Some(control)
     }
 
@@ -293,8 +296,9 @@ impl Writer {
         state.failed = Some(cause.clone());
         let queued: Vec<Command> = state.commands.drain(..).collect();
         (state.queued_bytes, state.queued_appends) = (0, 0);
+        let blocking_waiters = state.room_waiters;
         drop(state);
-        self.shared.wake_appenders();
+        self.shared.wake_appenders(blocking_waiters);
         let failed = || WalError::Failed(cause.clone());
         for a in appends.drain(..) {
             let _ = a.done.send(Err(failed()));
