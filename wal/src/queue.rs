@@ -5,6 +5,7 @@
 //! appenders wait on a condition variable and async appenders on a [`Notify`], never grow the queue.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub room_async: Notify,
     pub options: WalOptions,
     pub counters: crate::stats::Counters,
+    /// Commands ever pushed: the writer spins on it briefly before sleeping.
+    pub pushed: AtomicU64,
 }
 
 /// What a try to enqueue did.
@@ -102,6 +105,7 @@ impl Shared {
             room_async: Notify::new(),
             options,
             counters: Default::default(),
+            pushed: AtomicU64::new(0),
         }
     }
 
@@ -139,6 +143,7 @@ impl Shared {
         check_usable(&state)?;
         let command = make(&mut state);
         state.commands.push_back(command);
+        self.pushed.fetch_add(1, Ordering::Release);
         self.work.notify_one();
         Ok(())
     }
@@ -158,6 +163,7 @@ impl Shared {
         state.queued_appends += 1;
         let (done, pending) = Pending::new();
         state.commands.push_back(Command::Append(Append { zxid, payload, done }));
+        self.pushed.fetch_add(1, Ordering::Release);
         if state.writer_waiting {
             self.work.notify_one();
         }

@@ -98,7 +98,7 @@ impl Wal {
         let shared = Arc::new(Shared::new(options, last_assigned));
         let view = Arc::new(Mutex::new(View::default()));
         let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1);
-        let spare = shared.options.zero_fill.then(|| Spare::start(&dir, shared.options.segment_size));
+        let spare = shared.options.zero_fill.then(|| Spare::new(&dir, shared.options.segment_size));
         let writer = Writer {
             shared: shared.clone(),
             view: view.clone(),

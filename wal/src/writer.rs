@@ -11,7 +11,9 @@
 //! - A segment is sealed (its records fsynced) before the next one, which records the seal, is created.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::WalError;
 use crate::pending::Completion;
@@ -95,6 +97,12 @@ impl Writer {
     fn next_batch(&self, appends: &mut Vec<Append>) -> Option<Option<Command>> {
         let options = &self.shared.options;
         let mut state = self.shared.lock();
+        if state.commands.is_empty() && !state.closed {
+            let seen = self.shared.pushed.load(Ordering::Acquire);
+            drop(state);
+            self.spin_for_work(seen);
+            state = self.shared.lock();
+        }
         while state.commands.is_empty() {
             if state.closed {
                 return None;
@@ -122,6 +130,18 @@ impl Writer {
         Some(control)
     }
 
+    /// Spins for a moment, waiting for a push after `seen`, before the caller sleeps on the condition variable.
+    /// Waking a sleeping thread costs tens of microseconds on a VM, a fifth of an fdatasync: a lone appender
+    /// that appends again right after its record was durable finds the writer still awake. The queue is empty
+    /// only under low load, so the spin costs CPU only then, and at most `SPIN` per batch.
+    fn spin_for_work(&self, seen: u64) {
+        const SPIN: Duration = Duration::from_micros(50);
+        let started = Instant::now();
+        while self.shared.pushed.load(Ordering::Acquire) == seen && started.elapsed() < SPIN {
+            std::hint::spin_loop();
+        }
+    }
+
     fn write_batch(&mut self, appends: &mut Vec<Append>) -> Result<(), WalError> {
         self.buf.clear();
         for a in appends.iter() {
@@ -139,11 +159,15 @@ impl Writer {
         let bytes: usize = appends.iter().map(|a| record::encoded_len(a.payload.len())).sum();
         self.flush_buf()?;
         let active = self.active.as_ref().expect("a batch has records");
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         if self.shared.options.sync == SyncMode::Fdatasync {
             active.file.sync_data()?;
         }
         self.shared.counters.batch(appends.len(), bytes, started.elapsed());
+        if let Some(spare) = self.spare.as_mut().filter(|_| active.end > active.capacity / 2) {
+            // The next segment will be needed: zero it now, while half of this one is still free.
+            spare.prepare();
+        }
         self.publish_active();
         for a in appends.drain(..) {
             // A receiver that went away no longer cares; the record is durable all the same.
@@ -200,10 +224,10 @@ impl Writer {
     /// Creates the segment with `header`: from the spare if it is ready, else the plain way.
     fn create_segment(&mut self, header: &SegmentHeader) -> Result<SegmentFile, WalError> {
         if let Some(spare) = &mut self.spare {
-            if let Some(file) = spare.take_ready() {
-                let segment = SegmentFile::from_spare(&self.dir, header, file, spare.path())?;
-                spare.prepare_next();
-                return Ok(segment);
+            // The first segment waits for its spare (a one-off delay at the first append); a roll does not.
+            let file = if self.active.is_none() { spare.wait() } else { spare.take_ready() };
+            if let Some(file) = file {
+                return SegmentFile::from_spare(&self.dir, header, file, spare.path());
             }
             tracing::debug!("spare segment not ready; creating one without zero-fill");
         }

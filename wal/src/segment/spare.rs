@@ -32,12 +32,9 @@ pub struct Spare {
 }
 
 impl Spare {
-    /// Starts preparing a spare of `capacity` bytes in `dir`.
-    pub fn start(dir: &Path, capacity: u64) -> Spare {
-        let mut spare =
-            Spare { path: dir.join(SPARE_FILE), capacity, cancel: Arc::new(AtomicBool::new(false)), job: None };
-        spare.prepare_next();
-        spare
+    /// A preparer of spares of `capacity` bytes in `dir`; it starts working at the first [`Spare::prepare`].
+    pub fn new(dir: &Path, capacity: u64) -> Spare {
+        Spare { path: dir.join(SPARE_FILE), capacity, cancel: Arc::new(AtomicBool::new(false)), job: None }
     }
 
     /// The path of the spare file.
@@ -51,6 +48,12 @@ impl Spare {
         if !self.job.as_ref()?.is_finished() {
             return None;
         }
+        self.wait()
+    }
+
+    /// Prepares the spare if nobody has yet, and waits for it (`None`: preparing it failed).
+    pub fn wait(&mut self) -> Option<File> {
+        self.prepare();
         match self.job.take()?.join() {
             Ok(Ok(file)) => Some(file),
             Ok(Err(error)) => {
@@ -64,8 +67,8 @@ impl Spare {
         }
     }
 
-    /// Starts preparing the next spare (after the last one was taken and renamed away).
-    pub fn prepare_next(&mut self) {
+    /// Starts preparing the next spare, unless one is being prepared or ready.
+    pub fn prepare(&mut self) {
         if self.job.is_some() {
             return;
         }
@@ -99,6 +102,9 @@ fn prepare(path: &Path, capacity: u64, cancel: &AtomicBool) -> Result<File, WalE
         }
         let end = (at + PIECE).min(capacity);
         fsutil::write_zeros(&file, at, end).map_err(io("zero-fill"))?;
+        // Flushing piece by piece keeps the dirty backlog small, so that the appenders' fdatasyncs never queue
+        // behind a 64 MiB writeback.
+        file.sync_data().map_err(io("fdatasync"))?;
         at = end;
     }
     file.sync_all().map_err(io("fsync"))?;
