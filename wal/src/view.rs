@@ -5,7 +5,7 @@
 //! writer never changes bytes below a published durable end, and never shrinks a file: truncation writes a new
 //! file and renames it over the old one, so a reader that started before it keeps reading the old inode.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use crate::Zxid;
 pub(crate) struct SegmentView {
     pub seq: u64,
     pub first_zxid: Zxid,
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     /// The whole file, mapped.
     pub data: Bytes,
     /// The end of its records (for the last segment: its durable end).
@@ -95,7 +95,7 @@ impl Iterator for WalIter {
                 _ => {
                     // Verified at open or written by us: the bytes changed under the log since.
                     let error = WalError::Corruption {
-                        segment: seg.path.clone(),
+                        segment: seg.path.to_path_buf(),
                         offset: self.offset as u64,
                         kind: CorruptionKind::BadChecksum,
                     };

@@ -80,7 +80,7 @@ impl Wal {
             .map(|s| SegmentView {
                 seq: s.header.seq,
                 first_zxid: s.header.first_zxid,
-                path: s.path.clone(),
+                path: s.path.as_path().into(),
                 data: s.data.clone(),
                 end: s.end,
                 last_zxid: s.last_zxid.expect("recovery leaves no empty segment"),

@@ -38,6 +38,14 @@ pub(crate) struct Active {
     pub last_zxid: Zxid,
 }
 
+/// What the writer does next.
+enum Work {
+    /// Write the batch of appends taken from the queue.
+    Appends,
+    /// Run a truncate or a purge.
+    Control(Command),
+}
+
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub view: Arc<Mutex<View>>,
@@ -56,21 +64,21 @@ impl Writer {
     /// Runs until the log is closed and its queue drained, or until it fails.
     pub fn run(mut self) {
         let mut appends = Vec::new();
-        while let Some(control) = self.next_batch(&mut appends) {
-            let outcome = match control {
-                None => match self.write_batch(&mut appends) {
+        while let Some(work) = self.next_work(&mut appends) {
+            let outcome = match work {
+                Work::Appends => match self.write_batch(&mut appends) {
                     Ok(()) => Ok(()),
                     Err(error) => Err(self.fail(error, &mut appends)),
                 },
-                Some(Command::TruncateAfter { zxid, done }) => {
+                Work::Control(Command::TruncateAfter { zxid, done }) => {
                     let result = self.truncate_after(zxid);
                     self.complete(done, result)
                 }
-                Some(Command::PurgeBefore { zxid, done }) => {
+                Work::Control(Command::PurgeBefore { zxid, done }) => {
                     let result = self.purge_before(zxid);
                     self.complete(done, result)
                 }
-                Some(Command::Append(_)) => unreachable!("appends come in batches"),
+                Work::Control(Command::Append(_)) => unreachable!("appends come in batches"),
             };
             if outcome.is_err() {
                 return;
@@ -93,8 +101,8 @@ impl Writer {
         }
     }
 
-    /// Waits for work; fills `appends` with a batch, or returns a control command. `None`: closed and drained.
-    fn next_batch(&self, appends: &mut Vec<Append>) -> Option<Option<Command>> {
+    /// Waits for work: fills `appends` with a batch, or takes a control command. `None`: closed and drained.
+    fn next_work(&self, appends: &mut Vec<Append>) -> Option<Work> {
         let options = &self.shared.options;
         let mut state = self.shared.lock();
         if state.commands.is_empty() && !state.closed {
@@ -123,11 +131,14 @@ impl Writer {
         }
         state.queued_bytes -= bytes;
         state.queued_appends -= appends.len();
-        let control = if appends.is_empty() { state.commands.pop_front() } else { None };
+        let work = match appends.is_empty() {
+            true => Work::Control(state.commands.pop_front().expect("the queue is not empty")),
+            false => Work::Appends,
+        };
         let blocking_waiters = state.room_waiters;
         drop(state);
         self.shared.wake_appenders(blocking_waiters);
-        Some(control)
+        Some(work)
     }
 
     /// Spins for a moment, waiting for a push after `seen`, before the caller sleeps on the condition variable.
@@ -206,7 +217,7 @@ impl Writer {
         self.segments.push(SegmentView {
             seq: header.seq,
             first_zxid: first,
-            path: file.path().to_path_buf(),
+            path: file.path().into(),
             data: file.map()?,
             end: HEADER_LEN as u64,
             last_zxid: Zxid::ZERO,
@@ -344,7 +355,7 @@ fn cut_after(seg: &SegmentView, zxid: Zxid, max_payload: usize) -> Result<(u64, 
             Decoded::Record { .. } => break,
             _ => {
                 let kind = crate::error::CorruptionKind::BadChecksum;
-                return Err(WalError::Corruption { segment: seg.path.clone(), offset: offset as u64, kind });
+                return Err(WalError::Corruption { segment: seg.path.to_path_buf(), offset: offset as u64, kind });
             }
         }
     }
