@@ -1,0 +1,381 @@
+//! Turning client requests into txns (ZooKeeper's `PrepRequestProcessor`): every check a write makes happens
+//! here, on the leader, and the txn carries the outcome (the new version, the sequential name, the parent's new
+//! cversion). A failed check becomes an error txn, which still takes a zxid, as in ZooKeeper.
+//!
+//! The ops of a multi see the effects of the ops before them, through an [`Overlay`] of pending changes.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::acl::{self, perms, Acl, Id};
+use crate::code::{op, Code};
+use crate::path::{self, validate_path};
+use crate::stat::{OwnerKind, CONTAINER_OWNER};
+use crate::tree::DataTree;
+use crate::txn::Txn;
+
+/// How a node is created (`CreateMode` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum CreateMode {
+    Persistent = 0,
+    Ephemeral = 1,
+    PersistentSequential = 2,
+    EphemeralSequential = 3,
+    Container = 4,
+    PersistentWithTtl = 5,
+    PersistentSequentialWithTtl = 6,
+}
+
+impl CreateMode {
+    /// The mode for a wire flag.
+    pub fn from_flag(flag: i32) -> Option<CreateMode> {
+        use CreateMode::*;
+        [
+            Persistent,
+            Ephemeral,
+            PersistentSequential,
+            EphemeralSequential,
+            Container,
+            PersistentWithTtl,
+            PersistentSequentialWithTtl,
+        ]
+        .into_iter()
+        .find(|m| *m as i32 == flag)
+    }
+
+    fn sequential(self) -> bool {
+        matches!(
+            self,
+            CreateMode::PersistentSequential
+                | CreateMode::EphemeralSequential
+                | CreateMode::PersistentSequentialWithTtl
+        )
+    }
+
+    fn ttl(self) -> bool {
+        matches!(self, CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl)
+    }
+}
+
+/// A write request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Request {
+    /// `op` is create, create2, createContainer or createTTL; `flags` the CreateMode flag; `ttl` -1 if none.
+    Create {
+        op: i32,
+        path: String,
+        data: Bytes,
+        acl: Vec<Acl>,
+        flags: i32,
+        ttl: i64,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    SetData {
+        path: String,
+        data: Bytes,
+        version: i32,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
+    Multi(Vec<Request>),
+    CreateSession {
+        timeout: i32,
+    },
+    CloseSession,
+}
+
+/// Who sends a request.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The session id.
+    pub session: i64,
+    /// The identities the session authenticated as (`ip:...`, `digest:...`, `super:...`).
+    pub auth: Vec<Id>,
+}
+
+/// Limits that prep enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct PrepOptions {
+    /// Whether TTL nodes may be created (ZooKeeper's `extendedTypesEnabled`).
+    pub ttl_enabled: bool,
+}
+
+/// A node as prep sees it: the tree's state plus the pending changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct View {
+    version: i32,
+    cversion: i32,
+    aversion: i32,
+    owner: i64,
+    children: usize,
+    acl: Vec<Acl>,
+}
+
+/// Pending changes over a tree: `None` marks a node deleted.
+pub struct Overlay<'a> {
+    tree: &'a DataTree,
+    changes: HashMap<String, Option<View>>,
+}
+
+impl<'a> Overlay<'a> {
+    /// No pending changes.
+    pub fn new(tree: &'a DataTree) -> Overlay<'a> {
+        Overlay { tree, changes: HashMap::new() }
+    }
+
+    fn get(&self, path: &str) -> Option<View> {
+        if let Some(change) = self.changes.get(path) {
+            return change.clone();
+        }
+        let node = self.tree.get(path)?;
+        Some(View {
+            version: node.stat.version,
+            cversion: node.stat.cversion,
+            aversion: node.stat.aversion,
+            owner: node.stat.ephemeral_owner,
+            children: node.children.len(),
+            acl: self.tree.acl_of(node).to_vec(),
+        })
+    }
+
+    fn set(&mut self, path: &str, view: Option<View>) {
+        self.changes.insert(path.to_owned(), view);
+    }
+}
+
+/// Turns `request` into a txn (its op code and body); a failed check gives an error txn.
+pub fn prep(tree: &DataTree, caller: &Caller, options: PrepOptions, request: &Request) -> (i32, Txn) {
+    let mut overlay = Overlay::new(tree);
+    if let Request::Multi(ops) = request {
+        return (op::MULTI, prep_multi(&mut overlay, caller, options, ops));
+    }
+    match prep_one(&mut overlay, caller, options, request) {
+        Ok(pair) => pair,
+        Err(code) => (op::ERROR, Txn::Error { err: code.value() }),
+    }
+}
+
+fn prep_multi(overlay: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, ops: &[Request]) -> Txn {
+    let mut failed = false;
+    let txns = ops
+        .iter()
+        .map(|request| {
+            if failed {
+                return (op::ERROR, Txn::Error { err: Code::RuntimeInconsistency.value() });
+            }
+            let outcome = match request {
+                Request::Create { .. } | Request::Delete { .. } | Request::SetData { .. } | Request::Check { .. } => {
+                    prep_one(overlay, caller, options, request)
+                }
+                _ => Err(Code::BadArguments),
+            };
+            outcome.unwrap_or_else(|code| {
+                failed = true;
+                (op::ERROR, Txn::Error { err: code.value() })
+            })
+        })
+        .collect();
+    Txn::Multi(txns)
+}
+
+fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request: &Request) -> Result<(i32, Txn), Code> {
+    match request {
+        Request::Create { op, path, data, acl, flags, ttl } => {
+            prep_create(o, caller, options, *op, path, data, acl, *flags, *ttl)
+        }
+        Request::Delete { path, version } => prep_delete(o, caller, path, *version),
+        Request::SetData { path, data, version } => {
+            validate(path, false)?;
+            let node = o.get(path).ok_or(Code::NoNode)?;
+            check_acl(&node.acl, perms::WRITE, caller)?;
+            let version = next_version(node.version, *version)?;
+            o.set(path, Some(View { version, ..node }));
+            Ok((op::SET_DATA, Txn::SetData { path: path.clone(), data: data.clone(), version }))
+        }
+        Request::SetAcl { path, acl, version } => {
+            validate(path, false)?;
+            let acl = fix_acl(acl, caller)?;
+            let node = o.get(path).ok_or(Code::NoNode)?;
+            check_acl(&node.acl, perms::ADMIN, caller)?;
+            let version = next_version(node.aversion, *version)?;
+            o.set(path, Some(View { aversion: version, acl: acl.clone(), ..node }));
+            Ok((op::SET_ACL, Txn::SetAcl { path: path.clone(), acl, version }))
+        }
+        Request::Check { path, version } => {
+            validate(path, false)?;
+            let node = o.get(path).ok_or(Code::NoNode)?;
+            check_acl(&node.acl, perms::READ, caller)?;
+            let next = next_version(node.version, *version)?;
+            Ok((op::CHECK, Txn::Check { path: path.clone(), version: next }))
+        }
+        Request::CreateSession { timeout } => Ok((op::CREATE_SESSION, Txn::CreateSession { timeout: *timeout })),
+        Request::CloseSession => {
+            let paths: Vec<String> = o.tree.ephemerals(caller.session).map(str::to_owned).collect();
+            Ok((op::CLOSE_SESSION, Txn::CloseSession { paths }))
+        }
+        Request::Multi(_) => Err(Code::BadArguments),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prep_create(
+    o: &mut Overlay<'_>,
+    caller: &Caller,
+    options: PrepOptions,
+    op_code: i32,
+    path: &str,
+    data: &Bytes,
+    acl: &[Acl],
+    flags: i32,
+    ttl: i64,
+) -> Result<(i32, Txn), Code> {
+    let mode = CreateMode::from_flag(flags).ok_or(Code::BadArguments)?;
+    let ttl = if op_code == op::CREATE_TTL { ttl } else { -1 };
+    if mode.ttl() && !options.ttl_enabled {
+        return Err(Code::Unimplemented);
+    }
+    if mode.ttl() != (ttl >= 0) || (mode.ttl() && OwnerKind::ttl_owner(ttl).is_none()) {
+        return Err(Code::BadArguments);
+    }
+    if path.rfind('/').is_none() || path.contains('\0') {
+        return Err(Code::BadArguments);
+    }
+    let acl = fix_acl(acl, caller)?;
+    let parent_path = path::parent(path);
+    let parent = o.get(parent_path).ok_or(Code::NoNode)?;
+    check_acl(&parent.acl, perms::CREATE, caller)?;
+    let path = if mode.sequential() { format!("{path}{:010}", parent.cversion) } else { path.to_owned() };
+    validate(&path, false)?;
+    if o.get(&path).is_some() {
+        return Err(Code::NodeExists);
+    }
+    if matches!(OwnerKind::of(parent.owner), OwnerKind::Ephemeral(_)) {
+        return Err(Code::NoChildrenForEphemerals);
+    }
+    let parent_cversion = parent.cversion.wrapping_add(1);
+    let (op_out, txn, owner) = match op_code {
+        op::CREATE_CONTAINER => (
+            op::CREATE_CONTAINER,
+            Txn::CreateContainer { path: path.clone(), data: data.clone(), acl: acl.clone(), parent_cversion },
+            CONTAINER_OWNER,
+        ),
+        op::CREATE_TTL => {
+            let owner = OwnerKind::ttl_owner(ttl).ok_or(Code::BadArguments)?;
+            (
+                op::CREATE_TTL,
+                Txn::CreateTtl { path: path.clone(), data: data.clone(), acl: acl.clone(), parent_cversion, ttl },
+                owner,
+            )
+        }
+        _ => {
+            let ephemeral = matches!(mode, CreateMode::Ephemeral | CreateMode::EphemeralSequential);
+            let owner = if ephemeral { caller.session } else { 0 };
+            let op_out = if op_code == op::CREATE2 { op::CREATE2 } else { op::CREATE };
+            (
+                op_out,
+                Txn::Create { path: path.clone(), data: data.clone(), acl: acl.clone(), ephemeral, parent_cversion },
+                owner,
+            )
+        }
+    };
+    o.set(parent_path, Some(View { cversion: parent_cversion, children: parent.children + 1, ..parent }));
+    o.set(&path, Some(View { version: 0, cversion: 0, aversion: 0, owner, children: 0, acl }));
+    Ok((op_out, txn))
+}
+
+fn prep_delete(o: &mut Overlay<'_>, caller: &Caller, path: &str, version: i32) -> Result<(i32, Txn), Code> {
+    if path.rfind('/').is_none()
+        || path.contains('\0')
+        || matches!(path, "/" | "/zookeeper" | "/zookeeper/quota" | "/zookeeper/config")
+    {
+        return Err(Code::BadArguments);
+    }
+    let parent_path = path::parent(path);
+    let parent = o.get(parent_path).ok_or(Code::NoNode)?;
+    check_acl(&parent.acl, perms::DELETE, caller)?;
+    let node = o.get(path).ok_or(Code::NoNode)?;
+    next_version(node.version, version)?;
+    if node.children > 0 {
+        return Err(Code::NotEmpty);
+    }
+    o.set(parent_path, Some(View { children: parent.children - 1, ..parent }));
+    o.set(path, None);
+    Ok((op::DELETE, Txn::Delete { path: path.to_owned() }))
+}
+
+fn validate(path: &str, sequential: bool) -> Result<(), Code> {
+    validate_path(path, sequential).map_err(|_| Code::BadArguments)
+}
+
+/// `checkAndIncVersion`: the expected version must match (-1: any); the next one wraps, and -1 becomes 0.
+fn next_version(current: i32, expected: i32) -> Result<i32, Code> {
+    if expected != -1 && expected != current {
+        return Err(Code::BadVersion);
+    }
+    Ok(match current.wrapping_add(1) {
+        -1 => 0,
+        v => v,
+    })
+}
+
+fn check_acl(acl: &[Acl], perm: i32, caller: &Caller) -> Result<(), Code> {
+    if acl::check(acl, perm, &caller.auth) {
+        Ok(())
+    } else {
+        Err(Code::NoAuth)
+    }
+}
+
+/// `fixupACL`: removes duplicates, expands `auth` to the caller's identities, refuses what is invalid.
+fn fix_acl(acl: &[Acl], caller: &Caller) -> Result<Vec<Acl>, Code> {
+    let mut fixed: Vec<Acl> = Vec::new();
+    for entry in acl {
+        let expanded: Vec<Acl> = match (entry.id.scheme.as_str(), entry.id.id.as_str()) {
+            ("world", "anyone") => vec![entry.clone()],
+            ("auth", _) => {
+                let ids: Vec<Acl> = caller
+                    .auth
+                    .iter()
+                    .filter(|id| id.scheme != "ip" && id.scheme != "super")
+                    .map(|id| Acl { perms: entry.perms, id: id.clone() })
+                    .collect();
+                if ids.is_empty() {
+                    return Err(Code::InvalidAcl);
+                }
+                ids
+            }
+            ("digest", id) if id.split_once(':').is_some_and(|(user, hash)| !user.is_empty() && !hash.is_empty()) => {
+                vec![entry.clone()]
+            }
+            ("ip", id) if ip_valid(id) => vec![entry.clone()],
+            _ => return Err(Code::InvalidAcl),
+        };
+        for e in expanded {
+            if !fixed.contains(&e) {
+                fixed.push(e);
+            }
+        }
+    }
+    if fixed.is_empty() {
+        return Err(Code::InvalidAcl);
+    }
+    Ok(fixed)
+}
+
+fn ip_valid(id: &str) -> bool {
+    let (addr, bits) = id.split_once('/').map_or((id, None), |(a, b)| (a, Some(b)));
+    addr.parse::<std::net::IpAddr>().is_ok() && bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= 128))
+}

@@ -1,0 +1,448 @@
+//! The znode tree and how txns change it (ZooKeeper's `DataTree`).
+//!
+//! Nodes live in a `BTreeMap` keyed by full path. Byte order puts every parent before its children (a parent's
+//! path is a prefix of its children's), so a walk in key order is a valid load order, and a snapshot can walk
+//! the map in chunks, resuming after the last key it wrote, while txns are applied between the chunks.
+//!
+//! # Invariants (checked by [`DataTree::validate`])
+//! - Every node but the root has its parent in the map, listing it among its children, and only those.
+//! - The ephemerals index lists exactly the nodes whose owner is a session.
+//! - The digest equals the sum of the node digests.
+//!
+//! Applying a txn is deterministic, and idempotent where a fuzzy snapshot needs it: a create of a node that
+//! exists, a delete of one that does not, or a cversion below the current one change nothing but what
+//! ZooKeeper changes (the parent's cversion and pzxid move only forward).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use crate::acl::{self, Acl, AclId, AclTable, OPEN_ACL_ID};
+use crate::code::{op, Code};
+use crate::digest::node_digest;
+use crate::path;
+use crate::stat::{OwnerKind, Stat, StatPersisted, CONTAINER_OWNER};
+use crate::txn::{Txn, TxnHeader};
+
+/// One znode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Its data.
+    pub data: Bytes,
+    /// Its ACL, by id in the tree's ACL table.
+    pub acl: AclId,
+    /// Its metadata.
+    pub stat: StatPersisted,
+    /// The names of its children.
+    pub children: BTreeSet<String>,
+}
+
+impl Node {
+    fn new(data: Bytes, acl: AclId, stat: StatPersisted) -> Node {
+        Node { data, acl, stat, children: BTreeSet::new() }
+    }
+
+    /// The stat a client sees.
+    pub fn client_stat(&self) -> Stat {
+        self.stat.to_client(self.data.len(), self.children.len())
+    }
+}
+
+/// What applying a txn did, for the reply to the client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The outcome (`Ok` or the first error).
+    pub err: Option<Code>,
+    /// The path a create made (with its sequential suffix).
+    pub path: Option<String>,
+    /// The node's stat after the change, for ops that return one.
+    pub stat: Option<Stat>,
+    /// Per-op outcomes of a multi.
+    pub multi: Vec<Applied>,
+}
+
+impl Applied {
+    fn err(code: Code) -> Applied {
+        Applied { err: Some(code), ..Applied::default() }
+    }
+
+    /// The outcome code.
+    pub fn code(&self) -> Code {
+        self.err.unwrap_or(Code::Ok)
+    }
+}
+
+/// The znode tree, its sessions and its digest.
+#[derive(Clone, Debug)]
+pub struct DataTree {
+    nodes: BTreeMap<String, Node>,
+    acls: AclTable,
+    sessions: BTreeMap<i64, i32>,
+    ephemerals: BTreeMap<i64, BTreeSet<String>>,
+    digest: u64,
+    last_zxid: i64,
+}
+
+impl Default for DataTree {
+    fn default() -> Self {
+        DataTree::new()
+    }
+}
+
+impl DataTree {
+    /// A fresh tree: `/`, `/zookeeper`, `/zookeeper/quota` and `/zookeeper/config` (read-only).
+    pub fn new() -> DataTree {
+        let mut tree = DataTree {
+            nodes: BTreeMap::new(),
+            acls: AclTable::default(),
+            sessions: BTreeMap::new(),
+            ephemerals: BTreeMap::new(),
+            digest: 0,
+            last_zxid: 0,
+        };
+        tree.insert("/".into(), Node::new(Bytes::new(), OPEN_ACL_ID, StatPersisted::default()));
+        for p in ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
+            tree.insert(p.into(), Node::new(Bytes::new(), OPEN_ACL_ID, StatPersisted::default()));
+            tree.update(path::parent(p), |parent| {
+                parent.children.insert(path::name(p).into());
+            });
+        }
+        let read_only = tree.acls.intern(&acl::read_acl_unsafe());
+        tree.update("/zookeeper/config", |n| {
+            n.acl = read_only;
+            n.stat.aversion = -1;
+        });
+        tree
+    }
+
+    /// The node at `path`.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// The ACL of a node.
+    pub fn acl_of(&self, node: &Node) -> std::sync::Arc<[Acl]> {
+        self.acls.get(node.acl)
+    }
+
+    /// The tree digest.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The zxid of the last txn applied.
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid
+    }
+
+    /// Number of nodes, the root and `/zookeeper/...` included.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The open sessions and their timeouts.
+    pub fn sessions(&self) -> &BTreeMap<i64, i32> {
+        &self.sessions
+    }
+
+    /// The ephemeral nodes of `session`.
+    pub fn ephemerals(&self, session: i64) -> impl Iterator<Item = &str> {
+        self.ephemerals.get(&session).into_iter().flatten().map(String::as_str)
+    }
+
+    /// Nodes in path order, starting after `after` (or from the start), for chunked walks.
+    pub fn nodes_after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, |a| Excluded(a.to_owned()));
+        self.nodes.range((start, Unbounded))
+    }
+
+    /// The ACL table.
+    pub fn acl_table(&self) -> &AclTable {
+        &self.acls
+    }
+
+    /// Applies one txn. Errors in the result are the txn's outcome (a create of an existing node, say), never
+    /// a failure of the tree.
+    pub fn apply(&mut self, header: &TxnHeader, txn: &Txn) -> Applied {
+        let applied = self.apply_op(header, header.op, txn);
+        self.last_zxid = self.last_zxid.max(header.zxid);
+        applied
+    }
+
+    fn apply_op(&mut self, h: &TxnHeader, op: i32, txn: &Txn) -> Applied {
+        match txn {
+            Txn::Create { path, data, acl, ephemeral, parent_cversion } => {
+                let owner = if *ephemeral { h.client_id } else { 0 };
+                let applied = self.create(path, data, acl, owner, *parent_cversion, h);
+                if op == op::CREATE && applied.err == Some(Code::NodeExists) {
+                    // Replay over a fuzzy snapshot that already holds the node: move the parent forward only.
+                    self.raise_cversion(path::parent(path), *parent_cversion, h.zxid);
+                }
+                applied
+            }
+            Txn::CreateContainer { path, data, acl, parent_cversion } => {
+                self.create(path, data, acl, CONTAINER_OWNER, *parent_cversion, h)
+            }
+            Txn::CreateTtl { path, data, acl, parent_cversion, ttl } => match OwnerKind::ttl_owner(*ttl) {
+                Some(owner) => self.create(path, data, acl, owner, *parent_cversion, h),
+                None => Applied::err(Code::BadArguments),
+            },
+            Txn::Delete { path } => self.delete(path, h.zxid),
+            Txn::SetData { path, data, version } => self.set_data(path, data, *version, h),
+            Txn::SetAcl { path, acl, version } => self.set_acl(path, acl, *version),
+            Txn::Check { path, .. } => Applied { path: Some(path.clone()), ..Applied::default() },
+            Txn::CreateSession { timeout } => {
+                self.sessions.insert(h.client_id, *timeout);
+                Applied::default()
+            }
+            Txn::CloseSession { paths } => self.close_session(h.client_id, paths, h.zxid),
+            Txn::Error { err } => Applied::err(Code::from_value(*err).unwrap_or(Code::SystemError)),
+            Txn::Multi(ops) => self.multi(h, ops),
+        }
+    }
+
+    fn create(
+        &mut self,
+        path: &str,
+        data: &Bytes,
+        acl: &[Acl],
+        owner: i64,
+        parent_cversion: i32,
+        h: &TxnHeader,
+    ) -> Applied {
+        let parent_path = path::parent(path);
+        let Some(parent) = self.nodes.get(parent_path) else { return Applied::err(Code::NoNode) };
+        if path == "/" || self.nodes.contains_key(path) {
+            return Applied::err(Code::NodeExists);
+        }
+        let cversion = if parent_cversion == -1 { parent.stat.cversion.wrapping_add(1) } else { parent_cversion };
+        self.update(parent_path, |parent| {
+            parent.children.insert(path::name(path).to_owned());
+            if cversion > parent.stat.cversion {
+                parent.stat.cversion = cversion;
+                parent.stat.pzxid = h.zxid;
+            }
+        });
+        let acl = self.acls.intern(acl);
+        let node = Node::new(data.clone(), acl, StatPersisted::created(h.zxid, h.time, owner));
+        let stat = node.client_stat();
+        self.insert(path.to_owned(), node);
+        Applied { path: Some(path.to_owned()), stat: Some(stat), ..Applied::default() }
+    }
+
+    fn delete(&mut self, path: &str, zxid: i64) -> Applied {
+        let parent_path = path::parent(path);
+        if path == "/" || !self.nodes.contains_key(parent_path) {
+            return Applied::err(Code::NoNode);
+        }
+        self.update(parent_path, |parent| {
+            parent.children.remove(path::name(path));
+            parent.stat.pzxid = parent.stat.pzxid.max(zxid);
+        });
+        if !self.nodes.contains_key(path) {
+            return Applied::err(Code::NoNode);
+        }
+        self.remove_subtree(path);
+        Applied::default()
+    }
+
+    /// Removes `path` and, should any exist (only a replay over a fuzzy snapshot can leave some), its
+    /// descendants, so that no node is ever left without its parent.
+    fn remove_subtree(&mut self, path: &str) {
+        let prefix = format!("{path}/");
+        let descendants: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in descendants.iter().rev().chain(std::iter::once(&path.to_owned())) {
+            if let Some(node) = self.remove(p) {
+                self.acls.release(node.acl);
+            }
+        }
+    }
+
+    fn set_data(&mut self, path: &str, data: &Bytes, version: i32, h: &TxnHeader) -> Applied {
+        let stat = self.update(path, |n| {
+            n.data = data.clone();
+            n.stat.version = version;
+            n.stat.mtime = h.time;
+            n.stat.mzxid = h.zxid;
+        });
+        match stat {
+            Some(stat) => Applied { stat: Some(stat), ..Applied::default() },
+            None => Applied::err(Code::NoNode),
+        }
+    }
+
+    fn set_acl(&mut self, path: &str, acl: &[Acl], version: i32) -> Applied {
+        let Some(old) = self.nodes.get(path).map(|n| n.acl) else { return Applied::err(Code::NoNode) };
+        self.acls.release(old);
+        let new = self.acls.intern(acl);
+        let stat = self.update(path, |n| {
+            n.acl = new;
+            n.stat.aversion = version;
+        });
+        Applied { stat, ..Applied::default() }
+    }
+
+    fn close_session(&mut self, session: i64, paths: &[String], zxid: i64) -> Applied {
+        self.sessions.remove(&session);
+        let leftovers: Vec<String> = self.ephemerals.get(&session).into_iter().flatten().cloned().collect();
+        for p in paths.iter().chain(&leftovers) {
+            if self.nodes.get(p).is_some_and(|n| n.stat.ephemeral_owner == session) {
+                self.delete(p, zxid);
+            }
+        }
+        Applied::default()
+    }
+
+    fn multi(&mut self, h: &TxnHeader, ops: &[(i32, Txn)]) -> Applied {
+        let failed = ops.iter().any(|(op, _)| *op == op::ERROR);
+        let mut past_failure = false;
+        let mut results = Vec::with_capacity(ops.len());
+        for (op, txn) in ops {
+            past_failure |= *op == op::ERROR;
+            let result = match (failed, txn) {
+                (true, Txn::Error { err }) => Applied::err(Code::from_value(*err).unwrap_or(Code::SystemError)),
+                (true, _) if past_failure => Applied::err(Code::RuntimeInconsistency),
+                (true, _) => Applied::err(Code::Ok),
+                (false, txn) => self.apply_op(h, *op, txn),
+            };
+            results.push(result);
+        }
+        let err = results.iter().map(Applied::code).find(|c| *c != Code::Ok);
+        Applied { err, multi: results, ..Applied::default() }
+    }
+
+    /// Raises a parent's cversion (and pzxid) to `cversion` if it is below (`-1`: one more than now).
+    fn raise_cversion(&mut self, path: &str, cversion: i32, zxid: i64) {
+        self.update(path, |n| {
+            let target = if cversion == -1 { n.stat.cversion.wrapping_add(1) } else { cversion };
+            if target > n.stat.cversion {
+                n.stat.cversion = target;
+                n.stat.pzxid = zxid;
+            }
+        });
+    }
+
+    /// Changes a node, keeping the digest in step; returns its new client stat (`None`: no such node).
+    fn update(&mut self, path: &str, change: impl FnOnce(&mut Node)) -> Option<Stat> {
+        let node = self.nodes.get_mut(path)?;
+        let before = node_digest(path, &node.data, &node.stat);
+        change(node);
+        let after = node_digest(path, &node.data, &node.stat);
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
+        Some(node.client_stat())
+    }
+
+    fn insert(&mut self, path: String, node: Node) {
+        debug_assert!(!self.nodes.contains_key(&path));
+        self.digest = self.digest.wrapping_add(node_digest(&path, &node.data, &node.stat));
+        if let OwnerKind::Ephemeral(owner) = OwnerKind::of(node.stat.ephemeral_owner) {
+            self.ephemerals.entry(owner).or_default().insert(path.clone());
+        }
+        self.nodes.insert(path, node);
+    }
+
+    fn remove(&mut self, path: &str) -> Option<Node> {
+        let node = self.nodes.remove(path)?;
+        self.digest = self.digest.wrapping_sub(node_digest(path, &node.data, &node.stat));
+        if let OwnerKind::Ephemeral(owner) = OwnerKind::of(node.stat.ephemeral_owner) {
+            if let Some(set) = self.ephemerals.get_mut(&owner) {
+                set.remove(path);
+                if set.is_empty() {
+                    self.ephemerals.remove(&owner);
+                }
+            }
+        }
+        Some(node)
+    }
+
+    /// Loads a node as read from a snapshot: inserted as is, its parent's children list updated. The parent
+    /// must already be loaded (snapshots are written in path order).
+    pub fn load_node(&mut self, path: String, node: Node, acl: &[Acl]) -> Result<(), Code> {
+        if path != "/" && !self.nodes.contains_key(path::parent(&path)) {
+            return Err(Code::NoNode);
+        }
+        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
+        if let Some(old) = self.remove(&path) {
+            self.acls.release(old.acl);
+        }
+        if path != "/" {
+            self.update(path::parent(&path), |p| {
+                p.children.insert(path::name(&path).to_owned());
+            });
+        }
+        self.insert(path, node);
+        Ok(())
+    }
+
+    /// Records a session as read from a snapshot.
+    pub fn load_session(&mut self, session: i64, timeout: i32) {
+        self.sessions.insert(session, timeout);
+    }
+
+    /// Sets the last applied zxid as read from a snapshot.
+    pub fn set_last_zxid(&mut self, zxid: i64) {
+        self.last_zxid = zxid;
+    }
+
+    /// An empty tree without even a root, to load a snapshot into.
+    pub fn empty() -> DataTree {
+        DataTree {
+            nodes: BTreeMap::new(),
+            acls: AclTable::default(),
+            sessions: BTreeMap::new(),
+            ephemerals: BTreeMap::new(),
+            digest: 0,
+            last_zxid: 0,
+        }
+    }
+
+    /// Checks the invariants; a description of the first broken one.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut digest = 0u64;
+        for (p, node) in &self.nodes {
+            digest = digest.wrapping_add(node_digest(p, &node.data, &node.stat));
+            if p != "/" {
+                let parent = self.nodes.get(path::parent(p)).ok_or_else(|| format!("{p} has no parent"))?;
+                if !parent.children.contains(path::name(p)) {
+                    return Err(format!("{p} is missing from its parent's children"));
+                }
+            }
+            for child in &node.children {
+                if !self.nodes.contains_key(&path::join(p, child)) {
+                    return Err(format!("{p} lists a child {child} that does not exist"));
+                }
+            }
+            if let OwnerKind::Ephemeral(owner) = OwnerKind::of(node.stat.ephemeral_owner) {
+                if !self.ephemerals.get(&owner).is_some_and(|s| s.contains(p)) {
+                    return Err(format!("ephemeral {p} is not indexed under its session"));
+                }
+            }
+        }
+        if self.ephemerals.values().flatten().any(|p| !self.nodes.contains_key(p)) {
+            return Err("the ephemerals index lists a node that does not exist".into());
+        }
+        if digest != self.digest {
+            return Err(format!("digest {:x} != recomputed {:x}", self.digest, digest));
+        }
+        Ok(())
+    }
+}
+
+/// Two trees hold the same nodes (data, stat, ACL lists, children) and sessions.
+pub fn same_contents(a: &DataTree, b: &DataTree) -> bool {
+    a.nodes.len() == b.nodes.len()
+        && a.sessions == b.sessions
+        && a.nodes.iter().zip(&b.nodes).all(|((pa, na), (pb, nb))| {
+            pa == pb
+                && na.data == nb.data
+                && na.stat == nb.stat
+                && na.children == nb.children
+                && a.acls.get(na.acl) == b.acls.get(nb.acl)
+        })
+}
