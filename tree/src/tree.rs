@@ -165,21 +165,16 @@ impl DataTree {
     /// Applies one txn. Errors in the result are the txn's outcome (a create of an existing node, say), never
     /// a failure of the tree.
     pub fn apply(&mut self, header: &TxnHeader, txn: &Txn) -> Applied {
-        let applied = self.apply_op(header, header.op, txn);
+        let applied = self.apply_op(header, txn);
         self.last_zxid = self.last_zxid.max(header.zxid);
         applied
     }
 
-    fn apply_op(&mut self, h: &TxnHeader, op: i32, txn: &Txn) -> Applied {
-        match txn {
+    fn apply_op(&mut self, h: &TxnHeader, txn: &Txn) -> Applied {
+        let applied = match txn {
             Txn::Create { path, data, acl, ephemeral, parent_cversion } => {
                 let owner = if *ephemeral { h.client_id } else { 0 };
-                let applied = self.create(path, data, acl, owner, *parent_cversion, h);
-                if op == op::CREATE && applied.err == Some(Code::NodeExists) {
-                    // Replay over a fuzzy snapshot that already holds the node: move the parent forward only.
-                    self.raise_cversion(path::parent(path), *parent_cversion, h.zxid);
-                }
-                applied
+                self.create(path, data, acl, owner, *parent_cversion, h)
             }
             Txn::CreateContainer { path, data, acl, parent_cversion } => {
                 self.create(path, data, acl, CONTAINER_OWNER, *parent_cversion, h)
@@ -188,6 +183,19 @@ impl DataTree {
                 Some(owner) => self.create(path, data, acl, owner, *parent_cversion, h),
                 None => Applied::err(Code::BadArguments),
             },
+            _ => return self.apply_other(h, txn),
+        };
+        if let (Some(Code::NodeExists), Some((path, cversion))) = (applied.err, txn.created()) {
+            // Replay over a fuzzy snapshot that already holds the node: move the parent forward only. ZooKeeper
+            // does this for `create` alone, so its create2 / container / TTL replays can leave a parent behind.
+            self.raise_cversion(path::parent(path), cversion, h.zxid);
+        }
+        applied
+    }
+
+    fn apply_other(&mut self, h: &TxnHeader, txn: &Txn) -> Applied {
+        match txn {
+            Txn::Create { .. } | Txn::CreateContainer { .. } | Txn::CreateTtl { .. } => self.apply_op(h, txn),
             Txn::Delete { path } => self.delete(path, h.zxid),
             Txn::SetData { path, data, version } => self.set_data(path, data, *version, h),
             Txn::SetAcl { path, acl, version } => self.set_acl(path, acl, *version),
@@ -290,11 +298,14 @@ impl DataTree {
 
     fn close_session(&mut self, session: i64, paths: &[String], zxid: i64) -> Applied {
         self.sessions.remove(&session);
+        // The txn's list first, as ZooKeeper does: a delete bumps the parent's pzxid even when a fuzzy snapshot
+        // no longer holds the node. Then whatever this replica still indexes under the session.
+        for p in paths {
+            self.delete(p, zxid);
+        }
         let leftovers: Vec<String> = self.ephemerals.get(&session).into_iter().flatten().cloned().collect();
-        for p in paths.iter().chain(&leftovers) {
-            if self.nodes.get(p).is_some_and(|n| n.stat.ephemeral_owner == session) {
-                self.delete(p, zxid);
-            }
+        for p in leftovers {
+            self.delete(&p, zxid);
         }
         Applied::default()
     }
@@ -309,7 +320,7 @@ impl DataTree {
                 (true, Txn::Error { err }) => Applied::err(Code::from_value(*err).unwrap_or(Code::SystemError)),
                 (true, _) if past_failure => Applied::err(Code::RuntimeInconsistency),
                 (true, _) => Applied::err(Code::Ok),
-                (false, txn) => self.apply_op(h, *op, txn),
+                (false, txn) => self.apply_op(h, txn),
             };
             results.push(result);
         }

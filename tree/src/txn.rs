@@ -135,6 +135,16 @@ impl TxnRecord {
 }
 
 impl Txn {
+    /// For a create of any kind: the path and the parent cversion it carries.
+    pub fn created(&self) -> Option<(&str, i32)> {
+        match self {
+            Txn::Create { path, parent_cversion, .. }
+            | Txn::CreateContainer { path, parent_cversion, .. }
+            | Txn::CreateTtl { path, parent_cversion, .. } => Some((path, *parent_cversion)),
+            _ => None,
+        }
+    }
+
     /// Encodes the body.
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {

@@ -1,0 +1,56 @@
+//! A tree driven the way the leader drives it: prep a request, give it the next zxid, apply.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use tree::acl::{open_acl_unsafe, Acl};
+use tree::code::op;
+use tree::prep::{prep, Caller, PrepOptions, Request};
+use tree::tree::{Applied, DataTree};
+use tree::txn::{TxnHeader, TxnRecord};
+
+pub struct Harness {
+    pub tree: DataTree,
+    pub zxid: i64,
+    pub log: Vec<TxnRecord>,
+    pub options: PrepOptions,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness { tree: DataTree::new(), zxid: 1 << 32, log: Vec::new(), options: PrepOptions { ttl_enabled: true } }
+    }
+
+    /// Preps, logs and applies `request` from `caller`; the tree's invariants must hold afterwards.
+    pub fn write(&mut self, caller: &Caller, request: &Request) -> Applied {
+        let (op, txn) = prep(&self.tree, caller, self.options, request);
+        self.zxid += 1;
+        let header = TxnHeader { client_id: caller.session, cxid: 0, zxid: self.zxid, time: 1_000 + self.zxid, op };
+        let record = TxnRecord { header, txn };
+        // Every txn goes through its encoding, as it would through the WAL.
+        let record = TxnRecord::decode(&record.encode()).expect("txn round trip");
+        let applied = self.tree.apply(&record.header, &record.txn);
+        self.log.push(record);
+        self.tree.validate().unwrap_or_else(|e| panic!("after {request:?}: {e}"));
+        applied
+    }
+}
+
+pub fn caller(session: i64) -> Caller {
+    Caller { session, auth: Vec::new() }
+}
+
+pub fn create(path: &str, data: &str, flags: i32) -> Request {
+    create_with(path, data, flags, open_acl_unsafe())
+}
+
+pub fn create_with(path: &str, data: &str, flags: i32, acl: Vec<Acl>) -> Request {
+    Request::Create { op: op::CREATE2, path: path.into(), data: Bytes::from(data.to_owned()), acl, flags, ttl: -1 }
+}
+
+pub fn set(path: &str, data: &str, version: i32) -> Request {
+    Request::SetData { path: path.into(), data: Bytes::from(data.to_owned()), version }
+}
+
+pub fn delete(path: &str, version: i32) -> Request {
+    Request::Delete { path: path.into(), version }
+}

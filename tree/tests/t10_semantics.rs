@@ -1,0 +1,232 @@
+//! ZooKeeper's semantics, op by op: what a client sees back and what the tree holds afterwards.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use tree::acl::{perms, Acl, Id};
+use tree::code::{op, Code};
+use tree::prep::{Caller, Request};
+use tree::stat::OwnerKind;
+
+const PERSISTENT: i32 = 0;
+const EPHEMERAL: i32 = 1;
+const SEQUENTIAL: i32 = 2;
+const EPHEMERAL_SEQUENTIAL: i32 = 3;
+const CONTAINER: i32 = 4;
+
+#[test]
+fn a_fresh_tree_looks_like_zookeepers() {
+    let h = Harness::new();
+    for p in ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
+        assert!(h.tree.get(p).is_some(), "{p}");
+    }
+    assert_eq!(h.tree.get("/").unwrap().client_stat().cversion, -1);
+    assert_eq!(h.tree.get("/zookeeper").unwrap().client_stat().cversion, -2);
+    assert_eq!(h.tree.get("/zookeeper/config").unwrap().stat.aversion, -1);
+}
+
+#[test]
+fn create_returns_path_and_stat_and_updates_the_parent() {
+    let mut h = Harness::new();
+    let applied = h.write(&caller(0), &create("/app", "v", PERSISTENT));
+    assert_eq!(applied.code(), Code::Ok);
+    assert_eq!(applied.path.as_deref(), Some("/app"));
+    let stat = applied.stat.unwrap();
+    assert_eq!((stat.czxid, stat.mzxid, stat.pzxid, stat.version, stat.data_length), (h.zxid, h.zxid, h.zxid, 0, 1));
+    let root = h.tree.get("/").unwrap();
+    assert_eq!((root.stat.cversion, root.stat.pzxid), (1, h.zxid));
+    assert_eq!(h.write(&caller(0), &create("/app", "v", PERSISTENT)).code(), Code::NodeExists);
+    assert_eq!(h.write(&caller(0), &create("/nope/child", "", PERSISTENT)).code(), Code::NoNode);
+}
+
+#[test]
+fn sequential_names_come_from_the_parent_cversion() {
+    let mut h = Harness::new();
+    h.write(&caller(0), &create("/q", "", PERSISTENT));
+    let first = h.write(&caller(0), &create("/q/item-", "", SEQUENTIAL)).path.unwrap();
+    let second = h.write(&caller(0), &create("/q/item-", "", SEQUENTIAL)).path.unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("/q/item-0000000000", "/q/item-0000000001"));
+    h.write(&caller(0), &delete(&first, -1));
+    // Deleting does not reuse numbers: the persisted cversion counts creations.
+    let third = h.write(&caller(0), &create("/q/", "", SEQUENTIAL)).path.unwrap();
+    assert_eq!(third, "/q/0000000002");
+    assert_eq!(h.tree.get("/q").unwrap().client_stat().cversion, 4, "3 creations + 1 deletion");
+}
+
+#[test]
+fn versions_are_checked_and_minus_one_matches_any() {
+    let mut h = Harness::new();
+    h.write(&caller(0), &create("/v", "0", PERSISTENT));
+    assert_eq!(h.write(&caller(0), &set("/v", "1", 0)).stat.unwrap().version, 1);
+    assert_eq!(h.write(&caller(0), &set("/v", "x", 0)).code(), Code::BadVersion);
+    assert_eq!(h.write(&caller(0), &set("/v", "2", -1)).stat.unwrap().version, 2);
+    assert_eq!(&h.tree.get("/v").unwrap().data[..], b"2");
+    assert_eq!(h.write(&caller(0), &Request::Check { path: "/v".into(), version: 1 }).code(), Code::BadVersion);
+    assert_eq!(h.write(&caller(0), &Request::Check { path: "/v".into(), version: 2 }).code(), Code::Ok);
+    assert_eq!(h.write(&caller(0), &delete("/v", 1)).code(), Code::BadVersion);
+    assert_eq!(h.write(&caller(0), &delete("/v", 2)).code(), Code::Ok);
+    assert!(h.tree.get("/v").is_none());
+}
+
+#[test]
+fn a_failed_write_is_an_error_txn_that_changes_nothing_but_takes_a_zxid() {
+    let mut h = Harness::new();
+    let digest = h.tree.digest();
+    let before = h.zxid;
+    assert_eq!(h.write(&caller(0), &set("/missing", "x", -1)).code(), Code::NoNode);
+    assert_eq!(h.log.last().unwrap().header.op, op::ERROR);
+    assert_eq!(h.zxid, before + 1);
+    assert_eq!(h.tree.digest(), digest);
+}
+
+#[test]
+fn deletes_refuse_children_and_special_nodes() {
+    let mut h = Harness::new();
+    h.write(&caller(0), &create("/a", "", PERSISTENT));
+    h.write(&caller(0), &create("/a/b", "", PERSISTENT));
+    assert_eq!(h.write(&caller(0), &delete("/a", -1)).code(), Code::NotEmpty);
+    for special in ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
+        assert_eq!(h.write(&caller(0), &delete(special, -1)).code(), Code::BadArguments, "{special}");
+    }
+    assert_eq!(h.write(&caller(0), &delete("/a/missing", -1)).code(), Code::NoNode);
+}
+
+#[test]
+fn invalid_paths_are_bad_arguments() {
+    let mut h = Harness::new();
+    h.write(&caller(0), &create("/a", "", PERSISTENT));
+    for p in ["/a/", "//a", "/a/..", "/.", "relative", "/a\u{1}", "/a/\u{1F600}"] {
+        assert_eq!(h.write(&caller(0), &create(p, "", PERSISTENT)).code(), Code::BadArguments, "{p:?}");
+    }
+    // As in ZooKeeper, the parent is looked up before the full path is validated.
+    assert_eq!(h.write(&caller(0), &create("/b/", "", PERSISTENT)).code(), Code::NoNode);
+    assert_eq!(h.write(&caller(0), &set("/a/", "", -1)).code(), Code::BadArguments);
+}
+
+#[test]
+fn ephemerals_belong_to_their_session_and_go_with_it() {
+    let mut h = Harness::new();
+    let (s1, s2) = (0x100, 0x200);
+    h.write(&caller(s1), &Request::CreateSession { timeout: 10_000 });
+    h.write(&caller(s2), &Request::CreateSession { timeout: 10_000 });
+    let e = h.write(&caller(s1), &create("/e", "", EPHEMERAL));
+    assert_eq!(e.stat.unwrap().ephemeral_owner, s1);
+    let seq = h.write(&caller(s1), &create("/s-", "", EPHEMERAL_SEQUENTIAL)).path.unwrap();
+    h.write(&caller(s2), &create("/other", "", EPHEMERAL));
+    assert_eq!(h.write(&caller(s1), &create("/e/child", "", PERSISTENT)).code(), Code::NoChildrenForEphemerals);
+    let mut mine: Vec<&str> = h.tree.ephemerals(s1).collect();
+    mine.sort();
+    assert_eq!(mine, vec!["/e", seq.as_str()]);
+    h.write(&caller(s1), &Request::CloseSession);
+    assert!(h.tree.get("/e").is_none() && h.tree.get(&seq).is_none());
+    assert!(h.tree.get("/other").is_some());
+    assert!(!h.tree.sessions().contains_key(&s1) && h.tree.sessions().contains_key(&s2));
+}
+
+#[test]
+fn a_multi_is_all_or_nothing_with_zookeepers_per_op_results() {
+    let mut h = Harness::new();
+    h.write(&caller(0), &create("/m", "0", PERSISTENT));
+    let digest = h.tree.digest();
+    let failing =
+        Request::Multi(vec![create("/m/a", "", PERSISTENT), set("/m", "1", 7), create("/m/b", "", PERSISTENT)]);
+    let applied = h.write(&caller(0), &failing);
+    let codes: Vec<Code> = applied.multi.iter().map(|r| r.code()).collect();
+    assert_eq!(codes, vec![Code::Ok, Code::BadVersion, Code::RuntimeInconsistency]);
+    assert_eq!(h.tree.digest(), digest, "nothing changed");
+    assert!(h.tree.get("/m/a").is_none());
+    // Later ops see earlier ones: create then set the node just created, then delete it.
+    let ok = Request::Multi(vec![
+        create("/m/c", "", PERSISTENT),
+        set("/m/c", "x", 0),
+        Request::Check { path: "/m/c".into(), version: 1 },
+    ]);
+    let applied = h.write(&caller(0), &ok);
+    assert_eq!(applied.code(), Code::Ok);
+    assert_eq!(applied.multi.len(), 3);
+    assert_eq!(h.tree.get("/m/c").unwrap().stat.version, 1);
+    let all_zxid = h.tree.get("/m/c").unwrap().stat;
+    assert_eq!(all_zxid.czxid, all_zxid.mzxid, "one zxid for the whole multi");
+}
+
+#[test]
+fn acls_are_enforced_and_auth_expands_to_the_callers_ids() {
+    let mut h = Harness::new();
+    let bob = Caller { session: 1, auth: vec![Id::new("digest", "bob:hash")] };
+    let eve = Caller { session: 2, auth: vec![Id::new("digest", "eve:hash")] };
+    let root = Caller { session: 3, auth: vec![Id::new("super", "admin")] };
+    let only_bob = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }];
+    assert_eq!(h.write(&bob, &create_with("/bob", "", PERSISTENT, only_bob.clone())).code(), Code::Ok);
+    let stored = h.tree.acl_of(h.tree.get("/bob").unwrap()).to_vec();
+    assert_eq!(stored, vec![Acl { perms: perms::ALL, id: Id::new("digest", "bob:hash") }]);
+    assert_eq!(h.write(&eve, &set("/bob", "x", -1)).code(), Code::NoAuth);
+    assert_eq!(h.write(&eve, &create("/bob/c", "", PERSISTENT)).code(), Code::NoAuth);
+    assert_eq!(h.write(&bob, &set("/bob", "x", -1)).code(), Code::Ok);
+    assert_eq!(h.write(&root, &set("/bob", "y", -1)).code(), Code::Ok);
+    assert_eq!(
+        h.write(&caller(4), &create_with("/x", "", PERSISTENT, only_bob)).code(),
+        Code::InvalidAcl,
+        "auth without ids"
+    );
+    assert_eq!(h.write(&bob, &create_with("/y", "", PERSISTENT, vec![])).code(), Code::InvalidAcl);
+    let bad = vec![Acl { perms: perms::ALL, id: Id::new("world", "everybody") }];
+    assert_eq!(h.write(&bob, &create_with("/z", "", PERSISTENT, bad)).code(), Code::InvalidAcl);
+    let acl = Request::SetAcl { path: "/bob".into(), acl: tree::acl::read_acl_unsafe(), version: 0 };
+    assert_eq!(h.write(&eve, &acl).code(), Code::NoAuth);
+    assert_eq!(h.write(&bob, &acl).stat.unwrap().aversion, 1);
+    assert_eq!(h.write(&bob, &set("/bob", "z", -1)).code(), Code::NoAuth, "now read-only");
+}
+
+#[test]
+fn containers_and_ttl_nodes() {
+    let mut h = Harness::new();
+    let container = Request::Create {
+        op: op::CREATE_CONTAINER,
+        path: "/c".into(),
+        data: Bytes::new(),
+        acl: tree::acl::open_acl_unsafe(),
+        flags: CONTAINER,
+        ttl: -1,
+    };
+    assert_eq!(h.write(&caller(0), &container).code(), Code::Ok);
+    assert_eq!(OwnerKind::of(h.tree.get("/c").unwrap().stat.ephemeral_owner), OwnerKind::Container);
+    assert_eq!(h.write(&caller(0), &create("/c/child", "", PERSISTENT)).code(), Code::Ok, "containers have children");
+    let ttl = |ttl| Request::Create {
+        op: op::CREATE_TTL,
+        path: "/t".into(),
+        data: Bytes::new(),
+        acl: tree::acl::open_acl_unsafe(),
+        flags: 5,
+        ttl,
+    };
+    assert_eq!(h.write(&caller(0), &ttl(0)).code(), Code::BadArguments);
+    assert_eq!(h.write(&caller(0), &ttl(60_000)).code(), Code::Ok);
+    assert_eq!(OwnerKind::of(h.tree.get("/t").unwrap().stat.ephemeral_owner), OwnerKind::Ttl(60_000));
+    h.options.ttl_enabled = false;
+    assert_eq!(h.write(&caller(0), &ttl(60_000)).code(), Code::Unimplemented);
+}
+
+#[test]
+fn replicas_applying_the_same_txns_agree_and_replay_is_idempotent() {
+    let mut h = Harness::new();
+    h.write(&caller(7), &Request::CreateSession { timeout: 5000 });
+    h.write(&caller(0), &create("/a", "1", PERSISTENT));
+    h.write(&caller(7), &create("/a/e", "", EPHEMERAL));
+    h.write(&caller(0), &set("/a", "2", -1));
+    h.write(&caller(0), &create("/a/s", "", SEQUENTIAL));
+    h.write(&caller(7), &Request::CloseSession);
+    let mut replica = tree::tree::DataTree::new();
+    for r in &h.log {
+        replica.apply(&r.header, &r.txn);
+    }
+    assert_eq!(replica.digest(), h.tree.digest());
+    assert!(tree::tree::same_contents(&replica, &h.tree));
+    // Applying everything a second time (a replay over state that already has it) changes nothing.
+    for r in &h.log {
+        replica.apply(&r.header, &r.txn);
+    }
+    replica.validate().unwrap();
+    assert_eq!(replica.digest(), h.tree.digest());
+    assert!(tree::tree::same_contents(&replica, &h.tree));
+}
