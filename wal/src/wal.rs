@@ -189,6 +189,12 @@ impl Wal {
         self.shared.counters.snapshot()
     }
 
+    /// Whether the log still holds its very first segment (nothing was ever purged, or it is empty): then
+    /// replaying it from the start rebuilds the whole history.
+    pub fn holds_full_history(&self) -> bool {
+        self.view().segments.first().is_none_or(|s| s.seq == 1)
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

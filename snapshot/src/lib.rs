@@ -1,0 +1,21 @@
+//! Fuzzy snapshots of the znode tree, their retention, and recovery from the newest valid snapshot plus the WAL.
+//!
+//! - [`write::write_fuzzy`] copies the tree in chunks under a read lock while txns go on being applied; the
+//!   file ([`format`]) is checksummed, written under a temporary name, fsynced, renamed, and the directory
+//!   fsynced.
+//! - [`recover::recover`] loads the newest snapshot that verifies and replays the WAL after its start zxid,
+//!   checking the digest the snapshot recorded at its end zxid.
+//! - [`retain::retain`] keeps the newest N valid snapshots and purges the WAL segments none of them needs.
+//! - [`policy::SnapPolicy`] says when to snapshot (ZooKeeper's randomised `snapCount`).
+#![deny(missing_docs)]
+
+pub mod dir;
+pub mod error;
+pub mod format;
+pub mod policy;
+pub mod read;
+pub mod recover;
+pub mod retain;
+pub mod write;
+
+pub use error::SnapshotError;

@@ -1,0 +1,112 @@
+//! Loading a snapshot: verify the whole file, then rebuild the tree.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Buf;
+use tree::acl::{read_acls, Acl, AclId, OPEN_ACL_ID};
+use tree::jute::{JuteError, JuteRead};
+use tree::stat::StatPersisted;
+use tree::tree::{DataTree, Node};
+
+use crate::error::SnapshotError;
+use crate::format::{self, tag, Trailer};
+
+/// A loaded snapshot.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The tree as the snapshot holds it (fuzzy: replay from `start_zxid` to make it exact).
+    pub tree: DataTree,
+    /// The file.
+    pub path: PathBuf,
+    /// Its start zxid.
+    pub start_zxid: i64,
+    /// Its trailer: end zxid and the digest there.
+    pub trailer: Trailer,
+    /// Nodes skipped because their parent was not in the snapshot (replay recreates them).
+    pub orphans: u64,
+}
+
+/// Reads and verifies the snapshot at `path`.
+pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
+    let started = Instant::now();
+    let file = std::fs::File::open(path).map_err(|e| SnapshotError::io("open", path, e))?;
+    // SAFETY: snapshot files are written once, under a temporary name, and never modified after the rename;
+    // the map is dropped before this function returns.
+    let map =
+        unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| SnapshotError::io("mmap", path, e))?;
+    let (start_zxid, trailer, mut records) = format::verify(&map, path)?;
+    let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
+    let mut tree = DataTree::empty();
+    tree.set_last_zxid(start_zxid);
+    let (mut acls, mut nodes, mut sessions, mut orphans) = (HashMap::<AclId, Vec<Acl>>::new(), 0u64, 0u64, 0u64);
+    let total = trailer.nodes.max(1);
+    loop {
+        let tag = records.read_u8_checked().map_err(|e| corrupt(e.to_string()))?;
+        match tag {
+            tag::END => break,
+            tag::SESSION => {
+                let (id, timeout) = (records.read_long(), records.read_int());
+                let (id, timeout) =
+                    (id.map_err(|e| corrupt(e.to_string()))?, timeout.map_err(|e| corrupt(e.to_string()))?);
+                tree.load_session(id, timeout);
+                sessions += 1;
+            }
+            tag::ACL => {
+                let id = records.read_long().map_err(|e| corrupt(e.to_string()))?;
+                acls.insert(id, read_acls(&mut records).map_err(|e| corrupt(e.to_string()))?);
+            }
+            tag::NODE => {
+                let (path_str, node, acl_id) = read_node(&mut records).map_err(|e| corrupt(e.to_string()))?;
+                let acl = match acl_id {
+                    OPEN_ACL_ID => tree::acl::open_acl_unsafe(),
+                    id => {
+                        acls.get(&id).cloned().ok_or_else(|| corrupt(format!("{path_str} uses undefined ACL {id}")))?
+                    }
+                };
+                if tree.load_node(path_str, node, &acl).is_err() {
+                    orphans += 1;
+                }
+                nodes += 1;
+                if nodes % (total / 10).max(100_000) == 0 {
+                    tracing::info!(path = %path.display(), nodes, total, "loading snapshot");
+                }
+            }
+            other => return Err(corrupt(format!("unknown record tag {other}"))),
+        }
+    }
+    if records.has_remaining() {
+        return Err(corrupt(format!("{} bytes after the end record", records.remaining())));
+    }
+    if nodes != trailer.nodes || sessions != trailer.sessions {
+        return Err(corrupt(format!(
+            "{nodes} nodes and {sessions} sessions, the trailer says {} and {}",
+            trailer.nodes, trailer.sessions
+        )));
+    }
+    if tree.get("/").is_none() {
+        return Err(corrupt("no root node".into()));
+    }
+    tracing::info!(path = %path.display(), nodes, orphans, secs = started.elapsed().as_secs_f64(), "snapshot loaded");
+    Ok(Loaded { tree, path: path.to_path_buf(), start_zxid, trailer, orphans })
+}
+
+fn read_node(buf: &mut &[u8]) -> Result<(String, Node, AclId), JuteError> {
+    let path = buf.read_string()?;
+    let data = buf.read_buffer()?;
+    let acl = buf.read_long()?;
+    let stat = StatPersisted::read(buf)?;
+    Ok((path, Node { data, acl, stat, children: Default::default() }, acl))
+}
+
+trait ReadTag {
+    fn read_u8_checked(&mut self) -> Result<u8, JuteError>;
+}
+
+impl ReadTag for &[u8] {
+    fn read_u8_checked(&mut self) -> Result<u8, JuteError> {
+        self.need(1)?;
+        Ok(self.get_u8())
+    }
+}

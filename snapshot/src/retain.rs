@@ -1,0 +1,52 @@
+//! Retention: keep the newest N snapshots that verify, and the WAL segments any of them needs.
+
+use std::path::{Path, PathBuf};
+
+use wal::{Wal, Zxid};
+
+use crate::error::SnapshotError;
+use crate::{dir, read, write};
+
+/// What retention deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Snapshots kept (valid ones).
+    pub kept: Vec<PathBuf>,
+    /// Snapshots deleted.
+    pub deleted: Vec<PathBuf>,
+    /// WAL segments purged.
+    pub wal_segments_purged: usize,
+}
+
+/// Keeps the newest `keep` snapshots that verify; deletes every snapshot older than the oldest of them, and the
+/// WAL segments that hold only txns before its start. Snapshots that fail verification are not counted, so a
+/// run of bad snapshots never costs the data that recovery needs; with fewer than `keep` valid ones, nothing
+/// is deleted.
+pub fn retain(snap_dir: &Path, wal: &Wal, keep: usize) -> Result<Retained, SnapshotError> {
+    let keep = keep.max(1);
+    let mut retained = Retained::default();
+    let snapshots = dir::list(snap_dir)?;
+    let mut oldest_kept = None;
+    for (i, (zxid, path)) in snapshots.iter().enumerate() {
+        if read::load(path).is_err() {
+            tracing::warn!(path = %path.display(), "retention: snapshot does not verify; not counted");
+            continue;
+        }
+        retained.kept.push(path.clone());
+        if retained.kept.len() == keep {
+            oldest_kept = Some((i, *zxid));
+            break;
+        }
+    }
+    let Some((index, start_zxid)) = oldest_kept else { return Ok(retained) };
+    for (_, path) in &snapshots[index + 1..] {
+        std::fs::remove_file(path).map_err(|e| SnapshotError::io("delete", path, e))?;
+        retained.deleted.push(path.clone());
+    }
+    if !retained.deleted.is_empty() {
+        write::sync_dir(snap_dir)?;
+    }
+    let purge_point = Zxid(u64::try_from(start_zxid).unwrap_or(0).saturating_add(1));
+    retained.wal_segments_purged = wal.purge_before(purge_point)?.wait()?.segments;
+    Ok(retained)
+}

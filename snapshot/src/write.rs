@@ -1,0 +1,148 @@
+//! Writing a fuzzy snapshot while txns go on being applied.
+//!
+//! The tree sits behind an `RwLock`. The writer holds the read lock only to copy one chunk of nodes (in path
+//! order, resuming after the last path it wrote) into a buffer; it encodes and writes to disk without the lock,
+//! so an apply waits at most for one chunk to be copied, never for the disk.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use tree::acl::{write_acls, AclId, OPEN_ACL_ID};
+use tree::jute::JuteWrite;
+use tree::tree::DataTree;
+
+use crate::error::SnapshotError;
+use crate::format::{self, tag, Trailer, END_MAGIC};
+
+/// What a snapshot holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// The last zxid applied when the snapshot began (its name).
+    pub start_zxid: i64,
+    /// The last zxid applied when the copy finished.
+    pub end_zxid: i64,
+    /// The tree digest at `end_zxid`.
+    pub digest: u64,
+    /// Nodes written.
+    pub nodes: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Nodes copied per read-lock hold.
+pub const DEFAULT_CHUNK: usize = 1024;
+
+/// A writer that checksums what goes through it.
+struct CrcWriter {
+    out: BufWriter<File>,
+    crc: u32,
+    bytes: u64,
+    path: PathBuf,
+}
+
+impl CrcWriter {
+    fn write(&mut self, buf: &[u8]) -> Result<(), SnapshotError> {
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        self.bytes += buf.len() as u64;
+        self.out.write_all(buf).map_err(|e| SnapshotError::io("write", &self.path, e))
+    }
+}
+
+/// Writes a fuzzy snapshot of `tree` into `dir`, copying `chunk` nodes per read-lock hold. Durable (file and
+/// directory entry) when it returns.
+pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<SnapshotInfo, SnapshotError> {
+    let started = Instant::now();
+    let (start_zxid, sessions) = {
+        let t = read(tree);
+        (t.last_zxid(), t.sessions().clone())
+    };
+    let path = dir.join(format::file_name(start_zxid));
+    let tmp = path.with_extension(format!("{:016x}.tmp", start_zxid));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| SnapshotError::io("create", &tmp, e))?;
+    let mut out = CrcWriter { out: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0, path: tmp.clone() };
+    out.write(&format::encode_header(start_zxid))?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for (&session, &timeout) in &sessions {
+        buf.push(tag::SESSION);
+        buf.write_long(session);
+        buf.write_int(timeout);
+    }
+    out.write(&buf)?;
+    let (mut nodes, mut cursor, mut acls_written) = (0u64, None::<String>, HashSet::<AclId>::new());
+    loop {
+        buf.clear();
+        let copied = copy_chunk(&read(tree), cursor.as_deref(), chunk, &mut acls_written, &mut buf);
+        let Some(last) = copied.last else { break };
+        (cursor, nodes) = (Some(last), nodes + copied.count);
+        out.write(&buf)?;
+    }
+    let (end_zxid, digest) = {
+        let t = read(tree);
+        (t.last_zxid(), t.digest())
+    };
+    let trailer = Trailer { end_zxid, digest, nodes, sessions: sessions.len() as u64 };
+    out.write(&[tag::END])?;
+    out.write(&trailer.encode_fields())?;
+    let crc = out.crc;
+    out.write(&crc.to_be_bytes())?;
+    out.write(&END_MAGIC)?;
+    let bytes = out.bytes;
+    let file = out.out.into_inner().map_err(|e| SnapshotError::io("write", &tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| SnapshotError::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| SnapshotError::io("rename", &tmp, e))?;
+    sync_dir(dir)?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(path = %path.display(), start_zxid = format!("{start_zxid:#x}"), end_zxid = format!("{end_zxid:#x}"), nodes, mb = bytes as f64 / 1e6, secs, "snapshot written");
+    Ok(SnapshotInfo { path, start_zxid, end_zxid, digest, nodes, bytes })
+}
+
+struct Copied {
+    count: u64,
+    last: Option<String>,
+}
+
+/// Encodes up to `chunk` nodes after `cursor` into `buf`, each preceded by its ACL list the first time.
+fn copy_chunk(
+    tree: &DataTree,
+    cursor: Option<&str>,
+    chunk: usize,
+    acls: &mut HashSet<AclId>,
+    buf: &mut Vec<u8>,
+) -> Copied {
+    let mut copied = Copied { count: 0, last: None };
+    for (path, node) in tree.nodes_after(cursor).take(chunk) {
+        if node.acl != OPEN_ACL_ID && acls.insert(node.acl) {
+            buf.push(tag::ACL);
+            buf.write_long(node.acl);
+            write_acls(buf, &tree.acl_of(node));
+        }
+        buf.push(tag::NODE);
+        buf.write_string(path);
+        buf.write_buffer(&node.data);
+        buf.write_long(node.acl);
+        node.stat.write(buf);
+        copied.count += 1;
+        copied.last = Some(path.clone());
+    }
+    copied
+}
+
+fn read(tree: &RwLock<DataTree>) -> std::sync::RwLockReadGuard<'_, DataTree> {
+    tree.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Makes a directory's entries durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SnapshotError::io("fsync directory", dir, e))
+}

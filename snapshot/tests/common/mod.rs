@@ -1,0 +1,103 @@
+//! A miniature node: prep a request, log the txn durably in the WAL, then apply it to the tree.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use bytes::Bytes;
+use tree::acl::open_acl_unsafe;
+use tree::code::op;
+use tree::prep::{prep, Caller, PrepOptions, Request};
+use tree::tree::DataTree;
+use tree::txn::{TxnHeader, TxnRecord};
+use wal::{Wal, WalOptions, Zxid};
+
+pub struct Db {
+    pub wal: Wal,
+    pub tree: RwLock<DataTree>,
+    pub zxid: std::sync::Mutex<i64>,
+    pub snap_dir: PathBuf,
+}
+
+pub fn wal_options() -> WalOptions {
+    WalOptions { segment_size: 16 << 10, max_payload: 8 << 10, ..WalOptions::default() }
+}
+
+impl Db {
+    /// A fresh database in `dir` (`dir/log`, `dir/snap`).
+    pub fn create(dir: &Path) -> Db {
+        let (wal, _) = Wal::open(dir.join("log"), wal_options()).unwrap();
+        std::fs::create_dir_all(dir.join("snap")).unwrap();
+        Db { wal, tree: RwLock::new(DataTree::new()), zxid: std::sync::Mutex::new(1 << 32), snap_dir: dir.join("snap") }
+    }
+
+    /// Recovers the database in `dir`.
+    pub fn open(dir: &Path) -> Result<(Db, snapshot::recover::Recovered), snapshot::SnapshotError> {
+        let (wal, _) = Wal::open(dir.join("log"), wal_options())?;
+        let (tree, recovered) = snapshot::recover::recover(&dir.join("snap"), &wal)?;
+        let zxid = tree.last_zxid().max(1 << 32);
+        Ok((
+            Db { wal, tree: RwLock::new(tree), zxid: std::sync::Mutex::new(zxid), snap_dir: dir.join("snap") },
+            recovered,
+        ))
+    }
+
+    /// Preps, logs (durably) and applies a request.
+    pub fn write(&self, session: i64, request: &Request) {
+        let mut zxid = self.zxid.lock().unwrap();
+        let (op, txn) = prep(
+            &self.tree.read().unwrap(),
+            &Caller { session, auth: vec![] },
+            PrepOptions { ttl_enabled: true },
+            request,
+        );
+        *zxid += 1;
+        let record = TxnRecord { header: TxnHeader { client_id: session, cxid: 0, zxid: *zxid, time: *zxid, op }, txn };
+        self.wal.append(Zxid(*zxid as u64), record.encode()).unwrap().wait().unwrap();
+        self.tree.write().unwrap().apply(&record.header, &record.txn);
+    }
+
+    pub fn snapshot(&self, chunk: usize) -> snapshot::write::SnapshotInfo {
+        snapshot::write::write_fuzzy(&self.snap_dir, &self.tree, chunk).unwrap()
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.tree.read().unwrap().digest()
+    }
+}
+
+pub fn create(path: &str, data: &str, flags: i32) -> Request {
+    Request::Create {
+        op: op::CREATE,
+        path: path.into(),
+        data: Bytes::from(data.to_owned()),
+        acl: open_acl_unsafe(),
+        flags,
+        ttl: -1,
+    }
+}
+
+pub fn set(path: &str, data: &str) -> Request {
+    Request::SetData { path: path.into(), data: Bytes::from(data.to_owned()), version: -1 }
+}
+
+pub fn delete(path: &str) -> Request {
+    Request::Delete { path: path.into(), version: -1 }
+}
+
+/// A deterministic mix of writes: creates, sequential creates, data changes, deletes, ephemerals, sessions.
+pub fn workload(db: &Db, from: usize, count: usize) {
+    for i in from..from + count {
+        let dir = format!("/d{}", i % 7);
+        match i % 9 {
+            0 => db.write(0, &create(&dir, "dir", 0)),
+            1 | 2 => db.write(0, &create(&format!("{dir}/n{}", i % 13), &format!("v{i}"), 0)),
+            3 => db.write(0, &set(&format!("{dir}/n{}", i % 13), &format!("w{i}"))),
+            4 => db.write(0, &create(&format!("{dir}/s-"), "seq", 2)),
+            5 => db.write(0, &delete(&format!("{dir}/n{}", (i + 5) % 13))),
+            6 => db.write(100 + (i % 3) as i64, &Request::CreateSession { timeout: 10_000 }),
+            7 => db.write(100 + (i % 3) as i64, &create(&format!("/e{}", i % 5), "eph", 1)),
+            _ => db.write(100 + (i % 3) as i64, &Request::CloseSession),
+        }
+    }
+}

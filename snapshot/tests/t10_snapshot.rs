@@ -1,0 +1,177 @@
+//! Snapshots: round trip, fuzzy writing during writes, fallback past a corrupt snapshot, bad files, retention.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use snapshot::SnapshotError;
+use tree::tree::same_contents;
+
+#[test]
+fn a_snapshot_round_trips_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 300);
+    db.write(0, &tree::prep::Request::SetAcl { path: "/d1".into(), acl: tree::acl::read_acl_unsafe(), version: -1 });
+    let info = db.snapshot(7);
+    let loaded = snapshot::read::load(&info.path).unwrap();
+    let live = db.tree.read().unwrap();
+    assert_eq!((loaded.start_zxid, loaded.trailer.end_zxid), (live.last_zxid(), live.last_zxid()));
+    assert_eq!(loaded.trailer.digest, live.digest());
+    assert_eq!(loaded.tree.digest(), live.digest());
+    assert!(same_contents(&loaded.tree, &live));
+    loaded.tree.validate().unwrap();
+}
+
+#[test]
+fn a_snapshot_taken_while_writes_go_on_recovers_to_the_live_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::create(dir.path()));
+    workload(&db, 0, 400);
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || workload(&db, 400, 400))
+    };
+    // Small chunks, many of them, so that writes land between them.
+    let mut infos = Vec::new();
+    while !writer.is_finished() {
+        infos.push(db.snapshot(2));
+    }
+    writer.join().unwrap();
+    assert!(infos.iter().any(|i| i.end_zxid > i.start_zxid), "some snapshot must have been fuzzy");
+    let live_digest = db.digest();
+    let live = db.tree.read().unwrap().clone();
+    drop(Arc::try_unwrap(db).ok().expect("sole owner"));
+    let (db, recovered) = Db::open(dir.path()).unwrap();
+    assert_eq!(recovered.snapshot.as_ref(), Some(&infos.last().unwrap().path));
+    assert_eq!(db.digest(), live_digest);
+    assert!(same_contents(&db.tree.read().unwrap(), &live));
+}
+
+#[test]
+fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 200);
+    let older = db.snapshot(16);
+    workload(&db, 200, 200);
+    let newest = db.snapshot(16);
+    workload(&db, 400, 50);
+    let live = db.tree.read().unwrap().clone();
+    drop(db);
+    let mut bytes = std::fs::read(&newest.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&newest.path, &bytes).unwrap();
+    let (db, recovered) = Db::open(dir.path()).unwrap();
+    assert_eq!(recovered.snapshot, Some(older.path));
+    assert_eq!(recovered.skipped.len(), 1);
+    assert!(recovered.skipped[0].contains("checksum"), "{:?}", recovered.skipped);
+    assert!(same_contents(&db.tree.read().unwrap(), &live));
+    assert!(newest.path.exists(), "nothing is deleted");
+}
+
+#[test]
+fn bad_files_get_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 50);
+    let info = db.snapshot(16);
+    let good = std::fs::read(&info.path).unwrap();
+    let load = |bytes: &[u8]| {
+        std::fs::write(&info.path, bytes).unwrap();
+        snapshot::read::load(&info.path)
+    };
+    for cut in [0, 5, 20, good.len() / 2, good.len() - 1] {
+        assert!(
+            matches!(load(&good[..cut]), Err(SnapshotError::Corrupt { .. } | SnapshotError::BadMagic { .. })),
+            "cut {cut}"
+        );
+    }
+    for byte in (0..good.len()).step_by(good.len() / 97 + 1).filter(|&b| !(8..12).contains(&b)) {
+        let mut bad = good.clone();
+        bad[byte] ^= 0x01;
+        let result = load(&bad);
+        assert!(
+            matches!(result, Err(SnapshotError::Corrupt { .. } | SnapshotError::BadMagic { .. })),
+            "flip at {byte}: {result:?}"
+        );
+    }
+    let mut future = good.clone();
+    future[11] = 9;
+    assert!(matches!(load(&future), Err(SnapshotError::UnsupportedVersion { version: 9, .. })));
+    assert!(matches!(load(b"PK\x03\x04 definitely not a snapshot"), Err(SnapshotError::BadMagic { .. })));
+}
+
+#[test]
+fn a_snapshot_ahead_of_the_wal_is_refused_and_nothing_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 100);
+    let info = db.snapshot(16);
+    // The WAL loses its tail (say, a disk restored from an older backup).
+    db.wal.truncate_after(wal::Zxid(info.end_zxid as u64 - 10)).unwrap().wait().unwrap();
+    drop(db);
+    match Db::open(dir.path()) {
+        Err(SnapshotError::AheadOfWal { end_zxid, .. }) => assert_eq!(end_zxid, info.end_zxid),
+        other => panic!("expected AheadOfWal, got {:?}", other.map(|_| ())),
+    }
+    assert!(info.path.exists());
+}
+
+#[test]
+fn a_purged_wal_without_a_trusted_snapshot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 300);
+    let info = db.snapshot(16);
+    workload(&db, 300, 100);
+    let retained = snapshot::retain::retain(&db.snap_dir, &db.wal, 1).unwrap();
+    assert!(retained.wal_segments_purged > 0, "tiny segments: something to purge");
+    drop(db);
+    std::fs::write(&info.path, b"ENSNAP\r\n\0\0\0\x01 and then garbage").unwrap();
+    match Db::open(dir.path()) {
+        Err(SnapshotError::NoTrustedSnapshot { rejected, .. }) => assert!(rejected.contains("corrupt"), "{rejected}"),
+        other => panic!("expected NoTrustedSnapshot, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_wal_that_holds_the_whole_history_recovers_without_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 300);
+    let live = db.tree.read().unwrap().clone();
+    drop(db);
+    let (db, recovered) = Db::open(dir.path()).unwrap();
+    assert_eq!(recovered.snapshot, None);
+    assert!(same_contents(&db.tree.read().unwrap(), &live));
+}
+
+#[test]
+fn retention_keeps_the_newest_valid_snapshots_and_the_wal_they_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    let mut infos = Vec::new();
+    for round in 0..5 {
+        workload(&db, round * 100, 100);
+        infos.push(db.snapshot(16));
+    }
+    // The two newest are corrupt: they must not count.
+    for info in &infos[3..] {
+        std::fs::write(&info.path, b"ENSNAP\r\n\0\0\0\x01 garbage").unwrap();
+    }
+    let retained = snapshot::retain::retain(&db.snap_dir, &db.wal, 2).unwrap();
+    assert_eq!(retained.kept, vec![infos[2].path.clone(), infos[1].path.clone()]);
+    assert_eq!(retained.deleted, vec![infos[0].path.clone()]);
+    assert!(
+        db.wal.first_zxid().unwrap().0 as i64 <= infos[1].start_zxid,
+        "the WAL after the oldest kept snapshot stays"
+    );
+    let live = db.tree.read().unwrap().clone();
+    drop(db);
+    let (db, recovered) = Db::open(dir.path()).unwrap();
+    assert_eq!(recovered.snapshot, Some(infos[2].path.clone()));
+    assert!(same_contents(&db.tree.read().unwrap(), &live));
+}
