@@ -69,7 +69,7 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
                     orphans += 1;
                 }
                 nodes += 1;
-                if nodes % (total / 10).max(100_000) == 0 {
+                if nodes.is_multiple_of((total / 10).max(100_000)) {
                     tracing::info!(path = %path.display(), nodes, total, "loading snapshot");
                 }
             }

@@ -105,7 +105,7 @@ fn replay(
             verify_digest(tree, end, expected, snapshot)?;
             pending_check = None;
         }
-        if recovered.replayed % 100_000 == 0 {
+        if recovered.replayed.is_multiple_of(100_000) {
             tracing::info!(
                 replayed = recovered.replayed,
                 zxid = format!("{:#x}", txn.header.zxid),
