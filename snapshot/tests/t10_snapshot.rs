@@ -175,3 +175,40 @@ fn retention_keeps_the_newest_valid_snapshots_and_the_wal_they_need() {
     assert_eq!(recovered.snapshot, Some(infos[2].path.clone()));
     assert!(same_contents(&db.tree.read().unwrap(), &live));
 }
+
+#[test]
+fn a_snapshot_whose_content_disagrees_with_its_digest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 100);
+    db.write(0, &create("/marker", "abcdef", 0));
+    let info = db.snapshot(16);
+    drop(db);
+    // Change a node's data and re-seal the file: the checksum passes, the digest cannot.
+    let mut bytes = std::fs::read(&info.path).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"abcdef").unwrap();
+    bytes[at] = b'X';
+    let len = bytes.len();
+    let crc = crc32c::crc32c(&bytes[..len - 8]);
+    bytes[len - 8..len - 4].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&info.path, &bytes).unwrap();
+    assert!(snapshot::read::load(&info.path).is_ok(), "the file itself verifies");
+    match Db::open(dir.path()) {
+        Err(SnapshotError::DigestMismatch { zxid, .. }) => assert_eq!(zxid, info.end_zxid),
+        other => panic!("expected a digest mismatch, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_wal_record_that_is_not_a_txn_stops_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 20);
+    let next = db.wal.last_zxid().unwrap().0 + 1;
+    db.wal.append(wal::Zxid(next), vec![1, 2, 3]).unwrap().wait().unwrap();
+    drop(db);
+    match Db::open(dir.path()) {
+        Err(SnapshotError::BadTxn { zxid, .. }) => assert_eq!(zxid as u64, next),
+        other => panic!("expected BadTxn, got {:?}", other.map(|_| ())),
+    }
+}
