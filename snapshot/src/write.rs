@@ -1,18 +1,22 @@
 //! Writing a fuzzy snapshot while txns go on being applied.
 //!
 //! The tree sits behind an `RwLock`. The writer holds the read lock only to copy one chunk of nodes (in path
-//! order, resuming after the last path it wrote) into a buffer; it encodes and writes to disk without the lock,
-//! so an apply waits at most for one chunk to be copied, never for the disk.
+//! order, resuming after the last path it wrote), and only cheap clones at that (the data is reference-counted),
+//! for at most about ten microseconds; it encodes and writes to disk without the lock. So an apply waits at most
+//! for one short chunk, never for encoding or the disk.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use tree::acl::{write_acls, AclId, OPEN_ACL_ID};
+use bytes::Bytes;
+
+use tree::acl::{write_acls, Acl, AclId, OPEN_ACL_ID};
 use tree::jute::JuteWrite;
+use tree::stat::StatPersisted;
 use tree::tree::DataTree;
 
 use crate::error::SnapshotError;
@@ -80,11 +84,14 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
     }
     out.write(&buf)?;
     let (mut nodes, mut cursor, mut acls_written) = (0u64, None::<String>, HashSet::<AclId>::new());
+    let mut copied = Vec::with_capacity(chunk);
     loop {
+        copy_chunk(&read(tree), cursor.as_deref(), chunk, &mut acls_written, &mut copied);
+        let Some(last) = copied.last() else { break };
+        cursor = Some(last.path.clone());
+        nodes += copied.len() as u64;
         buf.clear();
-        let copied = copy_chunk(&read(tree), cursor.as_deref(), chunk, &mut acls_written, &mut buf);
-        let Some(last) = copied.last else { break };
-        (cursor, nodes) = (Some(last), nodes + copied.count);
+        encode(&copied, &mut buf);
         out.write(&buf)?;
     }
     let (end_zxid, digest) = {
@@ -107,35 +114,54 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
     Ok(SnapshotInfo { path, start_zxid, end_zxid, digest, nodes, bytes })
 }
 
-struct Copied {
-    count: u64,
-    last: Option<String>,
+/// A node copied out of the tree: cheap clones only (the data is reference-counted), encoded after the lock is
+/// released.
+struct CopiedNode {
+    path: String,
+    data: Bytes,
+    acl: AclId,
+    /// The ACL list, the first time a node with this ACL id is copied.
+    acl_list: Option<Arc<[Acl]>>,
+    stat: StatPersisted,
 }
 
-/// Encodes up to `chunk` nodes after `cursor` into `buf`, each preceded by its ACL list the first time.
+/// The longest a chunk holds the read lock: about one apply's worth, so that an apply waiting behind a chunk
+/// waits no longer than behind another apply.
+const MAX_HOLD: Duration = Duration::from_micros(3);
+
+/// Copies up to `chunk` nodes after `cursor` (fewer if that takes longer than [`MAX_HOLD`]) into `out`.
 fn copy_chunk(
     tree: &DataTree,
     cursor: Option<&str>,
     chunk: usize,
     acls: &mut HashSet<AclId>,
-    buf: &mut Vec<u8>,
-) -> Copied {
-    let mut copied = Copied { count: 0, last: None };
-    for (path, node) in tree.nodes_after(cursor).take(chunk) {
-        if node.acl != OPEN_ACL_ID && acls.insert(node.acl) {
+    out: &mut Vec<CopiedNode>,
+) {
+    out.clear();
+    let started = Instant::now();
+    for (i, (path, node)) in tree.nodes_after(cursor).take(chunk).enumerate() {
+        if i % 4 == 3 && started.elapsed() > MAX_HOLD {
+            break;
+        }
+        let acl_list = (node.acl != OPEN_ACL_ID && acls.insert(node.acl)).then(|| tree.acl_of(node));
+        out.push(CopiedNode { path: path.clone(), data: node.data.clone(), acl: node.acl, acl_list, stat: node.stat });
+    }
+}
+
+/// Encodes copied nodes, each preceded by its ACL list the first time.
+fn encode(nodes: &[CopiedNode], buf: &mut Vec<u8>) {
+    for node in nodes {
+        if let Some(list) = &node.acl_list {
             buf.push(tag::ACL);
             buf.write_long(node.acl);
-            write_acls(buf, &tree.acl_of(node));
+            write_acls(buf, list);
         }
         buf.push(tag::NODE);
-        buf.write_string(path);
+        buf.write_string(&node.path);
         buf.write_buffer(&node.data);
         buf.write_long(node.acl);
         node.stat.write(buf);
-        copied.count += 1;
-        copied.last = Some(path.clone());
     }
-    copied
 }
 
 fn read(tree: &RwLock<DataTree>) -> std::sync::RwLockReadGuard<'_, DataTree> {
