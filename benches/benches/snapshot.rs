@@ -101,7 +101,7 @@ fn apply_latencies(tree: &Arc<RwLock<DataTree>>, with_snapshot: bool) -> (Vec<Du
         };
         let header = TxnHeader { client_id: 0, cxid: 0, zxid, time: zxid, op: op::SET_DATA };
         let t = Instant::now();
-        tree.write().unwrap().apply(&header, &txn);
+        snapshot::write::lock_for_apply(tree).apply(&header, &txn);
         latencies.push(t.elapsed());
         // A steady stream (about 20k txns/s), not a busy loop that starves the snapshot thread.
         std::thread::sleep(Duration::from_micros(50));

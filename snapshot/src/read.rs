@@ -41,6 +41,7 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
     let mut tree = DataTree::empty();
     tree.set_last_zxid(start_zxid);
     let (mut acls, mut nodes, mut sessions, mut orphans) = (HashMap::<AclId, Vec<Acl>>::new(), 0u64, 0u64, 0u64);
+    let open = tree::acl::open_acl_unsafe();
     let total = trailer.nodes.max(1);
     loop {
         let tag = records.read_u8_checked().map_err(|e| corrupt(e.to_string()))?;
@@ -60,12 +61,10 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
             tag::NODE => {
                 let (path_str, node, acl_id) = read_node(&mut records).map_err(|e| corrupt(e.to_string()))?;
                 let acl = match acl_id {
-                    OPEN_ACL_ID => tree::acl::open_acl_unsafe(),
-                    id => {
-                        acls.get(&id).cloned().ok_or_else(|| corrupt(format!("{path_str} uses undefined ACL {id}")))?
-                    }
+                    OPEN_ACL_ID => &open,
+                    id => acls.get(&id).ok_or_else(|| corrupt(format!("{path_str} uses undefined ACL {id}")))?,
                 };
-                if tree.load_node(path_str, node, &acl).is_err() {
+                if tree.load_node(path_str, node, acl).is_err() {
                     orphans += 1;
                 }
                 nodes += 1;

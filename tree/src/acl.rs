@@ -113,6 +113,11 @@ pub fn open_acl_unsafe() -> Vec<Acl> {
     vec![Acl { perms: perms::ALL, id: Id::anyone() }]
 }
 
+/// Whether `acl` is `OPEN_ACL_UNSAFE` (checked without allocating).
+pub fn is_open(acl: &[Acl]) -> bool {
+    matches!(acl, [a] if a.perms == perms::ALL && a.id.scheme == "world" && a.id.id == "anyone")
+}
+
 /// `READ_ACL_UNSAFE`: read for everyone.
 pub fn read_acl_unsafe() -> Vec<Acl> {
     vec![Acl { perms: perms::READ, id: Id::anyone() }]
@@ -145,7 +150,7 @@ pub struct AclTable {
 impl AclTable {
     /// The id for `acl`, counting one more use.
     pub fn intern(&mut self, acl: &[Acl]) -> AclId {
-        if acl == open_acl_unsafe().as_slice() {
+        if is_open(acl) {
             return OPEN_ACL_ID;
         }
         if let Some(&id) = self.by_list.get(acl) {
