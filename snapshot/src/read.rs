@@ -64,8 +64,10 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
                     OPEN_ACL_ID => &open,
                     id => acls.get(&id).ok_or_else(|| corrupt(format!("{path_str} uses undefined ACL {id}")))?,
                 };
-                if tree.load_node(path_str, node, acl).is_err() {
-                    orphans += 1;
+                match tree.load_node(path_str.clone(), node, acl) {
+                    Ok(()) => {}
+                    Err(tree::code::Code::NoNode) => orphans += 1,
+                    Err(_) => return Err(corrupt(format!("{path_str} appears twice"))),
                 }
                 nodes += 1;
                 if nodes.is_multiple_of((total / 10).max(100_000)) {

@@ -80,7 +80,7 @@ impl Code {
     /// The code with this wire value.
     pub fn from_value(v: i32) -> Option<Code> {
         use Code::*;
-        const ALL: [Code; 33] = [
+        const ALL: [Code; 32] = [
             Ok,
             SystemError,
             RuntimeInconsistency,
@@ -113,7 +113,6 @@ impl Code {
             SessionClosedRequireSaslAuth,
             QuotaExceeded,
             Throttled,
-            Ok,
         ];
         ALL.into_iter().find(|c| c.value() == v)
     }

@@ -372,16 +372,17 @@ impl DataTree {
         Some(node)
     }
 
-    /// Loads a node as read from a snapshot: inserted as is, its parent's children list updated. The parent
-    /// must already be loaded (snapshots are written in path order).
+    /// Loads a node as read from a snapshot: inserted as is, its parent's children list updated. Fails with
+    /// `NoNode` if the parent is not loaded (snapshots are written in path order, so the parent was not in the
+    /// snapshot), and with `NodeExists` for a path loaded twice.
     pub fn load_node(&mut self, path: String, node: Node, acl: &[Acl]) -> Result<(), Code> {
         if path != "/" && !self.nodes.contains_key(path::parent(&path)) {
             return Err(Code::NoNode);
         }
-        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
-        if let Some(old) = self.remove(&path) {
-            self.acls.release(old.acl);
+        if self.nodes.contains_key(&path) {
+            return Err(Code::NodeExists);
         }
+        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
         if path != "/" {
             self.update(path::parent(&path), |p| {
                 p.children.insert(path::name(&path).to_owned());
