@@ -18,6 +18,9 @@ pub struct Retained {
     pub wal_segments_purged: usize,
 }
 
+/// How many snapshots to keep by default (ZooKeeper's `autopurge.snapRetainCount` default).
+pub const DEFAULT_RETAIN: usize = 3;
+
 /// Keeps the newest `keep` snapshots that verify; deletes every snapshot older than the oldest of them, and the
 /// WAL segments that hold only txns before its start. Snapshots that fail verification are not counted, so a
 /// run of bad snapshots never costs the data that recovery needs; with fewer than `keep` valid ones, nothing
