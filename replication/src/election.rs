@@ -1,0 +1,272 @@
+//! Fast leader election (ZooKeeper's `FastLeaderElection`) as a state machine without IO.
+//!
+//! Each looking server votes, first for itself, and tells every voter. A vote for a server with a higher
+//! (last logged epoch, last zxid, server id) replaces the current one and is announced again. Once a quorum of
+//! voters vote for the same server in the same round, the server waits `finalize_wait` for a better vote; if none
+//! comes, the election is over: that server leads and the others follow. Votes of a lower round are ignored, a
+//! higher round restarts the tally. Servers that have already settled answer with the established leader, and a
+//! late joiner follows it once a quorum of them agree and the leader itself confirms it leads.
+//!
+//! Time is passed in ([`Time`]), never read, so simulations replay exactly. Notifications are re-sent on a
+//! timeout that doubles from `initial_timeout` up to `max_timeout` while no decision is made.
+//!
+//! # Invariants
+//! - The proposal only grows in vote order within a round.
+//! - A decision needs a quorum of voters agreeing on one vote in the current round.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use wal::{Epoch, Zxid};
+
+use crate::message::{Notification, PeerState, ServerId};
+
+/// A point in time: the time since an origin the caller picks (simulated or real).
+pub type Time = Duration;
+
+/// A vote: who should lead, and what that server's log holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vote {
+    /// The proposed leader.
+    pub leader: ServerId,
+    /// Its last logged zxid.
+    pub zxid: Zxid,
+    /// The epoch of that zxid (its current epoch).
+    pub epoch: Epoch,
+}
+
+impl Vote {
+    /// ZooKeeper's total order on votes: higher epoch, then higher zxid, then higher server id wins.
+    pub fn beats(&self, other: &Vote) -> bool {
+        (self.epoch, self.zxid, self.leader) > (other.epoch, other.zxid, other.leader)
+    }
+}
+
+/// Election timing.
+#[derive(Clone, Copy, Debug)]
+pub struct ElectionConfig {
+    /// How long to wait for a better vote once a quorum agrees (ZooKeeper's `finalizeWait`, 200 ms).
+    pub finalize_wait: Duration,
+    /// The first re-send interval (200 ms).
+    pub initial_timeout: Duration,
+    /// The longest re-send interval (ZooKeeper's `maxNotificationInterval`, 60 s).
+    pub max_timeout: Duration,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        ElectionConfig {
+            finalize_wait: Duration::from_millis(200),
+            initial_timeout: Duration::from_millis(200),
+            max_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the election decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The leader.
+    pub leader: ServerId,
+    /// The vote that won.
+    pub vote: Vote,
+    /// The round it was decided in.
+    pub round: u64,
+    /// This server's new state.
+    pub state: PeerState,
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send this notification to that voter.
+    Send(ServerId, Notification),
+    /// The election is over.
+    Decided(Outcome),
+}
+
+/// One server's election.
+#[derive(Debug)]
+pub struct Election {
+    me: ServerId,
+    voters: BTreeSet<ServerId>,
+    config: ElectionConfig,
+    round: u64,
+    /// This server's own vote: itself, with its log.
+    own: Vote,
+    proposal: Vote,
+    /// Votes of looking voters in this round.
+    received: BTreeMap<ServerId, Vote>,
+    /// Votes of settled servers (following or leading), with their round.
+    settled: BTreeMap<ServerId, (Vote, u64, PeerState)>,
+    timeout: Duration,
+    next_resend: Time,
+    finalize_at: Option<Time>,
+    decided: Option<Outcome>,
+}
+
+impl Election {
+    /// Starts an election in round `round` (one above the last round this server took part in), voting for
+    /// itself with its last logged zxid and epoch. Returns the notifications to send.
+    pub fn start(
+        me: ServerId,
+        voters: BTreeSet<ServerId>,
+        round: u64,
+        last_zxid: Zxid,
+        epoch: Epoch,
+        config: ElectionConfig,
+        now: Time,
+    ) -> (Election, Vec<Command>) {
+        let proposal = Vote { leader: me, zxid: last_zxid, epoch };
+        let mut election = Election {
+            me,
+            voters,
+            config,
+            round,
+            own: proposal,
+            proposal,
+            received: BTreeMap::new(),
+            settled: BTreeMap::new(),
+            timeout: config.initial_timeout,
+            next_resend: now + config.initial_timeout,
+            finalize_at: None,
+            decided: None,
+        };
+        election.received.insert(me, proposal);
+        let commands = election.announce();
+        (election, commands)
+    }
+
+    /// The current vote.
+    pub fn proposal(&self) -> Vote {
+        self.proposal
+    }
+
+    /// The current round.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The outcome, once decided.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.decided
+    }
+
+    /// Handles a notification received at `now`.
+    pub fn on_notification(&mut self, n: Notification, now: Time) -> Vec<Command> {
+        if self.decided.is_some() || n.sender == self.me {
+            return Vec::new();
+        }
+        let vote = Vote { leader: n.leader, zxid: n.zxid, epoch: n.peer_epoch };
+        if n.state != PeerState::Looking {
+            return self.on_settled(n, vote, now);
+        }
+        if !self.voters.contains(&n.sender) {
+            return Vec::new();
+        }
+        let mut commands = Vec::new();
+        if n.election_epoch > self.round {
+            // A newer round: join it, and vote afresh for the better of its vote and our own.
+            self.round = n.election_epoch;
+            self.received.clear();
+            self.proposal = if vote.beats(&self.own) { vote } else { self.own };
+            self.finalize_at = None;
+            commands.extend(self.announce());
+        } else if n.election_epoch < self.round {
+            // The sender lags: tell it where we are.
+            return vec![Command::Send(n.sender, self.notification())];
+        } else if vote.beats(&self.proposal) {
+            self.proposal = vote;
+            self.finalize_at = None;
+            commands.extend(self.announce());
+        }
+        self.received.insert(n.sender, vote);
+        self.received.insert(self.me, self.proposal);
+        if self.finalize_at.is_none() && self.quorum_agrees(&self.received, &self.proposal) {
+            self.finalize_at = Some(now + self.config.finalize_wait);
+        }
+        commands
+    }
+
+    /// A notification from a server that is already following or leading.
+    fn on_settled(&mut self, n: Notification, vote: Vote, now: Time) -> Vec<Command> {
+        self.settled.insert(n.sender, (vote, n.election_epoch, n.state));
+        let agreeing: BTreeMap<ServerId, Vote> = self
+            .settled
+            .iter()
+            .filter(|(_, (v, round, _))| *v == vote && *round == n.election_epoch)
+            .map(|(s, (v, _, _))| (*s, *v))
+            .collect();
+        // ZooKeeper's checkLeader: another leader must say itself that it leads; if the vote is for us, the round
+        // must be ours.
+        let leader_confirms = if vote.leader == self.me {
+            n.election_epoch == self.round
+        } else {
+            self.settled.get(&vote.leader).is_some_and(|(v, _, s)| *v == vote && *s == PeerState::Leading)
+        };
+        let mut with_me = agreeing.clone();
+        with_me.insert(self.me, vote);
+        if leader_confirms && self.quorum_agrees(&with_me, &vote) {
+            self.round = n.election_epoch;
+            self.proposal = vote;
+            return self.decide(now);
+        }
+        Vec::new()
+    }
+
+    /// Handles the passing of time: re-sends on timeout, decides when the finalize wait has passed.
+    pub fn on_tick(&mut self, now: Time) -> Vec<Command> {
+        if self.decided.is_some() {
+            return Vec::new();
+        }
+        if self.finalize_at.is_some_and(|at| now >= at) {
+            return self.decide(now);
+        }
+        if now >= self.next_resend {
+            self.timeout = (self.timeout * 2).min(self.config.max_timeout);
+            self.next_resend = now + self.timeout;
+            return self.announce();
+        }
+        Vec::new()
+    }
+
+    fn decide(&mut self, _now: Time) -> Vec<Command> {
+        let state = if self.proposal.leader == self.me { PeerState::Leading } else { PeerState::Following };
+        let outcome = Outcome { leader: self.proposal.leader, vote: self.proposal, round: self.round, state };
+        self.decided = Some(outcome);
+        vec![Command::Decided(outcome)]
+    }
+
+    /// The answer a settled server gives to a looking one: its vote, round and state.
+    pub fn answer_when_settled(me: ServerId, outcome: &Outcome) -> Notification {
+        Notification {
+            leader: outcome.leader,
+            zxid: outcome.vote.zxid,
+            peer_epoch: outcome.vote.epoch,
+            election_epoch: outcome.round,
+            state: outcome.state,
+            sender: me,
+        }
+    }
+
+    fn quorum_agrees(&self, votes: &BTreeMap<ServerId, Vote>, vote: &Vote) -> bool {
+        let agreeing = votes.iter().filter(|(s, v)| self.voters.contains(s) && *v == vote).count();
+        agreeing * 2 > self.voters.len()
+    }
+
+    fn notification(&self) -> Notification {
+        Notification {
+            leader: self.proposal.leader,
+            zxid: self.proposal.zxid,
+            peer_epoch: self.proposal.epoch,
+            election_epoch: self.round,
+            state: PeerState::Looking,
+            sender: self.me,
+        }
+    }
+
+    fn announce(&self) -> Vec<Command> {
+        let n = self.notification();
+        self.voters.iter().filter(|&&v| v != self.me).map(|&v| Command::Send(v, n)).collect()
+    }
+}
