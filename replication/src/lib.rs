@@ -1,9 +1,13 @@
 //! Ensemble's replication: ZooKeeper's atomic broadcast (Zab) as state machines without IO, and the wire format
 //! servers speak to each other.
 //!
-//! Done so far: [`message`] (every peer message and the length-prefixed codec) and [`election`] (fast leader
-//! election). Discovery, sync, broadcast and the transport follow.
+//! Done so far: [`message`] (every peer message and the length-prefixed codec), [`election`] (fast leader
+//! election), [`quorum`] (majorities and the commit point of cumulative acks) and [`broadcast`] (the leader's
+//! proposal pipeline and a follower's log). Discovery, sync, the peer that ties the phases together, the
+//! transport and the simulation follow.
 #![deny(missing_docs)]
 
+pub mod broadcast;
 pub mod election;
 pub mod message;
+pub mod quorum;

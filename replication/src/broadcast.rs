@@ -1,0 +1,223 @@
+//! The broadcast phase (Zab phase 3) as state machines without IO: the leader's proposal pipeline and a
+//! follower's log, each turning events into commands.
+//!
+//! Leader: a write gets the next zxid of the epoch and becomes a PROPOSAL to every synced follower and an append
+//! to the leader's own WAL; at most `window` proposals are in flight (back-pressure beyond). Acks are cumulative;
+//! the leader's own fsync is one vote. When a quorum has a zxid durable, the leader sends one cumulative COMMIT
+//! and applies everything up to it, in zxid order.
+//!
+//! Follower: a proposal must come in zxid order; it is appended to the WAL. When the WAL reports a batch durable,
+//! the follower sends ONE cumulative ACK for the highest durable zxid. A COMMIT applies everything logged up to it.
+//!
+//! # Invariants
+//! - `applied <= committed <= logged` on every member, and zxids are strictly increasing.
+//! - Nothing is acked before the WAL says it is durable; nothing is committed before a quorum acked it.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use wal::{Epoch, Zxid};
+
+use crate::message::{Message, ServerId};
+use crate::quorum::{AckTracker, Voters};
+
+/// What the node must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send a message to a peer.
+    Send(ServerId, Message),
+    /// Append a txn to the local WAL (the node reports back with `persisted`).
+    Append(Zxid, Bytes),
+    /// Apply every logged txn up to this zxid to the tree, in order.
+    Apply(Zxid),
+}
+
+/// Why a proposal was not made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// The window of proposals in flight is full: wait for commits.
+    #[error("{0} proposals in flight: wait for commits")]
+    WindowFull(usize),
+    /// The epoch's 32-bit counter is used up: a new epoch (a new election) is needed.
+    #[error("the counter of epoch {0} is exhausted; a new epoch is needed")]
+    EpochExhausted(Epoch),
+}
+
+/// The leader's side.
+#[derive(Debug)]
+pub struct LeaderBroadcast {
+    me: ServerId,
+    epoch: Epoch,
+    last_proposed: Zxid,
+    /// Followers that have synced and receive proposals.
+    followers: BTreeSet<ServerId>,
+    in_flight: VecDeque<Zxid>,
+    window: usize,
+    acks: AckTracker,
+}
+
+impl LeaderBroadcast {
+    /// The broadcast phase of a leader of `epoch` whose log ends at `last_zxid` (all of it committed by the
+    /// sync phase).
+    pub fn new(me: ServerId, voters: Voters, epoch: Epoch, last_zxid: Zxid, window: usize) -> LeaderBroadcast {
+        assert!(window > 0, "a window of at least one proposal");
+        let start = Zxid::new(epoch, 0).max(last_zxid);
+        LeaderBroadcast {
+            me,
+            epoch,
+            last_proposed: start,
+            followers: BTreeSet::new(),
+            in_flight: VecDeque::new(),
+            window,
+            acks: AckTracker::new(voters, start),
+        }
+    }
+
+    /// A follower finished syncing: proposals go to it from now on.
+    pub fn add_follower(&mut self, follower: ServerId) {
+        self.followers.insert(follower);
+    }
+
+    /// A follower disconnected.
+    pub fn remove_follower(&mut self, follower: ServerId) {
+        self.followers.remove(&follower);
+        self.acks.forget(follower);
+    }
+
+    /// Proposes a txn: its zxid and the commands (append locally, send to each follower).
+    pub fn propose(&mut self, txn: Bytes) -> Result<(Zxid, Vec<Command>), ProposeError> {
+        if self.in_flight.len() >= self.window {
+            return Err(ProposeError::WindowFull(self.in_flight.len()));
+        }
+        let zxid = self.next_zxid().ok_or(ProposeError::EpochExhausted(self.epoch))?;
+        debug_assert!(zxid > self.last_proposed);
+        self.last_proposed = zxid;
+        self.in_flight.push_back(zxid);
+        let mut commands = vec![Command::Append(zxid, txn.clone())];
+        commands.extend(self.followers.iter().map(|&f| Command::Send(f, Message::Proposal { zxid, txn: txn.clone() })));
+        Ok((zxid, commands))
+    }
+
+    fn next_zxid(&self) -> Option<Zxid> {
+        if self.last_proposed.epoch() == self.epoch {
+            self.last_proposed.next_in_epoch()
+        } else {
+            Some(Zxid::new(self.epoch, 1))
+        }
+    }
+
+    /// The leader's own WAL made everything up to `zxid` durable.
+    pub fn persisted(&mut self, zxid: Zxid) -> Vec<Command> {
+        let me = self.me;
+        self.on_ack(me, zxid)
+    }
+
+    /// A follower acked everything up to `zxid`.
+    pub fn on_ack(&mut self, from: ServerId, zxid: Zxid) -> Vec<Command> {
+        if zxid > self.last_proposed {
+            // An ack for something never proposed: a confused or malicious peer. Ignore it.
+            return Vec::new();
+        }
+        let Some(committed) = self.acks.ack(from, zxid) else { return Vec::new() };
+        while self.in_flight.front().is_some_and(|&z| z <= committed) {
+            self.in_flight.pop_front();
+        }
+        let mut commands: Vec<Command> =
+            self.followers.iter().map(|&f| Command::Send(f, Message::Commit { zxid: committed })).collect();
+        commands.push(Command::Apply(committed));
+        commands
+    }
+
+    /// The commit point.
+    pub fn committed(&self) -> Zxid {
+        self.acks.committed()
+    }
+
+    /// Proposals in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+/// Why a follower refused a message: the leader's stream is inconsistent, and the follower must re-sync.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// A proposal did not come after the last one.
+    #[error("proposal {got} after {last}: out of order")]
+    OutOfOrder {
+        /// The proposal's zxid.
+        got: Zxid,
+        /// The last zxid logged.
+        last: Zxid,
+    },
+}
+
+/// A follower's side.
+#[derive(Debug)]
+pub struct FollowerBroadcast {
+    leader: ServerId,
+    logged: Zxid,
+    durable: Zxid,
+    committed: Zxid,
+    acked: Zxid,
+    applied: Zxid,
+}
+
+impl FollowerBroadcast {
+    /// The broadcast phase of a follower of `leader` whose log ends at `last_zxid`, all of it durable and
+    /// committed (the sync phase made it so).
+    pub fn new(leader: ServerId, last_zxid: Zxid) -> FollowerBroadcast {
+        FollowerBroadcast {
+            leader,
+            logged: last_zxid,
+            durable: last_zxid,
+            committed: last_zxid,
+            acked: last_zxid,
+            applied: last_zxid,
+        }
+    }
+
+    /// A proposal from the leader: append it.
+    pub fn on_proposal(&mut self, zxid: Zxid, txn: Bytes) -> Result<Vec<Command>, StreamError> {
+        if zxid <= self.logged {
+            return Err(StreamError::OutOfOrder { got: zxid, last: self.logged });
+        }
+        self.logged = zxid;
+        Ok(vec![Command::Append(zxid, txn)])
+    }
+
+    /// The WAL made everything up to `zxid` durable (one group-commit batch): one cumulative ack.
+    pub fn persisted(&mut self, zxid: Zxid) -> Vec<Command> {
+        debug_assert!(zxid <= self.logged, "durable beyond what was logged");
+        self.durable = self.durable.max(zxid);
+        let mut commands = Vec::new();
+        if self.durable > self.acked {
+            self.acked = self.durable;
+            commands.push(Command::Send(self.leader, Message::Ack { zxid: self.durable }));
+        }
+        commands.extend(self.apply_ready());
+        commands
+    }
+
+    /// A commit from the leader: everything up to `zxid` is committed.
+    pub fn on_commit(&mut self, zxid: Zxid) -> Vec<Command> {
+        self.committed = self.committed.max(zxid);
+        self.apply_ready()
+    }
+
+    /// Applies what is committed and logged (a commit can overtake this follower's own log only if the leader
+    /// misbehaves; then nothing past the log is applied).
+    fn apply_ready(&mut self) -> Vec<Command> {
+        let ready = self.committed.min(self.logged);
+        if ready > self.applied {
+            self.applied = ready;
+            return vec![Command::Apply(ready)];
+        }
+        Vec::new()
+    }
+
+    /// The last zxid applied.
+    pub fn applied(&self) -> Zxid {
+        self.applied
+    }
+}
