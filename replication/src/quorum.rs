@@ -28,7 +28,7 @@ impl Voters {
 
     /// How many voters make a quorum: a strict majority.
     pub fn quorum_size(&self) -> usize {
-        self.0.len() / 2
+        self.0.len() / 2 + 1
     }
 
     /// Whether `members` include a quorum of voters.
