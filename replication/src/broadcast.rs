@@ -177,6 +177,22 @@ impl FollowerBroadcast {
         }
     }
 
+    /// The broadcast phase of a follower coming out of sync with this state. Nothing counts as acked yet: the
+    /// first ack (see [`FollowerBroadcast::ack_durable`]) covers everything durable.
+    pub fn resume(leader: ServerId, logged: Zxid, durable: Zxid, committed: Zxid, applied: Zxid) -> FollowerBroadcast {
+        debug_assert!(applied <= committed.min(logged) && durable <= logged);
+        FollowerBroadcast { leader, logged, durable, committed, acked: Zxid::ZERO, applied }
+    }
+
+    /// Acks everything durable that was not acked yet.
+    pub fn ack_durable(&mut self) -> Vec<Command> {
+        if self.durable > self.acked {
+            self.acked = self.durable;
+            return vec![Command::Send(self.leader, Message::Ack { zxid: self.durable })];
+        }
+        Vec::new()
+    }
+
     /// A proposal from the leader: append it.
     pub fn on_proposal(&mut self, zxid: Zxid, txn: Bytes) -> Result<Vec<Command>, StreamError> {
         if zxid <= self.logged {
@@ -190,11 +206,7 @@ impl FollowerBroadcast {
     pub fn persisted(&mut self, zxid: Zxid) -> Vec<Command> {
         debug_assert!(zxid <= self.logged, "durable beyond what was logged");
         self.durable = self.durable.max(zxid);
-        let mut commands = Vec::new();
-        if self.durable > self.acked {
-            self.acked = self.durable;
-            commands.push(Command::Send(self.leader, Message::Ack { zxid: self.durable }));
-        }
+        let mut commands = self.ack_durable();
         commands.extend(self.apply_ready());
         commands
     }
