@@ -4,14 +4,16 @@
 //! Done so far: [`message`] (every peer message and the length-prefixed codec), [`election`] (fast leader
 //! election), [`quorum`] (majorities and the commit point of cumulative acks) and [`broadcast`] (the leader's
 //! proposal pipeline and a follower's log), [`discovery`] (the new epoch) and [`sync`] (the DIFF / TRUNC / SNAP
-//! plan) and [`follower_sync`] (the follower's side of sync, in the order that keeps committed txns). Still to
-//! come: the leader's side of sync, the peer that ties the phases together, the transport and the simulation.
+//! plan), [`follower_sync`] and [`leader_sync`] (both sides of sync, in the order that keeps committed txns).
+//! Still to come: the peer that ties the phases together (with heartbeats and step-down), the transport, and
+//! the seeded simulation.
 #![deny(missing_docs)]
 
 pub mod broadcast;
 pub mod discovery;
 pub mod election;
 pub mod follower_sync;
+pub mod leader_sync;
 pub mod message;
 pub mod quorum;
 pub mod sync;

@@ -1,0 +1,135 @@
+//! The leader's side of sync (Zab phase 2), without IO.
+//!
+//! For each follower that acknowledged the new epoch, the leader plans DIFF / TRUNC / SNAP ([`crate::sync`]),
+//! streams what the follower lacks (the node reads it from the WAL or the snapshot: this machine only says what),
+//! and sends NEWLEADER. Once a quorum, the leader included, has acknowledged NEWLEADER, the leader persists the
+//! new epoch as its own current epoch; only then does it send UPTODATE and start broadcasting. (Persisting it
+//! earlier would let a leader that crashes right away win a later election with an epoch no txn of which a
+//! quorum holds.) A follower that acknowledges later gets UPTODATE at once.
+//!
+//! # Invariants
+//! - UPTODATE goes out only after a quorum has the new history durable and the leader's current epoch is durable.
+
+use std::collections::BTreeSet;
+
+use wal::{Epoch, Zxid};
+
+use crate::message::{Message, ServerId};
+use crate::quorum::Voters;
+use crate::sync::{plan, History, SyncPlan};
+
+/// What the node must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send a message to a follower.
+    Send(ServerId, Message),
+    /// Send the follower every txn after `after` up to `until` from the WAL, each as a PROPOSAL followed by its
+    /// COMMIT, in order, on the follower's connection (before anything sent after this command).
+    StreamTxns {
+        /// The follower.
+        to: ServerId,
+        /// The last zxid it has.
+        after: Zxid,
+        /// The leader's last zxid.
+        until: Zxid,
+    },
+    /// Send the follower a snapshot (SNAP and its chunks), then the txns after it up to `until`, as
+    /// [`Command::StreamTxns`] does.
+    StreamSnapshot {
+        /// The follower.
+        to: ServerId,
+        /// The leader's last zxid.
+        until: Zxid,
+    },
+    /// Make this the leader's current epoch durably; report back with `current_epoch_persisted`.
+    PersistCurrentEpoch(Epoch),
+    /// These followers are synced: broadcast to them from now on.
+    StartBroadcast(Vec<ServerId>),
+}
+
+/// The leader's sync of its followers.
+#[derive(Debug)]
+pub struct LeaderSync {
+    me: ServerId,
+    voters: Voters,
+    epoch: Epoch,
+    last_zxid: Zxid,
+    acked: BTreeSet<ServerId>,
+    epoch_persisting: bool,
+    up_to_date: bool,
+}
+
+impl LeaderSync {
+    /// Sync for a leader of `epoch` whose history ends at `last_zxid`.
+    pub fn new(me: ServerId, voters: Voters, epoch: Epoch, last_zxid: Zxid) -> LeaderSync {
+        LeaderSync { me, voters, epoch, last_zxid, acked: BTreeSet::new(), epoch_persisting: false, up_to_date: false }
+    }
+
+    /// Call once at the start: a leader that is a quorum alone (a one-server ensemble) persists its epoch at once.
+    pub fn start(&mut self) -> Vec<Command> {
+        if self.voters.is_quorum([&self.me]) && !self.epoch_persisting {
+            self.epoch_persisting = true;
+            return vec![Command::PersistCurrentEpoch(self.epoch)];
+        }
+        Vec::new()
+    }
+
+    /// Starts syncing a follower whose log ends at `follower_last`.
+    pub fn add_follower(&mut self, follower: ServerId, follower_last: Zxid, history: &impl History) -> Vec<Command> {
+        let until = self.last_zxid;
+        let mut commands = match plan(history, follower_last) {
+            SyncPlan::Diff { after } => {
+                vec![
+                    Command::Send(follower, Message::Diff { zxid: after }),
+                    Command::StreamTxns { to: follower, after, until },
+                ]
+            }
+            SyncPlan::TruncThenDiff { to } => {
+                vec![
+                    Command::Send(follower, Message::Trunc { zxid: to }),
+                    Command::StreamTxns { to: follower, after: to, until },
+                ]
+            }
+            SyncPlan::Snap => vec![Command::StreamSnapshot { to: follower, until }],
+        };
+        commands.push(Command::Send(follower, Message::NewLeader { epoch: self.epoch, zxid: until }));
+        commands
+    }
+
+    /// A follower acknowledged NEWLEADER: its log holds the leader's history durably, and its current epoch is
+    /// the new one.
+    pub fn on_ack_newleader(&mut self, from: ServerId, zxid: Zxid) -> Vec<Command> {
+        if zxid < self.last_zxid || from == self.me {
+            // A history shorter than the one it was sent is not synced; the leader does not ack itself.
+            return Vec::new();
+        }
+        if self.up_to_date {
+            return vec![Command::Send(from, Message::UpToDate), Command::StartBroadcast(vec![from])];
+        }
+        self.acked.insert(from);
+        let mut members: Vec<ServerId> = self.acked.iter().copied().collect();
+        members.push(self.me);
+        if self.epoch_persisting || !self.voters.is_quorum(&members) {
+            return Vec::new();
+        }
+        self.epoch_persisting = true;
+        vec![Command::PersistCurrentEpoch(self.epoch)]
+    }
+
+    /// The leader's current epoch is durable: the followers that acknowledged get UPTODATE.
+    pub fn current_epoch_persisted(&mut self) -> Vec<Command> {
+        if !self.epoch_persisting || self.up_to_date {
+            return Vec::new();
+        }
+        self.up_to_date = true;
+        let followers: Vec<ServerId> = self.acked.iter().copied().collect();
+        let mut commands: Vec<Command> = followers.iter().map(|&f| Command::Send(f, Message::UpToDate)).collect();
+        commands.push(Command::StartBroadcast(followers));
+        commands
+    }
+
+    /// Whether the leader serves (UPTODATE went out).
+    pub fn is_up_to_date(&self) -> bool {
+        self.up_to_date
+    }
+}
