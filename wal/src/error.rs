@@ -86,6 +86,9 @@ pub enum WalError {
     /// A write or fsync failed earlier: the log refuses writes until it is reopened.
     #[error("the write-ahead log has failed and refuses writes until reopened: {0}")]
     Failed(#[source] Arc<WalError>),
+    /// A batch append with no records.
+    #[error("a batch append needs at least one record")]
+    EmptyBatch,
     /// The log was closed while the operation waited.
     #[error("the write-ahead log is closed")]
     Closed,

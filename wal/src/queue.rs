@@ -21,7 +21,18 @@ use crate::{Purged, Zxid};
 pub(crate) struct Append {
     pub zxid: Zxid,
     pub payload: Bytes,
-    pub done: Completion<Zxid>,
+    /// `None` for all but the last record of a batch appended together.
+    pub done: Option<Completion<Zxid>>,
+}
+
+impl Append {
+    /// Reports the outcome to whoever waits for this record.
+    pub fn complete(self, outcome: Result<Zxid, WalError>) {
+        if let Some(done) = self.done {
+            // A receiver that went away no longer cares; the outcome stands all the same.
+            let _ = done.send(outcome);
+        }
+    }
 }
 
 /// Work for the writer thread, in queue order.
@@ -37,7 +48,7 @@ impl Command {
     pub fn fail(self, error: impl Fn() -> WalError) {
         // A receiver that went away no longer cares about the outcome.
         match self {
-            Command::Append(a) => drop(a.done.send(Err(error()))),
+            Command::Append(a) => a.complete(Err(error())),
             Command::TruncateAfter { done, .. } => drop(done.send(Err(error()))),
             Command::PurgeBefore { done, .. } => drop(done.send(Err(error()))),
         }
@@ -127,6 +138,47 @@ impl Shared {
         }
     }
 
+    /// Blocks while the queue has no room for the whole batch, then queues all of it at once (so that one fsync
+    /// covers it). Every zxid must be above the one before it; nothing is queued otherwise.
+    pub fn append_batch_blocking(&self, records: Vec<(Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
+        let bytes: usize = records.iter().map(|(_, p)| p.len()).sum();
+        let mut state = self.lock();
+        loop {
+            check_usable(&state)?;
+            let fits = state.queued_appends == 0
+                || (state.queued_bytes + bytes <= self.options.max_queued_bytes
+                    && state.queued_appends + records.len() <= self.options.max_queued_records);
+            if fits {
+                break;
+            }
+            state.room_waiters += 1;
+            state = self.room.wait(state).expect("WAL queue lock poisoned by a panic");
+            state.room_waiters -= 1;
+        }
+        let mut last = state.last_assigned;
+        for (zxid, _) in &records {
+            if *zxid <= last {
+                return Err(WalError::ZxidNotIncreasing { zxid: *zxid, last });
+            }
+            last = *zxid;
+        }
+        let (done, pending) = Pending::new();
+        let count = records.len();
+        let mut done = Some(done);
+        for (i, (zxid, payload)) in records.into_iter().enumerate() {
+            state.queued_bytes += payload.len();
+            state.queued_appends += 1;
+            let done = if i + 1 == count { done.take() } else { None };
+            state.commands.push_back(Command::Append(Append { zxid, payload, done }));
+        }
+        state.last_assigned = last;
+        self.pushed.fetch_add(1, Ordering::Release);
+        if state.writer_waiting {
+            self.work.notify_one();
+        }
+        Ok(pending)
+    }
+
     /// Queues the append if there is room.
     pub fn try_append(&self, zxid: Zxid, payload: Bytes) -> Result<Enqueue, WalError> {
         let mut state = self.lock();
@@ -162,7 +214,7 @@ impl Shared {
         state.queued_bytes += payload.len();
         state.queued_appends += 1;
         let (done, pending) = Pending::new();
-        state.commands.push_back(Command::Append(Append { zxid, payload, done }));
+        state.commands.push_back(Command::Append(Append { zxid, payload, done: Some(done) }));
         self.pushed.fetch_add(1, Ordering::Release);
         if state.writer_waiting {
             self.work.notify_one();

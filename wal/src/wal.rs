@@ -127,6 +127,19 @@ impl Wal {
         self.shared.append_blocking(zxid, payload)
     }
 
+    /// Queues a batch of appends at once, blocking while the queue has no room for all of it: one fsync covers
+    /// the whole batch (a follower appending the proposals of one network read, say). The returned [`Pending`]
+    /// completes when the last record, and so every record of the batch, is durable. The zxids must increase;
+    /// on any error nothing is queued.
+    pub fn append_batch(&self, records: impl IntoIterator<Item = (Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
+        let records =
+            records.into_iter().map(|(z, p)| self.check_payload(p).map(|p| (z, p))).collect::<Result<Vec<_>, _>>()?;
+        if records.is_empty() {
+            return Err(WalError::EmptyBatch);
+        }
+        self.shared.append_batch_blocking(records)
+    }
+
     /// Like [`Wal::append`], but waits for room in the queue without blocking the thread.
     pub async fn append_async(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<Pending<Zxid>, WalError> {
         let mut payload = self.check_payload(payload.into())?;

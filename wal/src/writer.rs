@@ -181,8 +181,8 @@ impl Writer {
         }
         self.publish_active();
         for a in appends.drain(..) {
-            // A receiver that went away no longer cares; the record is durable all the same.
-            let _ = a.done.send(Ok(a.zxid));
+            let zxid = a.zxid;
+            a.complete(Ok(zxid));
         }
         Ok(())
     }
@@ -336,7 +336,7 @@ impl Writer {
         self.shared.wake_appenders(blocking_waiters);
         let failed = || WalError::Failed(cause.clone());
         for a in appends.drain(..) {
-            let _ = a.done.send(Err(failed()));
+            a.complete(Err(failed()));
         }
         for command in queued {
             command.fail(failed);

@@ -247,3 +247,23 @@ fn readers_started_before_a_truncation_keep_their_view() {
     assert_eq!(first, (1..=100).collect::<Vec<_>>());
     assert_eq!(zxids(&log), (1..=60).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_batch_is_queued_at_once_and_made_durable_by_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), WalOptions { segment_size: 1 << 20, ..tiny() });
+    append_all(&log, [1]);
+    let before = log.stats().batches;
+    let batch: Vec<(Zxid, bytes::Bytes)> = (2..=50).map(|z| (Zxid(z), payload(Zxid(z)).into())).collect();
+    assert_eq!(log.append_batch(batch).unwrap().wait().unwrap(), Zxid(50));
+    assert_eq!(log.stats().batches, before + 1, "one fdatasync for the whole batch");
+    assert_eq!(zxids(&log), (1..=50).collect::<Vec<_>>());
+    // Invalid batches queue nothing.
+    let bad_order = vec![(Zxid(52), bytes::Bytes::new()), (Zxid(51), bytes::Bytes::new())];
+    assert!(matches!(log.append_batch(bad_order), Err(WalError::ZxidNotIncreasing { .. })));
+    let too_big = vec![(Zxid(51), bytes::Bytes::new()), (Zxid(52), bytes::Bytes::from(vec![0; 2000]))];
+    assert!(matches!(log.append_batch(too_big), Err(WalError::PayloadTooLarge { .. })));
+    assert!(matches!(log.append_batch(Vec::new()), Err(WalError::EmptyBatch)));
+    append_all(&log, [51]);
+    assert_eq!(log.last_zxid(), Some(Zxid(51)));
+}
