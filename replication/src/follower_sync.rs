@@ -6,7 +6,8 @@
 //! 2. applies only txns the leader committed, and only once logged;
 //! 3. on NEWLEADER, waits until every synced txn is durable, THEN persists the new epoch as its current epoch,
 //!    THEN acknowledges NEWLEADER;
-//! 4. on UPTODATE, enters the broadcast phase, acknowledging whatever became durable meanwhile.
+//! 4. on UPTODATE, applies the leader's history up to NEWLEADER (a quorum has it: it is committed) and enters
+//!    the broadcast phase, acknowledging whatever became durable meanwhile.
 //!
 //! Apache ZooKeeper lost committed txns where it broke this order: applying uncommitted DIFF txns
 //! (ZOOKEEPER-3911), updating the current epoch before the txns were durable (ZOOKEEPER-4643), acknowledging
@@ -89,8 +90,8 @@ enum Phase {
     AwaitDurable { epoch: Epoch, zxid: Zxid, until: Zxid },
     /// The current epoch is being persisted.
     AwaitEpoch { zxid: Zxid },
-    /// NEWLEADER acknowledged; waiting for UPTODATE.
-    Acked,
+    /// NEWLEADER (for the history up to `zxid`) acknowledged; waiting for UPTODATE.
+    Acked { zxid: Zxid },
 }
 
 /// A follower's sync.
@@ -154,7 +155,7 @@ impl FollowerSync {
                 Ok(commands)
             }
             (
-                Phase::Txns | Phase::AwaitDurable { .. } | Phase::AwaitEpoch { .. } | Phase::Acked,
+                Phase::Txns | Phase::AwaitDurable { .. } | Phase::AwaitEpoch { .. } | Phase::Acked { .. },
                 Message::Proposal { zxid, txn },
             ) => {
                 if zxid <= self.logged {
@@ -164,7 +165,7 @@ impl FollowerSync {
                 Ok(vec![Command::Append(zxid, txn)])
             }
             (
-                Phase::Txns | Phase::AwaitDurable { .. } | Phase::AwaitEpoch { .. } | Phase::Acked,
+                Phase::Txns | Phase::AwaitDurable { .. } | Phase::AwaitEpoch { .. } | Phase::Acked { .. },
                 Message::Commit { zxid },
             ) => {
                 self.committed = self.committed.max(zxid);
@@ -174,7 +175,14 @@ impl FollowerSync {
                 self.phase = Phase::AwaitDurable { epoch, zxid, until: self.logged };
                 Ok(self.epoch_when_durable())
             }
-            (Phase::Acked, Message::UpToDate) => Ok(vec![Command::Synced]),
+            (Phase::Acked { zxid }, Message::UpToDate) => {
+                // A quorum acknowledged NEWLEADER: the leader's whole history up to it is committed now, including
+                // txns of an older epoch that the old leader never committed.
+                self.committed = self.committed.max(zxid);
+                let mut commands = self.apply_ready();
+                commands.push(Command::Synced);
+                Ok(commands)
+            }
             (_, m) => Err(SyncError::Unexpected(name(&m))),
         }
     }
@@ -200,7 +208,7 @@ impl FollowerSync {
     pub fn current_epoch_persisted(&mut self) -> Vec<Command> {
         match self.phase {
             Phase::AwaitEpoch { zxid } => {
-                self.phase = Phase::Acked;
+                self.phase = Phase::Acked { zxid };
                 vec![Command::Send(self.leader, Message::AckNewLeader { zxid })]
             }
             _ => Vec::new(),

@@ -58,7 +58,16 @@ fn zookeeper_4646_newleader_is_acknowledged_only_after_txns_and_epoch_are_durabl
     let epoch = f.persisted(z(4));
     assert_eq!(epoch, vec![Command::PersistCurrentEpoch(Epoch(2))]);
     assert_eq!(f.current_epoch_persisted(), vec![Command::Send(L, Message::AckNewLeader { zxid: z(4) })]);
-    assert_eq!(f.on_message(Message::UpToDate).unwrap(), vec![Command::Synced]);
+    assert_eq!(f.on_message(Message::UpToDate).unwrap(), vec![Command::Synced], "all was committed and applied");
+}
+
+#[test]
+fn uptodate_commits_the_leaders_history_up_to_newleader() {
+    // Txns 4 and 5 came without COMMIT (the old leader never committed them); NEWLEADER's quorum commits them.
+    let (mut f, _) = diffed(5, 3);
+    f.persisted(z(5));
+    f.current_epoch_persisted();
+    assert_eq!(f.on_message(Message::UpToDate).unwrap(), vec![Command::Apply(z(5)), Command::Synced]);
 }
 
 #[test]
