@@ -23,8 +23,9 @@ use crate::sync::{plan, History, SyncPlan};
 pub enum Command {
     /// Send a message to a follower.
     Send(ServerId, Message),
-    /// Send the follower every txn after `after` up to `until` from the WAL, each as a PROPOSAL followed by its
-    /// COMMIT, in order, on the follower's connection (before anything sent after this command).
+    /// Send the follower every txn after `after` up to `until` (from the WAL, or memory for txns not yet
+    /// durable), each as a PROPOSAL, followed by a COMMIT for those up to `commit_up_to`; in order, on the
+    /// follower's connection, before anything sent after this command.
     StreamTxns {
         /// The follower.
         to: ServerId,
@@ -32,6 +33,8 @@ pub enum Command {
         after: Zxid,
         /// The leader's last zxid.
         until: Zxid,
+        /// Txns up to this one are committed (during the first sync: none; UPTODATE commits them).
+        commit_up_to: Zxid,
     },
     /// Send the follower a snapshot (SNAP and its chunks), then the txns after it up to `until`, as
     /// [`Command::StreamTxns`] does.
@@ -74,25 +77,47 @@ impl LeaderSync {
         Vec::new()
     }
 
-    /// Starts syncing a follower whose log ends at `follower_last`.
+    /// Starts syncing a follower whose log ends at `follower_last`, while the epoch is being established: its
+    /// txns come without COMMIT, and UPTODATE commits the whole history.
     pub fn add_follower(&mut self, follower: ServerId, follower_last: Zxid, history: &impl History) -> Vec<Command> {
-        let until = self.last_zxid;
+        self.sync_follower(follower, follower_last, history, self.last_zxid, Zxid::ZERO, self.last_zxid)
+    }
+
+    /// Starts syncing a follower that joins while the leader broadcasts: it gets every txn up to the last
+    /// proposed one, COMMITs up to the commit point, and NEWLEADER at the commit point; proposals after that
+    /// reach it through the broadcast.
+    pub fn add_late_follower(
+        &mut self,
+        follower: ServerId,
+        follower_last: Zxid,
+        history: &impl History,
+        last_proposed: Zxid,
+        committed: Zxid,
+    ) -> Vec<Command> {
+        self.sync_follower(follower, follower_last, history, last_proposed, committed, committed)
+    }
+
+    fn sync_follower(
+        &mut self,
+        follower: ServerId,
+        follower_last: Zxid,
+        history: &impl History,
+        until: Zxid,
+        commit_up_to: Zxid,
+        newleader: Zxid,
+    ) -> Vec<Command> {
         let mut commands = match plan(history, follower_last) {
-            SyncPlan::Diff { after } => {
-                vec![
-                    Command::Send(follower, Message::Diff { zxid: after }),
-                    Command::StreamTxns { to: follower, after, until },
-                ]
-            }
-            SyncPlan::TruncThenDiff { to } => {
-                vec![
-                    Command::Send(follower, Message::Trunc { zxid: to }),
-                    Command::StreamTxns { to: follower, after: to, until },
-                ]
-            }
+            SyncPlan::Diff { after } => vec![
+                Command::Send(follower, Message::Diff { zxid: after }),
+                Command::StreamTxns { to: follower, after, until, commit_up_to },
+            ],
+            SyncPlan::TruncThenDiff { to } => vec![
+                Command::Send(follower, Message::Trunc { zxid: to }),
+                Command::StreamTxns { to: follower, after: to, until, commit_up_to },
+            ],
             SyncPlan::Snap => vec![Command::StreamSnapshot { to: follower, until }],
         };
-        commands.push(Command::Send(follower, Message::NewLeader { epoch: self.epoch, zxid: until }));
+        commands.push(Command::Send(follower, Message::NewLeader { epoch: self.epoch, zxid: newleader }));
         commands
     }
 

@@ -52,7 +52,7 @@ fn a_lagging_follower_gets_diff_then_the_txns_then_newleader() {
         s.add_follower(F2, z(1, 2), &history()),
         vec![
             Command::Send(F2, Message::Diff { zxid: z(1, 2) }),
-            Command::StreamTxns { to: F2, after: z(1, 2), until: z(2, 1) },
+            Command::StreamTxns { to: F2, after: z(1, 2), until: z(2, 1), commit_up_to: Zxid::ZERO },
             Command::Send(F2, Message::NewLeader { epoch: Epoch(3), zxid: z(2, 1) }),
         ]
     );
@@ -63,7 +63,7 @@ fn a_divergent_follower_gets_trunc_and_an_empty_one_of_a_purged_leader_gets_a_sn
     let mut s = sync();
     let commands = s.add_follower(F2, z(1, 7), &history());
     assert_eq!(commands[0], Command::Send(F2, Message::Trunc { zxid: z(1, 3) }));
-    assert_eq!(commands[1], Command::StreamTxns { to: F2, after: z(1, 3), until: z(2, 1) });
+    assert_eq!(commands[1], Command::StreamTxns { to: F2, after: z(1, 3), until: z(2, 1), commit_up_to: Zxid::ZERO });
     struct Purged;
     impl History for Purged {
         fn first(&self) -> Option<Zxid> {
@@ -103,6 +103,14 @@ fn uptodate_waits_for_a_quorum_and_for_the_leaders_own_epoch() {
         ]
     );
     assert!(s.is_up_to_date());
+}
+
+#[test]
+fn a_follower_joining_during_broadcast_gets_commits_up_to_the_commit_point_only() {
+    let mut s = sync();
+    let commands = s.add_late_follower(F3, z(1, 3), &history(), z(3, 5), z(3, 2));
+    assert_eq!(commands[1], Command::StreamTxns { to: F3, after: z(1, 3), until: z(3, 5), commit_up_to: z(3, 2) });
+    assert_eq!(commands[2], Command::Send(F3, Message::NewLeader { epoch: Epoch(3), zxid: z(3, 2) }));
 }
 
 #[test]
