@@ -38,6 +38,9 @@ pub enum ProposeError {
     /// The window of proposals in flight is full: wait for commits.
     #[error("{0} proposals in flight: wait for commits")]
     WindowFull(usize),
+    /// This server is not a leader that broadcasts (it follows, is electing, or is still syncing followers).
+    #[error("not the leader, or not serving yet")]
+    NotLeading,
     /// The epoch's 32-bit counter is used up: a new epoch (a new election) is needed.
     #[error("the counter of epoch {0} is exhausted; a new epoch is needed")]
     EpochExhausted(Epoch),
@@ -133,15 +136,43 @@ impl LeaderBroadcast {
         self.acks.committed()
     }
 
+    /// The last zxid proposed.
+    pub fn last_proposed(&self) -> Zxid {
+        self.last_proposed
+    }
+
+    /// The followers that receive proposals.
+    pub fn followers(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.followers.iter().copied()
+    }
+
     /// Proposals in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 }
 
+/// Whether `next` can come right after `last` in a leader's history: zxids of one epoch are consecutive (every
+/// proposal, failed writes included, takes the next counter), and a new epoch starts at counter 1.
+pub fn follows(last: Zxid, next: Zxid) -> bool {
+    if next.epoch() == last.epoch() {
+        last.next_in_epoch() == Some(next)
+    } else {
+        next.epoch() > last.epoch() && next.counter() == 1
+    }
+}
+
 /// Why a follower refused a message: the leader's stream is inconsistent, and the follower must re-sync.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
+    /// A proposal skipped zxids: messages were lost, which a live connection never does.
+    #[error("proposal {got} after {last}: a gap")]
+    Gap {
+        /// The proposal's zxid.
+        got: Zxid,
+        /// The last zxid logged.
+        last: Zxid,
+    },
     /// A proposal did not come after the last one.
     #[error("proposal {got} after {last}: out of order")]
     OutOfOrder {
@@ -197,6 +228,9 @@ impl FollowerBroadcast {
     pub fn on_proposal(&mut self, zxid: Zxid, txn: Bytes) -> Result<Vec<Command>, StreamError> {
         if zxid <= self.logged {
             return Err(StreamError::OutOfOrder { got: zxid, last: self.logged });
+        }
+        if !follows(self.logged, zxid) {
+            return Err(StreamError::Gap { got: zxid, last: self.logged });
         }
         self.logged = zxid;
         Ok(vec![Command::Append(zxid, txn)])

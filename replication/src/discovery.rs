@@ -52,6 +52,16 @@ pub enum DiscoveryError {
         /// Its last zxid.
         zxid: Zxid,
     },
+    /// A follower joining late has accepted an epoch above the leader's.
+    #[error("follower {follower:?} accepted epoch {accepted}, above this leader's epoch {epoch}")]
+    LatecomerAhead {
+        /// The follower.
+        follower: ServerId,
+        /// Its accepted epoch.
+        accepted: Epoch,
+        /// The leader's epoch.
+        epoch: Epoch,
+    },
     /// The leader proposed an epoch below the one this follower accepted.
     #[error("leader proposed epoch {proposed}, below the accepted epoch {accepted}")]
     StaleLeader {
@@ -106,7 +116,13 @@ impl LeaderDiscovery {
     /// A follower connected and told its accepted epoch and last zxid.
     pub fn on_follower_info(&mut self, from: ServerId, accepted_epoch: Epoch) -> Result<Vec<Command>, DiscoveryError> {
         if let Some(epoch) = self.new_epoch {
-            // A latecomer: the epoch is chosen; it may join (once it is durable here).
+            // A latecomer: the epoch is chosen; it joins now, or once the epoch is durable here. One that has
+            // accepted a later epoch (from a leader that failed) could never join this one: the leader steps
+            // down, and the next election picks an epoch above it.
+            if accepted_epoch > epoch {
+                return Err(DiscoveryError::LatecomerAhead { follower: from, accepted: accepted_epoch, epoch });
+            }
+            self.infos.insert(from, accepted_epoch);
             return Ok(if self.persisted {
                 vec![Command::Send(from, Message::LeaderInfo { new_epoch: epoch })]
             } else {

@@ -60,6 +60,14 @@ pub enum SyncError {
         /// Where this follower's log ends.
         last: Zxid,
     },
+    /// A proposal that skips zxids of an epoch.
+    #[error("proposal {got} after {last}: a gap")]
+    Gap {
+        /// The proposal's zxid.
+        got: Zxid,
+        /// The last zxid logged.
+        last: Zxid,
+    },
     /// A proposal not after the last one.
     #[error("proposal {got} after {last}")]
     OutOfOrder {
@@ -106,16 +114,11 @@ pub struct FollowerSync {
 }
 
 impl FollowerSync {
-    /// Sync with `leader` of a follower whose log ends (durably, all applied) at `last_zxid`.
-    pub fn new(leader: ServerId, last_zxid: Zxid) -> FollowerSync {
-        FollowerSync {
-            leader,
-            phase: Phase::Start,
-            logged: last_zxid,
-            durable: last_zxid,
-            committed: last_zxid,
-            applied: last_zxid,
-        }
+    /// Sync with `leader` of a follower whose log ends at `logged`, durable up to `durable` (the WAL may still
+    /// be writing the rest), and applied up to `applied`.
+    pub fn new(leader: ServerId, logged: Zxid, durable: Zxid, applied: Zxid) -> FollowerSync {
+        debug_assert!(durable <= logged && applied <= logged);
+        FollowerSync { leader, phase: Phase::Start, logged, durable, committed: applied, applied }
     }
 
     /// Handles a message from the leader.
@@ -160,6 +163,9 @@ impl FollowerSync {
             ) => {
                 if zxid <= self.logged {
                     return Err(SyncError::OutOfOrder { got: zxid, last: self.logged });
+                }
+                if self.logged != Zxid::ZERO && !crate::broadcast::follows(self.logged, zxid) {
+                    return Err(SyncError::Gap { got: zxid, last: self.logged });
                 }
                 self.logged = zxid;
                 Ok(vec![Command::Append(zxid, txn)])

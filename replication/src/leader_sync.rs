@@ -58,23 +58,57 @@ pub struct LeaderSync {
     epoch: Epoch,
     last_zxid: Zxid,
     acked: BTreeSet<ServerId>,
+    /// Whether the leader's own log is durable up to `last_zxid` (only then does it count in the quorum).
+    self_durable: bool,
     epoch_persisting: bool,
     up_to_date: bool,
 }
 
 impl LeaderSync {
-    /// Sync for a leader of `epoch` whose history ends at `last_zxid`.
-    pub fn new(me: ServerId, voters: Voters, epoch: Epoch, last_zxid: Zxid) -> LeaderSync {
-        LeaderSync { me, voters, epoch, last_zxid, acked: BTreeSet::new(), epoch_persisting: false, up_to_date: false }
+    /// Sync for a leader of `epoch` whose history ends at `last_zxid`, durable up to `durable`.
+    pub fn new(me: ServerId, voters: Voters, epoch: Epoch, last_zxid: Zxid, durable: Zxid) -> LeaderSync {
+        let self_durable = durable >= last_zxid;
+        LeaderSync {
+            me,
+            voters,
+            epoch,
+            last_zxid,
+            acked: BTreeSet::new(),
+            self_durable,
+            epoch_persisting: false,
+            up_to_date: false,
+        }
     }
 
-    /// Call once at the start: a leader that is a quorum alone (a one-server ensemble) persists its epoch at once.
+    /// Call once at the start: a leader that is a quorum alone (a one-server ensemble) persists its epoch at once
+    /// (once its log is durable).
     pub fn start(&mut self) -> Vec<Command> {
-        if self.voters.is_quorum([&self.me]) && !self.epoch_persisting {
-            self.epoch_persisting = true;
-            return vec![Command::PersistCurrentEpoch(self.epoch)];
+        self.maybe_persist_epoch()
+    }
+
+    /// The leader's WAL made everything up to `zxid` durable.
+    pub fn persisted(&mut self, zxid: Zxid) -> Vec<Command> {
+        if !self.self_durable && zxid >= self.last_zxid {
+            self.self_durable = true;
+            return self.maybe_persist_epoch();
         }
         Vec::new()
+    }
+
+    /// Once a quorum, counting the leader only if its own log is durable, holds the history: persist the epoch.
+    fn maybe_persist_epoch(&mut self) -> Vec<Command> {
+        if self.epoch_persisting || self.up_to_date {
+            return Vec::new();
+        }
+        let mut members: Vec<ServerId> = self.acked.iter().copied().collect();
+        if self.self_durable {
+            members.push(self.me);
+        }
+        if !self.voters.is_quorum(&members) {
+            return Vec::new();
+        }
+        self.epoch_persisting = true;
+        vec![Command::PersistCurrentEpoch(self.epoch)]
     }
 
     /// Starts syncing a follower whose log ends at `follower_last`, while the epoch is being established: its
@@ -132,13 +166,7 @@ impl LeaderSync {
             return vec![Command::Send(from, Message::UpToDate), Command::StartBroadcast(vec![from])];
         }
         self.acked.insert(from);
-        let mut members: Vec<ServerId> = self.acked.iter().copied().collect();
-        members.push(self.me);
-        if self.epoch_persisting || !self.voters.is_quorum(&members) {
-            return Vec::new();
-        }
-        self.epoch_persisting = true;
-        vec![Command::PersistCurrentEpoch(self.epoch)]
+        self.maybe_persist_epoch()
     }
 
     /// The leader's current epoch is durable: the followers that acknowledged get UPTODATE.

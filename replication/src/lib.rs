@@ -15,5 +15,6 @@ pub mod election;
 pub mod follower_sync;
 pub mod leader_sync;
 pub mod message;
+pub mod peer;
 pub mod quorum;
 pub mod sync;

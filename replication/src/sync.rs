@@ -62,8 +62,13 @@ pub fn plan(history: &impl History, follower_last: Zxid) -> SyncPlan {
         return SyncPlan::Diff { after: follower_last };
     }
     if follower_last < first {
-        let empty_and_complete = follower_last == Zxid::ZERO && history.complete();
-        return if empty_and_complete { SyncPlan::Diff { after: Zxid::ZERO } } else { SyncPlan::Snap };
+        // With the whole history at hand, what the follower has before the leader's first txn was never
+        // committed (the leader would hold it): it cuts everything. Otherwise the history was purged: snapshot.
+        return match (history.complete(), follower_last == Zxid::ZERO) {
+            (true, true) => SyncPlan::Diff { after: Zxid::ZERO },
+            (true, false) => SyncPlan::TruncThenDiff { to: Zxid::ZERO },
+            (false, _) => SyncPlan::Snap,
+        };
     }
     match history.last_below(follower_last) {
         Some(shared) => SyncPlan::TruncThenDiff { to: shared },
@@ -140,6 +145,12 @@ mod tests {
         let l = purged(&[z(3, 10), z(3, 12)]);
         assert_eq!(plan(&l, z(3, 11)), SyncPlan::TruncThenDiff { to: z(3, 10) });
         assert_eq!(plan(&purged(&[z(3, 12)]), z(3, 11)), SyncPlan::Snap);
+    }
+
+    #[test]
+    fn a_follower_whose_whole_log_predates_a_complete_history_cuts_it_all() {
+        let l = log(&[z(2, 1), z(2, 2)]);
+        assert_eq!(plan(&l, z(1, 5)), SyncPlan::TruncThenDiff { to: Zxid::ZERO });
     }
 
     #[test]

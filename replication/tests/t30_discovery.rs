@@ -20,12 +20,28 @@ fn the_new_epoch_is_above_every_accepted_epoch_of_the_quorum_and_durable_first()
     assert_eq!(l.on_follower_info(F2, Epoch(6)).unwrap(), vec![Command::PersistAcceptedEpoch(Epoch(7))]);
     // Nothing is sent before the leader's own accepted epoch is durable.
     assert_eq!(l.on_follower_info(F3, Epoch(2)).unwrap(), vec![]);
-    assert_eq!(l.accepted_epoch_persisted(), vec![Command::Send(F2, Message::LeaderInfo { new_epoch: Epoch(7) })]);
-    // A latecomer joins the chosen epoch.
     assert_eq!(
-        l.on_follower_info(F3, Epoch(2)).unwrap(),
-        vec![Command::Send(F3, Message::LeaderInfo { new_epoch: Epoch(7) })]
+        l.accepted_epoch_persisted(),
+        vec![
+            Command::Send(F2, Message::LeaderInfo { new_epoch: Epoch(7) }),
+            Command::Send(F3, Message::LeaderInfo { new_epoch: Epoch(7) })
+        ]
     );
+    // A later latecomer is told at once.
+    let f4 = ServerId(4);
+    assert_eq!(
+        l.on_follower_info(f4, Epoch(2)).unwrap(),
+        vec![Command::Send(f4, Message::LeaderInfo { new_epoch: Epoch(7) })]
+    );
+}
+
+#[test]
+fn a_latecomer_before_the_epoch_is_durable_is_told_once_it_is() {
+    let mut l = leader();
+    l.on_follower_info(F2, Epoch(4)).unwrap();
+    assert_eq!(l.on_follower_info(F3, Epoch(4)).unwrap(), vec![], "the epoch is not durable yet");
+    let told = l.accepted_epoch_persisted();
+    assert!(told.contains(&Command::Send(F3, Message::LeaderInfo { new_epoch: Epoch(5) })), "{told:?}");
 }
 
 #[test]
@@ -70,6 +86,17 @@ fn a_follower_acknowledges_only_after_persisting_and_refuses_stale_leaders() {
     assert_eq!(f.accepted_epoch_persisted(), vec![], "one ack per epoch");
     // The same leader again (a reconnect): the epoch is durable already.
     assert_eq!(f.on_leader_info(Epoch(6)).unwrap().len(), 1);
+}
+
+#[test]
+fn a_latecomer_that_accepted_a_later_epoch_makes_the_leader_step_down() {
+    let mut l = leader();
+    l.on_follower_info(F2, Epoch(4)).unwrap();
+    l.accepted_epoch_persisted();
+    assert_eq!(
+        l.on_follower_info(F3, Epoch(9)),
+        Err(DiscoveryError::LatecomerAhead { follower: F3, accepted: Epoch(9), epoch: Epoch(5) })
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn commit(c: u32) -> Message {
 
 /// A follower at z(2) that received DIFF and txns 3..=last, with commits up to `committed`, then NEWLEADER.
 fn diffed(last: u32, committed: u32) -> (FollowerSync, Vec<Command>) {
-    let mut f = FollowerSync::new(L, z(2));
+    let mut f = FollowerSync::new(L, z(2), z(2), z(2));
     let mut commands = f.on_message(Message::Diff { zxid: z(2) }).unwrap();
     for c in 3..=last {
         commands.extend(f.on_message(proposal(c)).unwrap());
@@ -83,7 +83,7 @@ fn zookeeper_4785_txns_still_queued_at_newleader_hold_back_the_ack() {
 
 #[test]
 fn trunc_cuts_the_log_before_the_leaders_txns_follow() {
-    let mut f = FollowerSync::new(L, z(9));
+    let mut f = FollowerSync::new(L, z(9), z(9), z(9));
     assert_eq!(f.on_message(Message::Trunc { zxid: z(6) }).unwrap(), vec![Command::Truncate(z(6))]);
     assert_eq!(f.logged(), z(6));
     let t = Bytes::from_static(b"x");
@@ -95,12 +95,12 @@ fn trunc_cuts_the_log_before_the_leaders_txns_follow() {
 
 #[test]
 fn snap_installs_a_snapshot_from_chunks_in_order() {
-    let mut f = FollowerSync::new(L, z(1));
+    let mut f = FollowerSync::new(L, z(1), z(1), z(1));
     let at = Zxid::new(Epoch(3), 40);
     assert_eq!(f.on_message(Message::Snap { zxid: at, total_bytes: 6 }).unwrap(), vec![]);
     let gap = f.on_message(Message::SnapChunk { offset: 2, data: Bytes::from_static(b"xx") });
     assert_eq!(gap, Err(SyncError::ChunkGap { got: 2, expected: 0 }));
-    let mut f = FollowerSync::new(L, z(1));
+    let mut f = FollowerSync::new(L, z(1), z(1), z(1));
     f.on_message(Message::Snap { zxid: at, total_bytes: 6 }).unwrap();
     let first = f.on_message(Message::SnapChunk { offset: 0, data: Bytes::from_static(b"abcd") }).unwrap();
     assert_eq!(first, vec![Command::SnapshotChunk { offset: 0, data: Bytes::from_static(b"abcd") }]);
@@ -114,9 +114,9 @@ fn snap_installs_a_snapshot_from_chunks_in_order() {
 
 #[test]
 fn protocol_violations_are_errors() {
-    let mut f = FollowerSync::new(L, z(5));
+    let mut f = FollowerSync::new(L, z(5), z(5), z(5));
     assert_eq!(f.on_message(Message::Diff { zxid: z(4) }), Err(SyncError::DiffMismatch { after: z(4), last: z(5) }));
-    let mut f = FollowerSync::new(L, z(5));
+    let mut f = FollowerSync::new(L, z(5), z(5), z(5));
     assert_eq!(f.on_message(Message::UpToDate), Err(SyncError::Unexpected("UPTODATE")));
     assert_eq!(f.on_message(proposal(6)), Err(SyncError::Unexpected("PROPOSAL")), "txns before DIFF/TRUNC/SNAP");
     f.on_message(Message::Diff { zxid: z(5) }).unwrap();

@@ -42,7 +42,7 @@ fn history() -> Log {
 }
 
 fn sync() -> LeaderSync {
-    LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1))
+    LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1), z(2, 1))
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn a_follower_joining_during_broadcast_gets_commits_up_to_the_commit_point_only(
 
 #[test]
 fn a_late_follower_is_up_to_date_as_soon_as_it_acknowledges() {
-    let mut s = LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1));
+    let mut s = LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1), z(2, 1));
     s.on_ack_newleader(F2, z(2, 1));
     s.current_epoch_persisted();
     assert_eq!(
@@ -126,10 +126,17 @@ fn a_late_follower_is_up_to_date_as_soon_as_it_acknowledges() {
 
 #[test]
 fn a_single_server_ensemble_needs_only_itself() {
-    let mut s = LeaderSync::new(L, Voters::new([L]), Epoch(1), Zxid::ZERO);
+    let mut s = LeaderSync::new(L, Voters::new([L]), Epoch(1), Zxid::ZERO, Zxid::ZERO);
     assert_eq!(s.start(), vec![Command::PersistCurrentEpoch(Epoch(1))]);
     assert_eq!(s.current_epoch_persisted(), vec![Command::StartBroadcast(vec![])]);
     assert!(s.is_up_to_date());
     // In a larger ensemble, start asks for nothing: followers must acknowledge first.
     assert_eq!(sync().start(), vec![]);
+}
+
+#[test]
+fn the_leader_counts_itself_only_once_its_own_log_is_durable() {
+    let mut s = LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1), z(1, 3));
+    assert_eq!(s.on_ack_newleader(F2, z(2, 1)), vec![], "the leader's tail is not durable: one of three");
+    assert_eq!(s.persisted(z(2, 1)), vec![Command::PersistCurrentEpoch(Epoch(3))]);
 }

@@ -1,0 +1,777 @@
+//! One server's whole protocol: election, then discovery, sync and broadcast as leader or follower, with the
+//! heartbeats that detect a dead leader or a lost quorum. Still no IO: events in, actions out.
+//!
+//! The node feeds it peer messages, ticks (every `tick`, ZooKeeper's tickTime), and completions of the actions
+//! it asked for (a WAL batch durable, an epoch persisted), and carries out the actions. A follower that hears
+//! nothing from its leader for `sync_limit` ticks (`init_limit` while syncing) starts an election; a leader that
+//! has not heard from a quorum within `sync_limit` ticks steps down.
+//!
+//! # Invariants
+//! - The accepted and current epochs only grow, and only through `PersistAcceptedEpoch` / `PersistCurrentEpoch`
+//!   that the node completes before the peer relies on them.
+//! - A leader proposes only after a quorum acknowledged its NEWLEADER and its current epoch is durable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wal::{Epoch, Zxid};
+
+use crate::broadcast::{self, FollowerBroadcast, LeaderBroadcast, ProposeError};
+use crate::discovery::{self, FollowerDiscovery, LeaderDiscovery};
+use crate::election::{self, Election, ElectionConfig, Outcome, Time};
+use crate::follower_sync::{self, FollowerSync};
+use crate::leader_sync::{self, LeaderSync};
+use crate::message::{Message, PeerState, ServerId};
+use crate::quorum::Voters;
+use crate::sync::History;
+
+/// Static settings.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// This server.
+    pub me: ServerId,
+    /// The voting members.
+    pub voters: Voters,
+    /// One tick (ZooKeeper's `tickTime`).
+    pub tick: Duration,
+    /// Ticks a follower may take to connect and sync (`initLimit`).
+    pub init_limit: u32,
+    /// Ticks of silence after which a peer counts as gone (`syncLimit`).
+    pub sync_limit: u32,
+    /// Proposals in flight at most.
+    pub window: usize,
+    /// Election timing.
+    pub election: ElectionConfig,
+}
+
+/// What survives a restart: the two epochs and the end of the durable log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    /// The last epoch this server accepted (acknowledged a LEADERINFO for).
+    pub accepted_epoch: Epoch,
+    /// The epoch of the last leader whose NEWLEADER this server acknowledged.
+    pub current_epoch: Epoch,
+    /// The last durable zxid in the WAL.
+    pub last_zxid: Zxid,
+}
+
+/// An event for the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message from a peer.
+    Message(ServerId, Message),
+    /// Time passed; the current time.
+    Tick(Time),
+    /// The WAL made everything up to this zxid durable.
+    Persisted(Zxid),
+    /// The accepted epoch asked for is durable.
+    AcceptedEpochPersisted,
+    /// The current epoch asked for is durable.
+    CurrentEpochPersisted,
+    /// A client write to propose (on the leader).
+    Propose(Bytes),
+    /// The connection to a peer broke.
+    Disconnected(ServerId),
+}
+
+/// What the peer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Electing.
+    Looking,
+    /// Following this leader (serving once synced).
+    Following(ServerId),
+    /// Leading (serving once a quorum synced).
+    Leading,
+}
+
+/// An action for the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message.
+    Send(ServerId, Message),
+    /// Append a txn to the WAL; report [`Event::Persisted`] when durable.
+    Append(Zxid, Bytes),
+    /// Cut the WAL after this zxid durably and roll the tree back to it.
+    Truncate(Zxid),
+    /// Apply every logged txn up to this zxid to the tree.
+    Apply(Zxid),
+    /// Persist the accepted epoch; report [`Event::AcceptedEpochPersisted`].
+    PersistAcceptedEpoch(Epoch),
+    /// Persist the current epoch; report [`Event::CurrentEpochPersisted`].
+    PersistCurrentEpoch(Epoch),
+    /// Stream txns to a follower (see [`leader_sync::Command::StreamTxns`]).
+    StreamTxns {
+        /// The follower.
+        to: ServerId,
+        /// From after this zxid.
+        after: Zxid,
+        /// Up to this zxid.
+        until: Zxid,
+        /// COMMIT those up to this zxid.
+        commit_up_to: Zxid,
+    },
+    /// Stream a snapshot and the txns after it to a follower.
+    StreamSnapshot {
+        /// The follower.
+        to: ServerId,
+        /// Up to this zxid.
+        until: Zxid,
+    },
+    /// Store a snapshot chunk received from the leader.
+    SnapshotChunk {
+        /// Its offset.
+        offset: u64,
+        /// Its bytes.
+        data: Bytes,
+    },
+    /// Install the received snapshot as the state at this zxid.
+    InstallSnapshot(Zxid),
+    /// A proposal was made with this zxid.
+    Proposed(Zxid),
+    /// A proposal could not be made.
+    Rejected(ProposeError),
+    /// The role changed.
+    RoleChanged(Role),
+    /// Close the connection to this peer (a follower the leader dropped; it will rejoin).
+    Disconnect(ServerId),
+}
+
+enum FollowPhase {
+    Discovery(FollowerDiscovery),
+    Sync(FollowerSync),
+    Broadcast(FollowerBroadcast),
+}
+
+struct Follow {
+    leader: ServerId,
+    phase: FollowPhase,
+    /// When this follower started following: discovery and sync must end within `init_limit` of it.
+    started: Time,
+    last_heard: Time,
+    pending_epoch: Option<Epoch>,
+}
+
+struct Lead {
+    discovery: LeaderDiscovery,
+    sync: Option<LeaderSync>,
+    broadcast: Option<LeaderBroadcast>,
+    epoch: Option<Epoch>,
+    last_heard: BTreeMap<ServerId, Time>,
+    started: Time,
+    last_ping: Time,
+}
+
+enum State {
+    Looking(Election),
+    Following(Follow),
+    Leading(Lead),
+}
+
+/// One server's protocol.
+pub struct Peer {
+    config: PeerConfig,
+    durable: DurableState,
+    /// The last zxid appended to the WAL (durable or still being written).
+    logged: Zxid,
+    /// The last zxid applied to the tree (at a start, the node has replayed its whole durable log).
+    applied: Zxid,
+    round: u64,
+    now: Time,
+    state: State,
+    /// The last election outcome, to answer looking peers with.
+    settled: Option<Outcome>,
+}
+
+impl Peer {
+    /// A peer starting (or restarting) with `durable` state at `now`: it starts looking.
+    pub fn new(config: PeerConfig, durable: DurableState, now: Time) -> (Peer, Vec<Action>) {
+        let (election, commands) = Election::start(
+            config.me,
+            config.voters.iter().collect(),
+            1,
+            durable.last_zxid,
+            durable.current_epoch,
+            config.election,
+            now,
+        );
+        let peer = Peer {
+            config,
+            durable,
+            logged: durable.last_zxid,
+            applied: durable.last_zxid,
+            round: 1,
+            now,
+            state: State::Looking(election),
+            settled: None,
+        };
+        let mut actions = election_actions(commands);
+        actions.push(Action::RoleChanged(Role::Looking));
+        (peer, actions)
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        match &self.state {
+            State::Looking(_) => Role::Looking,
+            State::Following(f) => Role::Following(f.leader),
+            State::Leading(_) => Role::Leading,
+        }
+    }
+
+    /// Whether this peer serves: a leader past sync, or a follower in the broadcast phase.
+    pub fn serving(&self) -> bool {
+        match &self.state {
+            State::Leading(l) => l.broadcast.is_some(),
+            State::Following(f) => matches!(f.phase, FollowPhase::Broadcast(_)),
+            State::Looking(_) => false,
+        }
+    }
+
+    /// The durable state as the peer knows it.
+    pub fn durable(&self) -> DurableState {
+        self.durable
+    }
+
+    /// Handles one event. `history` is the leader's view of its own log, for planning follower syncs.
+    pub fn handle(&mut self, event: Event, history: &impl History) -> Vec<Action> {
+        let actions = self.dispatch(event, history);
+        for action in &actions {
+            match action {
+                Action::Append(z, _) => self.logged = self.logged.max(*z),
+                Action::Apply(z) => self.applied = self.applied.max(*z),
+                Action::Truncate(z) => {
+                    self.logged = *z;
+                    self.durable.last_zxid = self.durable.last_zxid.min(*z);
+                    self.applied = self.applied.min(*z);
+                }
+                Action::InstallSnapshot(z) => (self.logged, self.durable.last_zxid, self.applied) = (*z, *z, *z),
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    fn dispatch(&mut self, event: Event, history: &impl History) -> Vec<Action> {
+        match event {
+            Event::Tick(now) => {
+                self.now = now;
+                self.on_tick()
+            }
+            Event::Persisted(zxid) => {
+                self.durable.last_zxid = self.durable.last_zxid.max(zxid);
+                self.on_persisted(zxid)
+            }
+            Event::AcceptedEpochPersisted => self.on_accepted_epoch_persisted(),
+            Event::CurrentEpochPersisted => self.on_current_epoch_persisted(),
+            Event::Propose(txn) => self.propose(txn),
+            Event::Message(from, message) => self.on_message(from, message, history),
+            Event::Disconnected(peer) => self.on_disconnected(peer),
+        }
+    }
+
+    fn on_message(&mut self, from: ServerId, message: Message, history: &impl History) -> Vec<Action> {
+        if let Message::Notification(n) = message {
+            return self.on_notification(n);
+        }
+        match &mut self.state {
+            State::Looking(_) => Vec::new(),
+            State::Following(f) if from == f.leader => {
+                f.last_heard = self.now;
+                self.follower_message(message)
+            }
+            State::Following(_) => Vec::new(),
+            State::Leading(l) => {
+                // A follower is tracked from its FOLLOWERINFO until it is dropped; anything else from an unknown
+                // peer is a leftover of a dropped connection.
+                if matches!(message, Message::FollowerInfo { .. }) || l.last_heard.contains_key(&from) {
+                    l.last_heard.insert(from, self.now);
+                    self.leader_message(from, message, history)
+                } else {
+                    vec![Action::Disconnect(from)]
+                }
+            }
+        }
+    }
+
+    fn on_notification(&mut self, n: crate::message::Notification) -> Vec<Action> {
+        match &mut self.state {
+            State::Looking(election) => {
+                let commands = election.on_notification(n, self.now);
+                self.after_election(commands)
+            }
+            _ => match (self.settled, n.state) {
+                // A looking peer learns whom we follow or that we lead.
+                (Some(outcome), PeerState::Looking) => {
+                    let mut answer = Election::answer_when_settled(self.config.me, &outcome);
+                    answer.state = if self.role() == Role::Leading { PeerState::Leading } else { PeerState::Following };
+                    vec![Action::Send(n.sender, Message::Notification(answer))]
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    fn after_election(&mut self, commands: Vec<election::Command>) -> Vec<Action> {
+        let decided = commands.iter().find_map(|c| match c {
+            election::Command::Decided(o) => Some(*o),
+            _ => None,
+        });
+        let mut actions = election_actions(commands);
+        if let Some(outcome) = decided {
+            self.settled = Some(outcome);
+            actions.extend(if outcome.leader == self.config.me { self.lead() } else { self.follow(outcome.leader) });
+        }
+        actions
+    }
+
+    fn lead(&mut self) -> Vec<Action> {
+        let d = self.durable;
+        let mut discovery = LeaderDiscovery::new(
+            self.config.me,
+            self.config.voters.clone(),
+            d.accepted_epoch,
+            d.current_epoch,
+            self.logged,
+        );
+        let mut actions = vec![Action::RoleChanged(Role::Leading)];
+        // A leader that is a quorum alone (one voter) needs no follower to choose the epoch.
+        if self.config.voters.is_quorum([&self.config.me]) {
+            match discovery.on_follower_info(self.config.me, d.accepted_epoch) {
+                Ok(commands) => actions.extend(discovery_actions(commands)),
+                Err(_) => return self.look(),
+            }
+        }
+        self.state = State::Leading(Lead {
+            discovery,
+            sync: None,
+            broadcast: None,
+            epoch: None,
+            last_heard: BTreeMap::new(),
+            started: self.now,
+            last_ping: self.now,
+        });
+        actions
+    }
+
+    fn follow(&mut self, leader: ServerId) -> Vec<Action> {
+        let d = self.durable;
+        let (discovery, commands) = FollowerDiscovery::start(leader, d.accepted_epoch, d.current_epoch, self.logged);
+        self.state = State::Following(Follow {
+            leader,
+            phase: FollowPhase::Discovery(discovery),
+            started: self.now,
+            last_heard: self.now,
+            pending_epoch: None,
+        });
+        let mut actions = vec![Action::RoleChanged(Role::Following(leader))];
+        actions.extend(discovery_actions(commands));
+        actions
+    }
+
+    /// Back to election, in the next round.
+    fn look(&mut self) -> Vec<Action> {
+        self.round += 1;
+        self.settled = None;
+        let c = &self.config;
+        let (election, commands) = Election::start(
+            c.me,
+            c.voters.iter().collect(),
+            self.round,
+            self.logged,
+            self.durable.current_epoch,
+            c.election,
+            self.now,
+        );
+        self.state = State::Looking(election);
+        let mut actions = vec![Action::RoleChanged(Role::Looking)];
+        actions.extend(election_actions(commands));
+        actions
+    }
+
+    fn follower_message(&mut self, message: Message) -> Vec<Action> {
+        let State::Following(f) = &mut self.state else { return Vec::new() };
+        let leader = f.leader;
+        if let Message::Ping { .. } = message {
+            // Heartbeats come in every phase; the answer tells the leader this follower is alive.
+            return vec![Action::Send(leader, Message::Ping { zxid: self.durable.last_zxid })];
+        }
+        let outcome: Result<Vec<Action>, ()> = match (&mut f.phase, message) {
+            (FollowPhase::Discovery(d), Message::LeaderInfo { new_epoch }) => match d.on_leader_info(new_epoch) {
+                Ok(commands) => {
+                    let acked =
+                        commands.iter().any(|c| matches!(c, discovery::Command::Send(_, Message::AckEpoch { .. })));
+                    if acked {
+                        f.phase = FollowPhase::Sync(FollowerSync::new(
+                            leader,
+                            self.logged,
+                            self.durable.last_zxid,
+                            self.applied,
+                        ));
+                    }
+                    Ok(discovery_actions(commands))
+                }
+                Err(_) => Err(()),
+            },
+            (FollowPhase::Sync(s), message) => {
+                if let Message::NewLeader { epoch, .. } = message {
+                    f.pending_epoch = Some(epoch);
+                }
+                match s.on_message(message) {
+                    Ok(commands) => Ok(self.follower_sync_actions(commands)),
+                    Err(_) => Err(()),
+                }
+            }
+            (FollowPhase::Broadcast(b), Message::Proposal { zxid, txn }) => {
+                b.on_proposal(zxid, txn).map(broadcast_actions).map_err(|_| ())
+            }
+            (FollowPhase::Broadcast(b), Message::Commit { zxid }) => Ok(broadcast_actions(b.on_commit(zxid))),
+            _ => Ok(Vec::new()),
+        };
+        outcome.unwrap_or_else(|()| self.look())
+    }
+
+    fn follower_sync_actions(&mut self, commands: Vec<follower_sync::Command>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for command in commands {
+            match command {
+                follower_sync::Command::Send(to, m) => actions.push(Action::Send(to, m)),
+                follower_sync::Command::Truncate(z) => {
+                    self.durable.last_zxid = self.durable.last_zxid.min(z);
+                    actions.push(Action::Truncate(z));
+                }
+                follower_sync::Command::SnapshotChunk { offset, data } => {
+                    actions.push(Action::SnapshotChunk { offset, data })
+                }
+                follower_sync::Command::InstallSnapshot(z) => {
+                    self.durable.last_zxid = z;
+                    actions.push(Action::InstallSnapshot(z));
+                }
+                follower_sync::Command::Append(z, t) => actions.push(Action::Append(z, t)),
+                follower_sync::Command::Apply(z) => actions.push(Action::Apply(z)),
+                follower_sync::Command::PersistCurrentEpoch(e) => actions.push(Action::PersistCurrentEpoch(e)),
+                follower_sync::Command::Synced => actions.extend(self.enter_follower_broadcast()),
+            }
+        }
+        actions
+    }
+
+    fn enter_follower_broadcast(&mut self) -> Vec<Action> {
+        let State::Following(f) = &mut self.state else { return Vec::new() };
+        let FollowPhase::Sync(sync) = std::mem::replace(
+            &mut f.phase,
+            FollowPhase::Discovery(FollowerDiscovery::start(f.leader, Epoch(0), Epoch(0), Zxid::ZERO).0),
+        ) else {
+            return Vec::new();
+        };
+        let (broadcast, commands) = sync.into_broadcast();
+        f.phase = FollowPhase::Broadcast(broadcast);
+        self.follower_sync_actions(commands)
+    }
+
+    fn leader_message(&mut self, from: ServerId, message: Message, history: &impl History) -> Vec<Action> {
+        let State::Leading(l) = &mut self.state else { return Vec::new() };
+        let result: Result<Vec<Action>, ()> = match message {
+            Message::FollowerInfo { accepted_epoch, .. } => {
+                l.discovery.on_follower_info(from, accepted_epoch).map(discovery_actions).map_err(|_| ())
+            }
+            Message::AckEpoch { current_epoch, last_zxid } => match (&mut l.sync, &mut l.broadcast) {
+                (None, _) => match l.discovery.on_ack_epoch(from, current_epoch, last_zxid) {
+                    Ok(commands) => Ok(self.leader_established(commands, history)),
+                    Err(_) => Err(()),
+                },
+                (Some(sync), broadcast) => {
+                    let commands = match broadcast {
+                        Some(b) => {
+                            let commands =
+                                sync.add_late_follower(from, last_zxid, history, b.last_proposed(), b.committed());
+                            b.add_follower(from);
+                            commands
+                        }
+                        None => sync.add_follower(from, last_zxid, history),
+                    };
+                    Ok(leader_sync_actions(commands))
+                }
+            },
+            Message::AckNewLeader { zxid } => match &mut l.sync {
+                Some(sync) => {
+                    let commands = sync.on_ack_newleader(from, zxid);
+                    Ok(self.leader_sync_outcome(commands))
+                }
+                None => Ok(Vec::new()),
+            },
+            Message::Ack { zxid } => {
+                Ok(l.broadcast.as_mut().map_or_else(Vec::new, |b| broadcast_actions(b.on_ack(from, zxid))))
+            }
+            _ => Ok(Vec::new()),
+        };
+        result.unwrap_or_else(|()| self.look())
+    }
+
+    fn leader_established(&mut self, commands: Vec<discovery::Command>, history: &impl History) -> Vec<Action> {
+        let State::Leading(l) = &mut self.state else { return Vec::new() };
+        let mut actions = Vec::new();
+        for command in commands {
+            match command {
+                discovery::Command::Established { epoch, followers } => {
+                    let mut sync = LeaderSync::new(
+                        self.config.me,
+                        self.config.voters.clone(),
+                        epoch,
+                        self.logged,
+                        self.durable.last_zxid,
+                    );
+                    let mut commands = sync.start();
+                    for (follower, last) in followers {
+                        commands.extend(sync.add_follower(follower, last, history));
+                    }
+                    l.epoch = Some(epoch);
+                    l.sync = Some(sync);
+                    actions.extend(self.leader_sync_outcome(commands));
+                    return actions;
+                }
+                other => actions.extend(discovery_actions(vec![other])),
+            }
+        }
+        actions
+    }
+
+    fn leader_sync_outcome(&mut self, commands: Vec<leader_sync::Command>) -> Vec<Action> {
+        let State::Leading(l) = &mut self.state else { return Vec::new() };
+        let mut actions = Vec::new();
+        for command in commands {
+            match command {
+                leader_sync::Command::StartBroadcast(followers) => {
+                    let epoch = l.epoch.expect("established");
+                    let b = l.broadcast.get_or_insert_with(|| {
+                        LeaderBroadcast::new(
+                            self.config.me,
+                            self.config.voters.clone(),
+                            epoch,
+                            self.logged,
+                            self.config.window,
+                        )
+                    });
+                    for f in followers {
+                        b.add_follower(f);
+                    }
+                }
+                other => actions.extend(leader_sync_actions(vec![other])),
+            }
+        }
+        actions
+    }
+
+    fn on_accepted_epoch_persisted(&mut self) -> Vec<Action> {
+        match &mut self.state {
+            State::Leading(l) => discovery_actions(l.discovery.accepted_epoch_persisted()),
+            State::Following(f) => match &mut f.phase {
+                FollowPhase::Discovery(d) => {
+                    let commands = d.accepted_epoch_persisted();
+                    self.durable.accepted_epoch = d.accepted_epoch();
+                    if !commands.is_empty() {
+                        f.phase = FollowPhase::Sync(FollowerSync::new(
+                            f.leader,
+                            self.logged,
+                            self.durable.last_zxid,
+                            self.applied,
+                        ));
+                    }
+                    discovery_actions(commands)
+                }
+                _ => Vec::new(),
+            },
+            State::Looking(_) => Vec::new(),
+        }
+    }
+
+    fn on_current_epoch_persisted(&mut self) -> Vec<Action> {
+        match &mut self.state {
+            State::Leading(l) => {
+                let Some(sync) = &mut l.sync else { return Vec::new() };
+                let commands = sync.current_epoch_persisted();
+                if let Some(epoch) = l.epoch {
+                    self.durable.current_epoch = epoch;
+                    self.durable.accepted_epoch = self.durable.accepted_epoch.max(epoch);
+                }
+                let up_to_date = !commands.is_empty();
+                let mut actions = self.leader_sync_outcome(commands);
+                if up_to_date {
+                    // The leader's whole history is committed now: a quorum holds it.
+                    actions.push(Action::Apply(self.logged));
+                }
+                actions
+            }
+            State::Following(f) => {
+                if let Some(epoch) = f.pending_epoch.take() {
+                    self.durable.current_epoch = epoch;
+                }
+                match &mut f.phase {
+                    FollowPhase::Sync(s) => {
+                        let commands = s.current_epoch_persisted();
+                        self.follower_sync_actions(commands)
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            State::Looking(_) => Vec::new(),
+        }
+    }
+
+    fn on_persisted(&mut self, zxid: Zxid) -> Vec<Action> {
+        match &mut self.state {
+            State::Leading(l) => match (&mut l.broadcast, &mut l.sync) {
+                (Some(b), _) => broadcast_actions(b.persisted(zxid)),
+                (None, Some(sync)) => {
+                    let commands = sync.persisted(zxid);
+                    self.leader_sync_outcome(commands)
+                }
+                (None, None) => Vec::new(),
+            },
+            State::Following(f) => match &mut f.phase {
+                FollowPhase::Sync(s) => {
+                    let commands = s.persisted(zxid);
+                    self.follower_sync_actions(commands)
+                }
+                FollowPhase::Broadcast(b) => broadcast_actions(b.persisted(zxid)),
+                FollowPhase::Discovery(_) => Vec::new(),
+            },
+            State::Looking(_) => Vec::new(),
+        }
+    }
+
+    fn propose(&mut self, txn: Bytes) -> Vec<Action> {
+        let State::Leading(Lead { broadcast: Some(b), .. }) = &mut self.state else {
+            return vec![Action::Rejected(ProposeError::NotLeading)];
+        };
+        match b.propose(txn) {
+            Ok((zxid, commands)) => {
+                let mut actions = broadcast_actions(commands);
+                actions.push(Action::Proposed(zxid));
+                actions
+            }
+            Err(e) => vec![Action::Rejected(e)],
+        }
+    }
+
+    fn on_disconnected(&mut self, peer: ServerId) -> Vec<Action> {
+        match &mut self.state {
+            State::Following(f) if f.leader == peer => self.look(),
+            State::Leading(l) => {
+                l.last_heard.remove(&peer);
+                if let Some(b) = &mut l.broadcast {
+                    b.remove_follower(peer);
+                }
+                self.check_quorum()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_tick(&mut self) -> Vec<Action> {
+        let now = self.now;
+        let (sync_limit, init_limit) =
+            (self.config.tick * self.config.sync_limit, self.config.tick * self.config.init_limit);
+        match &mut self.state {
+            State::Looking(election) => {
+                let commands = election.on_tick(now);
+                self.after_election(commands)
+            }
+            State::Following(f) => {
+                let silent = now.saturating_sub(f.last_heard) > sync_limit;
+                let syncing_too_long =
+                    !matches!(f.phase, FollowPhase::Broadcast(_)) && now.saturating_sub(f.started) > init_limit;
+                if silent || syncing_too_long {
+                    return self.look();
+                }
+                Vec::new()
+            }
+            State::Leading(l) => {
+                if l.broadcast.is_none() && now.saturating_sub(l.started) > init_limit {
+                    // No quorum synced in time.
+                    return self.look();
+                }
+                let silent: Vec<ServerId> =
+                    l.last_heard.iter().filter(|(_, &t)| now.saturating_sub(t) > sync_limit).map(|(&p, _)| p).collect();
+                let mut actions = Vec::new();
+                for p in silent {
+                    l.last_heard.remove(&p);
+                    if let Some(b) = &mut l.broadcast {
+                        b.remove_follower(p);
+                    }
+                    actions.push(Action::Disconnect(p));
+                }
+                if now.saturating_sub(l.last_ping) >= self.config.tick {
+                    // One heartbeat per tick.
+                    l.last_ping = now;
+                    let zxid = l.broadcast.as_ref().map_or(self.durable.last_zxid, |b| b.committed());
+                    actions.extend(l.last_heard.keys().map(|&p| Action::Send(p, Message::Ping { zxid })));
+                }
+                actions.extend(self.check_quorum());
+                actions
+            }
+        }
+    }
+
+    /// A broadcasting leader that no longer hears from a quorum steps down.
+    fn check_quorum(&mut self) -> Vec<Action> {
+        let State::Leading(l) = &self.state else { return Vec::new() };
+        if l.broadcast.is_none() {
+            return Vec::new();
+        }
+        let mut live: Vec<ServerId> = l.last_heard.keys().copied().collect();
+        live.push(self.config.me);
+        if self.config.voters.is_quorum(&live) {
+            return Vec::new();
+        }
+        self.look()
+    }
+}
+
+fn election_actions(commands: Vec<election::Command>) -> Vec<Action> {
+    commands
+        .into_iter()
+        .filter_map(|c| match c {
+            election::Command::Send(to, n) => Some(Action::Send(to, Message::Notification(n))),
+            election::Command::Decided(_) => None,
+        })
+        .collect()
+}
+
+fn discovery_actions(commands: Vec<discovery::Command>) -> Vec<Action> {
+    commands
+        .into_iter()
+        .filter_map(|c| match c {
+            discovery::Command::Send(to, m) => Some(Action::Send(to, m)),
+            discovery::Command::PersistAcceptedEpoch(e) => Some(Action::PersistAcceptedEpoch(e)),
+            discovery::Command::Established { .. } => None,
+        })
+        .collect()
+}
+
+fn leader_sync_actions(commands: Vec<leader_sync::Command>) -> Vec<Action> {
+    commands
+        .into_iter()
+        .filter_map(|c| match c {
+            leader_sync::Command::Send(to, m) => Some(Action::Send(to, m)),
+            leader_sync::Command::StreamTxns { to, after, until, commit_up_to } => {
+                Some(Action::StreamTxns { to, after, until, commit_up_to })
+            }
+            leader_sync::Command::StreamSnapshot { to, until } => Some(Action::StreamSnapshot { to, until }),
+            leader_sync::Command::PersistCurrentEpoch(e) => Some(Action::PersistCurrentEpoch(e)),
+            leader_sync::Command::StartBroadcast(_) => None,
+        })
+        .collect()
+}
+
+fn broadcast_actions(commands: Vec<broadcast::Command>) -> Vec<Action> {
+    commands
+        .into_iter()
+        .map(|c| match c {
+            broadcast::Command::Send(to, m) => Action::Send(to, m),
+            broadcast::Command::Append(z, t) => Action::Append(z, t),
+            broadcast::Command::Apply(z) => Action::Apply(z),
+        })
+        .collect()
+}
