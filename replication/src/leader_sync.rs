@@ -58,6 +58,9 @@ pub struct LeaderSync {
     epoch: Epoch,
     last_zxid: Zxid,
     acked: BTreeSet<ServerId>,
+    /// Followers that were sent NEWLEADER: once the leader broadcasts, proposals go to them too (after
+    /// NEWLEADER on their connection), so that none misses a txn between its sync and its UPTODATE.
+    syncing: BTreeSet<ServerId>,
     /// Whether the leader's own log is durable up to `last_zxid` (only then does it count in the quorum).
     self_durable: bool,
     epoch_persisting: bool,
@@ -74,6 +77,7 @@ impl LeaderSync {
             epoch,
             last_zxid,
             acked: BTreeSet::new(),
+            syncing: BTreeSet::new(),
             self_durable,
             epoch_persisting: false,
             up_to_date: false,
@@ -152,6 +156,7 @@ impl LeaderSync {
             SyncPlan::Snap => vec![Command::StreamSnapshot { to: follower, until }],
         };
         commands.push(Command::Send(follower, Message::NewLeader { epoch: self.epoch, zxid: newleader }));
+        self.syncing.insert(follower);
         commands
     }
 
@@ -175,10 +180,14 @@ impl LeaderSync {
             return Vec::new();
         }
         self.up_to_date = true;
-        let followers: Vec<ServerId> = self.acked.iter().copied().collect();
-        let mut commands: Vec<Command> = followers.iter().map(|&f| Command::Send(f, Message::UpToDate)).collect();
-        commands.push(Command::StartBroadcast(followers));
+        let mut commands: Vec<Command> = self.acked.iter().map(|&f| Command::Send(f, Message::UpToDate)).collect();
+        commands.push(Command::StartBroadcast(self.syncing.iter().copied().collect()));
         commands
+    }
+
+    /// A follower's connection is gone: it starts over when it reconnects.
+    pub fn remove_follower(&mut self, follower: ServerId) {
+        self.syncing.remove(&follower);
     }
 
     /// Whether the leader serves (UPTODATE went out).

@@ -663,6 +663,9 @@ impl Peer {
                 if let Some(b) = &mut l.broadcast {
                     b.remove_follower(peer);
                 }
+                if let Some(s) = &mut l.sync {
+                    s.remove_follower(peer);
+                }
                 self.check_quorum()
             }
             _ => Vec::new(),
@@ -699,6 +702,9 @@ impl Peer {
                     l.last_heard.remove(&p);
                     if let Some(b) = &mut l.broadcast {
                         b.remove_follower(p);
+                    }
+                    if let Some(s) = &mut l.sync {
+                        s.remove_follower(p);
                     }
                     actions.push(Action::Disconnect(p));
                 }

@@ -90,6 +90,7 @@ fn a_divergent_follower_gets_trunc_and_an_empty_one_of_a_purged_leader_gets_a_sn
 fn uptodate_waits_for_a_quorum_and_for_the_leaders_own_epoch() {
     let mut s = sync();
     s.add_follower(F2, z(2, 1), &history());
+    s.add_follower(F3, z(2, 1), &history());
     assert_eq!(s.on_ack_newleader(F2, z(1, 3)), vec![], "an ack for a shorter history does not count");
     assert_eq!(s.on_ack_newleader(F2, z(2, 1)), vec![Command::PersistCurrentEpoch(Epoch(3))]);
     assert!(!s.is_up_to_date(), "not before the leader's epoch is durable");
@@ -111,6 +112,19 @@ fn a_follower_joining_during_broadcast_gets_commits_up_to_the_commit_point_only(
     let commands = s.add_late_follower(F3, z(1, 3), &history(), z(3, 5), z(3, 2));
     assert_eq!(commands[1], Command::StreamTxns { to: F3, after: z(1, 3), until: z(3, 5), commit_up_to: z(3, 2) });
     assert_eq!(commands[2], Command::Send(F3, Message::NewLeader { epoch: Epoch(3), zxid: z(3, 2) }));
+}
+
+#[test]
+fn followers_still_syncing_receive_the_broadcast_from_its_start() {
+    // F3 was sent NEWLEADER but has not acknowledged when the leader starts serving: proposals must reach it
+    // anyway (after NEWLEADER on its connection), or it would miss them.
+    let mut s = sync();
+    s.add_follower(F2, z(2, 1), &history());
+    s.add_follower(F3, z(1, 1), &history());
+    s.on_ack_newleader(F2, z(2, 1));
+    let commands = s.current_epoch_persisted();
+    assert_eq!(commands, vec![Command::Send(F2, Message::UpToDate), Command::StartBroadcast(vec![F2, F3])]);
+    s.remove_follower(F3);
 }
 
 #[test]
