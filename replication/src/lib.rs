@@ -5,8 +5,8 @@
 //! election), [`quorum`] (majorities and the commit point of cumulative acks) and [`broadcast`] (the leader's
 //! proposal pipeline and a follower's log), [`discovery`] (the new epoch) and [`sync`] (the DIFF / TRUNC / SNAP
 //! plan), [`follower_sync`] and [`leader_sync`] (both sides of sync, in the order that keeps committed txns).
-//! Still to come: the peer that ties the phases together (with heartbeats and step-down), the transport, and
-//! the seeded simulation.
+//! [`peer`] ties the phases together (with heartbeats and step-down), and [`transport`] carries messages over
+//! TCP. Still to come: the node's runtime that drives a peer with a WAL, a snapshot store and a transport.
 #![deny(missing_docs)]
 
 pub mod broadcast;
@@ -18,3 +18,4 @@ pub mod message;
 pub mod peer;
 pub mod quorum;
 pub mod sync;
+pub mod transport;

@@ -1,0 +1,264 @@
+//! The peer transport: one TCP connection per pair of servers, framed with [`PeerCodec`], behind the
+//! [`Transport`] trait so that tests can put a simulated network in its place (see `tests/t60_simulation.rs`).
+//!
+//! - The server with the lower id dials, the higher one listens (one connection per pair, no race). The dialer
+//!   first sends its id (u64, big-endian); the listener refuses ids it does not know or that should not dial it.
+//! - Each connection has a bounded send queue. A peer that does not drain it is disconnected rather than
+//!   buffered for without limit; it re-syncs when it reconnects. Inbound messages go to one bounded channel, so a
+//!   slow node slows its peers' reads (back-pressure) instead of growing memory.
+//! - A dialer reconnects with exponential backoff. Every connect and disconnect is reported, so the protocol
+//!   ([`crate::peer::Event::Disconnected`]) learns of it as it would of a broken TCP stream.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::message::{Message, PeerCodec, ServerId};
+
+/// What the transport reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// A connection to this peer is up.
+    Connected(ServerId),
+    /// A message from a peer.
+    Message(ServerId, Message),
+    /// The connection to this peer is gone (everything in flight on it is lost).
+    Disconnected(ServerId),
+}
+
+/// Why a message was not sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No connection to the peer.
+    #[error("not connected to {0:?}")]
+    NotConnected(ServerId),
+    /// The peer's send queue was full: the connection was closed.
+    #[error("send queue to {0:?} full: disconnected")]
+    QueueFull(ServerId),
+}
+
+/// Sending to peers; inbound traffic arrives on the channel the transport was started with.
+pub trait Transport: Send + Sync {
+    /// Queues a message to a peer, without waiting.
+    fn send(&self, to: ServerId, message: Message) -> Result<(), SendError>;
+    /// Closes the connection to a peer (a dialer reconnects later).
+    fn disconnect(&self, peer: ServerId);
+}
+
+/// Transport settings.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportConfig {
+    /// The largest frame accepted or sent.
+    pub max_frame: usize,
+    /// Messages queued per peer at most.
+    pub queue: usize,
+    /// Inbound messages queued at most (all peers together).
+    pub inbound: usize,
+    /// First and longest reconnect delays.
+    pub backoff: (Duration, Duration),
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame: 2 << 20,
+            queue: 4096,
+            inbound: 16384,
+            backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+        }
+    }
+}
+
+struct Link {
+    tx: mpsc::Sender<Message>,
+    tasks: [AbortHandle; 2],
+    generation: u64,
+}
+
+struct Shared {
+    me: ServerId,
+    config: TransportConfig,
+    links: Mutex<BTreeMap<ServerId, Link>>,
+    inbound: mpsc::Sender<Inbound>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// The TCP transport.
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl TcpTransport {
+    /// Starts listening on `listener` and dialing every peer in `peers` with a higher id. Returns the transport
+    /// and the channel of inbound traffic.
+    pub fn start(
+        me: ServerId,
+        listener: TcpListener,
+        peers: BTreeMap<ServerId, SocketAddr>,
+        config: TransportConfig,
+    ) -> (TcpTransport, mpsc::Receiver<Inbound>) {
+        let (inbound, rx) = mpsc::channel(config.inbound);
+        let shared = Arc::new(Shared {
+            me,
+            config,
+            links: Mutex::new(BTreeMap::new()),
+            inbound,
+            generation: Default::default(),
+        });
+        let mut tasks =
+            vec![tokio::spawn(listen(shared.clone(), listener, peers.keys().copied().collect())).abort_handle()];
+        for (&peer, &addr) in peers.iter().filter(|(&p, _)| p > me) {
+            tasks.push(tokio::spawn(dial(shared.clone(), peer, addr)).abort_handle());
+        }
+        (TcpTransport { shared, tasks }, rx)
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, to: ServerId, message: Message) -> Result<(), SendError> {
+        let mut links = self.shared.links.lock().expect("transport lock poisoned by a panic");
+        let Some(link) = links.get(&to) else { return Err(SendError::NotConnected(to)) };
+        match link.tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected(to)),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let link = links.remove(&to).expect("present");
+                drop(links);
+                tracing::warn!(peer = to.0, "send queue full: disconnecting");
+                close(&self.shared, to, link);
+                Err(SendError::QueueFull(to))
+            }
+        }
+    }
+
+    fn disconnect(&self, peer: ServerId) {
+        let link = self.shared.links.lock().expect("transport lock poisoned by a panic").remove(&peer);
+        if let Some(link) = link {
+            close(&self.shared, peer, link);
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let links = std::mem::take(&mut *self.shared.links.lock().expect("transport lock poisoned by a panic"));
+        for link in links.into_values() {
+            link.tasks.iter().for_each(AbortHandle::abort);
+        }
+    }
+}
+
+/// Stops a connection's tasks and reports it gone.
+fn close(shared: &Shared, peer: ServerId, link: Link) {
+    link.tasks.iter().for_each(AbortHandle::abort);
+    // The inbound queue may be full; the report must not be lost, so it is sent from a task.
+    let inbound = shared.inbound.clone();
+    tokio::spawn(async move { inbound.send(Inbound::Disconnected(peer)).await });
+}
+
+async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>) {
+    loop {
+        let Ok((mut stream, addr)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        let known = known.clone();
+        tokio::spawn(async move {
+            let id = tokio::time::timeout(Duration::from_secs(5), stream.read_u64()).await;
+            match id {
+                Ok(Ok(id)) if known.contains(&ServerId(id)) && ServerId(id) < shared.me => {
+                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                    run(shared, ServerId(id), stream, done_tx);
+                    let _ = done_rx.await;
+                }
+                _ => tracing::warn!(%addr, "refused a peer connection: unknown or unexpected server id"),
+            }
+        });
+    }
+}
+
+async fn dial(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr) {
+    let (first, longest) = shared.config.backoff;
+    let mut delay = first;
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(mut stream) => {
+                let _ = stream.set_nodelay(true);
+                if stream.write_u64(shared.me.0).await.is_ok() {
+                    delay = first;
+                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                    run(shared.clone(), peer, stream, done_tx);
+                    let _ = done_rx.await;
+                }
+            }
+            Err(error) => tracing::debug!(peer = peer.0, %error, "connect failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(longest);
+    }
+}
+
+/// Runs one connection: a writer task draining the send queue, a reader task feeding the inbound channel.
+/// `done` fires when the connection ends.
+fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync::oneshot::Sender<()>) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Message>(shared.config.queue);
+    let generation = shared.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let codec = PeerCodec::new(shared.config.max_frame);
+    let mut writer = FramedWrite::new(write, codec.clone());
+    let write_task = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if writer.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reader_shared = shared.clone();
+    let write_abort = write_task.abort_handle();
+    // The reader starts only once the link is registered, so that its end always finds (and reports) it.
+    let (go, registered) = tokio::sync::oneshot::channel::<()>();
+    let read_task = tokio::spawn(async move {
+        if registered.await.is_err() {
+            return;
+        }
+        let mut reader = FramedRead::new(read, codec);
+        let _ = reader_shared.inbound.send(Inbound::Connected(peer)).await;
+        while let Some(Ok(message)) = reader.next().await {
+            if reader_shared.inbound.send(Inbound::Message(peer, message)).await.is_err() {
+                break;
+            }
+        }
+        // The connection ended (or sent garbage): forget it, unless a newer one replaced it.
+        write_abort.abort();
+        let gone = {
+            let mut links = reader_shared.links.lock().expect("transport lock poisoned by a panic");
+            let current = links.get(&peer).is_some_and(|l| l.generation == generation);
+            if current {
+                links.remove(&peer);
+            }
+            current
+        };
+        if gone {
+            let _ = reader_shared.inbound.send(Inbound::Disconnected(peer)).await;
+        }
+        let _ = done.send(());
+    });
+    let link = Link { tx, tasks: [read_task.abort_handle(), write_task.abort_handle()], generation };
+    let old = shared.links.lock().expect("transport lock poisoned by a panic").insert(peer, link);
+    if let Some(old) = old {
+        // A new connection replaces one that the other side gave up on: report the old one gone first.
+        close(&shared, peer, old);
+    }
+    let _ = go.send(());
+}

@@ -1,0 +1,90 @@
+//! The TCP transport on loopback: messages flow both ways in order, a dead peer is reported, and a restarted
+//! one is reconnected to.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use replication::message::{Message, ServerId};
+use replication::transport::{Inbound, SendError, TcpTransport, Transport, TransportConfig};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::Receiver;
+use wal::Zxid;
+
+fn config() -> TransportConfig {
+    TransportConfig { backoff: (Duration::from_millis(10), Duration::from_millis(100)), ..TransportConfig::default() }
+}
+
+async fn next(rx: &mut Receiver<Inbound>) -> Inbound {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("transport event within 10 s").expect("open")
+}
+
+/// Waits until `rx` reports a connection to `peer`.
+async fn connected(rx: &mut Receiver<Inbound>, peer: ServerId) {
+    loop {
+        if next(rx).await == Inbound::Connected(peer) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_flow_in_order_and_reconnects_follow_restarts() {
+    let (l1, l2) = (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let (a1, a2): (SocketAddr, SocketAddr) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let peers: BTreeMap<ServerId, SocketAddr> = [(ServerId(1), a1), (ServerId(2), a2)].into();
+    let (t1, mut rx1) = TcpTransport::start(ServerId(1), l1, peers.clone(), config());
+    let (t2, mut rx2) = TcpTransport::start(ServerId(2), l2, peers.clone(), config());
+    connected(&mut rx1, ServerId(2)).await;
+    connected(&mut rx2, ServerId(1)).await;
+
+    for i in 1..=100u64 {
+        t1.send(ServerId(2), Message::Proposal { zxid: Zxid(i), txn: vec![i as u8; 10].into() }).unwrap();
+    }
+    for i in 1..=100u64 {
+        match next(&mut rx2).await {
+            Inbound::Message(ServerId(1), Message::Proposal { zxid, .. }) => assert_eq!(zxid, Zxid(i), "in order"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    t2.send(ServerId(1), Message::Ack { zxid: Zxid(100) }).unwrap();
+    assert_eq!(next(&mut rx1).await, Inbound::Message(ServerId(2), Message::Ack { zxid: Zxid(100) }));
+    assert_eq!(t1.send(ServerId(9), Message::UpToDate), Err(SendError::NotConnected(ServerId(9))));
+
+    // Server 2 dies: server 1 hears of it.
+    drop(t2);
+    drop(rx2);
+    loop {
+        if next(&mut rx1).await == Inbound::Disconnected(ServerId(2)) {
+            break;
+        }
+    }
+    // Server 2 comes back on the same address: server 1 reconnects by itself.
+    let l2 = TcpListener::bind(a2).await.unwrap();
+    let (t2, mut rx2) = TcpTransport::start(ServerId(2), l2, peers, config());
+    connected(&mut rx1, ServerId(2)).await;
+    connected(&mut rx2, ServerId(1)).await;
+    t1.send(ServerId(2), Message::Ping { zxid: Zxid(7) }).unwrap();
+    assert_eq!(next(&mut rx2).await, Inbound::Message(ServerId(1), Message::Ping { zxid: Zxid(7) }));
+    drop(t2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_garbage_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a1 = l1.local_addr().unwrap();
+    let peers: BTreeMap<ServerId, SocketAddr> =
+        [(ServerId(1), a1), (ServerId(2), "127.0.0.1:1".parse().unwrap())].into();
+    let (_t1, mut rx1) = TcpTransport::start(ServerId(5), l1, peers, config());
+    // An unknown id: refused.
+    let mut s = tokio::net::TcpStream::connect(a1).await.unwrap();
+    s.write_u64(77).await.unwrap();
+    // A known id, then garbage instead of frames: connected, then dropped.
+    let mut s2 = tokio::net::TcpStream::connect(a1).await.unwrap();
+    s2.write_u64(1).await.unwrap();
+    assert_eq!(next(&mut rx1).await, Inbound::Connected(ServerId(1)));
+    s2.write_all(&[0xff; 16]).await.unwrap();
+    assert_eq!(next(&mut rx1).await, Inbound::Disconnected(ServerId(1)));
+    drop(s);
+}
