@@ -60,7 +60,18 @@ async fn messages_flow_in_order_and_reconnects_follow_restarts() {
         }
     }
     // Server 2 comes back on the same address: server 1 reconnects by itself.
-    let l2 = TcpListener::bind(a2).await.unwrap();
+    // (The old listener closes once its aborted task is dropped: retry the bind for a moment.)
+    let mut l2 = None;
+    for _ in 0..200 {
+        match TcpListener::bind(a2).await {
+            Ok(l) => {
+                l2 = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let l2 = l2.expect("the address is free again within 2 s");
     let (t2, mut rx2) = TcpTransport::start(ServerId(2), l2, peers, config());
     connected(&mut rx1, ServerId(2)).await;
     connected(&mut rx2, ServerId(1)).await;
