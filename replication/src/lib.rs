@@ -17,5 +17,6 @@ pub mod leader_sync;
 pub mod message;
 pub mod peer;
 pub mod quorum;
+pub mod runtime;
 pub mod sync;
 pub mod transport;

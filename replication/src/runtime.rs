@@ -1,0 +1,369 @@
+//! The runtime that drives a [`Peer`] with real IO: the WAL, the epoch file, the TCP transport and a clock.
+//!
+//! One tokio task owns the peer and does what its actions say: appends go to the WAL (their durability comes
+//! back as [`Event::Persisted`], one event for everything that became durable together), epochs are written to
+//! a small file (tmp, fsync, rename, directory fsync) before the peer hears they are durable, txn streams for
+//! syncing followers are read from the WAL (or from memory for txns not durable yet), and applied zxids are
+//! published. The caller proposes txns through the [`Handle`] and learns when each is committed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use wal::{Epoch, Wal, WalError, Zxid};
+
+use crate::broadcast::ProposeError;
+use crate::message::{Message, ServerId};
+use crate::peer::{Action, DurableState, Event, Peer, PeerConfig, Role};
+use crate::sync::History;
+use crate::transport::{Inbound, TcpTransport, Transport, TransportConfig};
+
+/// Why a proposal did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The peer could not propose it.
+    #[error(transparent)]
+    Rejected(#[from] ProposeError),
+    /// Leadership changed before it committed; it may or may not be committed later.
+    #[error("leadership changed before the txn committed")]
+    Abandoned,
+}
+
+/// A running server's handle.
+#[derive(Clone)]
+pub struct Handle {
+    proposals: mpsc::Sender<(Bytes, oneshot::Sender<Result<Zxid, CommitError>>)>,
+    /// The last zxid applied.
+    pub applied: watch::Receiver<Zxid>,
+    /// The peer's role and whether it serves.
+    pub role: watch::Receiver<(Role, bool)>,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl Handle {
+    /// Stops the server (its connections close; its WAL stays as it is on disk).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Proposes a txn (on the leader) and waits until it is committed.
+    pub async fn propose(&self, txn: Bytes) -> Result<Zxid, CommitError> {
+        let (tx, rx) = oneshot::channel();
+        self.proposals.send((txn, tx)).await.map_err(|_| CommitError::Abandoned)?;
+        rx.await.map_err(|_| CommitError::Abandoned)?
+    }
+}
+
+/// Where and how a server runs.
+pub struct ServerConfig {
+    /// The protocol settings.
+    pub peer: PeerConfig,
+    /// The peer port, already bound.
+    pub listener: TcpListener,
+    /// Every voter's peer address.
+    pub peers: BTreeMap<ServerId, SocketAddr>,
+    /// The data directory: `log/` for the WAL, `epochs` for the two epochs.
+    pub dir: PathBuf,
+    /// WAL options.
+    pub wal: wal::WalOptions,
+}
+
+/// The two epochs, durable: 8 bytes each, then a crc32c.
+fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(12);
+    buf.extend_from_slice(&accepted.0.to_be_bytes());
+    buf.extend_from_slice(&current.0.to_be_bytes());
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_be_bytes());
+    let tmp = dir.join("epochs.tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(&buf)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join("epochs"))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
+    match fs::read(dir.join("epochs")) {
+        Ok(buf) if buf.len() == 12 && crc32c::crc32c(&buf[..8]).to_be_bytes() == buf[8..12] => {
+            let word = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
+            Ok((Epoch(word(0)), Epoch(word(4))))
+        }
+        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "epochs file is corrupt")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Epoch(0), Epoch(0))),
+        Err(e) => Err(e),
+    }
+}
+
+/// The log as the peer sees it: every zxid in the WAL, plus txns not durable yet.
+struct Log {
+    zxids: VecDeque<Zxid>,
+    pending: BTreeMap<Zxid, Bytes>,
+    complete: bool,
+}
+
+impl History for Log {
+    fn first(&self) -> Option<Zxid> {
+        self.zxids.front().copied()
+    }
+    fn last(&self) -> Option<Zxid> {
+        self.zxids.back().copied()
+    }
+    fn contains(&self, zxid: Zxid) -> bool {
+        self.zxids.binary_search(&zxid).is_ok()
+    }
+    fn last_below(&self, zxid: Zxid) -> Option<Zxid> {
+        let i = self.zxids.partition_point(|&z| z < zxid);
+        i.checked_sub(1).map(|i| self.zxids[i])
+    }
+    fn complete(&self) -> bool {
+        self.complete
+    }
+}
+
+type Durability = Pin<Box<dyn Future<Output = Result<Zxid, WalError>> + Send>>;
+
+/// Starts a server; returns its handle. The server runs until the runtime shuts down or a fatal error.
+pub fn start(config: ServerConfig) -> Result<Handle, WalError> {
+    fs::create_dir_all(&config.dir).map_err(|e| WalError::Io {
+        op: "create directory",
+        path: config.dir.clone(),
+        source: e,
+    })?;
+    let (wal, _) = Wal::open(config.dir.join("log"), config.wal.clone())?;
+    let (accepted, current) = read_epochs(&config.dir).map_err(|e| WalError::Io {
+        op: "read epochs",
+        path: config.dir.join("epochs"),
+        source: e,
+    })?;
+    let zxids: VecDeque<Zxid> = wal.iter_from(Zxid::ZERO).map(|r| r.map(|r| r.zxid)).collect::<Result<_, _>>()?;
+    let durable = DurableState {
+        accepted_epoch: accepted,
+        current_epoch: current,
+        last_zxid: zxids.back().copied().unwrap_or(Zxid::ZERO),
+    };
+    let log = Log { zxids, pending: BTreeMap::new(), complete: wal.holds_full_history() };
+    let (transport, inbound) =
+        TcpTransport::start(config.peer.me, config.listener, config.peers, TransportConfig::default());
+    let (proposals_tx, proposals) = mpsc::channel(1024);
+    let (applied_tx, applied) = watch::channel(durable.last_zxid);
+    let (role_tx, role) = watch::channel((Role::Looking, false));
+    let server = Server {
+        wal: Arc::new(wal),
+        dir: config.dir,
+        transport,
+        log,
+        durability: VecDeque::new(),
+        waiters: BTreeMap::new(),
+        applied_tx,
+        role_tx,
+        started: Instant::now(),
+    };
+    let (shutdown, stop) = watch::channel(false);
+    tokio::spawn(server.run(config.peer, durable, inbound, proposals, stop));
+    Ok(Handle { proposals: proposals_tx, applied, role, shutdown: Arc::new(shutdown) })
+}
+
+struct Server {
+    wal: Arc<Wal>,
+    dir: PathBuf,
+    transport: TcpTransport,
+    log: Log,
+    /// Appends in flight, oldest first.
+    durability: VecDeque<Durability>,
+    /// Proposals waiting to commit.
+    waiters: BTreeMap<Zxid, oneshot::Sender<Result<Zxid, CommitError>>>,
+    applied_tx: watch::Sender<Zxid>,
+    role_tx: watch::Sender<(Role, bool)>,
+    started: Instant,
+}
+
+impl Server {
+    async fn run(
+        mut self,
+        config: PeerConfig,
+        durable: DurableState,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut proposals: mpsc::Receiver<(Bytes, oneshot::Sender<Result<Zxid, CommitError>>)>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let tick = config.tick / 5;
+        let (mut peer, actions) = Peer::new(config, durable, self.started.elapsed());
+        let mut pending_proposal: VecDeque<oneshot::Sender<Result<Zxid, CommitError>>> = VecDeque::new();
+        let mut events = VecDeque::new();
+        self.act(&mut peer, actions, &mut events, &mut pending_proposal).await;
+        let mut ticker = tokio::time::interval(tick);
+        loop {
+            while let Some(event) = events.pop_front() {
+                let actions = peer.handle(event, &self.log);
+                self.act(&mut peer, actions, &mut events, &mut pending_proposal).await;
+            }
+            let event = tokio::select! {
+                Some(inbound) = inbound.recv() => match inbound {
+                    Inbound::Message(from, m) => Event::Message(from, m),
+                    Inbound::Disconnected(peer) => Event::Disconnected(peer),
+                    Inbound::Connected(_) => continue,
+                },
+                _ = ticker.tick() => Event::Tick(self.started.elapsed()),
+                Some(result) = next_durable(&mut self.durability) => match result {
+                    Ok(zxid) => {
+                        self.log.pending.retain(|&z, _| z > zxid);
+                        Event::Persisted(zxid)
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "WAL failed: stopping this server");
+                        return;
+                    }
+                },
+                _ = stop.changed() => return,
+                Some((txn, reply)) = proposals.recv() => {
+                    pending_proposal.push_back(reply);
+                    Event::Propose(txn)
+                }
+                else => return,
+            };
+            events.push_back(event);
+        }
+    }
+
+    async fn act(
+        &mut self,
+        peer: &mut Peer,
+        actions: Vec<Action>,
+        events: &mut VecDeque<Event>,
+        pending_proposal: &mut VecDeque<oneshot::Sender<Result<Zxid, CommitError>>>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Send(to, m) => {
+                    let _ = self.transport.send(to, m);
+                }
+                Action::Append(zxid, txn) => match self.wal.append_async(zxid, txn.clone()).await {
+                    Ok(pending) => {
+                        self.log.zxids.push_back(zxid);
+                        self.log.pending.insert(zxid, txn);
+                        self.durability.push_back(Box::pin(pending));
+                    }
+                    Err(error) => tracing::error!(%error, zxid = %zxid, "append refused"),
+                },
+                Action::Truncate(zxid) => {
+                    let wal = self.wal.clone();
+                    // Truncation runs behind every queued append: its completion means all of it is durable.
+                    if let Ok(pending) = wal.truncate_after(zxid) {
+                        let _ = pending.await;
+                    }
+                    self.durability.clear();
+                    while self.log.zxids.back().is_some_and(|&z| z > zxid) {
+                        self.log.zxids.pop_back();
+                    }
+                    self.log.pending.retain(|&z, _| z <= zxid);
+                }
+                Action::Apply(zxid) => {
+                    let _ = self.applied_tx.send(zxid);
+                    let done: Vec<Zxid> = self.waiters.range(..=zxid).map(|(&z, _)| z).collect();
+                    for z in done {
+                        if let Some(waiter) = self.waiters.remove(&z) {
+                            let _ = waiter.send(Ok(z));
+                        }
+                    }
+                }
+                Action::PersistAcceptedEpoch(epoch) => {
+                    let current = peer.durable().current_epoch;
+                    match write_epochs(&self.dir, epoch, current) {
+                        Ok(()) => events.push_back(Event::AcceptedEpochPersisted),
+                        Err(error) => tracing::error!(%error, "could not persist the accepted epoch"),
+                    }
+                }
+                Action::PersistCurrentEpoch(epoch) => {
+                    let accepted = peer.durable().accepted_epoch.max(epoch);
+                    match write_epochs(&self.dir, accepted, epoch) {
+                        Ok(()) => events.push_back(Event::CurrentEpochPersisted),
+                        Err(error) => tracing::error!(%error, "could not persist the current epoch"),
+                    }
+                }
+                Action::StreamTxns { to, after, until, commit_up_to } => self.stream(to, after, until, commit_up_to),
+                Action::StreamSnapshot { to, .. } => {
+                    // Snapshot transfer needs the snapshot store, which the node owns: not wired here yet.
+                    tracing::warn!(
+                        follower = to.0,
+                        "snapshot sync is not wired in this runtime: dropping the follower"
+                    );
+                    self.transport.disconnect(to);
+                }
+                Action::SnapshotChunk { .. } | Action::InstallSnapshot(_) => {
+                    tracing::warn!("snapshot sync is not wired in this runtime: ignoring a snapshot from the leader");
+                }
+                Action::Proposed(zxid) => {
+                    if let Some(reply) = pending_proposal.pop_front() {
+                        self.waiters.insert(zxid, reply);
+                    }
+                }
+                Action::Rejected(error) => {
+                    if let Some(reply) = pending_proposal.pop_front() {
+                        let _ = reply.send(Err(CommitError::Rejected(error)));
+                    }
+                }
+                Action::RoleChanged(role) => {
+                    if role != Role::Leading {
+                        // Proposals in flight may or may not commit under the next leader: say so.
+                        for (_, waiter) in std::mem::take(&mut self.waiters) {
+                            let _ = waiter.send(Err(CommitError::Abandoned));
+                        }
+                    }
+                }
+                Action::Disconnect(peer_id) => self.transport.disconnect(peer_id),
+            }
+        }
+        let _ = self.role_tx.send((peer.role(), peer.serving()));
+    }
+
+    /// Sends a syncing follower the txns after `after` up to `until`, from the WAL and from memory.
+    fn stream(&self, to: ServerId, after: Zxid, until: Zxid, commit_up_to: Zxid) {
+        let from = Zxid(after.0.saturating_add(1));
+        let mut sent = after;
+        for record in self.wal.iter_from(from).map_while(Result::ok).take_while(|r| r.zxid <= until) {
+            sent = record.zxid;
+            self.send_txn(to, record.zxid, record.payload, commit_up_to);
+        }
+        if sent < until {
+            for (&zxid, txn) in self.log.pending.range(Zxid(sent.0 + 1)..=until) {
+                self.send_txn(to, zxid, txn.clone(), commit_up_to);
+            }
+        }
+    }
+
+    fn send_txn(&self, to: ServerId, zxid: Zxid, txn: Bytes, commit_up_to: Zxid) {
+        let _ = self.transport.send(to, Message::Proposal { zxid, txn });
+        if zxid <= commit_up_to {
+            let _ = self.transport.send(to, Message::Commit { zxid });
+        }
+    }
+}
+
+/// Waits for the oldest append in flight; `None` when there is none (so that `select!` skips it).
+async fn next_durable(durability: &mut VecDeque<Durability>) -> Option<Result<Zxid, WalError>> {
+    let first = durability.front_mut()?;
+    let result = first.await;
+    durability.pop_front();
+    // Everything that became durable with it completes too: report only the newest.
+    let mut last = result;
+    while let Some(next) = durability.front_mut() {
+        match futures_util::FutureExt::now_or_never(next.as_mut()) {
+            Some(r) => {
+                durability.pop_front();
+                last = r;
+            }
+            None => break,
+        }
+    }
+    Some(last)
+}

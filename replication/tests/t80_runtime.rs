@@ -1,0 +1,107 @@
+//! Three in-process servers on loopback TCP with real WALs: they elect a leader, commit txns on every server,
+//! survive the leader's shutdown (a new leader commits more), and the old leader rejoins and catches up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use replication::election::ElectionConfig;
+use replication::message::ServerId;
+use replication::peer::{PeerConfig, Role};
+use replication::quorum::Voters;
+use replication::runtime::{start, Handle, ServerConfig};
+use tokio::net::TcpListener;
+use wal::{WalOptions, Zxid};
+
+fn peer_config(me: u64) -> PeerConfig {
+    PeerConfig {
+        me: ServerId(me),
+        voters: Voters::new([ServerId(1), ServerId(2), ServerId(3)]),
+        tick: Duration::from_millis(100),
+        init_limit: 20,
+        sync_limit: 10,
+        window: 256,
+        election: ElectionConfig { initial_timeout: Duration::from_millis(50), ..ElectionConfig::default() },
+    }
+}
+
+async fn boot(me: u64, dir: &std::path::Path, listener: TcpListener, peers: &BTreeMap<ServerId, SocketAddr>) -> Handle {
+    let wal = WalOptions { segment_size: 4 << 20, ..WalOptions::default() };
+    start(ServerConfig { peer: peer_config(me), listener, peers: peers.clone(), dir: dir.join(me.to_string()), wal })
+        .unwrap()
+}
+
+/// Waits until one of `servers` leads and serves and all others follow it and serve; returns the leader.
+async fn settled(servers: &BTreeMap<u64, Handle>) -> u64 {
+    for _ in 0..300 {
+        let roles: Vec<(u64, (Role, bool))> = servers.iter().map(|(&id, h)| (id, *h.role.borrow())).collect();
+        let leaders: Vec<u64> = roles.iter().filter(|(_, r)| *r == (Role::Leading, true)).map(|(id, _)| *id).collect();
+        if let [leader] = leaders[..] {
+            if roles.iter().all(|(id, r)| *id == leader || *r == (Role::Following(ServerId(leader)), true)) {
+                return leader;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no settled ensemble within 15 s");
+}
+
+async fn applied_everywhere(servers: &BTreeMap<u64, Handle>, zxid: Zxid) {
+    for _ in 0..300 {
+        if servers.values().all(|h| *h.applied.borrow() >= zxid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{zxid} not applied everywhere within 15 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_commit_fail_over_and_rejoin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = BTreeMap::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(ServerId(id), l.local_addr().unwrap());
+        listeners.insert(id, l);
+    }
+    let mut servers = BTreeMap::new();
+    for (id, l) in listeners {
+        servers.insert(id, boot(id, dir.path(), l, &peers).await);
+    }
+    let leader = settled(&servers).await;
+
+    let mut last = Zxid::ZERO;
+    for i in 0..100u32 {
+        last = servers[&leader].propose(Bytes::from(i.to_be_bytes().to_vec())).await.expect("commit");
+    }
+    applied_everywhere(&servers, last).await;
+
+    // The leader goes away; the other two elect a new one, in a new epoch, and go on committing.
+    servers[&leader].shutdown();
+    let old = servers.remove(&leader).unwrap();
+    let new_leader = settled(&servers).await;
+    assert_ne!(new_leader, leader);
+    let mut newer = last;
+    for i in 0..50u32 {
+        newer = servers[&new_leader].propose(Bytes::from(i.to_be_bytes().to_vec())).await.expect("commit");
+    }
+    assert!(newer.epoch() > last.epoch(), "a new leader means a new epoch");
+    applied_everywhere(&servers, newer).await;
+    drop(old);
+
+    // The old leader restarts from its disk and catches up.
+    let mut listener = None;
+    for _ in 0..200 {
+        if let Ok(l) = TcpListener::bind(peers[&ServerId(leader)]).await {
+            listener = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    servers.insert(leader, boot(leader, dir.path(), listener.expect("port free again"), &peers).await);
+    settled(&servers).await;
+    applied_everywhere(&servers, newer).await;
+}
