@@ -40,7 +40,13 @@ async fn ensemble(n: u64, dir: &std::path::Path) -> BTreeMap<u64, Handle> {
             window: 1024,
             election: ElectionConfig::default(),
         };
-        let config = ServerConfig { peer, listener, peers: peers.clone(), dir: dir.join(id.to_string()), wal: WalOptions::default() };
+        let config = ServerConfig {
+            peer,
+            listener,
+            peers: peers.clone(),
+            dir: dir.join(id.to_string()),
+            wal: WalOptions::default(),
+        };
         servers.insert(id, start(config).unwrap());
     }
     servers

@@ -200,12 +200,19 @@ impl Server {
         let (mut peer, actions) = Peer::new(config, durable, self.started.elapsed());
         let mut pending_proposal: VecDeque<oneshot::Sender<Result<Zxid, CommitError>>> = VecDeque::new();
         let mut events = VecDeque::new();
-        self.act(&mut peer, actions, &mut events, &mut pending_proposal).await;
+        if let Err(error) = self.act(&mut peer, actions, &mut events, &mut pending_proposal).await {
+            tracing::error!(%error, "fatal: stopping this server");
+            return;
+        }
         let mut ticker = tokio::time::interval(tick);
         loop {
             while let Some(event) = events.pop_front() {
                 let actions = peer.handle(event, &self.log);
-                self.act(&mut peer, actions, &mut events, &mut pending_proposal).await;
+                if let Err(error) = self.act(&mut peer, actions, &mut events, &mut pending_proposal).await {
+                    // A failed fsync, epoch write or truncation: never go on as if it had worked.
+                    tracing::error!(%error, "fatal: stopping this server");
+                    return;
+                }
             }
             let event = tokio::select! {
                 Some(inbound) = inbound.recv() => match inbound {
@@ -241,26 +248,24 @@ impl Server {
         actions: Vec<Action>,
         events: &mut VecDeque<Event>,
         pending_proposal: &mut VecDeque<oneshot::Sender<Result<Zxid, CommitError>>>,
-    ) {
+    ) -> Result<(), String> {
         for action in actions {
             match action {
                 Action::Send(to, m) => {
                     let _ = self.transport.send(to, m);
                 }
-                Action::Append(zxid, txn) => match self.wal.append_async(zxid, txn.clone()).await {
-                    Ok(pending) => {
-                        self.log.zxids.push_back(zxid);
-                        self.log.pending.insert(zxid, txn);
-                        self.durability.push_back(Box::pin(pending));
-                    }
-                    Err(error) => tracing::error!(%error, zxid = %zxid, "append refused"),
-                },
+                Action::Append(zxid, txn) => {
+                    let pending =
+                        self.wal.append_async(zxid, txn.clone()).await.map_err(|e| format!("append {zxid}: {e}"))?;
+                    self.log.zxids.push_back(zxid);
+                    self.log.pending.insert(zxid, txn);
+                    self.durability.push_back(Box::pin(pending));
+                }
                 Action::Truncate(zxid) => {
-                    let wal = self.wal.clone();
                     // Truncation runs behind every queued append: its completion means all of it is durable.
-                    if let Ok(pending) = wal.truncate_after(zxid) {
-                        let _ = pending.await;
-                    }
+                    let truncation =
+                        self.wal.truncate_after(zxid).map_err(|e| format!("truncate after {zxid}: {e}"))?;
+                    truncation.await.map_err(|e| format!("truncate after {zxid}: {e}"))?;
                     self.durability.clear();
                     while self.log.zxids.back().is_some_and(|&z| z > zxid) {
                         self.log.zxids.pop_back();
@@ -278,17 +283,15 @@ impl Server {
                 }
                 Action::PersistAcceptedEpoch(epoch) => {
                     let current = peer.durable().current_epoch;
-                    match write_epochs(&self.dir, epoch, current) {
-                        Ok(()) => events.push_back(Event::AcceptedEpochPersisted),
-                        Err(error) => tracing::error!(%error, "could not persist the accepted epoch"),
-                    }
+                    write_epochs(&self.dir, epoch, current)
+                        .map_err(|e| format!("persist accepted epoch {epoch}: {e}"))?;
+                    events.push_back(Event::AcceptedEpochPersisted);
                 }
                 Action::PersistCurrentEpoch(epoch) => {
                     let accepted = peer.durable().accepted_epoch.max(epoch);
-                    match write_epochs(&self.dir, accepted, epoch) {
-                        Ok(()) => events.push_back(Event::CurrentEpochPersisted),
-                        Err(error) => tracing::error!(%error, "could not persist the current epoch"),
-                    }
+                    write_epochs(&self.dir, accepted, epoch)
+                        .map_err(|e| format!("persist current epoch {epoch}: {e}"))?;
+                    events.push_back(Event::CurrentEpochPersisted);
                 }
                 Action::StreamTxns { to, after, until, commit_up_to } => self.stream(to, after, until, commit_up_to),
                 Action::StreamSnapshot { to, .. } => {
@@ -324,6 +327,7 @@ impl Server {
             }
         }
         let _ = self.role_tx.send((peer.role(), peer.serving()));
+        Ok(())
     }
 
     /// Sends a syncing follower the txns after `after` up to `until`, from the WAL and from memory.
