@@ -66,6 +66,8 @@ struct Sim {
     leaders_by_epoch: BTreeMap<Epoch, ServerId>,
     next_txn: u64,
     config: PeerConfig,
+    /// Whether faults may strike now (not while the ensemble heals).
+    faults: bool,
 }
 
 const TICK: Duration = Duration::from_millis(50);
@@ -91,6 +93,7 @@ impl Sim {
             leaders_by_epoch: BTreeMap::new(),
             next_txn: 0,
             config,
+            faults: true,
         };
         for id in 1..=n {
             sim.servers.insert(
@@ -148,6 +151,28 @@ impl Sim {
     }
 
     fn run_actions(&mut self, id: ServerId, actions: Vec<Action>) {
+        // A targeted fault, in the window where ZooKeeper lost data (ZOOKEEPER-4646 / -4785): a follower's ACK
+        // of NEWLEADER reaches the leader, then the follower crashes, losing whatever it had not fsynced, and
+        // sometimes the leader is cut off too, so that the others must carry on without it.
+        let acked_to = actions.iter().find_map(|a| match a {
+            Action::Send(to, Message::AckNewLeader { .. }) => Some(*to),
+            _ => None,
+        });
+        self.run_actions_inner(id, actions);
+        if let Some(leader) = acked_to.filter(|_| self.faults && self.rng.gen_bool(0.2)) {
+            if let Some(ack) = self.links.get_mut(&(id, leader)).and_then(|q| q.pop_back()) {
+                self.deliver(leader, Event::Message(id, ack));
+            }
+            if self.servers[&id].peer.is_some() {
+                self.crash(id);
+            }
+            if self.rng.gen_bool(0.5) && self.isolated.insert(leader) {
+                self.disconnect(leader);
+            }
+        }
+    }
+
+    fn run_actions_inner(&mut self, id: ServerId, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Send(to, m) => {
@@ -218,6 +243,7 @@ impl Sim {
     /// One random step: deliver a message, fsync a server, pass time, propose, or (if `faults`) crash, restart,
     /// isolate or reconnect a server.
     fn step(&mut self, faults: bool, proposals: bool) {
+        self.faults = faults;
         let ids: Vec<ServerId> = self.servers.keys().copied().collect();
         match self.rng.gen_range(0..100) {
             0..=44 => {
