@@ -142,6 +142,8 @@ enum FollowPhase {
     Discovery(FollowerDiscovery),
     Sync(FollowerSync),
     Broadcast(FollowerBroadcast),
+    /// Only while moving from sync to broadcast, inside one call: never observed between events.
+    Switching,
 }
 
 struct Follow {
@@ -459,11 +461,11 @@ impl Peer {
 
     fn enter_follower_broadcast(&mut self) -> Vec<Action> {
         let State::Following(f) = &mut self.state else { return Vec::new() };
-        let FollowPhase::Sync(sync) = std::mem::replace(
-            &mut f.phase,
-            FollowPhase::Discovery(FollowerDiscovery::start(f.leader, Epoch(0), Epoch(0), Zxid::ZERO).0),
-        ) else {
+        if !matches!(f.phase, FollowPhase::Sync(_)) {
             return Vec::new();
+        }
+        let FollowPhase::Sync(sync) = std::mem::replace(&mut f.phase, FollowPhase::Switching) else {
+            unreachable!("checked just above")
         };
         let (broadcast, commands) = sync.into_broadcast();
         f.phase = FollowPhase::Broadcast(broadcast);
@@ -635,7 +637,7 @@ impl Peer {
                     self.follower_sync_actions(commands)
                 }
                 FollowPhase::Broadcast(b) => broadcast_actions(b.persisted(zxid)),
-                FollowPhase::Discovery(_) => Vec::new(),
+                FollowPhase::Discovery(_) | FollowPhase::Switching => Vec::new(),
             },
             State::Looking(_) => Vec::new(),
         }
