@@ -1,0 +1,31 @@
+from kazoo.client import KazooClient
+from kazoo.security import make_digest_acl
+zk = KazooClient(hosts="127.0.0.1:22281", timeout=10)
+zk.start()
+zk.ensure_path("/kz")
+zk.create("/kz/a", b"va")
+zk.get("/kz/a", watch=lambda e: None)
+zk.exists("/kz/missing", watch=lambda e: None)
+zk.get_children("/kz", watch=lambda e: None)
+zk.set("/kz/a", b"vb", version=0)
+try:
+    zk.set("/kz/a", b"vc", version=7)
+except Exception:
+    pass
+t = zk.transaction()
+t.create("/kz/t1", b"1")
+t.check("/kz/a", 1)
+t.set_data("/kz/a", b"vd")
+t.commit()
+t = zk.transaction()
+t.create("/kz/t2", b"2")
+t.delete("/kz/missing")
+t.commit()
+zk.create("/kz/ttlparent", b"")
+zk.add_auth("digest", "bob:secret")
+zk.create("/kz/secret", b"s", acl=[make_digest_acl("bob", "secret", all=True)])
+zk.get_acls("/kz/secret")
+zk.delete("/kz/t1")
+zk.sync("/kz")
+zk.stop()
+zk.close()
