@@ -1,0 +1,397 @@
+//! Request and reply records (zookeeper.jute), each framed as `int length | header | body`.
+//!
+//! ```text
+//!  request  RequestHeader { int xid; int type } | body for `type`
+//!  reply    ReplyHeader { int xid; long zxid; int err } | body for the request's type, only if err == 0
+//!           (a multi always has its body; xid -1 is a WatcherEvent, -2 a ping reply, -4 an auth reply)
+//! ```
+//!
+//! Bodies by op: create/create2/createContainer `{ustring path; buffer data; vector<ACL> acl; int flags}`,
+//! createTTL `{... int flags; long ttl}`, delete `{path; int version}`, exists/getData/getChildren(2)
+//! `{path; boolean watch}`, setData `{path; buffer data; int version}`, getACL/sync `{path}`, setACL
+//! `{path; vector<ACL> acl; int version}`, check `{path; int version}`, auth `{int type; ustring scheme; buffer
+//! auth}`, multi: ops each behind `MultiHeader {int type; boolean done; int err}`, ended by `{-1, true, -1}`.
+
+use bytes::{Buf, Bytes};
+use tree::acl::{read_acls, write_acls, Acl};
+use tree::code::op;
+use tree::jute::{JuteError, JuteRead, JuteWrite};
+use tree::stat::Stat;
+
+/// Special xids.
+pub mod xid {
+    /// A watch notification.
+    pub const WATCH_EVENT: i32 = -1;
+    /// A ping.
+    pub const PING: i32 = -2;
+    /// An auth reply.
+    pub const AUTH: i32 = -4;
+    /// setWatches.
+    pub const SET_WATCHES: i32 = -8;
+}
+
+/// The header of every request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// The client's request id (or a special xid).
+    pub xid: i32,
+    /// The op code.
+    pub op: i32,
+}
+
+/// The header of every reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyHeader {
+    /// The request's xid.
+    pub xid: i32,
+    /// The last zxid the server has applied.
+    pub zxid: i64,
+    /// 0, or a [`tree::code::Code`] value.
+    pub err: i32,
+}
+
+impl RequestHeader {
+    /// Decodes the header.
+    pub fn read(buf: &mut impl Buf) -> Result<RequestHeader, JuteError> {
+        Ok(RequestHeader { xid: buf.read_int()?, op: buf.read_int()? })
+    }
+    /// Encodes the header.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.write_int(self.xid);
+        out.write_int(self.op);
+    }
+}
+
+impl ReplyHeader {
+    /// Decodes the header.
+    pub fn read(buf: &mut impl Buf) -> Result<ReplyHeader, JuteError> {
+        Ok(ReplyHeader { xid: buf.read_int()?, zxid: buf.read_long()?, err: buf.read_int()? })
+    }
+    /// Encodes the header.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.write_int(self.xid);
+        out.write_long(self.zxid);
+        out.write_int(self.err);
+    }
+}
+
+/// A request body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Request {
+    /// create, create2, createContainer; `ttl` for createTTL.
+    Create {
+        path: String,
+        data: Bytes,
+        acl: Vec<Acl>,
+        flags: i32,
+        ttl: Option<i64>,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    Exists {
+        path: String,
+        watch: bool,
+    },
+    GetData {
+        path: String,
+        watch: bool,
+    },
+    SetData {
+        path: String,
+        data: Bytes,
+        version: i32,
+    },
+    GetAcl {
+        path: String,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+    /// getChildren and getChildren2.
+    GetChildren {
+        path: String,
+        watch: bool,
+    },
+    Sync {
+        path: String,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
+    Auth {
+        auth_type: i32,
+        scheme: String,
+        auth: Bytes,
+    },
+    /// Ops of a multi, each with its op code.
+    Multi(Vec<(i32, Request)>),
+    /// ping, closeSession, whoAmI: no body.
+    Empty,
+}
+
+/// A reply body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Response {
+    Create {
+        path: String,
+    },
+    Create2 {
+        path: String,
+        stat: Stat,
+    },
+    Stat(Stat),
+    GetData {
+        data: Bytes,
+        stat: Stat,
+    },
+    GetAcl {
+        acl: Vec<Acl>,
+        stat: Stat,
+    },
+    GetChildren {
+        children: Vec<String>,
+    },
+    GetChildren2 {
+        children: Vec<String>,
+        stat: Stat,
+    },
+    Sync {
+        path: String,
+    },
+    WhoAmI {
+        clients: Vec<(String, String)>,
+    },
+    /// Per-op results of a multi: (op code, error code, result).
+    Multi(Vec<(i32, i32, Response)>),
+    /// A watch notification: event type, keeper state, path.
+    WatcherEvent {
+        event_type: i32,
+        state: i32,
+        path: String,
+    },
+    /// delete, check, auth, ping, closeSession, an error: no body.
+    Empty,
+}
+
+impl Request {
+    /// Decodes the body of a request with op code `op`.
+    pub fn read(op: i32, buf: &mut impl Buf) -> Result<Request, JuteError> {
+        Ok(match op {
+            op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => Request::Create {
+                path: buf.read_string()?,
+                data: buf.read_buffer()?,
+                acl: read_acls(buf)?,
+                flags: buf.read_int()?,
+                ttl: if op == op::CREATE_TTL { Some(buf.read_long()?) } else { None },
+            },
+            op::DELETE => Request::Delete { path: buf.read_string()?, version: buf.read_int()? },
+            op::EXISTS => Request::Exists { path: buf.read_string()?, watch: buf.read_bool()? },
+            op::GET_DATA => Request::GetData { path: buf.read_string()?, watch: buf.read_bool()? },
+            op::SET_DATA => {
+                Request::SetData { path: buf.read_string()?, data: buf.read_buffer()?, version: buf.read_int()? }
+            }
+            op::GET_ACL => Request::GetAcl { path: buf.read_string()? },
+            op::SET_ACL => Request::SetAcl { path: buf.read_string()?, acl: read_acls(buf)?, version: buf.read_int()? },
+            op::GET_CHILDREN | op::GET_CHILDREN2 => {
+                Request::GetChildren { path: buf.read_string()?, watch: buf.read_bool()? }
+            }
+            op::SYNC => Request::Sync { path: buf.read_string()? },
+            op::CHECK => Request::Check { path: buf.read_string()?, version: buf.read_int()? },
+            op::AUTH => {
+                Request::Auth { auth_type: buf.read_int()?, scheme: buf.read_string()?, auth: buf.read_buffer()? }
+            }
+            op::MULTI | op::MULTI_READ => {
+                let mut ops = Vec::new();
+                loop {
+                    let (sub, done, _err) = (buf.read_int()?, buf.read_bool()?, buf.read_int()?);
+                    if done {
+                        break;
+                    }
+                    if sub == op::MULTI || sub == op::MULTI_READ {
+                        return Err(JuteError::Invalid("a multi inside a multi".into()));
+                    }
+                    ops.push((sub, Request::read(sub, buf)?));
+                }
+                Request::Multi(ops)
+            }
+            op::PING | op::CLOSE_SESSION | op::WHO_AM_I => Request::Empty,
+            other => return Err(JuteError::Invalid(format!("unknown op {other}"))),
+        })
+    }
+
+    /// Encodes the body.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Request::Create { path, data, acl, flags, ttl } => {
+                out.write_string(path);
+                out.write_buffer(data);
+                write_acls(out, acl);
+                out.write_int(*flags);
+                if let Some(ttl) = ttl {
+                    out.write_long(*ttl);
+                }
+            }
+            Request::Delete { path, version } | Request::Check { path, version } => {
+                out.write_string(path);
+                out.write_int(*version);
+            }
+            Request::Exists { path, watch }
+            | Request::GetData { path, watch }
+            | Request::GetChildren { path, watch } => {
+                out.write_string(path);
+                out.write_bool(*watch);
+            }
+            Request::SetData { path, data, version } => {
+                out.write_string(path);
+                out.write_buffer(data);
+                out.write_int(*version);
+            }
+            Request::GetAcl { path } | Request::Sync { path } => out.write_string(path),
+            Request::SetAcl { path, acl, version } => {
+                out.write_string(path);
+                write_acls(out, acl);
+                out.write_int(*version);
+            }
+            Request::Auth { auth_type, scheme, auth } => {
+                out.write_int(*auth_type);
+                out.write_string(scheme);
+                out.write_buffer(auth);
+            }
+            Request::Multi(ops) => {
+                for (sub, request) in ops {
+                    write_multi_header(out, *sub, false, -1);
+                    request.write(out);
+                }
+                write_multi_header(out, -1, true, -1);
+            }
+            Request::Empty => {}
+        }
+    }
+}
+
+fn write_multi_header(out: &mut Vec<u8>, op: i32, done: bool, err: i32) {
+    out.write_int(op);
+    out.write_bool(done);
+    out.write_int(err);
+}
+
+impl Response {
+    /// Decodes the body of a successful reply to a request with op code `op`.
+    pub fn read(op: i32, buf: &mut impl Buf) -> Result<Response, JuteError> {
+        Ok(match op {
+            op::CREATE => Response::Create { path: buf.read_string()? },
+            op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
+                Response::Create2 { path: buf.read_string()?, stat: Stat::read(buf)? }
+            }
+            op::EXISTS | op::SET_DATA | op::SET_ACL => Response::Stat(Stat::read(buf)?),
+            op::GET_DATA => Response::GetData { data: buf.read_buffer()?, stat: Stat::read(buf)? },
+            op::GET_ACL => Response::GetAcl { acl: read_acls(buf)?, stat: Stat::read(buf)? },
+            op::GET_CHILDREN => Response::GetChildren { children: read_strings(buf)? },
+            op::GET_CHILDREN2 => Response::GetChildren2 { children: read_strings(buf)?, stat: Stat::read(buf)? },
+            op::SYNC => Response::Sync { path: buf.read_string()? },
+            op::WHO_AM_I => {
+                let count = buf.read_count(8)?;
+                let clients = (0..count)
+                    .map(|_| Ok((buf.read_string()?, buf.read_string()?)))
+                    .collect::<Result<_, JuteError>>()?;
+                Response::WhoAmI { clients }
+            }
+            op::MULTI | op::MULTI_READ => {
+                let mut results = Vec::new();
+                loop {
+                    let (sub, done, err) = (buf.read_int()?, buf.read_bool()?, buf.read_int()?);
+                    if done {
+                        break;
+                    }
+                    let result = match sub {
+                        op::ERROR => {
+                            let code = buf.read_int()?;
+                            results.push((sub, code, Response::Empty));
+                            continue;
+                        }
+                        op::DELETE | op::CHECK => Response::Empty,
+                        other => Response::read(other, buf)?,
+                    };
+                    results.push((sub, err, result));
+                }
+                Response::Multi(results)
+            }
+            op::DELETE | op::CHECK | op::AUTH | op::PING | op::CLOSE_SESSION => Response::Empty,
+            other => return Err(JuteError::Invalid(format!("no reply body known for op {other}"))),
+        })
+    }
+
+    /// Decodes a watch notification.
+    pub fn read_watcher_event(buf: &mut impl Buf) -> Result<Response, JuteError> {
+        Ok(Response::WatcherEvent { event_type: buf.read_int()?, state: buf.read_int()?, path: buf.read_string()? })
+    }
+
+    /// Encodes the body.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Response::Create { path } | Response::Sync { path } => out.write_string(path),
+            Response::Create2 { path, stat } => {
+                out.write_string(path);
+                stat.write(out);
+            }
+            Response::Stat(stat) => stat.write(out),
+            Response::GetData { data, stat } => {
+                out.write_buffer(data);
+                stat.write(out);
+            }
+            Response::GetAcl { acl, stat } => {
+                write_acls(out, acl);
+                stat.write(out);
+            }
+            Response::GetChildren { children } => write_strings(out, children),
+            Response::GetChildren2 { children, stat } => {
+                write_strings(out, children);
+                stat.write(out);
+            }
+            Response::WhoAmI { clients } => {
+                out.write_len(clients.len());
+                for (scheme, user) in clients {
+                    out.write_string(scheme);
+                    out.write_string(user);
+                }
+            }
+            Response::Multi(results) => {
+                for (sub, err, result) in results {
+                    if *sub == op::ERROR {
+                        write_multi_header(out, *sub, false, *err);
+                        out.write_int(*err);
+                    } else {
+                        write_multi_header(out, *sub, false, *err);
+                        result.write(out);
+                    }
+                }
+                write_multi_header(out, -1, true, -1);
+            }
+            Response::WatcherEvent { event_type, state, path } => {
+                out.write_int(*event_type);
+                out.write_int(*state);
+                out.write_string(path);
+            }
+            Response::Empty => {}
+        }
+    }
+}
+
+fn read_strings(buf: &mut impl Buf) -> Result<Vec<String>, JuteError> {
+    let count = buf.read_count(4)?;
+    (0..count).map(|_| buf.read_string()).collect()
+}
+
+fn write_strings(out: &mut Vec<u8>, strings: &[String]) {
+    out.write_len(strings.len());
+    for s in strings {
+        out.write_string(s);
+    }
+}
