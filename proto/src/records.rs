@@ -129,6 +129,30 @@ pub enum Request {
         scheme: String,
         auth: Bytes,
     },
+    /// setWatches (op 101) and, with the persistent lists, setWatches2 (op 105).
+    SetWatches {
+        relative_zxid: i64,
+        data: Vec<String>,
+        exist: Vec<String>,
+        child: Vec<String>,
+        /// setWatches2 only: persistent and persistent-recursive watches.
+        persistent: Option<(Vec<String>, Vec<String>)>,
+    },
+    AddWatch {
+        path: String,
+        mode: i32,
+    },
+    /// checkWatches and removeWatches.
+    WatchCheck {
+        path: String,
+        watch_type: i32,
+    },
+    GetEphemerals {
+        prefix: String,
+    },
+    GetAllChildrenNumber {
+        path: String,
+    },
     /// Ops of a multi, each with its op code.
     Multi(Vec<(i32, Request)>),
     /// ping, closeSession, whoAmI: no body.
@@ -168,6 +192,8 @@ pub enum Response {
     WhoAmI {
         clients: Vec<(String, String)>,
     },
+    Ephemerals(Vec<String>),
+    AllChildrenNumber(i32),
     /// Per-op results of a multi: (op code, error code, result).
     Multi(Vec<(i32, i32, Response)>),
     /// A watch notification: event type, keeper state, path.
@@ -221,6 +247,19 @@ impl Request {
                 }
                 Request::Multi(ops)
             }
+            op::SET_WATCHES | op::SET_WATCHES2 => Request::SetWatches {
+                relative_zxid: buf.read_long()?,
+                data: read_strings(buf)?,
+                exist: read_strings(buf)?,
+                child: read_strings(buf)?,
+                persistent: if op == op::SET_WATCHES2 { Some((read_strings(buf)?, read_strings(buf)?)) } else { None },
+            },
+            op::ADD_WATCH => Request::AddWatch { path: buf.read_string()?, mode: buf.read_int()? },
+            op::CHECK_WATCHES | op::REMOVE_WATCHES => {
+                Request::WatchCheck { path: buf.read_string()?, watch_type: buf.read_int()? }
+            }
+            op::GET_EPHEMERALS => Request::GetEphemerals { prefix: buf.read_string()? },
+            op::GET_ALL_CHILDREN_NUMBER => Request::GetAllChildrenNumber { path: buf.read_string()? },
             op::PING | op::CLOSE_SESSION | op::WHO_AM_I => Request::Empty,
             other => return Err(JuteError::Invalid(format!("unknown op {other}"))),
         })
@@ -253,7 +292,24 @@ impl Request {
                 out.write_buffer(data);
                 out.write_int(*version);
             }
-            Request::GetAcl { path } | Request::Sync { path } => out.write_string(path),
+            Request::GetAcl { path }
+            | Request::Sync { path }
+            | Request::GetEphemerals { prefix: path }
+            | Request::GetAllChildrenNumber { path } => out.write_string(path),
+            Request::SetWatches { relative_zxid, data, exist, child, persistent } => {
+                out.write_long(*relative_zxid);
+                write_strings(out, data);
+                write_strings(out, exist);
+                write_strings(out, child);
+                if let Some((persistent, recursive)) = persistent {
+                    write_strings(out, persistent);
+                    write_strings(out, recursive);
+                }
+            }
+            Request::AddWatch { path, mode: n } | Request::WatchCheck { path, watch_type: n } => {
+                out.write_string(path);
+                out.write_int(*n);
+            }
             Request::SetAcl { path, acl, version } => {
                 out.write_string(path);
                 write_acls(out, acl);
@@ -323,7 +379,18 @@ impl Response {
                 }
                 Response::Multi(results)
             }
-            op::DELETE | op::CHECK | op::AUTH | op::PING | op::CLOSE_SESSION => Response::Empty,
+            op::GET_EPHEMERALS => Response::Ephemerals(read_strings(buf)?),
+            op::GET_ALL_CHILDREN_NUMBER => Response::AllChildrenNumber(buf.read_int()?),
+            op::DELETE
+            | op::CHECK
+            | op::AUTH
+            | op::PING
+            | op::CLOSE_SESSION
+            | op::SET_WATCHES
+            | op::SET_WATCHES2
+            | op::ADD_WATCH
+            | op::CHECK_WATCHES
+            | op::REMOVE_WATCHES => Response::Empty,
             other => return Err(JuteError::Invalid(format!("no reply body known for op {other}"))),
         })
     }
@@ -350,7 +417,8 @@ impl Response {
                 write_acls(out, acl);
                 stat.write(out);
             }
-            Response::GetChildren { children } => write_strings(out, children),
+            Response::GetChildren { children } | Response::Ephemerals(children) => write_strings(out, children),
+            Response::AllChildrenNumber(n) => out.write_int(*n),
             Response::GetChildren2 { children, stat } => {
                 write_strings(out, children);
                 stat.write(out);
@@ -393,5 +461,99 @@ fn write_strings(out: &mut Vec<u8>, strings: &[String]) {
     out.write_len(strings.len());
     for s in strings {
         out.write_string(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn strings() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec("/[a-z]{0,8}", 0..4)
+    }
+
+    fn request() -> impl Strategy<Value = (i32, Request)> {
+        let path = "/[a-z/]{0,10}";
+        prop_oneof![
+            (any::<i64>(), strings(), strings(), strings()).prop_map(|(z, d, e, c)| (
+                op::SET_WATCHES,
+                Request::SetWatches { relative_zxid: z, data: d, exist: e, child: c, persistent: None }
+            )),
+            (any::<i64>(), strings(), strings(), strings(), strings(), strings()).prop_map(|(z, d, e, c, p, r)| (
+                op::SET_WATCHES2,
+                Request::SetWatches { relative_zxid: z, data: d, exist: e, child: c, persistent: Some((p, r)) }
+            )),
+            (path, any::<i32>()).prop_map(|(path, mode)| (op::ADD_WATCH, Request::AddWatch { path, mode })),
+            (path, any::<i32>())
+                .prop_map(|(path, watch_type)| (op::REMOVE_WATCHES, Request::WatchCheck { path, watch_type })),
+            (path, any::<i32>())
+                .prop_map(|(path, watch_type)| (op::CHECK_WATCHES, Request::WatchCheck { path, watch_type })),
+            path.prop_map(|prefix| (op::GET_EPHEMERALS, Request::GetEphemerals { prefix })),
+            path.prop_map(|path| (op::GET_ALL_CHILDREN_NUMBER, Request::GetAllChildrenNumber { path })),
+            (path, any::<i64>()).prop_map(|(path, ttl)| (
+                op::CREATE_TTL,
+                Request::Create {
+                    path,
+                    data: Bytes::from_static(b"d"),
+                    acl: tree::acl::open_acl_unsafe(),
+                    flags: 5,
+                    ttl: Some(ttl)
+                }
+            )),
+            proptest::collection::vec((path, any::<bool>()), 0..3).prop_map(|ops| (
+                op::MULTI_READ,
+                Request::Multi(
+                    ops.into_iter().map(|(path, watch)| (op::GET_DATA, Request::GetData { path, watch })).collect()
+                )
+            )),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_the_captures_lack_round_trip((op, request) in request()) {
+            let mut out = Vec::new();
+            request.write(&mut out);
+            let mut buf = &out[..];
+            prop_assert_eq!(Request::read(op, &mut buf).unwrap(), request);
+            prop_assert_eq!(buf.remaining(), 0);
+        }
+
+        #[test]
+        fn replies_the_captures_lack_round_trip(names in strings(), n in any::<i32>()) {
+            for (op, response) in [(op::GET_EPHEMERALS, Response::Ephemerals(names.clone())), (op::GET_ALL_CHILDREN_NUMBER, Response::AllChildrenNumber(n))] {
+                let mut out = Vec::new();
+                response.write(&mut out);
+                prop_assert_eq!(Response::read(op, &mut &out[..]).unwrap(), response);
+            }
+        }
+    }
+
+    #[test]
+    fn set_watches2_layout() {
+        let request = Request::SetWatches {
+            relative_zxid: 7,
+            data: vec!["/a".into()],
+            exist: vec![],
+            child: vec![],
+            persistent: Some((vec![], vec!["/r".into()])),
+        };
+        let mut out = Vec::new();
+        request.write(&mut out);
+        let expected: Vec<u8> = [
+            &7i64.to_be_bytes()[..],
+            &1i32.to_be_bytes(),
+            &2i32.to_be_bytes(),
+            b"/a",
+            &0i32.to_be_bytes(),
+            &0i32.to_be_bytes(),
+            &0i32.to_be_bytes(),
+            &1i32.to_be_bytes(),
+            &2i32.to_be_bytes(),
+            b"/r",
+        ]
+        .concat();
+        assert_eq!(out, expected);
     }
 }
