@@ -1,0 +1,448 @@
+//! Configuration: ZooKeeper's `zoo.cfg` (a Java properties file) and the `myid` file in `dataDir`.
+//!
+//! Every key ZooKeeper documents for these purposes is understood, with ZooKeeper's defaults. Keys that
+//! ZooKeeper has but Ensemble does not need (the admin server, metrics providers, ...) are accepted with a
+//! warning naming them, so that an existing `zoo.cfg` works. Any other key, and any invalid value, is an error
+//! naming the key and its line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key Ensemble does not know (a typo, most likely).
+    #[error("line {line}: unknown key {key:?}")]
+    UnknownKey {
+        /// The line.
+        line: usize,
+        /// The key.
+        key: String,
+    },
+    /// A value that does not parse or is out of range.
+    #[error("line {line}: invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        /// The line (0: not from a line, e.g. a missing key or a cross-key check).
+        line: usize,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A line that is not `key=value`.
+    #[error("line {line}: expected key=value, found {text:?}")]
+    Syntax {
+        /// The line.
+        line: usize,
+        /// Its text.
+        text: String,
+    },
+    /// A required key is missing.
+    #[error("missing required key {0}")]
+    Missing(&'static str),
+}
+
+/// A member of the ensemble (`server.N=host:quorumPort:electionPort[:participant|:observer][;[clientHost:]clientPort]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// The host peers connect to.
+    pub host: String,
+    /// The port for proposals and sync.
+    pub quorum_port: u16,
+    /// The port for leader election.
+    pub election_port: u16,
+    /// Whether it observes (does not vote).
+    pub observer: bool,
+    /// Its client address, when given on the line.
+    pub client: Option<SocketAddr>,
+}
+
+/// The four-letter words ZooKeeper knows.
+pub const FOUR_LETTER_WORDS: [&str; 17] = [
+    "conf", "cons", "crst", "dirs", "dump", "envi", "gtmk", "hash", "isro", "mntr", "ruok", "srst", "srvr", "stat",
+    "stmk", "wchc", "wchs",
+];
+
+/// A node's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `tickTime`, default 2000 ms.
+    pub tick: Duration,
+    /// `initLimit`, in ticks, default 10.
+    pub init_limit: u32,
+    /// `syncLimit`, in ticks, default 5.
+    pub sync_limit: u32,
+    /// `dataDir` (snapshots, `myid`, epochs).
+    pub data_dir: PathBuf,
+    /// `dataLogDir` (the WAL), default `dataDir`.
+    pub data_log_dir: PathBuf,
+    /// `clientPort`.
+    pub client_port: Option<u16>,
+    /// `clientPortAddress`, default all interfaces.
+    pub client_port_address: Option<String>,
+    /// `server.N` lines.
+    pub servers: BTreeMap<u64, ServerEntry>,
+    /// `snapCount`, default 100,000.
+    pub snap_count: u64,
+    /// `autopurge.snapRetainCount`, default 3.
+    pub snap_retain_count: usize,
+    /// `autopurge.purgeInterval`, in hours, 0 (default) for never.
+    pub purge_interval_hours: u32,
+    /// `preAllocSize`, in KiB, default 65536 (the WAL segment size).
+    pub prealloc_kib: u64,
+    /// `maxClientCnxns` per client IP, 0 for no limit, default 60.
+    pub max_client_cnxns: u32,
+    /// `minSessionTimeout`, default 2 ticks.
+    pub min_session_timeout: Duration,
+    /// `maxSessionTimeout`, default 20 ticks.
+    pub max_session_timeout: Duration,
+    /// `jute.maxbuffer`, default 0xfffff.
+    pub jute_max_buffer: usize,
+    /// `4lw.commands.whitelist`, default `srvr`; `*` for all.
+    pub four_letter_words: Vec<String>,
+    /// `forceSync`, default yes. `no` is for benchmarks only: writes are then acknowledged before fsync.
+    pub force_sync: bool,
+    /// This server's id, from `dataDir/myid` (absent for a standalone server without one).
+    pub my_id: Option<u64>,
+}
+
+/// ZooKeeper keys that Ensemble accepts and ignores (with a warning), so that existing files work.
+const IGNORED: [&str; 14] = [
+    "admin.enableServer",
+    "admin.serverPort",
+    "admin.serverAddress",
+    "metricsProvider.className",
+    "metricsProvider.httpPort",
+    "standaloneEnabled",
+    "reconfigEnabled",
+    "quorumListenOnAllIPs",
+    "electionPortBindRetry",
+    "globalOutstandingLimit",
+    "leaderServes",
+    "cnxTimeout",
+    "syncEnabled",
+    "audit.enable",
+];
+
+impl Config {
+    /// Reads `path` and the `myid` in its `dataDir`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
+        let mut config = Config::parse(&text)?;
+        let myid = config.data_dir.join("myid");
+        match std::fs::read_to_string(&myid) {
+            Ok(id) => {
+                let id = id.trim();
+                let parsed = id.parse::<u64>().ok().filter(|&n| (1..=254).contains(&n));
+                config.my_id = Some(parsed.ok_or_else(|| ConfigError::Invalid {
+                    line: 0,
+                    key: "myid".into(),
+                    value: id.into(),
+                    reason: "a server id from 1 to 254".into(),
+                })?);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ConfigError::Io { path: myid, source: e }),
+        }
+        config.check_membership()?;
+        Ok(config)
+    }
+
+    /// Parses the text of a `zoo.cfg` (without reading `myid`).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut values: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('!') {
+                continue;
+            }
+            let Some(at) = trimmed.find(['=', ':']) else {
+                return Err(ConfigError::Syntax { line, text: raw.to_owned() });
+            };
+            let (key, value) = (trimmed[..at].trim().to_owned(), trimmed[at + 1..].trim().to_owned());
+            values.insert(key, (line, value));
+        }
+        Config::from_values(values)
+    }
+
+    fn from_values(values: BTreeMap<String, (usize, String)>) -> Result<Config, ConfigError> {
+        let mut servers = BTreeMap::new();
+        let mut known: BTreeMap<&str, (usize, String)> = BTreeMap::new();
+        for (key, (line, value)) in &values {
+            if let Some(id) = key.strip_prefix("server.") {
+                let id = id
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| (1..=254).contains(&n))
+                    .ok_or_else(|| invalid(*line, key, value, "server ids go from 1 to 254"))?;
+                servers.insert(id, parse_server(*line, key, value)?);
+            } else if IGNORED.contains(&key.as_str()) {
+                tracing::warn!(line, key, "ZooKeeper setting ignored by Ensemble");
+            } else if KEYS.contains(&key.as_str()) {
+                known.insert(KEYS.iter().find(|k| **k == key).expect("listed"), (*line, value.clone()));
+            } else {
+                return Err(ConfigError::UnknownKey { line: *line, key: key.clone() });
+            }
+        }
+        let get = |k: &str| known.get(k).map(|(l, v)| (*l, v.as_str()));
+        let tick_ms: u64 = number(get("tickTime"), "tickTime", 2000, 1..=u64::MAX)?;
+        let tick = Duration::from_millis(tick_ms);
+        let data_dir = PathBuf::from(get("dataDir").ok_or(ConfigError::Missing("dataDir"))?.1);
+        let min = number(get("minSessionTimeout"), "minSessionTimeout", tick_ms * 2, 1..=u64::MAX)?;
+        let max = number(get("maxSessionTimeout"), "maxSessionTimeout", tick_ms * 20, 1..=u64::MAX)?;
+        if min > max {
+            return Err(invalid(0, "maxSessionTimeout", &max.to_string(), "below minSessionTimeout"));
+        }
+        let config = Config {
+            tick,
+            init_limit: number(get("initLimit"), "initLimit", 10, 1..=u32::MAX)?,
+            sync_limit: number(get("syncLimit"), "syncLimit", 5, 1..=u32::MAX)?,
+            data_log_dir: get("dataLogDir").map_or_else(|| data_dir.clone(), |(_, v)| PathBuf::from(v)),
+            data_dir,
+            client_port: get("clientPort").map(|v| number(Some(v), "clientPort", 0, 1..=u16::MAX)).transpose()?,
+            client_port_address: get("clientPortAddress").map(|(_, v)| v.to_owned()),
+            servers,
+            snap_count: number(get("snapCount"), "snapCount", 100_000, 2..=u64::MAX)?,
+            snap_retain_count: number(
+                get("autopurge.snapRetainCount"),
+                "autopurge.snapRetainCount",
+                3,
+                3..=usize::MAX,
+            )?,
+            purge_interval_hours: number(get("autopurge.purgeInterval"), "autopurge.purgeInterval", 0, 0..=u32::MAX)?,
+            prealloc_kib: number(get("preAllocSize"), "preAllocSize", 65536, 1..=u64::MAX)?,
+            max_client_cnxns: number(get("maxClientCnxns"), "maxClientCnxns", 60, 0..=u32::MAX)?,
+            min_session_timeout: Duration::from_millis(min),
+            max_session_timeout: Duration::from_millis(max),
+            jute_max_buffer: number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=usize::MAX)?,
+            four_letter_words: four_letter_words(get("4lw.commands.whitelist"))?,
+            force_sync: yes_no(get("forceSync"), "forceSync", true)?,
+            my_id: None,
+        };
+        if config.client_port.is_none() && config.servers.values().all(|s| s.client.is_none()) {
+            return Err(ConfigError::Missing("clientPort"));
+        }
+        Ok(config)
+    }
+
+    /// An ensemble needs `myid`, and it must name one of the servers.
+    fn check_membership(&self) -> Result<(), ConfigError> {
+        if self.servers.is_empty() {
+            return Ok(());
+        }
+        let id = self.my_id.ok_or(ConfigError::Missing("myid (in dataDir)"))?;
+        if !self.servers.contains_key(&id) {
+            return Err(invalid(0, "myid", &id.to_string(), "no server.N line has this id"));
+        }
+        Ok(())
+    }
+}
+
+/// Keys with a meaning in Ensemble.
+const KEYS: [&str; 17] = [
+    "tickTime",
+    "initLimit",
+    "syncLimit",
+    "dataDir",
+    "dataLogDir",
+    "clientPort",
+    "clientPortAddress",
+    "snapCount",
+    "autopurge.snapRetainCount",
+    "autopurge.purgeInterval",
+    "preAllocSize",
+    "maxClientCnxns",
+    "minSessionTimeout",
+    "maxSessionTimeout",
+    "jute.maxbuffer",
+    "4lw.commands.whitelist",
+    "forceSync",
+];
+
+fn invalid(line: usize, key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid { line, key: key.to_owned(), value: value.to_owned(), reason: reason.to_owned() }
+}
+
+fn number<T>(
+    v: Option<(usize, &str)>,
+    key: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some((line, text)) = v else { return Ok(default) };
+    let n: T = text.parse().map_err(|_| invalid(line, key, text, "not a number"))?;
+    if !range.contains(&n) {
+        return Err(invalid(line, key, text, &format!("must be between {} and {}", range.start(), range.end())));
+    }
+    Ok(n)
+}
+
+fn yes_no(v: Option<(usize, &str)>, key: &str, default: bool) -> Result<bool, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some((_, t)) if t.eq_ignore_ascii_case("yes") || t.eq_ignore_ascii_case("true") => Ok(true),
+        Some((_, t)) if t.eq_ignore_ascii_case("no") || t.eq_ignore_ascii_case("false") => Ok(false),
+        Some((line, t)) => Err(invalid(line, key, t, "yes or no")),
+    }
+}
+
+fn four_letter_words(v: Option<(usize, &str)>) -> Result<Vec<String>, ConfigError> {
+    let Some((line, text)) = v else { return Ok(vec!["srvr".into()]) };
+    if text.trim() == "*" {
+        return Ok(FOUR_LETTER_WORDS.iter().map(|w| w.to_string()).collect());
+    }
+    text.split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            if FOUR_LETTER_WORDS.contains(&w) {
+                Ok(w.to_owned())
+            } else {
+                Err(invalid(line, "4lw.commands.whitelist", w, "not a four-letter word"))
+            }
+        })
+        .collect()
+}
+
+fn parse_server(line: usize, key: &str, value: &str) -> Result<ServerEntry, ConfigError> {
+    let bad = |reason: &str| invalid(line, key, value, reason);
+    let (peer, client) = match value.split_once(';') {
+        Some((peer, client)) => (peer, Some(client)),
+        None => (value, None),
+    };
+    let parts: Vec<&str> = peer.split(':').collect();
+    if parts.len() < 3 || parts.len() > 4 {
+        return Err(bad("expected host:quorumPort:electionPort[:participant|observer]"));
+    }
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| bad("ports go from 1 to 65535"));
+    let observer = match parts.get(3) {
+        None | Some(&"participant") => false,
+        Some(&"observer") => true,
+        Some(_) => return Err(bad("the role is participant or observer")),
+    };
+    let client = client
+        .map(|c| {
+            let c = c.trim();
+            let with_host = if c.contains(':') { c.to_owned() } else { format!("0.0.0.0:{c}") };
+            with_host.parse::<SocketAddr>().map_err(|_| bad("the client address is [host:]port"))
+        })
+        .transpose()?;
+    Ok(ServerEntry {
+        host: parts[0].to_owned(),
+        quorum_port: port(parts[1])?,
+        election_port: port(parts[2])?,
+        observer,
+        client,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zookeeper_config_works_with_defaults() {
+        let text = "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir=/tmp/zk\nclientPort=2181\n# comment\n\nadmin.enableServer=false\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!((c.tick, c.init_limit, c.sync_limit), (Duration::from_millis(2000), 10, 5));
+        assert_eq!((c.data_dir.clone(), c.data_log_dir.clone()), (PathBuf::from("/tmp/zk"), PathBuf::from("/tmp/zk")));
+        assert_eq!(c.client_port, Some(2181));
+        assert_eq!((c.min_session_timeout, c.max_session_timeout), (Duration::from_secs(4), Duration::from_secs(40)));
+        assert_eq!(
+            (c.snap_count, c.snap_retain_count, c.jute_max_buffer, c.max_client_cnxns),
+            (100_000, 3, 0xfffff, 60)
+        );
+        assert_eq!(c.four_letter_words, vec!["srvr"]);
+        assert!(c.force_sync);
+    }
+
+    #[test]
+    fn the_config_that_zk_ensemble_writes_parses() {
+        // ../shared/tools/zk-ensemble's zoo.cfg for Apache ZooKeeper 3.8, as written.
+        let text = "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir=/tmp/zkgold/zk1/data\nclientPort=22181\n\
+                    clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nforceSync=yes\n4lw.commands.whitelist=*\n\
+                    admin.enableServer=false\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(
+            (c.client_port, c.client_port_address.as_deref(), c.max_client_cnxns),
+            (Some(22181), Some("127.0.0.1"), 0)
+        );
+        assert!(c.four_letter_words.contains(&"mntr".to_string()));
+    }
+
+    #[test]
+    fn server_lines_parse_in_every_zookeeper_form() {
+        let text = "dataDir=/d\nserver.1=a:2888:3888\nserver.2=b:2889:3889:participant;2182\nserver.3=c:2890:3890:observer;127.0.0.1:2183\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.servers.len(), 3);
+        assert_eq!(
+            c.servers[&1],
+            ServerEntry { host: "a".into(), quorum_port: 2888, election_port: 3888, observer: false, client: None }
+        );
+        assert_eq!(c.servers[&2].client, Some("0.0.0.0:2182".parse().unwrap()));
+        assert!(c.servers[&3].observer);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let cases = [
+            ("dataDir=/d\nclientPort=1\ntickTim=2000\n", "line 3: unknown key \"tickTim\""),
+            ("dataDir=/d\nclientPort=99999\n", "clientPort"),
+            ("dataDir=/d\nclientPort=1\nforceSync=maybe\n", "forceSync"),
+            ("dataDir=/d\nclientPort=1\nserver.1=a:2888\n", "server.1"),
+            ("dataDir=/d\nclientPort=1\nserver.0=a:2888:3888\n", "server.0"),
+            ("dataDir=/d\nclientPort=1\n4lw.commands.whitelist=ruok, boom\n", "4lw.commands.whitelist"),
+            ("dataDir=/d\nclientPort=1\nminSessionTimeout=5000\nmaxSessionTimeout=4000\n", "maxSessionTimeout"),
+            ("clientPort=1\n", "dataDir"),
+            ("dataDir=/d\n", "clientPort"),
+            ("dataDir=/d\nclientPort=1\njust some text\n", "line 3"),
+        ];
+        for (text, expected) in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn myid_must_name_a_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("zoo.cfg");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(&cfg, format!("dataDir={}\nclientPort=2181\nserver.1=a:1:2\nserver.2=b:3:4\n", data.display()))
+            .unwrap();
+        assert!(Config::load(&cfg).unwrap_err().to_string().contains("myid"));
+        std::fs::write(data.join("myid"), "7\n").unwrap();
+        assert!(Config::load(&cfg).unwrap_err().to_string().contains("no server.N line"));
+        std::fs::write(data.join("myid"), "2\n").unwrap();
+        assert_eq!(Config::load(&cfg).unwrap().my_id, Some(2));
+        std::fs::write(data.join("myid"), "x\n").unwrap();
+        assert!(Config::load(&cfg).unwrap_err().to_string().contains("myid"));
+    }
+
+    #[test]
+    fn the_whitelist_accepts_all_or_a_list() {
+        let c = Config::parse("dataDir=/d\nclientPort=1\n4lw.commands.whitelist=*\n").unwrap();
+        assert_eq!(c.four_letter_words.len(), FOUR_LETTER_WORDS.len());
+        let c = Config::parse("dataDir=/d\nclientPort=1\n4lw.commands.whitelist=ruok, mntr\n").unwrap();
+        assert_eq!(c.four_letter_words, vec!["ruok", "mntr"]);
+    }
+}
