@@ -376,18 +376,15 @@ impl DataTree {
     /// `NoNode` if the parent is not loaded (snapshots are written in path order, so the parent was not in the
     /// snapshot), and with `NodeExists` for a path loaded twice.
     pub fn load_node(&mut self, path: String, node: Node, acl: &[Acl]) -> Result<(), Code> {
-        if path != "/" && !self.nodes.contains_key(path::parent(&path)) {
-            return Err(Code::NoNode);
-        }
         if self.nodes.contains_key(&path) {
             return Err(Code::NodeExists);
         }
-        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
         if path != "/" {
-            self.update(path::parent(&path), |p| {
-                p.children.insert(path::name(&path).to_owned());
-            });
+            let parent = self.nodes.get_mut(path::parent(&path)).ok_or(Code::NoNode)?;
+            // Children are not part of a node's digest: the parent's digest stays as it is.
+            parent.children.insert(path::name(&path).to_owned());
         }
+        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
         self.insert(path, node);
         Ok(())
     }
