@@ -152,7 +152,6 @@ struct Follow {
     /// When this follower started following: discovery and sync must end within `init_limit` of it.
     started: Time,
     last_heard: Time,
-    pending_epoch: Option<Epoch>,
 }
 
 struct Lead {
@@ -179,6 +178,10 @@ pub struct Peer {
     logged: Zxid,
     /// The last zxid applied to the tree (at a start, the node has replayed its whole durable log).
     applied: Zxid,
+    /// Epochs asked to be persisted and not yet reported durable. They count as promises at once: once this
+    /// server has asked to accept an epoch, it never acts on a lower one, whatever role it moves to meanwhile.
+    accepted_pending: Option<Epoch>,
+    current_pending: Option<Epoch>,
     round: u64,
     now: Time,
     state: State,
@@ -203,6 +206,8 @@ impl Peer {
             durable,
             logged: durable.last_zxid,
             applied: durable.last_zxid,
+            accepted_pending: None,
+            current_pending: None,
             round: 1,
             now,
             state: State::Looking(election),
@@ -231,6 +236,11 @@ impl Peer {
         }
     }
 
+    /// The highest epoch this server accepted or asked to accept: it never acts on a lower one.
+    fn promised_epoch(&self) -> Epoch {
+        self.accepted_pending.map_or(self.durable.accepted_epoch, |p| p.max(self.durable.accepted_epoch))
+    }
+
     /// The durable state as the peer knows it.
     pub fn durable(&self) -> DurableState {
         self.durable
@@ -238,11 +248,31 @@ impl Peer {
 
     /// Handles one event. `history` is the leader's view of its own log, for planning follower syncs.
     pub fn handle(&mut self, event: Event, history: &impl History) -> Vec<Action> {
+        match event {
+            Event::AcceptedEpochPersisted => {
+                if let Some(e) = self.accepted_pending.take() {
+                    self.durable.accepted_epoch = self.durable.accepted_epoch.max(e);
+                }
+            }
+            Event::CurrentEpochPersisted => {
+                if let Some(e) = self.current_pending.take() {
+                    self.durable.current_epoch = self.durable.current_epoch.max(e);
+                    self.durable.accepted_epoch = self.durable.accepted_epoch.max(e);
+                }
+            }
+            _ => {}
+        }
         let actions = self.dispatch(event, history);
         for action in &actions {
             match action {
                 Action::Append(z, _) => self.logged = self.logged.max(*z),
                 Action::Apply(z) => self.applied = self.applied.max(*z),
+                Action::PersistAcceptedEpoch(e) => {
+                    self.accepted_pending = Some(self.accepted_pending.map_or(*e, |p| p.max(*e)))
+                }
+                Action::PersistCurrentEpoch(e) => {
+                    self.current_pending = Some(self.current_pending.map_or(*e, |p| p.max(*e)))
+                }
                 Action::Truncate(z) => {
                     self.logged = *z;
                     self.durable.last_zxid = self.durable.last_zxid.min(*z);
@@ -333,14 +363,14 @@ impl Peer {
         let mut discovery = LeaderDiscovery::new(
             self.config.me,
             self.config.voters.clone(),
-            d.accepted_epoch,
+            self.promised_epoch(),
             d.current_epoch,
             self.logged,
         );
         let mut actions = vec![Action::RoleChanged(Role::Leading)];
         // A leader that is a quorum alone (one voter) needs no follower to choose the epoch.
         if self.config.voters.is_quorum([&self.config.me]) {
-            match discovery.on_follower_info(self.config.me, d.accepted_epoch) {
+            match discovery.on_follower_info(self.config.me, self.promised_epoch()) {
                 Ok(commands) => actions.extend(discovery_actions(commands)),
                 Err(_) => return self.look(),
             }
@@ -359,13 +389,13 @@ impl Peer {
 
     fn follow(&mut self, leader: ServerId) -> Vec<Action> {
         let d = self.durable;
-        let (discovery, commands) = FollowerDiscovery::start(leader, d.accepted_epoch, d.current_epoch, self.logged);
+        let (discovery, commands) =
+            FollowerDiscovery::start(leader, self.promised_epoch(), d.current_epoch, self.logged);
         self.state = State::Following(Follow {
             leader,
             phase: FollowPhase::Discovery(discovery),
             started: self.now,
             last_heard: self.now,
-            pending_epoch: None,
         });
         let mut actions = vec![Action::RoleChanged(Role::Following(leader))];
         actions.extend(discovery_actions(commands));
@@ -416,15 +446,10 @@ impl Peer {
                 }
                 Err(_) => Err(()),
             },
-            (FollowPhase::Sync(s), message) => {
-                if let Message::NewLeader { epoch, .. } = message {
-                    f.pending_epoch = Some(epoch);
-                }
-                match s.on_message(message) {
-                    Ok(commands) => Ok(self.follower_sync_actions(commands)),
-                    Err(_) => Err(()),
-                }
-            }
+            (FollowPhase::Sync(s), message) => match s.on_message(message) {
+                Ok(commands) => Ok(self.follower_sync_actions(commands)),
+                Err(_) => Err(()),
+            },
             (FollowPhase::Broadcast(b), Message::Proposal { zxid, txn }) => {
                 b.on_proposal(zxid, txn).map(broadcast_actions).map_err(|_| ())
             }
@@ -571,7 +596,6 @@ impl Peer {
             State::Following(f) => match &mut f.phase {
                 FollowPhase::Discovery(d) => {
                     let commands = d.accepted_epoch_persisted();
-                    self.durable.accepted_epoch = d.accepted_epoch();
                     if !commands.is_empty() {
                         f.phase = FollowPhase::Sync(FollowerSync::new(
                             f.leader,
@@ -593,10 +617,6 @@ impl Peer {
             State::Leading(l) => {
                 let Some(sync) = &mut l.sync else { return Vec::new() };
                 let commands = sync.current_epoch_persisted();
-                if let Some(epoch) = l.epoch {
-                    self.durable.current_epoch = epoch;
-                    self.durable.accepted_epoch = self.durable.accepted_epoch.max(epoch);
-                }
                 let up_to_date = !commands.is_empty();
                 let mut actions = self.leader_sync_outcome(commands);
                 if up_to_date {
@@ -605,18 +625,13 @@ impl Peer {
                 }
                 actions
             }
-            State::Following(f) => {
-                if let Some(epoch) = f.pending_epoch.take() {
-                    self.durable.current_epoch = epoch;
+            State::Following(f) => match &mut f.phase {
+                FollowPhase::Sync(s) => {
+                    let commands = s.current_epoch_persisted();
+                    self.follower_sync_actions(commands)
                 }
-                match &mut f.phase {
-                    FollowPhase::Sync(s) => {
-                        let commands = s.current_epoch_persisted();
-                        self.follower_sync_actions(commands)
-                    }
-                    _ => Vec::new(),
-                }
-            }
+                _ => Vec::new(),
+            },
             State::Looking(_) => Vec::new(),
         }
     }
