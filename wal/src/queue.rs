@@ -126,67 +126,26 @@ impl Shared {
 
     /// Blocks while the queue is full, then queues the append.
     pub fn append_blocking(&self, zxid: Zxid, payload: Bytes) -> Result<Pending<Zxid>, WalError> {
-        let mut state = self.lock();
-        loop {
-            check_usable(&state)?;
-            if self.has_room(&state, payload.len()) {
-                return self.push_append(&mut state, zxid, payload);
-            }
-            state.room_waiters += 1;
-            state = self.room.wait(state).expect("WAL queue lock poisoned by a panic");
-            state.room_waiters -= 1;
-        }
+        let state = self.wait_for_room(payload.len(), 1)?;
+        self.push(state, vec![(zxid, payload)])
     }
 
     /// Blocks while the queue has no room for the whole batch, then queues all of it at once (so that one fsync
     /// covers it). Every zxid must be above the one before it; nothing is queued otherwise.
     pub fn append_batch_blocking(&self, records: Vec<(Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
-        let bytes: usize = records.iter().map(|(_, p)| p.len()).sum();
-        let mut state = self.lock();
-        loop {
-            check_usable(&state)?;
-            let fits = state.queued_appends == 0
-                || (state.queued_bytes + bytes <= self.options.max_queued_bytes
-                    && state.queued_appends + records.len() <= self.options.max_queued_records);
-            if fits {
-                break;
-            }
-            state.room_waiters += 1;
-            state = self.room.wait(state).expect("WAL queue lock poisoned by a panic");
-            state.room_waiters -= 1;
-        }
-        let mut last = state.last_assigned;
-        for (zxid, _) in &records {
-            if *zxid <= last {
-                return Err(WalError::ZxidNotIncreasing { zxid: *zxid, last });
-            }
-            last = *zxid;
-        }
-        let (done, pending) = Pending::new();
-        let count = records.len();
-        let mut done = Some(done);
-        for (i, (zxid, payload)) in records.into_iter().enumerate() {
-            state.queued_bytes += payload.len();
-            state.queued_appends += 1;
-            let done = if i + 1 == count { done.take() } else { None };
-            state.commands.push_back(Command::Append(Append { zxid, payload, done }));
-        }
-        state.last_assigned = last;
-        self.pushed.fetch_add(1, Ordering::Release);
-        if state.writer_waiting {
-            self.work.notify_one();
-        }
-        Ok(pending)
+        let bytes = records.iter().map(|(_, p)| p.len()).sum();
+        let state = self.wait_for_room(bytes, records.len())?;
+        self.push(state, records)
     }
 
     /// Queues the append if there is room.
     pub fn try_append(&self, zxid: Zxid, payload: Bytes) -> Result<Enqueue, WalError> {
-        let mut state = self.lock();
+        let state = self.lock();
         check_usable(&state)?;
-        if !self.has_room(&state, payload.len()) {
+        if !self.has_room(&state, payload.len(), 1) {
             return Ok(Enqueue::Full(payload));
         }
-        self.push_append(&mut state, zxid, payload).map(Enqueue::Queued)
+        self.push(state, vec![(zxid, payload)]).map(Enqueue::Queued)
     }
 
     /// Queues a control command (not bounded: there is at most one per caller, and they are rare).
@@ -200,21 +159,51 @@ impl Shared {
         Ok(())
     }
 
-    fn has_room(&self, state: &QueueState, len: usize) -> bool {
-        // An append bigger than the whole byte bound still passes through an empty queue.
-        let bytes_ok = state.queued_bytes == 0 || state.queued_bytes + len <= self.options.max_queued_bytes;
-        bytes_ok && state.queued_appends < self.options.max_queued_records
+    /// Whether `count` appends of `bytes` payload bytes fit. Anything fits an empty queue, so that a batch (or a
+    /// record) bigger than the bounds still gets through.
+    fn has_room(&self, state: &QueueState, bytes: usize, count: usize) -> bool {
+        state.queued_appends == 0
+            || (state.queued_bytes + bytes <= self.options.max_queued_bytes
+                && state.queued_appends + count <= self.options.max_queued_records)
     }
 
-    fn push_append(&self, state: &mut QueueState, zxid: Zxid, payload: Bytes) -> Result<Pending<Zxid>, WalError> {
-        if zxid <= state.last_assigned {
-            return Err(WalError::ZxidNotIncreasing { zxid, last: state.last_assigned });
+    /// Blocks until `count` appends of `bytes` bytes fit (or the log fails or closes).
+    fn wait_for_room(&self, bytes: usize, count: usize) -> Result<MutexGuard<'_, QueueState>, WalError> {
+        let mut state = self.lock();
+        loop {
+            check_usable(&state)?;
+            if self.has_room(&state, bytes, count) {
+                return Ok(state);
+            }
+            state.room_waiters += 1;
+            state = self.room.wait(state).expect("WAL queue lock poisoned by a panic");
+            state.room_waiters -= 1;
         }
-        state.last_assigned = zxid;
-        state.queued_bytes += payload.len();
-        state.queued_appends += 1;
+    }
+
+    /// Queues `records` (zxids increasing, all above the last one queued) and wakes the writer; the `Pending`
+    /// completes once the last of them is durable. Nothing is queued if a zxid is out of order.
+    fn push(
+        &self,
+        mut state: MutexGuard<'_, QueueState>,
+        records: Vec<(Zxid, Bytes)>,
+    ) -> Result<Pending<Zxid>, WalError> {
+        let mut last = state.last_assigned;
+        for &(zxid, _) in &records {
+            if zxid <= last {
+                return Err(WalError::ZxidNotIncreasing { zxid, last });
+            }
+            last = zxid;
+        }
+        state.last_assigned = last;
         let (done, pending) = Pending::new();
-        state.commands.push_back(Command::Append(Append { zxid, payload, done: Some(done) }));
+        let (count, mut done) = (records.len(), Some(done));
+        for (i, (zxid, payload)) in records.into_iter().enumerate() {
+            state.queued_bytes += payload.len();
+            state.queued_appends += 1;
+            let done = if i + 1 == count { done.take() } else { None };
+            state.commands.push_back(Command::Append(Append { zxid, payload, done }));
+        }
         self.pushed.fetch_add(1, Ordering::Release);
         if state.writer_waiting {
             self.work.notify_one();
