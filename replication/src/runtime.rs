@@ -371,3 +371,23 @@ async fn next_durable(durability: &mut VecDeque<Durability>) -> Option<Result<Zx
     }
     Some(last)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_file_round_trips_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(0), Epoch(0)), "no file yet: a fresh server");
+        write_epochs(dir.path(), Epoch(7), Epoch(6)).unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(7), Epoch(6)));
+        let path = dir.path().join("epochs");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[3] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        fs::write(&path, &bytes[..5]).unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData, "truncated");
+    }
+}
