@@ -47,7 +47,7 @@ async fn ensemble(n: u64, dir: &std::path::Path) -> BTreeMap<u64, Handle> {
             dir: dir.join(id.to_string()),
             wal: WalOptions::default(),
         };
-        servers.insert(id, start(config).unwrap());
+        servers.insert(id, start(config).unwrap().0);
     }
     servers
 }

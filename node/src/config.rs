@@ -71,9 +71,9 @@ pub struct ServerEntry {
 }
 
 /// The four-letter words ZooKeeper knows.
-pub const FOUR_LETTER_WORDS: [&str; 17] = [
+pub const FOUR_LETTER_WORDS: [&str; 18] = [
     "conf", "cons", "crst", "dirs", "dump", "envi", "gtmk", "hash", "isro", "mntr", "ruok", "srst", "srvr", "stat",
-    "stmk", "wchc", "wchs",
+    "stmk", "wchc", "wchp", "wchs",
 ];
 
 /// A node's configuration.
@@ -115,6 +115,9 @@ pub struct Config {
     pub four_letter_words: Vec<String>,
     /// `forceSync`, default yes. `no` is for benchmarks only: writes are then acknowledged before fsync.
     pub force_sync: bool,
+    /// The super user's digest id, `super:base64(sha1("super:password"))` (ZooKeeper's system property
+    /// `zookeeper.DigestAuthenticationProvider.superDigest`, here a config key).
+    pub super_digest: Option<String>,
     /// This server's id, from `dataDir/myid` (absent for a standalone server without one).
     pub my_id: Option<u64>,
 }
@@ -232,6 +235,7 @@ impl Config {
             jute_max_buffer: number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=usize::MAX)?,
             four_letter_words: four_letter_words(get("4lw.commands.whitelist"))?,
             force_sync: yes_no(get("forceSync"), "forceSync", true)?,
+            super_digest: get("DigestAuthenticationProvider.superDigest").map(|(_, v)| v.to_owned()),
             my_id: None,
         };
         if config.client_port.is_none() && config.servers.values().all(|s| s.client.is_none()) {
@@ -254,7 +258,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 18] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -272,6 +276,7 @@ const KEYS: [&str; 17] = [
     "jute.maxbuffer",
     "4lw.commands.whitelist",
     "forceSync",
+    "DigestAuthenticationProvider.superDigest",
 ];
 
 fn invalid(line: usize, key: &str, value: &str, reason: &str) -> ConfigError {

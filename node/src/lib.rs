@@ -1,5 +1,27 @@
-//! The `ensemble` server. So far: its configuration ([`config`]), read from ZooKeeper's own `zoo.cfg` so that an
-//! operator can reuse one.
+//! The `ensemble` server: ZooKeeper's client protocol over the replicated, durable znode tree.
+//!
+//! - [`config`]: ZooKeeper's `zoo.cfg` and `myid`.
+//! - [`server`]: one server, wiring recovery, the replication runtime and the tasks below.
+//! - [`conn`]: a client connection (handshake, requests, ordered replies, events); [`reads`] serves reads,
+//!   [`convert`] turns writes into what the leader prepares, [`reply`] builds the frames.
+//! - [`leader`]: the leader's request pipeline and session expiry; [`forward`]: what followers send it.
+//! - [`apply`]: committed txns into the tree, their watch events and replies; [`watch`]: who to tell.
+//! - [`session`], [`auth`]: session ids and passwords, digest authentication.
+//! - [`fourlw`], [`report`]: the four-letter words.
 #![deny(missing_docs)]
 
+pub mod apply;
+pub mod auth;
 pub mod config;
+pub mod conn;
+pub mod convert;
+pub mod forward;
+pub mod fourlw;
+pub mod leader;
+pub mod reads;
+pub mod reply;
+pub mod report;
+pub mod server;
+pub mod session;
+pub mod shared;
+pub mod watch;

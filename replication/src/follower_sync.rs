@@ -266,5 +266,6 @@ fn name(m: &Message) -> &'static str {
         Message::Commit { .. } => "COMMIT",
         Message::Ping { .. } => "PING",
         Message::Digest { .. } => "DIGEST",
+        Message::Forward { .. } => "FORWARD",
     }
 }

@@ -20,6 +20,8 @@
 //!  14   Commit         zxid u64            (cumulative: everything up to zxid is committed)
 //!  15   Ping           zxid u64            (the sender's last committed zxid)
 //!  16   Digest         zxid u64 | digest u64
+//!  17   Forward        len u32 | bytes     (opaque to the protocol: the node layer's requests to its leader
+//!                                           and answers to them; the node owns that format)
 //! ```
 //!
 //! # Limits
@@ -84,6 +86,7 @@ pub enum Message {
     Commit { zxid: Zxid },
     Ping { zxid: Zxid },
     Digest { zxid: Zxid, digest: u64 },
+    Forward { data: Bytes },
 }
 
 /// Why bytes did not decode as a message.
@@ -176,6 +179,10 @@ impl Message {
                 put_zxid(out, 16, *zxid);
                 out.put_u64(*digest);
             }
+            Message::Forward { data } => {
+                out.put_u8(17);
+                put_bytes(out, data);
+            }
         }
     }
 
@@ -206,6 +213,7 @@ impl Message {
             14 => Message::Commit { zxid: Zxid(u64_(b)?) },
             15 => Message::Ping { zxid: Zxid(u64_(b)?) },
             16 => Message::Digest { zxid: Zxid(u64_(b)?), digest: u64_(b)? },
+            17 => Message::Forward { data: bytes_(b)? },
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
         if buf.has_remaining() {
@@ -347,7 +355,8 @@ mod tests {
             (epoch, zxid.clone()).prop_map(|(epoch, zxid)| Message::NewLeader { epoch, zxid }),
             zxid.clone().prop_map(|zxid| Message::AckNewLeader { zxid }),
             Just(Message::UpToDate),
-            (zxid.clone(), data).prop_map(|(zxid, txn)| Message::Proposal { zxid, txn }),
+            (zxid.clone(), data.clone()).prop_map(|(zxid, txn)| Message::Proposal { zxid, txn }),
+            data.prop_map(|data| Message::Forward { data }),
             zxid.clone().prop_map(|zxid| Message::Ack { zxid }),
             zxid.clone().prop_map(|zxid| Message::Commit { zxid }),
             zxid.clone().prop_map(|zxid| Message::Ping { zxid }),

@@ -187,6 +187,10 @@ pub struct Peer {
     state: State,
     /// The last election outcome, to answer looking peers with.
     settled: Option<Outcome>,
+    /// FOLLOWERINFOs that arrived while this server was still electing: a follower can decide on this leader
+    /// before the leader itself has (it waits `finalize_wait` for better votes). Taken up if this server leads,
+    /// dropped when a new election starts.
+    early_infos: BTreeMap<ServerId, Epoch>,
 }
 
 impl Peer {
@@ -212,6 +216,7 @@ impl Peer {
             now,
             state: State::Looking(election),
             settled: None,
+            early_infos: BTreeMap::new(),
         };
         let mut actions = election_actions(commands);
         actions.push(Action::RoleChanged(Role::Looking));
@@ -308,7 +313,12 @@ impl Peer {
             return self.on_notification(n);
         }
         match &mut self.state {
-            State::Looking(_) => Vec::new(),
+            State::Looking(_) => {
+                if let Message::FollowerInfo { accepted_epoch, .. } = message {
+                    self.early_infos.insert(from, accepted_epoch);
+                }
+                Vec::new()
+            }
             State::Following(f) if from == f.leader => {
                 f.last_heard = self.now;
                 self.follower_message(message)
@@ -384,6 +394,14 @@ impl Peer {
             started: self.now,
             last_ping: self.now,
         });
+        for (from, accepted_epoch) in std::mem::take(&mut self.early_infos) {
+            let State::Leading(l) = &mut self.state else { break };
+            l.last_heard.insert(from, self.now);
+            match l.discovery.on_follower_info(from, accepted_epoch) {
+                Ok(commands) => actions.extend(discovery_actions(commands)),
+                Err(_) => return self.look(),
+            }
+        }
         actions
     }
 
@@ -406,6 +424,7 @@ impl Peer {
     fn look(&mut self) -> Vec<Action> {
         self.round += 1;
         self.settled = None;
+        self.early_infos.clear();
         let c = &self.config;
         let (election, commands) = Election::start(
             c.me,

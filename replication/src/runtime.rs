@@ -5,6 +5,13 @@
 //! a small file (tmp, fsync, rename, directory fsync) before the peer hears they are durable, txn streams for
 //! syncing followers are read from the WAL (or from memory for txns not durable yet), and applied zxids are
 //! published. The caller proposes txns through the [`Handle`] and learns when each is committed.
+//!
+//! The node above reads two streams ([`Streams`]): every committed txn, in zxid order, with its bytes (and a
+//! [`Committed::Truncated`] when a sync cut txns it had already been given at start-up, so it must rebuild its
+//! tree), and the [`Message::Forward`] payloads other servers sent (client requests a follower forwards to its
+//! leader, and the leader's answers). Both are bounded. The committed stream pushes back on this loop; forwarded
+//! payloads that find their queue full drop the sending peer's connection (it re-syncs) rather than block the
+//! loop, because the node's request pipeline itself waits on this loop.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -38,10 +45,48 @@ pub enum CommitError {
     Abandoned,
 }
 
+/// What the node applies, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// The txn at `zxid` is committed: apply it.
+    Txn {
+        /// Its zxid.
+        zxid: Zxid,
+        /// Its bytes, as proposed.
+        txn: Bytes,
+    },
+    /// The log was cut after this zxid; txns after it that were applied at start-up (the whole durable log is
+    /// replayed then) were never committed: rebuild the tree from the snapshots and the log.
+    Truncated(Zxid),
+}
+
+/// The streams a node consumes.
+pub struct Streams {
+    /// Committed txns, in zxid order.
+    pub committed: mpsc::Receiver<Committed>,
+    /// `Forward` payloads from other servers.
+    pub forwarded: mpsc::Receiver<(ServerId, Bytes)>,
+}
+
+/// Where a forwarded payload goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardTo {
+    /// The current leader (dropped when there is none, or this server leads).
+    Leader,
+    /// One server.
+    Peer(ServerId),
+}
+
+type Reply = oneshot::Sender<Result<Zxid, CommitError>>;
+
+/// Bound of each stream to the node.
+const STREAM_BOUND: usize = 4096;
+
 /// A running server's handle.
 #[derive(Clone)]
 pub struct Handle {
-    proposals: mpsc::Sender<(Bytes, oneshot::Sender<Result<Zxid, CommitError>>)>,
+    proposals: mpsc::Sender<(Bytes, Reply)>,
+    forwards: mpsc::Sender<(ForwardTo, Bytes)>,
     /// The last zxid applied.
     pub applied: watch::Receiver<Zxid>,
     /// The peer's role and whether it serves.
@@ -57,9 +102,20 @@ impl Handle {
 
     /// Proposes a txn (on the leader) and waits until it is committed.
     pub async fn propose(&self, txn: Bytes) -> Result<Zxid, CommitError> {
+        self.submit(txn).await?.await.map_err(|_| CommitError::Abandoned)?
+    }
+
+    /// Queues a txn for proposal and returns at once with what will tell its fate: txns queued one after
+    /// another are proposed in that order.
+    pub async fn submit(&self, txn: Bytes) -> Result<oneshot::Receiver<Result<Zxid, CommitError>>, CommitError> {
         let (tx, rx) = oneshot::channel();
         self.proposals.send((txn, tx)).await.map_err(|_| CommitError::Abandoned)?;
-        rx.await.map_err(|_| CommitError::Abandoned)?
+        Ok(rx)
+    }
+
+    /// Sends `data` to another server as a [`Message::Forward`]; best effort (dropped with no connection).
+    pub async fn forward(&self, to: ForwardTo, data: Bytes) {
+        let _ = self.forwards.send((to, data)).await;
     }
 }
 
@@ -105,41 +161,67 @@ fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
 }
 
 /// The log as the peer sees it: every zxid in the WAL, plus txns not durable yet.
+///
+/// The node purges old WAL segments behind the runtime's back (snapshot retention), so the start of the log
+/// and whether it is complete are read from the WAL itself, and `zxids` is trimmed to match as it goes.
 struct Log {
+    wal: Arc<Wal>,
     zxids: VecDeque<Zxid>,
     pending: BTreeMap<Zxid, Bytes>,
-    complete: bool,
+}
+
+impl Log {
+    /// The first zxid still held: the WAL's, or the first pending one when the WAL is empty.
+    fn start(&self) -> Option<Zxid> {
+        self.wal.first_zxid().or_else(|| self.zxids.front().copied())
+    }
+
+    /// Forgets zxids whose segments were purged.
+    fn trim(&mut self) {
+        if let Some(first) = self.wal.first_zxid() {
+            while self.zxids.front().is_some_and(|&z| z < first) {
+                self.zxids.pop_front();
+            }
+        }
+    }
 }
 
 impl History for Log {
     fn first(&self) -> Option<Zxid> {
-        self.zxids.front().copied()
+        self.start()
     }
     fn last(&self) -> Option<Zxid> {
         self.zxids.back().copied()
     }
     fn contains(&self, zxid: Zxid) -> bool {
-        self.zxids.binary_search(&zxid).is_ok()
+        self.start().is_some_and(|first| zxid >= first) && self.zxids.binary_search(&zxid).is_ok()
     }
     fn last_below(&self, zxid: Zxid) -> Option<Zxid> {
         let i = self.zxids.partition_point(|&z| z < zxid);
-        i.checked_sub(1).map(|i| self.zxids[i])
+        i.checked_sub(1).map(|i| self.zxids[i]).filter(|&z| self.start().is_some_and(|first| z >= first))
     }
     fn complete(&self) -> bool {
-        self.complete
+        self.wal.holds_full_history()
     }
 }
 
 type Durability = Pin<Box<dyn Future<Output = Result<Zxid, WalError>> + Send>>;
 
-/// Starts a server; returns its handle. The server runs until the runtime shuts down or a fatal error.
-pub fn start(config: ServerConfig) -> Result<Handle, WalError> {
+/// Starts a server with its WAL at `dir/log`; returns its handle and streams. The server runs until the
+/// runtime shuts down or a fatal error.
+pub fn start(config: ServerConfig) -> Result<(Handle, Streams), WalError> {
     fs::create_dir_all(&config.dir).map_err(|e| WalError::Io {
         op: "create directory",
         path: config.dir.clone(),
         source: e,
     })?;
     let (wal, _) = Wal::open(config.dir.join("log"), config.wal.clone())?;
+    start_with_wal(config, Arc::new(wal))
+}
+
+/// Starts a server on a WAL the caller opened (and replayed into its tree: the committed stream starts after
+/// the WAL's last zxid).
+pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, Streams), WalError> {
     let (accepted, current) = read_epochs(&config.dir).map_err(|e| WalError::Io {
         op: "read epochs",
         path: config.dir.join("epochs"),
@@ -151,14 +233,20 @@ pub fn start(config: ServerConfig) -> Result<Handle, WalError> {
         current_epoch: current,
         last_zxid: zxids.back().copied().unwrap_or(Zxid::ZERO),
     };
-    let log = Log { zxids, pending: BTreeMap::new(), complete: wal.holds_full_history() };
+    let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
     let (transport, inbound) =
         TcpTransport::start(config.peer.me, config.listener, config.peers, TransportConfig::default());
     let (proposals_tx, proposals) = mpsc::channel(1024);
+    let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
+    let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);
+    let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
     let (applied_tx, applied) = watch::channel(durable.last_zxid);
     let (role_tx, role) = watch::channel((Role::Looking, false));
     let server = Server {
-        wal: Arc::new(wal),
+        wal,
+        delivered: durable.last_zxid,
+        committed_tx,
+        forwarded_tx,
         dir: config.dir,
         transport,
         log,
@@ -169,36 +257,43 @@ pub fn start(config: ServerConfig) -> Result<Handle, WalError> {
         started: Instant::now(),
     };
     let (shutdown, stop) = watch::channel(false);
-    tokio::spawn(server.run(config.peer, durable, inbound, proposals, stop));
-    Ok(Handle { proposals: proposals_tx, applied, role, shutdown: Arc::new(shutdown) })
+    tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, forwards, stop }));
+    let handle = Handle { proposals: proposals_tx, forwards: forwards_tx, applied, role, shutdown: Arc::new(shutdown) };
+    Ok((handle, Streams { committed, forwarded }))
+}
+
+/// What the server loop listens to besides its own appends and ticks.
+struct Inputs {
+    inbound: mpsc::Receiver<Inbound>,
+    proposals: mpsc::Receiver<(Bytes, Reply)>,
+    forwards: mpsc::Receiver<(ForwardTo, Bytes)>,
+    stop: watch::Receiver<bool>,
 }
 
 struct Server {
     wal: Arc<Wal>,
+    /// The last zxid handed to the node on the committed stream.
+    delivered: Zxid,
+    committed_tx: mpsc::Sender<Committed>,
+    forwarded_tx: mpsc::Sender<(ServerId, Bytes)>,
     dir: PathBuf,
     transport: TcpTransport,
     log: Log,
     /// Appends in flight, oldest first.
     durability: VecDeque<Durability>,
     /// Proposals waiting to commit.
-    waiters: BTreeMap<Zxid, oneshot::Sender<Result<Zxid, CommitError>>>,
+    waiters: BTreeMap<Zxid, Reply>,
     applied_tx: watch::Sender<Zxid>,
     role_tx: watch::Sender<(Role, bool)>,
     started: Instant,
 }
 
 impl Server {
-    async fn run(
-        mut self,
-        config: PeerConfig,
-        durable: DurableState,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut proposals: mpsc::Receiver<(Bytes, oneshot::Sender<Result<Zxid, CommitError>>)>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, config: PeerConfig, durable: DurableState, inputs: Inputs) {
+        let Inputs { mut inbound, mut proposals, mut forwards, mut stop } = inputs;
         let tick = config.tick / 5;
         let (mut peer, actions) = Peer::new(config, durable, self.started.elapsed());
-        let mut pending_proposal: VecDeque<oneshot::Sender<Result<Zxid, CommitError>>> = VecDeque::new();
+        let mut pending_proposal: VecDeque<Reply> = VecDeque::new();
         let mut events = VecDeque::new();
         if let Err(error) = self.act(&mut peer, actions, &mut events, &mut pending_proposal).await {
             tracing::error!(%error, "fatal: stopping this server");
@@ -216,11 +311,30 @@ impl Server {
             }
             let event = tokio::select! {
                 Some(inbound) = inbound.recv() => match inbound {
+                    Inbound::Message(from, Message::Forward { data }) => {
+                        if let Err(mpsc::error::TrySendError::Full(_)) = self.forwarded_tx.try_send((from, data)) {
+                            tracing::warn!(peer = from.0, "forwarded requests queue full: dropping the peer");
+                            self.transport.disconnect(from);
+                        }
+                        continue;
+                    }
                     Inbound::Message(from, m) => Event::Message(from, m),
                     Inbound::Disconnected(peer) => Event::Disconnected(peer),
                     Inbound::Connected(_) => continue,
                 },
-                _ = ticker.tick() => Event::Tick(self.started.elapsed()),
+                _ = ticker.tick() => {
+                    self.log.trim();
+                    Event::Tick(self.started.elapsed())
+                }
+                Some((to, data)) = forwards.recv() => {
+                    let to = match (to, peer.role()) {
+                        (ForwardTo::Peer(id), _) => id,
+                        (ForwardTo::Leader, Role::Following(leader)) => leader,
+                        (ForwardTo::Leader, _) => continue,
+                    };
+                    let _ = self.transport.send(to, Message::Forward { data });
+                    continue;
+                }
                 Some(result) = next_durable(&mut self.durability) => match result {
                     Ok(zxid) => {
                         self.log.pending.retain(|&z, _| z > zxid);
@@ -247,7 +361,7 @@ impl Server {
         peer: &mut Peer,
         actions: Vec<Action>,
         events: &mut VecDeque<Event>,
-        pending_proposal: &mut VecDeque<oneshot::Sender<Result<Zxid, CommitError>>>,
+        pending_proposal: &mut VecDeque<Reply>,
     ) -> Result<(), String> {
         for action in actions {
             match action {
@@ -271,8 +385,13 @@ impl Server {
                         self.log.zxids.pop_back();
                     }
                     self.log.pending.retain(|&z, _| z <= zxid);
+                    if self.delivered > zxid {
+                        self.delivered = zxid;
+                        self.committed_tx.send(Committed::Truncated(zxid)).await.map_err(|_| "node gone")?;
+                    }
                 }
                 Action::Apply(zxid) => {
+                    self.deliver(zxid).await?;
                     let _ = self.applied_tx.send(zxid);
                     let done: Vec<Zxid> = self.waiters.range(..=zxid).map(|(&z, _)| z).collect();
                     for z in done {
@@ -327,6 +446,48 @@ impl Server {
             }
         }
         let _ = self.role_tx.send((peer.role(), peer.serving()));
+        Ok(())
+    }
+
+    /// Hands the node every txn after the last one delivered up to `zxid`: durable ones from the WAL, the
+    /// others from memory.
+    async fn deliver(&mut self, zxid: Zxid) -> Result<(), String> {
+        if zxid <= self.delivered {
+            return Ok(());
+        }
+        let from = Zxid(self.delivered.0 + 1);
+        let mut batch = Vec::new();
+        for record in self.wal.iter_from(from) {
+            let record = record.map_err(|e| format!("read committed txns from {from}: {e}"))?;
+            if record.zxid > zxid {
+                break;
+            }
+            batch.push(Committed::Txn { zxid: record.zxid, txn: record.payload });
+        }
+        let after_wal = match batch.last() {
+            Some(Committed::Txn { zxid, .. }) => *zxid,
+            _ => self.delivered,
+        };
+        if after_wal < zxid {
+            for (&z, txn) in self.log.pending.range(Zxid(after_wal.0 + 1)..=zxid) {
+                batch.push(Committed::Txn { zxid: z, txn: txn.clone() });
+            }
+        }
+        for committed in batch {
+            if let Committed::Txn { zxid: z, .. } = committed {
+                assert!(
+                    z > self.delivered,
+                    "committed txns go to the node in zxid order: {z} after {}",
+                    self.delivered
+                );
+                self.delivered = z;
+            }
+            if self.committed_tx.send(committed).await.is_err() {
+                // Nobody consumes the stream (a bare runtime in tests): nothing to deliver to.
+                self.delivered = zxid;
+                break;
+            }
+        }
         Ok(())
     }
 

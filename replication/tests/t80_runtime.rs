@@ -30,6 +30,7 @@ async fn boot(me: u64, dir: &std::path::Path, listener: TcpListener, peers: &BTr
     let wal = WalOptions { segment_size: 4 << 20, ..WalOptions::default() };
     start(ServerConfig { peer: peer_config(me), listener, peers: peers.clone(), dir: dir.join(me.to_string()), wal })
         .unwrap()
+        .0
 }
 
 /// Waits until one of `servers` leads and serves and all others follow it and serve; returns the leader.

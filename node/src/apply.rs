@@ -1,0 +1,171 @@
+//! The applier: committed txns, in zxid order, into the tree; then the watch events they fire and the replies
+//! their clients wait for; and a fuzzy snapshot now and then.
+//!
+//! It runs on a thread of its own: applying holds the tree's write lock, which must not stall the async
+//! workers that serve reads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use replication::runtime::Committed;
+use snapshot::policy::SnapPolicy;
+use tokio::sync::mpsc;
+use tree::code::op;
+use tree::path;
+use tree::tree::{Applied, DataTree};
+use tree::txn::{Txn, TxnRecord};
+use wal::Wal;
+
+use crate::reply;
+use crate::shared::{Out, Shared};
+use crate::watch::Change;
+
+/// Where snapshots go and how many to keep.
+pub struct SnapshotSettings {
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// Snapshots kept (and the WAL they need).
+    pub retain: usize,
+    /// When to take one.
+    pub policy: SnapPolicy,
+}
+
+/// Applies committed txns until the stream ends.
+pub fn run(shared: Arc<Shared>, wal: Arc<Wal>, mut committed: mpsc::Receiver<Committed>, mut snaps: SnapshotSettings) {
+    let snapshotting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    while let Some(item) = committed.blocking_recv() {
+        match item {
+            Committed::Txn { zxid, txn } => {
+                let record = match TxnRecord::decode(&txn) {
+                    Ok(record) => record,
+                    Err(error) => {
+                        // Every replica holds the same bytes: going on would serve a tree that differs from the
+                        // committed history.
+                        tracing::error!(%zxid, %error, "a committed txn does not decode: stopping");
+                        std::process::exit(70);
+                    }
+                };
+                apply_one(&shared, zxid.0 as i64, record);
+                if snaps.policy.txn_applied() && !snapshotting.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let (shared, wal, dir, retain, flag) =
+                        (shared.clone(), wal.clone(), snaps.dir.clone(), snaps.retain, snapshotting.clone());
+                    std::thread::spawn(move || {
+                        take_snapshot(&shared, &wal, &dir, retain);
+                        flag.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                    snaps.policy.finished();
+                }
+            }
+            Committed::Truncated(zxid) => {
+                tracing::warn!(%zxid, "the log was cut below what was applied at start-up: rebuilding the tree");
+                match snapshot::recover::recover(&snaps.dir, &wal) {
+                    Ok((tree, recovered)) => {
+                        let last = recovered.last_zxid;
+                        *snapshot::write::lock_for_apply(&shared.tree) = tree;
+                        let _ = shared.applied.send(last);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot rebuild the tree after a truncation: stopping");
+                        std::process::exit(70);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usize) {
+    match snapshot::write::write_fuzzy(dir, &shared.tree, 1024) {
+        Ok(info) => tracing::info!(?info, "snapshot written"),
+        Err(error) => {
+            tracing::error!(%error, "snapshot failed (the WAL still holds everything; retrying at the next one)");
+            return;
+        }
+    }
+    match snapshot::retain::retain(dir, wal, retain) {
+        Ok(retained) => tracing::debug!(?retained, "retention"),
+        Err(error) => tracing::warn!(%error, "snapshot retention failed"),
+    }
+}
+
+/// Applies one txn, fires its watches and queues its reply, all under the tree's write lock.
+pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
+    let TxnRecord { mut header, txn } = record;
+    header.zxid = zxid;
+    let mut fired = Vec::new();
+    {
+        let mut tree = snapshot::write::lock_for_apply(&shared.tree);
+        let applied = tree.apply(&header, &txn);
+        let mut watches = shared.watches();
+        changes(header.op, &txn, &applied, &mut |change| watches.trigger(change, &mut fired));
+        drop(watches);
+        let conns = shared.conns();
+        for (session, event_type, path) in fired.drain(..) {
+            if let Some(conn) = conns.get(&session) {
+                conn.send(Out::Event(reply::event(event_type, &path)));
+            }
+        }
+        if let Some(conn) = conns.get(&header.client_id) {
+            reply_to(conn, &tree, zxid, header.cxid, header.op, &txn, &applied);
+        }
+    }
+    let _ = shared.applied.send(zxid);
+}
+
+fn reply_to(
+    conn: &crate::shared::ConnHandle,
+    tree: &DataTree,
+    zxid: i64,
+    cxid: i32,
+    txn_op: i32,
+    txn: &Txn,
+    applied: &Applied,
+) {
+    let _ = tree;
+    match txn_op {
+        op::CREATE_SESSION => conn.send(Out::SessionCreated),
+        op::CLOSE_SESSION => {
+            conn.send(Out::Reply {
+                cxid,
+                frame: reply::frame(cxid, zxid, tree::code::Code::Ok, &proto::records::Response::Empty),
+            });
+            conn.send(Out::Close);
+        }
+        _ => {
+            // An error txn does not keep the client's op; its reply has no body, so any op does.
+            let request_op = if txn_op == op::ERROR { op::DELETE } else { txn_op };
+            let (code, response) = reply::write_reply(request_op, txn, applied);
+            conn.send(Out::Reply { cxid, frame: reply::frame(cxid, zxid, code, &response) });
+        }
+    }
+}
+
+/// Calls `f` with each change a successfully applied txn made, in ZooKeeper's order.
+fn changes(txn_op: i32, txn: &Txn, applied: &Applied, f: &mut impl FnMut(Change<'_>)) {
+    if applied.err.is_some() && txn_op != op::MULTI {
+        return;
+    }
+    match txn {
+        Txn::Create { path, .. } | Txn::CreateContainer { path, .. } | Txn::CreateTtl { path, .. } => {
+            f(Change::Created(path));
+            f(Change::ChildrenChanged(path::parent(path)));
+        }
+        Txn::Delete { path } => {
+            f(Change::Deleted(path));
+            f(Change::ChildrenChanged(path::parent(path)));
+        }
+        Txn::SetData { path, .. } => f(Change::DataChanged(path)),
+        Txn::CloseSession { paths } => {
+            for path in paths {
+                f(Change::Deleted(path));
+                f(Change::ChildrenChanged(path::parent(path)));
+            }
+        }
+        Txn::Multi(ops) if applied.err.is_none() => {
+            for ((sub, sub_txn), sub_applied) in ops.iter().zip(&applied.multi) {
+                changes(*sub, sub_txn, sub_applied, f);
+            }
+        }
+        _ => {}
+    }
+}

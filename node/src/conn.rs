@@ -1,0 +1,480 @@
+//! One client connection: the handshake, then requests in, replies and watch events out.
+//!
+//! Replies go out in request order (ZooKeeper's per-session FIFO). Each request takes a slot in a queue:
+//! - a read runs when it reaches the head, so it sees every earlier write of its session;
+//! - a write (or sync) waits for its reply, which the applier (or the sync task) sends through the
+//!   connection's queue once its txn is applied on this server;
+//! - a reply that needs no waiting is ready at once.
+//!
+//! Watch events go out as they arrive. A read drains the queue after it ran and before its reply goes out, so a
+//! client always gets the event for a change before a read that shows the change (the applier queues events
+//! under the tree's write lock).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use proto::connect::{ConnectRequest, ConnectResponse};
+use proto::records::{Request, RequestHeader, Response};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tree::acl::Id;
+use tree::code::{op, Code};
+
+use crate::forward::Forward;
+use crate::leader::{Item, Origin};
+use crate::reads;
+use crate::reply;
+use crate::server::Ctx;
+use crate::session::{self, SessionId};
+use crate::shared::{lock, ConnHandle, ConnInbox, Out};
+
+/// Special xids.
+const PING_XID: i32 = -2;
+const AUTH_XID: i32 = -4;
+
+/// Requests a connection may have in flight before it stops reading (back-pressure on the client).
+const MAX_IN_FLIGHT: usize = 1000;
+
+/// How long a client may take to send its ConnectRequest.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
+
+/// Why a connection ended (logged at debug level; none of these harm other sessions).
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("client closed the connection")]
+    Eof,
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("closed by the server")]
+    Server,
+}
+
+enum Slot {
+    Ready { frame: Bytes, started: Instant },
+    Write { cxid: i32, started: Instant },
+    Read { xid: i32, op: i32, request: Request, started: Instant },
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let mut first = [0u8; 4];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut first)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    if let Some(word) = crate::report::four_letter_word(&first) {
+        crate::report::answer_four_letter_word(&ctx, stream, word).await;
+        return;
+    }
+    let (read, write) = stream.into_split();
+    let codec = || LengthDelimitedCodec::builder().max_frame_length(ctx.shared.config.jute_max_buffer).new_codec();
+    let mut reader = FramedRead::new(read, codec());
+    reader.read_buffer_mut().extend_from_slice(&first);
+    let writer = FramedWrite::new(write, codec());
+    let id = ctx.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (handle, inbox) = ConnHandle::new(id, addr);
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        handle,
+        inbox,
+        reader,
+        writer,
+        session: 0,
+        timeout: Duration::ZERO,
+        auth: vec![Id::new("ip", &addr.ip().to_string())],
+        slots: VecDeque::new(),
+        closing: false,
+    };
+    let outcome = conn.run().await;
+    tracing::debug!(%addr, session = format_args!("0x{:x}", conn.session), ?outcome, "connection closed");
+    conn.unregister();
+}
+
+struct Conn {
+    ctx: Arc<Ctx>,
+    handle: ConnHandle,
+    inbox: ConnInbox,
+    reader: Reader,
+    writer: Writer,
+    session: SessionId,
+    timeout: Duration,
+    auth: Vec<Id>,
+    slots: VecDeque<Slot>,
+    /// The server asked this connection to close: it does once the ready replies are out.
+    closing: bool,
+}
+
+impl Conn {
+    async fn run(&mut self) -> Result<(), Closed> {
+        self.handshake().await?;
+        loop {
+            self.drive().await?;
+            let reading = self.slots.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                out = self.inbox.recv() => match out {
+                    Some(out) => self.absorb(out).await?,
+                    None => return Err(Closed::Server),
+                },
+                frame = self.reader.next(), if reading => match frame {
+                    Some(Ok(frame)) => self.request(frame.freeze()).await?,
+                    Some(Err(e)) => return Err(Closed::Io(e)),
+                    None => return Err(Closed::Eof),
+                },
+                _ = tokio::time::sleep(self.timeout) => {
+                    return Err(Closed::Refused("no packet from the client within its session timeout".into()))
+                }
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<(), Closed> {
+        let frame = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.reader.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => return Err(Closed::Io(e)),
+            _ => return Err(Closed::Eof),
+        };
+        let mut buf = &frame[..];
+        let request = ConnectRequest::read(&mut buf).map_err(|e| Closed::Malformed(format!("ConnectRequest: {e}")))?;
+        let shared = &self.ctx.shared;
+        if !self.ctx.serving() {
+            return Err(Closed::Refused("this server is not serving (election or sync under way)".into()));
+        }
+        let last = shared.tree().last_zxid();
+        if request.last_zxid_seen > last {
+            return Err(Closed::Refused(format!(
+                "client has seen zxid 0x{:x}, our last zxid is 0x{last:x}: client must try another server",
+                request.last_zxid_seen
+            )));
+        }
+        let config = &shared.config;
+        let timeout_ms =
+            session::negotiate_timeout(request.timeout, config.min_session_timeout, config.max_session_timeout);
+        self.timeout = Duration::from_millis(timeout_ms as u64);
+        let valid = if request.session_id == 0 {
+            self.session = shared.session_ids.next();
+            self.register();
+            self.write(Item::Write {
+                origin: Origin::Local,
+                session: self.session,
+                cxid: 0,
+                auth: Vec::new(),
+                request: tree::prep::Request::CreateSession { timeout: timeout_ms },
+            })
+            .await?;
+            loop {
+                match tokio::time::timeout(self.timeout.max(HANDSHAKE_TIMEOUT), self.inbox.recv()).await {
+                    Ok(Some(Out::SessionCreated)) => break true,
+                    Ok(Some(Out::Close) | None) | Err(_) => {
+                        return Err(Closed::Refused("the session could not be created".into()))
+                    }
+                    Ok(Some(_)) => {}
+                }
+            }
+        } else {
+            let known = shared.tree().sessions().contains_key(&request.session_id);
+            let valid = known && request.passwd[..] == session::password(request.session_id)[..];
+            if valid {
+                self.session = request.session_id;
+                self.register();
+                lock(&shared.touched).insert(self.session);
+            }
+            valid
+        };
+        let response = if valid {
+            ConnectResponse {
+                protocol_version: 0,
+                timeout: timeout_ms,
+                session_id: self.session,
+                passwd: Bytes::copy_from_slice(&session::password(self.session)),
+                read_only: Some(false),
+            }
+        } else {
+            ConnectResponse {
+                protocol_version: 0,
+                timeout: 0,
+                session_id: 0,
+                passwd: Bytes::from_static(&[0; session::PASSWORD_LEN]),
+                read_only: Some(false),
+            }
+        };
+        let mut out = Vec::with_capacity(48);
+        response.write(&mut out);
+        self.send(Bytes::from(out)).await?;
+        self.flush().await?;
+        if !valid {
+            return Err(Closed::Refused(format!(
+                "session 0x{:x} expired or its password is wrong",
+                request.session_id
+            )));
+        }
+        tracing::debug!(session = format_args!("0x{:x}", self.session), timeout_ms, "session established");
+        Ok(())
+    }
+
+    /// Makes this connection the session's connection on this server (closing an older one).
+    fn register(&self) {
+        if let Some(old) = self.ctx.shared.conns().insert(self.session, self.handle.clone()) {
+            old.send(Out::Close);
+        }
+    }
+
+    fn unregister(&self) {
+        let shared = &self.ctx.shared;
+        if self.session != 0 {
+            let mine = {
+                let mut conns = shared.conns();
+                let mine = conns.get(&self.session).is_some_and(|c| c.id == self.handle.id);
+                if mine {
+                    conns.remove(&self.session);
+                }
+                mine
+            };
+            if mine {
+                shared.watches().remove_session(self.session);
+            }
+        }
+        let mut per_ip = lock(&shared.per_ip);
+        if let Some(n) = per_ip.get_mut(&self.handle.addr.ip()) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&self.handle.addr.ip());
+            }
+        }
+    }
+
+    /// Handles one request frame.
+    async fn request(&mut self, frame: Bytes) -> Result<(), Closed> {
+        let started = Instant::now();
+        let stats = &self.ctx.shared.stats;
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        self.handle.counters.received.fetch_add(1, Ordering::Relaxed);
+        lock(&self.ctx.shared.touched).insert(self.session);
+        let mut buf = &frame[..];
+        let header = RequestHeader::read(&mut buf).map_err(|e| Closed::Malformed(format!("request header: {e}")))?;
+        let (xid, op_code) = (header.xid, header.op);
+        self.handle.counters.last_cxid.store(xid as u32 as u64, Ordering::Relaxed);
+        let zxid = || self.ctx.shared.tree().last_zxid();
+        let ready = |code: Code| Slot::Ready { frame: reply::frame(xid, zxid(), code, &Response::Empty), started };
+        let request = match op_code {
+            op::PING | op::CLOSE_SESSION | op::WHO_AM_I => Request::Empty,
+            op::RECONFIG | op::SASL | op::CREATE_SESSION | op::DELETE_CONTAINER => {
+                self.slots.push_back(ready(Code::Unimplemented));
+                return Ok(());
+            }
+            _ => match Request::read(op_code, &mut buf) {
+                Ok(request) => request,
+                Err(tree::jute::JuteError::Invalid(reason)) if reason.starts_with("unknown op") => {
+                    self.slots.push_back(ready(Code::Unimplemented));
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::debug!(op_code, %error, "malformed request body");
+                    self.slots.push_back(ready(Code::MarshallingError));
+                    return Ok(());
+                }
+            },
+        };
+        match op_code {
+            op::AUTH => {
+                let Request::Auth { scheme, auth, .. } = &request else { unreachable!("decoded as auth") };
+                match crate::auth::authenticate(scheme, auth, self.ctx.shared.super_digest.as_deref()) {
+                    Ok(ids) => {
+                        for id in ids {
+                            if !self.auth.contains(&id) {
+                                self.auth.push(id);
+                            }
+                        }
+                        let frame = reply::frame(AUTH_XID, 0, Code::Ok, &Response::Empty);
+                        self.slots.push_back(Slot::Ready { frame, started });
+                    }
+                    Err(error) => {
+                        tracing::info!(%error, session = format_args!("0x{:x}", self.session), "authentication failed");
+                        self.drive_all().await?;
+                        self.send(reply::frame(AUTH_XID, 0, Code::AuthFailed, &Response::Empty)).await?;
+                        self.flush().await?;
+                        return Err(Closed::Refused("authentication failed".into()));
+                    }
+                }
+            }
+            op::CREATE
+            | op::CREATE2
+            | op::CREATE_CONTAINER
+            | op::CREATE_TTL
+            | op::DELETE
+            | op::SET_DATA
+            | op::SET_ACL
+            | op::CHECK
+            | op::MULTI
+            | op::CLOSE_SESSION => {
+                let Some(prepared) = crate::convert::to_prep(op_code, &request) else {
+                    self.slots.push_back(ready(Code::BadArguments));
+                    return Ok(());
+                };
+                self.slots.push_back(Slot::Write { cxid: xid, started });
+                self.handle.counters.outstanding.fetch_add(1, Ordering::Relaxed);
+                let item = Item::Write {
+                    origin: Origin::Local,
+                    session: self.session,
+                    cxid: xid,
+                    auth: self.auth.clone(),
+                    request: prepared,
+                };
+                self.write(item).await?;
+            }
+            op::SYNC => {
+                let Request::Sync { path } = request else { unreachable!("decoded as sync") };
+                self.slots.push_back(Slot::Write { cxid: xid, started });
+                self.sync(xid, path).await?;
+            }
+            _ => self.slots.push_back(Slot::Read { xid, op: op_code, request, started }),
+        }
+        Ok(())
+    }
+
+    /// Sends a write to the leader: this server's pipeline, or forwarded.
+    async fn write(&self, item: Item) -> Result<(), Closed> {
+        if self.ctx.leading() {
+            return self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server);
+        }
+        let Item::Write { session, cxid, auth, request, .. } = item else { return Ok(()) };
+        let (op_code, body) = crate::convert::encode(&request);
+        let forward = Forward::Request { session, cxid, op: op_code, auth, body };
+        self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, forward.encode()).await;
+        Ok(())
+    }
+
+    /// A sync: ask the leader for a barrier, wait until this server applied up to it, then reply.
+    async fn sync(&self, xid: i32, path: String) -> Result<(), Closed> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = self.ctx.shared.clone();
+        lock(&shared.syncs).insert((self.session, xid), tx);
+        let item = Item::Sync { origin: Origin::Local, session: self.session, cxid: xid };
+        if self.ctx.leading() {
+            self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server)?;
+        } else {
+            let forward = Forward::Sync { session: self.session, cxid: xid }.encode();
+            self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, forward).await;
+        }
+        let conn = self.handle.clone();
+        tokio::spawn(async move {
+            let Ok(zxid) = rx.await else { return conn.send(Out::Close) };
+            let mut applied = shared.applied.subscribe();
+            if applied.wait_for(|&a| a >= zxid).await.is_err() {
+                return;
+            }
+            let frame = reply::frame(xid, zxid, Code::Ok, &Response::Sync { path });
+            conn.send(Out::Reply { cxid: xid, frame });
+        });
+        Ok(())
+    }
+
+    /// Takes one message from the connection's queue (a close is only noted: it happens once the replies
+    /// ready before it have gone out).
+    async fn absorb(&mut self, out: Out) -> Result<(), Closed> {
+        match out {
+            Out::Event(frame) => self.send(frame).await,
+            Out::Reply { cxid, frame } => {
+                let slot = self.slots.iter_mut().find(|s| matches!(s, Slot::Write { cxid: c, .. } if *c == cxid));
+                match slot {
+                    Some(slot) => {
+                        let Slot::Write { started, .. } = *slot else { unreachable!("found a write slot") };
+                        *slot = Slot::Ready { frame, started };
+                    }
+                    None => tracing::debug!(cxid, "a reply for a request this connection is not waiting for"),
+                }
+                Ok(())
+            }
+            Out::SessionCreated => Ok(()),
+            Out::Close => {
+                self.closing = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends every reply at the head of the queue that is ready (running reads there), then flushes.
+    async fn drive(&mut self) -> Result<(), Closed> {
+        self.drive_all().await?;
+        self.flush().await?;
+        if self.closing {
+            return Err(Closed::Server);
+        }
+        Ok(())
+    }
+
+    async fn drive_all(&mut self) -> Result<(), Closed> {
+        loop {
+            match self.slots.front() {
+                Some(Slot::Ready { .. }) => {
+                    let Some(Slot::Ready { frame, started }) = self.slots.pop_front() else { unreachable!() };
+                    self.reply(frame, started).await?;
+                }
+                Some(Slot::Read { .. }) => {
+                    let Some(Slot::Read { xid, op, request, started }) = self.slots.pop_front() else { unreachable!() };
+                    let frame = self.read(xid, op, &request).await?;
+                    self.reply(frame, started).await?;
+                }
+                Some(Slot::Write { .. }) | None => return Ok(()),
+            }
+        }
+    }
+
+    /// Runs a read; sends the events queued before it (and any it fired) first.
+    async fn read(&mut self, xid: i32, op_code: i32, request: &Request) -> Result<Bytes, Closed> {
+        let shared = self.ctx.shared.clone();
+        let frame = match op_code {
+            op::PING => reply::frame(PING_XID, shared.tree().last_zxid(), Code::Ok, &Response::Empty),
+            op::WHO_AM_I => {
+                let clients = self.auth.iter().map(|id| (id.scheme.clone(), id.id.clone())).collect();
+                reply::frame(xid, shared.tree().last_zxid(), Code::Ok, &Response::WhoAmI { clients })
+            }
+            _ => {
+                let read = reads::run(&shared, self.session, &self.auth, op_code, request);
+                for (event_type, path) in &read.events {
+                    self.send(reply::event(*event_type, path)).await?;
+                }
+                reads::frame(xid, &read)
+            }
+        };
+        while let Some(out) = self.inbox.try_recv() {
+            self.absorb(out).await?;
+        }
+        Ok(frame)
+    }
+
+    async fn reply(&mut self, frame: Bytes, started: Instant) -> Result<(), Closed> {
+        if frame.is_empty() {
+            return Ok(());
+        }
+        self.ctx.shared.stats.record_latency(started);
+        self.send(frame).await
+    }
+
+    async fn flush(&mut self) -> Result<(), Closed> {
+        SinkExt::<Bytes>::flush(&mut self.writer).await?;
+        Ok(())
+    }
+
+    async fn send(&mut self, frame: Bytes) -> Result<(), Closed> {
+        self.ctx.shared.stats.sent.fetch_add(1, Ordering::Relaxed);
+        self.handle.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.writer.feed(frame).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! What servers of one ensemble tell each other about clients, inside the replication protocol's opaque
+//! `Forward` messages: a follower forwards its clients' writes, syncs and session touches to the leader, and the
+//! leader answers syncs and drops requests it could not take.
+//!
+//! ```text
+//!  tag u8, then big-endian fields (jute encoding for strings and buffers: int length, then bytes)
+//!   1  Request    session i64 | cxid i32 | op i32 | auth count i32 | { scheme str | id str }* | body buffer
+//!   2  Touch      count i32 | { session i64 }*
+//!   3  Sync       session i64 | cxid i32
+//!   4  Synced     session i64 | cxid i32 | zxid i64      (the leader's committed zxid once the sync barrier passed)
+//!   5  Dropped    session i64                             (the leader could not take a request: close the session's
+//!                                                          connection so that its client reconnects and retries)
+//! ```
+//!
+//! The body of a Request is the client's own request body (as `zookeeper.jute` encodes it for `op`), so the
+//! leader decodes it with the same code as a request from its own clients.
+
+use bytes::{Buf, Bytes};
+use tree::acl::Id;
+use tree::jute::{JuteError, JuteRead, JuteWrite};
+
+use crate::session::SessionId;
+
+/// One forwarded item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// A client write (or createSession/closeSession) for the leader to prepare and propose.
+    Request {
+        /// The session.
+        session: SessionId,
+        /// The client's xid.
+        cxid: i32,
+        /// The op code.
+        op: i32,
+        /// The identities the session authenticated as.
+        auth: Vec<Id>,
+        /// The request body.
+        body: Bytes,
+    },
+    /// Sessions with client activity since the last touch.
+    Touch(Vec<SessionId>),
+    /// A client's `sync`.
+    Sync {
+        /// The session.
+        session: SessionId,
+        /// The client's xid.
+        cxid: i32,
+    },
+    /// The leader's answer to a `Sync`.
+    Synced {
+        /// The session.
+        session: SessionId,
+        /// The client's xid.
+        cxid: i32,
+        /// Everything up to this zxid was committed before the sync was answered.
+        zxid: i64,
+    },
+    /// The leader dropped a request of this session.
+    Dropped(SessionId),
+}
+
+impl Forward {
+    /// Encodes the item.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::new();
+        match self {
+            Forward::Request { session, cxid, op, auth, body } => {
+                out.push(1);
+                out.write_long(*session);
+                out.write_int(*cxid);
+                out.write_int(*op);
+                out.write_int(auth.len() as i32);
+                for id in auth {
+                    out.write_string(&id.scheme);
+                    out.write_string(&id.id);
+                }
+                out.write_buffer(body);
+            }
+            Forward::Touch(sessions) => {
+                out.push(2);
+                out.write_int(sessions.len() as i32);
+                for s in sessions {
+                    out.write_long(*s);
+                }
+            }
+            Forward::Sync { session, cxid } => {
+                out.push(3);
+                out.write_long(*session);
+                out.write_int(*cxid);
+            }
+            Forward::Synced { session, cxid, zxid } => {
+                out.push(4);
+                out.write_long(*session);
+                out.write_int(*cxid);
+                out.write_long(*zxid);
+            }
+            Forward::Dropped(session) => {
+                out.push(5);
+                out.write_long(*session);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes an item; all of `buf` must be used.
+    pub fn decode(mut buf: Bytes) -> Result<Forward, JuteError> {
+        let b = &mut buf;
+        if !b.has_remaining() {
+            return Err(JuteError::Invalid("empty forward".into()));
+        }
+        let item = match b.get_u8() {
+            1 => {
+                let (session, cxid, op) = (b.read_long()?, b.read_int()?, b.read_int()?);
+                let count = count(b.read_int()?, b.remaining())?;
+                let mut auth = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let scheme = b.read_string()?;
+                    auth.push(Id::new(&scheme, &b.read_string()?));
+                }
+                Forward::Request { session, cxid, op, auth, body: b.read_buffer()? }
+            }
+            2 => {
+                let count = count(b.read_int()?, b.remaining() / 8)?;
+                let mut sessions = Vec::with_capacity(count);
+                for _ in 0..count {
+                    sessions.push(b.read_long()?);
+                }
+                Forward::Touch(sessions)
+            }
+            3 => Forward::Sync { session: b.read_long()?, cxid: b.read_int()? },
+            4 => Forward::Synced { session: b.read_long()?, cxid: b.read_int()?, zxid: b.read_long()? },
+            5 => Forward::Dropped(b.read_long()?),
+            tag => return Err(JuteError::Invalid(format!("unknown forward tag {tag}"))),
+        };
+        if b.has_remaining() {
+            return Err(JuteError::Invalid(format!("{} bytes after a forward", b.remaining())));
+        }
+        Ok(item)
+    }
+}
+
+/// A count read from the wire, refused when it is negative or larger than the bytes left could hold.
+fn count(n: i32, at_most: usize) -> Result<usize, JuteError> {
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= at_most)
+        .ok_or_else(|| JuteError::Invalid(format!("count {n} with {at_most} items' worth of bytes left")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn item() -> impl Strategy<Value = Forward> {
+        let id = ("[a-z]{0,6}", "[a-z:=]{0,12}").prop_map(|(s, i)| Id::new(&s, &i));
+        prop_oneof![
+            (any::<i64>(), any::<i32>(), any::<i32>(), proptest::collection::vec(id, 0..3), any::<Vec<u8>>()).prop_map(
+                |(session, cxid, op, auth, body)| Forward::Request { session, cxid, op, auth, body: body.into() }
+            ),
+            proptest::collection::vec(any::<i64>(), 0..5).prop_map(Forward::Touch),
+            (any::<i64>(), any::<i32>()).prop_map(|(session, cxid)| Forward::Sync { session, cxid }),
+            (any::<i64>(), any::<i32>(), any::<i64>()).prop_map(|(session, cxid, zxid)| Forward::Synced {
+                session,
+                cxid,
+                zxid
+            }),
+            any::<i64>().prop_map(Forward::Dropped),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn items_round_trip(item in item()) {
+            prop_assert_eq!(Forward::decode(item.encode()).unwrap(), item);
+        }
+
+        #[test]
+        fn truncated_items_are_errors(item in item(), cut in any::<proptest::sample::Index>()) {
+            let bytes = item.encode();
+            let cut = cut.index(bytes.len());
+            prop_assert!(Forward::decode(bytes.slice(..cut)).is_err());
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in any::<Vec<u8>>()) {
+            let _ = Forward::decode(bytes.into());
+        }
+    }
+}

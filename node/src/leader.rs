@@ -1,0 +1,262 @@
+//! The leader's request pipeline: client writes from every server of the ensemble are prepared here (checked
+//! and turned into txns, ZooKeeper's `PrepRequestProcessor`), in arrival order, and proposed.
+//!
+//! Prepared txns take effect only when they commit, yet each write must be checked against every write before
+//! it, committed or not (two creates of one path, two sequential creates under one parent). So the pipeline
+//! keeps a *speculative* tree: the committed tree when this server began to lead, with every txn it proposed
+//! since applied to it at once. When a proposal fails (leadership is lost), the speculative tree is dropped
+//! and rebuilt from the committed tree when needed.
+//!
+//! The leader also expires sessions (ZooKeeper's `SessionTracker`): every server touches the sessions of its
+//! connections, and a session not touched within its timeout is closed through a closeSession txn.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use replication::message::ServerId;
+use replication::peer::Role;
+use replication::runtime::{ForwardTo, Handle};
+use tokio::sync::{mpsc, watch};
+use tree::acl::Id;
+use tree::prep::{self, Caller, PrepOptions, Request};
+use tree::tree::DataTree;
+use tree::txn::{TxnHeader, TxnRecord};
+
+use crate::forward::Forward;
+use crate::session::SessionId;
+use crate::shared::{lock, Out, Shared};
+
+/// Where a request came from: this server's own clients or a follower's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A connection on this server.
+    Local,
+    /// A connection on that server.
+    Peer(ServerId),
+}
+
+/// An item for the pipeline.
+#[derive(Debug)]
+pub enum Item {
+    /// A write to prepare and propose.
+    Write {
+        /// Who sent it.
+        origin: Origin,
+        /// The session.
+        session: SessionId,
+        /// The client's xid.
+        cxid: i32,
+        /// The session's identities.
+        auth: Vec<Id>,
+        /// The write.
+        request: Request,
+    },
+    /// A client's sync: answered once every write proposed before it has committed.
+    Sync {
+        /// Who sent it.
+        origin: Origin,
+        /// The session.
+        session: SessionId,
+        /// The client's xid.
+        cxid: i32,
+    },
+    /// Sessions with client activity.
+    Touch(Vec<SessionId>),
+}
+
+/// Bound of the pipeline's queue.
+pub const QUEUE: usize = 4096;
+
+/// Runs the pipeline until its queue closes.
+pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<Item>) {
+    let tick = shared.config.tick;
+    let mut pipeline = Pipeline {
+        shared,
+        handle,
+        spec: None,
+        failed: Arc::new(AtomicBool::new(false)),
+        submitted: 0,
+        completed: Arc::new(watch::channel(0).0),
+        sessions: HashMap::new(),
+        options: PrepOptions { ttl_enabled: true },
+    };
+    let mut expiry = tokio::time::interval(tick / 2);
+    loop {
+        tokio::select! {
+            item = items.recv() => match item {
+                Some(item) => pipeline.handle(item).await,
+                None => return,
+            },
+            _ = expiry.tick() => pipeline.expire().await,
+        }
+    }
+}
+
+struct Pipeline {
+    shared: Arc<Shared>,
+    handle: Handle,
+    /// The committed tree plus every txn proposed since; `None` until needed or after a failure.
+    spec: Option<DataTree>,
+    /// Set by a proposal that failed: the speculative tree is wrong from there on.
+    failed: Arc<AtomicBool>,
+    /// Proposals submitted, and the count of those resolved (committed or failed, in order).
+    submitted: u64,
+    completed: Arc<watch::Sender<u64>>,
+    /// Session deadlines: timeout and when it runs out.
+    sessions: HashMap<SessionId, (Duration, Instant)>,
+    options: PrepOptions,
+}
+
+impl Pipeline {
+    fn leading(&self) -> bool {
+        *self.handle.role.borrow() == (Role::Leading, true)
+    }
+
+    /// The speculative tree, built from the committed tree once it has applied everything this leader's
+    /// history committed.
+    async fn spec(&mut self) -> Option<&mut DataTree> {
+        if self.failed.swap(false, Ordering::AcqRel) || !self.leading() {
+            self.spec = None;
+        }
+        if !self.leading() {
+            return None;
+        }
+        if self.spec.is_none() {
+            let target = self.handle.applied.borrow().0 as i64;
+            let mut applied = self.shared.applied.subscribe();
+            let deadline = tokio::time::sleep(self.shared.config.tick * self.shared.config.init_limit);
+            tokio::pin!(deadline);
+            loop {
+                if *applied.borrow_and_update() >= target {
+                    break;
+                }
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return None },
+                    _ = &mut deadline => {
+                        tracing::warn!(target, "the tree did not catch up with the committed history in time");
+                        return None;
+                    }
+                }
+            }
+            let tree = self.shared.tree().clone();
+            let now = Instant::now();
+            self.sessions = tree
+                .sessions()
+                .iter()
+                .map(|(&s, &t)| (s, (Duration::from_millis(t.max(0) as u64), now + Duration::from_millis(t as u64))))
+                .collect();
+            tracing::info!(zxid = tree.last_zxid(), sessions = self.sessions.len(), "leading: pipeline ready");
+            self.spec = Some(tree);
+        }
+        self.spec.as_mut()
+    }
+
+    async fn handle(&mut self, item: Item) {
+        match item {
+            Item::Touch(sessions) => {
+                let now = Instant::now();
+                for s in sessions {
+                    if let Some((timeout, deadline)) = self.sessions.get_mut(&s) {
+                        *deadline = now + *timeout;
+                    }
+                }
+            }
+            Item::Write { origin, session, cxid, auth, request } => {
+                if !self.propose(session, cxid, auth, &request).await {
+                    self.drop_request(origin, session).await;
+                }
+            }
+            Item::Sync { origin, session, cxid } => {
+                let (target, mut completed) = (self.submitted, self.completed.subscribe());
+                let (shared, handle) = (self.shared.clone(), self.handle.clone());
+                tokio::spawn(async move {
+                    if completed.wait_for(|&done| done >= target).await.is_err() {
+                        return;
+                    }
+                    let zxid = handle.applied.borrow().0 as i64;
+                    match origin {
+                        Origin::Local => {
+                            if let Some(waiter) = lock(&shared.syncs).remove(&(session, cxid)) {
+                                let _ = waiter.send(zxid);
+                            }
+                        }
+                        Origin::Peer(peer) => {
+                            let answer = Forward::Synced { session, cxid, zxid }.encode();
+                            handle.forward(ForwardTo::Peer(peer), answer).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Prepares and proposes one write; false when this server cannot (it does not lead).
+    async fn propose(&mut self, session: SessionId, cxid: i32, auth: Vec<Id>, request: &Request) -> bool {
+        let options = self.options;
+        let Some(spec) = self.spec().await else { return false };
+        let caller = Caller { session, auth };
+        let (txn_op, txn) = prep::prep(spec, &caller, options, request);
+        let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        // The real zxid is the runtime's to give; the speculative tree only needs one above its last.
+        let header = TxnHeader { client_id: session, cxid, zxid: spec.last_zxid() + 1, time, op: txn_op };
+        spec.apply(&header, &txn);
+        match request {
+            Request::CreateSession { timeout } => {
+                let timeout = Duration::from_millis((*timeout).max(0) as u64);
+                self.sessions.insert(session, (timeout, Instant::now() + timeout));
+            }
+            Request::CloseSession => {
+                self.sessions.remove(&session);
+            }
+            _ => {}
+        }
+        let bytes = Bytes::from(TxnRecord { header, txn }.encode());
+        match self.handle.submit(bytes).await {
+            Ok(outcome) => {
+                self.submitted += 1;
+                let (failed, completed, seq) = (self.failed.clone(), self.completed.clone(), self.submitted);
+                tokio::spawn(async move {
+                    if !matches!(outcome.await, Ok(Ok(_))) {
+                        failed.store(true, Ordering::Release);
+                    }
+                    completed.send_modify(|done| *done = (*done).max(seq));
+                });
+                true
+            }
+            Err(_) => {
+                self.failed.store(true, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    /// Tells whoever sent a request this server could not take it: the client reconnects and retries.
+    async fn drop_request(&self, origin: Origin, session: SessionId) {
+        match origin {
+            Origin::Local => {
+                if let Some(conn) = self.shared.conns().get(&session) {
+                    conn.send(Out::Close);
+                }
+            }
+            Origin::Peer(peer) => self.handle.forward(ForwardTo::Peer(peer), Forward::Dropped(session).encode()).await,
+        }
+    }
+
+    /// Closes sessions whose deadline passed.
+    async fn expire(&mut self) {
+        if !self.leading() || self.spec.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<SessionId> =
+            self.sessions.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(&s, _)| s).collect();
+        for session in expired {
+            tracing::info!(session = format_args!("0x{session:x}"), "session expired");
+            self.sessions.remove(&session);
+            self.propose(session, 0, Vec::new(), &Request::CloseSession).await;
+        }
+    }
+}

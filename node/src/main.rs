@@ -1,0 +1,132 @@
+//! The `ensemble` command: run one server from a ZooKeeper config, or a local demo ensemble.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use node::config::Config;
+use node::server::{self, Server};
+
+#[derive(Parser)]
+#[command(name = "ensemble", version, about = "A ZooKeeper-compatible replicated coordination store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one server from a ZooKeeper `zoo.cfg` (with `myid` in its dataDir).
+    Start {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Runs a local ensemble on loopback in this process: client ports 2181, 2182, ... and data under DIR.
+    Demo {
+        /// Where the servers keep their data (one folder each); reused, so a restart recovers everything.
+        #[arg(long, default_value = "data/demo")]
+        dir: PathBuf,
+        /// How many servers.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// The first client port.
+        #[arg(long, default_value_t = 2181)]
+        client_port: u16,
+        /// The first quorum port (election ports follow 1000 above).
+        #[arg(long, default_value_t = 2888)]
+        quorum_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wal=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ensemble: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Start { config } => start(config).await,
+            Command::Demo { dir, nodes, client_port, quorum_port } => demo(dir, nodes, client_port, quorum_port).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ensemble: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(path: PathBuf) -> Result<(), String> {
+    let config = Config::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let server = server::start(config).await.map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    server.shutdown();
+    Ok(())
+}
+
+async fn demo(dir: PathBuf, nodes: u64, client_port: u16, quorum_port: u16) -> Result<(), String> {
+    if !(1..=9).contains(&nodes) {
+        return Err(format!("--nodes {nodes}: run 1 to 9 servers"));
+    }
+    let mut servers: Vec<Server> = Vec::new();
+    let members: String = (1..=nodes)
+        .map(|id| {
+            let q = quorum_port + id as u16 - 1;
+            format!("server.{id}=127.0.0.1:{q}:{}\n", q + 1000)
+        })
+        .collect();
+    for id in 1..=nodes {
+        let data = dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&data).map_err(|e| format!("create {}: {e}", data.display()))?;
+        std::fs::write(data.join("myid"), format!("{id}\n")).map_err(|e| format!("write myid: {e}"))?;
+        let text = format!(
+            "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
+             4lw.commands.whitelist=*\n{}",
+            data.display(),
+            client_port + id as u16 - 1,
+            if nodes > 1 { members.as_str() } else { "" },
+        );
+        let cfg = data.join("zoo.cfg");
+        std::fs::write(&cfg, text).map_err(|e| format!("write {}: {e}", cfg.display()))?;
+        let config = Config::load(&cfg).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        servers.push(server::start(config).await.map_err(|e| format!("server {id}: {e}"))?);
+    }
+    let connect: Vec<String> = servers.iter().map(|s| s.client_addr().to_string()).collect();
+    println!("Ensemble of {nodes} running; data in {}. Connect with:\n  {}", dir.display(), connect.join(","));
+    println!("Stop with Ctrl-C; the next start recovers every znode from disk.");
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    for server in &servers {
+        server.shutdown();
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

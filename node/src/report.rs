@@ -1,0 +1,192 @@
+//! Four-letter words on the client port: the server's state gathered into a [`fourlw::Report`], answered in
+//! ZooKeeper's formats, and the connection closed.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use replication::peer::Role;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::fourlw::{self, Connection, Mode, Report, WatchSummary};
+use crate::server::Ctx;
+
+/// The word the first four bytes of a connection spell, if any.
+pub fn four_letter_word(first4: &[u8; 4]) -> Option<&'static str> {
+    fourlw::four_letter_word(first4)
+}
+
+/// Answers `word` and closes the connection.
+pub async fn answer_four_letter_word(ctx: &Ctx, mut stream: TcpStream, word: &'static str) {
+    let whitelist = &ctx.shared.config.four_letter_words;
+    let allowed = word == "srvr" || whitelist.iter().any(|w| w == "*" || w == word);
+    let text = if !allowed {
+        fourlw::not_whitelisted(word)
+    } else {
+        match word {
+            "srst" => ctx.shared.stats.reset(),
+            "crst" => {
+                for conn in ctx.shared.conns().values() {
+                    for c in [&conn.counters.received, &conn.counters.sent] {
+                        c.store(0, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let report = report(ctx);
+        fourlw::answer(word, &report).unwrap_or_else(|| fourlw::not_whitelisted(word))
+    };
+    let _ = stream.write_all(text.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The server's state now.
+pub fn report(ctx: &Ctx) -> Report {
+    let shared = &ctx.shared;
+    let config = &shared.config;
+    let (role, serving) = *ctx.handle.role.borrow();
+    let mode = match role {
+        _ if shared.standalone => Mode::Standalone,
+        Role::Leading => Mode::Leader,
+        _ => Mode::Follower,
+    };
+    let peer_state = match (role, serving) {
+        (Role::Looking, _) => "looking".to_owned(),
+        (Role::Leading, true) => "leading - broadcast".to_owned(),
+        (Role::Leading, false) => "leading - synchronization".to_owned(),
+        (Role::Following(_), true) => "following - broadcast".to_owned(),
+        (Role::Following(_), false) => "following - synchronization".to_owned(),
+    };
+    let (zxid, node_count, sessions, ephemerals, data_size) = {
+        let tree = shared.tree();
+        let ephemerals: usize = tree.sessions().keys().map(|&s| tree.ephemerals(s).count()).sum();
+        let size: u64 = tree.nodes_after(None).map(|(p, n)| (p.len() + n.data.len()) as u64).sum();
+        (tree.last_zxid(), tree.node_count() as u64, tree.sessions().len() as u64, ephemerals as u64, size)
+    };
+    let (watches, paths, watchers) = shared.watches().counts();
+    let stats = &shared.stats;
+    let count = stats.latency_count.load(Ordering::Relaxed);
+    let min_us = stats.latency_min_us.load(Ordering::Relaxed);
+    let connections = shared
+        .conns()
+        .iter()
+        .map(|(&session, conn)| Connection {
+            remote: conn.addr,
+            interest_ops: 1,
+            received: conn.counters.received.load(Ordering::Relaxed),
+            sent: conn.counters.sent.load(Ordering::Relaxed),
+            session_id: session,
+            last_cxid: conn.counters.last_cxid.load(Ordering::Relaxed) as i64,
+            ..Connection::default()
+        })
+        .collect();
+    let wal = ctx.wal.stats();
+    Report {
+        version: format!("3.8.4-ensemble-{}, built on Rust", env!("CARGO_PKG_VERSION")),
+        mode,
+        serving,
+        peer_state,
+        zxid,
+        node_count,
+        min_latency_ms: if count == 0 { 0 } else { (min_us / 1000) as i64 },
+        avg_latency_ms: if count == 0 {
+            0.0
+        } else {
+            stats.latency_sum_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0
+        },
+        max_latency_ms: (stats.latency_max_us.load(Ordering::Relaxed) / 1000) as i64,
+        packets_received: stats.received.load(Ordering::Relaxed),
+        packets_sent: stats.sent.load(Ordering::Relaxed),
+        outstanding_requests: stats.outstanding.load(Ordering::Relaxed),
+        uptime_ms: stats.started.elapsed().as_millis() as u64,
+        connections,
+        watch_count: watches as u64,
+        data_watches: WatchSummary { connections: watchers as u64, paths: paths as u64, watches: watches as u64 },
+        ephemerals_count: ephemerals,
+        approximate_data_size: data_size,
+        global_sessions: sessions,
+        local_sessions: 0,
+        open_file_descriptors: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
+        max_file_descriptors: max_fds(),
+        quorum_size: config.servers.len().max(1) as u64,
+        conf: conf(ctx),
+        snapshot_dir_size: dir_size(&ctx.snap_dir),
+        log_dir_size: dir_size(&ctx.log_dir),
+        environment: environment(),
+        extra: vec![
+            ("wal_records".into(), wal.records.to_string()),
+            ("wal_fsyncs".into(), wal.batches.to_string()),
+            ("wal_fsync_time_us".into(), wal.fsync_time.as_micros().to_string()),
+            ("wal_fsync_max_us".into(), wal.fsync_max.as_micros().to_string()),
+        ],
+        ..Report::default()
+    }
+}
+
+fn conf(ctx: &Ctx) -> fourlw::Conf {
+    let config = &ctx.shared.config;
+    let me = config.servers.get(&ctx.shared.my_id);
+    fourlw::Conf {
+        client_port: ctx.client_addr.port(),
+        data_dir: absolute(&ctx.snap_dir),
+        data_log_dir: absolute(&ctx.log_dir),
+        tick_time_ms: config.tick.as_millis() as u32,
+        max_client_cnxns: config.max_client_cnxns,
+        min_session_timeout_ms: config.min_session_timeout.as_millis() as u32,
+        max_session_timeout_ms: config.max_session_timeout.as_millis() as u32,
+        client_port_listen_backlog: -1,
+        server_id: if ctx.shared.standalone { 0 } else { ctx.shared.my_id },
+        init_limit: config.init_limit,
+        sync_limit: config.sync_limit,
+        election_alg: 3,
+        election_port: me.map_or(0, |m| m.election_port),
+        quorum_port: me.map_or(0, |m| m.quorum_port),
+        members: config
+            .servers
+            .iter()
+            .map(|(&id, s)| (id, format!("{}:{}:{}:participant", s.host, s.quorum_port, s.election_port)))
+            .collect(),
+        ..fourlw::Conf::default()
+    }
+}
+
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn max_fds() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        0
+    }
+}
+
+fn environment() -> Vec<(String, String)> {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| "<NA>".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_or("<NA>".into(), |h| h.trim().to_owned());
+    vec![
+        ("zookeeper.version".into(), format!("3.8.4-ensemble-{}", env!("CARGO_PKG_VERSION"))),
+        ("host.name".into(), host),
+        ("os.name".into(), std::env::consts::OS.into()),
+        ("os.arch".into(), std::env::consts::ARCH.into()),
+        ("user.name".into(), var("USER")),
+        ("user.home".into(), var("HOME")),
+        ("user.dir".into(), std::env::current_dir().map_or("<NA>".into(), |d| d.display().to_string())),
+    ]
+}

@@ -1,0 +1,344 @@
+//! One ensemble server: recovery, the replication runtime, the applier, the leader pipeline and the client
+//! listener, wired together.
+//!
+//! ```text
+//!  clients ──► conn ──┬─► (leading) pipeline ──► runtime (propose, replicate, commit) ──► applier ──► tree
+//!                     └─► (following) Forward ──► the leader's pipeline                        │
+//!             ◄──────────── replies and watch events, per connection ◄────────────────────────┘
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use replication::election::ElectionConfig;
+use replication::message::ServerId;
+use replication::peer::{PeerConfig, Role};
+use replication::quorum::Voters;
+use replication::runtime::{self, ForwardTo, Handle, ServerConfig};
+use snapshot::policy::SnapPolicy;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use wal::{SyncMode, Wal, WalOptions};
+
+use crate::apply::{self, SnapshotSettings};
+use crate::config::Config;
+use crate::forward::Forward;
+use crate::leader::{self, Item, Origin};
+use crate::session::SessionIds;
+use crate::shared::{lock, Out, Shared, Stats};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration cannot run.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The WAL could not be opened.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] wal::WalError),
+    /// Recovery failed.
+    #[error("recovery: {0}")]
+    Recovery(#[from] snapshot::SnapshotError),
+    /// A port could not be bound or a directory created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What connections need from their server.
+pub struct Ctx {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The replication runtime.
+    pub handle: Handle,
+    /// The leader pipeline's queue (used while this server leads).
+    pub pipeline: mpsc::Sender<Item>,
+    /// The client address.
+    pub client_addr: SocketAddr,
+    /// Where snapshots and the log live, for `dirs` and `conf`.
+    pub snap_dir: PathBuf,
+    /// The log directory.
+    pub log_dir: PathBuf,
+    /// The WAL, for its statistics.
+    pub wal: Arc<Wal>,
+}
+
+impl Ctx {
+    /// Whether this server leads and serves.
+    pub fn leading(&self) -> bool {
+        *self.handle.role.borrow() == (Role::Leading, true)
+    }
+
+    /// Whether this server serves clients.
+    pub fn serving(&self) -> bool {
+        self.handle.role.borrow().1
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// Its context.
+    pub ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+}
+
+impl Server {
+    /// The client address it listens on.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.ctx.client_addr
+    }
+
+    /// Stops serving: closes client connections and the replication runtime.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        self.ctx.handle.shutdown();
+        for conn in self.ctx.shared.conns().values() {
+            conn.send(Out::Close);
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Starts a server from its configuration (inside a tokio runtime).
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let config = Arc::new(config);
+    let my_id = match (config.my_id, config.servers.len()) {
+        (Some(id), _) => id,
+        (None, 0) => 1,
+        (None, _) => return Err(StartError::Config("server.N lines but no myid file in dataDir".into())),
+    };
+    if config.servers.values().any(|s| s.observer) {
+        return Err(StartError::Config("observers are not supported yet: list only participants".into()));
+    }
+    let standalone = config.servers.is_empty();
+    let snap_dir = config.data_dir.join("snapshots");
+    let log_dir = config.data_log_dir.clone();
+    for dir in [&snap_dir, &log_dir] {
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    }
+
+    let started = Instant::now();
+    tracing::info!(server = my_id, dir = %log_dir.display(), "opening the write-ahead log");
+    let options = WalOptions {
+        segment_size: config.prealloc_kib.max(1024) * 1024,
+        sync: if config.force_sync { SyncMode::Fdatasync } else { SyncMode::Never },
+        ..WalOptions::default()
+    };
+    let (wal, wal_recovery) = Wal::open(log_dir.join("log"), options.clone())?;
+    tracing::info!(?wal_recovery, "write-ahead log open; rebuilding the tree from snapshots and the log");
+    let (tree, recovered) = snapshot::recover::recover(&snap_dir, &wal)?;
+    tracing::info!(
+        zxid = format_args!("0x{:x}", recovered.last_zxid),
+        nodes = tree.node_count(),
+        sessions = tree.sessions().len(),
+        replayed = recovered.replayed,
+        snapshot = ?recovered.snapshot,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    let wal = Arc::new(wal);
+
+    let client_host = config.client_port_address.clone().unwrap_or_else(|| "0.0.0.0".into());
+    let client_port = config.client_port.unwrap_or(2181);
+    let client_listener = TcpListener::bind((client_host.as_str(), client_port))
+        .await
+        .map_err(io(format!("bind the client port {client_host}:{client_port}")))?;
+    let client_addr = client_listener.local_addr().map_err(io("client address"))?;
+
+    let mut peers = BTreeMap::new();
+    for (&id, entry) in &config.servers {
+        let addr = (entry.host.as_str(), entry.quorum_port)
+            .to_socket_addrs()
+            .map_err(io(format!("resolve server.{id} {}", entry.host)))?
+            .next()
+            .ok_or_else(|| StartError::Config(format!("server.{id}: {} resolves to nothing", entry.host)))?;
+        peers.insert(ServerId(id), addr);
+    }
+    let peer_listener = match peers.get(&ServerId(my_id)) {
+        Some(addr) => TcpListener::bind(addr).await.map_err(io(format!("bind the quorum port {addr}")))?,
+        None if standalone => TcpListener::bind("127.0.0.1:0").await.map_err(io("bind a loopback peer port"))?,
+        None => return Err(StartError::Config(format!("myid is {my_id} but there is no server.{my_id} line"))),
+    };
+    if standalone {
+        peers.insert(ServerId(my_id), peer_listener.local_addr().map_err(io("peer address"))?);
+    }
+    let peer = PeerConfig {
+        me: ServerId(my_id),
+        voters: Voters::new(peers.keys().copied()),
+        tick: config.tick,
+        init_limit: config.init_limit,
+        sync_limit: config.sync_limit,
+        window: 1000,
+        election: ElectionConfig::default(),
+    };
+    let server_config = ServerConfig { peer, listener: peer_listener, peers, dir: log_dir.clone(), wal: options };
+    let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
+
+    let (applied, _) = watch::channel(recovered.last_zxid);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        my_id,
+        standalone,
+        tree: RwLock::new(tree),
+        watches: Mutex::default(),
+        conns: Mutex::new(HashMap::new()),
+        per_ip: Mutex::new(HashMap::new()),
+        applied,
+        touched: Mutex::new(HashSet::new()),
+        syncs: Mutex::new(HashMap::new()),
+        session_ids: SessionIds::new(my_id),
+        super_digest: config.super_digest.clone(),
+        stats: Stats::default(),
+        next_conn: AtomicU64::new(1),
+    });
+
+    let snaps = SnapshotSettings {
+        dir: snap_dir.clone(),
+        retain: config.snap_retain_count.max(3),
+        policy: SnapPolicy::new(config.snap_count, my_id),
+    };
+    {
+        let (shared, wal) = (shared.clone(), wal.clone());
+        std::thread::Builder::new()
+            .name(format!("applier-{my_id}"))
+            .spawn(move || apply::run(shared, wal, streams.committed, snaps))
+            .map_err(io("spawn the applier thread"))?;
+    }
+    let (pipeline, items) = mpsc::channel(leader::QUEUE);
+    tokio::spawn(leader::run(shared.clone(), handle.clone(), items));
+
+    let ctx = Arc::new(Ctx { shared, handle, pipeline, client_addr, snap_dir, log_dir, wal });
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(forwarded(ctx.clone(), streams.forwarded));
+    tokio::spawn(touches(ctx.clone(), stopped.clone()));
+    tokio::spawn(serving(ctx.clone()));
+    tokio::spawn(accept(ctx.clone(), client_listener, stopped));
+    tracing::info!(server = my_id, client = %client_addr, standalone, "started");
+    Ok(Server { ctx, stop })
+}
+
+/// Accepts client connections until stopped.
+async fn accept(ctx: Arc<Ctx>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let max = ctx.shared.config.max_client_cnxns;
+        {
+            let mut per_ip = lock(&ctx.shared.per_ip);
+            let count = per_ip.entry(addr.ip()).or_default();
+            if max > 0 && *count >= max {
+                tracing::warn!(ip = %addr.ip(), max, "too many connections from this address");
+                continue;
+            }
+            *count += 1;
+        }
+        tokio::spawn(crate::conn::serve(ctx.clone(), stream, addr));
+    }
+}
+
+/// Handles what other servers forward: requests and syncs (as leader), answers (as follower).
+async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::Bytes)>) {
+    while let Some((from, data)) = stream.recv().await {
+        let item = match Forward::decode(data) {
+            Ok(item) => item,
+            Err(error) => {
+                tracing::warn!(peer = from.0, %error, "undecodable forward from a peer");
+                continue;
+            }
+        };
+        match item {
+            Forward::Request { session, cxid, op, auth, body } => match crate::convert::decode(op, &body) {
+                Ok(request) => {
+                    let item = Item::Write { origin: Origin::Peer(from), session, cxid, auth, request };
+                    let _ = ctx.pipeline.send(item).await;
+                }
+                Err(error) => tracing::warn!(peer = from.0, %error, "undecodable forwarded request"),
+            },
+            Forward::Sync { session, cxid } => {
+                let _ = ctx.pipeline.send(Item::Sync { origin: Origin::Peer(from), session, cxid }).await;
+            }
+            Forward::Touch(sessions) => {
+                let _ = ctx.pipeline.send(Item::Touch(sessions)).await;
+            }
+            Forward::Synced { session, cxid, zxid } => {
+                if let Some(waiter) = lock(&ctx.shared.syncs).remove(&(session, cxid)) {
+                    let _ = waiter.send(zxid);
+                }
+            }
+            Forward::Dropped(session) => {
+                if let Some(conn) = ctx.shared.conns().get(&session) {
+                    conn.send(Out::Close);
+                }
+            }
+        }
+    }
+}
+
+/// Tells the leader, every half tick, which sessions had client activity.
+async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(ctx.shared.config.tick / 2);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        // Connected sessions count as active: their connection closes when the client goes quiet for longer
+        // than the session timeout.
+        let mut sessions: HashSet<i64> = std::mem::take(&mut *lock(&ctx.shared.touched));
+        sessions.extend(ctx.shared.conns().keys().copied());
+        sessions.remove(&0);
+        if sessions.is_empty() {
+            continue;
+        }
+        let sessions: Vec<i64> = sessions.into_iter().collect();
+        if ctx.leading() {
+            let _ = ctx.pipeline.send(Item::Touch(sessions)).await;
+        } else if ctx.serving() {
+            ctx.handle.forward(ForwardTo::Leader, Forward::Touch(sessions).encode()).await;
+        }
+    }
+}
+
+/// Closes every client connection when this server stops serving (ZooKeeper shuts its request processors
+/// down on a leader change; clients reconnect, to this server or another, once one serves again).
+async fn serving(ctx: Arc<Ctx>) {
+    let mut role = ctx.handle.role.clone();
+    let mut was = *role.borrow();
+    while role.changed().await.is_ok() {
+        let now = *role.borrow_and_update();
+        if now != was {
+            tracing::info!(server = ctx.shared.my_id, role = ?now.0, serving = now.1, "role changed");
+        }
+        if was.1 && (!now.1 || now.0 != was.0) {
+            let conns: Vec<_> = ctx.shared.conns().values().cloned().collect();
+            for conn in conns {
+                conn.send(Out::Close);
+            }
+            lock(&ctx.shared.syncs).clear();
+        }
+        was = now;
+    }
+}

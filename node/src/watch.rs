@@ -1,0 +1,249 @@
+//! Watches: who is told about which change (ZooKeeper's `WatchManager` with `WatcherMode`s).
+//!
+//! Watches belong to a session's connection on this server: they vanish when it closes, and the client
+//! re-registers them on its next connection with `setWatches`. One-shot data and child watches are removed as
+//! they fire; persistent ones stay until removed. A recursive watch fires for changes at or below its path,
+//! except `NodeChildrenChanged`, which a recursive watcher infers from the create or delete it also sees.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::session::SessionId;
+
+/// ZooKeeper's `Watcher.Event.EventType` values.
+#[allow(missing_docs)]
+pub mod event {
+    pub const NODE_CREATED: i32 = 1;
+    pub const NODE_DELETED: i32 = 2;
+    pub const NODE_DATA_CHANGED: i32 = 3;
+    pub const NODE_CHILDREN_CHANGED: i32 = 4;
+}
+
+/// `Watcher.Event.KeeperState.SyncConnected`: the state every event a server sends carries.
+pub const SYNC_CONNECTED: i32 = 3;
+
+/// A kind of watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// getData / exists: fires once on create, data change or delete of the path.
+    Data,
+    /// getChildren: fires once on a child created or deleted, or the node deleted.
+    Child,
+    /// addWatch PERSISTENT: every event on the path, until removed.
+    Persistent,
+    /// addWatch PERSISTENT_RECURSIVE: every event at or below the path except NodeChildrenChanged.
+    Recursive,
+}
+
+impl Kind {
+    /// The kind for an `addWatch` mode (0 persistent, 1 persistent recursive).
+    pub fn from_add_watch_mode(mode: i32) -> Option<Kind> {
+        match mode {
+            0 => Some(Kind::Persistent),
+            1 => Some(Kind::Recursive),
+            _ => None,
+        }
+    }
+}
+
+/// A change, for [`Watches::trigger`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// A node was created.
+    Created(&'a str),
+    /// A node's data was set.
+    DataChanged(&'a str),
+    /// A node was deleted.
+    Deleted(&'a str),
+    /// A child of this node was created or deleted.
+    ChildrenChanged(&'a str),
+}
+
+/// An event to send: (session, event type, path).
+pub type Fired = (SessionId, i32, String);
+
+/// All watches on this server.
+#[derive(Debug, Default)]
+pub struct Watches {
+    by_path: HashMap<(Kind, String), BTreeSet<SessionId>>,
+    by_session: HashMap<SessionId, BTreeSet<(Kind, String)>>,
+    /// Paths with recursive watches, for the walk up from a changed path.
+    recursive: BTreeMap<String, usize>,
+}
+
+impl Watches {
+    /// Adds a watch (idempotent).
+    pub fn add(&mut self, session: SessionId, kind: Kind, path: &str) {
+        if self.by_path.entry((kind, path.to_owned())).or_default().insert(session) {
+            self.by_session.entry(session).or_default().insert((kind, path.to_owned()));
+            if kind == Kind::Recursive {
+                *self.recursive.entry(path.to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether `session` has a watch of `kind` on `path`.
+    pub fn has(&self, session: SessionId, kind: Kind, path: &str) -> bool {
+        self.by_path.get(&(kind, path.to_owned())).is_some_and(|s| s.contains(&session))
+    }
+
+    /// Removes one watch; whether it existed.
+    pub fn remove(&mut self, session: SessionId, kind: Kind, path: &str) -> bool {
+        let key = (kind, path.to_owned());
+        let Some(sessions) = self.by_path.get_mut(&key) else { return false };
+        if !sessions.remove(&session) {
+            return false;
+        }
+        if sessions.is_empty() {
+            self.by_path.remove(&key);
+        }
+        if let Some(keys) = self.by_session.get_mut(&session) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.by_session.remove(&session);
+            }
+        }
+        if kind == Kind::Recursive {
+            if let Some(n) = self.recursive.get_mut(path) {
+                *n -= 1;
+                if *n == 0 {
+                    self.recursive.remove(path);
+                }
+            }
+        }
+        true
+    }
+
+    /// Removes every watch of a session (its connection closed).
+    pub fn remove_session(&mut self, session: SessionId) {
+        for (kind, path) in self.by_session.get(&session).cloned().unwrap_or_default() {
+            self.remove(session, kind, &path);
+        }
+    }
+
+    /// The events a change fires, in ZooKeeper's order; one-shot watches that fired are removed.
+    pub fn trigger(&mut self, change: Change<'_>, out: &mut Vec<Fired>) {
+        let (path, event, one_shot): (&str, i32, &[Kind]) = match change {
+            Change::Created(p) => (p, event::NODE_CREATED, &[Kind::Data]),
+            Change::DataChanged(p) => (p, event::NODE_DATA_CHANGED, &[Kind::Data]),
+            Change::Deleted(p) => (p, event::NODE_DELETED, &[Kind::Data, Kind::Child]),
+            Change::ChildrenChanged(p) => (p, event::NODE_CHILDREN_CHANGED, &[Kind::Child]),
+        };
+        let mut told = BTreeSet::new();
+        for &kind in one_shot {
+            let key = (kind, path.to_owned());
+            for session in self.by_path.get(&key).cloned().unwrap_or_default() {
+                self.remove(session, kind, path);
+                if told.insert(session) {
+                    out.push((session, event, path.to_owned()));
+                }
+            }
+        }
+        let mut persistent: Vec<SessionId> =
+            self.by_path.get(&(Kind::Persistent, path.to_owned())).into_iter().flatten().copied().collect();
+        if event != event::NODE_CHILDREN_CHANGED && !self.recursive.is_empty() {
+            for ancestor in ancestors_or_self(path) {
+                if self.recursive.contains_key(ancestor) {
+                    persistent.extend(self.by_path.get(&(Kind::Recursive, ancestor.to_owned())).into_iter().flatten());
+                }
+            }
+        }
+        for session in persistent {
+            if told.insert(session) {
+                out.push((session, event, path.to_owned()));
+            }
+        }
+    }
+
+    /// (watches, watched paths, sessions with watches), for `wchs` and `mntr`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let watches = self.by_path.values().map(BTreeSet::len).sum();
+        let paths: BTreeSet<&str> = self.by_path.keys().map(|(_, p)| p.as_str()).collect();
+        (watches, paths.len(), self.by_session.len())
+    }
+}
+
+/// `/a/b/c`, `/a/b`, `/a`, `/`.
+fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = match current.rfind('/') {
+            _ if current == "/" => None,
+            Some(0) => Some("/"),
+            Some(i) => Some(&current[..i]),
+            None => None,
+        };
+        Some(current)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fire(w: &mut Watches, change: Change<'_>) -> Vec<Fired> {
+        let mut out = Vec::new();
+        w.trigger(change, &mut out);
+        out
+    }
+
+    #[test]
+    fn one_shot_watches_fire_once() {
+        let mut w = Watches::default();
+        w.add(1, Kind::Data, "/a");
+        w.add(2, Kind::Child, "/");
+        assert_eq!(fire(&mut w, Change::DataChanged("/a")), vec![(1, event::NODE_DATA_CHANGED, "/a".into())]);
+        assert_eq!(fire(&mut w, Change::DataChanged("/a")), vec![]);
+        assert_eq!(fire(&mut w, Change::ChildrenChanged("/")), vec![(2, event::NODE_CHILDREN_CHANGED, "/".into())]);
+        assert_eq!(w.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_delete_fires_data_and_child_watches_once_per_session() {
+        let mut w = Watches::default();
+        w.add(1, Kind::Data, "/a");
+        w.add(1, Kind::Child, "/a");
+        w.add(2, Kind::Child, "/a");
+        assert_eq!(
+            fire(&mut w, Change::Deleted("/a")),
+            vec![(1, event::NODE_DELETED, "/a".into()), (2, event::NODE_DELETED, "/a".into())]
+        );
+        assert_eq!(w.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn persistent_and_recursive_watches_stay() {
+        let mut w = Watches::default();
+        w.add(1, Kind::Persistent, "/a");
+        w.add(2, Kind::Recursive, "/");
+        for _ in 0..2 {
+            assert_eq!(
+                fire(&mut w, Change::DataChanged("/a")),
+                vec![(1, event::NODE_DATA_CHANGED, "/a".into()), (2, event::NODE_DATA_CHANGED, "/a".into())]
+            );
+        }
+        assert_eq!(fire(&mut w, Change::Created("/a/b/c")), vec![(2, event::NODE_CREATED, "/a/b/c".into())]);
+        // A recursive watcher is not told about children changes; a persistent one on the path is.
+        assert_eq!(fire(&mut w, Change::ChildrenChanged("/a")), vec![(1, event::NODE_CHILDREN_CHANGED, "/a".into())]);
+        assert!(w.remove(2, Kind::Recursive, "/"));
+        assert_eq!(fire(&mut w, Change::Created("/x")), vec![]);
+    }
+
+    #[test]
+    fn closing_a_session_drops_its_watches() {
+        let mut w = Watches::default();
+        w.add(1, Kind::Data, "/a");
+        w.add(1, Kind::Recursive, "/a");
+        w.add(2, Kind::Data, "/a");
+        w.remove_session(1);
+        assert_eq!(w.counts(), (1, 1, 1));
+        assert_eq!(fire(&mut w, Change::Created("/a/b")), vec![]);
+        assert!(w.has(2, Kind::Data, "/a"));
+    }
+
+    #[test]
+    fn ancestors_walk_to_the_root() {
+        assert_eq!(ancestors_or_self("/a/b").collect::<Vec<_>>(), vec!["/a/b", "/a", "/"]);
+        assert_eq!(ancestors_or_self("/").collect::<Vec<_>>(), vec!["/"]);
+    }
+}

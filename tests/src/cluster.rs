@@ -1,0 +1,421 @@
+//! [`Cluster`]: N server processes on loopback, each from its own `zoo.cfg`, in a temporary directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::fourlw::{self, Mode};
+use crate::ports::free_ports;
+use crate::process::{self, Server};
+
+/// How a cluster is configured. `Options::default()` is 3 nodes with a 200 ms tick.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Number of nodes; 1 is a standalone server (no `server.N` lines, no `myid`).
+    pub nodes: usize,
+    /// `tickTime` in milliseconds.
+    pub tick_ms: u64,
+    /// `initLimit`, in ticks.
+    pub init_limit: u32,
+    /// `syncLimit`, in ticks.
+    pub sync_limit: u32,
+    /// `snapCount`: small, so that snapshots are taken during the tests.
+    pub snap_count: u64,
+    /// `preAllocSize` in KiB: small, so that WAL segments roll over during the tests.
+    pub prealloc_kib: u64,
+    /// `maxSessionTimeout` in milliseconds (the minimum stays ZooKeeper's 2 ticks).
+    pub max_session_timeout_ms: u64,
+    /// How long [`Cluster::start`] and the other waits give the nodes to serve.
+    pub start_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            nodes: 3,
+            tick_ms: 200,
+            init_limit: 10,
+            sync_limit: 5,
+            snap_count: 100,
+            prealloc_kib: 512,
+            max_session_timeout_ms: 30_000,
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// At most this many clusters run at once in one test process (the test machine has 2 cores).
+const MAX_CLUSTERS: usize = 2;
+
+struct Slot;
+
+static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+impl Slot {
+    fn take() -> Slot {
+        let (count, freed) = &SLOTS;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_CLUSTERS {
+            n = freed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, freed) = &SLOTS;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
+struct Node {
+    /// `myid`: index + 1.
+    id: usize,
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+/// A running cluster. Nodes are numbered from 0 (their `myid` is the index + 1). Every method takes `&self`,
+/// so that one `Arc<Cluster>` can be shared by concurrent test tasks. The methods block: from async code call
+/// them through [`crate::blocking`]. Dropping the cluster SIGKILLs every node, prints the node logs if the
+/// thread is panicking, and removes the directory unless `ENSEMBLE_KEEP` is set.
+pub struct Cluster {
+    server: Server,
+    options: Options,
+    root: PathBuf,
+    tempdir: Option<tempfile::TempDir>,
+    addrs: Vec<SocketAddr>,
+    nodes: Vec<Mutex<Node>>,
+    _slot: Slot,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with the default options and waits until every one serves.
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(Options { nodes: n, ..Options::default() })
+    }
+
+    /// Starts a cluster as `options` say and waits until every node serves (exactly one leader).
+    pub fn start_with(options: Options) -> Cluster {
+        assert!(options.nodes >= 1, "a cluster needs a node");
+        let server = Server::from_env();
+        let slot = Slot::take();
+        let tempdir = tempfile::Builder::new().prefix("ensemble-tests-").tempdir().expect("temp dir");
+        let root = tempdir.path().to_path_buf();
+        let ports = free_ports(options.nodes * 3);
+        let addrs: Vec<SocketAddr> =
+            (0..options.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i * 3]))).collect();
+        let mut nodes = Vec::new();
+        for i in 0..options.nodes {
+            let dir = root.join(format!("node{}", i + 1));
+            let config = write_node_files(&options, &dir, i, &ports).expect("node files");
+            server.prepare(&dir).expect("server files");
+            let log = dir.join("server.log");
+            nodes.push(Mutex::new(Node { id: i + 1, dir, config, log, child: None, starts: 0 }));
+        }
+        let cluster = Cluster { server, options, root, tempdir: Some(tempdir), addrs, nodes, _slot: slot };
+        eprintln!(
+            "ensemble-tests: starting {} node(s) of {:?} in {}, clients on {}",
+            cluster.len(),
+            cluster.server,
+            cluster.root.display(),
+            cluster.connect_string()
+        );
+        for i in 0..cluster.len() {
+            cluster.start_node(i);
+        }
+        cluster.wait_serving();
+        cluster
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no node (never: [`Cluster::start_with`] refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The options the cluster was started with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The server implementation under test.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// `127.0.0.1:p1,127.0.0.1:p2,...`: every node's client address.
+    pub fn connect_string(&self) -> String {
+        self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Node `i`'s client address.
+    pub fn client_addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i]
+    }
+
+    /// Node `i`'s directory (its `zoo.cfg`, `server.log`, `data/` and `log/`).
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.node(i).dir.clone()
+    }
+
+    /// Node `i`'s log (its stdout and stderr, across restarts).
+    pub fn log_text(&self, i: usize) -> String {
+        fs::read_to_string(&self.node(i).log).unwrap_or_default()
+    }
+
+    /// The process id of node `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.node(i).child.as_ref().map(Child::id)
+    }
+
+    /// Whether node `i`'s process runs (a node that exited on its own is reaped here).
+    pub fn is_running(&self, i: usize) -> bool {
+        let mut node = self.node(i);
+        match node.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(status))) => {
+                eprintln!("ensemble-tests: node {} exited on its own: {status}", node.id);
+                node.child = None;
+                false
+            }
+            Some(Err(_)) | None => false,
+        }
+    }
+
+    /// Sends `word` to node `i`'s client port; the error when it cannot be reached.
+    pub fn try_four_letter(&self, i: usize, word: &str) -> io::Result<String> {
+        fourlw::four_letter(self.addrs[i], word)
+    }
+
+    /// Sends `word` to node `i`'s client port and returns the answer; fails the test if the node cannot be
+    /// reached.
+    pub fn four_letter(&self, i: usize, word: &str) -> String {
+        self.try_four_letter(i, word)
+            .unwrap_or_else(|e| self.fail(&format!("four-letter word {word:?} to node {}: {e}", i + 1)))
+    }
+
+    /// What node `i`'s `srvr` says it is; `None` if it is unreachable or not serving.
+    pub fn mode(&self, i: usize) -> Option<Mode> {
+        self.try_four_letter(i, "srvr").ok().as_deref().and_then(fourlw::parse_mode)
+    }
+
+    /// Waits until every running node serves and, with more than one node, exactly one of them leads.
+    pub fn wait_serving(&self) {
+        let deadline = Instant::now() + self.options.start_timeout;
+        loop {
+            let mut modes = Vec::new();
+            for i in 0..self.len() {
+                if self.node(i).child.is_some() {
+                    if !self.is_running(i) {
+                        self.fail(&format!("node {} exited while the cluster was to serve", i + 1));
+                    }
+                    modes.push(self.mode(i));
+                }
+            }
+            let leaders = modes.iter().filter(|m| **m == Some(Mode::Leader)).count();
+            let ready = if self.len() == 1 {
+                modes == [Some(Mode::Standalone)]
+            } else {
+                modes.iter().all(Option::is_some) && leaders == 1
+            };
+            if ready {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "the cluster did not serve within {:?}: modes of the running nodes {modes:?}",
+                    self.options.start_timeout
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The index of the leader, waiting until the running nodes serve with one.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + self.options.start_timeout;
+        loop {
+            self.wait_serving();
+            let leaders: Vec<usize> = (0..self.len()).filter(|&i| self.mode(i) == Some(Mode::Leader)).collect();
+            if let [leader] = leaders[..] {
+                return leader;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("no single leader: {leaders:?}"));
+            }
+        }
+    }
+
+    /// The indexes of the running nodes that say they follow.
+    pub fn followers(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&i| self.mode(i) == Some(Mode::Follower)).collect()
+    }
+
+    /// Starts node `i`'s process (it must not run) without waiting for it to serve.
+    pub fn start_node(&self, i: usize) {
+        let mut node = self.node(i);
+        assert!(node.child.is_none(), "node {} already runs", node.id);
+        node.starts += 1;
+        let log = open_log(&node.log, node.starts).expect("node log");
+        let mut cmd = self.server.command(&node.config, &node.dir);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log fd")).stderr(log);
+        match process::spawn(cmd) {
+            Ok(child) => node.child = Some(child),
+            Err(e) => {
+                drop(node);
+                self.fail(&format!("cannot start node {}: {e}", i + 1))
+            }
+        }
+    }
+
+    /// Restarts node `i` (which must be down) with the same configuration and data, and waits until the
+    /// cluster serves with it.
+    pub fn restart(&self, i: usize) {
+        self.start_node(i);
+        let deadline = Instant::now() + self.options.start_timeout;
+        while self.mode(i).is_none() {
+            if !self.is_running(i) {
+                self.fail(&format!("node {} exited after its restart", i + 1));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("node {} does not serve {:?} after its restart", i + 1, self.options.start_timeout));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_serving();
+    }
+
+    /// SIGKILLs node `i` and reaps it; returns how it ended (it may have died before).
+    pub fn kill(&self, i: usize) -> ExitStatus {
+        let mut node = self.node(i);
+        let mut child = node.child.take().unwrap_or_else(|| panic!("node {} does not run", i + 1));
+        let _ = child.kill();
+        child.wait().expect("wait for a killed node")
+    }
+
+    /// SIGTERMs node `i` and waits up to 10 s for it to exit; fails the test if it does not.
+    pub fn stop(&self, i: usize) -> ExitStatus {
+        let mut node = self.node(i);
+        let mut child = node.child.take().unwrap_or_else(|| panic!("node {} does not run", i + 1));
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on the pid of a child this process has not reaped yet, so the pid is still ours.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                drop(node);
+                self.fail(&format!("node {} did not exit within 10 s of SIGTERM (SIGKILLed)", i + 1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Prints the end of every node's log (`ENSEMBLE_LOG_LINES` lines, default 80) to stderr.
+    pub fn dump_logs(&self) {
+        let lines: usize = std::env::var("ENSEMBLE_LOG_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(80);
+        for i in 0..self.len() {
+            let node = self.node(i);
+            let text = fs::read_to_string(&node.log).unwrap_or_else(|e| format!("(cannot read: {e})\n"));
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            eprintln!(
+                "===== node {} ({}): last {} of {} lines of {} =====",
+                node.id,
+                node.child.as_ref().map_or("down".to_string(), |c| format!("pid {}", c.id())),
+                all.len() - from,
+                all.len(),
+                node.log.display()
+            );
+            for line in &all[from..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// Fails the test with `message` (the logs are printed as the cluster is dropped).
+    pub fn fail(&self, message: &str) -> ! {
+        panic!("{message}")
+    }
+
+    fn node(&self, i: usize) -> MutexGuard<'_, Node> {
+        self.nodes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.len() {
+            if let Some(mut child) = self.node(i).child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        if std::env::var_os("ENSEMBLE_KEEP").is_some() {
+            if let Some(dir) = self.tempdir.take() {
+                eprintln!("ensemble-tests: kept {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Writes node `i`'s `zoo.cfg` (and `myid` when there are several nodes); returns the config's path. `ports`
+/// holds client, quorum and election port of each node in turn.
+fn write_node_files(options: &Options, dir: &Path, i: usize, ports: &[u16]) -> io::Result<PathBuf> {
+    let data = dir.join("data");
+    let log = dir.join("log");
+    fs::create_dir_all(&data)?;
+    fs::create_dir_all(&log)?;
+    let mut cfg = format!(
+        "tickTime={}\ninitLimit={}\nsyncLimit={}\ndataDir={}\ndataLogDir={}\nclientPort={}\n\
+         clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
+         4lw.commands.whitelist=*\n",
+        options.tick_ms,
+        options.init_limit,
+        options.sync_limit,
+        data.display(),
+        log.display(),
+        ports[i * 3],
+        options.snap_count,
+        options.prealloc_kib,
+        options.max_session_timeout_ms,
+    );
+    if options.nodes > 1 {
+        for n in 0..options.nodes {
+            cfg.push_str(&format!("server.{}=127.0.0.1:{}:{}\n", n + 1, ports[n * 3 + 1], ports[n * 3 + 2]));
+        }
+        fs::write(data.join("myid"), format!("{}\n", i + 1))?;
+    }
+    let config = dir.join("zoo.cfg");
+    fs::write(&config, cfg)?;
+    Ok(config)
+}
+
+fn open_log(path: &Path, start: u32) -> io::Result<File> {
+    let mut log = OpenOptions::new().create(true).append(true).open(path)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    writeln!(log, "----- ensemble-tests: start #{start} at unix time {:.3} -----", now.as_secs_f64())?;
+    Ok(log)
+}
