@@ -58,7 +58,7 @@ pub fn run(shared: Arc<Shared>, wal: Arc<Wal>, mut committed: mpsc::Receiver<Com
             }
             Committed::Truncated(zxid) => {
                 tracing::warn!(%zxid, "the log was cut below what was applied at start-up: rebuilding the tree");
-                match snapshot::recover::recover(&snaps.dir, &wal) {
+                match snapshot::recover::recover_until(&snaps.dir, &wal, Some(zxid)) {
                     Ok((tree, recovered)) => {
                         let last = recovered.last_zxid;
                         *snapshot::write::lock_for_apply(&shared.tree) = tree;

@@ -36,6 +36,15 @@ pub struct Recovered {
 
 /// Rebuilds the tree from the snapshots in `snap_dir` and `wal`.
 pub fn recover(snap_dir: &Path, wal: &Wal) -> Result<(DataTree, Recovered), SnapshotError> {
+    recover_until(snap_dir, wal, None)
+}
+
+/// Rebuilds the tree from the snapshots in `snap_dir` and the WAL up to `until` (all of it with `None`).
+///
+/// A server whose log was cut while it keeps running (a follower told to TRUNC) rebuilds with `until`: the
+/// WAL may already hold txns after the cut that the leader sent, and those reach the tree through the
+/// committed stream, not here.
+pub fn recover_until(snap_dir: &Path, wal: &Wal, until: Option<Zxid>) -> Result<(DataTree, Recovered), SnapshotError> {
     let mut recovered = Recovered::default();
     let removed = dir::remove_partial(snap_dir)?;
     if removed > 0 {
@@ -45,7 +54,7 @@ pub fn recover(snap_dir: &Path, wal: &Wal) -> Result<(DataTree, Recovered), Snap
         match read::load(&path) {
             Ok(loaded) => {
                 recovered.snapshot = Some(path);
-                let tree = replay_from(loaded, wal, &mut recovered)?;
+                let tree = replay_from(loaded, wal, until, &mut recovered)?;
                 return Ok((tree, recovered));
             }
             Err(error) => {
@@ -61,11 +70,16 @@ pub fn recover(snap_dir: &Path, wal: &Wal) -> Result<(DataTree, Recovered), Snap
         });
     }
     let mut tree = DataTree::new();
-    replay(&mut tree, wal, 0, None, Path::new("(no snapshot)"), &mut recovered)?;
+    replay(&mut tree, wal, 0, None, until, Path::new("(no snapshot)"), &mut recovered)?;
     Ok((tree, recovered))
 }
 
-fn replay_from(loaded: Loaded, wal: &Wal, recovered: &mut Recovered) -> Result<DataTree, SnapshotError> {
+fn replay_from(
+    loaded: Loaded,
+    wal: &Wal,
+    until: Option<Zxid>,
+    recovered: &mut Recovered,
+) -> Result<DataTree, SnapshotError> {
     let Loaded { mut tree, path, start_zxid, trailer, .. } = loaded;
     let wal_last = wal.last_zxid().map_or(0, zxid_i64);
     if trailer.end_zxid > wal_last {
@@ -76,7 +90,7 @@ fn replay_from(loaded: Loaded, wal: &Wal, recovered: &mut Recovered) -> Result<D
             return Err(SnapshotError::WalGap { snapshot: path, start_zxid, wal_first: first });
         }
     }
-    replay(&mut tree, wal, start_zxid, Some((trailer.end_zxid, trailer.digest)), &path, recovered)?;
+    replay(&mut tree, wal, start_zxid, Some((trailer.end_zxid, trailer.digest)), until, &path, recovered)?;
     Ok(tree)
 }
 
@@ -86,6 +100,7 @@ fn replay(
     wal: &Wal,
     after: i64,
     check: Option<(i64, u64)>,
+    until: Option<Zxid>,
     snapshot: &Path,
     recovered: &mut Recovered,
 ) -> Result<(), SnapshotError> {
@@ -97,8 +112,13 @@ fn replay(
     }
     for record in wal.iter_from(from) {
         let record = record?;
-        let txn = TxnRecord::decode(&record.payload)
+        if until.is_some_and(|until| record.zxid > until) {
+            break;
+        }
+        let mut txn = TxnRecord::decode(&record.payload)
             .map_err(|e| SnapshotError::BadTxn { zxid: zxid_i64(record.zxid), reason: e.to_string() })?;
+        // The WAL's zxid is the txn's: the leader prepares a txn before the zxid is given.
+        txn.header.zxid = zxid_i64(record.zxid);
         tree.apply(&txn.header, &txn.txn);
         recovered.replayed += 1;
         if let Some((end, expected)) = pending_check.filter(|&(end, _)| txn.header.zxid >= end) {
