@@ -128,11 +128,28 @@ impl Conn {
             tokio::select! {
                 biased;
                 out = self.inbox.recv() => match out {
-                    Some(out) => self.absorb(out).await?,
+                    Some(out) => {
+                        self.absorb(out).await?;
+                        // Take whatever else is queued before the flush: one write for a burst of replies.
+                        while let Some(out) = self.inbox.try_recv() {
+                            self.absorb(out).await?;
+                        }
+                    }
                     None => return Err(Closed::Server),
                 },
                 frame = self.reader.next(), if reading => match frame {
-                    Some(Ok(frame)) => self.request(frame.freeze()).await?,
+                    Some(Ok(frame)) => {
+                        self.request(frame.freeze()).await?;
+                        // Requests already read from the socket are handled before the flush too.
+                        while self.slots.len() < MAX_IN_FLIGHT {
+                            match futures_util::FutureExt::now_or_never(self.reader.next()) {
+                                Some(Some(Ok(frame))) => self.request(frame.freeze()).await?,
+                                Some(Some(Err(e))) => return Err(Closed::Io(e)),
+                                Some(None) => return Err(Closed::Eof),
+                                None => break,
+                            }
+                        }
+                    }
                     Some(Err(e)) => return Err(Closed::Io(e)),
                     None => return Err(Closed::Eof),
                 },

@@ -245,6 +245,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let server = Server {
         wal,
         delivered: durable.last_zxid,
+        undelivered: BTreeMap::new(),
         committed_tx,
         forwarded_tx,
         dir: config.dir,
@@ -274,6 +275,9 @@ struct Server {
     wal: Arc<Wal>,
     /// The last zxid handed to the node on the committed stream.
     delivered: Zxid,
+    /// Txns appended and not yet handed to the node, so that delivering them never reads the WAL (whose
+    /// iterator scans a segment from its start).
+    undelivered: BTreeMap<Zxid, Bytes>,
     committed_tx: mpsc::Sender<Committed>,
     forwarded_tx: mpsc::Sender<(ServerId, Bytes)>,
     dir: PathBuf,
@@ -372,6 +376,7 @@ impl Server {
                     let pending =
                         self.wal.append_async(zxid, txn.clone()).await.map_err(|e| format!("append {zxid}: {e}"))?;
                     self.log.zxids.push_back(zxid);
+                    self.undelivered.insert(zxid, txn.clone());
                     self.log.pending.insert(zxid, txn);
                     self.durability.push_back(Box::pin(pending));
                 }
@@ -385,6 +390,7 @@ impl Server {
                         self.log.zxids.pop_back();
                     }
                     self.log.pending.retain(|&z, _| z <= zxid);
+                    self.undelivered.retain(|&z, _| z <= zxid);
                     if self.delivered > zxid {
                         self.delivered = zxid;
                         self.committed_tx.send(Committed::Truncated(zxid)).await.map_err(|_| "node gone")?;
@@ -456,7 +462,18 @@ impl Server {
             return Ok(());
         }
         let from = Zxid(self.delivered.0 + 1);
+        let in_log = self.log.zxids.len() - self.log.zxids.partition_point(|&z| z < from);
+        let in_log = in_log - self.log.zxids.iter().rev().take_while(|&&z| z > zxid).count();
+        let held = self.undelivered.range(from..=zxid).count();
         let mut batch = Vec::new();
+        if held == in_log {
+            // The usual case: every txn to deliver is still in memory.
+            let rest = self.undelivered.split_off(&Zxid(zxid.0 + 1));
+            for (z, txn) in std::mem::replace(&mut self.undelivered, rest) {
+                batch.push(Committed::Txn { zxid: z, txn });
+            }
+            return self.send_committed(batch, zxid).await;
+        }
         for record in self.wal.iter_from(from) {
             let record = record.map_err(|e| format!("read committed txns from {from}: {e}"))?;
             if record.zxid > zxid {
@@ -473,6 +490,11 @@ impl Server {
                 batch.push(Committed::Txn { zxid: z, txn: txn.clone() });
             }
         }
+        self.undelivered = self.undelivered.split_off(&Zxid(zxid.0 + 1));
+        self.send_committed(batch, zxid).await
+    }
+
+    async fn send_committed(&mut self, batch: Vec<Committed>, zxid: Zxid) -> Result<(), String> {
         for committed in batch {
             if let Committed::Txn { zxid: z, .. } = committed {
                 assert!(

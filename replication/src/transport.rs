@@ -218,8 +218,17 @@ fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync
     let codec = PeerCodec::new(shared.config.max_frame);
     let mut writer = FramedWrite::new(write, codec.clone());
     let write_task = tokio::spawn(async move {
+        // Everything queued goes out in one write: one syscall for a burst of proposals, acks or commits.
         while let Some(message) = rx.recv().await {
-            if writer.send(message).await.is_err() {
+            if writer.feed(message).await.is_err() {
+                break;
+            }
+            while let Ok(message) = rx.try_recv() {
+                if writer.feed(message).await.is_err() {
+                    return;
+                }
+            }
+            if writer.flush().await.is_err() {
                 break;
             }
         }

@@ -10,7 +10,7 @@ use replication::election::ElectionConfig;
 use replication::message::ServerId;
 use replication::peer::{PeerConfig, Role};
 use replication::quorum::Voters;
-use replication::runtime::{start, Handle, ServerConfig};
+use replication::runtime::{start, Committed, ForwardTo, Handle, ServerConfig, Streams};
 use tokio::net::TcpListener;
 use wal::{WalOptions, Zxid};
 
@@ -27,10 +27,18 @@ fn peer_config(me: u64) -> PeerConfig {
 }
 
 async fn boot(me: u64, dir: &std::path::Path, listener: TcpListener, peers: &BTreeMap<ServerId, SocketAddr>) -> Handle {
+    boot_with_streams(me, dir, listener, peers).await.0
+}
+
+async fn boot_with_streams(
+    me: u64,
+    dir: &std::path::Path,
+    listener: TcpListener,
+    peers: &BTreeMap<ServerId, SocketAddr>,
+) -> (Handle, Streams) {
     let wal = WalOptions { segment_size: 4 << 20, ..WalOptions::default() };
     start(ServerConfig { peer: peer_config(me), listener, peers: peers.clone(), dir: dir.join(me.to_string()), wal })
         .unwrap()
-        .0
 }
 
 /// Waits until one of `servers` leads and serves and all others follow it and serve; returns the leader.
@@ -105,4 +113,39 @@ async fn elect_commit_fail_over_and_rejoin() {
     servers.insert(leader, boot(leader, dir.path(), listener.expect("port free again"), &peers).await);
     settled(&servers).await;
     applied_everywhere(&servers, newer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_streams_the_committed_txns_in_order_and_forwards_reach_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers = BTreeMap::new();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(ServerId(id), l.local_addr().unwrap());
+        listeners.insert(id, l);
+    }
+    let (mut servers, mut streams) = (BTreeMap::new(), BTreeMap::new());
+    for (id, l) in listeners {
+        let (handle, s) = boot_with_streams(id, dir.path(), l, &peers).await;
+        servers.insert(id, handle);
+        streams.insert(id, s);
+    }
+    let leader = settled(&servers).await;
+    let txns: Vec<Bytes> = (0..40u32).map(|i| Bytes::from(format!("txn {i}"))).collect();
+    let mut zxids = Vec::new();
+    for txn in &txns {
+        zxids.push(servers[&leader].propose(txn.clone()).await.expect("commit"));
+    }
+    for (id, s) in &mut streams {
+        for (zxid, txn) in zxids.iter().zip(&txns) {
+            let got = tokio::time::timeout(Duration::from_secs(10), s.committed.recv()).await.expect("in time");
+            assert_eq!(got, Some(Committed::Txn { zxid: *zxid, txn: txn.clone() }), "server {id}");
+        }
+    }
+    // A follower's forward reaches the leader, tagged with the follower's id.
+    let follower = *servers.keys().find(|&&id| id != leader).unwrap();
+    servers[&follower].forward(ForwardTo::Leader, Bytes::from_static(b"to the leader")).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), streams.get_mut(&leader).unwrap().forwarded.recv()).await;
+    assert_eq!(got.expect("in time"), Some((ServerId(follower), Bytes::from_static(b"to the leader"))));
 }
