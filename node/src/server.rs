@@ -151,11 +151,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     );
     let wal = Arc::new(wal);
 
-    let client_host = config.client_port_address.clone().unwrap_or_else(|| "0.0.0.0".into());
-    let client_port = config.client_port.unwrap_or(2181);
-    let client_listener = TcpListener::bind((client_host.as_str(), client_port))
-        .await
-        .map_err(io(format!("bind the client port {client_host}:{client_port}")))?;
+    // `server.N=...;[host:]port` overrides clientPort / clientPortAddress, as in ZooKeeper's dynamic config.
+    let client_bind = match config.servers.get(&my_id).and_then(|s| s.client) {
+        Some(addr) => addr.to_string(),
+        None => {
+            let host = config.client_port_address.clone().unwrap_or_else(|| "0.0.0.0".into());
+            format!("{host}:{}", config.client_port.unwrap_or(2181))
+        }
+    };
+    let client_listener =
+        TcpListener::bind(client_bind.as_str()).await.map_err(io(format!("bind the client port {client_bind}")))?;
     let client_addr = client_listener.local_addr().map_err(io("client address"))?;
 
     let mut peers = BTreeMap::new();

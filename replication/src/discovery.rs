@@ -143,6 +143,11 @@ impl LeaderDiscovery {
     pub fn accepted_epoch_persisted(&mut self) -> Vec<Command> {
         let Some(epoch) = self.new_epoch else { return Vec::new() };
         self.persisted = true;
+        if self.voters.is_quorum([&self.me]) {
+            // A quorum of one (a standalone server): nobody to wait for.
+            self.done = true;
+            return vec![Command::Established { epoch, followers: BTreeMap::new() }];
+        }
         self.infos
             .keys()
             .filter(|&&f| f != self.me)

@@ -133,6 +133,10 @@ impl Election {
             decided: None,
         };
         election.received.insert(me, proposal);
+        if election.quorum_agrees(&election.received, &proposal) {
+            // A quorum of one (a standalone server): decide at the first tick.
+            election.finalize_at = Some(now);
+        }
         let commands = election.announce();
         (election, commands)
     }

@@ -300,7 +300,7 @@ impl Peer {
                 self.durable.last_zxid = self.durable.last_zxid.max(zxid);
                 self.on_persisted(zxid)
             }
-            Event::AcceptedEpochPersisted => self.on_accepted_epoch_persisted(),
+            Event::AcceptedEpochPersisted => self.on_accepted_epoch_persisted(history),
             Event::CurrentEpochPersisted => self.on_current_epoch_persisted(),
             Event::Propose(txn) => self.propose(txn),
             Event::Message(from, message) => self.on_message(from, message, history),
@@ -609,9 +609,13 @@ impl Peer {
         actions
     }
 
-    fn on_accepted_epoch_persisted(&mut self) -> Vec<Action> {
+    fn on_accepted_epoch_persisted(&mut self, history: &impl History) -> Vec<Action> {
         match &mut self.state {
-            State::Leading(l) => discovery_actions(l.discovery.accepted_epoch_persisted()),
+            State::Leading(l) => {
+                // Established at once when the leader is a quorum alone.
+                let commands = l.discovery.accepted_epoch_persisted();
+                self.leader_established(commands, history)
+            }
             State::Following(f) => match &mut f.phase {
                 FollowPhase::Discovery(d) => {
                     let commands = d.accepted_epoch_persisted();

@@ -149,3 +149,17 @@ async fn every_server_streams_the_committed_txns_in_order_and_forwards_reach_the
     let got = tokio::time::timeout(Duration::from_secs(10), streams.get_mut(&leader).unwrap().forwarded.recv()).await;
     assert_eq!(got.expect("in time"), Some((ServerId(follower), Bytes::from_static(b"to the leader"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_a_quorum_alone_leads_and_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peers = BTreeMap::from([(ServerId(1), listener.local_addr().unwrap())]);
+    let peer = PeerConfig { voters: Voters::new([ServerId(1)]), ..peer_config(1) };
+    let config = ServerConfig { peer, listener, peers, dir: dir.path().join("1"), wal: WalOptions::default() };
+    let (handle, _streams) = start(config).unwrap();
+    let servers = BTreeMap::from([(1, handle)]);
+    assert_eq!(settled(&servers).await, 1);
+    let zxid = servers[&1].propose(Bytes::from_static(b"alone")).await.expect("commit");
+    applied_everywhere(&servers, zxid).await;
+}
