@@ -107,6 +107,13 @@ impl Server {
     }
 }
 
+/// The WAL writer's idle spin: `ENSEMBLE_WAL_SPIN_US` (microseconds), default 0 — a server's writer is
+/// woken by the runtime, whose own hand-offs dominate, and several servers often share a machine's cores.
+fn spin_from_env() -> std::time::Duration {
+    let us = std::env::var("ENSEMBLE_WAL_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    std::time::Duration::from_micros(us)
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
@@ -135,6 +142,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let options = WalOptions {
         segment_size: config.prealloc_kib.max(1024) * 1024,
         sync: if config.force_sync { SyncMode::Fdatasync } else { SyncMode::Never },
+        idle_spin: spin_from_env(),
         ..WalOptions::default()
     };
     let (wal, wal_recovery) = Wal::open(log_dir.join("log"), options.clone())?;

@@ -144,11 +144,14 @@ impl Writer {
     /// Spins for a moment, waiting for a push after `seen`, before the caller sleeps on the condition variable.
     /// Waking a sleeping thread costs tens of microseconds on a VM, a fifth of an fdatasync: a lone appender
     /// that appends again right after its record was durable finds the writer still awake. The queue is empty
-    /// only under low load, so the spin costs CPU only then, and at most `SPIN` per batch.
+    /// only under low load, so the spin costs CPU only then, and at most `idle_spin` per batch.
     fn spin_for_work(&self, seen: u64) {
-        const SPIN: Duration = Duration::from_micros(50);
+        let spin = self.shared.options.idle_spin;
+        if spin.is_zero() {
+            return;
+        }
         let started = Instant::now();
-        while self.shared.pushed.load(Ordering::Acquire) == seen && started.elapsed() < SPIN {
+        while self.shared.pushed.load(Ordering::Acquire) == seen && started.elapsed() < spin {
             std::hint::spin_loop();
         }
     }
