@@ -75,6 +75,7 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<
     let tick = shared.config.tick;
     let mut pipeline = Pipeline {
         shared,
+        role: handle.role.clone(),
         handle,
         spec: None,
         failed: Arc::new(AtomicBool::new(false)),
@@ -98,6 +99,9 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<
 struct Pipeline {
     shared: Arc<Shared>,
     handle: Handle,
+    /// The role, watched: any change since the speculative tree was built makes it stale (another leader may
+    /// have committed txns meanwhile, even if none of ours failed).
+    role: watch::Receiver<(Role, bool)>,
     /// The committed tree plus every txn proposed since; `None` until needed or after a failure.
     spec: Option<DataTree>,
     /// Set by a proposal that failed: the speculative tree is wrong from there on.
@@ -118,7 +122,8 @@ impl Pipeline {
     /// The speculative tree, built from the committed tree once it has applied everything this leader's
     /// history committed.
     async fn spec(&mut self) -> Option<&mut DataTree> {
-        if self.failed.swap(false, Ordering::AcqRel) || !self.leading() {
+        let role_changed = self.role.has_changed().unwrap_or(true);
+        if self.failed.swap(false, Ordering::AcqRel) || role_changed || !self.leading() {
             self.spec = None;
         }
         if !self.leading() {
@@ -141,6 +146,7 @@ impl Pipeline {
                     }
                 }
             }
+            self.role.borrow_and_update();
             let tree = self.shared.tree().clone();
             let now = Instant::now();
             self.sessions = tree
@@ -247,7 +253,8 @@ impl Pipeline {
 
     /// Closes sessions whose deadline passed.
     async fn expire(&mut self) {
-        if !self.leading() || self.spec.is_none() {
+        // Building the speculative tree also starts the session deadlines of a new leader.
+        if !self.leading() || self.spec().await.is_none() {
             return;
         }
         let now = Instant::now();
