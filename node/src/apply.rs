@@ -16,6 +16,7 @@ use tree::tree::{Applied, DataTree};
 use tree::txn::{Txn, TxnRecord};
 use wal::Wal;
 
+use crate::digest;
 use crate::reply;
 use crate::shared::{Out, Shared};
 use crate::watch::Change;
@@ -62,7 +63,7 @@ pub fn run(shared: Arc<Shared>, wal: Arc<Wal>, mut committed: mpsc::Receiver<Com
                     Ok((tree, recovered)) => {
                         let last = recovered.last_zxid;
                         *snapshot::write::lock_for_apply(&shared.tree) = tree;
-                        let _ = shared.applied.send(last);
+                        shared.applied.send_replace(last);
                     }
                     Err(error) => {
                         tracing::error!(%error, "cannot rebuild the tree after a truncation: stopping");
@@ -108,8 +109,23 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
         if let Some(conn) = conns.get(&header.client_id) {
             reply_to(conn, &tree, zxid, header.cxid, header.op, &txn, &applied);
         }
+        if digest::sampled(zxid) {
+            check_digest(shared, zxid, tree.digest());
+        }
     }
-    let _ = shared.applied.send(zxid);
+    shared.applied.send_replace(zxid);
+}
+
+/// Sends the leader's sample to the followers, or compares a follower's with the leader's.
+fn check_digest(shared: &Shared, zxid: i64, digest: u64) {
+    if shared.leading.load(std::sync::atomic::Ordering::Acquire) {
+        let _ = shared.digests_out.send((zxid, digest));
+        return;
+    }
+    if let Err(diverged) = crate::shared::lock(&shared.digests).ours(zxid, digest) {
+        tracing::error!(%diverged, "stopping: this server's tree differs from the leader's");
+        shared.halt.send_replace(Some(diverged.to_string()));
+    }
 }
 
 fn reply_to(

@@ -10,6 +10,7 @@
 //!   4  Synced     session i64 | cxid i32 | zxid i64      (the leader's committed zxid once the sync barrier passed)
 //!   5  Dropped    session i64                             (the leader could not take a request: close the session's
 //!                                                          connection so that its client reconnects and retries)
+//!   6  Digest     zxid i64 | digest i64                   (the leader's tree digest after applying zxid)
 //! ```
 //!
 //! The body of a Request is the client's own request body (as `zookeeper.jute` encodes it for `op`), so the
@@ -57,6 +58,13 @@ pub enum Forward {
     },
     /// The leader dropped a request of this session.
     Dropped(SessionId),
+    /// The leader's tree digest after applying `zxid` ([`crate::digest`]).
+    Digest {
+        /// The zxid.
+        zxid: i64,
+        /// The digest.
+        digest: u64,
+    },
 }
 
 impl Forward {
@@ -98,6 +106,11 @@ impl Forward {
                 out.push(5);
                 out.write_long(*session);
             }
+            Forward::Digest { zxid, digest } => {
+                out.push(6);
+                out.write_long(*zxid);
+                out.write_long(*digest as i64);
+            }
         }
         Bytes::from(out)
     }
@@ -130,6 +143,7 @@ impl Forward {
             3 => Forward::Sync { session: b.read_long()?, cxid: b.read_int()? },
             4 => Forward::Synced { session: b.read_long()?, cxid: b.read_int()?, zxid: b.read_long()? },
             5 => Forward::Dropped(b.read_long()?),
+            6 => Forward::Digest { zxid: b.read_long()?, digest: b.read_long()? as u64 },
             tag => return Err(JuteError::Invalid(format!("unknown forward tag {tag}"))),
         };
         if b.has_remaining() {
@@ -166,6 +180,7 @@ mod tests {
                 zxid
             }),
             any::<i64>().prop_map(Forward::Dropped),
+            (any::<i64>(), any::<u64>()).prop_map(|(zxid, digest)| Forward::Digest { zxid, digest }),
         ]
     }
 

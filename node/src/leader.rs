@@ -70,6 +70,10 @@ pub enum Item {
 /// Bound of the pipeline's queue.
 pub const QUEUE: usize = 4096;
 
+/// Proposals in flight at most (the replication window): the pipeline waits for commits rather than have a
+/// proposal refused.
+pub const WINDOW: usize = 1000;
+
 /// Runs the pipeline until its queue closes.
 pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<Item>) {
     let tick = shared.config.tick;
@@ -220,13 +224,21 @@ impl Pipeline {
             _ => {}
         }
         let bytes = Bytes::from(TxnRecord { header, txn }.encode());
+        let (submitted, mut completed) = (self.submitted, self.completed.subscribe());
+        if completed.wait_for(|&done| submitted - done < WINDOW as u64).await.is_err() {
+            return false;
+        }
         match self.handle.submit(bytes).await {
             Ok(outcome) => {
                 self.submitted += 1;
                 let (failed, completed, seq) = (self.failed.clone(), self.completed.clone(), self.submitted);
                 tokio::spawn(async move {
-                    if !matches!(outcome.await, Ok(Ok(_))) {
-                        failed.store(true, Ordering::Release);
+                    match outcome.await {
+                        Ok(Ok(_)) => {}
+                        outcome => {
+                            tracing::debug!(?outcome, "a proposal failed: the speculative tree will be rebuilt");
+                            failed.store(true, Ordering::Release);
+                        }
                     }
                     completed.send_modify(|done| *done = (*done).max(seq));
                 });

@@ -7,6 +7,7 @@
 //! - [`leader`]: the leader's request pipeline and session expiry; [`forward`]: what followers send it.
 //! - [`apply`]: committed txns into the tree, their watch events and replies; [`watch`]: who to tell.
 //! - [`session`], [`auth`]: session ids and passwords, digest authentication.
+//! - [`digest`]: the divergence check (tree digests compared with the leader's).
 //! - [`fourlw`], [`report`]: the four-letter words.
 #![deny(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod convert;
+pub mod digest;
 pub mod forward;
 pub mod fourlw;
 pub mod leader;

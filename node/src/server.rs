@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -75,12 +75,12 @@ pub struct Ctx {
 impl Ctx {
     /// Whether this server leads and serves.
     pub fn leading(&self) -> bool {
-        *self.handle.role.borrow() == (Role::Leading, true)
+        *self.handle.role.borrow() == (Role::Leading, true) && self.shared.halt.borrow().is_none()
     }
 
-    /// Whether this server serves clients.
+    /// Whether this server serves clients (never again once halted).
     pub fn serving(&self) -> bool {
-        self.handle.role.borrow().1
+        self.handle.role.borrow().1 && self.shared.halt.borrow().is_none()
     }
 }
 
@@ -194,13 +194,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tick: config.tick,
         init_limit: config.init_limit,
         sync_limit: config.sync_limit,
-        window: 1000,
+        window: leader::WINDOW,
         election: ElectionConfig::default(),
     };
     let server_config = ServerConfig { peer, listener: peer_listener, peers, dir: log_dir.clone(), wal: options };
     let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
 
     let (applied, _) = watch::channel(recovered.last_zxid);
+    let (digests_out, digests_in) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         config: config.clone(),
         my_id,
@@ -216,6 +217,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         super_digest: config.super_digest.clone(),
         stats: Stats::default(),
         next_conn: AtomicU64::new(1),
+        leading: AtomicBool::new(false),
+        digests: Mutex::default(),
+        digests_out,
+        halt: watch::channel(None).0,
     });
 
     let snaps = SnapshotSettings {
@@ -238,6 +243,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(forwarded(ctx.clone(), streams.forwarded));
     tokio::spawn(touches(ctx.clone(), stopped.clone()));
     tokio::spawn(serving(ctx.clone()));
+    tokio::spawn(send_digests(ctx.clone(), digests_in));
+    tokio::spawn(halt_on_divergence(ctx.clone()));
     tokio::spawn(accept(ctx.clone(), client_listener, stopped));
     tracing::info!(server = my_id, client = %client_addr, standalone, "started");
     Ok(Server { ctx, stop })
@@ -306,6 +313,12 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::B
                     conn.send(Out::Close);
                 }
             }
+            Forward::Digest { zxid, digest } => {
+                if let Err(diverged) = lock(&ctx.shared.digests).leaders(zxid, digest) {
+                    tracing::error!(%diverged, "stopping: this server's tree differs from the leader's");
+                    ctx.shared.halt.send_replace(Some(diverged.to_string()));
+                }
+            }
         }
     }
 }
@@ -345,6 +358,11 @@ async fn serving(ctx: Arc<Ctx>) {
         if now != was {
             tracing::info!(server = ctx.shared.my_id, role = ?now.0, serving = now.1, "role changed");
         }
+        ctx.shared.leading.store(now == (Role::Leading, true), Ordering::Release);
+        if now.0 != was.0 {
+            // Samples from another leader's time never match this one's.
+            *lock(&ctx.shared.digests) = Default::default();
+        }
         if was.1 && (!now.1 || now.0 != was.0) {
             let conns: Vec<_> = ctx.shared.conns().values().cloned().collect();
             for conn in conns {
@@ -353,5 +371,30 @@ async fn serving(ctx: Arc<Ctx>) {
             lock(&ctx.shared.syncs).clear();
         }
         was = now;
+    }
+}
+
+/// Sends the leader's digest samples to every follower.
+async fn send_digests(ctx: Arc<Ctx>, mut samples: mpsc::UnboundedReceiver<(i64, u64)>) {
+    while let Some((zxid, digest)) = samples.recv().await {
+        let data = Forward::Digest { zxid, digest }.encode();
+        for &id in ctx.shared.config.servers.keys().filter(|&&id| id != ctx.shared.my_id) {
+            ctx.handle.forward(ForwardTo::Peer(ServerId(id)), data.clone()).await;
+        }
+    }
+}
+
+/// Stops a server whose tree diverged from the leader's: it leaves the ensemble and serves no client, so that
+/// no read is answered from a wrong tree. Its disk stays as it is, for the operator to inspect.
+async fn halt_on_divergence(ctx: Arc<Ctx>) {
+    let mut halt = ctx.shared.halt.subscribe();
+    if halt.wait_for(Option::is_some).await.is_err() {
+        return;
+    }
+    tracing::error!(server = ctx.shared.my_id, "halted: the tree diverged from the leader's; see the error above");
+    ctx.handle.shutdown();
+    let conns: Vec<_> = ctx.shared.conns().values().cloned().collect();
+    for conn in conns {
+        conn.send(Out::Close);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tree::tree::DataTree;
 
 use crate::config::Config;
+use crate::digest::DigestCheck;
 use crate::session::{SessionId, SessionIds};
 use crate::watch::Watches;
 
@@ -192,6 +193,14 @@ pub struct Shared {
     pub stats: Stats,
     /// Connection ids.
     pub next_conn: AtomicU64,
+    /// Whether this server leads (kept by the role watcher, read by the applier).
+    pub leading: AtomicBool,
+    /// Digest samples waiting for their counterpart ([`crate::digest`]).
+    pub digests: Mutex<DigestCheck>,
+    /// The leader's digest samples, for the task that sends them to the followers.
+    pub digests_out: mpsc::UnboundedSender<(i64, u64)>,
+    /// Set (with the reason) when this server must stop serving: its tree diverged.
+    pub halt: watch::Sender<Option<String>>,
 }
 
 impl Shared {

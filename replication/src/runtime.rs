@@ -398,7 +398,7 @@ impl Server {
                 }
                 Action::Apply(zxid) => {
                     self.deliver(zxid).await?;
-                    let _ = self.applied_tx.send(zxid);
+                    self.applied_tx.send_replace(zxid);
                     let done: Vec<Zxid> = self.waiters.range(..=zxid).map(|(&z, _)| z).collect();
                     for z in done {
                         if let Some(waiter) = self.waiters.remove(&z) {
@@ -451,7 +451,9 @@ impl Server {
                 Action::Disconnect(peer_id) => self.transport.disconnect(peer_id),
             }
         }
-        let _ = self.role_tx.send((peer.role(), peer.serving()));
+        // Only a real change wakes the watchers (some rebuild state on every change).
+        let now = (peer.role(), peer.serving());
+        self.role_tx.send_if_modified(|role| std::mem::replace(role, now) != now);
         Ok(())
     }
 
