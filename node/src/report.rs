@@ -45,7 +45,8 @@ pub async fn answer_four_letter_word(ctx: &Ctx, mut stream: TcpStream, word: &'s
 pub fn report(ctx: &Ctx) -> Report {
     let shared = &ctx.shared;
     let config = &shared.config;
-    let (role, serving) = *ctx.handle.role.borrow();
+    let role = ctx.handle.role.borrow().0;
+    let serving = ctx.serving();
     let mode = match role {
         _ if shared.standalone => Mode::Standalone,
         Role::Leading => Mode::Leader,
