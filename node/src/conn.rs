@@ -34,9 +34,8 @@ use crate::server::Ctx;
 use crate::session::{self, SessionId};
 use crate::shared::{lock, ConnHandle, ConnInbox, Out};
 
-/// Special xids.
+/// The xid of pings (their replies carry it too).
 const PING_XID: i32 = -2;
-const AUTH_XID: i32 = -4;
 
 /// Requests a connection may have in flight before it stops reading (back-pressure on the client).
 const MAX_IN_FLIGHT: usize = 1000;
@@ -317,13 +316,14 @@ impl Conn {
                                 self.auth.push(id);
                             }
                         }
-                        let frame = reply::frame(AUTH_XID, 0, Code::Ok, &Response::Empty);
+                        // The reply echoes the request's xid (-4 from most clients, an ordinary one from some).
+                        let frame = reply::frame(xid, 0, Code::Ok, &Response::Empty);
                         self.slots.push_back(Slot::Ready { frame, started });
                     }
                     Err(error) => {
                         tracing::info!(%error, session = format_args!("0x{:x}", self.session), "authentication failed");
                         self.drive_all().await?;
-                        self.send(reply::frame(AUTH_XID, 0, Code::AuthFailed, &Response::Empty)).await?;
+                        self.send(reply::frame(xid, 0, Code::AuthFailed, &Response::Empty)).await?;
                         self.flush().await?;
                         return Err(Closed::Refused("authentication failed".into()));
                     }
@@ -458,7 +458,12 @@ impl Conn {
         let frame = match op_code {
             op::PING => reply::frame(PING_XID, shared.tree().last_zxid(), Code::Ok, &Response::Empty),
             op::WHO_AM_I => {
-                let clients = self.auth.iter().map(|id| (id.scheme.clone(), id.id.clone())).collect();
+                // ZooKeeper names each identity by its provider's user name: a digest id's user part.
+                let user = |id: &Id| match id.scheme.as_str() {
+                    "digest" => id.id.split(':').next().unwrap_or_default().to_owned(),
+                    _ => id.id.clone(),
+                };
+                let clients = self.auth.iter().map(|id| (id.scheme.clone(), user(id))).collect();
                 reply::frame(xid, shared.tree().last_zxid(), Code::Ok, &Response::WhoAmI { clients })
             }
             _ => {

@@ -99,7 +99,15 @@ fn one(
             if !acl::check(&acl, perms::READ, auth) && !acl::check(&acl, perms::ADMIN, auth) {
                 return Err(Code::NoAuth);
             }
-            Ok(Response::GetAcl { acl: acl.to_vec(), stat: node.client_stat() })
+            let mut acl = acl.to_vec();
+            if !acl::check(&tree.acl_of(node), perms::ADMIN, auth) {
+                // ZooKeeper 3.6+ (ZOOKEEPER-1392): without ADMIN, digest hashes are hidden as `user:x`.
+                for entry in acl.iter_mut().filter(|a| a.id.scheme == "digest") {
+                    let user = entry.id.id.split(':').next().unwrap_or_default().to_owned();
+                    entry.id.id = format!("{user}:x");
+                }
+            }
+            Ok(Response::GetAcl { acl, stat: node.client_stat() })
         }
         (op::GET_ALL_CHILDREN_NUMBER, Request::GetAllChildrenNumber { path }) => {
             check_path(path)?;
@@ -167,7 +175,8 @@ fn one(
             check_path(path)?;
             let kind = Kind::from_add_watch_mode(*mode).ok_or(Code::BadArguments)?;
             watches.add(session, kind, path);
-            Ok(Response::Empty)
+            // ZooKeeper answers addWatch with an ErrorResponse body (error code 0); the Java client needs it.
+            Ok(Response::AllChildrenNumber(0))
         }
         (op::CHECK_WATCHES | op::REMOVE_WATCHES, Request::WatchCheck { path, watch_type }) => {
             check_path(path)?;

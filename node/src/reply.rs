@@ -43,15 +43,19 @@ pub fn write_reply(request_op: i32, txn: &Txn, applied: &Applied) -> (Code, Resp
     if request_op == op::MULTI {
         // A multi's header always says OK; each op's result says how it went (ZooKeeper's
         // FinalRequestProcessor does not raise a multi's error).
+        // A failed multi applies nothing: every op gets an error result (0 before the failing op, its code,
+        // then RUNTIMEINCONSISTENCY), never a success.
         let results = match txn {
-            Txn::Multi(ops) => ops
-                .iter()
-                .zip(&applied.multi)
-                .map(|((sub, sub_txn), sub_applied)| match sub_applied.code() {
-                    Code::Ok if *sub != op::ERROR => (*sub, 0, single(*sub, sub_txn, sub_applied)),
-                    code => (op::ERROR, code.value(), Response::Empty),
-                })
-                .collect(),
+            Txn::Multi(ops) => {
+                let failed = ops.iter().any(|(sub, _)| *sub == op::ERROR);
+                ops.iter()
+                    .zip(&applied.multi)
+                    .map(|((sub, sub_txn), sub_applied)| match sub_applied.code() {
+                        Code::Ok if !failed => (*sub, 0, single(*sub, sub_txn, sub_applied)),
+                        code => (op::ERROR, code.value(), Response::Empty),
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         };
         return (Code::Ok, Response::Multi(results));
@@ -85,6 +89,28 @@ mod tests {
         assert_eq!(f.len(), 16);
         let mut b = &f[..];
         assert_eq!(ReplyHeader::read(&mut b).unwrap(), ReplyHeader { xid: 7, zxid: 9, err: -101 });
+    }
+
+    #[test]
+    fn a_failed_multi_reports_no_op_as_a_success() {
+        let create = Txn::Create {
+            path: "/a".into(),
+            data: Bytes::new(),
+            acl: Vec::new(),
+            ephemeral: false,
+            parent_cversion: -1,
+        };
+        let txn = Txn::Multi(vec![(op::CREATE, create), (op::ERROR, Txn::Error { err: -103 })]);
+        let applied = Applied {
+            err: Some(Code::BadVersion),
+            multi: vec![Applied::default(), Applied { err: Some(Code::BadVersion), ..Applied::default() }],
+            ..Applied::default()
+        };
+        let (_, response) = write_reply(op::MULTI, &txn, &applied);
+        assert_eq!(
+            response,
+            Response::Multi(vec![(op::ERROR, 0, Response::Empty), (op::ERROR, -103, Response::Empty)])
+        );
     }
 
     #[test]

@@ -140,7 +140,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let started = Instant::now();
     tracing::info!(server = my_id, dir = %log_dir.display(), "opening the write-ahead log");
     let options = WalOptions {
-        segment_size: config.prealloc_kib.max(1024) * 1024,
+        // A segment must hold the largest record; ZooKeeper takes any preAllocSize.
+        segment_size: (config.prealloc_kib * 1024).max(4 << 20),
         sync: if config.force_sync { SyncMode::Fdatasync } else { SyncMode::Never },
         idle_spin: spin_from_env(),
         ..WalOptions::default()

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, PersistentWatcher, WatchedEvent};
+use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error, PersistentWatcher, WatchedEvent};
 
 /// Persistent nodes anyone may do anything with.
 pub static PERSISTENT: &CreateOptions<'static> = &CreateMode::Persistent.with_acls(Acls::anyone_all());
@@ -65,6 +65,23 @@ pub async fn next_event(watcher: &mut PersistentWatcher) -> WatchedEvent {
     }
 }
 
+/// Waits until the node `reader` talks to has applied every write committed before now: `writer` creates a
+/// marker node and `reader` polls until it sees it (nodes apply in zxid order). Unlike `sync`, this needs
+/// nothing but create and exists from the server.
+pub async fn catch_up(reader: &Client, writer: &Client) {
+    const DIR: &str = "/ensemble-tests-markers";
+    match writer.create(DIR, b"", PERSISTENT).await {
+        Ok(_) | Err(Error::NodeExists) => {}
+        Err(e) => panic!("create {DIR}: {e}"),
+    }
+    let (_, seq) = writer.create(&format!("{DIR}/m-"), b"", SEQUENTIAL).await.expect("create a marker");
+    let marker = format!("{DIR}/m-{seq}");
+    eventually(&format!("the reader's node has {marker}"), Duration::from_secs(15), || async {
+        reader.check_stat(&marker).await.ok().flatten().map(|_| ())
+    })
+    .await;
+}
+
 /// Runs a blocking harness call (e.g. [`crate::Cluster::kill`]) from async test code on a multi-thread runtime.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
@@ -83,11 +100,16 @@ impl Sections {
         Sections::default()
     }
 
-    /// Runs `section`; a panic or a timeout marks it failed and the next section still runs.
+    /// Runs `section`; a panic or a timeout marks it failed and the next section still runs. With
+    /// `ENSEMBLE_SECTION` set, only the sections whose name contains it run (to debug one of them).
     pub async fn run<F>(&mut self, name: &str, timeout: Duration, section: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        if std::env::var("ENSEMBLE_SECTION").is_ok_and(|only| !name.contains(&only)) {
+            eprintln!("section {name}: skipped (ENSEMBLE_SECTION)");
+            return;
+        }
         let started = Instant::now();
         let task = tokio::spawn(section);
         let abort = task.abort_handle();

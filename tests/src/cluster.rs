@@ -41,7 +41,7 @@ impl Default for Options {
             init_limit: 10,
             sync_limit: 5,
             snap_count: 100,
-            prealloc_kib: 512,
+            prealloc_kib: 2048,
             max_session_timeout_ms: 30_000,
             start_timeout: Duration::from_secs(60),
         }

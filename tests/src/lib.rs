@@ -18,6 +18,7 @@
 //! - `ENSEMBLE_KEEP`: keep every cluster's directory (data and logs) and print where it is.
 //! - `ENSEMBLE_LOG`: passed to the nodes as `RUST_LOG`.
 //! - `ENSEMBLE_LOG_LINES`: how many lines of each node's log a failing test prints (default 80).
+//! - `ENSEMBLE_SECTION`: run only the sections of a test whose name contains this.
 //! - `ENSEMBLE_TESTS_SERVER=zookeeper`: run the same tests against Apache ZooKeeper 3.8 (Debian's `zookeeper`
 //!   package), to check the tests themselves.
 //!

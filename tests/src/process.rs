@@ -43,7 +43,7 @@ impl Server {
                 if let Some(filter) = std::env::var_os("ENSEMBLE_LOG") {
                     cmd.env("RUST_LOG", filter);
                 }
-                cmd.env("RUST_BACKTRACE", "1");
+                cmd.env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
                 cmd
             }
             Server::ZooKeeper => {

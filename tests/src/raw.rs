@@ -221,6 +221,10 @@ impl Reader<'_> {
     pub fn int(&mut self) -> i32 {
         i32::from_be_bytes(self.take(4).try_into().expect("4 bytes"))
     }
+    /// A `boolean`.
+    pub fn boolean(&mut self) -> bool {
+        self.take(1)[0] != 0
+    }
     /// A `long`.
     pub fn long(&mut self) -> i64 {
         i64::from_be_bytes(self.take(8).try_into().expect("8 bytes"))

@@ -1,0 +1,194 @@
+//! Sessions against a 3-node cluster, with a proxy deciding which node a client reaches: a session outlives
+//! its connection but not its timeout (its ephemerals go, seen from another client, and the client learns it
+//! expired), a session moves between nodes with its ephemerals, watches are set again on the new node after a
+//! reconnect (setWatches), a session whose node dies expires at the leader, and a session is reopened only with
+//! its password.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ensemble_tests::client::{catch_up, EPHEMERAL, PERSISTENT};
+use ensemble_tests::raw::RawSession;
+use ensemble_tests::{blocking, connect, connect_with, eventually, Cluster, Proxy, Sections};
+use futures_util::FutureExt as _;
+use zookeeper_client::{Error, EventType, OneshotWatcher, SessionState, StateWatcher, WatchedEvent};
+
+const SECTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_on_three_nodes() {
+    let cluster = Arc::new(blocking(|| Cluster::start(3)));
+    connect(&cluster.connect_string()).await.create("/t20", b"", PERSISTENT).await.unwrap();
+    let mut s = Sections::new();
+    s.run("a disconnected session expires after its timeout", SECTION_TIMEOUT, expiry(cluster.clone())).await;
+    s.run("a session moves between nodes with its ephemerals", SECTION_TIMEOUT, moves(cluster.clone())).await;
+    s.run("watches are set again on reconnect", SECTION_TIMEOUT, set_watches(cluster.clone())).await;
+    s.run("a session is reopened only with its password", SECTION_TIMEOUT, password(cluster.clone())).await;
+    s.run("the session of a dead follower expires", SECTION_TIMEOUT, dead_follower(cluster.clone())).await;
+    s.finish();
+}
+
+/// Waits for the next state change that is `want`, failing on a terminal state or after `timeout`.
+async fn wait_state(states: &mut StateWatcher, want: SessionState, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let state = tokio::time::timeout(left, states.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no session state {want:?} within {timeout:?}"));
+        if state == want {
+            return;
+        }
+        assert!(!state.is_terminated(), "session went {state:?} while waiting for {want:?}");
+    }
+}
+
+async fn fired(watcher: OneshotWatcher) -> WatchedEvent {
+    tokio::time::timeout(Duration::from_secs(10), watcher.changed()).await.expect("a watch event within 10 s")
+}
+
+async fn expiry(cluster: Arc<Cluster>) {
+    let follower = blocking(|| cluster.followers())[0];
+    let proxy = Proxy::start(cluster.client_addr(follower)).await;
+    let observer = connect(&cluster.connect_string()).await;
+    let c = connect_with(&proxy.connect_string(), Duration::from_secs(2)).await;
+    let timeout = c.session_timeout();
+    assert_eq!(timeout, Duration::from_secs(2));
+    c.create("/t20/exp", b"", PERSISTENT).await.unwrap();
+    c.create("/t20/exp/e", b"", EPHEMERAL).await.unwrap();
+    catch_up(&observer, &c).await;
+    let mut states = c.state_watcher();
+
+    proxy.block();
+    let blocked = Instant::now();
+    wait_state(&mut states, SessionState::Disconnected, Duration::from_secs(10)).await;
+    let present = observer.check_stat("/t20/exp/e").await.unwrap();
+    assert!(blocked.elapsed() < timeout / 2, "too slow to check that the session outlives its connection");
+    assert!(present.is_some(), "the ephemeral went when the connection broke, not at session expiry");
+    eventually("the disconnected session's ephemeral is gone", timeout + Duration::from_secs(15), || async {
+        observer.check_stat("/t20/exp/e").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(blocked.elapsed() >= timeout / 2, "the session expired {:?} after it went silent", blocked.elapsed());
+
+    proxy.unblock();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while states.state() != SessionState::Expired {
+        assert!(Instant::now() < deadline, "the client never learned that its session expired");
+        let _ = tokio::time::timeout(Duration::from_secs(1), states.changed()).await;
+    }
+    assert_eq!(c.get_data("/t20/exp").await, Err(Error::SessionExpired));
+}
+
+async fn moves(cluster: Arc<Cluster>) {
+    let leader = blocking(|| cluster.leader());
+    let followers = blocking(|| cluster.followers());
+    let proxy = Proxy::start(cluster.client_addr(followers[0])).await;
+    let observer = connect(&cluster.connect_string()).await;
+    let c = connect_with(&proxy.connect_string(), Duration::from_secs(2)).await;
+    let sid = c.session_id().0;
+    let timeout = c.session_timeout();
+    c.create("/t20/move", b"", PERSISTENT).await.unwrap();
+    c.create("/t20/move/e0", b"", EPHEMERAL).await.unwrap();
+    let mut states = c.state_watcher();
+    for (n, target) in [followers[1], leader, followers[0]].into_iter().enumerate() {
+        proxy.redirect(cluster.client_addr(target));
+        proxy.sever();
+        wait_state(&mut states, SessionState::Disconnected, Duration::from_secs(10)).await;
+        wait_state(&mut states, SessionState::SyncConnected, Duration::from_secs(20)).await;
+        // Writes through the new node, as the same session.
+        let (stat, _) = c.create(&format!("/t20/move/e{}", n + 1), b"", EPHEMERAL).await.unwrap();
+        assert_eq!(stat.ephemeral_owner, sid, "move {n} to node {}", target + 1);
+        let mut mine = c.list_ephemerals("/t20/move").await.unwrap();
+        mine.sort();
+        assert_eq!(mine, (0..=n + 1).map(|i| format!("/t20/move/e{i}")).collect::<Vec<_>>());
+        // Kept alive through the new node for two session timeouts.
+        let held = Instant::now();
+        while held.elapsed() < 2 * timeout {
+            let stat = observer.check_stat("/t20/move/e0").await.unwrap();
+            assert_eq!(stat.map(|s| s.ephemeral_owner), Some(sid), "after move {n} to node {}", target + 1);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop(c);
+    eventually("the moved session's ephemerals go once it is closed", Duration::from_secs(10), || async {
+        observer.list_children("/t20/move").await.unwrap().is_empty().then_some(())
+    })
+    .await;
+}
+
+async fn set_watches(cluster: Arc<Cluster>) {
+    let followers = blocking(|| cluster.followers());
+    let proxy = Proxy::start(cluster.client_addr(followers[0])).await;
+    let writer = connect(&cluster.connect_string()).await;
+    let w = connect_with(&proxy.connect_string(), Duration::from_secs(10)).await;
+    for path in ["/t20/sw", "/t20/sw/data", "/t20/sw/quiet", "/t20/sw/doomed"] {
+        writer.create(path, b"", PERSISTENT).await.unwrap();
+    }
+    catch_up(&w, &writer).await;
+    let (_, _, data) = w.get_and_watch_data("/t20/sw/data").await.unwrap();
+    let (_, created) = w.check_and_watch_stat("/t20/sw/new").await.unwrap();
+    let (_, _, children) = w.get_and_watch_children("/t20/sw").await.unwrap();
+    let (_, _, doomed) = w.get_and_watch_data("/t20/sw/doomed").await.unwrap();
+    let (_, _, quiet) = w.get_and_watch_data("/t20/sw/quiet").await.unwrap();
+    let mut states = w.state_watcher();
+
+    proxy.block();
+    wait_state(&mut states, SessionState::Disconnected, Duration::from_secs(10)).await;
+    writer.set_data("/t20/sw/data", b"changed", None).await.unwrap();
+    writer.create("/t20/sw/new", b"", PERSISTENT).await.unwrap();
+    writer.delete("/t20/sw/doomed", None).await.unwrap();
+    // The session comes back on another node, which must fire what changed while it was away.
+    proxy.redirect(cluster.client_addr(followers[1]));
+    proxy.unblock();
+    wait_state(&mut states, SessionState::SyncConnected, Duration::from_secs(20)).await;
+    let e = fired(data).await;
+    assert_eq!((e.event_type, e.path.as_str()), (EventType::NodeDataChanged, "/t20/sw/data"));
+    let e = fired(created).await;
+    assert_eq!((e.event_type, e.path.as_str()), (EventType::NodeCreated, "/t20/sw/new"));
+    let e = fired(children).await;
+    assert_eq!((e.event_type, e.path.as_str()), (EventType::NodeChildrenChanged, "/t20/sw"));
+    let e = fired(doomed).await;
+    assert_eq!((e.event_type, e.path.as_str()), (EventType::NodeDeleted, "/t20/sw/doomed"));
+    // A watch on what did not change is registered again on the new node, and fires there.
+    let mut quiet = Box::pin(quiet.changed());
+    assert!((&mut quiet).now_or_never().is_none(), "a watch fired for a node that did not change");
+    writer.set_data("/t20/sw/quiet", b"now", None).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), quiet).await.expect("the re-set watch fires");
+    assert_eq!((e.event_type, e.path.as_str()), (EventType::NodeDataChanged, "/t20/sw/quiet"));
+}
+
+async fn password(cluster: Arc<Cluster>) {
+    let first = RawSession::connect(cluster.client_addr(0), 10_000).await.unwrap();
+    assert!(first.session_id != 0 && first.timeout_ms == 10_000 && first.password.len() == 16);
+    let mut wrong = first.password.clone();
+    wrong[0] ^= 0xff;
+    let mut refused = RawSession::reconnect(cluster.client_addr(1), 10_000, first.session_id, &wrong).await.unwrap();
+    assert_eq!(refused.timeout_ms, 0, "a session reopened with a wrong password");
+    assert!(refused.closed_by_server().await, "the server keeps a refused connection open");
+    let moved = RawSession::reconnect(cluster.client_addr(2), 10_000, first.session_id, &first.password).await.unwrap();
+    assert_eq!((moved.session_id, moved.timeout_ms), (first.session_id, 10_000));
+}
+
+async fn dead_follower(cluster: Arc<Cluster>) {
+    let leader = blocking(|| cluster.leader());
+    let follower = blocking(|| cluster.followers())[0];
+    let observer = connect(&cluster.client_addr(leader).to_string()).await;
+    let c = connect_with(&cluster.client_addr(follower).to_string(), Duration::from_secs(2)).await;
+    c.create("/t20/dead", b"", PERSISTENT).await.unwrap();
+    c.create("/t20/dead/e", b"", EPHEMERAL).await.unwrap();
+    catch_up(&observer, &c).await;
+    assert!(observer.check_stat("/t20/dead/e").await.unwrap().is_some());
+    blocking(|| cluster.kill(follower));
+    let killed = Instant::now();
+    eventually("the ephemeral of the dead follower's session is gone", Duration::from_secs(20), || async {
+        observer.check_stat("/t20/dead/e").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(killed.elapsed() >= Duration::from_secs(1), "expired {:?} after the kill", killed.elapsed());
+    drop(c);
+    blocking(|| cluster.restart(follower));
+    let back = connect(&cluster.client_addr(follower).to_string()).await;
+    catch_up(&back, &observer).await;
+    assert_eq!(back.list_children("/t20/dead").await.unwrap(), Vec::<String>::new());
+}
