@@ -97,6 +97,12 @@ pub struct Config {
     pub servers: BTreeMap<u64, ServerEntry>,
     /// `snapCount`, default 100,000.
     pub snap_count: u64,
+    /// How often the leader looks for empty containers and expired TTL nodes (ZooKeeper's system property
+    /// `znode.container.checkIntervalMs`, here a config key). Default 60 s.
+    pub container_check_interval: Duration,
+    /// A container that never had a child is deleted once this old (`znode.container.maxNeverUsedIntervalMs`;
+    /// 0, the default: never).
+    pub container_max_never_used: Duration,
     /// `autopurge.snapRetainCount`, default 3.
     pub snap_retain_count: usize,
     /// `autopurge.purgeInterval`, in hours, 0 (default) for never.
@@ -221,6 +227,18 @@ impl Config {
             client_port_address: get("clientPortAddress").map(|(_, v)| v.to_owned()),
             servers,
             snap_count: number(get("snapCount"), "snapCount", 100_000, 2..=u64::MAX)?,
+            container_check_interval: Duration::from_millis(number(
+                get("znode.container.checkIntervalMs"),
+                "znode.container.checkIntervalMs",
+                60_000,
+                1..=u64::MAX,
+            )?),
+            container_max_never_used: Duration::from_millis(number(
+                get("znode.container.maxNeverUsedIntervalMs"),
+                "znode.container.maxNeverUsedIntervalMs",
+                0,
+                0..=u64::MAX,
+            )?),
             snap_retain_count: number(
                 get("autopurge.snapRetainCount"),
                 "autopurge.snapRetainCount",
@@ -258,7 +276,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 20] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -277,6 +295,8 @@ const KEYS: [&str; 18] = [
     "4lw.commands.whitelist",
     "forceSync",
     "DigestAuthenticationProvider.superDigest",
+    "znode.container.checkIntervalMs",
+    "znode.container.maxNeverUsedIntervalMs",
 ];
 
 fn invalid(line: usize, key: &str, value: &str, reason: &str) -> ConfigError {

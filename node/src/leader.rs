@@ -8,7 +8,8 @@
 //! and rebuilt from the committed tree when needed.
 //!
 //! The leader also expires sessions (ZooKeeper's `SessionTracker`): every server touches the sessions of its
-//! connections, and a session not touched within its timeout is closed through a closeSession txn.
+//! connections, and a session not touched within its timeout is closed through a closeSession txn. And it
+//! deletes empty containers and expired TTL nodes (ZooKeeper's `ContainerManager`), through ordinary deletes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use replication::runtime::{ForwardTo, Handle};
 use tokio::sync::{mpsc, watch};
 use tree::acl::Id;
 use tree::prep::{self, Caller, PrepOptions, Request};
+use tree::stat::OwnerKind;
 use tree::tree::DataTree;
 use tree::txn::{TxnHeader, TxnRecord};
 
@@ -89,6 +91,7 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<
         options: PrepOptions { ttl_enabled: true },
     };
     let mut expiry = tokio::time::interval(tick / 2);
+    let mut reaping = tokio::time::interval(pipeline.shared.config.container_check_interval);
     loop {
         tokio::select! {
             item = items.recv() => match item {
@@ -96,6 +99,7 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<
                 None => return,
             },
             _ = expiry.tick() => pipeline.expire().await,
+            _ = reaping.tick() => pipeline.reap().await,
         }
     }
 }
@@ -260,6 +264,34 @@ impl Pipeline {
                 }
             }
             Origin::Peer(peer) => self.handle.forward(ForwardTo::Peer(peer), Forward::Dropped(session).encode()).await,
+        }
+    }
+
+    /// Deletes containers whose last child went (or that never had one, past `maxNeverUsedIntervalMs`) and TTL
+    /// nodes without children unchanged for longer than their TTL. The scan walks the whole speculative tree
+    /// once per `znode.container.checkIntervalMs`.
+    async fn reap(&mut self) {
+        let max_never_used = self.shared.config.container_max_never_used.as_millis() as i64;
+        if !self.leading() {
+            return;
+        }
+        let Some(spec) = self.spec().await else { return };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let doomed: Vec<String> = spec
+            .nodes_after(None)
+            .filter(|(_, node)| node.children.is_empty())
+            .filter(|(_, node)| match OwnerKind::of(node.stat.ephemeral_owner) {
+                OwnerKind::Container if node.stat.cversion > 0 => true,
+                OwnerKind::Container => max_never_used > 0 && now - node.stat.ctime > max_never_used,
+                OwnerKind::Ttl(ttl) => now - node.stat.mtime > ttl,
+                _ => false,
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        let system = vec![Id::new("super", "")];
+        for path in doomed {
+            tracing::debug!(path, "deleting an empty container or an expired TTL node");
+            self.propose(0, 0, system.clone(), &Request::Delete { path, version: -1 }).await;
         }
     }
 

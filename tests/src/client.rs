@@ -21,14 +21,19 @@ pub async fn connect(cluster: &str) -> Client {
     connect_with(cluster, Duration::from_secs(10)).await
 }
 
-/// Connects to `cluster` asking for `session_timeout`, retrying for up to 30 s.
+/// Connects to `cluster` asking for `session_timeout`, retrying for up to 30 s. The new session then syncs, so
+/// that it sees every write committed before it connected whichever server it landed on (ZooKeeper promises a
+/// client its own writes in order, not other clients' writes at once: that is what `sync` is for).
 pub async fn connect_with(cluster: &str, session_timeout: Duration) -> Client {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
         let mut connector = Client::connector();
         connector.session_timeout(session_timeout);
         let error = match tokio::time::timeout(Duration::from_secs(10), connector.connect(cluster)).await {
-            Ok(Ok(client)) => return client,
+            Ok(Ok(client)) => match client.sync("/").await {
+                Ok(()) => return client,
+                Err(e) => format!("sync after connecting: {e}"),
+            },
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no session within 10 s".to_string(),
         };

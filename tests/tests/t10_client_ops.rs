@@ -35,6 +35,7 @@ async fn client_operations_on_three_nodes() {
     s.run("replies framed as ZooKeeper's", SECTION_TIMEOUT, raw_replies(cluster.clone())).await;
     s.run("four-letter words", SECTION_TIMEOUT, four_letter_words(cluster.clone())).await;
     s.run("write via a follower, sync and read elsewhere", SECTION_TIMEOUT, follower_writes(cluster.clone())).await;
+    s.run("empty containers and expired TTL nodes are deleted", SECTION_TIMEOUT, reaping(cluster.clone())).await;
     s.finish();
 }
 
@@ -312,6 +313,7 @@ async fn close_session(cs: String) {
     watcher.create("/t10/close", b"", PERSISTENT).await.unwrap();
     let owner = connect(&cs).await;
     owner.create("/t10/close/e", b"", EPHEMERAL).await.unwrap();
+    watcher.sync("/t10/close").await.unwrap(); // the owner may have written through another server
     let (_, _, deleted) = watcher.get_and_watch_data("/t10/close/e").await.unwrap();
     let timeout = owner.session_timeout();
     assert!(timeout >= Duration::from_secs(9), "the 10 s session asked for got {timeout:?}");
@@ -426,4 +428,36 @@ async fn follower_writes(cluster: Arc<Cluster>) {
         })
         .await;
     }
+}
+
+/// The leader deletes a container once its last child is gone and a TTL node left unchanged past its TTL
+/// (ZooKeeper's ContainerManager); the harness sets `znode.container.checkIntervalMs=300`. ZooKeeper reads that
+/// setting from a Java system property, not zoo.cfg, so against ZooKeeper this checks only what holds at once.
+async fn reaping(cluster: Arc<Cluster>) {
+    let c = connect(&cluster.connect_string()).await;
+    c.create("/t10/reap", b"", PERSISTENT).await.unwrap();
+    let container = CreateMode::Container.with_acls(Acls::anyone_all());
+    c.create("/t10/reap/used", b"", &container).await.unwrap();
+    c.create("/t10/reap/used/child", b"", PERSISTENT).await.unwrap();
+    c.create("/t10/reap/unused", b"", &container).await.unwrap();
+    let short = CreateMode::Persistent.with_acls(Acls::anyone_all()).with_ttl(Duration::from_millis(200));
+    c.create("/t10/reap/ttl", b"", &short).await.unwrap();
+    let long = CreateMode::Persistent.with_acls(Acls::anyone_all()).with_ttl(Duration::from_secs(3600));
+    c.create("/t10/reap/ttl-long", b"", &long).await.unwrap();
+    c.delete("/t10/reap/used/child", None).await.unwrap();
+    if matches!(cluster.server(), ensemble_tests::process::Server::ZooKeeper) {
+        return;
+    }
+    eventually("the emptied container and the expired TTL node are gone", Duration::from_secs(20), || {
+        let c = &c;
+        async move {
+            let used = c.check_stat("/t10/reap/used").await.unwrap();
+            let ttl = c.check_stat("/t10/reap/ttl").await.unwrap();
+            (used.is_none() && ttl.is_none()).then_some(())
+        }
+    })
+    .await;
+    // A container that never had a child, and a TTL node within its TTL, stay.
+    assert!(c.check_stat("/t10/reap/unused").await.unwrap().is_some());
+    assert!(c.check_stat("/t10/reap/ttl-long").await.unwrap().is_some());
 }
