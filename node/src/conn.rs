@@ -252,6 +252,8 @@ impl Conn {
 
     fn unregister(&self) {
         let shared = &self.ctx.shared;
+        let waiting = self.slots.iter().filter(|s| matches!(s, Slot::Write { .. })).count();
+        self.outstanding(-(waiting as i64));
         if self.session != 0 {
             let mine = {
                 let mut conns = shared.conns();
@@ -344,7 +346,7 @@ impl Conn {
                     return Ok(());
                 };
                 self.slots.push_back(Slot::Write { cxid: xid, started });
-                self.handle.counters.outstanding.fetch_add(1, Ordering::Relaxed);
+                self.outstanding(1);
                 let item = Item::Write {
                     origin: Origin::Local,
                     session: self.session,
@@ -357,6 +359,7 @@ impl Conn {
             op::SYNC => {
                 let Request::Sync { path } = request else { unreachable!("decoded as sync") };
                 self.slots.push_back(Slot::Write { cxid: xid, started });
+                self.outstanding(1);
                 self.sync(xid, path).await?;
             }
             _ => self.slots.push_back(Slot::Read { xid, op: op_code, request, started }),
@@ -412,6 +415,7 @@ impl Conn {
                     Some(slot) => {
                         let Slot::Write { started, .. } = *slot else { unreachable!("found a write slot") };
                         *slot = Slot::Ready { frame, started };
+                        self.outstanding(-1);
                     }
                     None => tracing::debug!(cxid, "a reply for a request this connection is not waiting for"),
                 }
@@ -486,6 +490,13 @@ impl Conn {
         }
         self.ctx.shared.stats.record_latency(started);
         self.send(frame).await
+    }
+
+    /// Counts writes and syncs waiting for their reply, on this connection and server-wide (`mntr`, `cons`).
+    fn outstanding(&self, delta: i64) {
+        for counter in [&self.handle.counters.outstanding, &self.ctx.shared.stats.outstanding] {
+            counter.fetch_add(delta as u64, Ordering::Relaxed); // wrapping add: -1 as u64 subtracts one
+        }
     }
 
     async fn flush(&mut self) -> Result<(), Closed> {

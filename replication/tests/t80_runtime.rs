@@ -66,16 +66,21 @@ async fn applied_everywhere(servers: &BTreeMap<u64, Handle>, zxid: Zxid) {
     panic!("{zxid} not applied everywhere within 15 s");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn elect_commit_fail_over_and_rejoin() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    let mut peers = BTreeMap::new();
+/// Three bound loopback listeners and the peer map they make.
+async fn three_listeners() -> (BTreeMap<ServerId, SocketAddr>, BTreeMap<u64, TcpListener>) {
+    let (mut peers, mut listeners) = (BTreeMap::new(), BTreeMap::new());
     for id in 1..=3u64 {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         peers.insert(ServerId(id), l.local_addr().unwrap());
         listeners.insert(id, l);
     }
+    (peers, listeners)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_commit_fail_over_and_rejoin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, listeners) = three_listeners().await;
     let mut servers = BTreeMap::new();
     for (id, l) in listeners {
         servers.insert(id, boot(id, dir.path(), l, &peers).await);
@@ -118,13 +123,7 @@ async fn elect_commit_fail_over_and_rejoin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_server_streams_the_committed_txns_in_order_and_forwards_reach_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let mut peers = BTreeMap::new();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        peers.insert(ServerId(id), l.local_addr().unwrap());
-        listeners.insert(id, l);
-    }
+    let (peers, listeners) = three_listeners().await;
     let (mut servers, mut streams) = (BTreeMap::new(), BTreeMap::new());
     for (id, l) in listeners {
         let (handle, s) = boot_with_streams(id, dir.path(), l, &peers).await;
