@@ -229,13 +229,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         retain: config.snap_retain_count.max(3),
         policy: SnapPolicy::new(config.snap_count, my_id),
     };
-    {
-        let (shared, wal) = (shared.clone(), wal.clone());
-        std::thread::Builder::new()
-            .name(format!("applier-{my_id}"))
-            .spawn(move || apply::run(shared, wal, streams.committed, snaps))
-            .map_err(io("spawn the applier thread"))?;
-    }
+    tokio::spawn(apply::run(shared.clone(), wal.clone(), streams.committed, snaps));
     let (pipeline, items) = mpsc::channel(leader::QUEUE);
     tokio::spawn(leader::run(shared.clone(), handle.clone(), items));
 
