@@ -136,3 +136,25 @@ fn entering_broadcast_acks_what_became_durable_meanwhile() {
     let (_, commands) = f.into_broadcast();
     assert_eq!(commands, vec![Command::Send(L, Message::Ack { zxid: z(5) })]);
 }
+
+/// ZOOKEEPER-4925: a follower kept the txns of its DIFF sync out of the history it would later sync others
+/// from, so, once leader, it propagated a hole (data loss). Here every txn of a sync is appended to the log, the
+/// one history there is (the runtime's leader-side history is the WAL plus txns not yet durable), and a
+/// discontinuous stream is refused outright rather than logged with a hole.
+#[test]
+fn zookeeper_4925_every_synced_txn_enters_the_log_and_a_hole_is_refused() {
+    let (_, commands) = diffed(6, 6);
+    let appended: Vec<Zxid> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Append(zxid, _) => Some(*zxid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appended, vec![z(3), z(4), z(5), z(6)], "committed during sync or not, every txn is logged");
+
+    let mut f = FollowerSync::new(L, z(2), z(2), z(2));
+    f.on_message(Message::Diff { zxid: z(2) }).unwrap();
+    f.on_message(proposal(3)).unwrap();
+    assert!(f.on_message(proposal(5)).is_err(), "4 is missing: a hole, not a history");
+}
