@@ -158,3 +158,21 @@ fn zookeeper_4925_every_synced_txn_enters_the_log_and_a_hole_is_refused() {
     f.on_message(proposal(3)).unwrap();
     assert!(f.on_message(proposal(5)).is_err(), "4 is missing: a hole, not a history");
 }
+
+/// ZOOKEEPER-3642: a learner whose leader died after SNAP but before NEWLEADER had advanced its last zxid to
+/// the snapshot's while holding the snapshot only in memory; the next leader DIFFed it from there, and a
+/// restart lost everything up to that zxid. Here the follower's position moves to the snapshot's zxid only
+/// with the command that installs it durably (the runtime writes and fsyncs it before the next event); a
+/// partial transfer leaves the position, and what a new leader would sync from, where it was.
+#[test]
+fn zookeeper_3642_the_log_position_moves_to_a_snapshot_only_when_it_is_installed() {
+    let at = Zxid::new(Epoch(3), 40);
+    let mut f = FollowerSync::new(L, z(1), z(1), z(1));
+    f.on_message(Message::Snap { zxid: at, total_bytes: 6 }).unwrap();
+    let partial = f.on_message(Message::SnapChunk { offset: 0, data: Bytes::from_static(b"abcd") }).unwrap();
+    assert!(!partial.iter().any(|c| matches!(c, Command::InstallSnapshot(_))), "{partial:?}");
+    assert_eq!(f.logged(), z(1), "the leader dies here: the next one syncs this follower from z(1), not from {at}");
+    let rest = f.on_message(Message::SnapChunk { offset: 4, data: Bytes::from_static(b"ef") }).unwrap();
+    assert_eq!(rest.last(), Some(&Command::InstallSnapshot(at)));
+    assert_eq!(f.logged(), at);
+}
