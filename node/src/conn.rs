@@ -209,6 +209,7 @@ impl Conn {
                 self.session = request.session_id;
                 self.register();
                 lock(&shared.touched).insert(self.session);
+                self.attach().await?;
             }
             valid
         };
@@ -240,6 +241,17 @@ impl Conn {
             )));
         }
         tracing::debug!(session = format_args!("0x{:x}", self.session), timeout_ms, "session established");
+        Ok(())
+    }
+
+    /// Tells the leader the session re-attached here, so that its connection on another server closes.
+    async fn attach(&self) -> Result<(), Closed> {
+        if self.ctx.leading() {
+            let item = Item::Attach { origin: Origin::Local, session: self.session };
+            return self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server);
+        }
+        let attached = Forward::Attached(self.session).encode();
+        self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, attached).await;
         Ok(())
     }
 

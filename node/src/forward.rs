@@ -11,6 +11,7 @@
 //!   5  Dropped    session i64                             (the leader could not take a request: close the session's
 //!                                                          connection so that its client reconnects and retries)
 //!   6  Digest     zxid i64 | digest i64                   (the leader's tree digest after applying zxid)
+//!   7  Attached   session i64                             (a client re-attached this session here)
 //! ```
 //!
 //! The body of a Request is the client's own request body (as `zookeeper.jute` encodes it for `op`), so the
@@ -58,6 +59,8 @@ pub enum Forward {
     },
     /// The leader dropped a request of this session.
     Dropped(SessionId),
+    /// A client re-attached this session on the sending server.
+    Attached(SessionId),
     /// The leader's tree digest after applying `zxid` ([`crate::digest`]).
     Digest {
         /// The zxid.
@@ -106,6 +109,10 @@ impl Forward {
                 out.push(5);
                 out.write_long(*session);
             }
+            Forward::Attached(session) => {
+                out.push(7);
+                out.write_long(*session);
+            }
             Forward::Digest { zxid, digest } => {
                 out.push(6);
                 out.write_long(*zxid);
@@ -144,6 +151,7 @@ impl Forward {
             4 => Forward::Synced { session: b.read_long()?, cxid: b.read_int()?, zxid: b.read_long()? },
             5 => Forward::Dropped(b.read_long()?),
             6 => Forward::Digest { zxid: b.read_long()?, digest: b.read_long()? as u64 },
+            7 => Forward::Attached(b.read_long()?),
             tag => return Err(JuteError::Invalid(format!("unknown forward tag {tag}"))),
         };
         if b.has_remaining() {
@@ -180,6 +188,7 @@ mod tests {
                 zxid
             }),
             any::<i64>().prop_map(Forward::Dropped),
+            any::<i64>().prop_map(Forward::Attached),
             (any::<i64>(), any::<u64>()).prop_map(|(zxid, digest)| Forward::Digest { zxid, digest }),
         ]
     }

@@ -67,6 +67,13 @@ pub enum Item {
     },
     /// Sessions with client activity.
     Touch(Vec<SessionId>),
+    /// A client re-attached its session on this server: its connection on any other server must close.
+    Attach {
+        /// The server it attached on.
+        origin: Origin,
+        /// The session.
+        session: SessionId,
+    },
 }
 
 /// Bound of the pipeline's queue.
@@ -104,6 +111,22 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<
     }
 }
 
+/// A session as the leader tracks it.
+struct Tracked {
+    timeout: Duration,
+    /// When it expires unless touched.
+    deadline: Instant,
+    /// The server its client last attached on.
+    owner: Option<Origin>,
+}
+
+impl Tracked {
+    fn new(timeout_ms: i32, now: Instant) -> Tracked {
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        Tracked { timeout, deadline: now + timeout, owner: None }
+    }
+}
+
 struct Pipeline {
     shared: Arc<Shared>,
     handle: Handle,
@@ -117,8 +140,8 @@ struct Pipeline {
     /// Proposals submitted, and the count of those resolved (committed or failed, in order).
     submitted: u64,
     completed: Arc<watch::Sender<u64>>,
-    /// Session deadlines: timeout and when it runs out.
-    sessions: HashMap<SessionId, (Duration, Instant)>,
+    /// The sessions this leader tracks.
+    sessions: HashMap<SessionId, Tracked>,
     options: PrepOptions,
 }
 
@@ -157,11 +180,7 @@ impl Pipeline {
             self.role.borrow_and_update();
             let tree = self.shared.tree().clone();
             let now = Instant::now();
-            self.sessions = tree
-                .sessions()
-                .iter()
-                .map(|(&s, &t)| (s, (Duration::from_millis(t.max(0) as u64), now + Duration::from_millis(t as u64))))
-                .collect();
+            self.sessions = tree.sessions().iter().map(|(&s, &t)| (s, Tracked::new(t, now))).collect();
             tracing::info!(zxid = tree.last_zxid(), sessions = self.sessions.len(), "leading: pipeline ready");
             self.spec = Some(tree);
         }
@@ -173,14 +192,27 @@ impl Pipeline {
             Item::Touch(sessions) => {
                 let now = Instant::now();
                 for s in sessions {
-                    if let Some((timeout, deadline)) = self.sessions.get_mut(&s) {
-                        *deadline = now + *timeout;
+                    if let Some(tracked) = self.sessions.get_mut(&s) {
+                        tracked.deadline = now + tracked.timeout;
                     }
+                }
+            }
+            Item::Attach { origin, session } => {
+                // The session moved: its connection on the old server is closed (ZooKeeper answers that one's
+                // requests SESSIONMOVED), so that one server at a time serves it.
+                let old = self.sessions.get_mut(&session).and_then(|t| t.owner.replace(origin));
+                if let Some(old) = old.filter(|&old| old != origin) {
+                    tracing::debug!(session = format_args!("0x{session:x}"), ?old, ?origin, "session moved");
+                    self.drop_request(old, session).await;
                 }
             }
             Item::Write { origin, session, cxid, auth, request } => {
                 if !self.propose(session, cxid, auth, &request).await {
                     self.drop_request(origin, session).await;
+                } else if matches!(request, Request::CreateSession { .. }) {
+                    if let Some(tracked) = self.sessions.get_mut(&session) {
+                        tracked.owner = Some(origin);
+                    }
                 }
             }
             Item::Sync { origin, session, cxid } => {
@@ -219,8 +251,7 @@ impl Pipeline {
         spec.apply(&header, &txn);
         match request {
             Request::CreateSession { timeout } => {
-                let timeout = Duration::from_millis((*timeout).max(0) as u64);
-                self.sessions.insert(session, (timeout, Instant::now() + timeout));
+                self.sessions.insert(session, Tracked::new(*timeout, Instant::now()));
             }
             Request::CloseSession => {
                 self.sessions.remove(&session);
@@ -303,7 +334,7 @@ impl Pipeline {
         }
         let now = Instant::now();
         let expired: Vec<SessionId> =
-            self.sessions.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(&s, _)| s).collect();
+            self.sessions.iter().filter(|(_, t)| t.deadline <= now).map(|(&s, _)| s).collect();
         for session in expired {
             tracing::info!(session = format_args!("0x{session:x}"), "session expired");
             self.sessions.remove(&session);

@@ -298,6 +298,9 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::B
             Forward::Touch(sessions) => {
                 let _ = ctx.pipeline.send(Item::Touch(sessions)).await;
             }
+            Forward::Attached(session) => {
+                let _ = ctx.pipeline.send(Item::Attach { origin: Origin::Peer(from), session }).await;
+            }
             Forward::Synced { session, cxid, zxid } => {
                 if let Some(waiter) = lock(&ctx.shared.syncs).remove(&(session, cxid)) {
                     let _ = waiter.send(zxid);

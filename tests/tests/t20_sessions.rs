@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble_tests::client::{catch_up, EPHEMERAL, PERSISTENT};
-use ensemble_tests::raw::RawSession;
+use ensemble_tests::raw::{op, Body, RawSession};
 use ensemble_tests::{blocking, connect, connect_with, eventually, Cluster, Proxy, Sections};
 use futures_util::FutureExt as _;
 use zookeeper_client::{Error, EventType, OneshotWatcher, SessionState, StateWatcher, WatchedEvent};
@@ -159,7 +159,7 @@ async fn set_watches(cluster: Arc<Cluster>) {
 }
 
 async fn password(cluster: Arc<Cluster>) {
-    let first = RawSession::connect(cluster.client_addr(0), 10_000).await.unwrap();
+    let mut first = RawSession::connect(cluster.client_addr(0), 10_000).await.unwrap();
     assert!(first.session_id != 0 && first.timeout_ms == 10_000 && first.password.len() == 16);
     let mut wrong = first.password.clone();
     wrong[0] ^= 0xff;
@@ -168,6 +168,21 @@ async fn password(cluster: Arc<Cluster>) {
     assert!(refused.closed_by_server().await, "the server keeps a refused connection open");
     let moved = RawSession::reconnect(cluster.client_addr(2), 10_000, first.session_id, &first.password).await.unwrap();
     assert_eq!((moved.session_id, moved.timeout_ms), (first.session_id, 10_000));
+    // The session moved: the old connection no longer serves it. ZooKeeper answers its next request
+    // SESSIONMOVED and closes it; Ensemble closes it as soon as the leader learns of the move.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exists = Body::new().string("/").boolean(false);
+        match first.request(op::EXISTS, exists).await {
+            Err(_) => break,
+            Ok(reply) if reply.err == -118 => {
+                assert!(first.closed_by_server().await, "SESSIONMOVED, then the connection closes");
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "the old connection still serves the moved session"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn dead_follower(cluster: Arc<Cluster>) {
