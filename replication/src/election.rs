@@ -238,7 +238,14 @@ impl Election {
         let state = if self.proposal.leader == self.me { PeerState::Leading } else { PeerState::Following };
         let outcome = Outcome { leader: self.proposal.leader, vote: self.proposal, round: self.round, state };
         self.decided = Some(outcome);
-        vec![Command::Decided(outcome)]
+        // Tell everyone at once how this server settled. A server still looking may be counting this one's
+        // earlier LOOKING vote towards another candidate; without this, that candidate can win a quorum of
+        // stale votes and lead alone until initLimit runs out (seen when three servers start together).
+        let settled = Election::answer_when_settled(self.me, &outcome);
+        let mut commands: Vec<Command> =
+            self.voters.iter().filter(|&&v| v != self.me).map(|&v| Command::Send(v, settled)).collect();
+        commands.push(Command::Decided(outcome));
+        commands
     }
 
     /// The answer a settled server gives to a looking one: its vote, round and state.

@@ -1,7 +1,10 @@
 //! The peer transport: one TCP connection per pair of servers, framed with [`PeerCodec`], behind the
 //! [`Transport`] trait so that tests can put a simulated network in its place (see `tests/t60_simulation.rs`).
 //!
-//! - The server with the lower id dials, the higher one listens (one connection per pair, no race). The dialer
+//! - The server with the higher id dials, the lower one listens (one connection per pair, no race), as in
+//!   ZooKeeper: the servers most likely to win an election (ties go to the higher id) reach everyone as soon as
+//!   they start, instead of waiting for the others' reconnect backoff; a late vote from them is what splits an
+//!   election (two servers settle on one leader while the late one wins a quorum of stale votes). The dialer
 //!   first sends its id (u64, big-endian); the listener refuses ids it does not know or that should not dial it.
 //! - Each connection has a bounded send queue. A peer that does not drain it is disconnected rather than
 //!   buffered for without limit; it re-syncs when it reconnects. Inbound messages go to one bounded channel, so a
@@ -98,7 +101,7 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    /// Starts listening on `listener` and dialing every peer in `peers` with a higher id. Returns the transport
+    /// Starts listening on `listener` and dialing every peer in `peers` with a lower id. Returns the transport
     /// and the channel of inbound traffic.
     pub fn start(
         me: ServerId,
@@ -116,7 +119,7 @@ impl TcpTransport {
         });
         let mut tasks =
             vec![tokio::spawn(listen(shared.clone(), listener, peers.keys().copied().collect())).abort_handle()];
-        for (&peer, &addr) in peers.iter().filter(|(&p, _)| p > me) {
+        for (&peer, &addr) in peers.iter().filter(|(&p, _)| p < me) {
             tasks.push(tokio::spawn(dial(shared.clone(), peer, addr)).abort_handle());
         }
         (TcpTransport { shared, tasks }, rx)
@@ -176,7 +179,7 @@ async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>
         tokio::spawn(async move {
             let id = tokio::time::timeout(Duration::from_secs(5), stream.read_u64()).await;
             match id {
-                Ok(Ok(id)) if known.contains(&ServerId(id)) && ServerId(id) < shared.me => {
+                Ok(Ok(id)) if known.contains(&ServerId(id)) && ServerId(id) > shared.me => {
                     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                     run(shared, ServerId(id), stream, done_tx);
                     let _ = done_rx.await;

@@ -224,3 +224,46 @@ fn random_election(seed: u64, drop_rate: f64) -> (Sim, Vec<u64>, Vec<Vote>) {
     }
     (sim, voters, votes)
 }
+
+/// The start-up split seen with three real servers: server 1 votes for 3 (LOOKING) after 2 had settled as
+/// leader, then follows 2 through 2's settled answer; server 3, counting 1's stale LOOKING vote, would lead
+/// alone until initLimit. A server that decides now tells every voter how it settled, so 3, still in its
+/// finalize wait, follows 2 instead.
+#[test]
+fn a_decision_is_announced_and_undoes_a_quorum_of_stale_votes() {
+    let voters: BTreeSet<ServerId> = [1, 2, 3].into_iter().map(ServerId).collect();
+    let config = ElectionConfig::default();
+    let looking = |sender: u64, leader: u64| Notification {
+        leader: ServerId(leader),
+        zxid: Zxid::ZERO,
+        peer_epoch: Epoch(0),
+        election_epoch: 1,
+        state: PeerState::Looking,
+        sender: ServerId(sender),
+    };
+    let settled = |sender: u64, leader: u64, state| Notification { state, ..looking(sender, leader) };
+    let t = Duration::ZERO;
+
+    // Server 1 votes for 3, then hears 2 lead with its own vote for 2 and follows 2: it announces that.
+    let (mut one, _) = Election::start(ServerId(1), voters.clone(), 1, Zxid::ZERO, Epoch(0), config, t);
+    one.on_notification(looking(3, 3), t);
+    let commands = one.on_notification(settled(2, 2, PeerState::Leading), t);
+    assert_eq!(one.outcome().map(|o| o.leader), Some(ServerId(2)));
+    let told: Vec<(ServerId, Notification)> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Send(to, n) => Some((*to, *n)),
+            _ => None,
+        })
+        .collect();
+    let following_two = settled(1, 2, PeerState::Following);
+    assert_eq!(told, vec![(ServerId(2), following_two), (ServerId(3), following_two)], "{commands:?}");
+
+    // Server 3 has a quorum for itself from 1's stale vote; 2's and 1's settled notifications turn it round.
+    let (mut three, _) = Election::start(ServerId(3), voters, 1, Zxid::ZERO, Epoch(0), config, t);
+    three.on_notification(looking(1, 3), t);
+    three.on_notification(settled(2, 2, PeerState::Leading), t);
+    three.on_notification(following_two, t);
+    assert_eq!(three.outcome().map(|o| o.leader), Some(ServerId(2)), "follows 2 before its finalize wait ends");
+    assert!(three.on_tick(t + config.finalize_wait * 2).is_empty(), "and never leads");
+}
