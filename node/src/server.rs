@@ -107,11 +107,11 @@ impl Server {
     }
 }
 
-/// The WAL writer's idle spin: `ENSEMBLE_WAL_SPIN_US` (microseconds), default 0 — a server's writer is
-/// woken by the runtime, whose own hand-offs dominate, and several servers often share a machine's cores.
+/// The WAL writer's idle spin after a small batch: `ENSEMBLE_WAL_SPIN_US` (microseconds), or the WAL's
+/// default (50 us).
 fn spin_from_env() -> std::time::Duration {
-    let us = std::env::var("ENSEMBLE_WAL_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    std::time::Duration::from_micros(us)
+    let us = std::env::var("ENSEMBLE_WAL_SPIN_US").ok().and_then(|v| v.parse().ok());
+    us.map_or(WalOptions::default().idle_spin, std::time::Duration::from_micros)
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {

@@ -37,9 +37,10 @@ pub struct WalOptions {
     pub max_batch_bytes: Option<usize>,
     /// Optional cap on the records one fsync covers.
     pub max_batch_records: Option<usize>,
-    /// How long the writer thread spins for new work before it sleeps. Waking a sleeping thread costs tens of
-    /// microseconds on a VM, so a lone appender that appends again at once gains from a spin; a server that
-    /// shares its cores with others (several servers on one machine) pays for it. Default 50 us.
+    /// How long the writer thread spins for new work before it sleeps, after a batch of one or two records.
+    /// Waking a sleeping thread costs tens of microseconds on a VM, so a lone appender that appends again at
+    /// once gains from a spin; after a larger batch the writer does not spin (a busy log refills its queue by
+    /// itself, and servers that share cores would pay for the spin). Default 50 us.
     pub idle_spin: std::time::Duration,
 }
 

@@ -108,6 +108,7 @@ impl Wal {
             next_seq,
             spare,
             buf: Vec::new(),
+            last_batch: 0,
         };
         writer.publish();
         let writer = thread::Builder::new()

@@ -58,7 +58,13 @@ pub(crate) struct Writer {
     /// The zero-filled segment being prepared for the next roll (`None`: `zero_fill` is off).
     pub spare: Option<Spare>,
     pub buf: Vec<u8>,
+    /// Records in the last batch: the writer spins for more work only after a small one (a lone appender
+    /// waiting on each append), never after a large one (a busy log, whose queue refills by itself).
+    pub last_batch: usize,
 }
+
+/// Batches at most this large count as small for the idle spin.
+const SMALL_BATCH: usize = 2;
 
 impl Writer {
     /// Runs until the log is closed and its queue drained, or until it fails.
@@ -66,10 +72,13 @@ impl Writer {
         let mut appends = Vec::new();
         while let Some(work) = self.next_work(&mut appends) {
             let outcome = match work {
-                Work::Appends => match self.write_batch(&mut appends) {
-                    Ok(()) => Ok(()),
-                    Err(error) => Err(self.fail(error, &mut appends)),
-                },
+                Work::Appends => {
+                    self.last_batch = appends.len();
+                    match self.write_batch(&mut appends) {
+                        Ok(()) => Ok(()),
+                        Err(error) => Err(self.fail(error, &mut appends)),
+                    }
+                }
                 Work::Control(Command::TruncateAfter { zxid, done }) => {
                     let result = self.truncate_after(zxid);
                     self.complete(done, result)
@@ -105,7 +114,7 @@ impl Writer {
     fn next_work(&self, appends: &mut Vec<Append>) -> Option<Work> {
         let options = &self.shared.options;
         let mut state = self.shared.lock();
-        if state.commands.is_empty() && !state.closed {
+        if state.commands.is_empty() && !state.closed && self.last_batch <= SMALL_BATCH {
             let seen = self.shared.pushed.load(Ordering::Acquire);
             drop(state);
             self.spin_for_work(seen);
