@@ -31,7 +31,9 @@ pub fn retain(snap_dir: &Path, wal: &Wal, keep: usize) -> Result<Retained, Snaps
     let snapshots = dir::list(snap_dir)?;
     let mut oldest_kept = None;
     for (i, (zxid, path)) in snapshots.iter().enumerate() {
-        if read::load(path).is_err() {
+        // The checksum, not a full load: retention runs after every snapshot, and building N trees each time
+        // cost a server a third of its CPU under a create-heavy load.
+        if read::check(path).is_err() {
             tracing::warn!(path = %path.display(), "retention: snapshot does not verify; not counted");
             continue;
         }
