@@ -176,7 +176,7 @@ fn one(
             let kind = Kind::from_add_watch_mode(*mode).ok_or(Code::BadArguments)?;
             watches.add(session, kind, path);
             // ZooKeeper answers addWatch with an ErrorResponse body (error code 0); the Java client needs it.
-            Ok(Response::AllChildrenNumber(0))
+            Ok(Response::ErrorCode(0))
         }
         (op::CHECK_WATCHES | op::REMOVE_WATCHES, Request::WatchCheck { path, watch_type }) => {
             check_path(path)?;

@@ -194,6 +194,8 @@ pub enum Response {
     },
     Ephemerals(Vec<String>),
     AllChildrenNumber(i32),
+    /// `ErrorResponse { int err }`: the body ZooKeeper sends for addWatch (err 0).
+    ErrorCode(i32),
     /// Per-op results of a multi: (op code, error code, result).
     Multi(Vec<(i32, i32, Response)>),
     /// A watch notification: event type, keeper state, path.
@@ -381,6 +383,7 @@ impl Response {
             }
             op::GET_EPHEMERALS => Response::Ephemerals(read_strings(buf)?),
             op::GET_ALL_CHILDREN_NUMBER => Response::AllChildrenNumber(buf.read_int()?),
+            op::ADD_WATCH => Response::ErrorCode(buf.read_int()?),
             op::DELETE
             | op::CHECK
             | op::AUTH
@@ -388,7 +391,6 @@ impl Response {
             | op::CLOSE_SESSION
             | op::SET_WATCHES
             | op::SET_WATCHES2
-            | op::ADD_WATCH
             | op::CHECK_WATCHES
             | op::REMOVE_WATCHES => Response::Empty,
             other => return Err(JuteError::Invalid(format!("no reply body known for op {other}"))),
@@ -418,7 +420,7 @@ impl Response {
                 stat.write(out);
             }
             Response::GetChildren { children } | Response::Ephemerals(children) => write_strings(out, children),
-            Response::AllChildrenNumber(n) => out.write_int(*n),
+            Response::AllChildrenNumber(n) | Response::ErrorCode(n) => out.write_int(*n),
             Response::GetChildren2 { children, stat } => {
                 write_strings(out, children);
                 stat.write(out);
@@ -522,7 +524,12 @@ mod tests {
 
         #[test]
         fn replies_the_captures_lack_round_trip(names in strings(), n in any::<i32>()) {
-            for (op, response) in [(op::GET_EPHEMERALS, Response::Ephemerals(names.clone())), (op::GET_ALL_CHILDREN_NUMBER, Response::AllChildrenNumber(n))] {
+            let cases = [
+                (op::GET_EPHEMERALS, Response::Ephemerals(names.clone())),
+                (op::GET_ALL_CHILDREN_NUMBER, Response::AllChildrenNumber(n)),
+                (op::ADD_WATCH, Response::ErrorCode(n)),
+            ];
+            for (op, response) in cases {
                 let mut out = Vec::new();
                 response.write(&mut out);
                 prop_assert_eq!(Response::read(op, &mut &out[..]).unwrap(), response);
