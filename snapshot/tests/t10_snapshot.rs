@@ -158,10 +158,13 @@ fn retention_keeps_the_newest_valid_snapshots_and_the_wal_they_need() {
         workload(&db, round * 100, 100);
         infos.push(db.snapshot(16));
     }
-    // The two newest are corrupt: they must not count.
-    for info in &infos[3..] {
-        std::fs::write(&info.path, b"ENSNAP\r\n\0\0\0\x01 garbage").unwrap();
-    }
+    // The two newest are corrupt: they must not count. One is garbage; the other has one flipped bit in the
+    // middle, which only the checksum over the whole file can see.
+    std::fs::write(&infos[3].path, b"ENSNAP\r\n\0\0\0\x01 garbage").unwrap();
+    let mut bytes = std::fs::read(&infos[4].path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&infos[4].path, &bytes).unwrap();
     let retained = snapshot::retain::retain(&db.snap_dir, &db.wal, 2).unwrap();
     assert_eq!(retained.kept, vec![infos[2].path.clone(), infos[1].path.clone()]);
     assert_eq!(retained.deleted, vec![infos[0].path.clone()]);
