@@ -129,7 +129,7 @@ pub struct Config {
 }
 
 /// ZooKeeper keys that Ensemble accepts and ignores (with a warning), so that existing files work.
-const IGNORED: [&str; 14] = [
+const IGNORED: [&str; 15] = [
     "admin.enableServer",
     "admin.serverPort",
     "admin.serverAddress",
@@ -144,6 +144,8 @@ const IGNORED: [&str; 14] = [
     "cnxTimeout",
     "syncEnabled",
     "audit.enable",
+    // An observer is one whose own `server.N` line ends in `:observer`; ZooKeeper also wants this key.
+    "peerType",
 ];
 
 impl Config {

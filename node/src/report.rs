@@ -47,15 +47,19 @@ pub fn report(ctx: &Ctx) -> Report {
     let config = &shared.config;
     let role = ctx.handle.role.borrow().0;
     let serving = ctx.serving();
+    let observer = shared.config.servers.get(&shared.my_id).is_some_and(|s| s.observer);
     let mode = match role {
         _ if shared.standalone => Mode::Standalone,
         Role::Leading => Mode::Leader,
+        _ if observer => Mode::Observer,
         _ => Mode::Follower,
     };
     let peer_state = match (role, serving) {
         (Role::Looking, _) => "looking".to_owned(),
         (Role::Leading, true) => "leading - broadcast".to_owned(),
         (Role::Leading, false) => "leading - synchronization".to_owned(),
+        (Role::Following(_), true) if observer => "observing - broadcast".to_owned(),
+        (Role::Following(_), false) if observer => "observing - synchronization".to_owned(),
         (Role::Following(_), true) => "following - broadcast".to_owned(),
         (Role::Following(_), false) => "following - synchronization".to_owned(),
     };

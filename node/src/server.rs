@@ -127,9 +127,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         (None, 0) => 1,
         (None, _) => return Err(StartError::Config("server.N lines but no myid file in dataDir".into())),
     };
-    if config.servers.values().any(|s| s.observer) {
-        return Err(StartError::Config("observers are not supported yet: list only participants".into()));
-    }
     let standalone = config.servers.is_empty();
     let snap_dir = config.data_dir.join("snapshots");
     let log_dir = config.data_log_dir.clone();
@@ -191,7 +188,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     let peer = PeerConfig {
         me: ServerId(my_id),
-        voters: Voters::new(peers.keys().copied()),
+        // Observers (`server.N=...:observer`) follow and apply every commit but never vote.
+        voters: Voters::new(peers.keys().copied().filter(|id| config.servers.get(&id.0).is_none_or(|s| !s.observer))),
         tick: config.tick,
         init_limit: config.init_limit,
         sync_limit: config.sync_limit,

@@ -162,3 +162,45 @@ async fn a_server_that_is_a_quorum_alone_leads_and_commits() {
     let zxid = servers[&1].propose(Bytes::from_static(b"alone")).await.expect("commit");
     applied_everywhere(&servers, zxid).await;
 }
+
+/// A member outside `voters` (ZooKeeper's observer) follows the leader and applies every commit, but its acks
+/// count towards no quorum: two of the three voters commit without it, and it alone with one voter cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_applies_commits_but_never_counts_towards_a_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peers, mut listeners) = (BTreeMap::new(), BTreeMap::new());
+    for id in 1..=4u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(ServerId(id), l.local_addr().unwrap());
+        listeners.insert(id, l);
+    }
+    let mut servers = BTreeMap::new();
+    for (id, listener) in listeners {
+        // Voters are 1, 2 and 3 for everyone (the default config); 4 observes.
+        let config = ServerConfig {
+            peer: peer_config(id),
+            listener,
+            peers: peers.clone(),
+            dir: dir.path().join(id.to_string()),
+            wal: WalOptions { segment_size: 4 << 20, ..WalOptions::default() },
+        };
+        servers.insert(id, start(config).unwrap().0);
+    }
+    let leader = settled(&servers).await;
+    assert_ne!(leader, 4, "an observer never leads");
+    let mut last = Zxid::ZERO;
+    for i in 0..20u32 {
+        last = servers[&leader].propose(Bytes::from(i.to_be_bytes().to_vec())).await.expect("commit");
+    }
+    applied_everywhere(&servers, last).await;
+
+    // One voter gone: the leader and the other voter are a quorum.
+    let others: Vec<u64> = servers.keys().copied().filter(|&id| id != leader && id != 4).collect();
+    servers.remove(&others[0]).unwrap().shutdown();
+    let after = servers[&leader].propose(Bytes::from_static(b"two voters")).await.expect("a quorum of voters");
+    applied_everywhere(&servers, after).await;
+    // Both other voters gone: the leader and the observer are not a quorum, whatever the observer acks.
+    servers.remove(&others[1]).unwrap().shutdown();
+    let lone = tokio::time::timeout(Duration::from_secs(3), servers[&leader].propose(Bytes::from_static(b"no")));
+    assert!(!matches!(lone.await, Ok(Ok(_))), "committed with one voter and an observer");
+}

@@ -31,6 +31,8 @@ pub struct Options {
     pub max_session_timeout_ms: u64,
     /// How long [`Cluster::start`] and the other waits give the nodes to serve.
     pub start_timeout: Duration,
+    /// How many of the nodes (the last ones) are observers: `server.N=...:observer` and `peerType=observer`.
+    pub observers: usize,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             prealloc_kib: 2048,
             max_session_timeout_ms: 30_000,
             start_timeout: Duration::from_secs(60),
+            observers: 0,
         }
     }
 }
@@ -403,8 +406,13 @@ fn write_node_files(options: &Options, dir: &Path, i: usize, ports: &[u16]) -> i
         options.max_session_timeout_ms,
     );
     if options.nodes > 1 {
+        let observer = |n: usize| n + options.observers >= options.nodes;
         for n in 0..options.nodes {
-            cfg.push_str(&format!("server.{}=127.0.0.1:{}:{}\n", n + 1, ports[n * 3 + 1], ports[n * 3 + 2]));
+            let role = if observer(n) { ":observer" } else { "" };
+            cfg.push_str(&format!("server.{}=127.0.0.1:{}:{}{role}\n", n + 1, ports[n * 3 + 1], ports[n * 3 + 2]));
+        }
+        if observer(i) {
+            cfg.push_str("peerType=observer\n");
         }
         fs::write(data.join("myid"), format!("{}\n", i + 1))?;
     }
