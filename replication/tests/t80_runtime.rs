@@ -66,10 +66,10 @@ async fn applied_everywhere(servers: &BTreeMap<u64, Handle>, zxid: Zxid) {
     panic!("{zxid} not applied everywhere within 15 s");
 }
 
-/// Three bound loopback listeners and the peer map they make.
-async fn three_listeners() -> (BTreeMap<ServerId, SocketAddr>, BTreeMap<u64, TcpListener>) {
+/// `n` bound loopback listeners (ids 1..=n) and the peer map they make.
+async fn listeners(n: u64) -> (BTreeMap<ServerId, SocketAddr>, BTreeMap<u64, TcpListener>) {
     let (mut peers, mut listeners) = (BTreeMap::new(), BTreeMap::new());
-    for id in 1..=3u64 {
+    for id in 1..=n {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         peers.insert(ServerId(id), l.local_addr().unwrap());
         listeners.insert(id, l);
@@ -80,7 +80,7 @@ async fn three_listeners() -> (BTreeMap<ServerId, SocketAddr>, BTreeMap<u64, Tcp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elect_commit_fail_over_and_rejoin() {
     let dir = tempfile::tempdir().unwrap();
-    let (peers, listeners) = three_listeners().await;
+    let (peers, listeners) = listeners(3).await;
     let mut servers = BTreeMap::new();
     for (id, l) in listeners {
         servers.insert(id, boot(id, dir.path(), l, &peers).await);
@@ -123,7 +123,7 @@ async fn elect_commit_fail_over_and_rejoin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_server_streams_the_committed_txns_in_order_and_forwards_reach_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let (peers, listeners) = three_listeners().await;
+    let (peers, listeners) = listeners(3).await;
     let (mut servers, mut streams) = (BTreeMap::new(), BTreeMap::new());
     for (id, l) in listeners {
         let (handle, s) = boot_with_streams(id, dir.path(), l, &peers).await;
@@ -168,14 +168,9 @@ async fn a_server_that_is_a_quorum_alone_leads_and_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_applies_commits_but_never_counts_towards_a_quorum() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut peers, mut listeners) = (BTreeMap::new(), BTreeMap::new());
-    for id in 1..=4u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        peers.insert(ServerId(id), l.local_addr().unwrap());
-        listeners.insert(id, l);
-    }
+    let (peers, bound) = listeners(4).await;
     let mut servers = BTreeMap::new();
-    for (id, listener) in listeners {
+    for (id, listener) in bound {
         // Voters are 1, 2 and 3 for everyone (the default config); 4 observes.
         let config = ServerConfig {
             peer: peer_config(id),
