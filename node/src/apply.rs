@@ -14,7 +14,7 @@ use snapshot::policy::SnapPolicy;
 use tokio::sync::mpsc;
 use tree::code::op;
 use tree::path;
-use tree::tree::{Applied, DataTree};
+use tree::tree::Applied;
 use tree::txn::{Txn, TxnRecord};
 use wal::Wal;
 
@@ -114,7 +114,7 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
             }
         }
         if let Some(conn) = conns.get(&header.client_id) {
-            reply_to(conn, &tree, zxid, header.cxid, header.op, &txn, &applied);
+            reply_to(conn, zxid, header.cxid, header.op, &txn, &applied);
         }
         if digest::sampled(zxid) {
             check_digest(shared, zxid, tree.digest());
@@ -135,16 +135,7 @@ fn check_digest(shared: &Shared, zxid: i64, digest: u64) {
     }
 }
 
-fn reply_to(
-    conn: &crate::shared::ConnHandle,
-    tree: &DataTree,
-    zxid: i64,
-    cxid: i32,
-    txn_op: i32,
-    txn: &Txn,
-    applied: &Applied,
-) {
-    let _ = tree;
+fn reply_to(conn: &crate::shared::ConnHandle, zxid: i64, cxid: i32, txn_op: i32, txn: &Txn, applied: &Applied) {
     match txn_op {
         op::CREATE_SESSION => conn.send(Out::SessionCreated),
         op::CLOSE_SESSION => {

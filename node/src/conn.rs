@@ -208,7 +208,6 @@ impl Conn {
             if valid {
                 self.session = request.session_id;
                 self.register();
-                lock(&shared.touched).insert(self.session);
                 self.attach().await?;
             }
             valid
@@ -294,7 +293,6 @@ impl Conn {
         let stats = &self.ctx.shared.stats;
         stats.received.fetch_add(1, Ordering::Relaxed);
         self.handle.counters.received.fetch_add(1, Ordering::Relaxed);
-        lock(&self.ctx.shared.touched).insert(self.session);
         let mut buf = &frame[..];
         let header = RequestHeader::read(&mut buf).map_err(|e| Closed::Malformed(format!("request header: {e}")))?;
         let (xid, op_code) = (header.xid, header.op);

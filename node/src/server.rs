@@ -7,7 +7,7 @@
 //!             ◄──────────── replies and watch events, per connection ◄────────────────────────┘
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -210,7 +210,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         conns: Mutex::new(HashMap::new()),
         per_ip: Mutex::new(HashMap::new()),
         applied,
-        touched: Mutex::new(HashSet::new()),
         syncs: Mutex::new(HashMap::new()),
         session_ids: SessionIds::new(my_id),
         super_digest: config.super_digest.clone(),
@@ -327,15 +326,12 @@ async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             _ = interval.tick() => {}
             _ = stop.changed() => return,
         }
-        // Connected sessions count as active: their connection closes when the client goes quiet for longer
-        // than the session timeout.
-        let mut sessions: HashSet<i64> = std::mem::take(&mut *lock(&ctx.shared.touched));
-        sessions.extend(ctx.shared.conns().keys().copied());
-        sessions.remove(&0);
+        // A session with a connection here is alive: the connection closes when its client goes quiet for
+        // longer than the session timeout, and then the touches stop.
+        let sessions: Vec<i64> = ctx.shared.conns().keys().copied().filter(|&s| s != 0).collect();
         if sessions.is_empty() {
             continue;
         }
-        let sessions: Vec<i64> = sessions.into_iter().collect();
         if ctx.leading() {
             let _ = ctx.pipeline.send(Item::Touch(sessions)).await;
         } else if ctx.serving() {

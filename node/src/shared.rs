@@ -4,7 +4,7 @@
 //! holds the tree's write lock while it queues the watch events a txn fires, so a read that sees a change runs
 //! after its events are queued, and the connection sends them before the read's reply.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -62,10 +62,8 @@ pub struct ConnCounters {
     pub sent: AtomicU64,
     /// Requests waiting for their reply.
     pub outstanding: AtomicU64,
-    /// The last xid, zxid and op seen.
+    /// The last xid seen.
     pub last_cxid: AtomicU64,
-    /// The last zxid in a reply.
-    pub last_zxid: AtomicU64,
 }
 
 impl ConnHandle {
@@ -181,8 +179,6 @@ pub struct Shared {
     pub per_ip: Mutex<HashMap<IpAddr, u32>>,
     /// The last zxid applied to `tree`.
     pub applied: watch::Sender<i64>,
-    /// Sessions with client activity since the last touch was sent to the leader.
-    pub touched: Mutex<HashSet<SessionId>>,
     /// Syncs waiting for the leader, by (session, xid).
     pub syncs: Mutex<HashMap<(SessionId, i32), oneshot::Sender<i64>>>,
     /// Session ids this server hands out.
