@@ -457,43 +457,25 @@ impl Server {
         Ok(())
     }
 
-    /// Hands the node every txn after the last one delivered up to `zxid`: durable ones from the WAL, the
-    /// others from memory.
+    /// Hands the node every txn after the last one delivered up to `zxid`, from memory: every txn appended
+    /// since the start is held in `undelivered` until delivered, and a truncation cuts both.
     async fn deliver(&mut self, zxid: Zxid) -> Result<(), String> {
         if zxid <= self.delivered {
             return Ok(());
         }
         let from = Zxid(self.delivered.0 + 1);
-        let in_log = self.log.zxids.len() - self.log.zxids.partition_point(|&z| z < from);
-        let in_log = in_log - self.log.zxids.iter().rev().take_while(|&&z| z > zxid).count();
-        let held = self.undelivered.range(from..=zxid).count();
-        let mut batch = Vec::new();
-        if held == in_log {
-            // The usual case: every txn to deliver is still in memory.
-            let rest = self.undelivered.split_off(&Zxid(zxid.0 + 1));
-            for (z, txn) in std::mem::replace(&mut self.undelivered, rest) {
-                batch.push(Committed::Txn { zxid: z, txn });
-            }
-            return self.send_committed(batch, zxid).await;
+        let rest = self.undelivered.split_off(&Zxid(zxid.0 + 1));
+        let batch = std::mem::replace(&mut self.undelivered, rest);
+        // The log and the held txns agree on what lies in (delivered, zxid]; if not, applying would skip txns.
+        let logged = self.log.zxids.iter().rev().skip_while(|&&z| z > zxid).take_while(|&&z| z >= from).count();
+        if batch.len() != logged || batch.keys().next().is_some_and(|&z| z < from) {
+            return Err(format!(
+                "committed txns {from}..={zxid}: {} in the log, {} held for the node",
+                logged,
+                batch.len()
+            ));
         }
-        for record in self.wal.iter_from(from) {
-            let record = record.map_err(|e| format!("read committed txns from {from}: {e}"))?;
-            if record.zxid > zxid {
-                break;
-            }
-            batch.push(Committed::Txn { zxid: record.zxid, txn: record.payload });
-        }
-        let after_wal = match batch.last() {
-            Some(Committed::Txn { zxid, .. }) => *zxid,
-            _ => self.delivered,
-        };
-        if after_wal < zxid {
-            for (&z, txn) in self.log.pending.range(Zxid(after_wal.0 + 1)..=zxid) {
-                batch.push(Committed::Txn { zxid: z, txn: txn.clone() });
-            }
-        }
-        self.undelivered = self.undelivered.split_off(&Zxid(zxid.0 + 1));
-        self.send_committed(batch, zxid).await
+        self.send_committed(batch.into_iter().map(|(zxid, txn)| Committed::Txn { zxid, txn }).collect(), zxid).await
     }
 
     async fn send_committed(&mut self, batch: Vec<Committed>, zxid: Zxid) -> Result<(), String> {
