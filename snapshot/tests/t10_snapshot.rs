@@ -215,3 +215,26 @@ fn a_wal_record_that_is_not_a_txn_stops_recovery() {
         other => panic!("expected BadTxn, got {:?}", other.map(|_| ())),
     }
 }
+
+/// What a follower does after a TRUNC while its log may already hold the leader's txns past the cut: rebuild
+/// from the snapshot and the log up to the cut only. The result is the tree as it stood at the cut.
+#[test]
+fn recovery_can_stop_at_a_zxid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 50);
+    db.snapshot(16);
+    workload(&db, 50, 30);
+    let (at_cut, cut) = {
+        let tree = db.tree.read().unwrap();
+        (tree.clone(), tree.last_zxid())
+    };
+    workload(&db, 80, 40);
+    let (tree, recovered) =
+        snapshot::recover::recover_until(&db.snap_dir, &db.wal, Some(wal::Zxid(cut as u64))).unwrap();
+    assert_eq!(recovered.last_zxid, cut);
+    assert!(same_contents(&tree, &at_cut), "the txns after the cut are not applied");
+    assert_eq!(tree.digest(), at_cut.digest());
+    let (full, _) = snapshot::recover::recover(&db.snap_dir, &db.wal).unwrap();
+    assert!(full.last_zxid() > cut, "without a limit, everything is replayed");
+}
