@@ -42,6 +42,7 @@ async fn oneshot(cs: String) {
     let other = connect(&cs).await;
     w.create("/t15/o", b"", PERSISTENT).await.unwrap();
     other.create("/t15/o/data", b"0", PERSISTENT).await.unwrap();
+    w.sync("/t15/o").await.unwrap(); // the other client may have written through another server
 
     let (_, _, data) = w.get_and_watch_data("/t15/o/data").await.unwrap();
     let (stat, exists) = w.check_and_watch_stat("/t15/o/data").await.unwrap();
@@ -77,6 +78,7 @@ async fn oneshot(cs: String) {
     // Data of an ephemeral whose session closes.
     let owner = connect(&cs).await;
     owner.create("/t15/o/eph", b"", EPHEMERAL).await.unwrap();
+    w.sync("/t15/o/eph").await.unwrap();
     let (_, _, data) = w.get_and_watch_data("/t15/o/eph").await.unwrap();
     drop(owner);
     let e = fired(data).await;
@@ -207,6 +209,8 @@ async fn check_remove(cluster: Arc<Cluster>) {
     let mut raw = RawSession::connect(addr, 10_000).await.unwrap();
     let get = |path: &str, watch: bool| Body::new().string(path).boolean(watch);
     let check = |path: &str, kind: i32| Body::new().string(path).int(kind);
+    // The writer may have written through another server: sync so that the raw session's node has the nodes.
+    assert_eq!(raw_request(&mut raw, op::SYNC, Body::new().string("/t15/cw")).await, err::OK);
     assert_eq!(raw_request(&mut raw, op::CHECK_WATCHES, check("/t15/cw/a", watcher_type::DATA)).await, err::NO_WATCHER);
     assert_eq!(raw_request(&mut raw, op::GET_DATA, get("/t15/cw/a", true)).await, err::OK);
     assert_eq!(raw_request(&mut raw, op::GET_DATA, get("/t15/cw/b", true)).await, err::OK);

@@ -90,6 +90,7 @@ async fn moves(cluster: Arc<Cluster>) {
     let timeout = c.session_timeout();
     c.create("/t20/move", b"", PERSISTENT).await.unwrap();
     c.create("/t20/move/e0", b"", EPHEMERAL).await.unwrap();
+    observer.sync("/t20/move").await.unwrap(); // the observer may be on another server
     let mut states = c.state_watcher();
     for (n, target) in [followers[1], leader, followers[0]].into_iter().enumerate() {
         proxy.redirect(cluster.client_addr(target));
