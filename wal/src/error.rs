@@ -143,6 +143,29 @@ pub enum WalError {
         /// What is wrong.
         kind: CorruptionKind,
     },
+    /// The base file (see [`crate::Wal::restart_after`]) is damaged.
+    #[error("{path}: damaged base file (the log was restarted after a snapshot; it cannot tell where)")]
+    BadBase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The log holds a record at or below the zxid it was restarted after.
+    #[error("the log was restarted after {base}, but holds {zxid}")]
+    RecordBelowBase {
+        /// The record's zxid.
+        zxid: Zxid,
+        /// Where the log begins.
+        base: Zxid,
+    },
+    /// A truncation below the zxid the log was restarted after: the history up to there is in a snapshot, which
+    /// the log cannot cut.
+    #[error("cannot truncate after {zxid}: the log begins after {base}")]
+    TruncateBelowBase {
+        /// The zxid asked for.
+        zxid: Zxid,
+        /// Where the log begins.
+        base: Zxid,
+    },
     /// The options are inconsistent.
     #[error("invalid WAL options: {0}")]
     InvalidOptions(String),

@@ -23,6 +23,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod base;
 mod error;
 mod fsutil;
 mod options;

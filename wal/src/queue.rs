@@ -41,6 +41,7 @@ pub(crate) enum Command {
     Append(Append),
     TruncateAfter { zxid: Zxid, done: Completion<()> },
     PurgeBefore { zxid: Zxid, done: Completion<Purged> },
+    RestartAfter { zxid: Zxid, done: Completion<()> },
 }
 
 impl Command {
@@ -51,6 +52,7 @@ impl Command {
             Command::Append(a) => a.complete(Err(error())),
             Command::TruncateAfter { done, .. } => drop(done.send(Err(error()))),
             Command::PurgeBefore { done, .. } => drop(done.send(Err(error()))),
+            Command::RestartAfter { done, .. } => drop(done.send(Err(error()))),
         }
     }
 }

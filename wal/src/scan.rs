@@ -128,6 +128,7 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), WalError> {
         if let Some(zxid) = format::parse_file_name(&name) {
             segments.push((zxid, entry.path()));
         } else if name == SPARE_FILE
+            || name == crate::base::BASE_TMP_FILE
             || name
                 .strip_suffix(TMP_EXTENSION)
                 .and_then(|n| n.strip_suffix('.'))
@@ -135,7 +136,7 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), WalError> {
                 .is_some()
         {
             tmp.push(entry.path());
-        } else if name != LOCK_FILE && name != "lost+found" {
+        } else if name != LOCK_FILE && name != crate::base::BASE_FILE && name != "lost+found" {
             return Err(WalError::NotAWal { dir: dir.to_path_buf(), file: name });
         }
     }

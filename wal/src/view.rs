@@ -34,6 +34,8 @@ pub(crate) struct SegmentView {
 pub(crate) struct View {
     /// In zxid order; every one holds at least one durable record.
     pub segments: Arc<Vec<SegmentView>>,
+    /// Where the log begins if it was restarted after a snapshot ([`crate::Wal::restart_after`]).
+    pub base: Option<Zxid>,
 }
 
 impl View {

@@ -73,7 +73,16 @@ impl Wal {
         if options.sync == SyncMode::Never {
             tracing::warn!(dir = %dir.display(), "WAL opened with sync=never: appends are NOT durable; for benchmarks and tests only");
         }
+        let base = crate::base::read(&dir)?;
+        if let Some(base) = base {
+            remove_restart_leftovers(&dir, base.first_seq)?;
+        }
         let (scan, recovery) = recover(&dir, &options)?;
+        if let (Some(base), Some(first)) = (base, recovery.first_zxid) {
+            if first <= base.after {
+                return Err(WalError::RecordBelowBase { zxid: first, base: base.after });
+            }
+        }
         let segments: Vec<SegmentView> = scan
             .segments
             .iter()
@@ -94,10 +103,10 @@ impl Wal {
         if let (Some(active), Some(view)) = (&active, segments.last_mut()) {
             view.data = active.file.map()?;
         }
-        let last_assigned = recovery.last_zxid.unwrap_or(Zxid::ZERO);
+        let last_assigned = recovery.last_zxid.or(base.map(|b| b.after)).unwrap_or(Zxid::ZERO);
         let shared = Arc::new(Shared::new(options, last_assigned));
         let view = Arc::new(Mutex::new(View::default()));
-        let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1);
+        let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1).max(base.map_or(1, |b| b.first_seq));
         let spare = shared.options.zero_fill.then(|| Spare::new(&dir, shared.options.segment_size));
         let writer = Writer {
             shared: shared.clone(),
@@ -108,6 +117,7 @@ impl Wal {
             next_seq,
             spare,
             buf: Vec::new(),
+            base: base.map(|b| b.after),
             last_batch: 0,
         };
         writer.publish();
@@ -167,6 +177,9 @@ impl Wal {
     /// Queues the removal of every record above `zxid` (a follower dropping an uncommitted tail). It is durable
     /// when the returned [`Pending`] completes; appends queued after it must be above `zxid`.
     pub fn truncate_after(&self, zxid: Zxid) -> Result<Pending<()>, WalError> {
+        if let Some(base) = self.base().filter(|&base| zxid < base) {
+            return Err(WalError::TruncateBelowBase { zxid, base });
+        }
         let (done, pending) = Pending::new();
         self.shared.push_control(|state| {
             state.last_assigned = state.last_assigned.min(zxid);
@@ -181,6 +194,30 @@ impl Wal {
         let (done, pending) = Pending::new();
         self.shared.push_control(|_| Command::PurgeBefore { zxid, done })?;
         Ok(pending)
+    }
+
+    /// Queues the restart of the log after `zxid`: every record goes, and the log begins after `zxid` (a
+    /// follower that installed a snapshot of the history up to `zxid` from its leader). Durable when the
+    /// returned [`Pending`] completes; appends queued after it must be above `zxid`. From then on the log does
+    /// not hold the full history, and [`Wal::end`] is `zxid` until a record follows.
+    pub fn restart_after(&self, zxid: Zxid) -> Result<Pending<()>, WalError> {
+        let (done, pending) = Pending::new();
+        self.shared.push_control(|state| {
+            state.last_assigned = zxid;
+            Command::RestartAfter { zxid, done }
+        })?;
+        Ok(pending)
+    }
+
+    /// Where the log begins if it was restarted after a snapshot (it holds nothing at or below this zxid).
+    pub fn base(&self) -> Option<Zxid> {
+        self.view().base
+    }
+
+    /// The zxid the durable log ends at: its last record's, else the zxid it was restarted after, else zero.
+    pub fn end(&self) -> Zxid {
+        let view = self.view();
+        view.last_zxid().or(view.base).unwrap_or(Zxid::ZERO)
     }
 
     /// Iterates the durable records with a zxid at or above `from`.
@@ -203,10 +240,11 @@ impl Wal {
         self.shared.counters.snapshot()
     }
 
-    /// Whether the log still holds its very first segment (nothing was ever purged, or it is empty): then
-    /// replaying it from the start rebuilds the whole history.
+    /// Whether the log still holds its very first segment (nothing was ever purged, or it is empty) and was
+    /// never restarted after a snapshot: then replaying it from the start rebuilds the whole history.
     pub fn holds_full_history(&self) -> bool {
-        self.view().segments.first().is_none_or(|s| s.seq == 1)
+        let view = self.view();
+        view.base.is_none() && view.segments.first().is_none_or(|s| s.seq == 1)
     }
 
     /// The log's directory.
@@ -274,6 +312,28 @@ fn recover(dir: &Path, options: &WalOptions) -> Result<(Scan, Recovery), WalErro
             last_zxid = ?recovery.last_zxid, mb_per_s = recovery.bytes as f64 / 1e6 / secs.max(1e-9), "WAL recovered");
         return Ok((scan, recovery));
     }
+}
+
+/// Deletes the segments numbered below `first_seq`: a restart ([`Wal::restart_after`]) wrote its base file and
+/// crashed before it had deleted them all. A segment whose header cannot be read is left to the scan.
+fn remove_restart_leftovers(dir: &Path, first_seq: u64) -> Result<(), WalError> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(|e| WalError::io("list", dir, e))? {
+        let path = entry.map_err(|e| WalError::io("list", dir, e))?.path();
+        let named = path.file_name().and_then(|n| n.to_str()).and_then(crate::segment::format::parse_file_name);
+        if named.is_none() {
+            continue;
+        }
+        if SegmentFile::open(&path)?.read_header().is_ok_and(|h| h.seq < first_seq) {
+            tracing::warn!(segment = %path.display(), "deleting a segment left over from an interrupted restart");
+            file::remove(&path)?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Opens the last segment for appending at its end.

@@ -58,6 +58,8 @@ pub(crate) struct Writer {
     /// The zero-filled segment being prepared for the next roll (`None`: `zero_fill` is off).
     pub spare: Option<Spare>,
     pub buf: Vec<u8>,
+    /// Where the log begins if it was restarted ([`crate::base`]).
+    pub base: Option<Zxid>,
     /// Records in the last batch: the writer spins for more work only after a small one (a lone appender
     /// waiting on each append), never after a large one (a busy log, whose queue refills by itself).
     pub last_batch: usize,
@@ -85,6 +87,10 @@ impl Writer {
                 }
                 Work::Control(Command::PurgeBefore { zxid, done }) => {
                     let result = self.purge_before(zxid);
+                    self.complete(done, result)
+                }
+                Work::Control(Command::RestartAfter { zxid, done }) => {
+                    let result = self.restart_after(zxid);
                     self.complete(done, result)
                 }
                 Work::Control(Command::Append(_)) => unreachable!("appends come in batches"),
@@ -270,7 +276,8 @@ impl Writer {
     pub fn publish(&self) {
         let mut segments = self.segments.clone();
         segments.retain(|s| s.end > HEADER_LEN as u64);
-        *self.view.lock().expect("WAL view lock poisoned by a panic") = View { segments: Arc::new(segments) };
+        *self.view.lock().expect("WAL view lock poisoned by a panic") =
+            View { segments: Arc::new(segments), base: self.base };
     }
 
     /// Drops every record above `zxid`, durably.
@@ -317,6 +324,25 @@ impl Writer {
         (view.end, view.last_zxid, view.data) = (cut, last_zxid, file.map()?);
         self.next_seq = header.seq + 1;
         self.active = Some(Active { file, header, end: cut, capacity, last_zxid });
+        Ok(())
+    }
+
+    /// Empties the log and makes it begin after `zxid`, durably: the base file first (naming the first segment
+    /// number of the restarted log), then the segments go. A crash in between leaves segments numbered below
+    /// the base's `first_seq`, which the next open deletes.
+    fn restart_after(&mut self, zxid: Zxid) -> Result<(), WalError> {
+        self.publish_active();
+        let first_seq = self.segments.last().map_or(self.next_seq, |s| s.seq + 1).max(self.next_seq).max(2);
+        crate::base::write(&self.dir, &crate::base::Base { after: zxid, first_seq })?;
+        self.base = Some(zxid);
+        self.active = None;
+        for gone in std::mem::take(&mut self.segments) {
+            file::remove(&gone.path)?;
+        }
+        fsutil::sync_dir(&self.dir)?;
+        self.next_seq = first_seq;
+        self.publish();
+        tracing::info!(after = %zxid, first_seq, "restarted the log after a snapshot");
         Ok(())
     }
 

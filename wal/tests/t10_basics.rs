@@ -267,3 +267,77 @@ fn a_batch_is_queued_at_once_and_made_durable_by_one_fsync() {
     append_all(&log, [51]);
     assert_eq!(log.last_zxid(), Some(Zxid(51)));
 }
+
+#[test]
+fn a_restarted_log_begins_after_its_base_and_says_so_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), tiny());
+        append_all(&log, 1..=100);
+        assert!(log.holds_full_history());
+        log.restart_after(Zxid(500)).unwrap().wait().unwrap();
+        assert_eq!(
+            (log.first_zxid(), log.last_zxid(), log.base(), log.end()),
+            (None, None, Some(Zxid(500)), Zxid(500))
+        );
+        assert!(!log.holds_full_history(), "an empty restarted log does not hold the history before its base");
+        assert!(segments(dir.path()).is_empty(), "every old segment is gone");
+        assert!(matches!(log.append(Zxid(500), vec![]), Err(WalError::ZxidNotIncreasing { .. })));
+        assert!(matches!(log.truncate_after(Zxid(499)), Err(WalError::TruncateBelowBase { .. })));
+        append_all(&log, 501..=560);
+    }
+    let (log, recovery) = Wal::open(dir.path(), tiny()).unwrap();
+    assert_eq!(recovery.first_zxid, Some(Zxid(501)));
+    assert_eq!(zxids(&log), (501..=560).collect::<Vec<_>>());
+    assert_eq!((log.base(), log.end()), (Some(Zxid(500)), Zxid(560)));
+    assert!(!log.holds_full_history(), "segment 1 of the restarted log is not the start of the history");
+    // Cutting every record leaves the log ending at its base, not at zero.
+    log.truncate_after(Zxid(500)).unwrap().wait().unwrap();
+    assert_eq!((log.last_zxid(), log.end()), (None, Zxid(500)));
+    drop(log);
+    let (log, _) = Wal::open(dir.path(), tiny()).unwrap();
+    assert_eq!(log.end(), Zxid(500));
+    append_all(&log, [501]);
+}
+
+#[test]
+fn segments_left_by_a_restart_that_crashed_before_deleting_them_go_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), tiny());
+        append_all(&log, 1..=100);
+    }
+    let old = segments(dir.path());
+    assert!(old.len() > 2);
+    for path in &old {
+        std::fs::copy(path, saved.path().join(path.file_name().unwrap())).unwrap();
+    }
+    {
+        let log = open(dir.path(), tiny());
+        log.restart_after(Zxid(50)).unwrap().wait().unwrap();
+    }
+    // The crash: the base file is durable, the old segments are still there.
+    for path in &old {
+        std::fs::copy(saved.path().join(path.file_name().unwrap()), path).unwrap();
+    }
+    let (log, recovery) = Wal::open(dir.path(), tiny()).unwrap();
+    assert_eq!((recovery.records, log.end(), log.base()), (0, Zxid(50), Some(Zxid(50))));
+    assert!(segments(dir.path()).is_empty(), "{:?}", segments(dir.path()));
+    append_all(&log, 51..=60);
+    assert_eq!(zxids(&log), (51..=60).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_damaged_base_file_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), tiny());
+        log.restart_after(Zxid(7)).unwrap().wait().unwrap();
+    }
+    let path = dir.path().join("base");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[9] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(matches!(Wal::open(dir.path(), tiny()), Err(WalError::BadBase { .. })));
+}
