@@ -17,6 +17,9 @@ pub enum SnapshotError {
         #[source]
         source: io::Error,
     },
+    /// A snapshot transfer between leader and follower went wrong.
+    #[error("snapshot transfer: {0}")]
+    Transfer(String),
     /// The file does not start with the snapshot magic.
     #[error("{path}: not a snapshot (bad magic)")]
     BadMagic {

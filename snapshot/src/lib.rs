@@ -6,6 +6,8 @@
 //! - [`recover::recover`] loads the newest snapshot that verifies and replays the WAL after its start zxid,
 //!   checking the digest the snapshot recorded at its end zxid.
 //! - [`retain::retain`] keeps the newest N valid snapshots and purges the WAL segments none of them needs.
+//! - [`transfer`] ships a consistent snapshot to a follower too far behind for a DIFF, and installs it there
+//!   without a moment in which the follower holds less history durably than before.
 //! - [`policy::SnapPolicy`] says when to snapshot (ZooKeeper's randomised `snapCount`).
 #![deny(missing_docs)]
 
@@ -16,6 +18,7 @@ pub mod policy;
 pub mod read;
 pub mod recover;
 pub mod retain;
+pub mod transfer;
 pub mod write;
 
 pub use error::SnapshotError;

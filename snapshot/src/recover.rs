@@ -34,22 +34,25 @@ pub struct Recovered {
     pub digest: u64,
 }
 
-/// Rebuilds the tree from the snapshots in `snap_dir` and `wal`.
+/// Start-up: finishes or discards what a crash interrupted (snapshot writes, snapshot installs from a leader,
+/// see [`crate::transfer`]), then rebuilds the tree from the snapshots in `snap_dir` and `wal`.
 pub fn recover(snap_dir: &Path, wal: &Wal) -> Result<(DataTree, Recovered), SnapshotError> {
+    let removed = dir::remove_partial(snap_dir)?;
+    if removed > 0 {
+        tracing::warn!(removed, "deleted snapshots whose writing a crash interrupted");
+    }
+    crate::transfer::finish_installs(snap_dir, wal)?;
     recover_until(snap_dir, wal, None)
 }
 
-/// Rebuilds the tree from the snapshots in `snap_dir` and the WAL up to `until` (all of it with `None`).
+/// Rebuilds the tree from the snapshots in `snap_dir` and the WAL up to `until` (all of it with `None`),
+/// changing nothing on disk (a snapshot may be being written meanwhile).
 ///
 /// A server whose log was cut while it keeps running (a follower told to TRUNC) rebuilds with `until`: the
 /// WAL may already hold txns after the cut that the leader sent, and those reach the tree through the
 /// committed stream, not here.
 pub fn recover_until(snap_dir: &Path, wal: &Wal, until: Option<Zxid>) -> Result<(DataTree, Recovered), SnapshotError> {
     let mut recovered = Recovered::default();
-    let removed = dir::remove_partial(snap_dir)?;
-    if removed > 0 {
-        tracing::warn!(removed, "deleted snapshots whose writing a crash interrupted");
-    }
     for (_, path) in dir::list(snap_dir)? {
         match read::load(&path) {
             Ok(loaded) => {
@@ -63,7 +66,8 @@ pub fn recover_until(snap_dir: &Path, wal: &Wal, until: Option<Zxid>) -> Result<
             }
         }
     }
-    if let Some(first) = wal.first_zxid().filter(|_| !wal.holds_full_history()) {
+    if !wal.holds_full_history() && (wal.first_zxid().is_some() || wal.base().is_some()) {
+        let first = wal.first_zxid().or(wal.base()).unwrap_or(Zxid::ZERO);
         return Err(SnapshotError::NoTrustedSnapshot {
             wal_first: zxid_i64(first),
             rejected: recovered.skipped.join("; "),
@@ -81,13 +85,22 @@ fn replay_from(
     recovered: &mut Recovered,
 ) -> Result<DataTree, SnapshotError> {
     let Loaded { mut tree, path, start_zxid, trailer, .. } = loaded;
-    let wal_last = wal.last_zxid().map_or(0, zxid_i64);
+    let wal_last = zxid_i64(wal.end());
     if trailer.end_zxid > wal_last {
         return Err(SnapshotError::AheadOfWal { snapshot: path, end_zxid: trailer.end_zxid, wal_last });
     }
-    if let Some(first) = wal.first_zxid().map(zxid_i64) {
-        if first > start_zxid && wal_last > start_zxid && !wal.holds_full_history() {
-            return Err(SnapshotError::WalGap { snapshot: path, start_zxid, wal_first: first });
+    match wal.base().map(zxid_i64) {
+        // A restarted log holds every txn after its base and nothing else.
+        Some(base) if base > start_zxid => {
+            return Err(SnapshotError::WalGap { snapshot: path, start_zxid, wal_first: base + 1 });
+        }
+        Some(_) => {}
+        None => {
+            if let Some(first) = wal.first_zxid().map(zxid_i64) {
+                if first > start_zxid && wal_last > start_zxid && !wal.holds_full_history() {
+                    return Err(SnapshotError::WalGap { snapshot: path, start_zxid, wal_first: first });
+                }
+            }
         }
     }
     replay(&mut tree, wal, start_zxid, Some((trailer.end_zxid, trailer.digest)), until, &path, recovered)?;

@@ -1,0 +1,189 @@
+//! Snapshots shipped from a leader to a follower that is too far behind for a DIFF (Zab's SNAP sync).
+//!
+//! The leader ships a *consistent* snapshot, one that reflects exactly the committed history up to its zxid:
+//! it rebuilds the tree from its own newest snapshot and WAL up to its commit point, in a private copy, and
+//! writes that copy out ([`prepare`]). A fuzzy snapshot would not do: the follower could not recover from it
+//! until its WAL had caught up with the snapshot's end, and a crash before that would leave it with neither its
+//! old log nor a usable new state.
+//!
+//! The follower never holds less history durably than before, at any crash point:
+//! 1. the chunks go to `transfer/incoming.tmp` ([`Incoming`]);
+//! 2. [`Incoming::stage`]: fsync, verify (checksum, and start = end = the zxid the leader announced), rename to
+//!    `transfer/install.<zxid>`, fsync the directory;
+//! 3. the node restarts its WAL after the zxid ([`wal::Wal::restart_after`], whose base file is the commit
+//!    point);
+//! 4. [`install`]: rename the staged file to `snapshot.<zxid>`, fsync the directory.
+//!
+//! Recovery ([`finish_installs`], run by [`crate::recover`]) completes a staged install whose zxid is the WAL's
+//! base (the crash came between 3 and 4) and deletes any other (the crash came before 3: the old log is intact).
+//!
+//! ```text
+//! <snap dir>/snapshot.<zxid>               the snapshots recovery uses
+//! <snap dir>/transfer/incoming.tmp         a snapshot being received
+//! <snap dir>/transfer/install.<zxid>       a received snapshot, verified and durable, not installed yet
+//! <snap dir>/transfer/outgoing/            a leader's consistent snapshot being shipped
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use wal::{Wal, Zxid};
+
+use crate::error::SnapshotError;
+use crate::recover::{recover_until, zxid_i64};
+use crate::{format, read, write};
+
+const TRANSFER_DIR: &str = "transfer";
+const INCOMING: &str = "incoming.tmp";
+const OUTGOING_DIR: &str = "outgoing";
+
+fn transfer_dir(snap_dir: &Path) -> PathBuf {
+    snap_dir.join(TRANSFER_DIR)
+}
+
+fn staged_path(snap_dir: &Path, zxid: Zxid) -> PathBuf {
+    transfer_dir(snap_dir).join(format!("install.{:016x}", zxid.0))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SnapshotError::io("fsync directory", dir, e))
+}
+
+/// A consistent snapshot ready to ship.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The zxid it reflects exactly.
+    pub zxid: Zxid,
+    /// The file, opened (it is deleted from the directory already, so nothing is left behind by a crash).
+    pub file: File,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+/// Leader: writes a snapshot of exactly the history up to `committed`, rebuilt from the snapshots in
+/// `snap_dir` and `wal` (which must hold every txn up to `committed`, durably).
+pub fn prepare(snap_dir: &Path, wal: &Wal, committed: Zxid) -> Result<Prepared, SnapshotError> {
+    let (tree, _) = recover_until(snap_dir, wal, Some(committed))?;
+    if tree.last_zxid() != zxid_i64(committed) {
+        return Err(SnapshotError::Transfer(format!(
+            "the snapshots and the log reach {:#x}, not the commit point {committed}",
+            tree.last_zxid()
+        )));
+    }
+    let out = transfer_dir(snap_dir).join(OUTGOING_DIR);
+    if out.exists() {
+        fs::remove_dir_all(&out).map_err(|e| SnapshotError::io("clear", &out, e))?;
+    }
+    fs::create_dir_all(&out).map_err(|e| SnapshotError::io("create directory", &out, e))?;
+    // Nothing applies to this private copy, so the "fuzzy" writer produces a snapshot with start = end.
+    let info = write::write_fuzzy(&out, &RwLock::new(tree), write::DEFAULT_CHUNK)?;
+    debug_assert_eq!(info.start_zxid, info.end_zxid);
+    let file = File::open(&info.path).map_err(|e| SnapshotError::io("open", &info.path, e))?;
+    fs::remove_dir_all(&out).map_err(|e| SnapshotError::io("clear", &out, e))?;
+    tracing::info!(zxid = %committed, bytes = info.bytes, nodes = info.nodes, "prepared a snapshot to ship");
+    Ok(Prepared { zxid: committed, file, len: info.bytes })
+}
+
+/// Reads up to `max` bytes of a prepared snapshot from `offset`.
+pub fn read_chunk(file: &mut File, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(max);
+    Read::by_ref(file).take(max as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Follower: a snapshot being received.
+#[derive(Debug)]
+pub struct Incoming {
+    snap_dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    written: u64,
+}
+
+impl Incoming {
+    /// Starts receiving into `snap_dir/transfer/incoming.tmp` (replacing any earlier partial one).
+    pub fn create(snap_dir: &Path) -> Result<Incoming, SnapshotError> {
+        let dir = transfer_dir(snap_dir);
+        fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+        let path = dir.join(INCOMING);
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| SnapshotError::io("create", &path, e))?;
+        Ok(Incoming { snap_dir: snap_dir.to_path_buf(), path, file, written: 0 })
+    }
+
+    /// Appends the chunk that starts at `offset` (which must be where the last one ended).
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), SnapshotError> {
+        if offset != self.written {
+            return Err(SnapshotError::Transfer(format!("chunk at {offset}, expected {}", self.written)));
+        }
+        self.file.write_all(data).map_err(|e| SnapshotError::io("write", &self.path, e))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the received snapshot durable and verifies that it is a consistent snapshot of the history up to
+    /// `zxid`; it is then staged (`transfer/install.<zxid>`), not yet used by recovery.
+    pub fn stage(self, zxid: Zxid) -> Result<(), SnapshotError> {
+        self.file.sync_all().map_err(|e| SnapshotError::io("fsync", &self.path, e))?;
+        drop(self.file);
+        let (start, trailer) = read::check(&self.path)?;
+        if start != zxid_i64(zxid) || trailer.end_zxid != start {
+            return Err(SnapshotError::Transfer(format!(
+                "received a snapshot from {start:#x} to {:#x}, expected exactly {zxid}",
+                trailer.end_zxid
+            )));
+        }
+        let staged = staged_path(&self.snap_dir, zxid);
+        fs::rename(&self.path, &staged).map_err(|e| SnapshotError::io("rename", &staged, e))?;
+        sync_dir(&transfer_dir(&self.snap_dir))
+    }
+}
+
+/// Follower: makes the staged snapshot at `zxid` the newest snapshot. Call only once the WAL was restarted
+/// after `zxid`, durably.
+pub fn install(snap_dir: &Path, zxid: Zxid) -> Result<PathBuf, SnapshotError> {
+    let staged = staged_path(snap_dir, zxid);
+    let path = snap_dir.join(format::file_name(zxid_i64(zxid)));
+    fs::rename(&staged, &path).map_err(|e| SnapshotError::io("install", &path, e))?;
+    sync_dir(snap_dir)?;
+    tracing::info!(snapshot = %path.display(), "installed the leader's snapshot");
+    Ok(path)
+}
+
+/// Recovery: completes the staged install that the WAL's restart committed to, and deletes every other
+/// leftover of a transfer. Returns the snapshot installed, if any.
+pub fn finish_installs(snap_dir: &Path, wal: &Wal) -> Result<Option<PathBuf>, SnapshotError> {
+    let dir = transfer_dir(snap_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SnapshotError::io("list", &dir, e)),
+    };
+    let mut installed = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| SnapshotError::io("list", &dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let staged = name.strip_prefix("install.").and_then(|hex| u64::from_str_radix(hex, 16).ok()).map(Zxid);
+        match staged {
+            Some(zxid) if wal.base() == Some(zxid) => {
+                tracing::warn!(%zxid, "completing the install of a snapshot from the leader that a crash interrupted");
+                installed = Some(install(snap_dir, zxid)?);
+            }
+            _ => {
+                tracing::warn!(file = %entry.path().display(), "deleting the leftover of a snapshot transfer");
+                let path = entry.path();
+                let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                removed.map_err(|e| SnapshotError::io("delete", &path, e))?;
+            }
+        }
+    }
+    sync_dir(&dir)?;
+    Ok(installed)
+}
