@@ -46,6 +46,7 @@ async fn ensemble(n: u64, dir: &std::path::Path) -> BTreeMap<u64, Handle> {
             peers: peers.clone(),
             dir: dir.join(id.to_string()),
             wal: WalOptions::default(),
+            snapshots: None,
         };
         servers.insert(id, start(config).unwrap().0);
     }

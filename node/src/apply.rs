@@ -64,8 +64,8 @@ pub async fn run(
                     snaps.policy.finished();
                 }
             }
-            Committed::Truncated(zxid) => {
-                tracing::warn!(%zxid, "the log was cut below what was applied at start-up: rebuilding the tree");
+            Committed::Rebuild(zxid) => {
+                tracing::warn!(%zxid, "a sync replaced the log (a cut, or a snapshot from the leader): rebuilding the tree");
                 match tokio::task::block_in_place(|| snapshot::recover::recover_until(&snaps.dir, &wal, Some(zxid))) {
                     Ok((tree, recovered)) => {
                         let last = recovered.last_zxid;
@@ -73,7 +73,7 @@ pub async fn run(
                         shared.applied.send_replace(last);
                     }
                     Err(error) => {
-                        tracing::error!(%error, "cannot rebuild the tree after a truncation: stopping");
+                        tracing::error!(%error, "cannot rebuild the tree after a sync: stopping");
                         std::process::exit(70);
                     }
                 }

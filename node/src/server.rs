@@ -196,7 +196,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         window: leader::WINDOW,
         election: ElectionConfig::default(),
     };
-    let server_config = ServerConfig { peer, listener: peer_listener, peers, dir: log_dir.clone(), wal: options };
+    let server_config = ServerConfig {
+        peer,
+        listener: peer_listener,
+        peers,
+        dir: log_dir.clone(),
+        wal: options,
+        snapshots: Some(snap_dir.clone()),
+    };
     let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
 
     let (applied, _) = watch::channel(recovered.last_zxid);

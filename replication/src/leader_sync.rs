@@ -36,13 +36,15 @@ pub enum Command {
         /// Txns up to this one are committed (during the first sync: none; UPTODATE commits them).
         commit_up_to: Zxid,
     },
-    /// Send the follower a snapshot (SNAP and its chunks), then the txns after it up to `until`, as
-    /// [`Command::StreamTxns`] does.
+    /// Send the follower a snapshot of the history up to a committed zxid of the leader's choosing (SNAP and
+    /// its chunks), then the txns after it up to `until`, as [`Command::StreamTxns`] does.
     StreamSnapshot {
         /// The follower.
         to: ServerId,
         /// The leader's last zxid.
         until: Zxid,
+        /// Txns up to this one are committed.
+        commit_up_to: Zxid,
     },
     /// Make this the leader's current epoch durably; report back with `current_epoch_persisted`.
     PersistCurrentEpoch(Epoch),
@@ -153,7 +155,7 @@ impl LeaderSync {
                 Command::Send(follower, Message::Trunc { zxid: to }),
                 Command::StreamTxns { to: follower, after: to, until, commit_up_to },
             ],
-            SyncPlan::Snap => vec![Command::StreamSnapshot { to: follower, until }],
+            SyncPlan::Snap => vec![Command::StreamSnapshot { to: follower, until, commit_up_to }],
         };
         commands.push(Command::Send(follower, Message::NewLeader { epoch: self.epoch, zxid: newleader }));
         self.syncing.insert(follower);

@@ -5,8 +5,9 @@
 //! election), [`quorum`] (majorities and the commit point of cumulative acks) and [`broadcast`] (the leader's
 //! proposal pipeline and a follower's log), [`discovery`] (the new epoch) and [`sync`] (the DIFF / TRUNC / SNAP
 //! plan), [`follower_sync`] and [`leader_sync`] (both sides of sync, in the order that keeps committed txns).
-//! [`peer`] ties the phases together (with heartbeats and step-down), and [`transport`] carries messages over
-//! TCP. Still to come: the node's runtime that drives a peer with a WAL, a snapshot store and a transport.
+//! [`peer`] ties the phases together (with heartbeats and step-down), [`transport`] carries messages over
+//! TCP, [`streams`] makes what a syncing follower needs (txns, or a snapshot and txns) as its connection
+//! drains, and [`runtime`] drives a peer with a WAL, the snapshot directory and the transport.
 #![deny(missing_docs)]
 
 pub mod broadcast;
@@ -18,5 +19,6 @@ pub mod message;
 pub mod peer;
 pub mod quorum;
 pub mod runtime;
+pub mod streams;
 pub mod sync;
 pub mod transport;

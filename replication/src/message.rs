@@ -124,6 +124,15 @@ impl From<std::io::Error> for DecodeError {
 }
 
 impl Message {
+    /// About how many bytes the message takes on the wire (its payload; fixed fields count as 32).
+    pub fn approximate_len(&self) -> usize {
+        32 + match self {
+            Message::Proposal { txn, .. } => txn.len(),
+            Message::SnapChunk { data, .. } | Message::Forward { data } => data.len(),
+            _ => 0,
+        }
+    }
+
     /// Encodes the message body (tag and fields, without the length prefix).
     pub fn encode(&self, out: &mut BytesMut) {
         match self {

@@ -112,12 +112,14 @@ pub enum Action {
         /// COMMIT those up to this zxid.
         commit_up_to: Zxid,
     },
-    /// Stream a snapshot and the txns after it to a follower.
+    /// Stream a snapshot of the committed history and the txns after it to a follower.
     StreamSnapshot {
         /// The follower.
         to: ServerId,
         /// Up to this zxid.
         until: Zxid,
+        /// COMMIT those up to this zxid.
+        commit_up_to: Zxid,
     },
     /// Store a snapshot chunk received from the leader.
     SnapshotChunk {
@@ -804,7 +806,9 @@ fn leader_sync_actions(commands: Vec<leader_sync::Command>) -> Vec<Action> {
             leader_sync::Command::StreamTxns { to, after, until, commit_up_to } => {
                 Some(Action::StreamTxns { to, after, until, commit_up_to })
             }
-            leader_sync::Command::StreamSnapshot { to, until } => Some(Action::StreamSnapshot { to, until }),
+            leader_sync::Command::StreamSnapshot { to, until, commit_up_to } => {
+                Some(Action::StreamSnapshot { to, until, commit_up_to })
+            }
             leader_sync::Command::PersistCurrentEpoch(e) => Some(Action::PersistCurrentEpoch(e)),
             leader_sync::Command::StartBroadcast(_) => None,
         })

@@ -7,8 +7,8 @@
 //! published. The caller proposes txns through the [`Handle`] and learns when each is committed.
 //!
 //! The node above reads two streams ([`Streams`]): every committed txn, in zxid order, with its bytes (and a
-//! [`Committed::Truncated`] when a sync cut txns it had already been given at start-up, so it must rebuild its
-//! tree), and the [`Message::Forward`] payloads other servers sent (client requests a follower forwards to its
+//! [`Committed::Rebuild`] when a sync cut txns it had already been given at start-up, or installed a snapshot
+//! from the leader, so it must rebuild its tree from disk), and the [`Message::Forward`] payloads other servers sent (client requests a follower forwards to its
 //! leader, and the leader's answers). Both are bounded. The committed stream pushes back on this loop; forwarded
 //! payloads that find their queue full drop the sending peer's connection (it re-syncs) rather than block the
 //! loop, because the node's request pipeline itself waits on this loop.
@@ -31,8 +31,10 @@ use wal::{Epoch, Wal, WalError, Zxid};
 use crate::broadcast::ProposeError;
 use crate::message::{Message, ServerId};
 use crate::peer::{Action, DurableState, Event, Peer, PeerConfig, Role};
+use crate::streams::{SnapshotStream, TxnStream};
 use crate::sync::History;
 use crate::transport::{Inbound, TcpTransport, Transport, TransportConfig};
+use snapshot::transfer::Incoming;
 
 /// Why a proposal did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +57,10 @@ pub enum Committed {
         /// Its bytes, as proposed.
         txn: Bytes,
     },
-    /// The log was cut after this zxid; txns after it that were applied at start-up (the whole durable log is
-    /// replayed then) were never committed: rebuild the tree from the snapshots and the log.
-    Truncated(Zxid),
+    /// Rebuild the tree from the snapshots and the log up to this zxid: the log was cut after it, and txns
+    /// after it that were applied at start-up (the whole durable log is replayed then) were never committed;
+    /// or a snapshot of the history up to it was installed from the leader, and the log restarted after it.
+    Rebuild(Zxid),
 }
 
 /// The streams a node consumes.
@@ -131,6 +134,9 @@ pub struct ServerConfig {
     pub dir: PathBuf,
     /// WAL options.
     pub wal: wal::WalOptions,
+    /// The snapshot directory, for SNAP sync both ways (`None`: a follower that needs a snapshot is dropped,
+    /// and a snapshot from the leader is an error).
+    pub snapshots: Option<PathBuf>,
 }
 
 /// The two epochs, durable: 8 bytes each, then a crc32c.
@@ -160,7 +166,8 @@ fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
     }
 }
 
-/// The log as the peer sees it: every zxid in the WAL, plus txns not durable yet.
+/// The log as the peer sees it: every zxid in the WAL, plus txns not durable yet, after the snapshot the WAL
+/// was restarted from, if it was.
 ///
 /// The node purges old WAL segments behind the runtime's back (snapshot retention), so the start of the log
 /// and whether it is complete are read from the WAL itself, and `zxids` is trimmed to match as it goes.
@@ -187,18 +194,18 @@ impl Log {
 }
 
 impl History for Log {
-    fn first(&self) -> Option<Zxid> {
-        self.start()
-    }
     fn last(&self) -> Option<Zxid> {
-        self.zxids.back().copied()
+        self.zxids.back().copied().or_else(|| self.wal.base())
     }
     fn contains(&self, zxid: Zxid) -> bool {
-        self.start().is_some_and(|first| zxid >= first) && self.zxids.binary_search(&zxid).is_ok()
+        let logged = self.start().is_some_and(|first| zxid >= first) && self.zxids.binary_search(&zxid).is_ok();
+        logged || self.wal.base() == Some(zxid)
     }
     fn last_below(&self, zxid: Zxid) -> Option<Zxid> {
         let i = self.zxids.partition_point(|&z| z < zxid);
-        i.checked_sub(1).map(|i| self.zxids[i]).filter(|&z| self.start().is_some_and(|first| z >= first))
+        let logged = i.checked_sub(1).map(|i| self.zxids[i]).filter(|&z| self.start().is_some_and(|first| z >= first));
+        // Every logged txn is above the base.
+        logged.or_else(|| self.wal.base().filter(|&base| base < zxid))
     }
     fn complete(&self) -> bool {
         self.wal.holds_full_history()
@@ -231,7 +238,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let durable = DurableState {
         accepted_epoch: accepted,
         current_epoch: current,
-        last_zxid: zxids.back().copied().unwrap_or(Zxid::ZERO),
+        last_zxid: zxids.back().copied().or(wal.base()).unwrap_or(Zxid::ZERO),
     };
     let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
     let (transport, inbound) =
@@ -249,6 +256,8 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         committed_tx,
         forwarded_tx,
         dir: config.dir,
+        snapshots: config.snapshots,
+        incoming: None,
         transport,
         log,
         durability: VecDeque::new(),
@@ -281,6 +290,9 @@ struct Server {
     committed_tx: mpsc::Sender<Committed>,
     forwarded_tx: mpsc::Sender<(ServerId, Bytes)>,
     dir: PathBuf,
+    snapshots: Option<PathBuf>,
+    /// A snapshot being received from the leader.
+    incoming: Option<snapshot::transfer::Incoming>,
     transport: TcpTransport,
     log: Log,
     /// Appends in flight, oldest first.
@@ -393,7 +405,7 @@ impl Server {
                     self.undelivered.retain(|&z, _| z <= zxid);
                     if self.delivered > zxid {
                         self.delivered = zxid;
-                        self.committed_tx.send(Committed::Truncated(zxid)).await.map_err(|_| "node gone")?;
+                        self.committed_tx.send(Committed::Rebuild(zxid)).await.map_err(|_| "node gone")?;
                     }
                 }
                 Action::Apply(zxid) => {
@@ -418,18 +430,13 @@ impl Server {
                         .map_err(|e| format!("persist current epoch {epoch}: {e}"))?;
                     events.push_back(Event::CurrentEpochPersisted);
                 }
-                Action::StreamTxns { to, after, until, commit_up_to } => self.stream(to, after, until, commit_up_to),
-                Action::StreamSnapshot { to, .. } => {
-                    // Snapshot transfer needs the snapshot store, which the node owns: not wired here yet.
-                    tracing::warn!(
-                        follower = to.0,
-                        "snapshot sync is not wired in this runtime: dropping the follower"
-                    );
-                    self.transport.disconnect(to);
+                Action::StreamTxns { to, after, until, commit_up_to } => {
+                    let txns = TxnStream::new(&self.wal, self.pending_until(until), after, until, commit_up_to);
+                    let _ = self.transport.send_stream(to, Box::new(txns));
                 }
-                Action::SnapshotChunk { .. } | Action::InstallSnapshot(_) => {
-                    tracing::warn!("snapshot sync is not wired in this runtime: ignoring a snapshot from the leader");
-                }
+                Action::StreamSnapshot { to, until, commit_up_to } => self.stream_snapshot(to, until, commit_up_to),
+                Action::SnapshotChunk { offset, data } => self.receive_chunk(offset, &data)?,
+                Action::InstallSnapshot(zxid) => self.install_snapshot(zxid).await?,
                 Action::Proposed(zxid) => {
                     if let Some(reply) = pending_proposal.pop_front() {
                         self.waiters.insert(zxid, reply);
@@ -497,26 +504,62 @@ impl Server {
         Ok(())
     }
 
-    /// Sends a syncing follower the txns after `after` up to `until`, from the WAL and from memory.
-    fn stream(&self, to: ServerId, after: Zxid, until: Zxid, commit_up_to: Zxid) {
-        let from = Zxid(after.0.saturating_add(1));
-        let mut sent = after;
-        for record in self.wal.iter_from(from).map_while(Result::ok).take_while(|r| r.zxid <= until) {
-            sent = record.zxid;
-            self.send_txn(to, record.zxid, record.payload, commit_up_to);
-        }
-        if sent < until {
-            for (&zxid, txn) in self.log.pending.range(Zxid(sent.0 + 1)..=until) {
-                self.send_txn(to, zxid, txn.clone(), commit_up_to);
-            }
-        }
+    /// The txns appended but not durable yet, up to `until`.
+    fn pending_until(&self, until: Zxid) -> Vec<(Zxid, Bytes)> {
+        self.log.pending.range(..=until).map(|(&z, txn)| (z, txn.clone())).collect()
     }
 
-    fn send_txn(&self, to: ServerId, zxid: Zxid, txn: Bytes, commit_up_to: Zxid) {
-        let _ = self.transport.send(to, Message::Proposal { zxid, txn });
-        if zxid <= commit_up_to {
-            let _ = self.transport.send(to, Message::Commit { zxid });
+    /// Streams a follower too far behind for a DIFF a snapshot of the history up to the commit point, then the
+    /// txns after it. The commit point is what this server has delivered and holds durably.
+    fn stream_snapshot(&self, to: ServerId, until: Zxid, commit_up_to: Zxid) {
+        let Some(snap_dir) = self.snapshots.clone() else {
+            tracing::warn!(follower = to.0, "the follower needs a snapshot, and this server has no snapshot directory");
+            self.transport.disconnect(to);
+            return;
+        };
+        let committed = self.delivered.min(self.wal.end());
+        tracing::info!(follower = to.0, %committed, %until, "sending a snapshot");
+        let pending = self.pending_until(until);
+        let stream = SnapshotStream::new(self.wal.clone(), snap_dir, committed, pending, until, commit_up_to);
+        let _ = self.transport.send_stream(to, Box::new(stream));
+    }
+
+    /// Stores a chunk of the snapshot the leader sends; the first one starts a new file.
+    fn receive_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        let dir = self.snapshots.as_deref().ok_or("the leader sent a snapshot, and there is no snapshot directory")?;
+        if offset == 0 {
+            self.incoming = Some(Incoming::create(dir).map_err(|e| e.to_string())?);
         }
+        let incoming = self.incoming.as_mut().ok_or("a snapshot chunk without the snapshot's start")?;
+        incoming.write(offset, data).map_err(|e| e.to_string())
+    }
+
+    /// Installs the snapshot received from the leader as the history up to `zxid`, in the order that never
+    /// leaves less history on disk than before (see [`snapshot::transfer`]): stage it (durable, verified),
+    /// restart the WAL after it (the commit point), install it. Then the node rebuilds its tree from it.
+    async fn install_snapshot(&mut self, zxid: Zxid) -> Result<(), String> {
+        let failed = |e: &dyn std::fmt::Display| format!("install the leader's snapshot at {zxid}: {e}");
+        let dir = self.snapshots.clone().ok_or("the leader sent a snapshot, and there is no snapshot directory")?;
+        let incoming = self.incoming.take().ok_or("the leader's snapshot ended before it began")?;
+        tokio::task::spawn_blocking(move || incoming.stage(zxid))
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
+        self.wal.restart_after(zxid).map_err(|e| failed(&e))?.await.map_err(|e| failed(&e))?;
+        // Appends from before (all done: the restart ran behind them) no longer matter.
+        self.durability.clear();
+        self.log.zxids.clear();
+        self.log.pending.clear();
+        self.undelivered.clear();
+        tokio::task::spawn_blocking(move || snapshot::transfer::install(&dir, zxid))
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
+        self.delivered = zxid;
+        // Nobody consumes the stream in a bare runtime (tests): nothing to rebuild then.
+        let _ = self.committed_tx.send(Committed::Rebuild(zxid)).await;
+        self.applied_tx.send_replace(zxid);
+        Ok(())
     }
 }
 

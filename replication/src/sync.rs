@@ -13,15 +13,15 @@
 
 use wal::Zxid;
 
-/// What the leader knows of its own history.
+/// What the leader knows of its own history: the zxids it can still send as txns, and the zxid of the
+/// snapshot its log begins after, if it was restarted from one (that zxid is part of the history too: a
+/// follower that ends there needs only what follows).
 pub trait History {
-    /// The oldest zxid the leader can still send as a txn (older ones are only in snapshots).
-    fn first(&self) -> Option<Zxid>;
     /// The newest zxid.
     fn last(&self) -> Option<Zxid>;
-    /// Whether the history holds exactly this zxid.
+    /// Whether the history holds exactly this zxid (as a txn it can send, or as its snapshot base).
     fn contains(&self, zxid: Zxid) -> bool;
-    /// The newest zxid of the history that is below `zxid`.
+    /// The newest zxid of the history (txn or snapshot base) that is below `zxid`.
     fn last_below(&self, zxid: Zxid) -> Option<Zxid>;
     /// Whether the history goes back to the very first txn (nothing was purged).
     fn complete(&self) -> bool;
@@ -50,28 +50,23 @@ pub enum SyncPlan {
 /// epoch that were never committed; so the last zxid of the leader's history at or below the follower's end is
 /// where the two agree (ZooKeeper's rule too).
 pub fn plan(history: &impl History, follower_last: Zxid) -> SyncPlan {
-    let (Some(first), Some(last)) = (history.first(), history.last()) else {
-        // The leader has no txns it could send: an empty follower is in step, anyone else must cut everything.
+    let Some(last) = history.last() else {
+        // The leader has no history at all: an empty follower is in step, anyone else must cut everything.
         return if follower_last == Zxid::ZERO {
             SyncPlan::Diff { after: Zxid::ZERO }
         } else {
             SyncPlan::TruncThenDiff { to: Zxid::ZERO }
         };
     };
-    if follower_last == last || (follower_last >= first && history.contains(follower_last)) {
+    if follower_last == last || history.contains(follower_last) {
         return SyncPlan::Diff { after: follower_last };
-    }
-    if follower_last < first {
-        // With the whole history at hand, what the follower has before the leader's first txn was never
-        // committed (the leader would hold it): it cuts everything. Otherwise the history was purged: snapshot.
-        return match (history.complete(), follower_last == Zxid::ZERO) {
-            (true, true) => SyncPlan::Diff { after: Zxid::ZERO },
-            (true, false) => SyncPlan::TruncThenDiff { to: Zxid::ZERO },
-            (false, _) => SyncPlan::Snap,
-        };
     }
     match history.last_below(follower_last) {
         Some(shared) => SyncPlan::TruncThenDiff { to: shared },
+        // With the whole history at hand, what the follower has before the leader's first txn was never
+        // committed (the leader would hold it): it cuts everything. Otherwise that part of the history exists
+        // only in snapshots: ship one.
+        None if history.complete() && follower_last == Zxid::ZERO => SyncPlan::Diff { after: Zxid::ZERO },
         None if history.complete() => SyncPlan::TruncThenDiff { to: Zxid::ZERO },
         None => SyncPlan::Snap,
     }
@@ -88,9 +83,6 @@ mod tests {
     impl History for Log {
         fn complete(&self) -> bool {
             self.1
-        }
-        fn first(&self) -> Option<Zxid> {
-            self.0.first().copied()
         }
         fn last(&self) -> Option<Zxid> {
             self.0.last().copied()
@@ -145,6 +137,20 @@ mod tests {
         let l = purged(&[z(3, 10), z(3, 12)]);
         assert_eq!(plan(&l, z(3, 11)), SyncPlan::TruncThenDiff { to: z(3, 10) });
         assert_eq!(plan(&purged(&[z(3, 12)]), z(3, 11)), SyncPlan::Snap);
+    }
+
+    #[test]
+    fn a_leader_restarted_from_a_snapshot_counts_its_base_as_history() {
+        // The leader installed a snapshot at (3,5) and holds no txn after it yet (the base is the only zxid).
+        let l = purged(&[z(3, 5)]);
+        assert_eq!(plan(&l, z(3, 5)), SyncPlan::Diff { after: z(3, 5) });
+        assert_eq!(plan(&l, z(3, 4)), SyncPlan::Snap);
+        assert_eq!(plan(&l, Zxid::ZERO), SyncPlan::Snap, "an empty follower cannot start from nothing");
+        assert_eq!(plan(&l, z(3, 7)), SyncPlan::TruncThenDiff { to: z(3, 5) });
+        // And with txns after the base.
+        let l = purged(&[z(3, 5), z(3, 6), z(4, 1)]);
+        assert_eq!(plan(&l, z(3, 5)), SyncPlan::Diff { after: z(3, 5) });
+        assert_eq!(plan(&l, z(3, 9)), SyncPlan::TruncThenDiff { to: z(3, 6) });
     }
 
     #[test]

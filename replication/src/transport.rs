@@ -9,6 +9,10 @@
 //! - Each connection has a bounded send queue. A peer that does not drain it is disconnected rather than
 //!   buffered for without limit; it re-syncs when it reconnects. Inbound messages go to one bounded channel, so a
 //!   slow node slows its peers' reads (back-pressure) instead of growing memory.
+//! - What a syncing follower needs (every txn it lacks, or a snapshot) goes as one [`MessageStream`]: the
+//!   connection's writer pulls its messages as the socket drains, on a blocking thread (they are read from
+//!   disk), so a long stream takes one slot of the queue and a bounded amount of memory, and whatever is sent
+//!   after it still follows it on the wire.
 //! - A dialer reconnects with exponential backoff. Every connect and disconnect is reported, so the protocol
 //!   ([`crate::peer::Event::Disconnected`]) learns of it as it would of a broken TCP stream.
 
@@ -48,10 +52,27 @@ pub enum SendError {
     QueueFull(ServerId),
 }
 
+/// Messages made on demand, in order; an `Err` (a failed read) ends the stream and closes the connection.
+pub type MessageStream = Box<dyn Iterator<Item = Result<Message, String>> + Send>;
+
+/// What a connection's send queue holds.
+enum Outgoing {
+    One(Message),
+    Stream(MessageStream),
+}
+
+/// A stream's messages are pulled in batches of about this many bytes.
+const STREAM_BATCH_BYTES: usize = 1 << 20;
+/// And at most this many messages.
+const STREAM_BATCH_MESSAGES: usize = 1024;
+
 /// Sending to peers; inbound traffic arrives on the channel the transport was started with.
 pub trait Transport: Send + Sync {
     /// Queues a message to a peer, without waiting.
     fn send(&self, to: ServerId, message: Message) -> Result<(), SendError>;
+    /// Queues a stream of messages to a peer, without waiting: they go out after everything queued before,
+    /// and before everything queued after.
+    fn send_stream(&self, to: ServerId, stream: MessageStream) -> Result<(), SendError>;
     /// Closes the connection to a peer (a dialer reconnects later).
     fn disconnect(&self, peer: ServerId);
 }
@@ -81,7 +102,7 @@ impl Default for TransportConfig {
 }
 
 struct Link {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Outgoing>,
     tasks: [AbortHandle; 2],
     generation: u64,
 }
@@ -128,9 +149,26 @@ impl TcpTransport {
 
 impl Transport for TcpTransport {
     fn send(&self, to: ServerId, message: Message) -> Result<(), SendError> {
+        self.queue(to, Outgoing::One(message))
+    }
+
+    fn send_stream(&self, to: ServerId, stream: MessageStream) -> Result<(), SendError> {
+        self.queue(to, Outgoing::Stream(stream))
+    }
+
+    fn disconnect(&self, peer: ServerId) {
+        let link = self.shared.links.lock().expect("transport lock poisoned by a panic").remove(&peer);
+        if let Some(link) = link {
+            close(&self.shared, peer, link);
+        }
+    }
+}
+
+impl TcpTransport {
+    fn queue(&self, to: ServerId, item: Outgoing) -> Result<(), SendError> {
         let mut links = self.shared.links.lock().expect("transport lock poisoned by a panic");
         let Some(link) = links.get(&to) else { return Err(SendError::NotConnected(to)) };
-        match link.tx.try_send(message) {
+        match link.tx.try_send(item) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected(to)),
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -140,13 +178,6 @@ impl Transport for TcpTransport {
                 close(&self.shared, to, link);
                 Err(SendError::QueueFull(to))
             }
-        }
-    }
-
-    fn disconnect(&self, peer: ServerId) {
-        let link = self.shared.links.lock().expect("transport lock poisoned by a panic").remove(&peer);
-        if let Some(link) = link {
-            close(&self.shared, peer, link);
         }
     }
 }
@@ -211,23 +242,66 @@ async fn dial(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr) {
     }
 }
 
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, PeerCodec>;
+
+/// Writes one queued item; a stream is pulled batch by batch on a blocking thread, and the writer's buffer
+/// flushes to the socket as it fills, so the stream advances as fast as the peer reads.
+async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(), ()> {
+    let mut stream = match item {
+        Outgoing::One(message) => return writer.feed(message).await.map_err(drop),
+        Outgoing::Stream(stream) => stream,
+    };
+    loop {
+        let pulled = tokio::task::spawn_blocking(move || {
+            let (mut batch, mut bytes) = (Vec::new(), 0);
+            while bytes < STREAM_BATCH_BYTES && batch.len() < STREAM_BATCH_MESSAGES {
+                match stream.next() {
+                    Some(Ok(message)) => {
+                        bytes += message.approximate_len();
+                        batch.push(message);
+                    }
+                    Some(Err(error)) => return Err(error),
+                    None => return Ok((stream, batch, true)),
+                }
+            }
+            Ok((stream, batch, false))
+        })
+        .await;
+        let (rest, batch, done) = match pulled {
+            Ok(Ok(pulled)) => pulled,
+            Ok(Err(error)) => {
+                tracing::error!(peer = peer.0, %error, "cannot read what a syncing peer needs: closing the connection");
+                return Err(());
+            }
+            Err(_) => return Err(()),
+        };
+        for message in batch {
+            writer.feed(message).await.map_err(drop)?;
+        }
+        if done {
+            return Ok(());
+        }
+        stream = rest;
+    }
+}
+
 /// Runs one connection: a writer task draining the send queue, a reader task feeding the inbound channel.
 /// `done` fires when the connection ends.
 fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync::oneshot::Sender<()>) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Message>(shared.config.queue);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(shared.config.queue);
     let generation = shared.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let codec = PeerCodec::new(shared.config.max_frame);
     let mut writer = FramedWrite::new(write, codec.clone());
     let write_task = tokio::spawn(async move {
         // Everything queued goes out in one write: one syscall for a burst of proposals, acks or commits.
-        while let Some(message) = rx.recv().await {
-            if writer.feed(message).await.is_err() {
+        while let Some(item) = rx.recv().await {
+            if feed(&mut writer, item, peer).await.is_err() {
                 break;
             }
-            while let Ok(message) = rx.try_recv() {
-                if writer.feed(message).await.is_err() {
+            while let Ok(item) = rx.try_recv() {
+                if feed(&mut writer, item, peer).await.is_err() {
                     return;
                 }
             }

@@ -16,9 +16,6 @@ const F3: ServerId = ServerId(3);
 struct Log(BTreeSet<Zxid>);
 
 impl History for Log {
-    fn first(&self) -> Option<Zxid> {
-        self.0.first().copied()
-    }
     fn last(&self) -> Option<Zxid> {
         self.0.last().copied()
     }
@@ -66,9 +63,6 @@ fn a_divergent_follower_gets_trunc_and_an_empty_one_of_a_purged_leader_gets_a_sn
     assert_eq!(commands[1], Command::StreamTxns { to: F2, after: z(1, 3), until: z(2, 1), commit_up_to: Zxid::ZERO });
     struct Purged;
     impl History for Purged {
-        fn first(&self) -> Option<Zxid> {
-            Some(z(2, 1))
-        }
         fn last(&self) -> Option<Zxid> {
             Some(z(2, 1))
         }
@@ -83,7 +77,7 @@ fn a_divergent_follower_gets_trunc_and_an_empty_one_of_a_purged_leader_gets_a_sn
         }
     }
     let commands = s.add_follower(F3, Zxid::ZERO, &Purged);
-    assert_eq!(commands[0], Command::StreamSnapshot { to: F3, until: z(2, 1) });
+    assert_eq!(commands[0], Command::StreamSnapshot { to: F3, until: z(2, 1), commit_up_to: Zxid::ZERO });
 }
 
 #[test]

@@ -30,9 +30,6 @@ struct Disk {
 }
 
 impl History for Disk {
-    fn first(&self) -> Option<Zxid> {
-        self.log.first().map(|e| e.0)
-    }
     fn last(&self) -> Option<Zxid> {
         self.log.last().map(|e| e.0)
     }

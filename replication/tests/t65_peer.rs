@@ -13,9 +13,6 @@ use wal::{Epoch, Zxid};
 struct Empty;
 
 impl History for Empty {
-    fn first(&self) -> Option<Zxid> {
-        None
-    }
     fn last(&self) -> Option<Zxid> {
         None
     }

@@ -1,0 +1,98 @@
+//! SNAP sync on a real 3-node cluster: a follower that was down while the leader's log was purged past it gets
+//! a snapshot and the txns after it, serves the same tree, follows the broadcast after that, and recovers from
+//! the installed snapshot when it restarts; a follower whose disk was wiped rejoins the same way.
+//!
+//! WAL segments are at least 4 MiB, so the writes carry 4 KiB each: a few thousand of them fill several
+//! segments, and retention (3 snapshots kept, one every 500 to 1000 txns) purges the oldest.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ensemble_tests::client::PERSISTENT;
+use ensemble_tests::process::Server;
+use ensemble_tests::{blocking, connect, eventually, Cluster, Options};
+use zookeeper_client::Client;
+
+/// Znodes written while the follower is away: enough for retention to purge WAL segments.
+const WRITES: usize = 4000;
+/// Bytes of data per znode.
+const DATA_LEN: usize = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_the_purged_log_gets_a_snapshot() {
+    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::default() })));
+    let leader = blocking(|| cluster.leader());
+    let away = blocking(|| cluster.followers())[0];
+    let writer = connect(&cluster.client_addr(leader).to_string()).await;
+    writer.create("/t35", b"", PERSISTENT).await.unwrap();
+    write_batch(&writer, 0, 10).await;
+
+    blocking(|| cluster.kill(away));
+    write_batch(&writer, 10, WRITES).await;
+    blocking(|| cluster.restart(away));
+    expect_tree(&cluster, away, WRITES).await;
+    if matches!(cluster.server(), Server::Ensemble(_)) {
+        let log = cluster.log_text(away);
+        assert!(log.contains("installed the leader's snapshot"), "the follower did not sync by snapshot:\n{log}");
+    }
+
+    // It follows the broadcast from there, and recovers from the installed snapshot plus its log.
+    write_batch(&writer, WRITES, WRITES + 50).await;
+    expect_tree(&cluster, away, WRITES + 50).await;
+    blocking(|| cluster.kill(away));
+    blocking(|| cluster.restart(away));
+    expect_tree(&cluster, away, WRITES + 50).await;
+
+    // A follower whose disk was wiped (its id kept) rejoins by snapshot too.
+    let wiped = blocking(|| cluster.followers()).into_iter().find(|&f| f != away).expect("a second follower");
+    blocking(|| cluster.kill(wiped));
+    wipe(&cluster.node_dir(wiped));
+    write_batch(&writer, WRITES + 50, WRITES + 60).await;
+    blocking(|| cluster.restart(wiped));
+    expect_tree(&cluster, wiped, WRITES + 60).await;
+}
+
+/// Creates `/t35/n<i>` for i in `from..to`, 100 at a time in flight.
+async fn write_batch(client: &Client, from: usize, to: usize) {
+    let data = vec![b'x'; DATA_LEN];
+    for chunk in (from..to).collect::<Vec<_>>().chunks(100) {
+        let creates = chunk.iter().map(|i| {
+            let path = format!("/t35/n{i}");
+            let data = &data;
+            async move { client.create(&path, data, PERSISTENT).await.map(|_| ()) }
+        });
+        for (i, result) in chunk.iter().zip(futures_util::future::join_all(creates).await) {
+            result.unwrap_or_else(|e| panic!("create /t35/n{i}: {e}"));
+        }
+    }
+}
+
+/// Node `i`, on its own, serves exactly the znodes `/t35/n0 .. n<count>`.
+async fn expect_tree(cluster: &Cluster, i: usize, count: usize) {
+    let client = connect(&cluster.client_addr(i).to_string()).await;
+    let what = format!("node {} holds {count} znodes", i + 1);
+    let children = eventually(&what, Duration::from_secs(30), || async {
+        let children = client.list_children("/t35").await.ok()?;
+        (children.len() == count).then_some(children)
+    })
+    .await;
+    let mut numbers: Vec<usize> = children.iter().map(|c| c[1..].parse().expect("n<i>")).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..count).collect::<Vec<_>>(), "node {}", i + 1);
+    for n in [0, count / 2, count - 1] {
+        let (data, _) = client.get_data(&format!("/t35/n{n}")).await.unwrap();
+        assert_eq!(data, vec![b'x'; DATA_LEN], "node {}: /t35/n{n}", i + 1);
+    }
+}
+
+/// Deletes a node's snapshots, log and epochs, keeping its `myid` and config.
+fn wipe(node_dir: &Path) {
+    for dir in [node_dir.join("log"), node_dir.join("data").join("snapshots"), node_dir.join("data").join("version-2")]
+    {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+    }
+}
