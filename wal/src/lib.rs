@@ -5,7 +5,8 @@
 //! completed, that is, once an `fdatasync` covering the record has returned. One writer thread serves every
 //! appender: while one fdatasync runs, new appends queue up, and the next fdatasync covers them all.
 //!
-//! - [`record`] owns the record format, [`segment::format`] the segment file format.
+//! - [`record`] owns the record format, [`segment::format`] the segment file format, `base` the file that
+//!   says where a log restarted after a snapshot begins ([`Wal::restart_after`]).
 //! - Recovery ([`Wal::open`]) verifies every checksum, cuts a torn tail, and refuses corruption with an error
 //!   naming the segment and offset; [`repair`] is the explicit way to cut a corrupt log.
 //! - Reads ([`Wal::iter_from`]) go through memory maps of the durable part of the log.
