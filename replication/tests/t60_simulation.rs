@@ -1,6 +1,8 @@
 //! A deterministic, seeded simulation of whole ensembles: every server runs the real `Peer`; the network is
 //! FIFO per link with random interleaving, drops on partitions, and crashes that lose every write a server had
-//! not fsynced. Client writes go on throughout. After each run, checks:
+//! not fsynced. Client writes go on throughout, and servers purge the older part of their logs behind a snapshot
+//! (so that followers that fall behind need SNAP: a snapshot of the leader's committed history, after which the
+//! follower's log restarts). After each run, checks:
 //! - prefix agreement: any two servers applied the same txns in the same order, one a prefix of the other;
 //! - durability: every txn any server applied (so: committed) is applied by every server after healing;
 //! - no two servers led the same epoch;
@@ -20,27 +22,41 @@ use replication::quorum::Voters;
 use replication::sync::History;
 use wal::{Epoch, Zxid};
 
-/// A server's disk: the log (with how much of it is durable) and the two epochs.
+/// A server's disk: the newest snapshot (the txns it reflects), the log (with how much of it is durable), where
+/// the log restarted if it installed a snapshot from a leader, and the two epochs.
 #[derive(Clone, Default)]
 struct Disk {
+    snapshot: Vec<Zxid>,
     log: Vec<(Zxid, Bytes)>,
     durable: usize,
+    /// The log was restarted after this zxid (a snapshot from the leader); nothing at or below it is in the log.
+    base: Option<Zxid>,
+    /// The log's older part was purged (it does not go back to the first txn).
+    purged: bool,
     accepted: Epoch,
     current: Epoch,
 }
 
+impl Disk {
+    /// The zxid the durable log ends at (the base, if no durable record follows it).
+    fn durable_end(&self) -> Zxid {
+        self.log[..self.durable].last().map(|e| e.0).or(self.base).unwrap_or(Zxid::ZERO)
+    }
+}
+
+/// The history the leader sees, as the runtime's `Log` gives it: a restarted log's base counts.
 impl History for Disk {
     fn last(&self) -> Option<Zxid> {
-        self.log.last().map(|e| e.0)
+        self.log.last().map(|e| e.0).or(self.base)
     }
     fn contains(&self, zxid: Zxid) -> bool {
-        self.log.binary_search_by_key(&zxid, |e| e.0).is_ok()
+        self.log.binary_search_by_key(&zxid, |e| e.0).is_ok() || self.base == Some(zxid)
     }
     fn last_below(&self, zxid: Zxid) -> Option<Zxid> {
-        self.log.iter().rev().map(|e| e.0).find(|&z| z < zxid)
+        self.log.iter().rev().map(|e| e.0).find(|&z| z < zxid).or(self.base.filter(|&b| b < zxid))
     }
     fn complete(&self) -> bool {
-        true
+        !self.purged && self.base.is_none()
     }
 }
 
@@ -51,6 +67,8 @@ struct Server {
     applied: Vec<Zxid>,
     /// Events the node owes the peer (epoch persisted, say), delivered on the next step.
     pending: VecDeque<Event>,
+    /// The snapshot being received from the leader.
+    incoming: Vec<u8>,
 }
 
 struct Sim {
@@ -68,6 +86,9 @@ struct Sim {
 }
 
 const TICK: Duration = Duration::from_millis(50);
+
+/// Snapshots installed from a leader, over all runs: the runs must exercise SNAP, not only DIFF and TRUNC.
+static SNAPSHOTS_INSTALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Sim {
     fn new(seed: u64, n: u64) -> Sim {
@@ -95,7 +116,13 @@ impl Sim {
         for id in 1..=n {
             sim.servers.insert(
                 ServerId(id),
-                Server { peer: None, disk: Disk::default(), applied: Vec::new(), pending: VecDeque::new() },
+                Server {
+                    peer: None,
+                    disk: Disk::default(),
+                    applied: Vec::new(),
+                    pending: VecDeque::new(),
+                    incoming: Vec::new(),
+                },
             );
         }
         for id in 1..=n {
@@ -109,11 +136,15 @@ impl Sim {
         let durable = DurableState {
             accepted_epoch: server.disk.accepted,
             current_epoch: server.disk.current,
-            last_zxid: server.disk.log[..server.disk.durable].last().map_or(Zxid::ZERO, |e| e.0),
+            last_zxid: server.disk.durable_end(),
         };
-        // As ZooKeeper does, the state machine restarts by replaying the whole durable log, committed or not; the
-        // server serves only after a leader synced it (TRUNC cuts what was never committed).
-        server.applied = server.disk.log[..server.disk.durable].iter().map(|e| e.0).collect();
+        // As ZooKeeper does, the state machine restarts from the snapshot and replays the whole durable log after
+        // it, committed or not; the server serves only after a leader synced it (TRUNC cuts what was never
+        // committed).
+        let after = server.disk.snapshot.last().copied().unwrap_or(Zxid::ZERO);
+        server.applied = server.disk.snapshot.clone();
+        server.applied.extend(server.disk.log[..server.disk.durable].iter().map(|e| e.0).filter(|&z| z > after));
+        server.incoming.clear();
         let (peer, actions) = Peer::new(PeerConfig { me: id, ..self.config.clone() }, durable, self.now);
         server.peer = Some(peer);
         self.run_actions(id, actions);
@@ -181,10 +212,13 @@ impl Sim {
                 Action::Append(z, t) => {
                     let disk = &mut self.servers.get_mut(&id).unwrap().disk;
                     assert!(disk.log.last().is_none_or(|e| e.0 < z), "{id:?}: append {z} out of order");
+                    assert!(disk.base.is_none_or(|b| b < z), "{id:?}: append {z} at or below the log's base");
                     disk.log.push((z, t));
                 }
                 Action::Truncate(z) => {
                     let server = self.servers.get_mut(&id).unwrap();
+                    let base = server.disk.base;
+                    assert!(base.is_none_or(|b| z >= b), "{id:?}: TRUNC to {z} below the installed snapshot {base:?}");
                     server.disk.log.retain(|e| e.0 <= z);
                     server.disk.durable = server.disk.durable.min(server.disk.log.len());
                     server.applied.retain(|&a| a <= z);
@@ -217,8 +251,52 @@ impl Sim {
                         }
                     }
                 }
-                Action::StreamSnapshot { .. } | Action::SnapshotChunk { .. } | Action::InstallSnapshot(_) => {
-                    panic!("the simulated leaders keep their whole history: no snapshots")
+                Action::StreamSnapshot { to, until, commit_up_to } => {
+                    // The runtime's choice: the history this server delivered and holds durably, rebuilt from
+                    // its snapshot and log; then the txns after it.
+                    let server = &self.servers[&id];
+                    let committed = server.applied.last().copied().unwrap_or(Zxid::ZERO).min(server.disk.durable_end());
+                    let state: Vec<Zxid> = server.applied.iter().copied().filter(|&z| z <= committed).collect();
+                    let bytes: Vec<u8> = state.iter().flat_map(|z| z.0.to_be_bytes()).collect();
+                    let mut messages = vec![Message::Snap { zxid: committed, total_bytes: bytes.len() as u64 }];
+                    // In two chunks, as the runtime cuts a snapshot (an empty state is one empty chunk).
+                    let half = bytes.len() / 16 * 8;
+                    messages.push(Message::SnapChunk { offset: 0, data: Bytes::copy_from_slice(&bytes[..half]) });
+                    if half < bytes.len() {
+                        let data = Bytes::copy_from_slice(&bytes[half..]);
+                        messages.push(Message::SnapChunk { offset: half as u64, data });
+                    }
+                    self.run_actions(id, messages.into_iter().map(|m| Action::Send(to, m)).collect());
+                    let after = Action::StreamTxns { to, after: committed, until, commit_up_to };
+                    self.run_actions_inner(id, vec![after]);
+                }
+                Action::SnapshotChunk { offset, data } => {
+                    let server = self.servers.get_mut(&id).unwrap();
+                    if offset == 0 {
+                        server.incoming.clear();
+                    }
+                    assert_eq!(offset as usize, server.incoming.len(), "{id:?}: snapshot chunks out of order");
+                    server.incoming.extend_from_slice(&data);
+                }
+                Action::InstallSnapshot(z) => {
+                    // Staged, the log restarted after it, installed: atomic as far as a crash between actions sees.
+                    let server = self.servers.get_mut(&id).unwrap();
+                    let state: Vec<Zxid> = server
+                        .incoming
+                        .chunks(8)
+                        .map(|c| Zxid(u64::from_be_bytes(c.try_into().expect("8 bytes"))))
+                        .collect();
+                    assert!(
+                        state.last().is_none_or(|&last| last == z),
+                        "{id:?}: a snapshot at {z} ending at {state:?}"
+                    );
+                    server.incoming.clear();
+                    SNAPSHOTS_INSTALLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    server.disk.snapshot = state.clone();
+                    server.disk.log.clear();
+                    server.disk.durable = 0;
+                    server.disk.base = Some(z);
+                    server.applied = state;
                 }
                 Action::Disconnect(peer) => {
                     self.links.retain(|(from, to), _| !((*from == id && *to == peer) || (*from == peer && *to == id)));
@@ -242,7 +320,7 @@ impl Sim {
     fn step(&mut self, faults: bool, proposals: bool) {
         self.faults = faults;
         let ids: Vec<ServerId> = self.servers.keys().copied().collect();
-        match self.rng.gen_range(0..100) {
+        match self.rng.gen_range(0..102) {
             0..=44 => {
                 let busy: Vec<(ServerId, ServerId)> =
                     self.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
@@ -280,7 +358,11 @@ impl Sim {
                     self.deliver(leader, Event::Propose(txn));
                 }
             }
-            95.. if faults => {
+            100.. => {
+                let id = ids[self.rng.gen_range(0..ids.len())];
+                self.purge(id);
+            }
+            95..=99 if faults => {
                 let id = ids[self.rng.gen_range(0..ids.len())];
                 match self.rng.gen_range(0..3) {
                     0 if self.servers[&id].peer.is_some() => self.crash(id),
@@ -294,6 +376,27 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    /// Retention: a serving server snapshots what it applied (committed) and holds durably, and drops the log
+    /// records below that point (the record at it stays, as the WAL keeps the segment that holds it).
+    fn purge(&mut self, id: ServerId) {
+        let server = self.servers.get_mut(&id).unwrap();
+        if !server.peer.as_ref().is_some_and(|p| p.serving()) {
+            return;
+        }
+        let point = server.applied.last().copied().unwrap_or(Zxid::ZERO).min(server.disk.durable_end());
+        let before = server.disk.log.len();
+        server.disk.log.retain(|e| e.0 >= point);
+        let dropped = before - server.disk.log.len();
+        if dropped == 0 {
+            return;
+        }
+        server.disk.durable -= dropped;
+        server.disk.snapshot = server.applied.iter().copied().filter(|&z| z <= point).collect();
+        server.disk.purged = true;
+        // As the WAL does: the log no longer holds every record after a base it was restarted from.
+        server.disk.base = None;
     }
 
     fn heal(&mut self) {
@@ -385,4 +488,7 @@ fn simulated_ensembles_agree_keep_every_commit_and_recover() {
             panic!("seed {seed} failed (replay with SIM_SEED={seed}): {}", message.unwrap_or_default());
         }
     }
+    let installed = SNAPSHOTS_INSTALLED.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{seeds} seeds, {installed} snapshots installed from a leader");
+    assert!(installed >= seeds as usize / 20, "SNAP sync is hardly exercised: {installed} installs in {seeds} seeds");
 }

@@ -34,8 +34,11 @@ pub(crate) struct SegmentView {
 pub(crate) struct View {
     /// In zxid order; every one holds at least one durable record.
     pub segments: Arc<Vec<SegmentView>>,
-    /// Where the log begins if it was restarted after a snapshot ([`crate::Wal::restart_after`]).
+    /// Where the log begins if it was restarted after a snapshot ([`crate::Wal::restart_after`]) and has not
+    /// been purged since: it holds every record after this zxid.
     pub base: Option<Zxid>,
+    /// Whether the log was ever restarted (then it does not hold the full history, base or not).
+    pub restarted: bool,
 }
 
 impl View {

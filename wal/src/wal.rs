@@ -117,7 +117,9 @@ impl Wal {
             next_seq,
             spare,
             buf: Vec::new(),
-            base: base.map(|b| b.after),
+            // A base describes the log only while its first segment is the restart's first one (no purge since).
+            base: base.filter(|b| scan.segments.first().is_none_or(|s| s.header.seq == b.first_seq)).map(|b| b.after),
+            restarted: base.is_some(),
             last_batch: 0,
         };
         writer.publish();
@@ -209,7 +211,8 @@ impl Wal {
         Ok(pending)
     }
 
-    /// Where the log begins if it was restarted after a snapshot (it holds nothing at or below this zxid).
+    /// Where the log begins if it was restarted after a snapshot and not purged since: it holds every record
+    /// after this zxid and nothing at or below it.
     pub fn base(&self) -> Option<Zxid> {
         self.view().base
     }
@@ -244,7 +247,7 @@ impl Wal {
     /// never restarted after a snapshot: then replaying it from the start rebuilds the whole history.
     pub fn holds_full_history(&self) -> bool {
         let view = self.view();
-        view.base.is_none() && view.segments.first().is_none_or(|s| s.seq == 1)
+        !view.restarted && view.segments.first().is_none_or(|s| s.seq == 1)
     }
 
     /// The log's directory.

@@ -58,8 +58,10 @@ pub(crate) struct Writer {
     /// The zero-filled segment being prepared for the next roll (`None`: `zero_fill` is off).
     pub spare: Option<Spare>,
     pub buf: Vec<u8>,
-    /// Where the log begins if it was restarted ([`crate::base`]).
+    /// Where the log begins if it was restarted ([`crate::base`]) and not purged since.
     pub base: Option<Zxid>,
+    /// Whether it was ever restarted.
+    pub restarted: bool,
     /// Records in the last batch: the writer spins for more work only after a small one (a lone appender
     /// waiting on each append), never after a large one (a busy log, whose queue refills by itself).
     pub last_batch: usize,
@@ -277,7 +279,7 @@ impl Writer {
         let mut segments = self.segments.clone();
         segments.retain(|s| s.end > HEADER_LEN as u64);
         *self.view.lock().expect("WAL view lock poisoned by a panic") =
-            View { segments: Arc::new(segments), base: self.base };
+            View { segments: Arc::new(segments), base: self.base, restarted: self.restarted };
     }
 
     /// Drops every record above `zxid`, durably.
@@ -334,7 +336,7 @@ impl Writer {
         self.publish_active();
         let first_seq = self.segments.last().map_or(self.next_seq, |s| s.seq + 1).max(self.next_seq).max(2);
         crate::base::write(&self.dir, &crate::base::Base { after: zxid, first_seq })?;
-        self.base = Some(zxid);
+        (self.base, self.restarted) = (Some(zxid), true);
         self.active = None;
         for gone in std::mem::take(&mut self.segments) {
             file::remove(&gone.path)?;
@@ -356,6 +358,8 @@ impl Writer {
             fsutil::sync_dir(&self.dir)?;
             purged.segments += 1;
             purged.bytes += gone.end;
+            // The log no longer holds every record after its base.
+            self.base = None;
             self.publish();
         }
         Ok(purged)

@@ -341,3 +341,21 @@ fn a_damaged_base_file_refuses_the_open() {
     std::fs::write(&path, bytes).unwrap();
     assert!(matches!(Wal::open(dir.path(), tiny()), Err(WalError::BadBase { .. })));
 }
+
+#[test]
+fn a_purge_after_a_restart_ends_the_base_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), tiny());
+        log.restart_after(Zxid(100)).unwrap().wait().unwrap();
+        append_all(&log, 101..=300);
+        assert_eq!(log.base(), Some(Zxid(100)), "every record after the base is still there");
+        assert!(log.purge_before(Zxid(200)).unwrap().wait().unwrap().segments > 0);
+        assert_eq!(log.base(), None, "the log no longer holds every record after 100");
+        assert!(!log.holds_full_history());
+    }
+    let (log, _) = Wal::open(dir.path(), tiny()).unwrap();
+    assert_eq!(log.base(), None, "nor after a reopen");
+    assert!(!log.holds_full_history());
+    assert_eq!(log.end(), Zxid(300));
+}
