@@ -164,7 +164,7 @@ impl FollowerSync {
                 if zxid <= self.logged {
                     return Err(SyncError::OutOfOrder { got: zxid, last: self.logged });
                 }
-                if self.logged != Zxid::ZERO && !crate::broadcast::follows(self.logged, zxid) {
+                if !crate::broadcast::follows(self.logged, zxid) {
                     return Err(SyncError::Gap { got: zxid, last: self.logged });
                 }
                 self.logged = zxid;

@@ -157,6 +157,11 @@ fn zookeeper_4925_every_synced_txn_enters_the_log_and_a_hole_is_refused() {
     f.on_message(Message::Diff { zxid: z(2) }).unwrap();
     f.on_message(proposal(3)).unwrap();
     assert!(f.on_message(proposal(5)).is_err(), "4 is missing: a hole, not a history");
+
+    // An empty follower's first txn must be the first of its epoch too.
+    let mut f = FollowerSync::new(L, Zxid::ZERO, Zxid::ZERO, Zxid::ZERO);
+    f.on_message(Message::Diff { zxid: Zxid::ZERO }).unwrap();
+    assert!(f.on_message(proposal(2)).is_err(), "1 is missing: a hole, not a history");
 }
 
 /// ZOOKEEPER-3642: a learner whose leader died after SNAP but before NEWLEADER had advanced its last zxid to

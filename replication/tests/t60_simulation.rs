@@ -1,6 +1,8 @@
-//! A deterministic, seeded simulation of whole ensembles: every server runs the real `Peer`; the network is
-//! FIFO per link with random interleaving, drops on partitions, and crashes that lose every write a server had
-//! not fsynced. Client writes go on throughout, and servers purge the older part of their logs behind a snapshot
+//! A deterministic, seeded simulation of whole ensembles: every server runs the real `Peer`; the network delays
+//! and reorders (random interleaving across links), partitions, and loses, duplicates and reorders single
+//! messages on a link, under a link layer that does what TCP does with that (a duplicate is discarded, a lost or
+//! overtaken message breaks the connection, which both ends learn of): Zab needs FIFO channels, and gets them
+//! or a broken connection. Crashes lose every write a server had not fsynced. Client writes go on throughout, and servers purge the older part of their logs behind a snapshot
 //! (so that followers that fall behind need SNAP: a snapshot of the leader's committed history, after which the
 //! follower's log restarts). After each run, checks:
 //! - prefix agreement: any two servers applied the same txns in the same order, one a prefix of the other;
@@ -75,7 +77,7 @@ struct Sim {
     rng: rand::rngs::StdRng,
     now: Duration,
     servers: BTreeMap<ServerId, Server>,
-    links: BTreeMap<(ServerId, ServerId), VecDeque<Message>>,
+    links: BTreeMap<(ServerId, ServerId), Link>,
     /// Servers cut off from everyone.
     isolated: BTreeSet<ServerId>,
     leaders_by_epoch: BTreeMap<Epoch, ServerId>,
@@ -86,6 +88,14 @@ struct Sim {
 }
 
 const TICK: Duration = Duration::from_millis(50);
+
+/// One direction of a connection: messages with their sequence numbers, as the link layer numbers them.
+#[derive(Default)]
+struct Link {
+    queue: VecDeque<(u64, Message)>,
+    sent: u64,
+    received: u64,
+}
 
 /// Snapshots installed from a leader, over all runs: the runs must exercise SNAP, not only DIFF and TRUNC.
 static SNAPSHOTS_INSTALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -188,8 +198,8 @@ impl Sim {
         });
         self.run_actions_inner(id, actions);
         if let Some(leader) = acked_to.filter(|_| self.faults && self.rng.gen_bool(0.2)) {
-            if let Some(ack) = self.links.get_mut(&(id, leader)).and_then(|q| q.pop_back()) {
-                self.deliver(leader, Event::Message(id, ack));
+            while self.links.get(&(id, leader)).is_some_and(|l| !l.queue.is_empty()) {
+                self.deliver_next(id, leader);
             }
             if self.servers[&id].peer.is_some() {
                 self.crash(id);
@@ -206,7 +216,9 @@ impl Sim {
                 Action::Send(to, m) => {
                     if !self.isolated.contains(&id) && !self.isolated.contains(&to) && self.servers[&to].peer.is_some()
                     {
-                        self.links.entry((id, to)).or_default().push_back(m);
+                        let link = self.links.entry((id, to)).or_default();
+                        link.queue.push_back((link.sent, m));
+                        link.sent += 1;
                     }
                 }
                 Action::Append(z, t) => {
@@ -322,14 +334,12 @@ impl Sim {
         let ids: Vec<ServerId> = self.servers.keys().copied().collect();
         match self.rng.gen_range(0..102) {
             0..=44 => {
-                let busy: Vec<(ServerId, ServerId)> =
-                    self.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
+                let busy = self.busy_links();
                 if busy.is_empty() {
                     return;
                 }
                 let (from, to) = busy[self.rng.gen_range(0..busy.len())];
-                let m = self.links.get_mut(&(from, to)).unwrap().pop_front().unwrap();
-                self.deliver(to, Event::Message(from, m));
+                self.deliver_next(from, to);
             }
             45..=64 => {
                 let id = ids[self.rng.gen_range(0..ids.len())];
@@ -362,7 +372,25 @@ impl Sim {
                 let id = ids[self.rng.gen_range(0..ids.len())];
                 self.purge(id);
             }
-            95..=99 if faults => {
+            95 if faults => {
+                // The network loses, duplicates or swaps a message on a link; the link layer sorts it out.
+                let busy = self.busy_links();
+                if let Some(&link) = busy.get(self.rng.gen_range(0..busy.len().max(1))) {
+                    let kind = self.rng.gen_range(0..3);
+                    let queue = &mut self.links.get_mut(&link).unwrap().queue;
+                    let at = self.rng.gen_range(0..queue.len());
+                    match kind {
+                        0 => drop(queue.remove(at)),
+                        1 => {
+                            let twice = queue[at].clone();
+                            queue.insert(at + 1, twice);
+                        }
+                        _ if at + 1 < queue.len() => queue.swap(at, at + 1),
+                        _ => {}
+                    }
+                }
+            }
+            96..=99 if faults => {
                 let id = ids[self.rng.gen_range(0..ids.len())];
                 match self.rng.gen_range(0..3) {
                     0 if self.servers[&id].peer.is_some() => self.crash(id),
@@ -397,6 +425,28 @@ impl Sim {
         server.disk.purged = true;
         // As the WAL does: the log no longer holds every record after a base it was restarted from.
         server.disk.base = None;
+    }
+
+    fn busy_links(&self) -> Vec<(ServerId, ServerId)> {
+        self.links.iter().filter(|(_, l)| !l.queue.is_empty()).map(|(k, _)| *k).collect()
+    }
+
+    /// Delivers the next message on a link, as the link layer does: a duplicate is discarded; a message that
+    /// is not the next one in sequence (the one before was lost, or overtaken) breaks the connection.
+    fn deliver_next(&mut self, from: ServerId, to: ServerId) {
+        let link = self.links.get_mut(&(from, to)).unwrap();
+        let Some((seq, m)) = link.queue.pop_front() else { return };
+        if seq < link.received {
+            return;
+        }
+        if seq > link.received {
+            self.links.retain(|&(a, b), _| !((a == from && b == to) || (a == to && b == from)));
+            self.deliver(from, Event::Disconnected(to));
+            self.deliver(to, Event::Disconnected(from));
+            return;
+        }
+        link.received += 1;
+        self.deliver(to, Event::Message(from, m));
     }
 
     fn heal(&mut self) {
@@ -443,7 +493,7 @@ fn run(seed: u64) {
         sim.check_prefix_agreement(seed);
         let serving = sim.servers.values().all(|s| s.peer.as_ref().is_some_and(|p| p.serving()));
         let lens: BTreeSet<usize> = sim.servers.values().map(|s| s.applied.len()).collect();
-        let pending = sim.links.values().any(|q| !q.is_empty())
+        let pending = sim.links.values().any(|l| !l.queue.is_empty())
             || sim.servers.values().any(|s| s.disk.durable < s.disk.log.len());
         if serving && lens.len() == 1 && !pending {
             settled = true;
@@ -464,7 +514,8 @@ fn run(seed: u64) {
                 s.pending
             );
         }
-        let busy: Vec<_> = sim.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, q)| (k, q.len())).collect();
+        let busy: Vec<_> =
+            sim.links.iter().filter(|(_, l)| !l.queue.is_empty()).map(|(k, l)| (k, l.queue.len())).collect();
         eprintln!("links: {busy:?}");
     }
     assert!(settled, "seed {seed}: no stable, caught-up ensemble {:?} after healing", sim.now - healed_at);
