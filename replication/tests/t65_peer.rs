@@ -146,3 +146,34 @@ fn a_follower_acknowledges_a_proposal_only_after_it_is_durable() {
     let actions = peer.handle(Event::Message(ServerId(2), Message::Commit { zxid: z2 }), &Empty);
     assert!(actions.contains(&Action::Apply(z2)), "{actions:?}");
 }
+
+/// ZOOKEEPER-4646 / -4785 at the peer level, in order: a follower synced by DIFF acknowledges NEWLEADER only
+/// after the synced txns are durable AND the new epoch is persisted — never at append time, never with the
+/// epoch write still pending. (The simulation's crashes did not catch an early ACK in 3000 seeds; this does.)
+#[test]
+fn newleader_is_acknowledged_only_after_the_synced_txns_and_then_the_epoch_are_durable() {
+    let (mut peer, _) = Peer::new(config(), DurableState::default(), Duration::ZERO);
+    follow(&mut peer, 2, 1);
+    let from_leader = |peer: &mut Peer, m: Message| peer.handle(Event::Message(ServerId(2), m), &Empty);
+    from_leader(&mut peer, Message::LeaderInfo { new_epoch: Epoch(2) });
+    peer.handle(Event::AcceptedEpochPersisted, &Empty);
+    let acked = |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Send(_, Message::AckNewLeader { .. })));
+    let (z1, z2) = (Zxid::new(Epoch(1), 1), Zxid::new(Epoch(1), 2));
+    let mut actions = from_leader(&mut peer, Message::Diff { zxid: Zxid::ZERO });
+    for zxid in [z1, z2] {
+        actions.extend(from_leader(&mut peer, Message::Proposal { zxid, txn: bytes::Bytes::from_static(b"t") }));
+    }
+    actions.extend(from_leader(&mut peer, Message::NewLeader { epoch: Epoch(2), zxid: z2 }));
+    assert!(!acked(&actions), "NEWLEADER acknowledged with the synced txns only appended: {actions:?}");
+    assert!(!actions.contains(&Action::PersistCurrentEpoch(Epoch(2))), "epoch persisted before the txns: {actions:?}");
+    // Half of the synced txns durable: still nothing.
+    let actions = peer.handle(Event::Persisted(z1), &Empty);
+    assert!(!acked(&actions) && !actions.contains(&Action::PersistCurrentEpoch(Epoch(2))), "{actions:?}");
+    // All durable: the epoch is persisted first, and the ACK waits for that too.
+    let actions = peer.handle(Event::Persisted(z2), &Empty);
+    assert!(actions.contains(&Action::PersistCurrentEpoch(Epoch(2))), "{actions:?}");
+    assert!(!acked(&actions), "NEWLEADER acknowledged before the epoch write completed: {actions:?}");
+    let actions = peer.handle(Event::CurrentEpochPersisted, &Empty);
+    assert!(acked(&actions), "{actions:?}");
+    assert_eq!(peer.durable().current_epoch, Epoch(2));
+}
