@@ -299,8 +299,8 @@ impl Pipeline {
     }
 
     /// Deletes containers whose last child went (or that never had one, past `maxNeverUsedIntervalMs`) and TTL
-    /// nodes without children unchanged for longer than their TTL. The scan walks the whole speculative tree
-    /// once per `znode.container.checkIntervalMs`.
+    /// nodes without children unchanged for longer than their TTL. Once per `znode.container.checkIntervalMs`,
+    /// it looks at the speculative tree's containers and TTL nodes only (the tree indexes them).
     async fn reap(&mut self) {
         let max_never_used = self.shared.config.container_max_never_used.as_millis() as i64;
         if !self.leading() {
@@ -309,7 +309,7 @@ impl Pipeline {
         let Some(spec) = self.spec().await else { return };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let doomed: Vec<String> = spec
-            .nodes_after(None)
+            .containers_and_ttls()
             .filter(|(_, node)| node.children.is_empty())
             .filter(|(_, node)| match OwnerKind::of(node.stat.ephemeral_owner) {
                 OwnerKind::Container if node.stat.cversion > 0 => true,

@@ -79,6 +79,8 @@ pub struct DataTree {
     acls: AclTable,
     sessions: BTreeMap<i64, i32>,
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
+    /// Containers and TTL nodes: what the leader's reaper looks at, without walking the tree.
+    reapable: BTreeSet<String>,
     digest: u64,
     last_zxid: i64,
 }
@@ -97,6 +99,7 @@ impl DataTree {
             acls: AclTable::default(),
             sessions: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
+            reapable: BTreeSet::new(),
             digest: 0,
             last_zxid: 0,
         };
@@ -148,6 +151,11 @@ impl DataTree {
     /// The ephemeral nodes of `session`.
     pub fn ephemerals(&self, session: i64) -> impl Iterator<Item = &str> {
         self.ephemerals.get(&session).into_iter().flatten().map(String::as_str)
+    }
+
+    /// The containers and TTL nodes, in path order: the candidates for ZooKeeper's container reaping.
+    pub fn containers_and_ttls(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.reapable.iter().filter_map(|path| self.nodes.get_key_value(path))
     }
 
     /// Nodes in path order, starting after `after` (or from the start), for chunked walks.
@@ -352,8 +360,10 @@ impl DataTree {
     fn insert(&mut self, path: String, node: Node) {
         debug_assert!(!self.nodes.contains_key(&path));
         self.digest = self.digest.wrapping_add(node_digest(&path, &node.data, &node.stat));
-        if let OwnerKind::Ephemeral(owner) = OwnerKind::of(node.stat.ephemeral_owner) {
-            self.ephemerals.entry(owner).or_default().insert(path.clone());
+        match OwnerKind::of(node.stat.ephemeral_owner) {
+            OwnerKind::Ephemeral(owner) => drop(self.ephemerals.entry(owner).or_default().insert(path.clone())),
+            OwnerKind::Container | OwnerKind::Ttl(_) => drop(self.reapable.insert(path.clone())),
+            OwnerKind::Persistent => {}
         }
         self.nodes.insert(path, node);
     }
@@ -361,13 +371,17 @@ impl DataTree {
     fn remove(&mut self, path: &str) -> Option<Node> {
         let node = self.nodes.remove(path)?;
         self.digest = self.digest.wrapping_sub(node_digest(path, &node.data, &node.stat));
-        if let OwnerKind::Ephemeral(owner) = OwnerKind::of(node.stat.ephemeral_owner) {
-            if let Some(set) = self.ephemerals.get_mut(&owner) {
-                set.remove(path);
-                if set.is_empty() {
-                    self.ephemerals.remove(&owner);
+        match OwnerKind::of(node.stat.ephemeral_owner) {
+            OwnerKind::Ephemeral(owner) => {
+                if let Some(set) = self.ephemerals.get_mut(&owner) {
+                    set.remove(path);
+                    if set.is_empty() {
+                        self.ephemerals.remove(&owner);
+                    }
                 }
             }
+            OwnerKind::Container | OwnerKind::Ttl(_) => drop(self.reapable.remove(path)),
+            OwnerKind::Persistent => {}
         }
         Some(node)
     }
@@ -406,6 +420,7 @@ impl DataTree {
             acls: AclTable::default(),
             sessions: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
+            reapable: BTreeSet::new(),
             digest: 0,
             last_zxid: 0,
         }
@@ -427,14 +442,26 @@ impl DataTree {
                     return Err(format!("{p} lists a child {child} that does not exist"));
                 }
             }
-            if let OwnerKind::Ephemeral(owner) = OwnerKind::of(node.stat.ephemeral_owner) {
-                if !self.ephemerals.get(&owner).is_some_and(|s| s.contains(p)) {
+            match OwnerKind::of(node.stat.ephemeral_owner) {
+                OwnerKind::Ephemeral(owner) if !self.ephemerals.get(&owner).is_some_and(|s| s.contains(p)) => {
                     return Err(format!("ephemeral {p} is not indexed under its session"));
                 }
+                OwnerKind::Container | OwnerKind::Ttl(_) if !self.reapable.contains(p) => {
+                    return Err(format!("container or TTL node {p} is not indexed"));
+                }
+                _ => {}
             }
         }
         if self.ephemerals.values().flatten().any(|p| !self.nodes.contains_key(p)) {
             return Err("the ephemerals index lists a node that does not exist".into());
+        }
+        let stray = self.reapable.iter().find(|p| {
+            !self.nodes.get(*p).is_some_and(|n| {
+                matches!(OwnerKind::of(n.stat.ephemeral_owner), OwnerKind::Container | OwnerKind::Ttl(_))
+            })
+        });
+        if let Some(p) = stray {
+            return Err(format!("the container/TTL index lists {p}, which is not a container or TTL node"));
         }
         if digest != self.digest {
             return Err(format!("digest {:x} != recomputed {:x}", self.digest, digest));

@@ -205,6 +205,15 @@ fn containers_and_ttl_nodes() {
     assert_eq!(OwnerKind::of(h.tree.get("/t").unwrap().stat.ephemeral_owner), OwnerKind::Ttl(60_000));
     h.options.ttl_enabled = false;
     assert_eq!(h.write(&caller(0), &ttl(60_000)).code(), Code::Unimplemented);
+
+    // The reaper's index holds exactly the containers and TTL nodes, through creations and deletions.
+    assert_eq!(h.write(&caller(0), &create("/plain", "", PERSISTENT)).code(), Code::Ok);
+    let indexed = |h: &Harness| h.tree.containers_and_ttls().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(indexed(&h), ["/c", "/t"]);
+    assert_eq!(h.write(&caller(0), &delete("/c/child", -1)).code(), Code::Ok);
+    assert_eq!(h.write(&caller(0), &delete("/c", -1)).code(), Code::Ok);
+    assert_eq!(indexed(&h), ["/t"]);
+    h.tree.validate().unwrap();
 }
 
 #[test]
