@@ -121,6 +121,9 @@ pub struct Config {
     pub four_letter_words: Vec<String>,
     /// `forceSync`, default yes. `no` is for benchmarks only: writes are then acknowledged before fsync.
     pub force_sync: bool,
+    /// `extendedTypesEnabled` (ZooKeeper's `zookeeper.extendedTypesEnabled`, which it also takes from zoo.cfg),
+    /// default false: whether TTL nodes may be created (createTTL answers UNIMPLEMENTED otherwise).
+    pub extended_types: bool,
     /// The super user's digest id, `super:base64(sha1("super:password"))` (ZooKeeper's system property
     /// `zookeeper.DigestAuthenticationProvider.superDigest`, here a config key).
     pub super_digest: Option<String>,
@@ -255,6 +258,7 @@ impl Config {
             jute_max_buffer: number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=usize::MAX)?,
             four_letter_words: four_letter_words(get("4lw.commands.whitelist"))?,
             force_sync: yes_no(get("forceSync"), "forceSync", true)?,
+            extended_types: yes_no(get("extendedTypesEnabled"), "extendedTypesEnabled", false)?,
             super_digest: get("DigestAuthenticationProvider.superDigest").map(|(_, v)| v.to_owned()),
             my_id: None,
         };
@@ -278,7 +282,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -298,6 +302,7 @@ const KEYS: [&str; 20] = [
     "forceSync",
     "DigestAuthenticationProvider.superDigest",
     "znode.container.checkIntervalMs",
+    "extendedTypesEnabled",
     "znode.container.maxNeverUsedIntervalMs",
 ];
 
@@ -399,6 +404,9 @@ mod tests {
         );
         assert_eq!(c.four_letter_words, vec!["srvr"]);
         assert!(c.force_sync);
+        assert!(!c.extended_types, "TTL nodes are off by default, as in ZooKeeper");
+        let on = Config::parse(&format!("{text}extendedTypesEnabled=true\n")).unwrap();
+        assert!(on.extended_types);
     }
 
     #[test]

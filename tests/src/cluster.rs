@@ -394,7 +394,7 @@ fn write_node_files(options: &Options, dir: &Path, i: usize, ports: &[u16]) -> i
     let mut cfg = format!(
         "tickTime={}\ninitLimit={}\nsyncLimit={}\ndataDir={}\ndataLogDir={}\nclientPort={}\n\
          clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
-         4lw.commands.whitelist=*\nznode.container.checkIntervalMs=300\n",
+         4lw.commands.whitelist=*\nznode.container.checkIntervalMs=300\nextendedTypesEnabled=true\n",
         options.tick_ms,
         options.init_limit,
         options.sync_limit,
