@@ -24,6 +24,7 @@ async fn sessions_on_three_nodes() {
     s.run("a session moves between nodes with its ephemerals", SECTION_TIMEOUT, moves(cluster.clone())).await;
     s.run("watches are set again on reconnect", SECTION_TIMEOUT, set_watches(cluster.clone())).await;
     s.run("a session is reopened only with its password", SECTION_TIMEOUT, password(cluster.clone())).await;
+    s.run("a moved session's old connection writes nothing", SECTION_TIMEOUT, moved_writes(cluster.clone())).await;
     s.run("the session of a dead follower expires", SECTION_TIMEOUT, dead_follower(cluster.clone())).await;
     s.finish();
 }
@@ -183,6 +184,30 @@ async fn password(cluster: Arc<Cluster>) {
             Ok(_) => assert!(Instant::now() < deadline, "the old connection still serves the moved session"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// ZooKeeper's SESSIONMOVED: once a session was reopened on another server (and the leader saw a write from
+/// there), a write still sent on its old connection must not apply. It fails with SESSIONMOVED, or finds the
+/// connection closed.
+async fn moved_writes(cluster: Arc<Cluster>) {
+    let followers = blocking(|| cluster.followers());
+    let create = |path: &str| Body::new().string(path).buffer(b"").open_acl().int(0);
+    let mut old = RawSession::connect(cluster.client_addr(followers[0]), 10_000).await.unwrap();
+    assert_eq!(old.request(op::CREATE2, create("/t20/mv")).await.unwrap().err, 0);
+    for round in 0..5 {
+        let here = cluster.client_addr(followers[(round + 1) % 2]);
+        let mut new = RawSession::reconnect(here, 10_000, old.session_id, &old.password).await.unwrap();
+        assert_eq!(new.session_id, old.session_id);
+        // Its reply means the leader has seen the session attach there (the attach goes first, on one link).
+        assert_eq!(new.request(op::CREATE2, create(&format!("/t20/mv/new{round}"))).await.unwrap().err, 0);
+        let stale = format!("/t20/mv/old{round}");
+        if let Ok(reply) = old.request(op::CREATE2, create(&stale)).await {
+            assert_eq!(reply.err, -118, "round {round}: a write on the old connection answered {}", reply.err);
+        }
+        let check = connect(&cluster.connect_string()).await;
+        assert_eq!(check.check_stat(&stale).await.unwrap(), None, "round {round}: the old connection's write applied");
+        old = new;
     }
 }
 
