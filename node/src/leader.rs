@@ -25,8 +25,7 @@ use tree::acl::Id;
 use tree::prep::{self, Caller, PrepOptions, Request};
 use tree::stat::OwnerKind;
 use tree::tree::DataTree;
-use tree::code::{op, Code};
-use tree::txn::{Txn, TxnHeader, TxnRecord};
+use tree::txn::{TxnHeader, TxnRecord};
 
 use crate::forward::Forward;
 use crate::session::SessionId;
@@ -208,11 +207,15 @@ impl Pipeline {
                 }
             }
             Item::Write { origin, session, cxid, auth, request } => {
-                // ZooKeeper's checkSession: once a client re-attached its session elsewhere, a write still
-                // coming from the old connection fails with SESSIONMOVED (in order with that connection's other
-                // replies) instead of applying; the old connection is being closed meanwhile.
+                // ZooKeeper's checkSession: once a client re-attached its session elsewhere, a write that still
+                // comes from the old connection does not apply, and that connection is torn down (ZooKeeper
+                // treats SESSIONMOVED as a connection-level error, ZOOKEEPER-710). The attach already asked for
+                // the close; this covers the writes that reach the leader before it happened.
                 let moved = self.sessions.get(&session).and_then(|t| t.owner).is_some_and(|owner| owner != origin);
-                if !self.propose(session, cxid, auth, &request, moved).await {
+                if moved {
+                    tracing::debug!(session = format_args!("0x{session:x}"), ?origin, "a write from a moved session");
+                    self.drop_request(origin, session).await;
+                } else if !self.propose(session, cxid, auth, &request).await {
                     self.drop_request(origin, session).await;
                 } else if matches!(request, Request::CreateSession { .. }) {
                     if let Some(tracked) = self.sessions.get_mut(&session) {
@@ -244,23 +247,17 @@ impl Pipeline {
         }
     }
 
-    /// Prepares and proposes one write (as a SESSIONMOVED error if `moved`); false when this server cannot (it
-    /// does not lead).
-    async fn propose(&mut self, session: SessionId, cxid: i32, auth: Vec<Id>, request: &Request, moved: bool) -> bool {
+    /// Prepares and proposes one write; false when this server cannot (it does not lead).
+    async fn propose(&mut self, session: SessionId, cxid: i32, auth: Vec<Id>, request: &Request) -> bool {
         let options = self.options;
         let Some(spec) = self.spec().await else { return false };
         let caller = Caller { session, auth };
-        let (txn_op, txn) = if moved {
-            (op::ERROR, Txn::Error { err: Code::SessionMoved.value() })
-        } else {
-            prep::prep(spec, &caller, options, request)
-        };
+        let (txn_op, txn) = prep::prep(spec, &caller, options, request);
         let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         // The real zxid is the runtime's to give; the speculative tree only needs one above its last.
         let header = TxnHeader { client_id: session, cxid, zxid: spec.last_zxid() + 1, time, op: txn_op };
         spec.apply(&header, &txn);
         match request {
-            _ if moved => {}
             Request::CreateSession { timeout } => {
                 self.sessions.insert(session, Tracked::new(*timeout, Instant::now()));
             }
@@ -333,7 +330,7 @@ impl Pipeline {
         let system = vec![Id::new("super", "")];
         for path in doomed {
             tracing::debug!(path, "deleting an empty container or an expired TTL node");
-            self.propose(0, 0, system.clone(), &Request::Delete { path, version: -1 }, false).await;
+            self.propose(0, 0, system.clone(), &Request::Delete { path, version: -1 }).await;
         }
     }
 
@@ -349,7 +346,7 @@ impl Pipeline {
         for session in expired {
             tracing::info!(session = format_args!("0x{session:x}"), "session expired");
             self.sessions.remove(&session);
-            self.propose(session, 0, Vec::new(), &Request::CloseSession, false).await;
+            self.propose(session, 0, Vec::new(), &Request::CloseSession).await;
         }
     }
 }

@@ -188,8 +188,9 @@ async fn password(cluster: Arc<Cluster>) {
 }
 
 /// ZooKeeper's SESSIONMOVED: once a session was reopened on another server (and the leader saw a write from
-/// there), a write still sent on its old connection must not apply. It fails with SESSIONMOVED, or finds the
-/// connection closed.
+/// there), a write still sent on its old connection must not apply: the connection is torn down (ZooKeeper
+/// closes it too; a SESSIONMOVED reply is accepted as well). Here the close that the attach asks for usually
+/// wins the race; the leader's check covers a write that reaches it before the old server closed.
 async fn moved_writes(cluster: Arc<Cluster>) {
     let followers = blocking(|| cluster.followers());
     let create = |path: &str| Body::new().string(path).buffer(b"").open_acl().int(0);
