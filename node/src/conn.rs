@@ -182,6 +182,7 @@ impl Conn {
         let timeout_ms =
             session::negotiate_timeout(request.timeout, config.min_session_timeout, config.max_session_timeout);
         self.timeout = Duration::from_millis(timeout_ms as u64);
+        self.handle.counters.session_timeout_ms.store(timeout_ms, Ordering::Relaxed);
         let valid = if request.session_id == 0 {
             self.session = shared.session_ids.next();
             self.register();
@@ -297,6 +298,7 @@ impl Conn {
         let header = RequestHeader::read(&mut buf).map_err(|e| Closed::Malformed(format!("request header: {e}")))?;
         let (xid, op_code) = (header.xid, header.op);
         self.handle.counters.last_cxid.store(xid as u32 as u64, Ordering::Relaxed);
+        self.handle.counters.last_op.store(op_code, Ordering::Relaxed);
         let zxid = || self.ctx.shared.tree().last_zxid();
         let ready = |code: Code| Slot::Ready { frame: reply::frame(xid, zxid(), code, &Response::Empty), started };
         let request = match op_code {
@@ -498,7 +500,14 @@ impl Conn {
         if frame.is_empty() {
             return Ok(());
         }
-        self.ctx.shared.stats.record_latency(started);
+        self.ctx.shared.stats.latency.record(started);
+        let counters = &self.handle.counters;
+        counters.latency.record(started);
+        if let Some(zxid) = frame.get(4..12) {
+            counters.last_zxid.store(i64::from_be_bytes(zxid.try_into().expect("8 bytes")), Ordering::Relaxed);
+        }
+        let now_ms = self.ctx.shared.stats.started.elapsed().as_millis() as i64;
+        counters.last_response_ms.store(now_ms, Ordering::Relaxed);
         self.send(frame).await
     }
 

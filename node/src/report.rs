@@ -25,13 +25,7 @@ pub async fn answer_four_letter_word(ctx: &Ctx, mut stream: TcpStream, word: &'s
     } else {
         match word {
             "srst" => ctx.shared.stats.reset(),
-            "crst" => {
-                for conn in ctx.shared.conns().values() {
-                    for c in [&conn.counters.received, &conn.counters.sent] {
-                        c.store(0, Ordering::Relaxed);
-                    }
-                }
-            }
+            "crst" => ctx.shared.conns().values().for_each(|conn| conn.counters.reset()),
             _ => {}
         }
         let report = report(ctx);
@@ -71,21 +65,8 @@ pub fn report(ctx: &Ctx) -> Report {
     };
     let (watches, paths, watchers) = shared.watches().counts();
     let stats = &shared.stats;
-    let count = stats.latency_count.load(Ordering::Relaxed);
-    let min_us = stats.latency_min_us.load(Ordering::Relaxed);
-    let connections = shared
-        .conns()
-        .iter()
-        .map(|(&session, conn)| Connection {
-            remote: conn.addr,
-            interest_ops: 1,
-            received: conn.counters.received.load(Ordering::Relaxed),
-            sent: conn.counters.sent.load(Ordering::Relaxed),
-            session_id: session,
-            last_cxid: conn.counters.last_cxid.load(Ordering::Relaxed) as i64,
-            ..Connection::default()
-        })
-        .collect();
+    let latency = stats.latency.ms();
+    let connections = shared.conns().iter().map(|(&session, conn)| connection(session, conn)).collect();
     let wal = ctx.wal.stats();
     Report {
         version: format!("3.8.4-ensemble-{}, built on Rust", env!("CARGO_PKG_VERSION")),
@@ -94,13 +75,9 @@ pub fn report(ctx: &Ctx) -> Report {
         peer_state,
         zxid,
         node_count,
-        min_latency_ms: if count == 0 { 0 } else { (min_us / 1000) as i64 },
-        avg_latency_ms: if count == 0 {
-            0.0
-        } else {
-            stats.latency_sum_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0
-        },
-        max_latency_ms: (stats.latency_max_us.load(Ordering::Relaxed) / 1000) as i64,
+        min_latency_ms: latency.min,
+        avg_latency_ms: latency.avg,
+        max_latency_ms: latency.max,
         packets_received: stats.received.load(Ordering::Relaxed),
         packets_sent: stats.sent.load(Ordering::Relaxed),
         outstanding_requests: stats.outstanding.load(Ordering::Relaxed),
@@ -126,6 +103,32 @@ pub fn report(ctx: &Ctx) -> Report {
             ("wal_fsync_max_us".into(), wal.fsync_max.as_micros().to_string()),
         ],
         ..Report::default()
+    }
+}
+
+/// A client connection as `cons` shows it.
+fn connection(session: i64, conn: &crate::shared::ConnHandle) -> Connection {
+    let c = &conn.counters;
+    let latency = c.latency.ms();
+    let last_op = c.last_op.load(Ordering::Relaxed);
+    Connection {
+        remote: conn.addr,
+        interest_ops: 1,
+        queued: c.outstanding.load(Ordering::Relaxed),
+        received: c.received.load(Ordering::Relaxed),
+        sent: c.sent.load(Ordering::Relaxed),
+        session_id: session,
+        last_op: if last_op == i32::MIN { "NA".to_owned() } else { fourlw::last_op_name(last_op).to_owned() },
+        established_ms: c.established_ms,
+        session_timeout_ms: c.session_timeout_ms.load(Ordering::Relaxed),
+        last_cxid: c.last_cxid.load(Ordering::Relaxed) as i64,
+        last_zxid: c.last_zxid.load(Ordering::Relaxed),
+        last_response_ms: c.last_response_ms.load(Ordering::Relaxed),
+        last_latency_ms: latency.last,
+        min_latency_ms: latency.min,
+        // ZooKeeper's connection counters print the mean as a truncated integer.
+        avg_latency_ms: latency.avg as i64,
+        max_latency_ms: latency.max,
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -53,8 +53,79 @@ pub struct ConnHandle {
     pub counters: Arc<ConnCounters>,
 }
 
-/// A connection's counters.
-#[derive(Debug, Default)]
+/// Request latencies in microseconds: sum, count, min, max and the last one (lock-free, for `srvr`, `mntr` and
+/// `cons`).
+#[derive(Debug)]
+pub struct Latency {
+    sum_us: AtomicU64,
+    count: AtomicU64,
+    min_us: AtomicU64,
+    max_us: AtomicU64,
+    last_us: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            min_us: AtomicU64::new(u64::MAX),
+            max_us: AtomicU64::new(0),
+            last_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A summary of [`Latency`] in milliseconds, as ZooKeeper prints it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LatencyMs {
+    /// The smallest (0 with none measured).
+    pub min: i64,
+    /// The mean.
+    pub avg: f64,
+    /// The largest.
+    pub max: i64,
+    /// The last one.
+    pub last: i64,
+}
+
+impl Latency {
+    /// Records one request that started at `started`.
+    pub fn record(&self, started: Instant) {
+        let us = started.elapsed().as_micros() as u64;
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.min_us.fetch_min(us, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.last_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Forgets every measurement.
+    pub fn reset(&self) {
+        for c in [&self.sum_us, &self.count, &self.max_us, &self.last_us] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.min_us.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// The summary in milliseconds.
+    pub fn ms(&self) -> LatencyMs {
+        let count = self.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return LatencyMs::default();
+        }
+        let ms = |us: u64| (us / 1000) as i64;
+        LatencyMs {
+            min: ms(self.min_us.load(Ordering::Relaxed)),
+            avg: self.sum_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0,
+            max: ms(self.max_us.load(Ordering::Relaxed)),
+            last: ms(self.last_us.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A connection's counters (`cons`).
+#[derive(Debug)]
 pub struct ConnCounters {
     /// Packets received.
     pub received: AtomicU64,
@@ -64,6 +135,47 @@ pub struct ConnCounters {
     pub outstanding: AtomicU64,
     /// The last xid seen.
     pub last_cxid: AtomicU64,
+    /// The last request's opcode (`i32::MIN`: none yet).
+    pub last_op: AtomicI32,
+    /// The zxid of the last reply (-1: none yet).
+    pub last_zxid: AtomicI64,
+    /// When the last reply went out, ms on the server's monotonic clock (since it started).
+    pub last_response_ms: AtomicI64,
+    /// The negotiated session timeout, ms.
+    pub session_timeout_ms: AtomicI32,
+    /// When the connection was accepted, ms since the Unix epoch.
+    pub established_ms: i64,
+    /// Request latencies.
+    pub latency: Latency,
+}
+
+impl ConnCounters {
+    fn new() -> ConnCounters {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        ConnCounters {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
+            last_cxid: AtomicU64::new(0),
+            last_op: AtomicI32::new(i32::MIN),
+            last_zxid: AtomicI64::new(-1),
+            last_response_ms: AtomicI64::new(0),
+            session_timeout_ms: AtomicI32::new(0),
+            established_ms: now as i64,
+            latency: Latency::default(),
+        }
+    }
+
+    /// Resets what `crst` resets (ZooKeeper's `ServerCnxn.resetStats`).
+    pub fn reset(&self) {
+        for c in [&self.received, &self.sent] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.last_op.store(i32::MIN, Ordering::Relaxed);
+        self.last_zxid.store(-1, Ordering::Relaxed);
+        self.last_response_ms.store(0, Ordering::Relaxed);
+        self.latency.reset();
+    }
 }
 
 impl ConnHandle {
@@ -71,7 +183,8 @@ impl ConnHandle {
     pub fn new(id: u64, addr: std::net::SocketAddr) -> (ConnHandle, ConnInbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        (ConnHandle { id, tx, queued: queued.clone(), addr, counters: Arc::default() }, ConnInbox { rx, queued })
+        let counters = Arc::new(ConnCounters::new());
+        (ConnHandle { id, tx, queued: queued.clone(), addr, counters }, ConnInbox { rx, queued })
     }
 
     /// Queues `out`; a connection that has fallen [`MAX_QUEUED`] behind is told to close instead.
@@ -115,14 +228,8 @@ pub struct Stats {
     pub sent: AtomicU64,
     /// Requests in flight.
     pub outstanding: AtomicU64,
-    /// Sum, count, min and max of request latencies in microseconds.
-    pub latency_sum_us: AtomicU64,
-    /// Requests measured.
-    pub latency_count: AtomicU64,
-    /// The smallest latency.
-    pub latency_min_us: AtomicU64,
-    /// The largest latency.
-    pub latency_max_us: AtomicU64,
+    /// Request latencies.
+    pub latency: Latency,
     /// When the server started.
     pub started: Instant,
 }
@@ -133,31 +240,19 @@ impl Default for Stats {
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             outstanding: AtomicU64::new(0),
-            latency_sum_us: AtomicU64::new(0),
-            latency_count: AtomicU64::new(0),
-            latency_min_us: AtomicU64::new(u64::MAX),
-            latency_max_us: AtomicU64::new(0),
+            latency: Latency::default(),
             started: Instant::now(),
         }
     }
 }
 
 impl Stats {
-    /// Records one request's latency.
-    pub fn record_latency(&self, started: Instant) {
-        let us = started.elapsed().as_micros() as u64;
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_min_us.fetch_min(us, Ordering::Relaxed);
-        self.latency_max_us.fetch_max(us, Ordering::Relaxed);
-    }
-
     /// Resets latency and packet counters (`srst`).
     pub fn reset(&self) {
-        for c in [&self.received, &self.sent, &self.latency_sum_us, &self.latency_count, &self.latency_max_us] {
+        for c in [&self.received, &self.sent] {
             c.store(0, Ordering::Relaxed);
         }
-        self.latency_min_us.store(u64::MAX, Ordering::Relaxed);
+        self.latency.reset();
     }
 }
 

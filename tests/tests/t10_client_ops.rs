@@ -403,6 +403,22 @@ async fn four_letter_words(cluster: Arc<Cluster>) {
         modes.sort_by_key(|m| *m != Mode::Leader);
         assert_eq!(modes, [Mode::Leader, Mode::Follower, Mode::Follower]);
     });
+    // cons: a line per connection with its session's fields, in ZooKeeper's format.
+    let c = connect(&cluster.client_addr(0).to_string()).await;
+    c.get_data("/t10").await.unwrap();
+    let sid = format!("sid=0x{:x},", c.session_id().0);
+    let cons = blocking(|| cluster.four_letter(0, "cons"));
+    let line = cons.lines().find(|l| l.contains(&sid)).unwrap_or_else(|| panic!("no {sid} in cons:\n{cons}"));
+    let field = |name: &str| -> String {
+        let start = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len() + 1;
+        line[start..].split([',', ')']).next().unwrap().to_owned()
+    };
+    assert_eq!(field("to"), "10000", "{line}");
+    assert_ne!(field("lop"), "NA", "{line}");
+    assert_ne!(field("lzxid"), "0xffffffffffffffff", "a connection that was answered has a last zxid: {line}");
+    assert!(field("est").parse::<i64>().unwrap() > 1_600_000_000_000, "est is ms since the epoch: {line}");
+    let (min, max) = (field("minlat").parse::<i64>().unwrap(), field("maxlat").parse::<i64>().unwrap());
+    assert!(min <= max, "{line}");
 }
 
 async fn follower_writes(cluster: Arc<Cluster>) {
