@@ -58,10 +58,10 @@ pub fn report(ctx: &Ctx) -> Report {
         (Role::Following(_), false) => "following - synchronization".to_owned(),
     };
     let (zxid, node_count, sessions, ephemerals, data_size) = {
+        // Counters the tree keeps as it goes: a report never walks the tree (monitoring polls it).
         let tree = shared.tree();
-        let ephemerals: usize = tree.sessions().keys().map(|&s| tree.ephemerals(s).count()).sum();
-        let size: u64 = tree.nodes_after(None).map(|(p, n)| (p.len() + n.data.len()) as u64).sum();
-        (tree.last_zxid(), tree.node_count() as u64, tree.sessions().len() as u64, ephemerals as u64, size)
+        let (nodes, sessions, ephemerals) = (tree.node_count(), tree.sessions().len(), tree.ephemeral_count());
+        (tree.last_zxid(), nodes as u64, sessions as u64, ephemerals as u64, tree.approximate_data_size())
     };
     let (watches, paths, watchers) = shared.watches().counts();
     let stats = &shared.stats;

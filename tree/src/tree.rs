@@ -81,6 +81,8 @@ pub struct DataTree {
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
     /// Containers and TTL nodes: what the leader's reaper looks at, without walking the tree.
     reapable: BTreeSet<String>,
+    /// ZooKeeper's approximate data size: the length of every path plus every node's data.
+    data_size: u64,
     digest: u64,
     last_zxid: i64,
 }
@@ -94,15 +96,7 @@ impl Default for DataTree {
 impl DataTree {
     /// A fresh tree: `/`, `/zookeeper`, `/zookeeper/quota` and `/zookeeper/config` (read-only).
     pub fn new() -> DataTree {
-        let mut tree = DataTree {
-            nodes: BTreeMap::new(),
-            acls: AclTable::default(),
-            sessions: BTreeMap::new(),
-            ephemerals: BTreeMap::new(),
-            reapable: BTreeSet::new(),
-            digest: 0,
-            last_zxid: 0,
-        };
+        let mut tree = DataTree::empty();
         tree.insert("/".into(), Node::new(Bytes::new(), OPEN_ACL_ID, StatPersisted::default()));
         for p in ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
             tree.insert(p.into(), Node::new(Bytes::new(), OPEN_ACL_ID, StatPersisted::default()));
@@ -151,6 +145,16 @@ impl DataTree {
     /// The ephemeral nodes of `session`.
     pub fn ephemerals(&self, session: i64) -> impl Iterator<Item = &str> {
         self.ephemerals.get(&session).into_iter().flatten().map(String::as_str)
+    }
+
+    /// ZooKeeper's `approximate_data_size`: the length of every path plus every node's data, kept as it goes.
+    pub fn approximate_data_size(&self) -> u64 {
+        self.data_size
+    }
+
+    /// How many ephemeral nodes there are.
+    pub fn ephemeral_count(&self) -> usize {
+        self.ephemerals.values().map(BTreeSet::len).sum()
     }
 
     /// The containers and TTL nodes, in path order: the candidates for ZooKeeper's container reaping.
@@ -350,16 +354,18 @@ impl DataTree {
     /// Changes a node, keeping the digest in step; returns its new client stat (`None`: no such node).
     fn update(&mut self, path: &str, change: impl FnOnce(&mut Node)) -> Option<Stat> {
         let node = self.nodes.get_mut(path)?;
-        let before = node_digest(path, &node.data, &node.stat);
+        let (before, len) = (node_digest(path, &node.data, &node.stat), node.data.len() as u64);
         change(node);
         let after = node_digest(path, &node.data, &node.stat);
         self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
+        self.data_size = self.data_size - len + node.data.len() as u64;
         Some(node.client_stat())
     }
 
     fn insert(&mut self, path: String, node: Node) {
         debug_assert!(!self.nodes.contains_key(&path));
         self.digest = self.digest.wrapping_add(node_digest(&path, &node.data, &node.stat));
+        self.data_size += (path.len() + node.data.len()) as u64;
         match OwnerKind::of(node.stat.ephemeral_owner) {
             OwnerKind::Ephemeral(owner) => drop(self.ephemerals.entry(owner).or_default().insert(path.clone())),
             OwnerKind::Container | OwnerKind::Ttl(_) => drop(self.reapable.insert(path.clone())),
@@ -371,6 +377,7 @@ impl DataTree {
     fn remove(&mut self, path: &str) -> Option<Node> {
         let node = self.nodes.remove(path)?;
         self.digest = self.digest.wrapping_sub(node_digest(path, &node.data, &node.stat));
+        self.data_size -= (path.len() + node.data.len()) as u64;
         match OwnerKind::of(node.stat.ephemeral_owner) {
             OwnerKind::Ephemeral(owner) => {
                 if let Some(set) = self.ephemerals.get_mut(&owner) {
@@ -421,6 +428,7 @@ impl DataTree {
             sessions: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
             reapable: BTreeSet::new(),
+            data_size: 0,
             digest: 0,
             last_zxid: 0,
         }
@@ -428,9 +436,10 @@ impl DataTree {
 
     /// Checks the invariants; a description of the first broken one.
     pub fn validate(&self) -> Result<(), String> {
-        let mut digest = 0u64;
+        let (mut digest, mut size) = (0u64, 0u64);
         for (p, node) in &self.nodes {
             digest = digest.wrapping_add(node_digest(p, &node.data, &node.stat));
+            size += (p.len() + node.data.len()) as u64;
             if p != "/" {
                 let parent = self.nodes.get(path::parent(p)).ok_or_else(|| format!("{p} has no parent"))?;
                 if !parent.children.contains(path::name(p)) {
@@ -465,6 +474,9 @@ impl DataTree {
         }
         if digest != self.digest {
             return Err(format!("digest {:x} != recomputed {:x}", self.digest, digest));
+        }
+        if size != self.data_size {
+            return Err(format!("data size {} != recomputed {size}", self.data_size));
         }
         Ok(())
     }
