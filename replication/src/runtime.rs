@@ -31,7 +31,7 @@ use wal::{Epoch, Wal, WalError, Zxid};
 use crate::broadcast::ProposeError;
 use crate::message::{Message, ServerId};
 use crate::peer::{Action, DurableState, Event, Peer, PeerConfig, Role};
-use crate::streams::{SnapshotStream, TxnStream};
+use crate::streams::{SnapshotPoint, SnapshotStream, TxnStream};
 use crate::sync::History;
 use crate::transport::{Inbound, TcpTransport, Transport, TransportConfig};
 use snapshot::transfer::Incoming;
@@ -434,7 +434,9 @@ impl Server {
                     let txns = TxnStream::new(&self.wal, self.pending_until(until), after, until, commit_up_to);
                     let _ = self.transport.send_stream(to, Box::new(txns));
                 }
-                Action::StreamSnapshot { to, until, commit_up_to } => self.stream_snapshot(to, until, commit_up_to),
+                Action::StreamSnapshot { to, until, commit_up_to } => {
+                    self.stream_snapshot(to, until, commit_up_to, peer.serving())
+                }
                 Action::SnapshotChunk { offset, data } => self.receive_chunk(offset, &data)?,
                 Action::InstallSnapshot(zxid) => self.install_snapshot(zxid).await?,
                 Action::Proposed(zxid) => {
@@ -509,18 +511,22 @@ impl Server {
         self.log.pending.range(..=until).map(|(&z, txn)| (z, txn.clone())).collect()
     }
 
-    /// Streams a follower too far behind for a DIFF a snapshot of the history up to the commit point, then the
-    /// txns after it. The commit point is what this server has delivered and holds durably.
-    fn stream_snapshot(&self, to: ServerId, until: Zxid, commit_up_to: Zxid) {
+    /// Streams a follower too far behind for a DIFF a snapshot of committed history, then the txns after it
+    /// (see [`SnapshotPoint`] for where the snapshot ends).
+    fn stream_snapshot(&self, to: ServerId, until: Zxid, commit_up_to: Zxid, serving: bool) {
         let Some(snap_dir) = self.snapshots.clone() else {
             tracing::warn!(follower = to.0, "the follower needs a snapshot, and this server has no snapshot directory");
             self.transport.disconnect(to);
             return;
         };
-        let committed = self.delivered.min(self.wal.end());
-        tracing::info!(follower = to.0, %committed, %until, "sending a snapshot");
+        let point = if serving {
+            SnapshotPoint::Delivered(self.delivered.min(self.wal.end()))
+        } else {
+            SnapshotPoint::NewestSnapshot
+        };
+        tracing::info!(follower = to.0, ?point, %until, "sending a snapshot");
         let pending = self.pending_until(until);
-        let stream = SnapshotStream::new(self.wal.clone(), snap_dir, committed, pending, until, commit_up_to);
+        let stream = SnapshotStream::new(self.wal.clone(), snap_dir, point, pending, until, commit_up_to);
         let _ = self.transport.send_stream(to, Box::new(stream));
     }
 

@@ -75,11 +75,22 @@ impl Iterator for TxnStream {
     }
 }
 
+/// Where the snapshot a leader ships ends: a zxid it knows is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPoint {
+    /// A leader that serves: everything it delivered is committed (this zxid: delivered and durable).
+    Delivered(Zxid),
+    /// A leader still establishing its epoch: its own history past what it ever snapshotted may hold txns an
+    /// older leader never committed (it replayed its whole log at start-up), which a follower must stay able to
+    /// cut. So the snapshot ends where its newest snapshot on disk ends, and the rest goes as txns.
+    NewestSnapshot,
+}
+
 enum Stage {
     /// Rebuild a consistent snapshot at the commit point (on the first pull, on a blocking thread).
     Prepare {
         snap_dir: PathBuf,
-        committed: Zxid,
+        point: SnapshotPoint,
         until: Zxid,
         commit_up_to: Zxid,
         pending: Vec<(Zxid, Bytes)>,
@@ -102,17 +113,17 @@ pub struct SnapshotStream {
 }
 
 impl SnapshotStream {
-    /// A stream of the history up to `committed` (which the leader's log holds durably) as a snapshot, then
-    /// the txns after it up to `until`.
+    /// A stream of the history up to `point` (which the leader's log holds durably) as a snapshot, then the
+    /// txns after it up to `until`.
     pub fn new(
         wal: Arc<Wal>,
         snap_dir: PathBuf,
-        committed: Zxid,
+        point: SnapshotPoint,
         pending: Vec<(Zxid, Bytes)>,
         until: Zxid,
         commit_up_to: Zxid,
     ) -> SnapshotStream {
-        SnapshotStream { wal, stage: Stage::Prepare { snap_dir, committed, until, commit_up_to, pending } }
+        SnapshotStream { wal, stage: Stage::Prepare { snap_dir, point, until, commit_up_to, pending } }
     }
 }
 
@@ -121,7 +132,15 @@ impl Iterator for SnapshotStream {
 
     fn next(&mut self) -> Option<Self::Item> {
         match std::mem::replace(&mut self.stage, Stage::Failed) {
-            Stage::Prepare { snap_dir, committed, until, commit_up_to, pending } => {
+            Stage::Prepare { snap_dir, point, until, commit_up_to, pending } => {
+                let committed = match point {
+                    SnapshotPoint::Delivered(zxid) => zxid,
+                    SnapshotPoint::NewestSnapshot => match transfer::newest_snapshot_end(&snap_dir) {
+                        Ok(Some(end)) => end.min(self.wal.end()),
+                        Ok(None) => return Some(Err("no snapshot to ship".to_owned())),
+                        Err(error) => return Some(Err(format!("find the newest snapshot: {error}"))),
+                    },
+                };
                 match transfer::prepare(&snap_dir, &self.wal, committed) {
                     Ok(prepared) => {
                         let message = Message::Snap { zxid: prepared.zxid, total_bytes: prepared.len };

@@ -264,10 +264,20 @@ impl Sim {
                     }
                 }
                 Action::StreamSnapshot { to, until, commit_up_to } => {
-                    // The runtime's choice: the history this server delivered and holds durably, rebuilt from
-                    // its snapshot and log; then the txns after it.
+                    // The runtime's choice (`SnapshotPoint`): a serving leader ships what it delivered and holds
+                    // durably; one still establishing its epoch ships up to its newest snapshot only (what it
+                    // replayed at start-up may hold txns nobody committed); then the txns after it.
                     let server = &self.servers[&id];
-                    let committed = server.applied.last().copied().unwrap_or(Zxid::ZERO).min(server.disk.durable_end());
+                    let serving = server.peer.as_ref().is_some_and(|p| p.serving());
+                    let committed = if serving {
+                        server.applied.last().copied().unwrap_or(Zxid::ZERO).min(server.disk.durable_end())
+                    } else if let Some(&end) = server.disk.snapshot.last() {
+                        end
+                    } else {
+                        // No snapshot to ship: the runtime's stream fails and the connection closes.
+                        self.run_actions_inner(id, vec![Action::Disconnect(to)]);
+                        continue;
+                    };
                     let state: Vec<Zxid> = server.applied.iter().copied().filter(|&z| z <= committed).collect();
                     let bytes: Vec<u8> = state.iter().flat_map(|z| z.0.to_be_bytes()).collect();
                     let mut messages = vec![Message::Snap { zxid: committed, total_bytes: bytes.len() as u64 }];

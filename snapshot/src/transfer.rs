@@ -86,6 +86,19 @@ pub fn prepare(snap_dir: &Path, wal: &Wal, committed: Zxid) -> Result<Prepared, 
     Ok(Prepared { zxid: committed, file, len: info.bytes })
 }
 
+/// The end zxid of the newest snapshot in `snap_dir` that verifies: a point every txn up to which was
+/// committed (a snapshot copies the applied tree, and a server applies only committed txns, except those it
+/// replays from its own log at start-up, which a sync confirms or cuts before any commit makes it snapshot).
+pub fn newest_snapshot_end(snap_dir: &Path) -> Result<Option<Zxid>, SnapshotError> {
+    for (_, path) in crate::dir::list(snap_dir)? {
+        match read::check(&path) {
+            Ok((_, trailer)) => return Ok(Some(Zxid(u64::try_from(trailer.end_zxid).unwrap_or(0)))),
+            Err(error) => tracing::warn!(%error, "skipping a snapshot that does not verify"),
+        }
+    }
+    Ok(None)
+}
+
 /// Reads up to `max` bytes of a prepared snapshot from `offset`.
 pub fn read_chunk(file: &mut File, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(offset))?;

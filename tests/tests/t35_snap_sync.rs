@@ -1,6 +1,7 @@
 //! SNAP sync on a real 3-node cluster: a follower that was down while the leader's log was purged past it gets
 //! a snapshot and the txns after it, serves the same tree, follows the broadcast after that, and recovers from
-//! the installed snapshot when it restarts; a follower whose disk was wiped rejoins the same way.
+//! the installed snapshot when it restarts; a follower whose disk was wiped rejoins the same way, also in the
+//! first sync of a new epoch, with the rest of the cluster down.
 //!
 //! WAL segments are at least 4 MiB, so the writes carry 4 KiB each: a few thousand of them fill several
 //! segments, and retention (3 snapshots kept, one every 500 to 1000 txns) purges the oldest.
@@ -51,6 +52,22 @@ async fn a_follower_behind_the_purged_log_gets_a_snapshot() {
     write_batch(&writer, WRITES + 50, WRITES + 60).await;
     blocking(|| cluster.restart(wiped));
     expect_tree(&cluster, wiped, WRITES + 60).await;
+
+    // A follower wiped while the whole cluster was down syncs in the leader's first sync of a new epoch (the
+    // leader ships what its newest snapshot holds, the rest as txns), and the cluster serves with the two.
+    let leader = blocking(|| cluster.leader());
+    let others: Vec<usize> = (0..cluster.len()).filter(|&i| i != leader).collect();
+    for i in 0..cluster.len() {
+        blocking(|| cluster.kill(i));
+    }
+    wipe(&cluster.node_dir(others[0]));
+    blocking(|| {
+        cluster.start_node(leader);
+        cluster.restart(others[0]);
+    });
+    expect_tree(&cluster, others[0], WRITES + 60).await;
+    blocking(|| cluster.restart(others[1]));
+    expect_tree(&cluster, others[1], WRITES + 60).await;
 }
 
 /// Creates `/t35/n<i>` for i in `from..to`, 100 at a time in flight.
