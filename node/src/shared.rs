@@ -187,10 +187,17 @@ impl ConnHandle {
         (ConnHandle { id, tx, queued: queued.clone(), addr, counters }, ConnInbox { rx, queued })
     }
 
-    /// Queues `out`; a connection that has fallen [`MAX_QUEUED`] behind is told to close instead.
+    /// Queues `out`; a connection that has fallen [`MAX_QUEUED`] behind is told to close instead, once, and
+    /// whatever comes for it after that is dropped: the queue never holds more than `MAX_QUEUED + 1` messages.
     pub fn send(&self, out: Out) {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
-            let _ = self.tx.send(Out::Close);
+        let queued = self.queued.fetch_add(1, Ordering::Relaxed);
+        if queued >= MAX_QUEUED {
+            if queued == MAX_QUEUED {
+                tracing::warn!(client = %self.addr, "a client fell {MAX_QUEUED} messages behind: closing it");
+                let _ = self.tx.send(Out::Close);
+            } else {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+            }
             return;
         }
         let _ = self.tx.send(out);
@@ -315,4 +322,26 @@ impl Shared {
 /// section leaves it consistent).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_does_not_drain_gets_one_close_and_its_queue_stays_bounded() {
+        let (handle, mut inbox) = ConnHandle::new(1, "127.0.0.1:1".parse().unwrap());
+        for _ in 0..MAX_QUEUED + 100 {
+            handle.send(Out::Event(bytes::Bytes::new()));
+        }
+        let (mut events, mut closes) = (0, 0);
+        while let Some(out) = inbox.try_recv() {
+            match out {
+                Out::Event(_) => events += 1,
+                Out::Close => closes += 1,
+                _ => panic!("only events were sent"),
+            }
+        }
+        assert_eq!((events, closes), (MAX_QUEUED, 1));
+    }
 }
