@@ -73,7 +73,10 @@ fn main() -> ExitCode {
 async fn start(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let server = server::start(config).await.map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        reason = server.failed() => return Err(reason),
+    }
     tracing::info!("stopping");
     server.shutdown();
     Ok(())
@@ -109,7 +112,16 @@ async fn demo(dir: PathBuf, nodes: u64, client_port: u16, quorum_port: u16) -> R
     let connect: Vec<String> = servers.iter().map(|s| s.client_addr().to_string()).collect();
     println!("Ensemble of {nodes} running; data in {}. Connect with:\n  {}", dir.display(), connect.join(","));
     println!("Stop with Ctrl-C; the next start recovers every znode from disk.");
-    wait_for_signal().await;
+    let failures = futures_util::future::select_all(servers.iter().map(|s| Box::pin(s.failed())));
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        (reason, i, _) = failures => {
+            for server in &servers {
+                server.shutdown();
+            }
+            return Err(format!("server {}: {reason}", i + 1));
+        }
+    }
     tracing::info!("stopping");
     for server in &servers {
         server.shutdown();

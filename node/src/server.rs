@@ -89,12 +89,27 @@ pub struct Server {
     /// Its context.
     pub ctx: Arc<Ctx>,
     stop: watch::Sender<bool>,
+    fatal: watch::Receiver<Option<String>>,
 }
 
 impl Server {
     /// The client address it listens on.
     pub fn client_addr(&self) -> SocketAddr {
         self.ctx.client_addr
+    }
+
+    /// Waits until the server failed for good (its replication runtime stopped on a disk error, say); the
+    /// reason. The process should exit then, so that a restart recovers from disk.
+    pub async fn failed(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        let reason = match fatal.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// Stops serving: closes client connections and the replication runtime.
@@ -239,14 +254,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
     let ctx = Arc::new(Ctx { shared, handle, pipeline, client_addr, snap_dir, log_dir, wal });
     let (stop, stopped) = watch::channel(false);
+    let (fatal_tx, fatal) = watch::channel(None);
     tokio::spawn(forwarded(ctx.clone(), streams.forwarded));
     tokio::spawn(touches(ctx.clone(), stopped.clone()));
-    tokio::spawn(serving(ctx.clone()));
+    tokio::spawn(serving(ctx.clone(), stopped.clone(), fatal_tx));
     tokio::spawn(send_digests(ctx.clone(), digests_in));
     tokio::spawn(halt_on_divergence(ctx.clone()));
     tokio::spawn(accept(ctx.clone(), client_listener, stopped));
     tracing::info!(server = my_id, client = %client_addr, standalone, "started");
-    Ok(Server { ctx, stop })
+    Ok(Server { ctx, stop, fatal })
 }
 
 /// Accepts client connections until stopped.
@@ -349,7 +365,7 @@ async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 
 /// Closes every client connection when this server stops serving (ZooKeeper shuts its request processors
 /// down on a leader change; clients reconnect, to this server or another, once one serves again).
-async fn serving(ctx: Arc<Ctx>) {
+async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>, fatal: watch::Sender<Option<String>>) {
     let mut role = ctx.handle.role.clone();
     let mut was = *role.borrow();
     while role.changed().await.is_ok() {
@@ -371,6 +387,17 @@ async fn serving(ctx: Arc<Ctx>) {
         }
         was = now;
     }
+    // The runtime ended. Unless this server is shutting down, that was a fatal error (its log says which: a
+    // failed fsync, say): serving on would answer reads from a tree that no longer follows the leader.
+    if !*stopped.borrow() {
+        let reason = "the replication runtime stopped on a fatal error (see the log above)".to_owned();
+        tracing::error!(server = ctx.shared.my_id, "{reason}: this server stops serving");
+        ctx.shared.halt.send_replace(Some(reason.clone()));
+        for conn in ctx.shared.conns().values() {
+            conn.send(Out::Close);
+        }
+        fatal.send_replace(Some(reason));
+    }
 }
 
 /// Sends the leader's digest samples to every follower.
@@ -387,10 +414,11 @@ async fn send_digests(ctx: Arc<Ctx>, mut samples: mpsc::UnboundedReceiver<(i64, 
 /// no read is answered from a wrong tree. Its disk stays as it is, for the operator to inspect.
 async fn halt_on_divergence(ctx: Arc<Ctx>) {
     let mut halt = ctx.shared.halt.subscribe();
-    if halt.wait_for(Option::is_some).await.is_err() {
-        return;
-    }
-    tracing::error!(server = ctx.shared.my_id, "halted: the tree diverged from the leader's; see the error above");
+    let reason = match halt.wait_for(Option::is_some).await {
+        Ok(reason) => reason.clone().unwrap_or_default(),
+        Err(_) => return,
+    };
+    tracing::error!(server = ctx.shared.my_id, %reason, "halted: this server serves no more");
     ctx.handle.shutdown();
     let conns: Vec<_> = ctx.shared.conns().values().cloned().collect();
     for conn in conns {

@@ -86,6 +86,8 @@ struct Node {
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// How its process ended when it exited on its own.
+    exited: Option<ExitStatus>,
 }
 
 /// A running cluster. Nodes are numbered from 0 (their `myid` is the index + 1). Every method takes `&self`,
@@ -124,7 +126,7 @@ impl Cluster {
             let config = write_node_files(&options, &dir, i, &ports).expect("node files");
             server.prepare(&dir).expect("server files");
             let log = dir.join("server.log");
-            nodes.push(Mutex::new(Node { id: i + 1, dir, config, log, child: None, starts: 0 }));
+            nodes.push(Mutex::new(Node { id: i + 1, dir, config, log, child: None, starts: 0, exited: None }));
         }
         let cluster = Cluster { server, options, root, tempdir: Some(tempdir), addrs, nodes, _slot: slot };
         eprintln!(
@@ -193,11 +195,16 @@ impl Cluster {
             Some(Ok(None)) => true,
             Some(Ok(Some(status))) => {
                 eprintln!("ensemble-tests: node {} exited on its own: {status}", node.id);
-                node.child = None;
+                (node.child, node.exited) = (None, Some(status));
                 false
             }
             Some(Err(_)) | None => false,
         }
+    }
+
+    /// How node `i`'s process ended, if it exited on its own (seen by [`Cluster::is_running`]).
+    pub fn exit_status(&self, i: usize) -> Option<ExitStatus> {
+        self.node(i).exited
     }
 
     /// Sends `word` to node `i`'s client port; the error when it cannot be reached.

@@ -1,0 +1,53 @@
+//! A server whose disk fails stops for good instead of serving on: its log directory is deleted under it, the
+//! next WAL segment cannot be created, the replication runtime stops on that error, and the process exits with
+//! a failure (so that a supervisor restarts it and recovery runs from disk). The other two go on serving.
+
+use std::time::{Duration, Instant};
+
+use ensemble_tests::client::PERSISTENT;
+use ensemble_tests::process::Server;
+use ensemble_tests::{blocking, connect, Cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_whose_log_cannot_be_written_exits_and_the_others_go_on() {
+    let cluster = blocking(|| Cluster::start(3));
+    if !matches!(cluster.server(), Server::Ensemble(_)) {
+        // ZooKeeper keeps running with a deleted log directory until it next rolls its log; not comparable.
+        eprintln!("t45: Ensemble only (the failure mode is this server's choice)");
+        return;
+    }
+    let leader = blocking(|| cluster.leader());
+    let victim = blocking(|| cluster.followers())[0];
+    let writer = connect(&cluster.client_addr(leader).to_string()).await;
+    writer.create("/t45", b"", PERSISTENT).await.unwrap();
+    std::fs::remove_dir_all(cluster.node_dir(victim).join("log")).unwrap();
+
+    // 4 KiB writes until the victim's 4 MiB segment has to roll (about 1000), and then some.
+    let data = vec![b'x'; 4096];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0;
+    while cluster.is_running(victim) {
+        assert!(Instant::now() < deadline, "node {} still runs after {written} writes of 4 KiB", victim + 1);
+        let creates = (written..written + 100).map(|i| {
+            let (path, data, writer) = (format!("/t45/n{i}"), &data, &writer);
+            async move { writer.create(&path, data, PERSISTENT).await.map(|_| ()) }
+        });
+        for result in futures_util::future::join_all(creates).await {
+            result.expect("the two healthy servers are a quorum: writes go on");
+        }
+        written += 100;
+        if written > 3000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let status = cluster.exit_status(victim).expect("it exited on its own");
+    assert!(!status.success(), "node {} exited with {status} after its disk failed", victim + 1);
+    let log = cluster.log_text(victim);
+    assert!(log.contains("fatal"), "node {} does not say why it stopped:\n{log}", victim + 1);
+
+    // The others serve on, reads and writes.
+    writer.create("/t45/after", b"", PERSISTENT).await.unwrap();
+    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
+    let reader = connect(&cluster.client_addr(other).to_string()).await;
+    assert_eq!(reader.list_children("/t45").await.unwrap().len(), written + 1);
+}
