@@ -114,6 +114,22 @@ fn zkcli_frames_round_trip_byte_for_byte() {
 }
 
 #[test]
+fn zkcli_frames_of_the_newer_ops_round_trip_byte_for_byte() {
+    let (requests, replies, ops) = check("zkcli-extended.txt");
+    assert!(requests >= 10 && replies >= 10, "{requests} requests, {replies} replies");
+    for op in [
+        op::CREATE_CONTAINER,
+        op::CREATE_TTL,
+        op::ADD_WATCH,
+        op::GET_EPHEMERALS,
+        op::GET_ALL_CHILDREN_NUMBER,
+        op::REMOVE_WATCHES,
+    ] {
+        assert!(ops.contains_key(&op), "the capture has no op {op}: {ops:?}");
+    }
+}
+
+#[test]
 fn kazoo_frames_round_trip_byte_for_byte() {
     let (requests, replies, ops) = check("kazoo.txt");
     assert!(requests >= 15 && replies >= 15, "{requests} requests, {replies} replies");
@@ -133,7 +149,7 @@ fn the_connect_handshake_carries_what_zookeeper_sent() {
 
 #[test]
 fn every_captured_frame_cut_short_is_an_error_never_a_panic() {
-    for file in ["zkcli.txt", "kazoo.txt"] {
+    for file in ["zkcli.txt", "zkcli-extended.txt", "kazoo.txt"] {
         let mut connected = std::collections::BTreeSet::new();
         // The first frame a client sends is its ConnectRequest, not a request.
         let requests: Vec<Frame> =
