@@ -21,12 +21,13 @@
 //! <snap dir>/snapshot.<zxid>               the snapshots recovery uses
 //! <snap dir>/transfer/incoming.tmp         a snapshot being received
 //! <snap dir>/transfer/install.<zxid>       a received snapshot, verified and durable, not installed yet
-//! <snap dir>/transfer/outgoing/            a leader's consistent snapshot being shipped
+//! <snap dir>/transfer/outgoing-<n>/        a leader's consistent snapshot being shipped (one per follower)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use wal::{Wal, Zxid};
@@ -72,7 +73,9 @@ pub fn prepare(snap_dir: &Path, wal: &Wal, committed: Zxid) -> Result<Prepared, 
             tree.last_zxid()
         )));
     }
-    let out = transfer_dir(snap_dir).join(OUTGOING_DIR);
+    // One directory per preparation: two followers may need a snapshot at once.
+    static PREPARED: AtomicU64 = AtomicU64::new(0);
+    let out = transfer_dir(snap_dir).join(format!("{OUTGOING_DIR}-{}", PREPARED.fetch_add(1, Ordering::Relaxed)));
     if out.exists() {
         fs::remove_dir_all(&out).map_err(|e| SnapshotError::io("clear", &out, e))?;
     }

@@ -139,3 +139,16 @@ fn a_leader_cannot_prepare_beyond_what_its_log_holds() {
     let beyond = Zxid(committed(&s.leader).0 + 5);
     assert!(transfer::prepare(&s.leader.snap_dir, &s.leader.wal, beyond).is_err());
 }
+
+#[test]
+fn two_followers_can_be_sent_snapshots_at_once() {
+    let s = setup();
+    let at = committed(&s.leader);
+    let lens: Vec<u64> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| transfer::prepare(&s.leader.snap_dir, &s.leader.wal, at).unwrap().len))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(lens[0], lens[1], "the same history makes the same snapshot");
+}
