@@ -211,7 +211,10 @@ impl Pipeline {
                 // comes from the old connection does not apply, and that connection is torn down (ZooKeeper
                 // treats SESSIONMOVED as a connection-level error, ZOOKEEPER-710). The attach already asked for
                 // the close; this covers the writes that reach the leader before it happened.
-                let moved = self.sessions.get(&session).and_then(|t| t.owner).is_some_and(|owner| owner != origin);
+                // (After `spec()`: a new term rebuilds the session table, owners included.)
+                let current = self.spec().await.is_some();
+                let moved =
+                    current && self.sessions.get(&session).and_then(|t| t.owner).is_some_and(|owner| owner != origin);
                 if moved {
                     tracing::debug!(session = format_args!("0x{session:x}"), ?origin, "a write from a moved session");
                     self.drop_request(origin, session).await;

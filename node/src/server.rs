@@ -387,9 +387,11 @@ async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>, fatal: watch::Se
         }
         was = now;
     }
-    // The runtime ended. Unless this server is shutting down, that was a fatal error (its log says which: a
-    // failed fsync, say): serving on would answer reads from a tree that no longer follows the leader.
-    if !*stopped.borrow() {
+    // The runtime ended. Unless this server is shutting down, or halted on a divergence (it stays up, not
+    // serving, for the operator to look at; a restart would serve its diverged disk), that was a fatal error
+    // (its log says which: a failed fsync, say): serving on would answer reads from a tree that no longer
+    // follows the leader.
+    if !*stopped.borrow() && ctx.shared.halt.borrow().is_none() {
         let reason = "the replication runtime stopped on a fatal error (see the log above)".to_owned();
         tracing::error!(server = ctx.shared.my_id, "{reason}: this server stops serving");
         ctx.shared.halt.send_replace(Some(reason.clone()));

@@ -11,7 +11,7 @@
 //!   that the node completes before the peer relies on them.
 //! - A leader proposes only after a quorum acknowledged its NEWLEADER and its current epoch is durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -162,6 +162,10 @@ struct Lead {
     broadcast: Option<LeaderBroadcast>,
     epoch: Option<Epoch>,
     last_heard: BTreeMap<ServerId, Time>,
+    /// Followers being synced (sent DIFF, TRUNC or SNAP, no NEWLEADER ack yet): they get `initLimit` to answer,
+    /// not `syncLimit`, as in ZooKeeper — what is queued for them waits behind their sync stream, a snapshot can
+    /// take a while to prepare and ship, and they send nothing meanwhile.
+    syncing: BTreeSet<ServerId>,
     started: Time,
     last_ping: Time,
 }
@@ -393,6 +397,7 @@ impl Peer {
             broadcast: None,
             epoch: None,
             last_heard: BTreeMap::new(),
+            syncing: BTreeSet::new(),
             started: self.now,
             last_ping: self.now,
         });
@@ -539,11 +544,13 @@ impl Peer {
                         }
                         None => sync.add_follower(from, last_zxid, history),
                     };
+                    l.syncing.insert(from);
                     Ok(leader_sync_actions(commands))
                 }
             },
             Message::AckNewLeader { zxid } => match &mut l.sync {
                 Some(sync) => {
+                    l.syncing.remove(&from);
                     let commands = sync.on_ack_newleader(from, zxid);
                     Ok(self.leader_sync_outcome(commands))
                 }
@@ -573,6 +580,7 @@ impl Peer {
                     let mut commands = sync.start();
                     for (follower, last) in followers {
                         commands.extend(sync.add_follower(follower, last, history));
+                        l.syncing.insert(follower);
                     }
                     l.epoch = Some(epoch);
                     l.sync = Some(sync);
@@ -702,6 +710,7 @@ impl Peer {
             State::Following(f) if f.leader == peer => self.look(),
             State::Leading(l) => {
                 l.last_heard.remove(&peer);
+                l.syncing.remove(&peer);
                 if let Some(b) = &mut l.broadcast {
                     b.remove_follower(peer);
                 }
@@ -724,7 +733,10 @@ impl Peer {
                 self.after_election(commands)
             }
             State::Following(f) => {
-                let silent = now.saturating_sub(f.last_heard) > sync_limit;
+                // While syncing, the leader may be silent for a while (preparing a snapshot): initLimit, as the
+                // whole sync must fit in it anyway; in the broadcast phase, syncLimit.
+                let limit = if matches!(f.phase, FollowPhase::Broadcast(_)) { sync_limit } else { init_limit };
+                let silent = now.saturating_sub(f.last_heard) > limit;
                 let syncing_too_long =
                     !matches!(f.phase, FollowPhase::Broadcast(_)) && now.saturating_sub(f.started) > init_limit;
                 if silent || syncing_too_long {
@@ -737,11 +749,13 @@ impl Peer {
                     // No quorum synced in time.
                     return self.look();
                 }
+                let limit = |p: &ServerId| if l.syncing.contains(p) { init_limit } else { sync_limit };
                 let silent: Vec<ServerId> =
-                    l.last_heard.iter().filter(|(_, &t)| now.saturating_sub(t) > sync_limit).map(|(&p, _)| p).collect();
+                    l.last_heard.iter().filter(|(p, &t)| now.saturating_sub(t) > limit(p)).map(|(&p, _)| p).collect();
                 let mut actions = Vec::new();
                 for p in silent {
                     l.last_heard.remove(&p);
+                    l.syncing.remove(&p);
                     if let Some(b) = &mut l.broadcast {
                         b.remove_follower(p);
                     }

@@ -6,8 +6,10 @@
 //!   they start, instead of waiting for the others' reconnect backoff; a late vote from them is what splits an
 //!   election (two servers settle on one leader while the late one wins a quorum of stale votes). The dialer
 //!   first sends its id (u64, big-endian); the listener refuses ids it does not know or that should not dial it.
-//! - Each connection has a bounded send queue. A peer that does not drain it is disconnected rather than
-//!   buffered for without limit; it re-syncs when it reconnects. Inbound messages go to one bounded channel, so a
+//! - Each connection has a send queue bounded in messages and in bytes. A peer that does not drain it is
+//!   disconnected rather than buffered for without limit; it re-syncs when it reconnects. The bounds are large
+//!   (a million messages, 256 MiB): while a follower syncs, every proposal and commit for it waits behind its
+//!   sync stream, for as long as the snapshot takes to prepare and ship. Inbound messages go to one bounded channel, so a
 //!   slow node slows its peers' reads (back-pressure) instead of growing memory.
 //! - What a syncing follower needs (every txn it lacks, or a snapshot) goes as one [`MessageStream`]: the
 //!   connection's writer pulls its messages as the socket drains, on a blocking thread (they are read from
@@ -18,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +64,16 @@ enum Outgoing {
     Stream(MessageStream),
 }
 
+impl Outgoing {
+    /// What it counts against the queue's byte bound.
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::One(message) => message.approximate_len(),
+            Outgoing::Stream(_) => 0,
+        }
+    }
+}
+
 /// A stream's messages are pulled in batches of about this many bytes.
 const STREAM_BATCH_BYTES: usize = 1 << 20;
 /// And at most this many messages.
@@ -84,6 +97,8 @@ pub struct TransportConfig {
     pub max_frame: usize,
     /// Messages queued per peer at most.
     pub queue: usize,
+    /// Bytes of messages queued per peer at most ([`Message::approximate_len`]; a stream counts as nothing).
+    pub queue_bytes: usize,
     /// Inbound messages queued at most (all peers together).
     pub inbound: usize,
     /// First and longest reconnect delays.
@@ -94,7 +109,8 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             max_frame: 2 << 20,
-            queue: 4096,
+            queue: 1 << 20,
+            queue_bytes: 256 << 20,
             inbound: 16384,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
         }
@@ -103,6 +119,8 @@ impl Default for TransportConfig {
 
 struct Link {
     tx: mpsc::Sender<Outgoing>,
+    /// Bytes queued and not yet taken by the writer.
+    queued_bytes: Arc<AtomicUsize>,
     tasks: [AbortHandle; 2],
     generation: u64,
 }
@@ -168,7 +186,13 @@ impl TcpTransport {
     fn queue(&self, to: ServerId, item: Outgoing) -> Result<(), SendError> {
         let mut links = self.shared.links.lock().expect("transport lock poisoned by a panic");
         let Some(link) = links.get(&to) else { return Err(SendError::NotConnected(to)) };
-        match link.tx.try_send(item) {
+        let len = item.len();
+        let over = link.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > self.shared.config.queue_bytes;
+        let sent = if over { Err(mpsc::error::TrySendError::Full(item)) } else { link.tx.try_send(item) };
+        if sent.is_err() {
+            link.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected(to)),
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -291,16 +315,20 @@ fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(shared.config.queue);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let taken = queued_bytes.clone();
     let generation = shared.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let codec = PeerCodec::new(shared.config.max_frame);
     let mut writer = FramedWrite::new(write, codec.clone());
     let write_task = tokio::spawn(async move {
         // Everything queued goes out in one write: one syscall for a burst of proposals, acks or commits.
         while let Some(item) = rx.recv().await {
+            taken.fetch_sub(item.len(), Ordering::Relaxed);
             if feed(&mut writer, item, peer).await.is_err() {
                 break;
             }
             while let Ok(item) = rx.try_recv() {
+                taken.fetch_sub(item.len(), Ordering::Relaxed);
                 if feed(&mut writer, item, peer).await.is_err() {
                     return;
                 }
@@ -340,7 +368,7 @@ fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync
         }
         let _ = done.send(());
     });
-    let link = Link { tx, tasks: [read_task.abort_handle(), write_task.abort_handle()], generation };
+    let link = Link { tx, queued_bytes, tasks: [read_task.abort_handle(), write_task.abort_handle()], generation };
     let old = shared.links.lock().expect("transport lock poisoned by a panic").insert(peer, link);
     if let Some(old) = old {
         // A new connection replaces one that the other side gave up on: report the old one gone first.

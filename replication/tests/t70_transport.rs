@@ -99,3 +99,32 @@ async fn strangers_and_garbage_are_refused() {
     assert_eq!(next(&mut rx1).await, Inbound::Disconnected(ServerId(1)));
     drop(s);
 }
+
+/// A peer whose send queue passes its byte bound is disconnected (it re-syncs), never buffered for without
+/// limit; a stream takes a slot, not bytes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_queue_past_its_byte_bound_disconnects_the_peer() {
+    let (l1, l2) = (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let peers: BTreeMap<ServerId, SocketAddr> =
+        [(ServerId(1), l1.local_addr().unwrap()), (ServerId(2), l2.local_addr().unwrap())].into();
+    let small = TransportConfig { queue_bytes: 4096, ..config() };
+    let (t1, mut rx1) = TcpTransport::start(ServerId(1), l1, peers.clone(), small);
+    let (_t2, mut rx2) = TcpTransport::start(ServerId(2), l2, peers.clone(), config());
+    connected(&mut rx1, ServerId(2)).await;
+    connected(&mut rx2, ServerId(1)).await;
+    // Nothing below yields, so the connection's writer cannot drain meanwhile.
+    let empty: replication::transport::MessageStream = Box::new(std::iter::empty());
+    t1.send_stream(ServerId(2), empty).unwrap();
+    let txn: bytes::Bytes = vec![7u8; 1000].into();
+    let mut results = Vec::new();
+    for i in 1..=10u64 {
+        results.push(t1.send(ServerId(2), Message::Proposal { zxid: Zxid(i), txn: txn.clone() }));
+    }
+    assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(results[3], Err(SendError::QueueFull(ServerId(2))), "the fourth KiB passes 4 KiB: {results:?}");
+    loop {
+        if next(&mut rx1).await == Inbound::Disconnected(ServerId(2)) {
+            break;
+        }
+    }
+}

@@ -55,6 +55,12 @@ pub fn recover_until(snap_dir: &Path, wal: &Wal, until: Option<Zxid>) -> Result<
     let mut recovered = Recovered::default();
     for (_, path) in dir::list(snap_dir)? {
         match read::load(&path) {
+            // A snapshot that reflects txns past the cut (a TRUNC cut them, or a leader prepares an older
+            // point) cannot serve: an older one can.
+            Ok(loaded) if until.is_some_and(|until| loaded.trailer.end_zxid > zxid_i64(until)) => {
+                tracing::info!(snapshot = %path.display(), "skipping a snapshot that reaches past the point to rebuild");
+                recovered.skipped.push(format!("{}: reaches past {:?}", path.display(), until));
+            }
             Ok(loaded) => {
                 recovered.snapshot = Some(path);
                 let tree = replay_from(loaded, wal, until, &mut recovered)?;

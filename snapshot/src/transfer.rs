@@ -28,7 +28,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use wal::{Wal, Zxid};
 
@@ -66,6 +66,10 @@ pub struct Prepared {
 /// Leader: writes a snapshot of exactly the history up to `committed`, rebuilt from the snapshots in
 /// `snap_dir` and `wal` (which must hold every txn up to `committed`, durably).
 pub fn prepare(snap_dir: &Path, wal: &Wal, committed: Zxid) -> Result<Prepared, SnapshotError> {
+    // One preparation at a time per process: each holds a whole copy of the tree, and one that lost its
+    // follower cannot be stopped midway, so reconnects must not pile copies up.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (tree, _) = recover_until(snap_dir, wal, Some(committed))?;
     if tree.last_zxid() != zxid_i64(committed) {
         return Err(SnapshotError::Transfer(format!(
@@ -123,7 +127,11 @@ impl Incoming {
     /// Starts receiving into `snap_dir/transfer/incoming.tmp` (replacing any earlier partial one).
     pub fn create(snap_dir: &Path) -> Result<Incoming, SnapshotError> {
         let dir = transfer_dir(snap_dir);
-        fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+            // The staged snapshot's directory entry must survive a crash too.
+            sync_dir(snap_dir)?;
+        }
         let path = dir.join(INCOMING);
         let file = OpenOptions::new()
             .create(true)

@@ -31,8 +31,21 @@ async fn a_follower_behind_the_purged_log_gets_a_snapshot() {
 
     blocking(|| cluster.kill(away));
     write_batch(&writer, 10, WRITES).await;
+    // It comes back while writes go on: everything proposed during its sync waits behind the snapshot on its
+    // connection, and must neither overflow the leader's send queue nor starve the follower of heartbeats.
+    writer.create("/t35bg", b"", PERSISTENT).await.unwrap();
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let background = tokio::spawn(write_while(connect(&cluster.client_addr(leader).to_string()).await, busy.clone()));
     blocking(|| cluster.restart(away));
     expect_tree(&cluster, away, WRITES).await;
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let background_writes = background.await.unwrap();
+    assert!(background_writes > 0);
+    let client = connect(&cluster.client_addr(away).to_string()).await;
+    eventually("the follower has every write made during its sync", Duration::from_secs(30), || async {
+        (client.list_children("/t35bg").await.ok()?.len() == background_writes).then_some(())
+    })
+    .await;
     if matches!(cluster.server(), Server::Ensemble(_)) {
         let log = cluster.log_text(away);
         assert!(log.contains("installed the leader's snapshot"), "the follower did not sync by snapshot:\n{log}");
@@ -68,6 +81,22 @@ async fn a_follower_behind_the_purged_log_gets_a_snapshot() {
     expect_tree(&cluster, others[0], WRITES + 60).await;
     blocking(|| cluster.restart(others[1]));
     expect_tree(&cluster, others[1], WRITES + 60).await;
+}
+
+/// Creates `/t35bg/b<i>`, 50 at a time in flight, until `busy` goes false; how many.
+async fn write_while(client: Client, busy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
+    let mut written = 0;
+    while busy.load(std::sync::atomic::Ordering::Relaxed) {
+        let creates = (written..written + 50).map(|i| {
+            let (client, path) = (&client, format!("/t35bg/b{i}"));
+            async move { client.create(&path, b"bg", PERSISTENT).await.map(|_| ()) }
+        });
+        for result in futures_util::future::join_all(creates).await {
+            result.expect("writes go on while a follower syncs");
+        }
+        written += 50;
+    }
+    written
 }
 
 /// Creates `/t35/n<i>` for i in `from..to`, 100 at a time in flight.
