@@ -177,3 +177,24 @@ fn newleader_is_acknowledged_only_after_the_synced_txns_and_then_the_epoch_are_d
     assert!(acked(&actions), "{actions:?}");
     assert_eq!(peer.durable().current_epoch, Epoch(2));
 }
+
+/// While it syncs, a follower gives its leader initLimit, not syncLimit, to say something (the leader may be
+/// preparing a snapshot, and its heartbeats wait behind the sync stream); in the broadcast phase, syncLimit.
+#[test]
+fn a_syncing_follower_waits_init_limit_for_its_leader_and_a_synced_one_sync_limit() {
+    let tick = config().tick;
+    let (mut peer, _) = Peer::new(config(), DurableState::default(), Duration::ZERO);
+    follow(&mut peer, 2, 1);
+    peer.handle(Event::Message(ServerId(2), Message::LeaderInfo { new_epoch: Epoch(1) }), &Empty);
+    peer.handle(Event::AcceptedEpochPersisted, &Empty);
+    peer.handle(Event::Message(ServerId(2), Message::Snap { zxid: Zxid::new(Epoch(1), 9), total_bytes: 10 }), &Empty);
+    // Silent for longer than syncLimit (5 ticks), within initLimit (10 ticks): still following.
+    peer.handle(Event::Tick(tick * 7), &Empty);
+    assert_eq!(peer.role(), Role::Following(ServerId(2)), "dropped its leader at syncLimit while syncing");
+    peer.handle(Event::Tick(tick * 11), &Empty);
+    assert_eq!(peer.role(), Role::Looking, "a sync must still end within initLimit");
+
+    let mut synced = synced_follower();
+    synced.handle(Event::Tick(tick * 7), &Empty);
+    assert_eq!(synced.role(), Role::Looking, "in the broadcast phase, syncLimit applies");
+}
