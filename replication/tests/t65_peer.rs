@@ -198,3 +198,40 @@ fn a_syncing_follower_waits_init_limit_for_its_leader_and_a_synced_one_sync_limi
     synced.handle(Event::Tick(tick * 7), &Empty);
     assert_eq!(synced.role(), Role::Looking, "in the broadcast phase, syncLimit applies");
 }
+
+/// The leader's side of the same rule: a follower it is syncing (no NEWLEADER ack yet) is dropped only after
+/// initLimit of silence, one in the broadcast phase after syncLimit.
+#[test]
+fn a_leader_gives_a_syncing_follower_init_limit() {
+    let tick = config().tick;
+    let z = Zxid::new(Epoch(1), 5);
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
+    let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
+    let vote = |sender: u64| Notification {
+        leader: ServerId(1),
+        zxid: z,
+        peer_epoch: Epoch(1),
+        election_epoch: 1,
+        state: PeerState::Looking,
+        sender: ServerId(sender),
+    };
+    for sender in [2, 3] {
+        peer.handle(Event::Message(ServerId(sender), Message::Notification(vote(sender))), &Empty);
+    }
+    peer.handle(Event::Tick(tick * 3), &Empty); // past the finalize wait (200 ms)
+    assert_eq!(peer.role(), Role::Leading, "server 1 has the highest zxid");
+    let from = |peer: &mut Peer, m: Message| peer.handle(Event::Message(ServerId(2), m), &Empty);
+    let actions = from(&mut peer, Message::FollowerInfo { accepted_epoch: Epoch(1), last_zxid: Zxid::ZERO });
+    assert!(actions.contains(&Action::PersistAcceptedEpoch(Epoch(2))), "{actions:?}");
+    peer.handle(Event::AcceptedEpochPersisted, &Empty);
+    // Server 2 acknowledges the epoch; its sync starts (it has nothing: the leader's history is not complete
+    // as far as `Empty` knows, so it plans a snapshot).
+    let actions = from(&mut peer, Message::AckEpoch { current_epoch: Epoch(1), last_zxid: Zxid::ZERO });
+    assert!(actions.iter().any(|a| matches!(a, Action::Send(ServerId(2), Message::NewLeader { .. }))), "{actions:?}");
+    let at = tick * 3; // when server 2 was last heard from
+    let disconnects = |actions: &[Action]| actions.contains(&Action::Disconnect(ServerId(2)));
+    let actions = peer.handle(Event::Tick(at + tick * 7), &Empty);
+    assert!(!disconnects(&actions), "a syncing follower dropped at syncLimit: {actions:?}");
+    let actions = peer.handle(Event::Tick(at + tick * 11), &Empty);
+    assert!(disconnects(&actions) || peer.role() == Role::Looking, "still tracked past initLimit: {actions:?}");
+}
