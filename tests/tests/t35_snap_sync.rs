@@ -83,6 +83,30 @@ async fn a_follower_behind_the_purged_log_gets_a_snapshot() {
     expect_tree(&cluster, others[1], WRITES + 60).await;
 }
 
+/// The install's crash windows end to end: the follower is SIGKILLed at different moments of its SNAP sync
+/// (before, while and after it receives, stages, restarts its log and installs), restarted each time, and in the
+/// end serves the whole tree. It must never fail to start on what a kill left on its disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_killed_during_its_snapshot_sync_loses_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::default() })));
+    let leader = blocking(|| cluster.leader());
+    let away = blocking(|| cluster.followers())[0];
+    let writer = connect(&cluster.client_addr(leader).to_string()).await;
+    writer.create("/t35", b"", PERSISTENT).await.unwrap();
+    write_batch(&writer, 0, 10).await;
+    blocking(|| cluster.kill(away));
+    write_batch(&writer, 10, WRITES).await;
+    for (round, delay_ms) in [150u64, 300, 400, 450, 500, 530, 560, 600, 700, 900].into_iter().enumerate() {
+        blocking(|| cluster.start_node(away));
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let status = blocking(|| cluster.kill(away));
+        assert_eq!(status.signal(), Some(9), "round {round}: the node ended by itself ({status}) before the kill");
+    }
+    blocking(|| cluster.restart(away));
+    expect_tree(&cluster, away, WRITES).await;
+}
+
 /// Creates `/t35bg/b<i>`, 50 at a time in flight, until `busy` goes false; how many.
 async fn write_while(client: Client, busy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
     let mut written = 0;
