@@ -22,19 +22,11 @@ const DATA_LEN: usize = 4096;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_behind_the_purged_log_gets_a_snapshot() {
-    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::default() })));
-    let leader = blocking(|| cluster.leader());
-    let away = blocking(|| cluster.followers())[0];
-    let writer = connect(&cluster.client_addr(leader).to_string()).await;
-    writer.create("/t35", b"", PERSISTENT).await.unwrap();
-    write_batch(&writer, 0, 10).await;
-
-    blocking(|| cluster.kill(away));
-    write_batch(&writer, 10, WRITES).await;
+    let (cluster, leader, away, writer) = follower_left_behind().await;
     // It comes back while writes go on: everything proposed during its sync waits behind the snapshot on its
     // connection, and must neither overflow the leader's send queue nor starve the follower of heartbeats.
     writer.create("/t35bg", b"", PERSISTENT).await.unwrap();
-    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let background = tokio::spawn(write_while(connect(&cluster.client_addr(leader).to_string()).await, busy.clone()));
     blocking(|| cluster.restart(away));
     expect_tree(&cluster, away, WRITES).await;
@@ -89,14 +81,7 @@ async fn a_follower_behind_the_purged_log_gets_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_killed_during_its_snapshot_sync_loses_nothing() {
     use std::os::unix::process::ExitStatusExt;
-    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::default() })));
-    let leader = blocking(|| cluster.leader());
-    let away = blocking(|| cluster.followers())[0];
-    let writer = connect(&cluster.client_addr(leader).to_string()).await;
-    writer.create("/t35", b"", PERSISTENT).await.unwrap();
-    write_batch(&writer, 0, 10).await;
-    blocking(|| cluster.kill(away));
-    write_batch(&writer, 10, WRITES).await;
+    let (cluster, _, away, _) = follower_left_behind().await;
     for (round, delay_ms) in [150u64, 300, 400, 450, 500, 530, 560, 600, 700, 900].into_iter().enumerate() {
         blocking(|| cluster.start_node(away));
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -107,8 +92,22 @@ async fn a_follower_killed_during_its_snapshot_sync_loses_nothing() {
     expect_tree(&cluster, away, WRITES).await;
 }
 
+/// A 3-node cluster whose follower `away` (down) missed `WRITES` writes of 4 KiB, enough for the leader's log to
+/// be purged past it: (cluster, leader, away, a client on the leader).
+async fn follower_left_behind() -> (Arc<Cluster>, usize, usize, Client) {
+    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::default() })));
+    let leader = blocking(|| cluster.leader());
+    let away = blocking(|| cluster.followers())[0];
+    let writer = connect(&cluster.client_addr(leader).to_string()).await;
+    writer.create("/t35", b"", PERSISTENT).await.unwrap();
+    write_batch(&writer, 0, 10).await;
+    blocking(|| cluster.kill(away));
+    write_batch(&writer, 10, WRITES).await;
+    (cluster, leader, away, writer)
+}
+
 /// Creates `/t35bg/b<i>`, 50 at a time in flight, until `busy` goes false; how many.
-async fn write_while(client: Client, busy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
+async fn write_while(client: Client, busy: Arc<std::sync::atomic::AtomicBool>) -> usize {
     let mut written = 0;
     while busy.load(std::sync::atomic::Ordering::Relaxed) {
         let creates = (written..written + 50).map(|i| {

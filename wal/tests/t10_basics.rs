@@ -359,3 +359,24 @@ fn a_purge_after_a_restart_ends_the_base_for_good() {
     assert!(!log.holds_full_history());
     assert_eq!(log.end(), Zxid(300));
 }
+
+#[test]
+fn a_base_file_below_the_records_it_claims_to_precede_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), tiny());
+        append_all(&log, 1..=100);
+    }
+    // A base file (layout in wal/src/base.rs) saying the log begins after 50, next to records from 1: whatever
+    // wrote it, the log cannot tell which history it holds, and must not open.
+    let mut base = b"\x89ENSBAS\n".to_vec();
+    base.extend_from_slice(&50u64.to_le_bytes());
+    base.extend_from_slice(&1u64.to_le_bytes());
+    let crc = crc32c::crc32c(&base);
+    base.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join("base"), base).unwrap();
+    match Wal::open(dir.path(), tiny()) {
+        Err(WalError::RecordBelowBase { zxid, base }) => assert_eq!((zxid, base), (Zxid(1), Zxid(50))),
+        other => panic!("expected RecordBelowBase, got {:?}", other.map(|_| ())),
+    }
+}
