@@ -47,6 +47,7 @@ async fn ensemble(n: u64, dir: &std::path::Path) -> BTreeMap<u64, Handle> {
             dir: dir.join(id.to_string()),
             wal: WalOptions::default(),
             snapshots: None,
+            transport: Default::default(),
         };
         servers.insert(id, start(config).unwrap().0);
     }

@@ -7,6 +7,7 @@
 //! in `block_in_place`; snapshots run on threads of their own.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use replication::runtime::Committed;
@@ -33,53 +34,84 @@ pub struct SnapshotSettings {
     pub policy: SnapPolicy,
 }
 
-/// Applies committed txns until the stream ends.
+/// Why the applier stopped: the server cannot go on serving (its supervisor halts it).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A committed txn does not decode. Every replica holds the same bytes, so going on would serve a tree that
+    /// differs from the committed history.
+    #[error("the committed txn {zxid} does not decode: {error}")]
+    Undecodable {
+        /// The txn.
+        zxid: wal::Zxid,
+        /// Why.
+        error: tree::jute::JuteError,
+    },
+    /// The tree could not be rebuilt from this server's disk after a sync replaced its log.
+    #[error("cannot rebuild the tree after a sync: {0}")]
+    Rebuild(#[from] snapshot::SnapshotError),
+}
+
+/// Applies committed txns until the stream ends (the replication runtime stopped).
 pub async fn run(
     shared: Arc<Shared>,
     wal: Arc<Wal>,
     mut committed: mpsc::Receiver<Committed>,
     mut snaps: SnapshotSettings,
-) {
-    let snapshotting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+) -> Result<(), ApplyError> {
+    let snapshotting = Arc::new(AtomicBool::new(false));
     while let Some(item) = committed.recv().await {
         match item {
             Committed::Txn { zxid, txn } => {
-                let record = match TxnRecord::decode(&txn) {
-                    Ok(record) => record,
-                    Err(error) => {
-                        // Every replica holds the same bytes: going on would serve a tree that differs from the
-                        // committed history.
-                        tracing::error!(%zxid, %error, "a committed txn does not decode: stopping");
-                        std::process::exit(70);
-                    }
-                };
-                apply_one(&shared, zxid.0 as i64, record);
-                if snaps.policy.txn_applied() && !snapshotting.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                    let (shared, wal, dir, retain, flag) =
-                        (shared.clone(), wal.clone(), snaps.dir.clone(), snaps.retain, snapshotting.clone());
-                    std::thread::spawn(move || {
-                        take_snapshot(&shared, &wal, &dir, retain);
-                        flag.store(false, std::sync::atomic::Ordering::Release);
-                    });
+                let record = TxnRecord::decode(&txn).map_err(|error| ApplyError::Undecodable { zxid, error })?;
+                if heavy(&record.txn) {
+                    tokio::task::block_in_place(|| apply_one(&shared, zxid.0 as i64, record));
+                } else {
+                    apply_one(&shared, zxid.0 as i64, record);
+                }
+                if snaps.policy.txn_applied() && !snapshotting.swap(true, Ordering::AcqRel) {
+                    spawn_snapshot(&shared, &wal, &snaps, &snapshotting);
                     snaps.policy.finished();
                 }
             }
             Committed::Rebuild(zxid) => {
                 tracing::warn!(%zxid, "a sync replaced the log (a cut, or a snapshot from the leader): rebuilding the tree");
-                match tokio::task::block_in_place(|| snapshot::recover::recover_until(&snaps.dir, &wal, Some(zxid))) {
-                    Ok((tree, recovered)) => {
-                        let last = recovered.last_zxid;
-                        *snapshot::write::lock_for_apply(&shared.tree) = tree;
-                        shared.applied.send_replace(last);
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "cannot rebuild the tree after a sync: stopping");
-                        std::process::exit(70);
-                    }
-                }
+                let rebuilt =
+                    tokio::task::block_in_place(|| snapshot::recover::recover_until(&snaps.dir, &wal, Some(zxid)))?;
+                let (tree, recovered) = rebuilt;
+                *snapshot::write::lock_for_apply(&shared.tree) = tree;
+                shared.applied.send_replace(recovered.last_zxid);
             }
         }
     }
+    Ok(())
+}
+
+/// Whether applying `txn` may take long (a closeSession deletes every ephemeral of its session, any number of
+/// them; a multi has up to a frame's worth of ops): such a txn is applied off the runtime's threads, so that
+/// heartbeats and client connections go on meanwhile.
+fn heavy(txn: &Txn) -> bool {
+    match txn {
+        Txn::CloseSession { .. } => true,
+        Txn::Multi(ops) => ops.len() > 64,
+        _ => false,
+    }
+}
+
+/// Takes a fuzzy snapshot on a thread of its own. A panic there halts the server (with the reason) rather than
+/// leave it without snapshots for good.
+fn spawn_snapshot(shared: &Arc<Shared>, wal: &Arc<Wal>, snaps: &SnapshotSettings, busy: &Arc<AtomicBool>) {
+    let (shared, wal, dir, retain, busy) = (shared.clone(), wal.clone(), snaps.dir.clone(), snaps.retain, busy.clone());
+    std::thread::spawn(move || {
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            take_snapshot(&shared, &wal, &dir, retain);
+        }));
+        if taken.is_err() {
+            let reason = "the snapshot writer panicked (see the log above)".to_owned();
+            tracing::error!(server = shared.my_id, "{reason}: halting");
+            shared.halt(reason);
+        }
+        busy.store(false, Ordering::Release);
+    });
 }
 
 fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usize) {
@@ -131,7 +163,7 @@ fn check_digest(shared: &Shared, zxid: i64, digest: u64) {
     }
     if let Err(diverged) = crate::shared::lock(&shared.digests).ours(zxid, digest) {
         tracing::error!(%diverged, "stopping: this server's tree differs from the leader's");
-        shared.halt.send_replace(Some(diverged.to_string()));
+        shared.halt(diverged.to_string());
     }
 }
 
@@ -169,8 +201,10 @@ fn changes(txn_op: i32, txn: &Txn, applied: &Applied, f: &mut impl FnMut(Change<
             f(Change::ChildrenChanged(path::parent(path)));
         }
         Txn::SetData { path, .. } => f(Change::DataChanged(path)),
-        Txn::CloseSession { paths } => {
-            for path in paths {
+        // What the close deleted, listed in its txn or not (a txn for a session with very many ephemerals names
+        // none of them).
+        Txn::CloseSession { .. } => {
+            for path in &applied.deleted {
                 f(Change::Deleted(path));
                 f(Change::ChildrenChanged(path::parent(path)));
             }

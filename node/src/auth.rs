@@ -23,6 +23,14 @@ pub enum AuthError {
     /// Credentials that are not `user:password`.
     #[error("malformed credentials for scheme {0:?}")]
     Malformed(String),
+    /// The session's identities would outgrow what one session may carry.
+    #[error("the session's identities would take {bytes} bytes, over the limit of {limit}")]
+    TooMany {
+        /// What they would take.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// The identities an `auth` packet adds to a session.

@@ -115,8 +115,17 @@ pub struct Config {
     pub min_session_timeout: Duration,
     /// `maxSessionTimeout`, default 20 ticks.
     pub max_session_timeout: Duration,
-    /// `jute.maxbuffer`, default 0xfffff.
+    /// `jute.maxbuffer`, default 0xfffff: the largest client frame.
     pub jute_max_buffer: usize,
+    /// `jute.maxbuffer.extrasize` (ZooKeeper's `zookeeper.jute.maxbuffer.extrasize`), default `jute.maxbuffer`:
+    /// how much larger than a client frame a txn may grow (a multi's sequential suffixes, `auth` ACLs expanded).
+    pub jute_max_buffer_extra: usize,
+    /// `maxCnxns`: client connections to this server at most, 0 (the default) for no limit of its own (the
+    /// process's file descriptor limit still bounds them).
+    pub max_cnxns: u32,
+    /// `globalOutstandingLimit`, default 1000: requests in flight on this server (all connections together)
+    /// before connections stop reading (ZooKeeper's throttle).
+    pub global_outstanding_limit: u32,
     /// `4lw.commands.whitelist`, default `srvr`; `*` for all.
     pub four_letter_words: Vec<String>,
     /// `forceSync`, default yes. `no` is for benchmarks only: writes are then acknowledged before fsync.
@@ -132,7 +141,7 @@ pub struct Config {
 }
 
 /// ZooKeeper keys that Ensemble accepts and ignores (with a warning), so that existing files work.
-const IGNORED: [&str; 15] = [
+const IGNORED: [&str; 14] = [
     "admin.enableServer",
     "admin.serverPort",
     "admin.serverAddress",
@@ -142,7 +151,6 @@ const IGNORED: [&str; 15] = [
     "reconfigEnabled",
     "quorumListenOnAllIPs",
     "electionPortBindRetry",
-    "globalOutstandingLimit",
     "leaderServes",
     "cnxTimeout",
     "syncEnabled",
@@ -222,6 +230,7 @@ impl Config {
         if min > max {
             return Err(invalid(0, "maxSessionTimeout", &max.to_string(), "below minSessionTimeout"));
         }
+        let jute_max_buffer = number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=MAX_JUTE_BUFFER)?;
         let config = Config {
             tick,
             init_limit: number(get("initLimit"), "initLimit", 10, 1..=u32::MAX)?,
@@ -255,7 +264,20 @@ impl Config {
             max_client_cnxns: number(get("maxClientCnxns"), "maxClientCnxns", 60, 0..=u32::MAX)?,
             min_session_timeout: Duration::from_millis(min),
             max_session_timeout: Duration::from_millis(max),
-            jute_max_buffer: number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=usize::MAX)?,
+            jute_max_buffer,
+            jute_max_buffer_extra: number(
+                get("jute.maxbuffer.extrasize"),
+                "jute.maxbuffer.extrasize",
+                jute_max_buffer,
+                0..=MAX_JUTE_BUFFER,
+            )?,
+            max_cnxns: number(get("maxCnxns"), "maxCnxns", 0, 0..=u32::MAX)?,
+            global_outstanding_limit: number(
+                get("globalOutstandingLimit"),
+                "globalOutstandingLimit",
+                1000,
+                1..=u32::MAX,
+            )?,
             four_letter_words: four_letter_words(get("4lw.commands.whitelist"))?,
             force_sync: yes_no(get("forceSync"), "forceSync", true)?,
             extended_types: yes_no(get("extendedTypesEnabled"), "extendedTypesEnabled", false)?,
@@ -282,7 +304,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 24] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -304,7 +326,14 @@ const KEYS: [&str; 21] = [
     "znode.container.checkIntervalMs",
     "extendedTypesEnabled",
     "znode.container.maxNeverUsedIntervalMs",
+    "jute.maxbuffer.extrasize",
+    "maxCnxns",
+    "globalOutstandingLimit",
 ];
+
+/// The largest `jute.maxbuffer` (and extra size) accepted: 256 MiB, so that every derived limit (a txn, a WAL
+/// record, a peer frame) stays far below 4 GiB.
+pub const MAX_JUTE_BUFFER: usize = 256 << 20;
 
 fn invalid(line: usize, key: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid { line, key: key.to_owned(), value: value.to_owned(), reason: reason.to_owned() }

@@ -26,19 +26,25 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tree::acl::Id;
 use tree::code::{op, Code};
 
+use crate::admission::Permit;
 use crate::forward::Forward;
 use crate::leader::{Item, Origin};
+use crate::limits::MAX_AUTH_BYTES;
 use crate::reads;
 use crate::reply;
 use crate::server::Ctx;
 use crate::session::{self, SessionId};
 use crate::shared::{lock, ConnHandle, ConnInbox, Out};
+use crate::throttle::Ticket;
 
 /// The xid of pings (their replies carry it too).
 const PING_XID: i32 = -2;
 
 /// Requests a connection may have in flight before it stops reading (back-pressure on the client).
 const MAX_IN_FLIGHT: usize = 1000;
+
+/// How often a connection held back by the server-wide budget looks again.
+const THROTTLE_RECHECK: Duration = Duration::from_millis(5);
 
 /// How long a client may take to send its ConnectRequest.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +74,9 @@ enum Slot {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr) {
+/// `_permit` is the connection's place under `maxClientCnxns`: it goes back when this returns, however the
+/// connection ended.
+pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr, _permit: Permit) {
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     let mut first = [0u8; 4];
@@ -81,7 +89,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr) {
         return;
     }
     let (read, write) = stream.into_split();
-    let codec = || LengthDelimitedCodec::builder().max_frame_length(ctx.shared.config.jute_max_buffer).new_codec();
+    let codec = || LengthDelimitedCodec::builder().max_frame_length(ctx.shared.limits.frame).new_codec();
     let mut reader = FramedRead::new(read, codec());
     reader.read_buffer_mut().extend_from_slice(&first);
     let writer = FramedWrite::new(write, codec());
@@ -97,6 +105,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr) {
         timeout: Duration::ZERO,
         auth: vec![Id::new("ip", &addr.ip().to_string())],
         slots: VecDeque::new(),
+        tickets: VecDeque::new(),
         closing: false,
     };
     let outcome = conn.run().await;
@@ -114,6 +123,8 @@ struct Conn {
     timeout: Duration,
     auth: Vec<Id>,
     slots: VecDeque<Slot>,
+    /// Each request's share of the server's budget, in step with `slots`.
+    tickets: VecDeque<Ticket>,
     /// The server asked this connection to close: it does once the ready replies are out.
     closing: bool,
 }
@@ -123,7 +134,8 @@ impl Conn {
         self.handshake().await?;
         loop {
             self.drive().await?;
-            let reading = self.slots.len() < MAX_IN_FLIGHT;
+            let throttled = !self.ctx.shared.throttle.admits(self.slots.len());
+            let reading = self.slots.len() < MAX_IN_FLIGHT && !throttled;
             tokio::select! {
                 biased;
                 out = self.inbox.recv() => match out {
@@ -138,11 +150,11 @@ impl Conn {
                 },
                 frame = self.reader.next(), if reading => match frame {
                     Some(Ok(frame)) => {
-                        self.request(frame.freeze()).await?;
+                        self.take(frame.freeze()).await?;
                         // Requests already read from the socket are handled before the flush too.
-                        while self.slots.len() < MAX_IN_FLIGHT {
+                        while self.slots.len() < MAX_IN_FLIGHT && self.ctx.shared.throttle.admits(self.slots.len()) {
                             match futures_util::FutureExt::now_or_never(self.reader.next()) {
-                                Some(Some(Ok(frame))) => self.request(frame.freeze()).await?,
+                                Some(Some(Ok(frame))) => self.take(frame.freeze()).await?,
                                 Some(Some(Err(e))) => return Err(Closed::Io(e)),
                                 Some(None) => return Err(Closed::Eof),
                                 None => break,
@@ -152,7 +164,10 @@ impl Conn {
                     Some(Err(e)) => return Err(Closed::Io(e)),
                     None => return Err(Closed::Eof),
                 },
-                _ = tokio::time::sleep(self.timeout) => {
+                // Held back by the server-wide budget: look again soon (answers to other connections free it).
+                _ = tokio::time::sleep(THROTTLE_RECHECK), if throttled => {}
+                // A client the server does not read from is not silent by its own doing.
+                _ = tokio::time::sleep(self.timeout), if !throttled => {
                     return Err(Closed::Refused("no packet from the client within its session timeout".into()))
                 }
             }
@@ -279,13 +294,15 @@ impl Conn {
                 shared.watches().remove_session(self.session);
             }
         }
-        let mut per_ip = lock(&shared.per_ip);
-        if let Some(n) = per_ip.get_mut(&self.handle.addr.ip()) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                per_ip.remove(&self.handle.addr.ip());
-            }
-        }
+    }
+
+    /// Takes one request frame into the server's budget and handles it.
+    async fn take(&mut self, frame: Bytes) -> Result<(), Closed> {
+        let ticket = self.ctx.shared.throttle.take(frame.len());
+        self.request(frame).await?;
+        self.tickets.push_back(ticket);
+        debug_assert_eq!(self.tickets.len(), self.slots.len(), "one ticket per request in flight");
+        Ok(())
     }
 
     /// Handles one request frame.
@@ -323,7 +340,9 @@ impl Conn {
         match op_code {
             op::AUTH => {
                 let Request::Auth { scheme, auth, .. } = &request else { unreachable!("decoded as auth") };
-                match crate::auth::authenticate(scheme, auth, self.ctx.shared.super_digest.as_deref()) {
+                let authenticated = crate::auth::authenticate(scheme, auth, self.ctx.shared.super_digest.as_deref())
+                    .and_then(|ids| self.within_auth_bound(ids));
+                match authenticated {
                     Ok(ids) => {
                         for id in ids {
                             if !self.auth.contains(&id) {
@@ -377,6 +396,17 @@ impl Conn {
             _ => self.slots.push_back(Slot::Read { xid, op: op_code, request, started }),
         }
         Ok(())
+    }
+
+    /// `ids` if the session's identities stay within [`MAX_AUTH_BYTES`] with them: every write it forwards
+    /// carries them to the leader.
+    fn within_auth_bound(&self, ids: Vec<Id>) -> Result<Vec<Id>, crate::auth::AuthError> {
+        let size = |ids: &[Id]| ids.iter().map(|id| id.scheme.len() + id.id.len()).sum::<usize>();
+        let total = size(&self.auth) + size(&ids);
+        if total > MAX_AUTH_BYTES {
+            return Err(crate::auth::AuthError::TooMany { bytes: total, limit: MAX_AUTH_BYTES });
+        }
+        Ok(ids)
     }
 
     /// Sends a write to the leader: this server's pipeline, or forwarded.
@@ -456,10 +486,12 @@ impl Conn {
             match self.slots.front() {
                 Some(Slot::Ready { .. }) => {
                     let Some(Slot::Ready { frame, started }) = self.slots.pop_front() else { unreachable!() };
+                    self.tickets.pop_front();
                     self.reply(frame, started).await?;
                 }
                 Some(Slot::Read { .. }) => {
                     let Some(Slot::Read { xid, op, request, started }) = self.slots.pop_front() else { unreachable!() };
+                    self.tickets.pop_front();
                     let frame = self.read(xid, op, &request).await?;
                     self.reply(frame, started).await?;
                 }

@@ -25,7 +25,7 @@ use tree::acl::Id;
 use tree::prep::{self, Caller, PrepOptions, Request};
 use tree::stat::OwnerKind;
 use tree::tree::DataTree;
-use tree::txn::{TxnHeader, TxnRecord};
+use tree::txn::{Txn, TxnHeader, TxnRecord};
 
 use crate::forward::Forward;
 use crate::session::SessionId;
@@ -252,14 +252,25 @@ impl Pipeline {
 
     /// Prepares and proposes one write; false when this server cannot (it does not lead).
     async fn propose(&mut self, session: SessionId, cxid: i32, auth: Vec<Id>, request: &Request) -> bool {
-        let options = self.options;
+        let (options, limit) = (self.options, self.shared.limits.txn);
         let Some(spec) = self.spec().await else { return false };
         let caller = Caller { session, auth };
-        let (txn_op, txn) = prep::prep(spec, &caller, options, request);
-        let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        // The real zxid is the runtime's to give; the speculative tree only needs one above its last.
-        let header = TxnHeader { client_id: session, cxid, zxid: spec.last_zxid() + 1, time, op: txn_op };
-        spec.apply(&header, &txn);
+        let mut prepare = || {
+            let (txn_op, txn) = prep::prep(spec, &caller, options, request);
+            let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            // The real zxid is the runtime's to give; the speculative tree only needs one above its last.
+            let header = TxnHeader { client_id: session, cxid, zxid: spec.last_zxid() + 1, time, op: txn_op };
+            let (record, bytes) = fit(TxnRecord { header, txn }, limit)?;
+            spec.apply(&record.header, &record.txn);
+            Some(bytes)
+        };
+        // Closing a session walks all its ephemerals (any number of them): off the runtime's threads, so that
+        // heartbeats and other clients go on meanwhile.
+        let prepared = match request {
+            Request::CloseSession => tokio::task::block_in_place(prepare),
+            _ => prepare(),
+        };
+        let Some(bytes) = prepared else { return false };
         match request {
             Request::CreateSession { timeout } => {
                 self.sessions.insert(session, Tracked::new(*timeout, Instant::now()));
@@ -269,7 +280,7 @@ impl Pipeline {
             }
             _ => {}
         }
-        let bytes = Bytes::from(TxnRecord { header, txn }.encode());
+        let bytes = Bytes::from(bytes);
         let (submitted, mut completed) = (self.submitted, self.completed.subscribe());
         if completed.wait_for(|&done| submitted - done < WINDOW as u64).await.is_err() {
             return false;
@@ -296,7 +307,35 @@ impl Pipeline {
             }
         }
     }
+}
 
+/// The txn as it can be proposed within `limit` bytes: as prepared if it fits; a closeSession without its list
+/// of ephemerals if the list is too long (every server then deletes what its tree holds for the session, in the
+/// same single txn, so the close stays atomic); `None` for anything else over the limit, which is not proposed
+/// (ZooKeeper closes the connection of a client that sends more than `jute.maxbuffer`; this is the same answer
+/// for a request whose txn would outgrow what the log and the peers take).
+fn fit(record: TxnRecord, limit: usize) -> Option<(TxnRecord, Vec<u8>)> {
+    let bytes = record.encode();
+    let len = bytes.len();
+    if len <= limit {
+        return Some((record, bytes));
+    }
+    let session = format_args!("0x{:x}", record.header.client_id);
+    match record.txn {
+        Txn::CloseSession { paths } => {
+            tracing::info!(%session, ephemerals = paths.len(), bytes = len, limit, "closing a session with too many ephemerals to list: the txn names none");
+            let record = TxnRecord { txn: Txn::CloseSession { paths: Vec::new() }, ..record };
+            let bytes = record.encode();
+            Some((record, bytes))
+        }
+        _ => {
+            tracing::warn!(%session, op = record.header.op, bytes = len, limit, "a request's txn is over the size limit: not proposed, the client's connection closes");
+            None
+        }
+    }
+}
+
+impl Pipeline {
     /// Tells whoever sent a request this server could not take it: the client reconnects and retries.
     async fn drop_request(&self, origin: Origin, session: SessionId) {
         match origin {

@@ -1,6 +1,8 @@
 //! The `ensemble` server: ZooKeeper's client protocol over the replicated, durable znode tree.
 //!
-//! - [`config`]: ZooKeeper's `zoo.cfg` and `myid`.
+//! - [`config`]: ZooKeeper's `zoo.cfg` and `myid`; [`limits`]: the size limits derived from it.
+//! - [`admission`]: which client connections are taken (`maxClientCnxns`, `maxCnxns`); [`throttle`]: how
+//!   much client work is held at once (`globalOutstandingLimit`).
 //! - [`server`]: one server, wiring recovery, the replication runtime and the tasks below.
 //! - [`conn`]: a client connection (handshake, requests, ordered replies, events); [`reads`] serves reads,
 //!   [`convert`] turns writes into what the leader prepares, [`reply`] builds the frames.
@@ -11,6 +13,7 @@
 //! - [`fourlw`], [`report`]: the four-letter words.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod config;
@@ -20,10 +23,12 @@ pub mod digest;
 pub mod forward;
 pub mod fourlw;
 pub mod leader;
+pub mod limits;
 pub mod reads;
 pub mod reply;
 pub mod report;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod throttle;
 pub mod watch;

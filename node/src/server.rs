@@ -8,6 +8,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,17 +20,21 @@ use replication::message::ServerId;
 use replication::peer::{PeerConfig, Role};
 use replication::quorum::Voters;
 use replication::runtime::{self, ForwardTo, Handle, ServerConfig};
+use replication::transport::TransportConfig;
 use snapshot::policy::SnapPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use wal::{SyncMode, Wal, WalOptions};
 
+use crate::admission::Admission;
 use crate::apply::{self, SnapshotSettings};
 use crate::config::Config;
 use crate::forward::Forward;
 use crate::leader::{self, Item, Origin};
+use crate::limits::Limits;
 use crate::session::SessionIds;
 use crate::shared::{lock, Out, Shared, Stats};
+use crate::throttle::{self, Throttle};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,9 +156,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
     let started = Instant::now();
     tracing::info!(server = my_id, dir = %log_dir.display(), "opening the write-ahead log");
+    let limits = Limits::new(&config);
     let options = WalOptions {
         // A segment must hold the largest record; ZooKeeper takes any preAllocSize.
-        segment_size: (config.prealloc_kib * 1024).max(4 << 20),
+        segment_size: (config.prealloc_kib * 1024).max(4 << 20).max(2 * limits.wal_payload as u64),
+        max_payload: limits.wal_payload,
         sync: if config.force_sync { SyncMode::Fdatasync } else { SyncMode::Never },
         idle_spin: spin_from_env(),
         ..WalOptions::default()
@@ -218,6 +225,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         dir: log_dir.clone(),
         wal: options,
         snapshots: Some(snap_dir.clone()),
+        transport: TransportConfig { max_frame: limits.peer_frame, ..TransportConfig::default() },
     };
     let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
 
@@ -230,7 +238,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tree: RwLock::new(tree),
         watches: Mutex::default(),
         conns: Mutex::new(HashMap::new()),
-        per_ip: Mutex::new(HashMap::new()),
+        admission: Admission::new(config.max_client_cnxns, config.max_cnxns),
+        limits,
+        throttle: Throttle::new(config.global_outstanding_limit.into(), throttle::DEFAULT_MAX_BYTES),
         applied,
         syncs: Mutex::new(HashMap::new()),
         session_ids: SessionIds::new(my_id),
@@ -248,21 +258,72 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         retain: config.snap_retain_count.max(3),
         policy: SnapPolicy::new(config.snap_count, my_id),
     };
-    tokio::spawn(apply::run(shared.clone(), wal.clone(), streams.committed, snaps));
     let (pipeline, items) = mpsc::channel(leader::QUEUE);
-    tokio::spawn(leader::run(shared.clone(), handle.clone(), items));
-
-    let ctx = Arc::new(Ctx { shared, handle, pipeline, client_addr, snap_dir, log_dir, wal });
+    let ctx =
+        Arc::new(Ctx { shared: shared.clone(), handle: handle.clone(), pipeline, client_addr, snap_dir, log_dir, wal });
     let (stop, stopped) = watch::channel(false);
-    let (fatal_tx, fatal) = watch::channel(None);
-    tokio::spawn(forwarded(ctx.clone(), streams.forwarded));
-    tokio::spawn(touches(ctx.clone(), stopped.clone()));
-    tokio::spawn(serving(ctx.clone(), stopped.clone(), fatal_tx));
-    tokio::spawn(send_digests(ctx.clone(), digests_in));
-    tokio::spawn(halt_on_divergence(ctx.clone()));
-    tokio::spawn(accept(ctx.clone(), client_listener, stopped));
+    let fatal = Arc::new(watch::channel(None).0);
+    let tasks = Supervisor { ctx: ctx.clone(), stopped: stopped.clone(), fatal: fatal.clone() };
+    let applier = apply::run(shared.clone(), ctx.wal.clone(), streams.committed, snaps);
+    tasks.spawn("the applier", async move { applier.await.map_err(|e| e.to_string()) });
+    tasks.spawn("the leader pipeline", ok(leader::run(shared.clone(), handle.clone(), items)));
+    tasks.spawn("the forwarded-message handler", ok(forwarded(ctx.clone(), streams.forwarded)));
+    tasks.spawn("the session toucher", ok(touches(ctx.clone(), stopped.clone())));
+    tasks.spawn("the role watcher", ok(serving(ctx.clone(), stopped.clone(), fatal.clone())));
+    tasks.spawn("the digest sender", ok(send_digests(ctx.clone(), digests_in)));
+    tasks.spawn("the halt watcher", ok(halt_on_divergence(ctx.clone())));
+    tasks.spawn("the client acceptor", ok(accept(ctx.clone(), client_listener, stopped)));
     tracing::info!(server = my_id, client = %client_addr, standalone, "started");
-    Ok(Server { ctx, stop, fatal })
+    Ok(Server { ctx, stop, fatal: fatal.subscribe() })
+}
+
+/// Watches the server's long-lived tasks: one that ends while the server is neither stopping nor halted (it
+/// returned, failed or panicked) is fatal, with its reason: the server stops serving and the process exits, so
+/// that a restart recovers from disk. It never goes on voting or answering with a frozen tree.
+struct Supervisor {
+    ctx: Arc<Ctx>,
+    stopped: watch::Receiver<bool>,
+    fatal: Arc<watch::Sender<Option<String>>>,
+}
+
+impl Supervisor {
+    fn spawn(&self, name: &'static str, task: impl Future<Output = Result<(), String>> + Send + 'static) {
+        let (ctx, stopped, fatal) = (self.ctx.clone(), self.stopped.clone(), self.fatal.clone());
+        let task = tokio::spawn(task);
+        tokio::spawn(async move {
+            let reason = match task.await {
+                Ok(Ok(())) => format!("{name} ended"),
+                Ok(Err(error)) => format!("{name} failed: {error}"),
+                Err(join) => format!("{name} panicked: {join}"),
+            };
+            if *stopped.borrow() || ctx.shared.halt.borrow().is_some() {
+                return;
+            }
+            fail(&ctx, &fatal, reason);
+        });
+    }
+}
+
+/// A task that cannot fail, as the supervisor takes it.
+async fn ok(task: impl Future<Output = ()>) -> Result<(), String> {
+    task.await;
+    Ok(())
+}
+
+/// Stops serving for good and tells whoever waits on [`Server::failed`] (the first reason stays).
+fn fail(ctx: &Ctx, fatal: &watch::Sender<Option<String>>, reason: String) {
+    tracing::error!(server = ctx.shared.my_id, %reason, "this server stops serving");
+    ctx.shared.halt(reason.clone());
+    for conn in ctx.shared.conns().values() {
+        conn.send(Out::Close);
+    }
+    fatal.send_if_modified(|fatal| match fatal {
+        Some(_) => false,
+        None => {
+            *fatal = Some(reason);
+            true
+        }
+    });
 }
 
 /// Accepts client connections until stopped.
@@ -280,17 +341,10 @@ async fn accept(ctx: Arc<Ctx>, listener: TcpListener, mut stop: watch::Receiver<
             },
             _ = stop.changed() => return,
         };
-        let max = ctx.shared.config.max_client_cnxns;
-        {
-            let mut per_ip = lock(&ctx.shared.per_ip);
-            let count = per_ip.entry(addr.ip()).or_default();
-            if max > 0 && *count >= max {
-                tracing::warn!(ip = %addr.ip(), max, "too many connections from this address");
-                continue;
-            }
-            *count += 1;
+        match ctx.shared.admission.admit(addr.ip()) {
+            Ok(permit) => drop(tokio::spawn(crate::conn::serve(ctx.clone(), stream, addr, permit))),
+            Err(refused) => tracing::warn!(server = ctx.shared.my_id, client = %addr, %refused, "connection refused"),
         }
-        tokio::spawn(crate::conn::serve(ctx.clone(), stream, addr));
     }
 }
 
@@ -334,7 +388,7 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::B
             Forward::Digest { zxid, digest } => {
                 if let Err(diverged) = lock(&ctx.shared.digests).leaders(zxid, digest) {
                     tracing::error!(%diverged, "stopping: this server's tree differs from the leader's");
-                    ctx.shared.halt.send_replace(Some(diverged.to_string()));
+                    ctx.shared.halt(diverged.to_string());
                 }
             }
         }
@@ -365,7 +419,7 @@ async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 
 /// Closes every client connection when this server stops serving (ZooKeeper shuts its request processors
 /// down on a leader change; clients reconnect, to this server or another, once one serves again).
-async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>, fatal: watch::Sender<Option<String>>) {
+async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>, fatal: Arc<watch::Sender<Option<String>>>) {
     let mut role = ctx.handle.role.clone();
     let mut was = *role.borrow();
     while role.changed().await.is_ok() {
@@ -393,12 +447,7 @@ async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>, fatal: watch::Se
     // follows the leader.
     if !*stopped.borrow() && ctx.shared.halt.borrow().is_none() {
         let reason = "the replication runtime stopped on a fatal error (see the log above)".to_owned();
-        tracing::error!(server = ctx.shared.my_id, "{reason}: this server stops serving");
-        ctx.shared.halt.send_replace(Some(reason.clone()));
-        for conn in ctx.shared.conns().values() {
-            conn.send(Out::Close);
-        }
-        fatal.send_replace(Some(reason));
+        fail(&ctx, &fatal, reason);
     }
 }
 

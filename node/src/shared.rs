@@ -5,7 +5,6 @@
 //! after its events are queued, and the connection sends them before the read's reply.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
@@ -277,8 +276,12 @@ pub struct Shared {
     pub watches: Mutex<Watches>,
     /// Connections by session.
     pub conns: Mutex<HashMap<SessionId, ConnHandle>>,
-    /// Connections per client IP (`maxClientCnxns`).
-    pub per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Connections per client address and in all (`maxClientCnxns`, `maxCnxns`).
+    pub admission: Arc<crate::admission::Admission>,
+    /// Requests in flight across connections (`globalOutstandingLimit`).
+    pub throttle: Arc<crate::throttle::Throttle>,
+    /// Size limits, from `jute.maxbuffer`.
+    pub limits: crate::limits::Limits,
     /// The last zxid applied to `tree`.
     pub applied: watch::Sender<i64>,
     /// Syncs waiting for the leader, by (session, xid).
@@ -310,6 +313,17 @@ impl Shared {
     /// The watches.
     pub fn watches(&self) -> MutexGuard<'_, Watches> {
         lock(&self.watches)
+    }
+
+    /// Stops this server serving for good, with `reason`, unless it already stopped (the first reason stays).
+    pub fn halt(&self, reason: String) {
+        self.halt.send_if_modified(|halt| match halt {
+            Some(_) => false,
+            None => {
+                *halt = Some(reason);
+                true
+            }
+        });
     }
 
     /// The connections by session.

@@ -137,6 +137,8 @@ pub struct ServerConfig {
     /// The snapshot directory, for SNAP sync both ways (`None`: a follower that needs a snapshot is dropped,
     /// and a snapshot from the leader is an error).
     pub snapshots: Option<PathBuf>,
+    /// The peer connections' settings (the frame bound must hold the largest txn the node proposes).
+    pub transport: TransportConfig,
 }
 
 /// The two epochs, durable: 8 bytes each, then a crc32c.
@@ -241,8 +243,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         last_zxid: zxids.back().copied().or(wal.base()).unwrap_or(Zxid::ZERO),
     };
     let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
-    let (transport, inbound) =
-        TcpTransport::start(config.peer.me, config.listener, config.peers, TransportConfig::default());
+    let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
     let (proposals_tx, proposals) = mpsc::channel(1024);
     let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
     let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);

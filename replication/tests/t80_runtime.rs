@@ -44,6 +44,7 @@ async fn boot_with_streams(
         dir: dir.join(me.to_string()),
         wal,
         snapshots: None,
+        transport: Default::default(),
     })
     .unwrap()
 }
@@ -162,8 +163,15 @@ async fn a_server_that_is_a_quorum_alone_leads_and_commits() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peers = BTreeMap::from([(ServerId(1), listener.local_addr().unwrap())]);
     let peer = PeerConfig { voters: Voters::new([ServerId(1)]), ..peer_config(1) };
-    let config =
-        ServerConfig { peer, listener, peers, dir: dir.path().join("1"), wal: WalOptions::default(), snapshots: None };
+    let config = ServerConfig {
+        peer,
+        listener,
+        peers,
+        dir: dir.path().join("1"),
+        wal: WalOptions::default(),
+        snapshots: None,
+        transport: Default::default(),
+    };
     let (handle, _streams) = start(config).unwrap();
     let servers = BTreeMap::from([(1, handle)]);
     assert_eq!(settled(&servers).await, 1);
@@ -187,6 +195,7 @@ async fn an_observer_applies_commits_but_never_counts_towards_a_quorum() {
             dir: dir.path().join(id.to_string()),
             wal: WalOptions { segment_size: 4 << 20, ..WalOptions::default() },
             snapshots: None,
+            transport: Default::default(),
         };
         servers.insert(id, start(config).unwrap().0);
     }

@@ -17,6 +17,15 @@ pub enum SnapshotError {
         #[source]
         source: io::Error,
     },
+    /// A fuzzy snapshot spanned a closeSession that did not list the ephemerals it deleted: recovery could not
+    /// replay it over this snapshot exactly, so it was not kept (the next one will be).
+    #[error("snapshot from {start_zxid:#x} abandoned: it spans the unlisted closeSession {zxid:#x}")]
+    Unreplayable {
+        /// Where the snapshot began.
+        start_zxid: i64,
+        /// The closeSession.
+        zxid: i64,
+    },
     /// A snapshot transfer between leader and follower went wrong.
     #[error("snapshot transfer: {0}")]
     Transfer(String),

@@ -94,10 +94,15 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
         encode(&copied, &mut buf);
         out.write(&buf)?;
     }
-    let (end_zxid, digest) = {
+    let (end_zxid, digest, unlisted_close) = {
         let t = read(tree);
-        (t.last_zxid(), t.digest())
+        (t.last_zxid(), t.digest(), t.last_unlisted_close())
     };
+    if unlisted_close > start_zxid {
+        drop(out);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SnapshotError::Unreplayable { start_zxid, zxid: unlisted_close });
+    }
     let trailer = Trailer { end_zxid, digest, nodes, sessions: sessions.len() as u64 };
     out.write(&[tag::END])?;
     out.write(&trailer.encode_fields())?;

@@ -238,3 +238,53 @@ fn recovery_can_stop_at_a_zxid() {
     let (full, _) = snapshot::recover::recover(&db.snap_dir, &db.wal).unwrap();
     assert!(full.last_zxid() > cut, "without a limit, everything is replayed");
 }
+
+/// A close proposed without its list (a session with too many ephemerals to name in one txn) deletes what the
+/// tree indexes for the session: replayed over a fuzzy snapshot that copied some parents before the close and
+/// their children after it, it could not move those parents' pzxid. So a snapshot spanning one is not kept.
+#[test]
+fn a_snapshot_spanning_a_close_that_names_no_ephemerals_is_abandoned() {
+    use tree::code::op;
+    use tree::txn::{Txn, TxnHeader};
+    let dir = tempfile::tempdir().unwrap();
+    let session = 0x100;
+    let mut live = tree::tree::DataTree::new();
+    let mut zxid = 1i64 << 32;
+    let mut apply = |tree: &mut tree::tree::DataTree, client_id: i64, op: i32, txn: Txn| {
+        zxid += 1;
+        tree.apply(&TxnHeader { client_id, cxid: 0, zxid, time: zxid, op }, &txn);
+        zxid
+    };
+    apply(&mut live, session, op::CREATE_SESSION, Txn::CreateSession { timeout: 10_000 });
+    let node = |path: String, ephemeral: bool| Txn::Create {
+        path,
+        data: bytes::Bytes::new(),
+        acl: tree::acl::open_acl_unsafe(),
+        ephemeral,
+        parent_cversion: -1,
+    };
+    apply(&mut live, 0, op::CREATE, node("/p".into(), false));
+    for i in 0..100_000 {
+        apply(&mut live, session, op::CREATE, node(format!("/p/e{i:06}"), true));
+    }
+    let tree = Arc::new(std::sync::RwLock::new(live));
+    let writer = {
+        let (tree, dir) = (tree.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || snapshot::write::write_fuzzy(&dir, &tree, 1))
+    };
+    // Once the snapshot has begun (its file exists), the close applies between two of its chunks.
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the snapshot never began");
+        std::thread::yield_now();
+    }
+    let close = apply(&mut tree.write().unwrap(), session, op::CLOSE_SESSION, Txn::CloseSession { paths: Vec::new() });
+    match writer.join().unwrap() {
+        Err(SnapshotError::Unreplayable { zxid, .. }) => assert_eq!(zxid, close),
+        other => panic!("a snapshot spanning an unlisted close must be abandoned, got {other:?}"),
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "neither the snapshot nor its temporary file stays: {left:?}");
+    let after = snapshot::write::write_fuzzy(dir.path(), &tree, 1024).expect("the next snapshot is kept");
+    assert_eq!(after.start_zxid, close);
+}

@@ -33,6 +33,10 @@ pub struct Options {
     pub start_timeout: Duration,
     /// How many of the nodes (the last ones) are observers: `server.N=...:observer` and `peerType=observer`.
     pub observers: usize,
+    /// Extra `zoo.cfg` lines (`key=value`). Everything else is ZooKeeper's default where it matters to users
+    /// (`maxClientCnxns`, the four-letter-word whitelist, `jute.maxbuffer`, ...): a test that needs another
+    /// setting sets it here and says why.
+    pub config: Vec<String>,
 }
 
 impl Default for Options {
@@ -47,6 +51,7 @@ impl Default for Options {
             max_session_timeout_ms: 30_000,
             start_timeout: Duration::from_secs(60),
             observers: 0,
+            config: Vec::new(),
         }
     }
 }
@@ -400,8 +405,8 @@ fn write_node_files(options: &Options, dir: &Path, i: usize, ports: &[u16]) -> i
     fs::create_dir_all(&log)?;
     let mut cfg = format!(
         "tickTime={}\ninitLimit={}\nsyncLimit={}\ndataDir={}\ndataLogDir={}\nclientPort={}\n\
-         clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
-         4lw.commands.whitelist=*\nznode.container.checkIntervalMs=300\nextendedTypesEnabled=true\n",
+         clientPortAddress=127.0.0.1\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
+         znode.container.checkIntervalMs=300\nextendedTypesEnabled=true\n",
         options.tick_ms,
         options.init_limit,
         options.sync_limit,
@@ -412,6 +417,10 @@ fn write_node_files(options: &Options, dir: &Path, i: usize, ports: &[u16]) -> i
         options.prealloc_kib,
         options.max_session_timeout_ms,
     );
+    for line in &options.config {
+        cfg.push_str(line);
+        cfg.push('\n');
+    }
     if options.nodes > 1 {
         let observer = |n: usize| n + options.observers >= options.nodes;
         for n in 0..options.nodes {

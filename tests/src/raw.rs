@@ -91,6 +91,23 @@ impl Body {
     pub fn open_acl(self) -> Body {
         self.int(1).int(31).string("world").string("anyone")
     }
+    /// Appends raw bytes (an already encoded record).
+    pub fn raw(mut self, bytes: &[u8]) -> Body {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+    /// The encoded bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// A whole request frame: the length prefix, the header (`xid`, `op`) and `body`.
+pub fn request_frame(xid: i32, op: i32, body: Body) -> Vec<u8> {
+    let payload = Body::new().int(xid).int(op).raw(&body.0).0;
+    let mut frame = u32::try_from(payload.len()).expect("short frame").to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
 }
 
 /// A reply to one request.
@@ -160,6 +177,29 @@ impl RawSession {
         tokio::time::timeout(Duration::from_secs(10), self.read_reply(xid))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no reply to op {op}")))?
+    }
+
+    /// Sends a request without waiting for its reply; returns its xid.
+    pub async fn send(&mut self, op: i32, body: Body) -> std::io::Result<i32> {
+        let xid = self.next_xid;
+        self.next_xid += 1;
+        self.stream.write_all(&request_frame(xid, op, body)).await?;
+        Ok(xid)
+    }
+
+    /// The next reply, whatever its xid (watch events are collected and ping replies skipped on the way).
+    pub async fn next_reply(&mut self) -> std::io::Result<(i32, Reply)> {
+        loop {
+            let frame = read_frame(&mut self.stream).await?;
+            let mut r = Reader(&frame);
+            let (got, zxid, err) = (r.int(), r.long(), r.int());
+            if got == -1 {
+                let (kind, state, path) = (r.int(), r.int(), r.string());
+                self.events.push((kind, state, path));
+            } else if got != -2 {
+                return Ok((got, Reply { zxid, err, body: r.0.to_vec() }));
+            }
+        }
     }
 
     async fn read_reply(&mut self, xid: i32) -> std::io::Result<Reply> {

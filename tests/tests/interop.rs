@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ensemble_tests::Cluster;
+use ensemble_tests::{Cluster, Options};
 
 const ZKCLI: &str = "/usr/share/zookeeper/bin/zkCli.sh";
 
@@ -35,7 +35,9 @@ fn require_tools() {
 #[test]
 fn kazoo_and_zkcli_sessions() {
     require_tools();
-    let cluster = Cluster::start(3);
+    // kazoo's session asks `ruok`, which ZooKeeper's default whitelist (`srvr` only) refuses.
+    let options = Options { config: vec!["4lw.commands.whitelist=*".into()], ..Options::default() };
+    let cluster = Cluster::start_with(options);
     let cs = cluster.connect_string();
 
     let mut kazoo = Command::new("python3");

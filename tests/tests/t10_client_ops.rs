@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use ensemble_tests::client::{catch_up, EPHEMERAL, PERSISTENT, SEQUENTIAL};
 use ensemble_tests::raw::{op, Body, RawSession, Reader};
-use ensemble_tests::{blocking, connect, eventually, Cluster, Mode, Sections};
+use ensemble_tests::{blocking, connect, eventually, Cluster, Mode, Options, Sections};
 use sha1::Digest as _;
 use zookeeper_client::{
     Acl, Acls, AuthId, AuthUser, CheckWriteError, Client, CreateMode, Error, MultiReadResult, MultiWriteError,
@@ -19,7 +19,9 @@ const SECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_operations_on_three_nodes() {
-    let cluster = Arc::new(blocking(|| Cluster::start(3)));
+    // The four-letter-word section asks `ruok` and `cons`, which ZooKeeper's default whitelist (`srvr`) refuses.
+    let options = Options { config: vec!["4lw.commands.whitelist=*".into()], ..Options::default() };
+    let cluster = Arc::new(blocking(|| Cluster::start_with(options)));
     let cs = cluster.connect_string();
     let setup = connect(&cs).await;
     setup.create("/t10", b"", PERSISTENT).await.unwrap();

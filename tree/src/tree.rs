@@ -59,6 +59,8 @@ pub struct Applied {
     pub stat: Option<Stat>,
     /// Per-op outcomes of a multi.
     pub multi: Vec<Applied>,
+    /// The nodes a closeSession deleted, in the order it deleted them.
+    pub deleted: Vec<String>,
 }
 
 impl Applied {
@@ -85,6 +87,8 @@ pub struct DataTree {
     data_size: u64,
     digest: u64,
     last_zxid: i64,
+    /// The zxid of the last closeSession that deleted ephemerals its txn did not list (0: none).
+    unlisted_close: i64,
 }
 
 impl Default for DataTree {
@@ -311,15 +315,30 @@ impl DataTree {
     fn close_session(&mut self, session: i64, paths: &[String], zxid: i64) -> Applied {
         self.sessions.remove(&session);
         // The txn's list first, as ZooKeeper does: a delete bumps the parent's pzxid even when a fuzzy snapshot
-        // no longer holds the node. Then whatever this replica still indexes under the session.
+        // no longer holds the node. Then whatever this replica still indexes under the session: everything, for
+        // a txn proposed without its list (a session with more ephemerals than a txn can name).
+        let mut deleted = Vec::new();
         for p in paths {
-            self.delete(p, zxid);
+            if self.delete(p, zxid).err.is_none() {
+                deleted.push(p.clone());
+            }
         }
         let leftovers: Vec<String> = self.ephemerals.get(&session).into_iter().flatten().cloned().collect();
+        if !leftovers.is_empty() {
+            self.unlisted_close = zxid;
+        }
         for p in leftovers {
             self.delete(&p, zxid);
+            deleted.push(p);
         }
-        Applied::default()
+        Applied { deleted, ..Applied::default() }
+    }
+
+    /// The zxid of the last closeSession that deleted ephemerals its txn did not name (0: none since this tree
+    /// was built). Replaying such a txn over a fuzzy snapshot taken while it applied cannot know which parents
+    /// lost a child before the snapshot copied them, so a snapshot that spans one must not be kept.
+    pub fn last_unlisted_close(&self) -> i64 {
+        self.unlisted_close
     }
 
     fn multi(&mut self, h: &TxnHeader, ops: &[(i32, Txn)]) -> Applied {
@@ -431,6 +450,7 @@ impl DataTree {
             data_size: 0,
             digest: 0,
             last_zxid: 0,
+            unlisted_close: 0,
         }
     }
 

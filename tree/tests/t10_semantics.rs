@@ -8,6 +8,7 @@ use tree::acl::{perms, Acl, Id};
 use tree::code::{op, Code};
 use tree::prep::{Caller, Request};
 use tree::stat::OwnerKind;
+use tree::txn::{Txn, TxnHeader};
 
 const PERSISTENT: i32 = 0;
 const EPHEMERAL: i32 = 1;
@@ -122,6 +123,34 @@ fn ephemerals_belong_to_their_session_and_go_with_it() {
     assert!(h.tree.get("/e").is_none() && h.tree.get(&seq).is_none());
     assert!(h.tree.get("/other").is_some());
     assert!(!h.tree.sessions().contains_key(&s1) && h.tree.sessions().contains_key(&s2));
+}
+
+#[test]
+fn a_close_that_names_no_ephemerals_deletes_them_all_reports_them_and_is_marked_unlisted() {
+    let mut h = Harness::new();
+    let (s1, s2) = (0x100, 0x200);
+    h.write(&caller(s1), &Request::CreateSession { timeout: 10_000 });
+    h.write(&caller(s2), &Request::CreateSession { timeout: 10_000 });
+    h.write(&caller(0), &create("/p", "", PERSISTENT));
+    for i in 0..50 {
+        h.write(&caller(s1), &create(&format!("/p/e{i:02}"), "", EPHEMERAL));
+    }
+    h.write(&caller(s2), &create("/p/other", "", EPHEMERAL));
+    let listed = h.write(&caller(s2), &Request::CloseSession);
+    assert_eq!(listed.deleted, vec!["/p/other".to_owned()]);
+    assert_eq!(h.tree.last_unlisted_close(), 0, "a close that lists its ephemerals is replayable anywhere");
+    // What the leader proposes for a session with too many ephemerals to list: the same txn, empty.
+    h.zxid += 1;
+    let header = TxnHeader { client_id: s1, cxid: 0, zxid: h.zxid, time: 1, op: op::CLOSE_SESSION };
+    let applied = h.tree.apply(&header, &Txn::CloseSession { paths: Vec::new() });
+    h.tree.validate().unwrap();
+    let mut expected: Vec<String> = (0..50).map(|i| format!("/p/e{i:02}")).collect();
+    expected.sort();
+    assert_eq!(applied.deleted, expected, "every ephemeral of the session, in path order");
+    assert_eq!(h.tree.get("/p").unwrap().children.len(), 0);
+    assert_eq!(h.tree.ephemeral_count(), 0);
+    assert!(!h.tree.sessions().contains_key(&s1));
+    assert_eq!(h.tree.last_unlisted_close(), h.zxid);
 }
 
 #[test]
