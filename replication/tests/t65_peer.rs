@@ -261,11 +261,8 @@ fn a_leader_counts_its_learners_and_which_of_them_are_synced() {
     peer.handle(Event::Tick(tick * 3), &Empty);
     assert_eq!(peer.role(), Role::Leading);
     let from = |peer: &mut Peer, id: u64, m: Message| peer.handle(Event::Message(ServerId(id), m), &Empty);
-    let learners = |connected, synced_followers, synced_observers| Learners {
-        connected,
-        synced_followers,
-        synced_observers,
-    };
+    let learners =
+        |connected, synced_followers, synced_observers| Learners { connected, synced_followers, synced_observers };
     assert_eq!(peer.learners(), learners(0, 0, 0));
 
     let info = Message::FollowerInfo { accepted_epoch: Epoch(1), last_zxid: Zxid::ZERO };
