@@ -53,11 +53,12 @@ pub struct ConnHandle {
     pub counters: Arc<ConnCounters>,
 }
 
-/// Request latencies in microseconds: sum, count, min, max and the last one (lock-free, for `srvr`, `mntr` and
-/// `cons`).
+/// Request latencies: count, min, max and the last one in microseconds, and the sum in whole milliseconds per
+/// request, as ZooKeeper adds them up, so that the mean lies between the minimum and the maximum as printed
+/// (lock-free, for `srvr`, `mntr` and `cons`).
 #[derive(Debug)]
 pub struct Latency {
-    sum_us: AtomicU64,
+    sum_ms: AtomicU64,
     count: AtomicU64,
     min_us: AtomicU64,
     max_us: AtomicU64,
@@ -67,7 +68,7 @@ pub struct Latency {
 impl Default for Latency {
     fn default() -> Self {
         Latency {
-            sum_us: AtomicU64::new(0),
+            sum_ms: AtomicU64::new(0),
             count: AtomicU64::new(0),
             min_us: AtomicU64::new(u64::MAX),
             max_us: AtomicU64::new(0),
@@ -92,8 +93,11 @@ pub struct LatencyMs {
 impl Latency {
     /// Records one request that started at `started`.
     pub fn record(&self, started: Instant) {
-        let us = started.elapsed().as_micros() as u64;
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.record_us(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn record_us(&self, us: u64) {
+        self.sum_ms.fetch_add(us / 1000, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.min_us.fetch_min(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
@@ -102,7 +106,7 @@ impl Latency {
 
     /// Forgets every measurement.
     pub fn reset(&self) {
-        for c in [&self.sum_us, &self.count, &self.max_us, &self.last_us] {
+        for c in [&self.sum_ms, &self.count, &self.max_us, &self.last_us] {
             c.store(0, Ordering::Relaxed);
         }
         self.min_us.store(u64::MAX, Ordering::Relaxed);
@@ -117,7 +121,7 @@ impl Latency {
         let ms = |us: u64| (us / 1000) as i64;
         LatencyMs {
             min: ms(self.min_us.load(Ordering::Relaxed)),
-            avg: self.sum_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0,
+            avg: self.sum_ms.load(Ordering::Relaxed) as f64 / count as f64,
             max: ms(self.max_us.load(Ordering::Relaxed)),
             last: ms(self.last_us.load(Ordering::Relaxed)),
         }
@@ -425,6 +429,21 @@ mod tests {
             }
         }
         assert_eq!((events, closes), (MAX_QUEUED, 1));
+    }
+
+    #[test]
+    fn the_mean_latency_lies_between_the_minimum_and_the_maximum_in_whole_milliseconds() {
+        let latency = Latency::default();
+        assert_eq!(latency.ms(), LatencyMs::default(), "none measured: 0/0.0/0");
+        // Three requests of 1.5 ms: ZooKeeper counts each as 1 ms, and prints 1/1.0/1 (not 1/1.5/1).
+        for _ in 0..3 {
+            latency.record_us(1500);
+        }
+        assert_eq!(latency.ms(), LatencyMs { min: 1, avg: 1.0, max: 1, last: 1 });
+        latency.record_us(4999);
+        assert_eq!(latency.ms(), LatencyMs { min: 1, avg: 1.75, max: 4, last: 4 });
+        latency.reset();
+        assert_eq!(latency.ms(), LatencyMs::default());
     }
 
     #[test]
