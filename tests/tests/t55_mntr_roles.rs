@@ -201,7 +201,7 @@ async fn leader_counts(
     followers: f64,
     observers: f64,
 ) -> BTreeMap<String, String> {
-    let what = format!("{learners} learners, {followers} synced followers and {observers} synced observers");
+    let what = format!("counts {learners} learners, {followers} synced followers and {observers} synced observers");
     mntr_when(cluster, leader, &what, |k| {
         k.get("zk_learners").is_some()
             && (num(k, "zk_learners"), num(k, "zk_synced_followers"), num(k, "zk_synced_observers"))
