@@ -52,15 +52,6 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
         _ if observer => Mode::Observer,
         _ => Mode::Follower,
     };
-    let peer_state = match (role, serving) {
-        (Role::Looking, _) => "looking".to_owned(),
-        (Role::Leading, true) => "leading - broadcast".to_owned(),
-        (Role::Leading, false) => "leading - synchronization".to_owned(),
-        (Role::Following(_), true) if observer => "observing - broadcast".to_owned(),
-        (Role::Following(_), false) if observer => "observing - synchronization".to_owned(),
-        (Role::Following(_), true) => "following - broadcast".to_owned(),
-        (Role::Following(_), false) => "following - synchronization".to_owned(),
-    };
     let (zxid, node_count, sessions, ephemerals, data_size) = {
         // Counters the tree keeps as it goes: a report never walks the tree (monitoring polls it).
         let tree = shared.tree();
@@ -79,7 +70,7 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
         version: format!("3.8.4-ensemble-{}, built on Rust", env!("CARGO_PKG_VERSION")),
         mode,
         serving,
-        peer_state,
+        peer_state: peer_state(role, serving, observer).to_owned(),
         zxid,
         node_count,
         min_latency_ms: latency.min,
@@ -118,7 +109,19 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
             ("wal_fsync_time_us".into(), wal.fsync_time.as_micros().to_string()),
             ("wal_fsync_max_us".into(), wal.fsync_max.as_micros().to_string()),
         ],
-        ..Report::default()
+    }
+}
+
+/// `QuorumPeer.getDetailedPeerState()` (without the sync mode ZooKeeper adds while syncing).
+fn peer_state(role: Role, serving: bool, observer: bool) -> &'static str {
+    match (role, serving) {
+        (Role::Looking, _) => "looking",
+        (Role::Leading, true) => "leading - broadcast",
+        (Role::Leading, false) => "leading - synchronization",
+        (Role::Following(_), true) if observer => "observing - broadcast",
+        (Role::Following(_), false) if observer => "observing - synchronization",
+        (Role::Following(_), true) => "following - broadcast",
+        (Role::Following(_), false) => "following - synchronization",
     }
 }
 
