@@ -279,8 +279,8 @@ impl Conn {
 
     fn unregister(&self) {
         let shared = &self.ctx.shared;
-        let waiting = self.slots.iter().filter(|s| matches!(s, Slot::Write { .. })).count();
-        self.outstanding(-(waiting as i64));
+        // Requests never answered stop counting as outstanding with the connection.
+        self.outstanding(-i64::try_from(self.slots.len()).unwrap_or(i64::MAX));
         if self.session != 0 {
             let mine = {
                 let mut conns = shared.conns();
@@ -321,18 +321,18 @@ impl Conn {
         let request = match op_code {
             op::PING | op::CLOSE_SESSION | op::WHO_AM_I => Request::Empty,
             op::RECONFIG | op::SASL | op::CREATE_SESSION | op::DELETE_CONTAINER => {
-                self.slots.push_back(ready(Code::Unimplemented));
+                self.push(ready(Code::Unimplemented));
                 return Ok(());
             }
             _ => match Request::read(op_code, &mut buf) {
                 Ok(request) => request,
                 Err(tree::jute::JuteError::Invalid(reason)) if reason.starts_with("unknown op") => {
-                    self.slots.push_back(ready(Code::Unimplemented));
+                    self.push(ready(Code::Unimplemented));
                     return Ok(());
                 }
                 Err(error) => {
                     tracing::debug!(op_code, %error, "malformed request body");
-                    self.slots.push_back(ready(Code::MarshallingError));
+                    self.push(ready(Code::MarshallingError));
                     return Ok(());
                 }
             },
@@ -351,7 +351,7 @@ impl Conn {
                         }
                         // The reply echoes the request's xid (-4 from most clients, an ordinary one from some).
                         let frame = reply::frame(xid, 0, Code::Ok, &Response::Empty);
-                        self.slots.push_back(Slot::Ready { frame, started });
+                        self.push(Slot::Ready { frame, started });
                     }
                     Err(error) => {
                         tracing::info!(%error, session = format_args!("0x{:x}", self.session), "authentication failed");
@@ -373,11 +373,10 @@ impl Conn {
             | op::MULTI
             | op::CLOSE_SESSION => {
                 let Some(prepared) = crate::convert::to_prep(op_code, &request) else {
-                    self.slots.push_back(ready(Code::BadArguments));
+                    self.push(ready(Code::BadArguments));
                     return Ok(());
                 };
-                self.slots.push_back(Slot::Write { cxid: xid, started });
-                self.outstanding(1);
+                self.push(Slot::Write { cxid: xid, started });
                 let item = Item::Write {
                     origin: Origin::Local,
                     session: self.session,
@@ -389,11 +388,10 @@ impl Conn {
             }
             op::SYNC => {
                 let Request::Sync { path } = request else { unreachable!("decoded as sync") };
-                self.slots.push_back(Slot::Write { cxid: xid, started });
-                self.outstanding(1);
+                self.push(Slot::Write { cxid: xid, started });
                 self.sync(xid, path).await?;
             }
-            _ => self.slots.push_back(Slot::Read { xid, op: op_code, request, started }),
+            _ => self.push(Slot::Read { xid, op: op_code, request, started }),
         }
         Ok(())
     }
@@ -457,7 +455,6 @@ impl Conn {
                     Some(slot) => {
                         let Slot::Write { started, .. } = *slot else { unreachable!("found a write slot") };
                         *slot = Slot::Ready { frame, started };
-                        self.outstanding(-1);
                     }
                     None => tracing::debug!(cxid, "a reply for a request this connection is not waiting for"),
                 }
@@ -487,11 +484,13 @@ impl Conn {
                 Some(Slot::Ready { .. }) => {
                     let Some(Slot::Ready { frame, started }) = self.slots.pop_front() else { unreachable!() };
                     self.tickets.pop_front();
+                    self.outstanding(-1);
                     self.reply(frame, started).await?;
                 }
                 Some(Slot::Read { .. }) => {
                     let Some(Slot::Read { xid, op, request, started }) = self.slots.pop_front() else { unreachable!() };
                     self.tickets.pop_front();
+                    self.outstanding(-1);
                     let frame = self.read(xid, op, &request).await?;
                     self.reply(frame, started).await?;
                 }
@@ -543,7 +542,15 @@ impl Conn {
         self.send(frame).await
     }
 
-    /// Counts writes and syncs waiting for their reply, on this connection and server-wide (`mntr`, `cons`).
+    /// Queues a request's slot: it counts as outstanding until its reply goes out (or the connection ends).
+    fn push(&mut self, slot: Slot) {
+        self.slots.push_back(slot);
+        self.outstanding(1);
+    }
+
+    /// Counts requests received and not answered yet, reads and pings included, on this connection and
+    /// server-wide (`cons` `queued=`, `srvr` `Outstanding:`, `zk_outstanding_requests`), as ZooKeeper counts
+    /// the requests in its processor pipeline.
     fn outstanding(&self, delta: i64) {
         for counter in [&self.handle.counters.outstanding, &self.ctx.shared.stats.outstanding] {
             counter.fetch_add(delta as u64, Ordering::Relaxed); // wrapping add: -1 as u64 subtracts one

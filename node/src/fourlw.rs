@@ -199,6 +199,9 @@ pub struct Report {
     pub quorum_size: u64,
     /// A leader's view of its learners (printed only when `mode` is [`Mode::Leader`]).
     pub leader: LeaderStats,
+    /// The server an observer follows (`zk_observer_master_id`, printed only when `mode` is
+    /// [`Mode::Observer`], as `ObserverZooKeeperServer.dumpMonitorValues` does); -1 for none.
+    pub observer_master_id: i64,
     /// What `conf` prints.
     pub conf: Conf,
     /// Bytes under `dataDir` (the snapshots): `dirs` `datadir_size`, `conf` `dataDirSize`. ZooKeeper 3.8 swaps
@@ -290,20 +293,21 @@ pub struct WatchSummary {
     pub watches: u64,
 }
 
-/// A leader's `mntr` lines and `stat`'s `Proposal sizes`.
+/// A leader's `mntr` lines and `stat`'s `Proposal sizes` (`LeaderZooKeeperServer.registerMetrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LeaderStats {
-    /// Followers and observers connected (`zk_learners`).
+    /// Followers and observers connected, synced or not (`zk_learners`: `Leader.getLearners()`).
     pub learners: u64,
-    /// Voting followers in sync (`zk_synced_followers`).
+    /// Followers in sync, receiving proposals (`zk_synced_followers`: `Leader.getForwardingFollowers()`).
     pub synced_followers: u64,
-    /// Non-voting followers in sync (`zk_synced_non_voting_followers`).
+    /// Followers in sync that are not in the voting view (`zk_synced_non_voting_followers`).
     pub synced_non_voting_followers: u64,
-    /// Observers in sync (`zk_synced_observers`).
+    /// Observers in sync (`zk_synced_observers`: `Leader.getObservingLearners()`).
     pub synced_observers: u64,
-    /// Learners still syncing (`zk_pending_syncs`).
+    /// Learners' sync requests waiting for earlier proposals to commit, counted by the proposal they wait for
+    /// (`zk_pending_syncs`: `Leader.getNumPendingSyncs()`).
     pub pending_syncs: u64,
-    /// Milliseconds since this server became leader (`zk_leader_uptime`).
+    /// Milliseconds since this server began to lead and serve (`zk_leader_uptime`: `Leader.getUptime()`).
     pub leader_uptime_ms: u64,
     /// Bytes of the last proposal; `None` (printed `-1`) before the first.
     pub last_proposal_size: Option<u32>,
@@ -446,6 +450,9 @@ fn mntr(f: &mut fmt::Formatter<'_>, r: &Report) -> fmt::Result {
     kv("server_state", &r.mode.as_str())?;
     if r.mode.in_quorum() {
         kv("peer_state", &r.peer_state)?;
+    }
+    if r.mode == Mode::Observer {
+        kv("observer_master_id", &r.observer_master_id)?;
     }
     kv("avg_latency", &JavaDouble(round4(r.avg_latency_ms)))?;
     kv("max_latency", &r.max_latency_ms)?;
@@ -643,6 +650,7 @@ mod tests {
             max_file_descriptors: 4096,
             quorum_size: 3,
             leader: LeaderStats::default(),
+            observer_master_id: -1,
             conf: Conf {
                 client_port: 2181,
                 secure_client_port: None,
@@ -810,6 +818,20 @@ mod tests {
         assert!(out.ends_with(tail), "{out}");
         assert!(out.contains("\nzk_server_state\tleader\nzk_peer_state\tleading - broadcast\n"), "{out}");
         assert!(out.contains("\nzk_avg_latency\t0.3333\n"), "{out}");
+    }
+
+    #[test]
+    fn mntr_of_an_observer_names_its_master_and_no_leader_keys() {
+        let mut r = follower();
+        r.mode = Mode::Observer;
+        r.peer_state = "observing - broadcast".to_owned();
+        r.observer_master_id = 2;
+        let out = ask("mntr", &r);
+        let head = "zk_server_state\tobserver\nzk_peer_state\tobserving - broadcast\nzk_observer_master_id\t2\n";
+        assert!(out.contains(head), "{out}");
+        assert!(out.contains("\nzk_quorum_size\t3\n"), "{out}");
+        assert!(!out.contains("zk_learners") && !out.contains("zk_synced_"), "{out}");
+        assert!(!ask("mntr", &follower()).contains("observer_master_id"), "only an observer prints it");
     }
 
     #[test]

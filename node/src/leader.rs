@@ -230,6 +230,9 @@ impl Pipeline {
                 let (target, mut completed) = (self.submitted, self.completed.subscribe());
                 let (shared, handle) = (self.shared.clone(), self.handle.clone());
                 tokio::spawn(async move {
+                    // A learner's sync that has to wait counts in `zk_pending_syncs` until it is answered.
+                    let waits = matches!(origin, Origin::Peer(_)) && *completed.borrow() < target;
+                    let _pending = waits.then(|| shared.stats.learner_syncs.wait_for(target));
                     if completed.wait_for(|&done| done >= target).await.is_err() {
                         return;
                     }
@@ -281,6 +284,7 @@ impl Pipeline {
             _ => {}
         }
         let bytes = Bytes::from(bytes);
+        let size = bytes.len();
         let (submitted, mut completed) = (self.submitted, self.completed.subscribe());
         if completed.wait_for(|&done| submitted - done < WINDOW as u64).await.is_err() {
             return false;
@@ -288,6 +292,7 @@ impl Pipeline {
         match self.handle.submit(bytes).await {
             Ok(outcome) => {
                 self.submitted += 1;
+                self.shared.stats.proposal_sizes.record(size);
                 let (failed, completed, seq) = (self.failed.clone(), self.completed.clone(), self.submitted);
                 tokio::spawn(async move {
                     match outcome.await {

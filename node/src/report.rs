@@ -1,15 +1,18 @@
 //! Four-letter words on the client port: the server's state gathered into a [`fourlw::Report`], answered in
 //! ZooKeeper's formats, and the connection closed.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use replication::peer::Role;
+use replication::runtime::LearnerView;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::fourlw::{self, Connection, Mode, Report, WatchSummary};
+use crate::fourlw::{self, Connection, LeaderStats, Mode, Report, WatchSummary};
 use crate::server::Ctx;
+use crate::shared::Stats;
 
 /// The word the first four bytes of a connection spell, if any.
 pub fn four_letter_word(first4: &[u8; 4]) -> Option<&'static str> {
@@ -28,15 +31,16 @@ pub async fn answer_four_letter_word(ctx: &Ctx, mut stream: TcpStream, word: &'s
             "crst" => ctx.shared.conns().values().for_each(|conn| conn.counters.reset()),
             _ => {}
         }
-        let report = report(ctx);
+        let report = report(ctx, stream.peer_addr().ok());
         fourlw::answer(word, &report).unwrap_or_else(|| fourlw::not_whitelisted(word))
     };
     let _ = stream.write_all(text.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
 
-/// The server's state now.
-pub fn report(ctx: &Ctx) -> Report {
+/// The server's state now, as the client at `asker` (if known) asks for it: ZooKeeper counts and lists the
+/// asking connection among the connections.
+pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
     let shared = &ctx.shared;
     let config = &shared.config;
     let role = ctx.handle.role.borrow().0;
@@ -48,15 +52,6 @@ pub fn report(ctx: &Ctx) -> Report {
         _ if observer => Mode::Observer,
         _ => Mode::Follower,
     };
-    let peer_state = match (role, serving) {
-        (Role::Looking, _) => "looking".to_owned(),
-        (Role::Leading, true) => "leading - broadcast".to_owned(),
-        (Role::Leading, false) => "leading - synchronization".to_owned(),
-        (Role::Following(_), true) if observer => "observing - broadcast".to_owned(),
-        (Role::Following(_), false) if observer => "observing - synchronization".to_owned(),
-        (Role::Following(_), true) => "following - broadcast".to_owned(),
-        (Role::Following(_), false) => "following - synchronization".to_owned(),
-    };
     let (zxid, node_count, sessions, ephemerals, data_size) = {
         // Counters the tree keeps as it goes: a report never walks the tree (monitoring polls it).
         let tree = shared.tree();
@@ -66,13 +61,16 @@ pub fn report(ctx: &Ctx) -> Report {
     let (watches, paths, watchers) = shared.watches().counts();
     let stats = &shared.stats;
     let latency = stats.latency.ms();
-    let connections = shared.conns().iter().map(|(&session, conn)| connection(session, conn)).collect();
+    let mut connections: Vec<Connection> =
+        shared.conns().iter().map(|(&session, conn)| connection(session, conn)).collect();
+    // The asker has sent its word and nothing else yet, and is off the selector (`[0]`) while answered.
+    connections.extend(asker.map(|remote| Connection { remote, received: 1, ..Connection::default() }));
     let wal = ctx.wal.stats();
     Report {
         version: format!("3.8.4-ensemble-{}, built on Rust", env!("CARGO_PKG_VERSION")),
         mode,
         serving,
-        peer_state,
+        peer_state: peer_state(role, serving, observer).to_owned(),
         zxid,
         node_count,
         min_latency_ms: latency.min,
@@ -91,7 +89,16 @@ pub fn report(ctx: &Ctx) -> Report {
         local_sessions: 0,
         open_file_descriptors: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
         max_file_descriptors: max_fds(),
-        quorum_size: config.servers.len().max(1) as u64,
+        // ZooKeeper's `getQuorumSize()` is the size of the voting view: observers do not count.
+        quorum_size: count(config.servers.values().filter(|s| !s.observer).count().max(1)),
+        leader: match mode {
+            Mode::Leader => leader_stats(*ctx.handle.learners.borrow(), stats),
+            _ => LeaderStats::default(),
+        },
+        observer_master_id: match role {
+            Role::Following(leader) if mode == Mode::Observer => i64::try_from(leader.0).unwrap_or(-1),
+            _ => -1,
+        },
         conf: conf(ctx),
         snapshot_dir_size: dir_size(&ctx.snap_dir),
         log_dir_size: dir_size(&ctx.log_dir),
@@ -102,8 +109,47 @@ pub fn report(ctx: &Ctx) -> Report {
             ("wal_fsync_time_us".into(), wal.fsync_time.as_micros().to_string()),
             ("wal_fsync_max_us".into(), wal.fsync_max.as_micros().to_string()),
         ],
-        ..Report::default()
     }
+}
+
+/// `QuorumPeer.getDetailedPeerState()` (without the sync mode ZooKeeper adds while syncing).
+fn peer_state(role: Role, serving: bool, observer: bool) -> &'static str {
+    match (role, serving) {
+        (Role::Looking, _) => "looking",
+        (Role::Leading, true) => "leading - broadcast",
+        (Role::Leading, false) => "leading - synchronization",
+        (Role::Following(_), true) if observer => "observing - broadcast",
+        (Role::Following(_), false) if observer => "observing - synchronization",
+        (Role::Following(_), true) => "following - broadcast",
+        (Role::Following(_), false) => "following - synchronization",
+    }
+}
+
+/// What a leader reports of its learners (the replication runtime's `view`), its learners' syncs and its
+/// proposals.
+fn leader_stats(view: LearnerView, stats: &Stats) -> LeaderStats {
+    let [last_proposal_size, min_proposal_size, max_proposal_size] = stats.proposal_sizes.get();
+    LeaderStats {
+        learners: count(view.learners.connected),
+        synced_followers: count(view.learners.synced_followers),
+        // A learner here votes or observes: ZooKeeper's non-voting followers (participants outside the voting
+        // view) exist only during a reconfig, which Ensemble does not do.
+        synced_non_voting_followers: 0,
+        synced_observers: count(view.learners.synced_observers),
+        pending_syncs: count(stats.learner_syncs.count()),
+        leader_uptime_ms: view.leading_since.map_or(0, |since| millis(since.elapsed())),
+        last_proposal_size,
+        min_proposal_size,
+        max_proposal_size,
+    }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A client connection as `cons` shows it.
@@ -197,4 +243,38 @@ fn environment() -> Vec<(String, String)> {
         ("user.home".into(), var("HOME")),
         ("user.dir".into(), std::env::current_dir().map_or("<NA>".into(), |d| d.display().to_string())),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replication::peer::Learners;
+
+    /// The leader's block comes from the runtime's view and the pipeline's counters, not from defaults (a
+    /// leader once reported `zk_learners 0` with two synced followers).
+    #[test]
+    fn a_leaders_stats_come_from_the_runtime_view_and_the_counters() {
+        let stats = Stats::default();
+        stats.proposal_sizes.record(90);
+        stats.proposal_sizes.record(40);
+        let _sync = stats.learner_syncs.wait_for(3);
+        let since = std::time::Instant::now() - std::time::Duration::from_millis(1500);
+        let learners = Learners { connected: 3, synced_followers: 2, synced_observers: 1 };
+        let leader = leader_stats(LearnerView { learners, leading_since: Some(since) }, &stats);
+        assert_eq!(
+            (leader.learners, leader.synced_followers, leader.synced_non_voting_followers, leader.synced_observers),
+            (3, 2, 0, 1)
+        );
+        assert_eq!(leader.pending_syncs, 1);
+        assert!((1500..60_000).contains(&leader.leader_uptime_ms), "{}", leader.leader_uptime_ms);
+        let sizes = (leader.last_proposal_size, leader.min_proposal_size, leader.max_proposal_size);
+        assert_eq!(sizes, (Some(40), Some(40), Some(90)));
+        let mntr = fourlw::answer("mntr", &Report { mode: Mode::Leader, serving: true, leader, ..Report::default() });
+        let mntr = mntr.expect("answered");
+        for line in
+            ["zk_learners\t3\n", "zk_synced_followers\t2\n", "zk_synced_observers\t1\n", "zk_pending_syncs\t1\n"]
+        {
+            assert!(mntr.contains(line), "{line:?} in {mntr}");
+        }
+    }
 }

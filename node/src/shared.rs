@@ -4,7 +4,7 @@
 //! holds the tree's write lock while it queues the watch events a txn fires, so a read that sees a change runs
 //! after its events are queued, and the connection sends them before the read's reply.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
@@ -52,11 +52,12 @@ pub struct ConnHandle {
     pub counters: Arc<ConnCounters>,
 }
 
-/// Request latencies in microseconds: sum, count, min, max and the last one (lock-free, for `srvr`, `mntr` and
-/// `cons`).
+/// Request latencies: count, min, max and the last one in microseconds, and the sum in whole milliseconds per
+/// request, as ZooKeeper adds them up, so that the mean lies between the minimum and the maximum as printed
+/// (lock-free, for `srvr`, `mntr` and `cons`).
 #[derive(Debug)]
 pub struct Latency {
-    sum_us: AtomicU64,
+    sum_ms: AtomicU64,
     count: AtomicU64,
     min_us: AtomicU64,
     max_us: AtomicU64,
@@ -66,7 +67,7 @@ pub struct Latency {
 impl Default for Latency {
     fn default() -> Self {
         Latency {
-            sum_us: AtomicU64::new(0),
+            sum_ms: AtomicU64::new(0),
             count: AtomicU64::new(0),
             min_us: AtomicU64::new(u64::MAX),
             max_us: AtomicU64::new(0),
@@ -91,8 +92,11 @@ pub struct LatencyMs {
 impl Latency {
     /// Records one request that started at `started`.
     pub fn record(&self, started: Instant) {
-        let us = started.elapsed().as_micros() as u64;
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.record_us(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn record_us(&self, us: u64) {
+        self.sum_ms.fetch_add(us / 1000, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.min_us.fetch_min(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
@@ -101,7 +105,7 @@ impl Latency {
 
     /// Forgets every measurement.
     pub fn reset(&self) {
-        for c in [&self.sum_us, &self.count, &self.max_us, &self.last_us] {
+        for c in [&self.sum_ms, &self.count, &self.max_us, &self.last_us] {
             c.store(0, Ordering::Relaxed);
         }
         self.min_us.store(u64::MAX, Ordering::Relaxed);
@@ -116,7 +120,7 @@ impl Latency {
         let ms = |us: u64| (us / 1000) as i64;
         LatencyMs {
             min: ms(self.min_us.load(Ordering::Relaxed)),
-            avg: self.sum_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0,
+            avg: self.sum_ms.load(Ordering::Relaxed) as f64 / count as f64,
             max: ms(self.max_us.load(Ordering::Relaxed)),
             last: ms(self.last_us.load(Ordering::Relaxed)),
         }
@@ -225,6 +229,80 @@ impl ConnInbox {
     }
 }
 
+/// Sizes in bytes of what was last, at least and at most recorded (ZooKeeper's `BufferStats`, which `stat`
+/// and `mntr` print as `-1` before the first).
+#[derive(Debug)]
+pub struct BufferStats {
+    last: AtomicI64,
+    min: AtomicI64,
+    max: AtomicI64,
+}
+
+impl Default for BufferStats {
+    fn default() -> Self {
+        BufferStats { last: AtomicI64::new(-1), min: AtomicI64::new(-1), max: AtomicI64::new(-1) }
+    }
+}
+
+impl BufferStats {
+    /// Records one size.
+    pub fn record(&self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.last.store(bytes, Ordering::Relaxed);
+        // -1 (none yet) is below every size: take the first as the minimum.
+        let _ = self.min.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| (m < 0 || bytes < m).then_some(bytes));
+        self.max.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    /// Last, smallest and largest size; `None` before the first.
+    pub fn get(&self) -> [Option<u32>; 3] {
+        [&self.last, &self.min, &self.max].map(|c| u32::try_from(c.load(Ordering::Relaxed)).ok())
+    }
+
+    /// Forgets every size (`srst`).
+    pub fn reset(&self) {
+        for c in [&self.last, &self.min, &self.max] {
+            c.store(-1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Syncs forwarded by learners that wait on the leader for the proposals before them to commit, counted by
+/// the proposal each waits for: ZooKeeper's `Leader.pendingSyncs` (`zk_pending_syncs` is its size).
+#[derive(Debug, Default)]
+pub struct PendingSyncs(Mutex<BTreeMap<u64, usize>>);
+
+/// One pending sync; it stops counting when dropped, however its wait ends.
+pub struct PendingSync<'a> {
+    syncs: &'a PendingSyncs,
+    target: u64,
+}
+
+impl PendingSyncs {
+    /// Counts a sync waiting for proposal number `target` until the guard is dropped.
+    pub fn wait_for(&self, target: u64) -> PendingSync<'_> {
+        *lock(&self.0).entry(target).or_default() += 1;
+        PendingSync { syncs: self, target }
+    }
+
+    /// How many distinct proposals learners' syncs wait for.
+    pub fn count(&self) -> usize {
+        lock(&self.0).len()
+    }
+}
+
+impl Drop for PendingSync<'_> {
+    fn drop(&mut self) {
+        let mut waiting = lock(&self.syncs.0);
+        if let Some(n) = waiting.get_mut(&self.target) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.target);
+            }
+        }
+    }
+}
+
 /// Server-wide counters (for `srvr`, `stat`, `mntr`).
 #[derive(Debug)]
 pub struct Stats {
@@ -232,12 +310,17 @@ pub struct Stats {
     pub received: AtomicU64,
     /// Packets sent to clients.
     pub sent: AtomicU64,
-    /// Requests in flight.
+    /// Requests received from clients and not answered yet, reads and pings included (ZooKeeper's
+    /// `requestsInProcess`).
     pub outstanding: AtomicU64,
     /// Request latencies.
     pub latency: Latency,
     /// When the server started.
     pub started: Instant,
+    /// Sizes of the txns this server proposed as leader (`Proposal sizes`, `zk_*_proposal_size`).
+    pub proposal_sizes: BufferStats,
+    /// Learners' syncs waiting on this leader.
+    pub learner_syncs: PendingSyncs,
 }
 
 impl Default for Stats {
@@ -248,17 +331,20 @@ impl Default for Stats {
             outstanding: AtomicU64::new(0),
             latency: Latency::default(),
             started: Instant::now(),
+            proposal_sizes: BufferStats::default(),
+            learner_syncs: PendingSyncs::default(),
         }
     }
 }
 
 impl Stats {
-    /// Resets latency and packet counters (`srst`).
+    /// Resets latency and packet counters and the proposal sizes (`srst`).
     pub fn reset(&self) {
         for c in [&self.received, &self.sent] {
             c.store(0, Ordering::Relaxed);
         }
         self.latency.reset();
+        self.proposal_sizes.reset();
     }
 }
 
@@ -357,5 +443,45 @@ mod tests {
             }
         }
         assert_eq!((events, closes), (MAX_QUEUED, 1));
+    }
+
+    #[test]
+    fn the_mean_latency_lies_between_the_minimum_and_the_maximum_in_whole_milliseconds() {
+        let latency = Latency::default();
+        assert_eq!(latency.ms(), LatencyMs::default(), "none measured: 0/0.0/0");
+        // Three requests of 1.5 ms: ZooKeeper counts each as 1 ms, and prints 1/1.0/1 (not 1/1.5/1).
+        for _ in 0..3 {
+            latency.record_us(1500);
+        }
+        assert_eq!(latency.ms(), LatencyMs { min: 1, avg: 1.0, max: 1, last: 1 });
+        latency.record_us(4999);
+        assert_eq!(latency.ms(), LatencyMs { min: 1, avg: 1.75, max: 4, last: 4 });
+        latency.reset();
+        assert_eq!(latency.ms(), LatencyMs::default());
+    }
+
+    #[test]
+    fn buffer_stats_start_at_minus_one_and_track_last_min_max() {
+        let sizes = BufferStats::default();
+        assert_eq!(sizes.get(), [None, None, None]);
+        for bytes in [120, 36, 4096, 50] {
+            sizes.record(bytes);
+        }
+        assert_eq!(sizes.get(), [Some(50), Some(36), Some(4096)]);
+        sizes.reset();
+        assert_eq!(sizes.get(), [None, None, None]);
+    }
+
+    #[test]
+    fn pending_syncs_count_distinct_targets_while_their_guards_live() {
+        let syncs = PendingSyncs::default();
+        let a = syncs.wait_for(7);
+        let b = syncs.wait_for(7);
+        let c = syncs.wait_for(9);
+        assert_eq!(syncs.count(), 2, "two syncs wait for proposal 7, one for 9");
+        drop(a);
+        assert_eq!(syncs.count(), 2);
+        drop((b, c));
+        assert_eq!(syncs.count(), 0);
     }
 }

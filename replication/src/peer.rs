@@ -86,6 +86,20 @@ pub enum Role {
     Leading,
 }
 
+/// A leader's learners, as ZooKeeper's `mntr` counts them (`Leader.getLearners`, `getForwardingFollowers`,
+/// `getObservingLearners`); all zero on a server that does not lead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Learners {
+    /// Followers and observers the leader tracks, synced or not: from their FOLLOWERINFO until they are dropped
+    /// (ZooKeeper's learner handlers, `zk_learners`).
+    pub connected: usize,
+    /// Voting followers that acknowledged NEWLEADER and receive the broadcast (`zk_synced_followers`).
+    pub synced_followers: usize,
+    /// Observers (learners that do not vote) that acknowledged NEWLEADER and receive the broadcast
+    /// (`zk_synced_observers`).
+    pub synced_observers: usize,
+}
+
 /// An action for the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -245,6 +259,21 @@ impl Peer {
             State::Following(f) => matches!(f.phase, FollowPhase::Broadcast(_)),
             State::Looking(_) => false,
         }
+    }
+
+    /// The learners of this server if it leads: see [`Learners`]. A learner counts as synced once it has
+    /// acknowledged NEWLEADER and the leader broadcasts to it (ZooKeeper's `startForwarding`).
+    pub fn learners(&self) -> Learners {
+        let State::Leading(l) = &self.state else { return Learners::default() };
+        let mut learners = Learners { connected: l.last_heard.len(), ..Learners::default() };
+        let synced = l.broadcast.iter().flat_map(|b| b.followers());
+        for f in synced.filter(|f| l.last_heard.contains_key(f) && !l.syncing.contains(f)) {
+            match self.config.voters.contains(f) {
+                true => learners.synced_followers += 1,
+                false => learners.synced_observers += 1,
+            }
+        }
+        learners
     }
 
     /// The highest epoch this server accepted or asked to accept: it never acts on a lower one.

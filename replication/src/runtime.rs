@@ -30,7 +30,7 @@ use wal::{Epoch, Wal, WalError, Zxid};
 
 use crate::broadcast::ProposeError;
 use crate::message::{Message, ServerId};
-use crate::peer::{Action, DurableState, Event, Peer, PeerConfig, Role};
+use crate::peer::{Action, DurableState, Event, Learners, Peer, PeerConfig, Role};
 use crate::streams::{SnapshotPoint, SnapshotStream, TxnStream};
 use crate::sync::History;
 use crate::transport::{Inbound, TcpTransport, Transport, TransportConfig};
@@ -85,6 +85,17 @@ type Reply = oneshot::Sender<Result<Zxid, CommitError>>;
 /// Bound of each stream to the node.
 const STREAM_BOUND: usize = 4096;
 
+/// What a leader knows of its learners, for monitoring (`mntr`): published after every step of the peer; the
+/// default (nothing) on a server that does not lead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnerView {
+    /// The learners connected, and which of them are synced.
+    pub learners: Learners,
+    /// When this server began to lead and serve (ZooKeeper's `Leader.getUptime` counts from there); `None`
+    /// unless it does.
+    pub leading_since: Option<Instant>,
+}
+
 /// A running server's handle.
 #[derive(Clone)]
 pub struct Handle {
@@ -94,6 +105,8 @@ pub struct Handle {
     pub applied: watch::Receiver<Zxid>,
     /// The peer's role and whether it serves.
     pub role: watch::Receiver<(Role, bool)>,
+    /// The leader's view of its learners.
+    pub learners: watch::Receiver<LearnerView>,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
@@ -250,6 +263,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
     let (applied_tx, applied) = watch::channel(durable.last_zxid);
     let (role_tx, role) = watch::channel((Role::Looking, false));
+    let (learners_tx, learners) = watch::channel(LearnerView::default());
     let server = Server {
         wal,
         delivered: durable.last_zxid,
@@ -265,11 +279,19 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         waiters: BTreeMap::new(),
         applied_tx,
         role_tx,
+        learners_tx,
         started: Instant::now(),
     };
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, forwards, stop }));
-    let handle = Handle { proposals: proposals_tx, forwards: forwards_tx, applied, role, shutdown: Arc::new(shutdown) };
+    let handle = Handle {
+        proposals: proposals_tx,
+        forwards: forwards_tx,
+        applied,
+        role,
+        learners,
+        shutdown: Arc::new(shutdown),
+    };
     Ok((handle, Streams { committed, forwarded }))
 }
 
@@ -302,6 +324,7 @@ struct Server {
     waiters: BTreeMap<Zxid, Reply>,
     applied_tx: watch::Sender<Zxid>,
     role_tx: watch::Sender<(Role, bool)>,
+    learners_tx: watch::Sender<LearnerView>,
     started: Instant,
 }
 
@@ -464,7 +487,21 @@ impl Server {
         // Only a real change wakes the watchers (some rebuild state on every change).
         let now = (peer.role(), peer.serving());
         self.role_tx.send_if_modified(|role| std::mem::replace(role, now) != now);
+        self.publish_learners(peer, now == (Role::Leading, true));
         Ok(())
+    }
+
+    /// Publishes the leader's view of its learners if it changed.
+    fn publish_learners(&self, peer: &Peer, leading: bool) {
+        self.learners_tx.send_if_modified(|view| {
+            let leading_since = match (leading, view.leading_since) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(Instant::now()),
+                (false, _) => None,
+            };
+            let now = LearnerView { learners: peer.learners(), leading_since };
+            std::mem::replace(view, now) != now
+        });
     }
 
     /// Hands the node every txn after the last one delivered up to `zxid`, from memory: every txn appended

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use replication::election::ElectionConfig;
 use replication::message::{Message, Notification, PeerState, ServerId};
-use replication::peer::{Action, DurableState, Event, Peer, PeerConfig, Role};
+use replication::peer::{Action, DurableState, Event, Learners, Peer, PeerConfig, Role};
 use replication::quorum::Voters;
 use replication::sync::History;
 use wal::{Epoch, Zxid};
@@ -234,4 +234,66 @@ fn a_leader_gives_a_syncing_follower_init_limit() {
     assert!(!disconnects(&actions), "a syncing follower dropped at syncLimit: {actions:?}");
     let actions = peer.handle(Event::Tick(at + tick * 11), &Empty);
     assert!(disconnects(&actions) || peer.role() == Role::Looking, "still tracked past initLimit: {actions:?}");
+}
+
+/// What `mntr` reports of a leader's learners (ZooKeeper's `zk_learners`, `zk_synced_followers`,
+/// `zk_synced_observers`): every learner tracked counts as connected; one counts as synced from its NEWLEADER
+/// acknowledgement (ZooKeeper's `startForwarding`) until it is dropped, as a follower if it votes and as an
+/// observer if not.
+#[test]
+fn a_leader_counts_its_learners_and_which_of_them_are_synced() {
+    let tick = config().tick;
+    let z = Zxid::new(Epoch(1), 5);
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
+    // Voters 1, 2 and 3; server 4 is an observer (not a voter).
+    let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
+    let vote = |sender: u64| Notification {
+        leader: ServerId(1),
+        zxid: z,
+        peer_epoch: Epoch(1),
+        election_epoch: 1,
+        state: PeerState::Looking,
+        sender: ServerId(sender),
+    };
+    for sender in [2, 3] {
+        peer.handle(Event::Message(ServerId(sender), Message::Notification(vote(sender))), &Empty);
+    }
+    peer.handle(Event::Tick(tick * 3), &Empty);
+    assert_eq!(peer.role(), Role::Leading);
+    let from = |peer: &mut Peer, id: u64, m: Message| peer.handle(Event::Message(ServerId(id), m), &Empty);
+    let learners =
+        |connected, synced_followers, synced_observers| Learners { connected, synced_followers, synced_observers };
+    assert_eq!(peer.learners(), learners(0, 0, 0));
+
+    let info = Message::FollowerInfo { accepted_epoch: Epoch(1), last_zxid: Zxid::ZERO };
+    from(&mut peer, 2, info.clone());
+    peer.handle(Event::AcceptedEpochPersisted, &Empty);
+    from(&mut peer, 4, info.clone());
+    assert_eq!(peer.learners(), learners(2, 0, 0), "connected, not synced");
+    let ack_epoch = Message::AckEpoch { current_epoch: Epoch(1), last_zxid: Zxid::ZERO };
+    from(&mut peer, 2, ack_epoch.clone());
+    from(&mut peer, 4, ack_epoch.clone());
+    from(&mut peer, 2, Message::AckNewLeader { zxid: z });
+    let actions = peer.handle(Event::CurrentEpochPersisted, &Empty);
+    assert!(actions.contains(&Action::Send(ServerId(2), Message::UpToDate)), "{actions:?}");
+    assert!(peer.serving());
+    assert_eq!(peer.learners(), learners(2, 1, 0), "the observer is still syncing");
+    from(&mut peer, 4, Message::AckNewLeader { zxid: z });
+    assert_eq!(peer.learners(), learners(2, 1, 1));
+
+    // Server 3 joins while the leader broadcasts: it receives proposals at once, and is synced only once it
+    // acknowledges NEWLEADER.
+    from(&mut peer, 3, info);
+    from(&mut peer, 3, ack_epoch);
+    assert_eq!(peer.learners(), learners(3, 1, 1));
+    from(&mut peer, 3, Message::AckNewLeader { zxid: z });
+    assert_eq!(peer.learners(), learners(3, 2, 1));
+
+    peer.handle(Event::Disconnected(ServerId(2)), &Empty);
+    assert_eq!(peer.learners(), learners(2, 1, 1), "a dropped follower no longer counts");
+    peer.handle(Event::Disconnected(ServerId(4)), &Empty);
+    assert_eq!(peer.learners(), learners(1, 1, 0));
+    peer.handle(Event::Disconnected(ServerId(3)), &Empty);
+    assert_eq!(peer.role(), Role::Looking, "no quorum left");
+    assert_eq!(peer.learners(), learners(0, 0, 0), "a server that does not lead has no learners");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use replication::election::ElectionConfig;
 use replication::message::ServerId;
-use replication::peer::{PeerConfig, Role};
+use replication::peer::{Learners, PeerConfig, Role};
 use replication::quorum::Voters;
 use replication::runtime::{start, Committed, ForwardTo, Handle, ServerConfig, Streams};
 use tokio::net::TcpListener;
@@ -74,6 +74,20 @@ async fn applied_everywhere(servers: &BTreeMap<u64, Handle>, zxid: Zxid) {
     panic!("{zxid} not applied everywhere within 15 s");
 }
 
+/// Waits until `leader`'s view of its learners (what `mntr` reports) has these followers and observers, all
+/// synced.
+async fn learners_synced(leader: &Handle, followers: usize, observers: usize) {
+    let want = Learners { connected: followers + observers, synced_followers: followers, synced_observers: observers };
+    for _ in 0..300 {
+        let view = *leader.learners.borrow();
+        if view.learners == want && view.leading_since.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the leader's view is {:?}, not {want:?}, after 15 s", *leader.learners.borrow());
+}
+
 /// `n` bound loopback listeners (ids 1..=n) and the peer map they make.
 async fn listeners(n: u64) -> (BTreeMap<ServerId, SocketAddr>, BTreeMap<u64, TcpListener>) {
     let (mut peers, mut listeners) = (BTreeMap::new(), BTreeMap::new());
@@ -94,6 +108,10 @@ async fn elect_commit_fail_over_and_rejoin() {
         servers.insert(id, boot(id, dir.path(), l, &peers).await);
     }
     let leader = settled(&servers).await;
+    learners_synced(&servers[&leader], 2, 0).await;
+    for (_, follower) in servers.iter().filter(|(&id, _)| id != leader) {
+        assert_eq!(*follower.learners.borrow(), Default::default(), "a follower has no learners");
+    }
 
     let mut last = Zxid::ZERO;
     for i in 0..100u32 {
@@ -106,6 +124,7 @@ async fn elect_commit_fail_over_and_rejoin() {
     let old = servers.remove(&leader).unwrap();
     let new_leader = settled(&servers).await;
     assert_ne!(new_leader, leader);
+    learners_synced(&servers[&new_leader], 1, 0).await;
     let mut newer = last;
     for i in 0..50u32 {
         newer = servers[&new_leader].propose(Bytes::from(i.to_be_bytes().to_vec())).await.expect("commit");
@@ -126,6 +145,7 @@ async fn elect_commit_fail_over_and_rejoin() {
     servers.insert(leader, boot(leader, dir.path(), listener.expect("port free again"), &peers).await);
     settled(&servers).await;
     applied_everywhere(&servers, newer).await;
+    learners_synced(&servers[&new_leader], 2, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,6 +221,7 @@ async fn an_observer_applies_commits_but_never_counts_towards_a_quorum() {
     }
     let leader = settled(&servers).await;
     assert_ne!(leader, 4, "an observer never leads");
+    learners_synced(&servers[&leader], 2, 1).await;
     let mut last = Zxid::ZERO;
     for i in 0..20u32 {
         last = servers[&leader].propose(Bytes::from(i.to_be_bytes().to_vec())).await.expect("commit");
@@ -212,6 +233,7 @@ async fn an_observer_applies_commits_but_never_counts_towards_a_quorum() {
     servers.remove(&others[0]).unwrap().shutdown();
     let after = servers[&leader].propose(Bytes::from_static(b"two voters")).await.expect("a quorum of voters");
     applied_everywhere(&servers, after).await;
+    learners_synced(&servers[&leader], 1, 1).await;
     // Both other voters gone: the leader and the observer are not a quorum, whatever the observer acks.
     servers.remove(&others[1]).unwrap().shutdown();
     let lone = tokio::time::timeout(Duration::from_secs(3), servers[&leader].propose(Bytes::from_static(b"no")));
