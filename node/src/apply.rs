@@ -97,7 +97,7 @@ fn heavy(txn: &Txn) -> bool {
     }
 }
 
-/// Takes a fuzzy snapshot on a thread of its own. A panic there halts the server (with the reason) rather than
+/// Takes a fuzzy snapshot on a thread of its own. A panic there fails the server (with the reason) rather than
 /// leave it without snapshots for good.
 fn spawn_snapshot(shared: &Arc<Shared>, wal: &Arc<Wal>, snaps: &SnapshotSettings, busy: &Arc<AtomicBool>) {
     let (shared, wal, dir, retain, busy) = (shared.clone(), wal.clone(), snaps.dir.clone(), snaps.retain, busy.clone());
@@ -106,20 +106,30 @@ fn spawn_snapshot(shared: &Arc<Shared>, wal: &Arc<Wal>, snaps: &SnapshotSettings
             take_snapshot(&shared, &wal, &dir, retain);
         }));
         if taken.is_err() {
-            let reason = "the snapshot writer panicked (see the log above)".to_owned();
-            tracing::error!(server = shared.my_id, "{reason}: halting");
-            shared.halt(reason);
+            shared.fail("the snapshot writer panicked (see the log above)".to_owned());
         }
         busy.store(false, Ordering::Release);
     });
 }
 
+/// Attempts at a snapshot when one is abandoned for spanning an unlisted closeSession (such closes are rare:
+/// each needs a session with tens of thousands of ephemerals).
+const SNAPSHOT_ATTEMPTS: usize = 3;
+
 fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usize) {
-    match snapshot::write::write_fuzzy(dir, &shared.tree, 1024) {
-        Ok(info) => tracing::info!(?info, "snapshot written"),
-        Err(error) => {
-            tracing::error!(%error, "snapshot failed (the WAL still holds everything; retrying at the next one)");
-            return;
+    for attempt in 1..=SNAPSHOT_ATTEMPTS {
+        match snapshot::write::write_fuzzy(dir, &shared.tree, 1024) {
+            Ok(info) => {
+                tracing::info!(?info, "snapshot written");
+                break;
+            }
+            Err(error @ snapshot::SnapshotError::Unreplayable { .. }) if attempt < SNAPSHOT_ATTEMPTS => {
+                tracing::info!(%error, attempt, "snapshot abandoned: taking it again");
+            }
+            Err(error) => {
+                tracing::error!(%error, "snapshot failed (the WAL still holds everything; retrying at the next one)");
+                return;
+            }
         }
     }
     match snapshot::retain::retain(dir, wal, retain) {

@@ -22,12 +22,13 @@ use proto::connect::{ConnectRequest, ConnectResponse};
 use proto::records::{Request, RequestHeader, Response};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tree::acl::Id;
 use tree::code::{op, Code};
 
 use crate::admission::Permit;
 use crate::forward::Forward;
+use crate::frame::ClientCodec;
 use crate::leader::{Item, Origin};
 use crate::limits::MAX_AUTH_BYTES;
 use crate::reads;
@@ -49,8 +50,8 @@ const THROTTLE_RECHECK: Duration = Duration::from_millis(5);
 /// How long a client may take to send its ConnectRequest.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, ClientCodec>;
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, ClientCodec>;
 
 /// Why a connection ended (logged at debug level; none of these harm other sessions).
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +86,11 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr, _permit: 
         _ => return,
     }
     if let Some(word) = crate::report::four_letter_word(&first) {
-        crate::report::answer_four_letter_word(&ctx, stream, word).await;
+        crate::report::answer_four_letter_word(ctx, stream, word).await;
         return;
     }
     let (read, write) = stream.into_split();
-    let codec = || LengthDelimitedCodec::builder().max_frame_length(ctx.shared.limits.frame).new_codec();
+    let codec = || ClientCodec::new(ctx.shared.limits.frame);
     let mut reader = FramedRead::new(read, codec());
     reader.read_buffer_mut().extend_from_slice(&first);
     let writer = FramedWrite::new(write, codec());
@@ -167,7 +168,7 @@ impl Conn {
                 // Held back by the server-wide budget: look again soon (answers to other connections free it).
                 _ = tokio::time::sleep(THROTTLE_RECHECK), if throttled => {}
                 // A client the server does not read from is not silent by its own doing.
-                _ = tokio::time::sleep(self.timeout), if !throttled => {
+                _ = tokio::time::sleep(self.timeout), if reading => {
                     return Err(Closed::Refused("no packet from the client within its session timeout".into()))
                 }
             }
@@ -399,7 +400,8 @@ impl Conn {
     /// `ids` if the session's identities stay within [`MAX_AUTH_BYTES`] with them: every write it forwards
     /// carries them to the leader.
     fn within_auth_bound(&self, ids: Vec<Id>) -> Result<Vec<Id>, crate::auth::AuthError> {
-        let size = |ids: &[Id]| ids.iter().map(|id| id.scheme.len() + id.id.len()).sum::<usize>();
+        // As a forwarded request encodes them: two length-prefixed strings each.
+        let size = |ids: &[Id]| ids.iter().map(|id| 8 + id.scheme.len() + id.id.len()).sum::<usize>();
         let total = size(&self.auth) + size(&ids);
         if total > MAX_AUTH_BYTES {
             return Err(crate::auth::AuthError::TooMany { bytes: total, limit: MAX_AUTH_BYTES });
@@ -558,14 +560,31 @@ impl Conn {
     }
 
     async fn flush(&mut self) -> Result<(), Closed> {
-        SinkExt::<Bytes>::flush(&mut self.writer).await?;
-        Ok(())
+        let deadline = self.write_deadline();
+        match tokio::time::timeout(deadline, SinkExt::<Bytes>::flush(&mut self.writer)).await {
+            Ok(flushed) => Ok(flushed?),
+            Err(_) => Err(Closed::Refused(format!("the client read none of its replies for {deadline:?}"))),
+        }
     }
 
     async fn send(&mut self, frame: Bytes) -> Result<(), Closed> {
         self.ctx.shared.stats.sent.fetch_add(1, Ordering::Relaxed);
         self.handle.counters.sent.fetch_add(1, Ordering::Relaxed);
-        self.writer.feed(frame).await?;
-        Ok(())
+        let deadline = self.write_deadline();
+        match tokio::time::timeout(deadline, self.writer.feed(frame)).await {
+            Ok(fed) => Ok(fed?),
+            Err(_) => Err(Closed::Refused(format!("the client read none of its replies for {deadline:?}"))),
+        }
+    }
+
+    /// How long a write may wait for the client to read: its session timeout, as ZooKeeper gives a client that
+    /// long to show it is alive. A client that stops reading is then closed like one that went silent, and its
+    /// session, its requests' share of the budget and its place under `maxClientCnxns` go with it.
+    fn write_deadline(&self) -> Duration {
+        if self.timeout.is_zero() {
+            HANDSHAKE_TIMEOUT
+        } else {
+            self.timeout
+        }
     }
 }

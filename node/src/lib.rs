@@ -4,7 +4,7 @@
 //! - [`admission`]: which client connections are taken (`maxClientCnxns`, `maxCnxns`); [`throttle`]: how
 //!   much client work is held at once (`globalOutstandingLimit`).
 //! - [`server`]: one server, wiring recovery, the replication runtime and the tasks below.
-//! - [`conn`]: a client connection (handshake, requests, ordered replies, events); [`reads`] serves reads,
+//! - [`frame`]: the client port's framing; [`conn`]: a client connection (handshake, requests, ordered replies, events); [`reads`] serves reads,
 //!   [`convert`] turns writes into what the leader prepares, [`reply`] builds the frames.
 //! - [`leader`]: the leader's request pipeline and session expiry; [`forward`]: what followers send it.
 //! - [`apply`]: committed txns into the tree, their watch events and replies; [`watch`]: who to tell.
@@ -22,6 +22,7 @@ pub mod convert;
 pub mod digest;
 pub mod forward;
 pub mod fourlw;
+pub mod frame;
 pub mod leader;
 pub mod limits;
 pub mod reads;

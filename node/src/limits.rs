@@ -47,9 +47,9 @@ impl Limits {
     pub fn new(config: &Config) -> Limits {
         let frame = config.jute_max_buffer;
         let txn = frame + config.jute_max_buffer_extra;
-        // Never below the WAL's default: a log written with the default limit must stay readable if
-        // `jute.maxbuffer` is lowered (a record over the limit at the log's tail would read as torn).
-        let wal_payload = txn.max(wal::DEFAULT_MAX_PAYLOAD);
+        // (The WAL reads back records of any size up to its read ceiling, so lowering `jute.maxbuffer` never
+        // makes a logged record unreadable.)
+        let wal_payload = txn;
         let peer_frame = txn.max(frame + MAX_AUTH_BYTES) + PEER_HEADROOM;
         let limits = Limits { frame, txn, wal_payload, peer_frame };
         limits.check();
@@ -87,7 +87,7 @@ mod tests {
     fn the_limits_follow_the_configuration() {
         let small = Limits::new(&config("jute.maxbuffer=1000\njute.maxbuffer.extrasize=0\n"));
         assert_eq!((small.frame, small.txn), (1000, 1000));
-        assert_eq!(small.wal_payload, wal::DEFAULT_MAX_PAYLOAD, "never below the WAL's default");
+        assert_eq!(small.wal_payload, 1000);
         let big = Limits::new(&config("jute.maxbuffer=8388608\n"));
         assert_eq!(big.txn, 16 << 20);
         assert!(big.wal_payload >= big.txn && big.peer_frame >= big.txn + PEER_HEADROOM);

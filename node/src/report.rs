@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use replication::peer::Role;
 use replication::runtime::LearnerView;
@@ -19,23 +20,35 @@ pub fn four_letter_word(first4: &[u8; 4]) -> Option<&'static str> {
     fourlw::four_letter_word(first4)
 }
 
-/// Answers `word` and closes the connection.
-pub async fn answer_four_letter_word(ctx: &Ctx, mut stream: TcpStream, word: &'static str) {
+/// How long a four-letter word's answer may wait for its reader.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers `word` and closes the connection. The report reads `/proc` and walks the data directories, so it is
+/// gathered on a blocking thread; a reader that does not take the answer within [`ANSWER_TIMEOUT`] loses it.
+pub async fn answer_four_letter_word(ctx: Arc<Ctx>, mut stream: TcpStream, word: &'static str) {
+    let asker = stream.peer_addr().ok();
+    let answer = tokio::task::spawn_blocking(move || answer(&ctx, word, asker)).await;
+    let Ok(text) = answer else { return };
+    let written = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        stream.write_all(text.as_bytes()).await?;
+        stream.shutdown().await
+    });
+    let _ = written.await;
+}
+
+fn answer(ctx: &Ctx, word: &'static str, asker: Option<SocketAddr>) -> String {
     let whitelist = &ctx.shared.config.four_letter_words;
     let allowed = word == "srvr" || whitelist.iter().any(|w| w == "*" || w == word);
-    let text = if !allowed {
-        fourlw::not_whitelisted(word)
-    } else {
-        match word {
-            "srst" => ctx.shared.stats.reset(),
-            "crst" => ctx.shared.conns().values().for_each(|conn| conn.counters.reset()),
-            _ => {}
-        }
-        let report = report(ctx, stream.peer_addr().ok());
-        fourlw::answer(word, &report).unwrap_or_else(|| fourlw::not_whitelisted(word))
-    };
-    let _ = stream.write_all(text.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    if !allowed {
+        return fourlw::not_whitelisted(word);
+    }
+    match word {
+        "srst" => ctx.shared.stats.reset(),
+        "crst" => ctx.shared.conns().values().for_each(|conn| conn.counters.reset()),
+        _ => {}
+    }
+    let report = report(ctx, asker);
+    fourlw::answer(word, &report).unwrap_or_else(|| fourlw::not_whitelisted(word))
 }
 
 /// The server's state now, as the client at `asker` (if known) asks for it: ZooKeeper counts and lists the

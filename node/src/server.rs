@@ -251,6 +251,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         digests: Mutex::default(),
         digests_out,
         halt: watch::channel(None).0,
+        fatal: watch::channel(None).0,
     });
 
     let snaps = SnapshotSettings {
@@ -262,19 +263,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let ctx =
         Arc::new(Ctx { shared: shared.clone(), handle: handle.clone(), pipeline, client_addr, snap_dir, log_dir, wal });
     let (stop, stopped) = watch::channel(false);
-    let fatal = Arc::new(watch::channel(None).0);
-    let tasks = Supervisor { ctx: ctx.clone(), stopped: stopped.clone(), fatal: fatal.clone() };
+    let tasks = Supervisor { ctx: ctx.clone(), stopped: stopped.clone() };
     let applier = apply::run(shared.clone(), ctx.wal.clone(), streams.committed, snaps);
     tasks.spawn("the applier", async move { applier.await.map_err(|e| e.to_string()) });
     tasks.spawn("the leader pipeline", ok(leader::run(shared.clone(), handle.clone(), items)));
     tasks.spawn("the forwarded-message handler", ok(forwarded(ctx.clone(), streams.forwarded)));
     tasks.spawn("the session toucher", ok(touches(ctx.clone(), stopped.clone())));
-    tasks.spawn("the role watcher", ok(serving(ctx.clone(), stopped.clone(), fatal.clone())));
+    tasks.spawn("the role watcher", ok(serving(ctx.clone(), stopped.clone())));
     tasks.spawn("the digest sender", ok(send_digests(ctx.clone(), digests_in)));
     tasks.spawn("the halt watcher", ok(halt_on_divergence(ctx.clone())));
     tasks.spawn("the client acceptor", ok(accept(ctx.clone(), client_listener, stopped)));
     tracing::info!(server = my_id, client = %client_addr, standalone, "started");
-    Ok(Server { ctx, stop, fatal: fatal.subscribe() })
+    let fatal = ctx.shared.fatal.subscribe();
+    Ok(Server { ctx, stop, fatal })
 }
 
 /// Watches the server's long-lived tasks: one that ends while the server is neither stopping nor halted (it
@@ -283,12 +284,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 struct Supervisor {
     ctx: Arc<Ctx>,
     stopped: watch::Receiver<bool>,
-    fatal: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Supervisor {
     fn spawn(&self, name: &'static str, task: impl Future<Output = Result<(), String>> + Send + 'static) {
-        let (ctx, stopped, fatal) = (self.ctx.clone(), self.stopped.clone(), self.fatal.clone());
+        let (ctx, stopped) = (self.ctx.clone(), self.stopped.clone());
         let task = tokio::spawn(task);
         tokio::spawn(async move {
             let reason = match task.await {
@@ -299,7 +299,7 @@ impl Supervisor {
             if *stopped.borrow() || ctx.shared.halt.borrow().is_some() {
                 return;
             }
-            fail(&ctx, &fatal, reason);
+            ctx.shared.fail(reason);
         });
     }
 }
@@ -308,22 +308,6 @@ impl Supervisor {
 async fn ok(task: impl Future<Output = ()>) -> Result<(), String> {
     task.await;
     Ok(())
-}
-
-/// Stops serving for good and tells whoever waits on [`Server::failed`] (the first reason stays).
-fn fail(ctx: &Ctx, fatal: &watch::Sender<Option<String>>, reason: String) {
-    tracing::error!(server = ctx.shared.my_id, %reason, "this server stops serving");
-    ctx.shared.halt(reason.clone());
-    for conn in ctx.shared.conns().values() {
-        conn.send(Out::Close);
-    }
-    fatal.send_if_modified(|fatal| match fatal {
-        Some(_) => false,
-        None => {
-            *fatal = Some(reason);
-            true
-        }
-    });
 }
 
 /// Accepts client connections until stopped.
@@ -385,6 +369,13 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::B
                     conn.send(Out::Close);
                 }
             }
+            Forward::Digest { .. } if ctx.handle.role.borrow().0 != Role::Following(from) => {
+                tracing::warn!(
+                    server = ctx.shared.my_id,
+                    peer = from.0,
+                    "a digest sample from a server this one does not follow: ignored"
+                );
+            }
             Forward::Digest { zxid, digest } => {
                 if let Err(diverged) = lock(&ctx.shared.digests).leaders(zxid, digest) {
                     tracing::error!(%diverged, "stopping: this server's tree differs from the leader's");
@@ -394,6 +385,9 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::B
         }
     }
 }
+
+/// Sessions per touch message (8 bytes each: 128 KiB).
+const TOUCH_CHUNK: usize = 16 << 10;
 
 /// Tells the leader, every half tick, which sessions had client activity.
 async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
@@ -409,17 +403,20 @@ async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         if sessions.is_empty() {
             continue;
         }
-        if ctx.leading() {
-            let _ = ctx.pipeline.send(Item::Touch(sessions)).await;
-        } else if ctx.serving() {
-            ctx.handle.forward(ForwardTo::Leader, Forward::Touch(sessions).encode()).await;
+        // In bounded pieces: a server may hold any number of sessions, a peer frame only so many.
+        for sessions in sessions.chunks(TOUCH_CHUNK) {
+            if ctx.leading() {
+                let _ = ctx.pipeline.send(Item::Touch(sessions.to_vec())).await;
+            } else if ctx.serving() {
+                ctx.handle.forward(ForwardTo::Leader, Forward::Touch(sessions.to_vec()).encode()).await;
+            }
         }
     }
 }
 
 /// Closes every client connection when this server stops serving (ZooKeeper shuts its request processors
 /// down on a leader change; clients reconnect, to this server or another, once one serves again).
-async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>, fatal: Arc<watch::Sender<Option<String>>>) {
+async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>) {
     let mut role = ctx.handle.role.clone();
     let mut was = *role.borrow();
     while role.changed().await.is_ok() {
@@ -447,7 +444,7 @@ async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>, fatal: Arc<watch
     // follows the leader.
     if !*stopped.borrow() && ctx.shared.halt.borrow().is_none() {
         let reason = "the replication runtime stopped on a fatal error (see the log above)".to_owned();
-        fail(&ctx, &fatal, reason);
+        ctx.shared.fail(reason);
     }
 }
 

@@ -386,14 +386,31 @@ pub struct Shared {
     pub digests: Mutex<DigestCheck>,
     /// The leader's digest samples, for the task that sends them to the followers.
     pub digests_out: mpsc::UnboundedSender<(i64, u64)>,
-    /// Set (with the reason) when this server must stop serving: its tree diverged.
+    /// Set (with the reason) when this server must stop serving: its tree diverged, or it failed.
     pub halt: watch::Sender<Option<String>>,
+    /// Set (with the reason) when this server failed for good and its process should exit, so that a restart
+    /// recovers from disk (a halt on a divergence is not a failure: that server stays up for the operator).
+    pub fatal: watch::Sender<Option<String>>,
 }
 
 impl Shared {
     /// The tree, for reading.
+    ///
+    /// The applier holds the write lock for as long as a txn takes, which for a closeSession with a huge number
+    /// of ephemerals is a long time: a reader that would wait gives its runtime thread up first (so that
+    /// heartbeats and other connections run meanwhile), rather than block a worker thread.
     pub fn tree(&self) -> RwLockReadGuard<'_, DataTree> {
-        self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        match self.tree.try_read() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let read = || self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
+                    _ => read(),
+                }
+            }
+        }
     }
 
     /// The watches.
@@ -407,6 +424,23 @@ impl Shared {
             Some(_) => false,
             None => {
                 *halt = Some(reason);
+                true
+            }
+        });
+    }
+
+    /// Fails this server for good: it stops serving, closes its clients, and its process should exit (the
+    /// first reason stays).
+    pub fn fail(&self, reason: String) {
+        tracing::error!(server = self.my_id, %reason, "this server stops serving");
+        self.halt(reason.clone());
+        for conn in self.conns().values() {
+            conn.send(Out::Close);
+        }
+        self.fatal.send_if_modified(|fatal| match fatal {
+            Some(_) => false,
+            None => {
+                *fatal = Some(reason);
                 true
             }
         });

@@ -330,15 +330,19 @@ async fn flood(cluster: Arc<Cluster>) {
     assert_eq!(stat.version, 50_000, "every flooded write was applied once");
 }
 
-/// A client sends 20,000 reads of a 100 KB node and never reads a reply: the server stops reading from it
-/// (its replies back up in TCP) and everyone else goes on.
+/// A client pipelines reads of a 100 KB node and never reads a reply: the server stops reading from it (its
+/// replies back up in TCP), everyone else goes on, and once the client has read nothing for its session timeout
+/// its connection is closed, giving back its requests' share of the server's budget and its session.
 async fn never_reads(cluster: Arc<Cluster>) {
     let setup = connect(&cluster.connect_string()).await;
     setup.create("/t52f/fat", &vec![7u8; 100_000], PERSISTENT).await.expect("create");
     let addr = cluster.client_addr(0);
-    let mut session = RawSession::connect(addr, 30_000).await.expect("session");
+    let mut session = RawSession::connect(addr, 4000).await.expect("session");
+    let mine = "/t52f/unread-ephemeral";
+    let create = Body::new().string(mine).buffer(b"").open_acl().int(1);
+    assert_eq!(session.request(op::CREATE2, create).await.expect("create").err, 0);
     let attack = async {
-        for _ in 0..20_000 {
+        for _ in 0..5_000 {
             let body = Body::new().string("/t52f/fat").boolean(false);
             match tokio::time::timeout(Duration::from_secs(2), session.send(op::GET_DATA, body)).await {
                 Ok(Ok(_)) => {}
@@ -346,8 +350,16 @@ async fn never_reads(cluster: Arc<Cluster>) {
                 Ok(Err(_)) | Err(_) => break,
             }
         }
+        // Past its session timeout without reading a byte.
+        tokio::time::sleep(Duration::from_secs(8)).await;
     };
     under_attack(&cluster, "/t52f/steady-unread", attack).await;
+    // Its connection was closed without it reading a byte, so its session expired (a connection blocked on the
+    // client for good would keep touching it).
+    eventually("the non-reading client's session expired", Duration::from_secs(30), || async {
+        setup.check_stat(mine).await.expect("exists").is_none().then_some(())
+    })
+    .await;
     drop(session);
 }
 

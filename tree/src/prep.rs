@@ -339,9 +339,16 @@ fn check_acl(acl: &[Acl], perm: i32, caller: &Caller) -> Result<(), Code> {
     }
 }
 
-/// `fixupACL`: removes duplicates, expands `auth` to the caller's identities, refuses what is invalid.
+/// The most entries an ACL list may have once `auth` is expanded. A request frame holds at most ~70,000
+/// entries, but each `auth` entry expands to every identity of the session: without a bound, a small request
+/// could make millions. (Far past what any txn can carry anyway: the leader refuses a txn over its size limit.)
+pub const MAX_ACL_ENTRIES: usize = 1 << 16;
+
+/// `fixupACL`: removes duplicates, expands `auth` to the caller's identities, refuses what is invalid (and a
+/// list that would expand past [`MAX_ACL_ENTRIES`]).
 fn fix_acl(acl: &[Acl], caller: &Caller) -> Result<Vec<Acl>, Code> {
     let mut fixed: Vec<Acl> = Vec::new();
+    let mut seen: std::collections::HashSet<Acl> = std::collections::HashSet::new();
     for entry in acl {
         let expanded: Vec<Acl> = match (entry.id.scheme.as_str(), entry.id.id.as_str()) {
             ("world", "anyone") => vec![entry.clone()],
@@ -363,8 +370,11 @@ fn fix_acl(acl: &[Acl], caller: &Caller) -> Result<Vec<Acl>, Code> {
             ("ip", id) if ip_valid(id) => vec![entry.clone()],
             _ => return Err(Code::InvalidAcl),
         };
+        if fixed.len() + expanded.len() > MAX_ACL_ENTRIES {
+            return Err(Code::InvalidAcl);
+        }
         for e in expanded {
-            if !fixed.contains(&e) {
+            if seen.insert(e.clone()) {
                 fixed.push(e);
             }
         }

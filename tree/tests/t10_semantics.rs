@@ -268,3 +268,17 @@ fn replicas_applying_the_same_txns_agree_and_replay_is_idempotent() {
     assert_eq!(replica.digest(), h.tree.digest());
     assert!(tree::tree::same_contents(&replica, &h.tree));
 }
+
+#[test]
+fn an_acl_list_that_would_expand_past_the_bound_is_invalid_and_duplicates_go() {
+    let mut h = Harness::new();
+    let many = Caller { session: 1, auth: (0..1000).map(|i| Id::new("digest", &format!("u{i}:hash"))).collect() };
+    // 100 `auth` entries with distinct perms: 100,000 entries once expanded.
+    let exploding: Vec<Acl> = (0..100).map(|p| Acl { perms: p, id: Id::new("auth", "") }).collect();
+    assert_eq!(h.write(&many, &create_with("/boom", "", PERSISTENT, exploding)).code(), Code::InvalidAcl);
+    assert!(h.tree.get("/boom").is_none());
+    // Repeated entries are kept once, in their first place.
+    let twice = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }; 50];
+    assert_eq!(h.write(&many, &create_with("/ok", "", PERSISTENT, twice)).code(), Code::Ok);
+    assert_eq!(h.tree.acl_of(h.tree.get("/ok").unwrap()).len(), 1000);
+}

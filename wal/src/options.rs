@@ -44,6 +44,11 @@ pub struct WalOptions {
     pub idle_spin: std::time::Duration,
 }
 
+/// The largest payload a record read back may have, whatever `max_payload` is now: a log written under a higher
+/// limit stays readable after the limit is lowered (a record over the current limit at the log's tail must not
+/// read as a torn tail and be cut). The checksum, not the length, tells a record from garbage.
+pub const READ_CEILING: usize = 1 << 30;
+
 /// The default record payload limit.
 pub const DEFAULT_MAX_PAYLOAD: usize = (1 << 20) + 1024;
 
@@ -64,6 +69,11 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
+    /// The payload limit for records read back: never below [`READ_CEILING`] (`max_payload` bounds appends).
+    pub fn read_limit(&self) -> usize {
+        self.max_payload.max(READ_CEILING)
+    }
+
     /// Checks that the options fit together.
     pub fn validate(&self) -> Result<(), WalError> {
         let invalid = |m: String| Err(WalError::InvalidOptions(m));

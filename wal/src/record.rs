@@ -13,8 +13,9 @@
 //! # Invariants
 //! - `zxid != 0`, so a run of zeros (a preallocated, never written region) never decodes as a record: sixteen
 //!   zero bytes are the end-of-log marker ([`Decoded::End`]).
-//! - `len <= max_payload` (configured; 1 MiB + 1 KiB by default, like ZooKeeper's `jute.maxbuffer` plus its
-//!   extra allowance), checked before writing and again after reading.
+//! - `len <= max_payload` when appended (configured; 1 MiB + 1 KiB by default, like ZooKeeper's
+//!   `jute.maxbuffer` plus its extra allowance); read back, `len <= READ_CEILING` (1 GiB), so that lowering the
+//!   limit never makes a logged record unreadable.
 
 use std::ops::Range;
 

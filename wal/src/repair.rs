@@ -31,7 +31,7 @@ pub struct Repaired {
 pub fn repair(dir: impl AsRef<Path>, options: &WalOptions) -> Result<Option<Repaired>, WalError> {
     let dir = dir.as_ref();
     let _lock = DirLock::acquire(dir)?;
-    let scan = scan::scan(dir, options.max_payload)?;
+    let scan = scan::scan(dir, options.read_limit())?;
     let Some(corruption) = scan.corruption else { return Ok(None) };
     let bad = &scan.segments[corruption.index];
     tracing::warn!(error = %corruption.error, "repairing the WAL: cutting it before the corruption");
@@ -42,7 +42,7 @@ pub fn repair(dir: impl AsRef<Path>, options: &WalOptions) -> Result<Option<Repa
         fsutil::sync_dir(dir)?;
         removed_segments.push(path);
     }
-    let (cut, last_in_bad) = valid_prefix(bad, corruption.offset, options.max_payload);
+    let (cut, last_in_bad) = valid_prefix(bad, corruption.offset, options.read_limit());
     let cut_at = if last_in_bad.is_none() || corruption.offset == 0 {
         file::remove(&bad.path)?;
         fsutil::sync_dir(dir)?;

@@ -225,7 +225,7 @@ impl Wal {
 
     /// Iterates the durable records with a zxid at or above `from`.
     pub fn iter_from(&self, from: Zxid) -> WalIter {
-        WalIter::new(self.view(), from, self.shared.options.max_payload)
+        WalIter::new(self.view(), from, self.shared.options.read_limit())
     }
 
     /// The zxid of the first durable record.
@@ -278,7 +278,7 @@ fn recover(dir: &Path, options: &WalOptions) -> Result<(Scan, Recovery), WalErro
     let started = Instant::now();
     let mut recovery = Recovery::default();
     loop {
-        let scan = scan::scan(dir, options.max_payload)?;
+        let scan = scan::scan(dir, options.read_limit())?;
         if let Some(corruption) = scan.corruption {
             tracing::error!(error = %corruption.error, "WAL corruption: refusing to open (see wal::repair)");
             return Err(corruption.error);

@@ -308,7 +308,7 @@ impl Writer {
 
     /// Makes `seg` the active segment again, cut just after `zxid`.
     fn reopen_tail(&mut self, seg: &SegmentView, zxid: Zxid) -> Result<(), WalError> {
-        let (cut, last_zxid) = cut_after(seg, zxid, self.shared.options.max_payload)?;
+        let (cut, last_zxid) = cut_after(seg, zxid, self.shared.options.read_limit())?;
         let capacity = self.shared.options.segment_size;
         let file = SegmentFile::open(&seg.path)?;
         let header = file.read_header()?;

@@ -380,3 +380,22 @@ fn a_base_file_below_the_records_it_claims_to_precede_is_refused() {
         other => panic!("expected RecordBelowBase, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn a_record_over_a_lowered_limit_stays_readable_and_is_never_cut_as_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = WalOptions { segment_size: 1 << 20, max_payload: 100_000, ..WalOptions::default() };
+    {
+        let (log, _) = Wal::open(dir.path(), big.clone()).unwrap();
+        log.append(Zxid(1), vec![1; 10]).unwrap().wait().unwrap();
+        // The last record of the log, over the limit the next open is given.
+        log.append(Zxid(2), vec![2; 90_000]).unwrap().wait().unwrap();
+    }
+    let lowered = WalOptions { max_payload: 1000, ..big };
+    let (log, recovery) = Wal::open(dir.path(), lowered).unwrap();
+    assert_eq!((recovery.records, recovery.torn_tail), (2, None), "nothing cut");
+    let records: Vec<_> = log.iter_from(Zxid(1)).map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].payload.len(), 90_000);
+    assert!(log.append(Zxid(3), vec![3; 2000]).is_err(), "appends still obey the lowered limit");
+}
