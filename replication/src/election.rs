@@ -194,6 +194,10 @@ impl Election {
 
     /// A notification from a server that is already following or leading.
     fn on_settled(&mut self, n: Notification, vote: Vote, now: Time) -> Vec<Command> {
+        if !self.voters.contains(&n.sender) {
+            // Only voters count towards a quorum, and only they are remembered: the map stays bounded.
+            return Vec::new();
+        }
         self.settled.insert(n.sender, (vote, n.election_epoch, n.state));
         let agreeing: BTreeMap<ServerId, Vote> = self
             .settled
