@@ -386,7 +386,12 @@ impl Server {
     /// Carries out the peer's actions. A peer's fault drops the link to it and starts the peer over from what
     /// is on disk (it may have moved on as if the failed action had been done); only a fault of this server's
     /// is returned.
-    async fn carry_out(&mut self, peer: &mut Peer, config: &PeerConfig, actions: Vec<Action>) -> Result<(), LocalFault> {
+    async fn carry_out(
+        &mut self,
+        peer: &mut Peer,
+        config: &PeerConfig,
+        actions: Vec<Action>,
+    ) -> Result<(), LocalFault> {
         let mut actions = actions;
         loop {
             match self.act(peer, actions).await {
@@ -617,8 +622,7 @@ impl Server {
     /// restart the WAL after it (the commit point), install it. Then the node rebuilds its tree from it.
     async fn install_snapshot(&mut self, zxid: Zxid, leader: ServerId) -> Result<(), Fault> {
         let dir = self.snapshots.clone().ok_or(LocalFault::NoSnapshotDirectory)?;
-        let receiving =
-            self.incoming.take().ok_or(Fault::Peer { peer: leader, fault: PeerFault::ChunkWithoutSnap })?;
+        let receiving = self.incoming.take().ok_or(Fault::Peer { peer: leader, fault: PeerFault::ChunkWithoutSnap })?;
         // A snapshot that does not verify is the leader's fault; nothing has changed on disk but a staging file.
         tokio::task::spawn_blocking(move || receiving.file.stage(zxid))
             .await

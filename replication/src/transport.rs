@@ -72,6 +72,9 @@ pub enum LinkFault {
     /// A second connection claiming a connected server's id that sent no valid frame in time.
     #[error("claims the id of connected server {0} and sent no valid frame within {1:?}")]
     Impostor(u64, Duration),
+    /// A second connection claiming a connected server's id whose first frame is bad.
+    #[error("claims the id of connected server {0} and sent a bad frame: {1}")]
+    ImpostorFrame(u64, DecodeError),
     /// Too many connections waiting for their handshake.
     #[error("{0} connections are waiting for their handshake already")]
     TooManyHandshakes(usize),
@@ -353,7 +356,7 @@ async fn accept(
     tracing::info!(server = shared.me.0, peer = id, %addr, "a second connection from a connected server");
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Ok(Some(Ok(first))) => Ok((peer, reader, writer, Some(first))),
-        Ok(Some(Err(error))) => Err(LinkFault::Frame(error)),
+        Ok(Some(Err(error))) => Err(LinkFault::ImpostorFrame(id, error)),
         Ok(None) | Err(_) => Err(LinkFault::Impostor(id, HANDSHAKE_TIMEOUT)),
     }
 }

@@ -74,10 +74,8 @@ fn receiving_a_snapshot() -> Peer {
 fn a_snapshot_chunk_at_the_wrong_offset_drops_the_leader_and_installs_nothing() {
     let mut peer = receiving_a_snapshot();
     // The next chunk should start at 40; one at 60 would leave a hole in the file.
-    let actions = peer.handle(
-        Event::Message(ServerId(2), Message::SnapChunk { offset: 60, data: Bytes::from(vec![2; 40]) }),
-        &Empty,
-    );
+    let actions = peer
+        .handle(Event::Message(ServerId(2), Message::SnapChunk { offset: 60, data: Bytes::from(vec![2; 40]) }), &Empty);
     assert!(actions.contains(&Action::Disconnect(ServerId(2))), "the link to the leader stays: {actions:?}");
     assert!(
         !actions.iter().any(|a| matches!(a, Action::SnapshotChunk { .. } | Action::InstallSnapshot(_))),
@@ -86,20 +84,16 @@ fn a_snapshot_chunk_at_the_wrong_offset_drops_the_leader_and_installs_nothing() 
     assert_eq!(peer.role(), Role::Looking, "the follower elects again");
     assert_eq!(peer.durable().last_zxid, Zxid::ZERO, "the history is what the disk holds");
     // Whatever the old leader still streams is ignored.
-    let actions = peer.handle(
-        Event::Message(ServerId(2), Message::SnapChunk { offset: 40, data: Bytes::from(vec![2; 60]) }),
-        &Empty,
-    );
+    let actions = peer
+        .handle(Event::Message(ServerId(2), Message::SnapChunk { offset: 40, data: Bytes::from(vec![2; 60]) }), &Empty);
     assert!(!actions.iter().any(|a| matches!(a, Action::InstallSnapshot(_))), "{actions:?}");
 }
 
 #[test]
 fn a_chunk_that_repeats_an_offset_is_refused_as_well() {
     let mut peer = receiving_a_snapshot();
-    let actions = peer.handle(
-        Event::Message(ServerId(2), Message::SnapChunk { offset: 0, data: Bytes::from(vec![2; 100]) }),
-        &Empty,
-    );
+    let actions = peer
+        .handle(Event::Message(ServerId(2), Message::SnapChunk { offset: 0, data: Bytes::from(vec![2; 100]) }), &Empty);
     assert!(actions.contains(&Action::Disconnect(ServerId(2))), "{actions:?}");
     assert!(!actions.iter().any(|a| matches!(a, Action::InstallSnapshot(_))), "{actions:?}");
 }
@@ -121,7 +115,8 @@ fn a_follower_asking_for_a_second_sync_stream_is_dropped() {
     let z = Zxid::new(Epoch(1), 5);
     let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
     let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
-    let vote = |sender: u64| Notification { zxid: z, peer_epoch: Epoch(1), ..notification(1, PeerState::Looking, sender) };
+    let vote =
+        |sender: u64| Notification { zxid: z, peer_epoch: Epoch(1), ..notification(1, PeerState::Looking, sender) };
     for sender in [2, 3] {
         peer.handle(Event::Message(ServerId(sender), Message::Notification(vote(sender))), &Empty);
     }

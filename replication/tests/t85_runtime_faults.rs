@@ -144,10 +144,7 @@ async fn still_runs(handle: &Handle, addr: SocketAddr) {
 
 /// The runtime stopped: the node's streams end.
 async fn stopped(streams: &mut Streams) {
-    let end = tokio::time::timeout(WAIT, async {
-        while streams.committed.recv().await.is_some() {}
-    })
-    .await;
+    let end = tokio::time::timeout(WAIT, async { while streams.committed.recv().await.is_some() {} }).await;
     assert!(end.is_ok(), "the runtime still runs after a fault of this server");
 }
 
