@@ -538,8 +538,11 @@ impl Server {
         if zxid <= self.delivered {
             return Ok(());
         }
-        let from = Zxid(self.delivered.0 + 1);
-        let rest = self.undelivered.split_off(&Zxid(zxid.0 + 1));
+        let from = Zxid(self.delivered.0.saturating_add(1));
+        let rest = match zxid.0.checked_add(1) {
+            Some(after) => self.undelivered.split_off(&Zxid(after)),
+            None => BTreeMap::new(),
+        };
         let batch = std::mem::replace(&mut self.undelivered, rest);
         // The log and the held txns agree on what lies in (delivered, zxid]; if not, applying would skip txns.
         let logged = self.log.zxids.iter().rev().skip_while(|&&z| z > zxid).take_while(|&&z| z >= from).count();
