@@ -48,6 +48,15 @@ pub enum Leave {
     /// A leader that no longer hears from a quorum.
     #[error("no longer hears from a quorum")]
     LostQuorum,
+    /// A leader's discovery failed because of what a follower (or the leader itself) holds: the election
+    /// picked the wrong server, and the protocol says elect again.
+    #[error("discovery failed on what server {} holds: {error}", follower.0)]
+    Discovery {
+        /// The follower (or this leader).
+        follower: ServerId,
+        /// Why.
+        error: DiscoveryError,
+    },
     /// A peer broke the protocol.
     #[error("server {} broke the protocol: {violation}", peer.0)]
     Violation {
@@ -59,8 +68,9 @@ pub enum Leave {
 }
 
 impl Leave {
-    /// Whether a peer is to blame (logged as a warning, the rest as information).
+    /// Whether a peer is to blame, or the protocol ran into trouble (logged as a warning, the rest as
+    /// information).
     pub fn is_violation(&self) -> bool {
-        matches!(self, Leave::Violation { .. })
+        matches!(self, Leave::Violation { .. } | Leave::Discovery { .. })
     }
 }

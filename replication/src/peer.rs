@@ -18,7 +18,7 @@ use bytes::Bytes;
 use wal::{Epoch, Zxid};
 
 use crate::broadcast::{self, FollowerBroadcast, LeaderBroadcast, ProposeError};
-use crate::discovery::{self, FollowerDiscovery, LeaderDiscovery};
+use crate::discovery::{self, DiscoveryError, FollowerDiscovery, LeaderDiscovery};
 use crate::election::{self, Election, ElectionConfig, Outcome, Time};
 use crate::follower_sync::{self, FollowerSync};
 use crate::leader_sync::{self, LeaderSync};
@@ -422,7 +422,7 @@ impl Peer {
         if self.config.voters.is_quorum([&self.config.me]) {
             match discovery.on_follower_info(self.config.me, self.promised_epoch()) {
                 Ok(commands) => actions.extend(discovery_actions(commands)),
-                Err(e) => return self.look(Leave::Violation { peer: self.config.me, violation: e.into() }),
+                Err(error) => return self.look(Leave::Discovery { follower: self.config.me, error }),
             }
         }
         self.state = State::Leading(Lead {
@@ -440,7 +440,7 @@ impl Peer {
             l.last_heard.insert(from, self.now);
             match l.discovery.on_follower_info(from, accepted_epoch) {
                 Ok(commands) => actions.extend(discovery_actions(commands)),
-                Err(e) => return self.look(Leave::Violation { peer: from, violation: e.into() }),
+                Err(error) => return self.look(Leave::Discovery { follower: from, error }),
             }
         }
         actions
@@ -572,14 +572,14 @@ impl Peer {
 
     fn leader_message(&mut self, from: ServerId, message: Message, history: &impl History) -> Vec<Action> {
         let State::Leading(l) = &mut self.state else { return Vec::new() };
-        let result: Result<Vec<Action>, Violation> = match message {
+        let result: Result<Vec<Action>, DiscoveryError> = match message {
             Message::FollowerInfo { accepted_epoch, .. } => {
                 // A follower that starts over on the same connection (it re-elected this leader) syncs afresh.
                 if l.is_syncing_or_synced(from) {
                     l.forget(from);
                     l.last_heard.insert(from, self.now);
                 }
-                l.discovery.on_follower_info(from, accepted_epoch).map(discovery_actions).map_err(Violation::from)
+                l.discovery.on_follower_info(from, accepted_epoch).map(discovery_actions)
             }
             Message::AckEpoch { .. } if l.sync.is_some() && l.is_syncing_or_synced(from) => {
                 // Each ACKEPOCH starts a sync stream: one per FOLLOWERINFO, or a peer could queue any number.
@@ -590,7 +590,7 @@ impl Peer {
             Message::AckEpoch { current_epoch, last_zxid } => match (&mut l.sync, &mut l.broadcast) {
                 (None, _) => match l.discovery.on_ack_epoch(from, current_epoch, last_zxid) {
                     Ok(commands) => Ok(self.leader_established(commands, history)),
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(e),
                 },
                 (Some(sync), broadcast) => {
                     let commands = match broadcast {
@@ -621,7 +621,7 @@ impl Peer {
         };
         // A follower ahead of this leader, or one that accepted a later epoch: the election picked the wrong
         // server (or the follower lies); either way the protocol says elect again.
-        result.unwrap_or_else(|violation| self.look(Leave::Violation { peer: from, violation }))
+        result.unwrap_or_else(|error| self.look(Leave::Discovery { follower: from, error }))
     }
 
     /// Forgets a follower and drops the link to it (it reconnects and syncs again).
