@@ -595,10 +595,11 @@ impl Server {
         let _ = self.transport.send_stream(to, Box::new(stream));
     }
 
-    /// Stores a chunk of the snapshot `leader` sends (the first one starts a new file), on a blocking thread.
+    /// Stores a chunk of the snapshot `leader` sends, on a blocking thread. The first one (offset 0) starts a
+    /// new file, whatever an earlier sync that broke off left behind.
     async fn receive_chunk(&mut self, offset: u64, data: Bytes, leader: ServerId) -> Result<(), Fault> {
         let dir = self.snapshots.clone().ok_or(LocalFault::NoSnapshotDirectory)?;
-        let receiving = self.incoming.take();
+        let receiving = self.incoming.take().filter(|_| offset != 0);
         // The protocol checked the offsets already; a second check keeps a bad chunk off the disk regardless.
         let expected = receiving.as_ref().map_or(0, |r| r.next);
         if offset != expected {

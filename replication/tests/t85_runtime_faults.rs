@@ -177,6 +177,28 @@ async fn a_snapshot_that_does_not_verify_drops_the_leader_and_the_runtime_carrie
     drop(handle);
 }
 
+/// A SNAP sync that broke off (the leader went away mid-snapshot) leaves a partial file; the next SNAP starts
+/// a new one at offset 0 and is no fault of anyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sync_that_broke_off_starts_over_at_offset_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _streams, addr) = server(dir.path()).await;
+    let mut leader = Leader::acked_epoch(addr).await;
+    leader.send(Message::Snap { zxid: Zxid::new(Epoch(1), 3), total_bytes: 100 }).await;
+    leader.send(Message::SnapChunk { offset: 0, data: Bytes::from(vec![7; 40]) }).await;
+    // Server 1 answers a ping once it has handled everything before it: the chunk is stored.
+    leader.send(Message::Ping { zxid: Zxid::ZERO }).await;
+    assert!(leader.expect(|m| matches!(m, Message::Ping { .. })).await.is_some());
+    drop(leader);
+    let mut leader = Leader::acked_epoch(addr).await;
+    leader.send(Message::Snap { zxid: Zxid::new(Epoch(1), 3), total_bytes: 100 }).await;
+    leader.send(Message::SnapChunk { offset: 0, data: Bytes::from(vec![7; 40]) }).await;
+    leader.send(Message::Ping { zxid: Zxid::ZERO }).await;
+    let pong = leader.expect(|m| matches!(m, Message::Ping { .. })).await;
+    assert!(pong.is_some(), "the link dropped: the new snapshot's first chunk was taken for a misplaced one");
+    assert_eq!(handle.role.borrow().0, Role::Following(ServerId(2)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_epoch_file_that_cannot_be_written_stops_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
