@@ -269,7 +269,8 @@ impl Election {
         agreeing * 2 > self.voters.len()
     }
 
-    fn notification(&self) -> Notification {
+    /// This server's current vote, as it announces it.
+    pub fn notification(&self) -> Notification {
         Notification {
             leader: self.proposal.leader,
             zxid: self.proposal.zxid,

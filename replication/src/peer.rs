@@ -74,6 +74,8 @@ pub enum Event {
     Propose(Bytes),
     /// The connection to a peer broke.
     Disconnected(ServerId),
+    /// A connection to a peer is up.
+    Connected(ServerId),
 }
 
 /// What the peer is.
@@ -339,6 +341,7 @@ impl Peer {
             Event::Propose(txn) => self.propose(txn),
             Event::Message(from, message) => self.on_message(from, message, history),
             Event::Disconnected(peer) => self.on_disconnected(peer),
+            Event::Connected(peer) => self.on_connected(peer),
         }
     }
 
@@ -771,6 +774,19 @@ impl Peer {
                 actions
             }
             Err(e) => vec![Action::Rejected(e)],
+        }
+    }
+
+    /// A looking server tells a peer it just connected to its vote at once (as ZooKeeper resends its last
+    /// message on a new connection), rather than at its next resend, which may be a minute away. A restarted
+    /// server's first frame also proves to a listener that still holds its old connection that it is no
+    /// impostor (see [`crate::transport`]).
+    fn on_connected(&mut self, peer: ServerId) -> Vec<Action> {
+        match &self.state {
+            State::Looking(election) if peer != self.config.me && self.config.voters.contains(peer) => {
+                vec![Action::Send(peer, Message::Notification(election.notification()))]
+            }
+            _ => Vec::new(),
         }
     }
 

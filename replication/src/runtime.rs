@@ -335,7 +335,7 @@ impl Server {
                     }
                     Inbound::Message(from, m) => Event::Message(from, m),
                     Inbound::Disconnected(peer) => Event::Disconnected(peer),
-                    Inbound::Connected(_) => continue,
+                    Inbound::Connected(peer) => Event::Connected(peer),
                 },
                 _ = ticker.tick() => {
                     self.log.trim();

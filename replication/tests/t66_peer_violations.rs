@@ -138,3 +138,16 @@ fn a_follower_asking_for_a_second_sync_stream_is_dropped() {
     from(&mut peer, Message::FollowerInfo { accepted_epoch: Epoch(2), last_zxid: Zxid::ZERO });
     assert_eq!(streams(&from(&mut peer, ack)), 1);
 }
+
+/// A looking server sends its vote on a new connection at once: a restarted server's first frame is what lets
+/// a listener that still holds its old (dead) connection take the new one (an impostor sends none).
+#[test]
+fn a_looking_server_sends_its_vote_on_a_new_connection() {
+    let (mut peer, _) = Peer::new(config(), DurableState::default(), Duration::ZERO);
+    let actions = peer.handle(Event::Connected(ServerId(3)), &Empty);
+    assert!(
+        matches!(&actions[..], [Action::Send(ServerId(3), Message::Notification(n))] if n.sender == ServerId(1) && n.state == PeerState::Looking),
+        "{actions:?}"
+    );
+    assert_eq!(peer.handle(Event::Connected(ServerId(9)), &Empty), vec![], "not a voter");
+}
