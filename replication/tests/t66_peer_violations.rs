@@ -151,3 +151,31 @@ fn a_looking_server_sends_its_vote_on_a_new_connection() {
     );
     assert_eq!(peer.handle(Event::Connected(ServerId(9)), &Empty), vec![], "not a voter");
 }
+
+/// An ACK of NEWLEADER from a follower that was never synced (it sent FOLLOWERINFO, then skipped ACKEPOCH)
+/// counts for nothing: otherwise the leader would take it for a quorum member holding its history.
+#[test]
+fn an_ack_of_newleader_without_a_sync_counts_for_nothing() {
+    let z = Zxid::new(Epoch(1), 5);
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
+    let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
+    let vote =
+        |sender: u64| Notification { zxid: z, peer_epoch: Epoch(1), ..notification(1, PeerState::Looking, sender) };
+    for sender in [2, 3] {
+        peer.handle(Event::Message(ServerId(sender), Message::Notification(vote(sender))), &Empty);
+    }
+    peer.handle(Event::Tick(Duration::from_millis(300)), &Empty);
+    assert_eq!(peer.role(), Role::Leading);
+    let info = Message::FollowerInfo { accepted_epoch: Epoch(1), last_zxid: Zxid::ZERO };
+    peer.handle(Event::Message(ServerId(2), info.clone()), &Empty);
+    peer.handle(Event::Message(ServerId(3), info), &Empty);
+    peer.handle(Event::AcceptedEpochPersisted, &Empty);
+    // Server 2 acknowledges the epoch and is synced; server 3 never acknowledges it.
+    let ack = Message::AckEpoch { current_epoch: Epoch(1), last_zxid: Zxid::ZERO };
+    peer.handle(Event::Message(ServerId(2), ack), &Empty);
+    let actions = peer.handle(Event::Message(ServerId(3), Message::AckNewLeader { zxid: z }), &Empty);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::PersistCurrentEpoch(_))),
+        "an unsynced follower's ack made a quorum: {actions:?}"
+    );
+}
