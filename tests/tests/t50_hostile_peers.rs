@@ -193,9 +193,10 @@ async fn hostile_bytes_on_the_quorum_port_never_take_a_server_down() {
         serving(&cluster, leader, &format!("{kind:?}")).await;
     }
 
-    // All of it at once: 50 connections to each node, every attack, held open together for a second.
+    // All of it at once: 100 connections to each node (past its 64 pending handshakes), every attack, held
+    // open together for a second.
     let cluster_ref = &cluster;
-    let storm = (0..NODES * 50).map(|k| async move {
+    let storm = (0..NODES * 100).map(|k| async move {
         let (target, kind) = (k % NODES, ATTACKS[k % ATTACKS.len()]);
         send(cluster_ref, target, kind, 1000 + k as u64).await
     });
