@@ -10,7 +10,7 @@
 //!
 //! Faults of a peer found by the transport (a frame that does not decode or is over the size bound, an unknown
 //! or duplicate server id, a peer that stops reading) are [`crate::transport::LinkFault`]s, and faults found by
-//! the protocol (a message that makes no sense in the current phase) are [`crate::peer::Violation`]s: both only
+//! the protocol (a message that makes no sense in the current phase) are [`crate::leave::Violation`]s: both only
 //! ever drop a link.
 
 use snapshot::SnapshotError;
