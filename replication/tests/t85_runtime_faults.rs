@@ -17,7 +17,7 @@ use replication::election::ElectionConfig;
 use replication::message::{Message, Notification, PeerCodec, PeerState, ServerId};
 use replication::peer::{PeerConfig, Role};
 use replication::quorum::Voters;
-use replication::runtime::{start, Handle, ServerConfig, Streams};
+use replication::runtime::{start, Committed, Handle, ServerConfig, Streams};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -164,7 +164,7 @@ async fn a_chunk_at_the_wrong_offset_drops_the_leader_and_the_runtime_carries_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_does_not_verify_drops_the_leader_and_the_runtime_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (handle, _streams, addr) = server(dir.path()).await;
+    let (handle, mut streams, addr) = server(dir.path()).await;
     let mut leader = Leader::acked_epoch(addr).await;
     // Every chunk in place, but the bytes are no snapshot: staging refuses them.
     leader.send(Message::Snap { zxid: Zxid::new(Epoch(1), 3), total_bytes: 64 }).await;
@@ -173,8 +173,26 @@ async fn a_snapshot_that_does_not_verify_drops_the_leader_and_the_runtime_carrie
     assert!(leader.closed().await, "the link to a leader that sent a bad snapshot stays up");
     assert_eq!(installed(dir.path()), Vec::<String>::new(), "a snapshot that does not verify was installed");
     still_runs(&handle, addr).await;
-    // And it syncs again from scratch with a leader that behaves (here: a DIFF of nothing).
-    drop(handle);
+    // It starts over from its disk, not from the snapshot it was told of: its log is empty, and a leader that
+    // behaves syncs it by DIFF.
+    let mut leader = Leader::elected(addr).await;
+    let ack = leader.expect(|m| matches!(m, Message::AckEpoch { .. })).await;
+    let fresh = Message::AckEpoch { current_epoch: Epoch(0), last_zxid: Zxid::ZERO };
+    assert_eq!(ack, Some(fresh), "the follower claims history it does not hold");
+    let (z1, z2) = (Zxid::new(Epoch(1), 1), Zxid::new(Epoch(1), 2));
+    leader.send(Message::Diff { zxid: Zxid::ZERO }).await;
+    for zxid in [z1, z2] {
+        leader.send(Message::Proposal { zxid, txn: Bytes::from_static(b"txn") }).await;
+        leader.send(Message::Commit { zxid }).await;
+    }
+    leader.send(Message::NewLeader { epoch: Epoch(1), zxid: z2 }).await;
+    let acked = leader.expect(|m| matches!(m, Message::AckNewLeader { .. })).await;
+    assert_eq!(acked, Some(Message::AckNewLeader { zxid: z2 }));
+    leader.send(Message::UpToDate).await;
+    for zxid in [z1, z2] {
+        let got = tokio::time::timeout(WAIT, streams.committed.recv()).await.expect("a committed txn in time");
+        assert_eq!(got, Some(Committed::Txn { zxid, txn: Bytes::from_static(b"txn") }));
+    }
 }
 
 /// A SNAP sync that broke off (the leader went away mid-snapshot) leaves a partial file; the next SNAP starts
