@@ -51,6 +51,37 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A listener whose accept fails (out of file descriptors, say) waits this long before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Refused connections logged one by one per window at most: a flood of connections must not become a flood
+/// of log lines. The rest are counted, and the count is logged when the next window begins.
+const REFUSALS_LOGGED: u64 = 20;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// The refusals of the current window: when it began, and how many there were.
+struct Refusals(Mutex<(std::time::Instant, u64)>);
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals(Mutex::new((std::time::Instant::now(), 0)))
+    }
+
+    /// Logs a refused connection, unless too many were logged in this window already; whether it logged.
+    fn log(&self, me: ServerId, addr: SocketAddr, fault: &LinkFault) -> bool {
+        let mut window = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0.elapsed() >= REFUSAL_WINDOW {
+            if let Some(unlogged) = window.1.checked_sub(REFUSALS_LOGGED).filter(|&n| n > 0) {
+                tracing::warn!(server = me.0, unlogged, window = ?REFUSAL_WINDOW, "more peer connections were refused");
+            }
+            *window = (std::time::Instant::now(), 0);
+        }
+        window.1 += 1;
+        let logged = window.1 <= REFUSALS_LOGGED;
+        if logged {
+            tracing::warn!(server = me.0, %addr, %fault, "refused a peer connection");
+        }
+        logged
+    }
+}
+
 /// Why a link to a peer was refused or dropped: the peer's fault (or the network's), never this server's.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkFault {
@@ -182,6 +213,7 @@ struct Shared {
     inbound: mpsc::Sender<Inbound>,
     generation: std::sync::atomic::AtomicU64,
     handshakes: Arc<Semaphore>,
+    refusals: Refusals,
 }
 
 impl Shared {
@@ -213,6 +245,7 @@ impl TcpTransport {
             inbound,
             generation: Default::default(),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            refusals: Refusals::new(),
         });
         let mut tasks =
             vec![tokio::spawn(listen(shared.clone(), listener, peers.keys().copied().collect())).abort_handle()];
@@ -296,8 +329,7 @@ async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>
             }
         };
         let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
-            let fault = LinkFault::TooManyHandshakes(MAX_HANDSHAKES);
-            tracing::warn!(server = shared.me.0, %addr, %fault, "refused a peer connection");
+            shared.refusals.log(shared.me, addr, &LinkFault::TooManyHandshakes(MAX_HANDSHAKES));
             continue;
         };
         let shared = shared.clone();
@@ -310,7 +342,9 @@ async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>
                     run(shared, peer, addr, Halves { reader, writer, first }, done_tx);
                     let _ = done_rx.await;
                 }
-                Err(fault) => tracing::warn!(server = shared.me.0, %addr, %fault, "refused a peer connection"),
+                Err(fault) => {
+                    shared.refusals.log(shared.me, addr, &fault);
+                }
             }
         });
     }
@@ -520,5 +554,24 @@ async fn read_frames(
             }
             Err(error) => return Some(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_logs_a_bounded_number_of_lines_per_window() {
+        let refusals = Refusals::new();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let fault = LinkFault::UnknownServer(99);
+        let logged = (0..1000).filter(|_| refusals.log(ServerId(1), addr, &fault)).count();
+        assert_eq!(logged, usize::try_from(REFUSALS_LOGGED).unwrap());
+        // A new window logs again (and says how many went unlogged).
+        let mut window = refusals.0.lock().unwrap();
+        window.0 = window.0.checked_sub(REFUSAL_WINDOW).expect("the clock started over 10 s ago");
+        drop(window);
+        assert!(refusals.log(ServerId(1), addr, &fault));
     }
 }
