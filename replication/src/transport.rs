@@ -387,7 +387,7 @@ async fn accept(
     }
     // The server restarted (its old connection is dead, and we have not noticed yet), or someone else claims
     // its id: the real link stays until this one proves it speaks the protocol.
-    tracing::info!(server = shared.me.0, peer = id, %addr, "a second connection from a connected server");
+    tracing::debug!(server = shared.me.0, peer = id, %addr, "a second connection from a connected server");
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Ok(Some(Ok(first))) => Ok((peer, reader, writer, Some(first))),
         Ok(Some(Err(error))) => Err(LinkFault::ImpostorFrame(id, error)),
