@@ -424,7 +424,7 @@ type Writer = FramedWrite<OwnedWriteHalf, PeerCodec>;
 /// flushes to the socket as it fills, so the stream advances as fast as the peer reads.
 async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(), ()> {
     let mut stream = match item {
-        Outgoing::One(message) => return writer.feed(message).await.map_err(drop),
+        Outgoing::One(message) => return writer.feed(message).await.map_err(|error| write_failed(peer, error)),
         Outgoing::Stream(stream) => stream,
     };
     loop {
@@ -452,7 +452,7 @@ async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(),
             Err(_) => return Err(()),
         };
         for message in batch {
-            writer.feed(message).await.map_err(drop)?;
+            writer.feed(message).await.map_err(|error| write_failed(peer, error))?;
         }
         if done {
             return Ok(());
@@ -471,9 +471,13 @@ fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, do
     let taken = queued_bytes.clone();
     let generation = shared.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut writer = FramedWrite::new(write, PeerCodec::new(shared.config.max_frame));
+    // A writer that fails (the socket, or a message over the frame bound) ends the connection through its
+    // reader, which forgets the link and reports it gone: a link that can no longer send must not stay up.
+    let writer_gone = Arc::new(tokio::sync::Notify::new());
+    let writer_failed = writer_gone.clone();
     let write_task = tokio::spawn(async move {
         // Everything queued goes out in one write: one syscall for a burst of proposals, acks or commits.
-        while let Some(item) = rx.recv().await {
+        'queue: while let Some(item) = rx.recv().await {
             taken.fetch_sub(item.len(), Ordering::Relaxed);
             if feed(&mut writer, item, peer).await.is_err() {
                 break;
@@ -481,13 +485,15 @@ fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, do
             while let Ok(item) = rx.try_recv() {
                 taken.fetch_sub(item.len(), Ordering::Relaxed);
                 if feed(&mut writer, item, peer).await.is_err() {
-                    return;
+                    break 'queue;
                 }
             }
-            if writer.flush().await.is_err() {
+            if let Err(error) = writer.flush().await {
+                write_failed(peer, error);
                 break;
             }
         }
+        writer_gone.notify_one();
     });
     let reader_shared = shared.clone();
     let write_abort = write_task.abort_handle();
@@ -498,7 +504,11 @@ fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, do
             return;
         }
         let _ = reader_shared.inbound.send(Inbound::Connected(peer)).await;
-        match read_frames(&reader_shared.inbound, peer, reader, first).await {
+        let ended = tokio::select! {
+            ended = read_frames(&reader_shared.inbound, peer, reader, first) => ended,
+            _ = writer_failed.notified() => None,
+        };
+        match ended {
             Some(DecodeError::Io(error)) => {
                 tracing::info!(server = reader_shared.me.0, peer = peer.0, %addr, %error, "peer connection broke")
             }
@@ -530,6 +540,14 @@ fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, do
         close(&shared, peer, old);
     }
     let _ = go.send(());
+}
+
+/// Logs why a message could not be written to a peer (the writer then ends the connection).
+fn write_failed(peer: ServerId, error: DecodeError) {
+    match error {
+        DecodeError::Io(error) => tracing::info!(peer = peer.0, %error, "writing to a peer failed"),
+        error => tracing::warn!(peer = peer.0, %error, "a message to a peer could not be framed: dropping the link"),
+    }
 }
 
 /// Passes a connection's frames on (`first`, if the handshake read it, then the rest) until it ends; returns

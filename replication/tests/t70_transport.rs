@@ -194,3 +194,28 @@ async fn impostors_huge_frames_and_floods_never_cut_a_real_link() {
     }
     drop((silent, flood));
 }
+
+/// A message this server cannot frame (over its frame bound) ends the link, reported as a disconnect, even
+/// when the peer keeps its end open: a link whose writer died must not stay up, swallowing every later send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_writer_fails_is_dropped_and_reported() {
+    use tokio::io::AsyncWriteExt;
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a1 = l1.local_addr().unwrap();
+    let peers: BTreeMap<ServerId, SocketAddr> =
+        [(ServerId(1), a1), (ServerId(2), "127.0.0.1:9".parse().unwrap())].into();
+    let small = TransportConfig { max_frame: 1024, ..config() };
+    let (t1, mut rx1) = TcpTransport::start(ServerId(1), l1, peers, small);
+    // This test is server 2: it dials, and keeps its end open whatever server 1 does.
+    let mut peer2 = tokio::net::TcpStream::connect(a1).await.unwrap();
+    peer2.write_u64(2).await.unwrap();
+    connected(&mut rx1, ServerId(2)).await;
+    let big = Message::Proposal { zxid: Zxid(1), txn: vec![0u8; 4096].into() };
+    t1.send(ServerId(2), big).unwrap();
+    loop {
+        if next(&mut rx1).await == Inbound::Disconnected(ServerId(2)) {
+            break;
+        }
+    }
+    drop(peer2);
+}
