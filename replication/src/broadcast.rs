@@ -81,6 +81,11 @@ impl LeaderBroadcast {
         self.followers.insert(follower);
     }
 
+    /// Whether `follower` gets the proposals.
+    pub fn has_follower(&self, follower: ServerId) -> bool {
+        self.followers.contains(&follower)
+    }
+
     /// A follower disconnected.
     pub fn remove_follower(&mut self, follower: ServerId) {
         self.followers.remove(&follower);

@@ -194,6 +194,10 @@ impl Election {
 
     /// A notification from a server that is already following or leading.
     fn on_settled(&mut self, n: Notification, vote: Vote, now: Time) -> Vec<Command> {
+        if !self.voters.contains(&n.sender) {
+            // Only voters count towards a quorum, and only they are remembered: the map stays bounded.
+            return Vec::new();
+        }
         self.settled.insert(n.sender, (vote, n.election_epoch, n.state));
         let agreeing: BTreeMap<ServerId, Vote> = self
             .settled
@@ -265,7 +269,8 @@ impl Election {
         agreeing * 2 > self.voters.len()
     }
 
-    fn notification(&self) -> Notification {
+    /// This server's current vote, as it announces it.
+    pub fn notification(&self) -> Notification {
         Notification {
             leader: self.proposal.leader,
             zxid: self.proposal.zxid,

@@ -76,6 +76,15 @@ pub enum SyncError {
         /// The last zxid logged.
         last: Zxid,
     },
+    /// TRUNC to a point after this follower's end of log: nothing to cut, and the log would claim txns it
+    /// does not hold.
+    #[error("TRUNC to {to}, but the log ends at {last}")]
+    TruncAhead {
+        /// Where the leader cuts.
+        to: Zxid,
+        /// Where this follower's log ends.
+        last: Zxid,
+    },
     /// A snapshot chunk not where the last one ended.
     #[error("snapshot chunk at {got}, expected {expected}")]
     ChunkGap {
@@ -132,6 +141,9 @@ impl FollowerSync {
                 Ok(Vec::new())
             }
             (Phase::Start, Message::Trunc { zxid }) => {
+                if zxid > self.logged {
+                    return Err(SyncError::TruncAhead { to: zxid, last: self.logged });
+                }
                 self.phase = Phase::Txns;
                 (self.logged, self.durable) = (zxid, self.durable.min(zxid));
                 (self.committed, self.applied) = (self.committed.min(zxid), self.applied.min(zxid));
@@ -145,7 +157,7 @@ impl FollowerSync {
                 if offset != received {
                     return Err(SyncError::ChunkGap { got: offset, expected: received });
                 }
-                let received = received + data.len() as u64;
+                let received = received.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
                 let mut commands = vec![Command::SnapshotChunk { offset, data }];
                 if received >= total {
                     // The installed snapshot is durable (written, fsynced) and applied: the log restarts there.

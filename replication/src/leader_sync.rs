@@ -165,8 +165,9 @@ impl LeaderSync {
     /// A follower acknowledged NEWLEADER: its log holds the leader's history durably, and its current epoch is
     /// the new one.
     pub fn on_ack_newleader(&mut self, from: ServerId, zxid: Zxid) -> Vec<Command> {
-        if zxid < self.last_zxid || from == self.me {
-            // A history shorter than the one it was sent is not synced; the leader does not ack itself.
+        if zxid < self.last_zxid || from == self.me || !self.syncing.contains(&from) {
+            // A history shorter than the one it was sent is not synced; the leader does not ack itself; and an
+            // ack from a follower that was sent no NEWLEADER (since it last connected) vouches for nothing.
             return Vec::new();
         }
         if self.up_to_date {

@@ -7,14 +7,19 @@
 //! plan), [`follower_sync`] and [`leader_sync`] (both sides of sync, in the order that keeps committed txns).
 //! [`peer`] ties the phases together (with heartbeats and step-down), [`transport`] carries messages over
 //! TCP, [`streams`] makes what a syncing follower needs (txns, or a snapshot and txns) as its connection
-//! drains, and [`runtime`] drives a peer with a WAL, the snapshot directory and the transport.
+//! drains, and [`runtime`] drives a peer with a WAL, the snapshot directory and the transport. [`fault`] says
+//! whose fault each runtime error is (this server's stops it, a peer's drops the link to it), and [`leave`] why a
+//! server goes back to electing.
 #![deny(missing_docs)]
 
 pub mod broadcast;
 pub mod discovery;
 pub mod election;
+mod epochs;
+pub mod fault;
 pub mod follower_sync;
 pub mod leader_sync;
+pub mod leave;
 pub mod message;
 pub mod peer;
 pub mod quorum;

@@ -304,6 +304,14 @@ impl tokio_util::codec::Decoder for PeerCodec {
         src.advance(4);
         Message::decode(src.split_to(len).freeze()).map(Some)
     }
+
+    /// A connection that ends inside a frame sent a truncated frame: the peer's fault, said as such.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        match self.decode(src)? {
+            None if !src.is_empty() => Err(DecodeError::Truncated),
+            decoded => Ok(decoded),
+        }
+    }
 }
 
 impl tokio_util::codec::Encoder<Message> for PeerCodec {
@@ -421,6 +429,14 @@ mod tests {
         let mut out = BytesMut::new();
         assert!(matches!(codec.encode(big, &mut out), Err(DecodeError::TooLong { .. })));
         assert!(out.is_empty(), "nothing half-written");
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_frame_is_a_truncated_frame() {
+        let mut codec = PeerCodec::new(100);
+        let mut buf = BytesMut::from(&[0, 0, 0, 9, 13, 0, 0][..]);
+        assert_eq!(codec.decode_eof(&mut buf), Err(DecodeError::Truncated));
+        assert_eq!(codec.decode_eof(&mut BytesMut::new()), Ok(None), "a clean end between frames");
     }
 
     #[test]

@@ -18,10 +18,11 @@ use bytes::Bytes;
 use wal::{Epoch, Zxid};
 
 use crate::broadcast::{self, FollowerBroadcast, LeaderBroadcast, ProposeError};
-use crate::discovery::{self, FollowerDiscovery, LeaderDiscovery};
+use crate::discovery::{self, DiscoveryError, FollowerDiscovery, LeaderDiscovery};
 use crate::election::{self, Election, ElectionConfig, Outcome, Time};
 use crate::follower_sync::{self, FollowerSync};
 use crate::leader_sync::{self, LeaderSync};
+use crate::leave::{Leave, Violation};
 use crate::message::{Message, PeerState, ServerId};
 use crate::quorum::Voters;
 use crate::sync::History;
@@ -73,6 +74,8 @@ pub enum Event {
     Propose(Bytes),
     /// The connection to a peer broke.
     Disconnected(ServerId),
+    /// A connection to a peer is up.
+    Connected(ServerId),
 }
 
 /// What the peer is.
@@ -184,6 +187,25 @@ struct Lead {
     last_ping: Time,
 }
 
+impl Lead {
+    /// Whether a sync stream went to `follower` since its last FOLLOWERINFO.
+    fn is_syncing_or_synced(&self, follower: ServerId) -> bool {
+        self.syncing.contains(&follower) || self.broadcast.as_ref().is_some_and(|b| b.has_follower(follower))
+    }
+
+    /// Stops tracking a follower (gone, silent or dropped): it counts for nothing until it rejoins.
+    fn forget(&mut self, follower: ServerId) {
+        self.last_heard.remove(&follower);
+        self.syncing.remove(&follower);
+        if let Some(b) = &mut self.broadcast {
+            b.remove_follower(follower);
+        }
+        if let Some(s) = &mut self.sync {
+            s.remove_follower(follower);
+        }
+    }
+}
+
 enum State {
     Looking(Election),
     Following(Follow),
@@ -216,6 +238,14 @@ pub struct Peer {
 impl Peer {
     /// A peer starting (or restarting) with `durable` state at `now`: it starts looking.
     pub fn new(config: PeerConfig, durable: DurableState, now: Time) -> (Peer, Vec<Action>) {
+        Peer::restart(config, durable, durable.last_zxid, now)
+    }
+
+    /// A peer starting over from `durable` state at `now` in a process that keeps running, whose tree has
+    /// applied the log up to `applied` (at most `durable.last_zxid`): it starts looking. The runtime does this
+    /// when it could not carry out what the peer asked for because of another server's fault.
+    pub fn restart(config: PeerConfig, durable: DurableState, applied: Zxid, now: Time) -> (Peer, Vec<Action>) {
+        debug_assert!(applied <= durable.last_zxid);
         let (election, commands) = Election::start(
             config.me,
             config.voters.iter().collect(),
@@ -229,7 +259,7 @@ impl Peer {
             config,
             durable,
             logged: durable.last_zxid,
-            applied: durable.last_zxid,
+            applied,
             accepted_pending: None,
             current_pending: None,
             round: 1,
@@ -340,11 +370,18 @@ impl Peer {
             Event::Propose(txn) => self.propose(txn),
             Event::Message(from, message) => self.on_message(from, message, history),
             Event::Disconnected(peer) => self.on_disconnected(peer),
+            Event::Connected(peer) => self.on_connected(peer),
         }
     }
 
     fn on_message(&mut self, from: ServerId, message: Message, history: &impl History) -> Vec<Action> {
         if let Message::Notification(n) = message {
+            if n.sender != from {
+                // Votes count per sender: one connection must not vote for others.
+                let violation = Violation::ForgedSender { claimed: n.sender };
+                tracing::warn!(server = self.config.me.0, peer = from.0, %violation, "dropping the link");
+                return vec![Action::Disconnect(from)];
+            }
             return self.on_notification(n);
         }
         match &mut self.state {
@@ -417,7 +454,7 @@ impl Peer {
         if self.config.voters.is_quorum([&self.config.me]) {
             match discovery.on_follower_info(self.config.me, self.promised_epoch()) {
                 Ok(commands) => actions.extend(discovery_actions(commands)),
-                Err(_) => return self.look(),
+                Err(error) => return self.look(Leave::Discovery { follower: self.config.me, error }),
             }
         }
         self.state = State::Leading(Lead {
@@ -435,7 +472,7 @@ impl Peer {
             l.last_heard.insert(from, self.now);
             match l.discovery.on_follower_info(from, accepted_epoch) {
                 Ok(commands) => actions.extend(discovery_actions(commands)),
-                Err(_) => return self.look(),
+                Err(error) => return self.look(Leave::Discovery { follower: from, error }),
             }
         }
         actions
@@ -456,8 +493,14 @@ impl Peer {
         actions
     }
 
-    /// Back to election, in the next round.
-    fn look(&mut self) -> Vec<Action> {
+    /// Back to election, in the next round, saying why.
+    fn look(&mut self, why: Leave) -> Vec<Action> {
+        let (me, role) = (self.config.me.0, self.role());
+        if why.is_violation() {
+            tracing::warn!(server = me, ?role, reason = %why, "back to leader election");
+        } else {
+            tracing::info!(server = me, ?role, reason = %why, "back to leader election");
+        }
         self.round += 1;
         self.settled = None;
         self.early_infos.clear();
@@ -484,7 +527,7 @@ impl Peer {
             // Heartbeats come in every phase; the answer tells the leader this follower is alive.
             return vec![Action::Send(leader, Message::Ping { zxid: self.durable.last_zxid })];
         }
-        let outcome: Result<Vec<Action>, ()> = match (&mut f.phase, message) {
+        let outcome: Result<Vec<Action>, Violation> = match (&mut f.phase, message) {
             (FollowPhase::Discovery(d), Message::LeaderInfo { new_epoch }) => match d.on_leader_info(new_epoch) {
                 Ok(commands) => {
                     let acked =
@@ -499,19 +542,26 @@ impl Peer {
                     }
                     Ok(discovery_actions(commands))
                 }
-                Err(_) => Err(()),
+                Err(e) => Err(e.into()),
             },
             (FollowPhase::Sync(s), message) => match s.on_message(message) {
                 Ok(commands) => Ok(self.follower_sync_actions(commands)),
-                Err(_) => Err(()),
+                Err(e) => Err(e.into()),
             },
             (FollowPhase::Broadcast(b), Message::Proposal { zxid, txn }) => {
-                b.on_proposal(zxid, txn).map(broadcast_actions).map_err(|_| ())
+                b.on_proposal(zxid, txn).map(broadcast_actions).map_err(Violation::from)
             }
             (FollowPhase::Broadcast(b), Message::Commit { zxid }) => Ok(broadcast_actions(b.on_commit(zxid))),
             _ => Ok(Vec::new()),
         };
-        outcome.unwrap_or_else(|()| self.look())
+        outcome.unwrap_or_else(|violation| self.leave_leader(leader, violation))
+    }
+
+    /// A leader that broke the protocol: drop the link to it (what it still streams is of no use) and elect.
+    fn leave_leader(&mut self, leader: ServerId, violation: Violation) -> Vec<Action> {
+        let mut actions = vec![Action::Disconnect(leader)];
+        actions.extend(self.look(Leave::Violation { peer: leader, violation }));
+        actions
     }
 
     fn follower_sync_actions(&mut self, commands: Vec<follower_sync::Command>) -> Vec<Action> {
@@ -554,14 +604,25 @@ impl Peer {
 
     fn leader_message(&mut self, from: ServerId, message: Message, history: &impl History) -> Vec<Action> {
         let State::Leading(l) = &mut self.state else { return Vec::new() };
-        let result: Result<Vec<Action>, ()> = match message {
+        let result: Result<Vec<Action>, DiscoveryError> = match message {
             Message::FollowerInfo { accepted_epoch, .. } => {
-                l.discovery.on_follower_info(from, accepted_epoch).map(discovery_actions).map_err(|_| ())
+                // A follower that starts over on the same connection (it re-elected this leader) syncs afresh.
+                if l.is_syncing_or_synced(from) {
+                    l.forget(from);
+                    l.last_heard.insert(from, self.now);
+                }
+                l.discovery.on_follower_info(from, accepted_epoch).map(discovery_actions)
+            }
+            Message::AckEpoch { .. } if l.sync.is_some() && l.is_syncing_or_synced(from) => {
+                // Each ACKEPOCH starts a sync stream: one per FOLLOWERINFO, or a peer could queue any number.
+                let violation = Violation::RepeatedAckEpoch;
+                tracing::warn!(server = self.config.me.0, follower = from.0, %violation, "dropping the follower");
+                return self.drop_follower(from);
             }
             Message::AckEpoch { current_epoch, last_zxid } => match (&mut l.sync, &mut l.broadcast) {
                 (None, _) => match l.discovery.on_ack_epoch(from, current_epoch, last_zxid) {
                     Ok(commands) => Ok(self.leader_established(commands, history)),
-                    Err(_) => Err(()),
+                    Err(e) => Err(e),
                 },
                 (Some(sync), broadcast) => {
                     let commands = match broadcast {
@@ -590,7 +651,18 @@ impl Peer {
             }
             _ => Ok(Vec::new()),
         };
-        result.unwrap_or_else(|()| self.look())
+        // A follower ahead of this leader, or one that accepted a later epoch: the election picked the wrong
+        // server (or the follower lies); either way the protocol says elect again.
+        result.unwrap_or_else(|error| self.look(Leave::Discovery { follower: from, error }))
+    }
+
+    /// Forgets a follower and drops the link to it (it reconnects and syncs again).
+    fn drop_follower(&mut self, follower: ServerId) -> Vec<Action> {
+        let State::Leading(l) = &mut self.state else { return Vec::new() };
+        l.forget(follower);
+        let mut actions = vec![Action::Disconnect(follower)];
+        actions.extend(self.check_quorum());
+        actions
     }
 
     fn leader_established(&mut self, commands: Vec<discovery::Command>, history: &impl History) -> Vec<Action> {
@@ -734,18 +806,24 @@ impl Peer {
         }
     }
 
+    /// A looking server tells a peer it just connected to its vote at once (as ZooKeeper resends its last
+    /// message on a new connection), rather than at its next resend, which may be a minute away. A restarted
+    /// server's first frame also proves to a listener that still holds its old connection that it is no
+    /// impostor (see [`crate::transport`]).
+    fn on_connected(&mut self, peer: ServerId) -> Vec<Action> {
+        match &self.state {
+            State::Looking(election) if peer != self.config.me && self.config.voters.contains(peer) => {
+                vec![Action::Send(peer, Message::Notification(election.notification()))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn on_disconnected(&mut self, peer: ServerId) -> Vec<Action> {
         match &mut self.state {
-            State::Following(f) if f.leader == peer => self.look(),
+            State::Following(f) if f.leader == peer => self.look(Leave::LeaderGone),
             State::Leading(l) => {
-                l.last_heard.remove(&peer);
-                l.syncing.remove(&peer);
-                if let Some(b) = &mut l.broadcast {
-                    b.remove_follower(peer);
-                }
-                if let Some(s) = &mut l.sync {
-                    s.remove_follower(peer);
-                }
+                l.forget(peer);
                 self.check_quorum()
             }
             _ => Vec::new(),
@@ -769,28 +847,20 @@ impl Peer {
                 let syncing_too_long =
                     !matches!(f.phase, FollowPhase::Broadcast(_)) && now.saturating_sub(f.started) > init_limit;
                 if silent || syncing_too_long {
-                    return self.look();
+                    return self.look(if silent { Leave::LeaderSilent } else { Leave::SyncTooSlow });
                 }
                 Vec::new()
             }
             State::Leading(l) => {
                 if l.broadcast.is_none() && now.saturating_sub(l.started) > init_limit {
-                    // No quorum synced in time.
-                    return self.look();
+                    return self.look(Leave::NoQuorumSynced);
                 }
                 let limit = |p: &ServerId| if l.syncing.contains(p) { init_limit } else { sync_limit };
                 let silent: Vec<ServerId> =
                     l.last_heard.iter().filter(|(p, &t)| now.saturating_sub(t) > limit(p)).map(|(&p, _)| p).collect();
                 let mut actions = Vec::new();
                 for p in silent {
-                    l.last_heard.remove(&p);
-                    l.syncing.remove(&p);
-                    if let Some(b) = &mut l.broadcast {
-                        b.remove_follower(p);
-                    }
-                    if let Some(s) = &mut l.sync {
-                        s.remove_follower(p);
-                    }
+                    l.forget(p);
                     actions.push(Action::Disconnect(p));
                 }
                 if now.saturating_sub(l.last_ping) >= self.config.tick {
@@ -816,7 +886,7 @@ impl Peer {
         if self.config.voters.is_quorum(&live) {
             return Vec::new();
         }
-        self.look()
+        self.look(Leave::LostQuorum)
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! One tokio task owns the peer and does what its actions say: appends go to the WAL (their durability comes
 //! back as [`Event::Persisted`], one event for everything that became durable together), epochs are written to
-//! a small file (tmp, fsync, rename, directory fsync) before the peer hears they are durable, txn streams for
+//! a small file by a thread of their own before the peer hears they are durable, txn streams for
 //! syncing followers are read from the WAL (or from memory for txns not durable yet), and applied zxids are
 //! published. The caller proposes txns through the [`Handle`] and learns when each is committed.
 //!
@@ -12,13 +12,18 @@
 //! leader, and the leader's answers). Both are bounded. The committed stream pushes back on this loop; forwarded
 //! payloads that find their queue full drop the sending peer's connection (it re-syncs) rather than block the
 //! loop, because the node's request pipeline itself waits on this loop.
+//!
+//! Errors say whose fault they are ([`crate::fault`]): this server's (its disk) stop the runtime, and the
+//! node with it; another server's drop the link to it and restart the peer from what is on disk (the peer may
+//! have moved on as if the failed action had been done), so this server re-elects and re-syncs. Disk work
+//! that may block (epoch fsyncs, the chunks of a snapshot from the leader, staging and installing it) runs
+//! off the runtime's worker threads.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,9 +31,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use wal::{Epoch, Wal, WalError, Zxid};
+use wal::{Wal, WalError, Zxid};
 
 use crate::broadcast::ProposeError;
+use crate::epochs::{read_epochs, EpochUpdate, EpochWriter};
+use crate::fault::{Fault, LocalFault, PeerFault};
 use crate::message::{Message, ServerId};
 use crate::peer::{Action, DurableState, Event, Learners, Peer, PeerConfig, Role};
 use crate::streams::{SnapshotPoint, SnapshotStream, TxnStream};
@@ -154,33 +161,6 @@ pub struct ServerConfig {
     pub transport: TransportConfig,
 }
 
-/// The two epochs, durable: 8 bytes each, then a crc32c.
-fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(12);
-    buf.extend_from_slice(&accepted.0.to_be_bytes());
-    buf.extend_from_slice(&current.0.to_be_bytes());
-    let crc = crc32c::crc32c(&buf);
-    buf.extend_from_slice(&crc.to_be_bytes());
-    let tmp = dir.join("epochs.tmp");
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(&buf)?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join("epochs"))?;
-    fs::File::open(dir)?.sync_all()
-}
-
-fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
-    match fs::read(dir.join("epochs")) {
-        Ok(buf) if buf.len() == 12 && crc32c::crc32c(&buf[..8]).to_be_bytes() == buf[8..12] => {
-            let word = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
-            Ok((Epoch(word(0)), Epoch(word(4))))
-        }
-        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "epochs file is corrupt")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Epoch(0), Epoch(0))),
-        Err(e) => Err(e),
-    }
-}
-
 /// The log as the peer sees it: every zxid in the WAL, plus txns not durable yet, after the snapshot the WAL
 /// was restarted from, if it was.
 ///
@@ -256,6 +236,11 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         last_zxid: zxids.back().copied().or(wal.base()).unwrap_or(Zxid::ZERO),
     };
     let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
+    let epochs = EpochWriter::start(config.dir.clone(), (accepted, current)).map_err(|e| WalError::Io {
+        op: "start the epochs writer",
+        path: config.dir.clone(),
+        source: e,
+    })?;
     let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
     let (proposals_tx, proposals) = mpsc::channel(1024);
     let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
@@ -265,18 +250,22 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let (role_tx, role) = watch::channel((Role::Looking, false));
     let (learners_tx, learners) = watch::channel(LearnerView::default());
     let server = Server {
+        me: config.peer.me,
         wal,
         delivered: durable.last_zxid,
         undelivered: BTreeMap::new(),
         committed_tx,
         forwarded_tx,
-        dir: config.dir,
         snapshots: config.snapshots,
         incoming: None,
         transport,
         log,
         durability: VecDeque::new(),
+        epochs,
+        generation: 0,
         waiters: BTreeMap::new(),
+        pending_proposal: VecDeque::new(),
+        events: VecDeque::new(),
         applied_tx,
         role_tx,
         learners_tx,
@@ -303,7 +292,14 @@ struct Inputs {
     stop: watch::Receiver<bool>,
 }
 
+/// A snapshot being received from the leader, and where its next chunk must start.
+struct Receiving {
+    file: Incoming,
+    next: u64,
+}
+
 struct Server {
+    me: ServerId,
     wal: Arc<Wal>,
     /// The last zxid handed to the node on the committed stream.
     delivered: Zxid,
@@ -312,16 +308,24 @@ struct Server {
     undelivered: BTreeMap<Zxid, Bytes>,
     committed_tx: mpsc::Sender<Committed>,
     forwarded_tx: mpsc::Sender<(ServerId, Bytes)>,
-    dir: PathBuf,
     snapshots: Option<PathBuf>,
     /// A snapshot being received from the leader.
-    incoming: Option<snapshot::transfer::Incoming>,
+    incoming: Option<Receiving>,
     transport: TcpTransport,
     log: Log,
     /// Appends in flight, oldest first.
     durability: VecDeque<Durability>,
+    /// Epoch writes in flight.
+    epochs: EpochWriter,
+    /// How many times the peer was started over: epoch writes asked for by an earlier one are not reported
+    /// to a later one.
+    generation: u64,
     /// Proposals waiting to commit.
     waiters: BTreeMap<Zxid, Reply>,
+    /// Proposals handed to the peer, waiting for it to say which zxid each got.
+    pending_proposal: VecDeque<Reply>,
+    /// Events for the peer, in order.
+    events: VecDeque<Event>,
     applied_tx: watch::Sender<Zxid>,
     role_tx: watch::Sender<(Role, bool)>,
     learners_tx: watch::Sender<LearnerView>,
@@ -332,35 +336,30 @@ impl Server {
     async fn run(mut self, config: PeerConfig, durable: DurableState, inputs: Inputs) {
         let Inputs { mut inbound, mut proposals, mut forwards, mut stop } = inputs;
         let tick = config.tick / 5;
-        let (mut peer, actions) = Peer::new(config, durable, self.started.elapsed());
-        let mut pending_proposal: VecDeque<Reply> = VecDeque::new();
-        let mut events = VecDeque::new();
-        if let Err(error) = self.act(&mut peer, actions, &mut events, &mut pending_proposal).await {
-            tracing::error!(%error, "fatal: stopping this server");
-            return;
+        let (mut peer, actions) = Peer::new(config.clone(), durable, self.started.elapsed());
+        if let Err(fault) = self.carry_out(&mut peer, &config, actions).await {
+            return self.stop(fault);
         }
         let mut ticker = tokio::time::interval(tick);
         loop {
-            while let Some(event) = events.pop_front() {
+            while let Some(event) = self.events.pop_front() {
                 let actions = peer.handle(event, &self.log);
-                if let Err(error) = self.act(&mut peer, actions, &mut events, &mut pending_proposal).await {
-                    // A failed fsync, epoch write or truncation: never go on as if it had worked.
-                    tracing::error!(%error, "fatal: stopping this server");
-                    return;
+                if let Err(fault) = self.carry_out(&mut peer, &config, actions).await {
+                    return self.stop(fault);
                 }
             }
             let event = tokio::select! {
                 Some(inbound) = inbound.recv() => match inbound {
                     Inbound::Message(from, Message::Forward { data }) => {
                         if let Err(mpsc::error::TrySendError::Full(_)) = self.forwarded_tx.try_send((from, data)) {
-                            tracing::warn!(peer = from.0, "forwarded requests queue full: dropping the peer");
+                            tracing::warn!(server = self.me.0, peer = from.0, "forwarded requests queue full: dropping the peer");
                             self.transport.disconnect(from);
                         }
                         continue;
                     }
                     Inbound::Message(from, m) => Event::Message(from, m),
                     Inbound::Disconnected(peer) => Event::Disconnected(peer),
-                    Inbound::Connected(_) => continue,
+                    Inbound::Connected(peer) => Event::Connected(peer),
                 },
                 _ = ticker.tick() => {
                     self.log.trim();
@@ -380,58 +379,98 @@ impl Server {
                         self.log.pending.retain(|&z, _| z > zxid);
                         Event::Persisted(zxid)
                     }
-                    Err(error) => {
-                        tracing::error!(%error, "WAL failed: stopping this server");
-                        return;
+                    Err(source) => {
+                        let zxid = self.log.zxids.back().copied().unwrap_or(Zxid::ZERO);
+                        return self.stop(LocalFault::Wal { op: "make durable up to", zxid, source });
                     }
+                },
+                done = self.epochs.next() => match done {
+                    Ok((generation, update)) if generation == self.generation => update.event(),
+                    // Asked for by the peer before it started over: the new one did not ask.
+                    Ok(_) => continue,
+                    Err(fault) => return self.stop(fault),
                 },
                 _ = stop.changed() => return,
                 Some((txn, reply)) = proposals.recv() => {
-                    pending_proposal.push_back(reply);
+                    self.pending_proposal.push_back(reply);
                     Event::Propose(txn)
                 }
                 else => return,
             };
-            events.push_back(event);
+            self.events.push_back(event);
         }
     }
 
-    async fn act(
+    /// A fault of this server's: never go on as if the failed write had worked (dropping the server closes
+    /// its connections, and the node stops with it).
+    fn stop(&self, fault: LocalFault) {
+        tracing::error!(server = self.me.0, %fault, "fatal: stopping this server");
+    }
+
+    /// Carries out the peer's actions. A peer's fault drops the link to it and starts the peer over from what
+    /// is on disk (it may have moved on as if the failed action had been done); only a fault of this server's
+    /// is returned.
+    async fn carry_out(
         &mut self,
         peer: &mut Peer,
+        config: &PeerConfig,
         actions: Vec<Action>,
-        events: &mut VecDeque<Event>,
-        pending_proposal: &mut VecDeque<Reply>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LocalFault> {
+        let mut actions = actions;
+        loop {
+            match self.act(peer, actions).await {
+                Ok(()) => return Ok(()),
+                Err(Fault::Local(fault)) => return Err(fault),
+                Err(Fault::Peer { peer: culprit, fault }) => {
+                    tracing::warn!(
+                        server = self.me.0,
+                        peer = culprit.0,
+                        %fault,
+                        "dropping the link to the peer; starting the protocol over from this server's disk"
+                    );
+                    self.transport.disconnect(culprit);
+                    actions = self.restart_peer(peer, config).await?;
+                }
+            }
+        }
+    }
+
+    /// Starts the peer over from the disk, once every write asked of it is done.
+    async fn restart_peer(&mut self, peer: &mut Peer, config: &PeerConfig) -> Result<Vec<Action>, LocalFault> {
+        self.incoming = None;
+        self.events.clear();
+        // The new peer never heard of these proposals.
+        for reply in self.pending_proposal.drain(..) {
+            let _ = reply.send(Err(CommitError::Abandoned));
+        }
+        while let Some(result) = next_durable(&mut self.durability).await {
+            let zxid = self.log.zxids.back().copied().unwrap_or(Zxid::ZERO);
+            let durable = result.map_err(|source| LocalFault::Wal { op: "make durable up to", zxid, source })?;
+            self.log.pending.retain(|&z, _| z > durable);
+        }
+        let (accepted_epoch, current_epoch) = self.epochs.drain().await?;
+        self.generation += 1;
+        let last_zxid = self.log.last().unwrap_or(Zxid::ZERO);
+        let durable = DurableState { accepted_epoch, current_epoch, last_zxid };
+        let applied = self.delivered.min(last_zxid);
+        let (fresh, actions) = Peer::restart(config.clone(), durable, applied, self.started.elapsed());
+        *peer = fresh;
+        Ok(actions)
+    }
+
+    async fn act(&mut self, peer: &mut Peer, actions: Vec<Action>) -> Result<(), Fault> {
+        // What a follower logs or stores came from its leader; a leader's own proposals are its own.
+        let leader = match peer.role() {
+            Role::Following(leader) => Some(leader),
+            _ => None,
+        };
         for action in actions {
             match action {
                 Action::Send(to, m) => {
                     let _ = self.transport.send(to, m);
                 }
-                Action::Append(zxid, txn) => {
-                    let pending =
-                        self.wal.append_async(zxid, txn.clone()).await.map_err(|e| format!("append {zxid}: {e}"))?;
-                    self.log.zxids.push_back(zxid);
-                    self.undelivered.insert(zxid, txn.clone());
-                    self.log.pending.insert(zxid, txn);
-                    self.durability.push_back(Box::pin(pending));
-                }
-                Action::Truncate(zxid) => {
-                    // Truncation runs behind every queued append: its completion means all of it is durable.
-                    let truncation =
-                        self.wal.truncate_after(zxid).map_err(|e| format!("truncate after {zxid}: {e}"))?;
-                    truncation.await.map_err(|e| format!("truncate after {zxid}: {e}"))?;
-                    self.durability.clear();
-                    while self.log.zxids.back().is_some_and(|&z| z > zxid) {
-                        self.log.zxids.pop_back();
-                    }
-                    self.log.pending.retain(|&z, _| z <= zxid);
-                    self.undelivered.retain(|&z, _| z <= zxid);
-                    if self.delivered > zxid {
-                        self.delivered = zxid;
-                        self.committed_tx.send(Committed::Rebuild(zxid)).await.map_err(|_| "node gone")?;
-                    }
-                }
+                Action::Append(zxid, txn) => self.append(zxid, txn, leader).await?,
+                Action::Truncate(zxid) => self.truncate(zxid, leader).await?,
                 Action::Apply(zxid) => {
                     self.deliver(zxid).await?;
                     self.applied_tx.send_replace(zxid);
@@ -443,16 +482,10 @@ impl Server {
                     }
                 }
                 Action::PersistAcceptedEpoch(epoch) => {
-                    let current = peer.durable().current_epoch;
-                    write_epochs(&self.dir, epoch, current)
-                        .map_err(|e| format!("persist accepted epoch {epoch}: {e}"))?;
-                    events.push_back(Event::AcceptedEpochPersisted);
+                    self.epochs.request(self.generation, EpochUpdate::Accepted(epoch)).await?
                 }
                 Action::PersistCurrentEpoch(epoch) => {
-                    let accepted = peer.durable().accepted_epoch.max(epoch);
-                    write_epochs(&self.dir, accepted, epoch)
-                        .map_err(|e| format!("persist current epoch {epoch}: {e}"))?;
-                    events.push_back(Event::CurrentEpochPersisted);
+                    self.epochs.request(self.generation, EpochUpdate::Current(epoch)).await?
                 }
                 Action::StreamTxns { to, after, until, commit_up_to } => {
                     let txns = TxnStream::new(&self.wal, self.pending_until(until), after, until, commit_up_to);
@@ -461,15 +494,19 @@ impl Server {
                 Action::StreamSnapshot { to, until, commit_up_to } => {
                     self.stream_snapshot(to, until, commit_up_to, peer.serving())
                 }
-                Action::SnapshotChunk { offset, data } => self.receive_chunk(offset, &data)?,
-                Action::InstallSnapshot(zxid) => self.install_snapshot(zxid).await?,
+                Action::SnapshotChunk { offset, data } => {
+                    self.receive_chunk(offset, data, leader.ok_or(LocalFault::NotFollowing)?).await?
+                }
+                Action::InstallSnapshot(zxid) => {
+                    self.install_snapshot(zxid, leader.ok_or(LocalFault::NotFollowing)?).await?
+                }
                 Action::Proposed(zxid) => {
-                    if let Some(reply) = pending_proposal.pop_front() {
+                    if let Some(reply) = self.pending_proposal.pop_front() {
                         self.waiters.insert(zxid, reply);
                     }
                 }
                 Action::Rejected(error) => {
-                    if let Some(reply) = pending_proposal.pop_front() {
+                    if let Some(reply) = self.pending_proposal.pop_front() {
                         let _ = reply.send(Err(CommitError::Rejected(error)));
                     }
                 }
@@ -504,28 +541,57 @@ impl Server {
         });
     }
 
+    /// Queues a txn for the WAL (`leader`: the server it came from, if not this one's own proposal).
+    async fn append(&mut self, zxid: Zxid, txn: Bytes, leader: Option<ServerId>) -> Result<(), Fault> {
+        let pending =
+            self.wal.append_async(zxid, txn.clone()).await.map_err(|e| Fault::wal("append", zxid, e, leader))?;
+        self.log.zxids.push_back(zxid);
+        self.undelivered.insert(zxid, txn.clone());
+        self.log.pending.insert(zxid, txn);
+        self.durability.push_back(Box::pin(pending));
+        Ok(())
+    }
+
+    /// Cuts the log after `zxid`, as `leader` said.
+    async fn truncate(&mut self, zxid: Zxid, leader: Option<ServerId>) -> Result<(), Fault> {
+        // Truncation runs behind every queued append: its completion means all of it is durable.
+        let truncation = self.wal.truncate_after(zxid).map_err(|e| Fault::wal("truncate after", zxid, e, leader))?;
+        truncation.await.map_err(|e| Fault::wal("truncate after", zxid, e, None))?;
+        self.durability.clear();
+        while self.log.zxids.back().is_some_and(|&z| z > zxid) {
+            self.log.zxids.pop_back();
+        }
+        self.log.pending.retain(|&z, _| z <= zxid);
+        self.undelivered.retain(|&z, _| z <= zxid);
+        if self.delivered > zxid {
+            self.delivered = zxid;
+            self.committed_tx.send(Committed::Rebuild(zxid)).await.map_err(|_| LocalFault::NodeGone)?;
+        }
+        Ok(())
+    }
+
     /// Hands the node every txn after the last one delivered up to `zxid`, from memory: every txn appended
     /// since the start is held in `undelivered` until delivered, and a truncation cuts both.
-    async fn deliver(&mut self, zxid: Zxid) -> Result<(), String> {
+    async fn deliver(&mut self, zxid: Zxid) -> Result<(), LocalFault> {
         if zxid <= self.delivered {
             return Ok(());
         }
-        let from = Zxid(self.delivered.0 + 1);
-        let rest = self.undelivered.split_off(&Zxid(zxid.0 + 1));
+        let from = Zxid(self.delivered.0.saturating_add(1));
+        let rest = match zxid.0.checked_add(1) {
+            Some(after) => self.undelivered.split_off(&Zxid(after)),
+            None => BTreeMap::new(),
+        };
         let batch = std::mem::replace(&mut self.undelivered, rest);
         // The log and the held txns agree on what lies in (delivered, zxid]; if not, applying would skip txns.
         let logged = self.log.zxids.iter().rev().skip_while(|&&z| z > zxid).take_while(|&&z| z >= from).count();
         if batch.len() != logged || batch.keys().next().is_some_and(|&z| z < from) {
-            return Err(format!(
-                "committed txns {from}..={zxid}: {} in the log, {} held for the node",
-                logged,
-                batch.len()
-            ));
+            return Err(LocalFault::Undeliverable { from, to: zxid, logged, held: batch.len() });
         }
-        self.send_committed(batch.into_iter().map(|(zxid, txn)| Committed::Txn { zxid, txn }).collect(), zxid).await
+        self.send_committed(batch.into_iter().map(|(zxid, txn)| Committed::Txn { zxid, txn }).collect(), zxid).await;
+        Ok(())
     }
 
-    async fn send_committed(&mut self, batch: Vec<Committed>, zxid: Zxid) -> Result<(), String> {
+    async fn send_committed(&mut self, batch: Vec<Committed>, zxid: Zxid) {
         for committed in batch {
             if let Committed::Txn { zxid: z, .. } = committed {
                 assert!(
@@ -541,7 +607,6 @@ impl Server {
                 break;
             }
         }
-        Ok(())
     }
 
     /// The txns appended but not durable yet, up to `until`.
@@ -568,37 +633,55 @@ impl Server {
         let _ = self.transport.send_stream(to, Box::new(stream));
     }
 
-    /// Stores a chunk of the snapshot the leader sends; the first one starts a new file.
-    fn receive_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
-        let dir = self.snapshots.as_deref().ok_or("the leader sent a snapshot, and there is no snapshot directory")?;
-        if offset == 0 {
-            self.incoming = Some(Incoming::create(dir).map_err(|e| e.to_string())?);
+    /// Stores a chunk of the snapshot `leader` sends, on a blocking thread. The first one (offset 0) starts a
+    /// new file, whatever an earlier sync that broke off left behind.
+    async fn receive_chunk(&mut self, offset: u64, data: Bytes, leader: ServerId) -> Result<(), Fault> {
+        let dir = self.snapshots.clone().ok_or(LocalFault::NoSnapshotDirectory)?;
+        let receiving = self.incoming.take().filter(|_| offset != 0);
+        // The protocol checked the offsets already; a second check keeps a bad chunk off the disk regardless.
+        let expected = receiving.as_ref().map_or(0, |r| r.next);
+        if offset != expected {
+            let fault = PeerFault::ChunkOutOfOrder { got: offset, expected };
+            return Err(Fault::Peer { peer: leader, fault });
         }
-        let incoming = self.incoming.as_mut().ok_or("a snapshot chunk without the snapshot's start")?;
-        incoming.write(offset, data).map_err(|e| e.to_string())
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut file = match receiving {
+                Some(receiving) => receiving.file,
+                None => Incoming::create(&dir)?,
+            };
+            file.write(offset, &data)?;
+            let next = offset.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+            Ok(Receiving { file, next })
+        })
+        .await
+        .map_err(|e| Fault::task("store a snapshot chunk", e))?;
+        self.incoming = Some(stored.map_err(|e| Fault::snapshot("store a chunk", e, leader))?);
+        Ok(())
     }
 
-    /// Installs the snapshot received from the leader as the history up to `zxid`, in the order that never
+    /// Installs the snapshot received from `leader` as the history up to `zxid`, in the order that never
     /// leaves less history on disk than before (see [`snapshot::transfer`]): stage it (durable, verified),
     /// restart the WAL after it (the commit point), install it. Then the node rebuilds its tree from it.
-    async fn install_snapshot(&mut self, zxid: Zxid) -> Result<(), String> {
-        let failed = |e: &dyn std::fmt::Display| format!("install the leader's snapshot at {zxid}: {e}");
-        let dir = self.snapshots.clone().ok_or("the leader sent a snapshot, and there is no snapshot directory")?;
-        let incoming = self.incoming.take().ok_or("the leader's snapshot ended before it began")?;
-        tokio::task::spawn_blocking(move || incoming.stage(zxid))
+    async fn install_snapshot(&mut self, zxid: Zxid, leader: ServerId) -> Result<(), Fault> {
+        let dir = self.snapshots.clone().ok_or(LocalFault::NoSnapshotDirectory)?;
+        let receiving = self.incoming.take().ok_or(Fault::Peer { peer: leader, fault: PeerFault::ChunkWithoutSnap })?;
+        // A snapshot that does not verify is the leader's fault; nothing has changed on disk but a staging file.
+        tokio::task::spawn_blocking(move || receiving.file.stage(zxid))
             .await
-            .map_err(|e| failed(&e))?
-            .map_err(|e| failed(&e))?;
-        self.wal.restart_after(zxid).map_err(|e| failed(&e))?.await.map_err(|e| failed(&e))?;
+            .map_err(|e| Fault::task("stage the leader's snapshot", e))?
+            .map_err(|e| Fault::snapshot("stage", e, leader))?;
+        let restart = self.wal.restart_after(zxid).map_err(|e| Fault::wal("restart the log after", zxid, e, None))?;
+        restart.await.map_err(|e| Fault::wal("restart the log after", zxid, e, None))?;
         // Appends from before (all done: the restart ran behind them) no longer matter.
         self.durability.clear();
         self.log.zxids.clear();
         self.log.pending.clear();
         self.undelivered.clear();
-        tokio::task::spawn_blocking(move || snapshot::transfer::install(&dir, zxid))
+        // Past the commit point: whatever fails now is this server's disk.
+        let installed = tokio::task::spawn_blocking(move || snapshot::transfer::install(&dir, zxid))
             .await
-            .map_err(|e| failed(&e))?
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| Fault::task("install the leader's snapshot", e))?;
+        installed.map_err(|source| LocalFault::Snapshot { op: "install", source })?;
         self.delivered = zxid;
         // Nobody consumes the stream in a bare runtime (tests): nothing to rebuild then.
         let _ = self.committed_tx.send(Committed::Rebuild(zxid)).await;
@@ -624,24 +707,4 @@ async fn next_durable(durability: &mut VecDeque<Durability>) -> Option<Result<Zx
         }
     }
     Some(last)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_epoch_file_round_trips_and_refuses_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(0), Epoch(0)), "no file yet: a fresh server");
-        write_epochs(dir.path(), Epoch(7), Epoch(6)).unwrap();
-        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(7), Epoch(6)));
-        let path = dir.path().join("epochs");
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[3] ^= 1;
-        fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
-        fs::write(&path, &bytes[..5]).unwrap();
-        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData, "truncated");
-    }
 }

@@ -6,6 +6,10 @@
 //!   they start, instead of waiting for the others' reconnect backoff; a late vote from them is what splits an
 //!   election (two servers settle on one leader while the late one wins a quorum of stale votes). The dialer
 //!   first sends its id (u64, big-endian); the listener refuses ids it does not know or that should not dial it.
+//!   A connection claiming the id of a server that is connected already replaces the old connection only once
+//!   it sends a frame that decodes (the server restarted and its old connection is dead), so bytes from someone
+//!   else claiming that id never cut the real link. At most [`MAX_HANDSHAKES`] connections wait for their
+//!   handshake at once; more are closed at once.
 //! - Each connection has a send queue bounded in messages and in bytes. A peer that does not drain it is
 //!   disconnected rather than buffered for without limit; it re-syncs when it reconnects. The bounds are large
 //!   (a million messages, 256 MiB): while a follower syncs, every proposal and commit for it waits behind its
@@ -17,8 +21,11 @@
 //!   after it still follows it on the wire.
 //! - A dialer reconnects with exponential backoff. Every connect and disconnect is reported, so the protocol
 //!   ([`crate::peer::Event::Disconnected`]) learns of it as it would of a broken TCP stream.
+//! - Whatever a peer sends is its fault, never this server's: a frame that does not decode, one over
+//!   `max_frame`, a bad handshake ([`LinkFault`]) drops that link, logged at warn with the peer and the reason.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,12 +33,86 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::message::{Message, PeerCodec, ServerId};
+use crate::message::{DecodeError, Message, PeerCodec, ServerId};
+
+/// Connections waiting for their handshake (or, claiming a connected server's id, for their first frame) at
+/// most: more are closed as they come, so a flood of connections holds a bounded number of sockets and tasks.
+pub const MAX_HANDSHAKES: usize = 64;
+
+/// How long a connection has to send its server id, and one claiming a connected server's id its first frame.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A listener whose accept fails (out of file descriptors, say) waits this long before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Refused connections logged one by one per window at most: a flood of connections must not become a flood
+/// of log lines. The rest are counted, and the count is logged when the next window begins.
+const REFUSALS_LOGGED: u64 = 20;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// The refusals of the current window: when it began, and how many there were.
+struct Refusals(Mutex<(std::time::Instant, u64)>);
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals(Mutex::new((std::time::Instant::now(), 0)))
+    }
+
+    /// Logs a refused connection, unless too many were logged in this window already; whether it logged.
+    fn log(&self, me: ServerId, addr: SocketAddr, fault: &LinkFault) -> bool {
+        let mut window = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0.elapsed() >= REFUSAL_WINDOW {
+            if let Some(unlogged) = window.1.checked_sub(REFUSALS_LOGGED).filter(|&n| n > 0) {
+                tracing::warn!(server = me.0, unlogged, window = ?REFUSAL_WINDOW, "more peer connections were refused");
+            }
+            *window = (std::time::Instant::now(), 0);
+        }
+        window.1 += 1;
+        let logged = window.1 <= REFUSALS_LOGGED;
+        if logged {
+            tracing::warn!(server = me.0, %addr, %fault, "refused a peer connection");
+        }
+        logged
+    }
+}
+
+/// Why a link to a peer was refused or dropped: the peer's fault (or the network's), never this server's.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkFault {
+    /// A frame that does not decode, or whose length prefix is over the bound.
+    #[error("bad frame: {0}")]
+    Frame(#[from] DecodeError),
+    /// No server id within the handshake timeout.
+    #[error("no server id within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The connection failed before its server id arrived.
+    #[error("handshake: {0}")]
+    Handshake(#[source] io::Error),
+    /// A server id not in the configuration.
+    #[error("unknown server id {0}")]
+    UnknownServer(u64),
+    /// A known server that should not dial this one (the higher id dials).
+    #[error("server {0} has a lower id and should not dial this server")]
+    WrongDialer(u64),
+    /// A second connection claiming a connected server's id that sent no valid frame in time.
+    #[error("claims the id of connected server {0} and sent no valid frame within {1:?}")]
+    Impostor(u64, Duration),
+    /// A second connection claiming a connected server's id whose first frame is bad.
+    #[error("claims the id of connected server {0} and sent a bad frame: {1}")]
+    ImpostorFrame(u64, DecodeError),
+    /// Too many connections waiting for their handshake.
+    #[error("{0} connections are waiting for their handshake already")]
+    TooManyHandshakes(usize),
+    /// The peer does not drain its send queue.
+    #[error("its send queue is full (it does not read)")]
+    QueueFull,
+}
 
 /// What the transport reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +212,14 @@ struct Shared {
     links: Mutex<BTreeMap<ServerId, Link>>,
     inbound: mpsc::Sender<Inbound>,
     generation: std::sync::atomic::AtomicU64,
+    handshakes: Arc<Semaphore>,
+    refusals: Refusals,
+}
+
+impl Shared {
+    fn is_connected(&self, peer: ServerId) -> bool {
+        self.links.lock().expect("transport lock poisoned by a panic").contains_key(&peer)
+    }
 }
 
 /// The TCP transport.
@@ -155,6 +244,8 @@ impl TcpTransport {
             links: Mutex::new(BTreeMap::new()),
             inbound,
             generation: Default::default(),
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            refusals: Refusals::new(),
         });
         let mut tasks =
             vec![tokio::spawn(listen(shared.clone(), listener, peers.keys().copied().collect())).abort_handle()];
@@ -198,7 +289,7 @@ impl TcpTransport {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let link = links.remove(&to).expect("present");
                 drop(links);
-                tracing::warn!(peer = to.0, "send queue full: disconnecting");
+                tracing::warn!(server = self.shared.me.0, peer = to.0, fault = %LinkFault::QueueFull, "dropping the link");
                 close(&self.shared, to, link);
                 Err(SendError::QueueFull(to))
             }
@@ -228,20 +319,79 @@ fn close(shared: &Shared, peer: ServerId, link: Link) {
 
 async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>) {
     loop {
-        let Ok((mut stream, addr)) = listener.accept().await else { continue };
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: trying again at once would spin.
+                tracing::warn!(server = shared.me.0, %error, "accepting a peer connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
+            shared.refusals.log(shared.me, addr, &LinkFault::TooManyHandshakes(MAX_HANDSHAKES));
+            continue;
+        };
         let shared = shared.clone();
         let known = known.clone();
         tokio::spawn(async move {
-            let id = tokio::time::timeout(Duration::from_secs(5), stream.read_u64()).await;
-            match id {
-                Ok(Ok(id)) if known.contains(&ServerId(id)) && ServerId(id) > shared.me => {
+            match accept(&shared, stream, addr, &known).await {
+                Ok((peer, reader, writer, first)) => {
+                    drop(permit);
                     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                    run(shared, ServerId(id), stream, done_tx);
+                    run(shared, peer, addr, Halves { reader, writer, first }, done_tx);
                     let _ = done_rx.await;
                 }
-                _ => tracing::warn!(%addr, "refused a peer connection: unknown or unexpected server id"),
+                Err(fault) => {
+                    shared.refusals.log(shared.me, addr, &fault);
+                }
             }
         });
+    }
+}
+
+type Reader = FramedRead<OwnedReadHalf, PeerCodec>;
+
+/// An accepted connection, ready to run: its reader (with anything read past the first frame), its writer,
+/// and the first frame when it had to send one before it was let in.
+struct Halves {
+    reader: Reader,
+    writer: OwnedWriteHalf,
+    first: Option<Message>,
+}
+
+/// Reads a dialer's server id and checks it: known, higher than ours, and, if that server is connected
+/// already, followed by a frame that decodes within the timeout.
+async fn accept(
+    shared: &Shared,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    known: &[ServerId],
+) -> Result<(ServerId, Reader, OwnedWriteHalf, Option<Message>), LinkFault> {
+    let id = match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_u64()).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(error)) => return Err(LinkFault::Handshake(error)),
+        Err(_) => return Err(LinkFault::HandshakeTimeout(HANDSHAKE_TIMEOUT)),
+    };
+    let peer = ServerId(id);
+    if !known.contains(&peer) {
+        return Err(LinkFault::UnknownServer(id));
+    }
+    if peer <= shared.me {
+        return Err(LinkFault::WrongDialer(id));
+    }
+    let (read, writer) = stream.into_split();
+    let mut reader = FramedRead::new(read, PeerCodec::new(shared.config.max_frame));
+    if !shared.is_connected(peer) {
+        return Ok((peer, reader, writer, None));
+    }
+    // The server restarted (its old connection is dead, and we have not noticed yet), or someone else claims
+    // its id: the real link stays until this one proves it speaks the protocol.
+    tracing::debug!(server = shared.me.0, peer = id, %addr, "a second connection from a connected server");
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Ok(Some(Ok(first))) => Ok((peer, reader, writer, Some(first))),
+        Ok(Some(Err(error))) => Err(LinkFault::ImpostorFrame(id, error)),
+        Ok(None) | Err(_) => Err(LinkFault::Impostor(id, HANDSHAKE_TIMEOUT)),
     }
 }
 
@@ -254,8 +404,10 @@ async fn dial(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr) {
                 let _ = stream.set_nodelay(true);
                 if stream.write_u64(shared.me.0).await.is_ok() {
                     delay = first;
+                    let (read, writer) = stream.into_split();
+                    let reader = FramedRead::new(read, PeerCodec::new(shared.config.max_frame));
                     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                    run(shared.clone(), peer, stream, done_tx);
+                    run(shared.clone(), peer, addr, Halves { reader, writer, first: None }, done_tx);
                     let _ = done_rx.await;
                 }
             }
@@ -266,13 +418,13 @@ async fn dial(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr) {
     }
 }
 
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, PeerCodec>;
+type Writer = FramedWrite<OwnedWriteHalf, PeerCodec>;
 
 /// Writes one queued item; a stream is pulled batch by batch on a blocking thread, and the writer's buffer
 /// flushes to the socket as it fills, so the stream advances as fast as the peer reads.
 async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(), ()> {
     let mut stream = match item {
-        Outgoing::One(message) => return writer.feed(message).await.map_err(drop),
+        Outgoing::One(message) => return writer.feed(message).await.map_err(|error| write_failed(peer, error)),
         Outgoing::Stream(stream) => stream,
     };
     loop {
@@ -300,7 +452,7 @@ async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(),
             Err(_) => return Err(()),
         };
         for message in batch {
-            writer.feed(message).await.map_err(drop)?;
+            writer.feed(message).await.map_err(|error| write_failed(peer, error))?;
         }
         if done {
             return Ok(());
@@ -311,18 +463,21 @@ async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(),
 
 /// Runs one connection: a writer task draining the send queue, a reader task feeding the inbound channel.
 /// `done` fires when the connection ends.
-fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync::oneshot::Sender<()>) {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, done: tokio::sync::oneshot::Sender<()>) {
+    let Halves { reader, writer: write, first } = halves;
+    let _ = write.as_ref().set_nodelay(true);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(shared.config.queue);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let taken = queued_bytes.clone();
     let generation = shared.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let codec = PeerCodec::new(shared.config.max_frame);
-    let mut writer = FramedWrite::new(write, codec.clone());
+    let mut writer = FramedWrite::new(write, PeerCodec::new(shared.config.max_frame));
+    // A writer that fails (the socket, or a message over the frame bound) ends the connection through its
+    // reader, which forgets the link and reports it gone: a link that can no longer send must not stay up.
+    let writer_gone = Arc::new(tokio::sync::Notify::new());
+    let writer_failed = writer_gone.clone();
     let write_task = tokio::spawn(async move {
         // Everything queued goes out in one write: one syscall for a burst of proposals, acks or commits.
-        while let Some(item) = rx.recv().await {
+        'queue: while let Some(item) = rx.recv().await {
             taken.fetch_sub(item.len(), Ordering::Relaxed);
             if feed(&mut writer, item, peer).await.is_err() {
                 break;
@@ -330,13 +485,15 @@ fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync
             while let Ok(item) = rx.try_recv() {
                 taken.fetch_sub(item.len(), Ordering::Relaxed);
                 if feed(&mut writer, item, peer).await.is_err() {
-                    return;
+                    break 'queue;
                 }
             }
-            if writer.flush().await.is_err() {
+            if let Err(error) = writer.flush().await {
+                write_failed(peer, error);
                 break;
             }
         }
+        writer_gone.notify_one();
     });
     let reader_shared = shared.clone();
     let write_abort = write_task.abort_handle();
@@ -346,12 +503,20 @@ fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync
         if registered.await.is_err() {
             return;
         }
-        let mut reader = FramedRead::new(read, codec);
         let _ = reader_shared.inbound.send(Inbound::Connected(peer)).await;
-        while let Some(Ok(message)) = reader.next().await {
-            if reader_shared.inbound.send(Inbound::Message(peer, message)).await.is_err() {
-                break;
+        let ended = tokio::select! {
+            ended = read_frames(&reader_shared.inbound, peer, reader, first) => ended,
+            _ = writer_failed.notified() => None,
+        };
+        match ended {
+            Some(DecodeError::Io(error)) => {
+                tracing::info!(server = reader_shared.me.0, peer = peer.0, %addr, %error, "peer connection broke")
             }
+            Some(error) => {
+                let fault = LinkFault::Frame(error);
+                tracing::warn!(server = reader_shared.me.0, peer = peer.0, %addr, %fault, "dropping the link")
+            }
+            None => tracing::debug!(server = reader_shared.me.0, peer = peer.0, %addr, "peer connection closed"),
         }
         // The connection ended (or sent garbage): forget it, unless a newer one replaced it.
         write_abort.abort();
@@ -375,4 +540,56 @@ fn run(shared: Arc<Shared>, peer: ServerId, stream: TcpStream, done: tokio::sync
         close(&shared, peer, old);
     }
     let _ = go.send(());
+}
+
+/// Logs why a message could not be written to a peer (the writer then ends the connection).
+fn write_failed(peer: ServerId, error: DecodeError) {
+    match error {
+        DecodeError::Io(error) => tracing::info!(peer = peer.0, %error, "writing to a peer failed"),
+        error => tracing::warn!(peer = peer.0, %error, "a message to a peer could not be framed: dropping the link"),
+    }
+}
+
+/// Passes a connection's frames on (`first`, if the handshake read it, then the rest) until it ends; returns
+/// why, when a frame failed to decode or the socket failed.
+async fn read_frames(
+    inbound: &mpsc::Sender<Inbound>,
+    peer: ServerId,
+    mut reader: Reader,
+    first: Option<Message>,
+) -> Option<DecodeError> {
+    if let Some(message) = first {
+        if inbound.send(Inbound::Message(peer, message)).await.is_err() {
+            return None;
+        }
+    }
+    loop {
+        match reader.next().await? {
+            Ok(message) => {
+                if inbound.send(Inbound::Message(peer, message)).await.is_err() {
+                    return None;
+                }
+            }
+            Err(error) => return Some(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_logs_a_bounded_number_of_lines_per_window() {
+        let refusals = Refusals::new();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let fault = LinkFault::UnknownServer(99);
+        let logged = (0..1000).filter(|_| refusals.log(ServerId(1), addr, &fault)).count();
+        assert_eq!(logged, usize::try_from(REFUSALS_LOGGED).unwrap());
+        // A new window logs again (and says how many went unlogged).
+        let mut window = refusals.0.lock().unwrap();
+        window.0 = window.0.checked_sub(REFUSAL_WINDOW).expect("the clock started over 10 s ago");
+        drop(window);
+        assert!(refusals.log(ServerId(1), addr, &fault));
+    }
 }

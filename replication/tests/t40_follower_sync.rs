@@ -123,6 +123,10 @@ fn protocol_violations_are_errors() {
     f.on_message(proposal(6)).unwrap();
     assert_eq!(f.on_message(proposal(6)), Err(SyncError::OutOfOrder { got: z(6), last: z(6) }));
     assert_eq!(f.on_message(Message::UpToDate), Err(SyncError::Unexpected("UPTODATE")), "before NEWLEADER was acked");
+    // A TRUNC past the end of the log would make it claim txns it does not hold (and apply them on COMMIT).
+    let mut f = FollowerSync::new(L, z(5), z(5), z(5));
+    assert_eq!(f.on_message(Message::Trunc { zxid: z(9) }), Err(SyncError::TruncAhead { to: z(9), last: z(5) }));
+    assert_eq!(f.logged(), z(5));
 }
 
 #[test]

@@ -124,12 +124,25 @@ fn followers_still_syncing_receive_the_broadcast_from_its_start() {
 #[test]
 fn a_late_follower_is_up_to_date_as_soon_as_it_acknowledges() {
     let mut s = LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1), z(2, 1));
+    s.add_follower(F2, z(2, 1), &history());
     s.on_ack_newleader(F2, z(2, 1));
     s.current_epoch_persisted();
+    s.add_late_follower(F3, z(2, 1), &history(), z(2, 1), z(2, 1));
     assert_eq!(
         s.on_ack_newleader(F3, z(2, 1)),
         vec![Command::Send(F3, Message::UpToDate), Command::StartBroadcast(vec![F3])]
     );
+}
+
+#[test]
+fn an_ack_from_a_follower_that_was_sent_no_newleader_counts_for_nothing() {
+    let mut s = LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1), z(2, 1));
+    assert_eq!(s.on_ack_newleader(F2, z(2, 1)), vec![], "F2 was never synced");
+    s.add_follower(F2, z(2, 1), &history());
+    s.remove_follower(F2);
+    assert_eq!(s.on_ack_newleader(F2, z(2, 1)), vec![], "F2's sync ended with its connection");
+    s.add_follower(F2, z(2, 1), &history());
+    assert_eq!(s.on_ack_newleader(F2, z(2, 1)), vec![Command::PersistCurrentEpoch(Epoch(3))]);
 }
 
 #[test]
@@ -145,6 +158,7 @@ fn a_single_server_ensemble_needs_only_itself() {
 #[test]
 fn the_leader_counts_itself_only_once_its_own_log_is_durable() {
     let mut s = LeaderSync::new(L, Voters::new([L, F2, F3]), Epoch(3), z(2, 1), z(1, 3));
+    s.add_follower(F2, z(2, 1), &history());
     assert_eq!(s.on_ack_newleader(F2, z(2, 1)), vec![], "the leader's tail is not durable: one of three");
     assert_eq!(s.persisted(z(2, 1)), vec![Command::PersistCurrentEpoch(Epoch(3))]);
 }

@@ -128,3 +128,94 @@ async fn a_queue_past_its_byte_bound_disconnects_the_peer() {
         }
     }
 }
+
+/// A connection claiming the id of a connected server, then sending garbage or nothing, never cuts that
+/// server's real link; a length prefix over the bound, or a flood of connections that never finish their
+/// handshake, only cost their own connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impostors_huge_frames_and_floods_never_cut_a_real_link() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (l1, l2) = (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let a1 = l1.local_addr().unwrap();
+    let peers: BTreeMap<ServerId, SocketAddr> = [(ServerId(1), a1), (ServerId(2), l2.local_addr().unwrap())].into();
+    let (t1, mut rx1) = TcpTransport::start(ServerId(1), l1, peers.clone(), config());
+    let (_t2, mut rx2) = TcpTransport::start(ServerId(2), l2, peers, config());
+    connected(&mut rx1, ServerId(2)).await;
+    connected(&mut rx2, ServerId(1)).await;
+
+    // Server 2's id, then garbage; server 2's id, then a 4 GiB and a 2 GiB length prefix; server 2's id, then
+    // a truncated frame and the end; and server 2's id, then silence.
+    let attacks: [&[u8]; 4] = [&[0xde; 64], &[0xff, 0xff, 0xff, 0xff, 13], &[0x80, 0, 0, 0, 13], &[0, 0, 0, 9, 13, 0]];
+    let mut held = Vec::new();
+    for bytes in attacks {
+        let mut s = tokio::net::TcpStream::connect(a1).await.unwrap();
+        s.write_u64(2).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        held.push(s);
+    }
+    let mut silent = tokio::net::TcpStream::connect(a1).await.unwrap();
+    silent.write_u64(2).await.unwrap();
+    // A flood of connections that never send their id: past the bound, the listener closes them at once.
+    let mut flood = Vec::new();
+    for _ in 0..(replication::transport::MAX_HANDSHAKES + 16) {
+        flood.push(tokio::net::TcpStream::connect(a1).await.unwrap());
+    }
+    // Well within the handshake timeout (5 s), only the ones past the bound are closed.
+    let closed = flood.iter_mut().map(|s| async move {
+        let mut byte = [0u8; 1];
+        matches!(tokio::time::timeout(Duration::from_secs(1), s.read(&mut byte)).await, Ok(Ok(0)) | Ok(Err(_)))
+    });
+    let closed_at_once = futures_util::future::join_all(closed).await.into_iter().filter(|&c| c).count();
+    assert!(
+        (16..=replication::transport::MAX_HANDSHAKES).contains(&closed_at_once),
+        "{closed_at_once} of {} connections that sent no id were closed within a second",
+        flood.len()
+    );
+    // The garbage connections are closed by server 1...
+    for mut s in held {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "a connection that sent garbage was kept open");
+    }
+    // ...and the real link carried on throughout: no disconnect was reported, and messages still flow.
+    t1.send(ServerId(2), Message::Ping { zxid: Zxid(42) }).unwrap();
+    loop {
+        match next(&mut rx2).await {
+            Inbound::Message(ServerId(1), Message::Ping { zxid }) => {
+                assert_eq!(zxid, Zxid(42));
+                break;
+            }
+            Inbound::Disconnected(peer) => panic!("the real link to {peer:?} was cut"),
+            _ => {}
+        }
+    }
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), rx1.recv()).await {
+        assert!(!matches!(event, Inbound::Disconnected(_)), "server 1 dropped its real link: {event:?}");
+    }
+    drop((silent, flood));
+}
+
+/// A message this server cannot frame (over its frame bound) ends the link, reported as a disconnect, even
+/// when the peer keeps its end open: a link whose writer died must not stay up, swallowing every later send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_writer_fails_is_dropped_and_reported() {
+    use tokio::io::AsyncWriteExt;
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a1 = l1.local_addr().unwrap();
+    let peers: BTreeMap<ServerId, SocketAddr> =
+        [(ServerId(1), a1), (ServerId(2), "127.0.0.1:9".parse().unwrap())].into();
+    let small = TransportConfig { max_frame: 1024, ..config() };
+    let (t1, mut rx1) = TcpTransport::start(ServerId(1), l1, peers, small);
+    // This test is server 2: it dials, and keeps its end open whatever server 1 does.
+    let mut peer2 = tokio::net::TcpStream::connect(a1).await.unwrap();
+    peer2.write_u64(2).await.unwrap();
+    connected(&mut rx1, ServerId(2)).await;
+    let big = Message::Proposal { zxid: Zxid(1), txn: vec![0u8; 4096].into() };
+    t1.send(ServerId(2), big).unwrap();
+    loop {
+        if next(&mut rx1).await == Inbound::Disconnected(ServerId(2)) {
+            break;
+        }
+    }
+    drop(peer2);
+}

@@ -105,6 +105,8 @@ pub struct Cluster {
     root: PathBuf,
     tempdir: Option<tempfile::TempDir>,
     addrs: Vec<SocketAddr>,
+    /// Each node's quorum (peer) address: the first port of its `server.N` line.
+    quorum_addrs: Vec<SocketAddr>,
     nodes: Vec<Mutex<Node>>,
     _slot: Slot,
 }
@@ -125,6 +127,8 @@ impl Cluster {
         let ports = free_ports(options.nodes * 3);
         let addrs: Vec<SocketAddr> =
             (0..options.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i * 3]))).collect();
+        let quorum_addrs: Vec<SocketAddr> =
+            (0..options.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i * 3 + 1]))).collect();
         let mut nodes = Vec::new();
         for i in 0..options.nodes {
             let dir = root.join(format!("node{}", i + 1));
@@ -133,7 +137,8 @@ impl Cluster {
             let log = dir.join("server.log");
             nodes.push(Mutex::new(Node { id: i + 1, dir, config, log, child: None, starts: 0, exited: None }));
         }
-        let cluster = Cluster { server, options, root, tempdir: Some(tempdir), addrs, nodes, _slot: slot };
+        let cluster =
+            Cluster { server, options, root, tempdir: Some(tempdir), addrs, quorum_addrs, nodes, _slot: slot };
         eprintln!(
             "ensemble-tests: starting {} node(s) of {:?} in {}, clients on {}",
             cluster.len(),
@@ -176,6 +181,12 @@ impl Cluster {
     /// Node `i`'s client address.
     pub fn client_addr(&self, i: usize) -> SocketAddr {
         self.addrs[i]
+    }
+
+    /// Node `i`'s quorum address (the first port of its `server.N` line): where its peers connect to it. For
+    /// a standalone node, a port nothing listens on.
+    pub fn quorum_addr(&self, i: usize) -> SocketAddr {
+        self.quorum_addrs[i]
     }
 
     /// Node `i`'s directory (its `zoo.cfg`, `server.log`, `data/` and `log/`).

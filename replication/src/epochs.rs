@@ -1,0 +1,175 @@
+//! The two epochs on disk, and the thread that writes them.
+//!
+//! ```text
+//!  <dir>/epochs   accepted epoch u32 BE | current epoch u32 BE | crc32c u32 BE (of the 8 bytes before)
+//! ```
+//!
+//! Written as tmp, fsync, rename, directory fsync. The writes run on a thread of their own, in the order they
+//! were asked for, so that a slow disk stalls neither the runtime's worker threads nor its loop (which goes on
+//! answering heartbeats meanwhile); the peer counts an epoch as promised from the moment it asks, and as
+//! durable only when told. Each write stores the highest epochs asked for so far, so a file on disk never goes
+//! back, whatever the order of the requests.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+use wal::Epoch;
+
+use crate::fault::LocalFault;
+use crate::peer::Event;
+
+/// The two epochs, durable: 8 bytes, then a crc32c.
+pub(crate) fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(12);
+    buf.extend_from_slice(&accepted.0.to_be_bytes());
+    buf.extend_from_slice(&current.0.to_be_bytes());
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_be_bytes());
+    let tmp = dir.join("epochs.tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(&buf)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join("epochs"))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The two epochs on disk, `(0, 0)` for a fresh server.
+pub(crate) fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
+    match fs::read(dir.join("epochs")) {
+        Ok(buf) if buf.len() == 12 && crc32c::crc32c(&buf[..8]).to_be_bytes() == buf[8..12] => {
+            let word = |i: usize| buf.get(i..i + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_be_bytes);
+            Ok((Epoch(word(0)), Epoch(word(4))))
+        }
+        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "epochs file is corrupt")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Epoch(0), Epoch(0))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Which epoch to raise.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EpochUpdate {
+    /// The accepted epoch (discovery).
+    Accepted(Epoch),
+    /// The current epoch (and the accepted one with it, if it is lower).
+    Current(Epoch),
+}
+
+impl EpochUpdate {
+    fn apply(self, (accepted, current): (Epoch, Epoch)) -> (Epoch, Epoch) {
+        match self {
+            EpochUpdate::Accepted(e) => (accepted.max(e), current),
+            EpochUpdate::Current(e) => (accepted.max(e), current.max(e)),
+        }
+    }
+
+    /// What the peer is told once it is durable.
+    pub(crate) fn event(self) -> Event {
+        match self {
+            EpochUpdate::Accepted(_) => Event::AcceptedEpochPersisted,
+            EpochUpdate::Current(_) => Event::CurrentEpochPersisted,
+        }
+    }
+}
+
+/// A write done: for which generation of the peer, what it raised, and the epochs now durable.
+type Done = (u64, EpochUpdate, Result<(Epoch, Epoch), LocalFault>);
+
+/// The epochs writer thread, as the runtime sees it.
+pub(crate) struct EpochWriter {
+    requests: mpsc::Sender<(u64, EpochUpdate)>,
+    done: mpsc::Receiver<Done>,
+    in_flight: usize,
+    /// The epochs known durable.
+    durable: (Epoch, Epoch),
+}
+
+/// Writes queued at most (a peer asks for one or two per election).
+const QUEUE: usize = 64;
+
+impl EpochWriter {
+    /// Starts the thread for the epochs file in `dir`, which holds `durable` now.
+    pub(crate) fn start(dir: PathBuf, durable: (Epoch, Epoch)) -> std::io::Result<EpochWriter> {
+        let (requests, mut rx) = mpsc::channel::<(u64, EpochUpdate)>(QUEUE);
+        let (done_tx, done) = mpsc::channel(QUEUE);
+        std::thread::Builder::new().name("epochs".into()).spawn(move || {
+            let mut epochs = durable;
+            while let Some((generation, update)) = rx.blocking_recv() {
+                let (accepted, current) = update.apply(epochs);
+                let written = write_epochs(&dir, accepted, current)
+                    .map(|()| (accepted, current))
+                    .map_err(|source| LocalFault::Epochs { accepted, current, source });
+                if written.is_ok() {
+                    epochs = (accepted, current);
+                }
+                if done_tx.blocking_send((generation, update, written)).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(EpochWriter { requests, done, in_flight: 0, durable })
+    }
+
+    /// Queues a write for the peer of `generation`.
+    pub(crate) async fn request(&mut self, generation: u64, update: EpochUpdate) -> Result<(), LocalFault> {
+        self.requests.send((generation, update)).await.map_err(|_| LocalFault::EpochsWriterGone)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// The next write done: its generation and update. Never ends while writes are in flight; a failed write
+    /// or a dead thread is an error.
+    pub(crate) async fn next(&mut self) -> Result<(u64, EpochUpdate), LocalFault> {
+        if self.in_flight == 0 {
+            return std::future::pending().await;
+        }
+        let (generation, update, written) = self.done.recv().await.ok_or(LocalFault::EpochsWriterGone)?;
+        self.in_flight -= 1;
+        self.durable = written?;
+        Ok((generation, update))
+    }
+
+    /// Waits until every write asked for is done; returns the epochs durable then.
+    pub(crate) async fn drain(&mut self) -> Result<(Epoch, Epoch), LocalFault> {
+        while self.in_flight > 0 {
+            self.next().await?;
+        }
+        Ok(self.durable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_file_round_trips_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(0), Epoch(0)), "no file yet: a fresh server");
+        write_epochs(dir.path(), Epoch(7), Epoch(6)).unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(7), Epoch(6)));
+        let path = dir.path().join("epochs");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[3] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        fs::write(&path, &bytes[..5]).unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData, "truncated");
+    }
+
+    #[tokio::test]
+    async fn writes_land_in_order_never_lower_and_a_failed_one_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = EpochWriter::start(dir.path().to_path_buf(), (Epoch(0), Epoch(0))).unwrap();
+        writer.request(1, EpochUpdate::Accepted(Epoch(5))).await.unwrap();
+        writer.request(1, EpochUpdate::Current(Epoch(3))).await.unwrap();
+        assert_eq!(writer.drain().await.unwrap(), (Epoch(5), Epoch(3)), "the accepted epoch never goes back");
+        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(5), Epoch(3)));
+        // A directory where the temporary file goes: the write fails, and says so.
+        fs::create_dir(dir.path().join("epochs.tmp")).unwrap();
+        writer.request(2, EpochUpdate::Accepted(Epoch(6))).await.unwrap();
+        assert!(matches!(writer.next().await, Err(LocalFault::Epochs { .. })));
+    }
+}
