@@ -39,13 +39,17 @@ pub enum Out {
 /// Most messages a connection may have queued before it counts as too slow and is closed.
 pub const MAX_QUEUED: usize = 64 * 1024;
 
+/// Most bytes of frames a connection may have queued before it counts as too slow and is closed (events carry
+/// paths of up to `jute.maxbuffer` bytes each).
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
 /// A connection, as other tasks see it.
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
     /// Unique per connection.
     pub id: u64,
     tx: mpsc::UnboundedSender<Out>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queued>,
     /// The client's address.
     pub addr: std::net::SocketAddr,
     /// Per-connection counters, for `cons`.
@@ -185,21 +189,30 @@ impl ConnHandle {
     /// A handle and the receiving end for the connection's task.
     pub fn new(id: u64, addr: std::net::SocketAddr) -> (ConnHandle, ConnInbox) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(Queued::default());
         let counters = Arc::new(ConnCounters::new());
-        (ConnHandle { id, tx, queued: queued.clone(), addr, counters }, ConnInbox { rx, queued })
+        (ConnHandle { id, tx, queue: queue.clone(), addr, counters }, ConnInbox { rx, queue })
     }
 
-    /// Queues `out`; a connection that has fallen [`MAX_QUEUED`] behind is told to close instead, once, and
-    /// whatever comes for it after that is dropped: the queue never holds more than `MAX_QUEUED + 1` messages.
+    /// Queues `out`; a connection that has fallen [`MAX_QUEUED`] messages or [`MAX_QUEUED_BYTES`] behind is
+    /// told to close instead, once, and whatever comes for it after that is dropped: the queue never holds more
+    /// than `MAX_QUEUED + 1` messages or `MAX_QUEUED_BYTES` of frames.
     pub fn send(&self, out: Out) {
-        let queued = self.queued.fetch_add(1, Ordering::Relaxed);
-        if queued >= MAX_QUEUED {
-            if queued == MAX_QUEUED {
-                tracing::warn!(client = %self.addr, "a client fell {MAX_QUEUED} messages behind: closing it");
+        let queue = &self.queue;
+        if queue.overflowed.load(Ordering::Relaxed) {
+            return;
+        }
+        let len = out.len();
+        let messages = queue.messages.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = queue.bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if messages > MAX_QUEUED || bytes > MAX_QUEUED_BYTES {
+            queue.bytes.fetch_sub(len, Ordering::Relaxed);
+            // The message's place goes to the close (counted like any message, so the receiver's accounting holds).
+            if !queue.overflowed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(client = %self.addr, messages, bytes, "a client fell too far behind: closing it");
                 let _ = self.tx.send(Out::Close);
             } else {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+                queue.messages.fetch_sub(1, Ordering::Relaxed);
             }
             return;
         }
@@ -207,25 +220,51 @@ impl ConnHandle {
     }
 }
 
+impl Out {
+    /// The bytes it holds.
+    fn len(&self) -> usize {
+        match self {
+            Out::Event(frame) | Out::Reply { frame, .. } => frame.len(),
+            Out::SessionCreated | Out::Close => 0,
+        }
+    }
+}
+
+/// What a connection has queued and not yet taken.
+#[derive(Debug, Default)]
+struct Queued {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Set once the connection was told to close for falling behind.
+    overflowed: AtomicBool,
+}
+
 /// The receiving end of a connection's queue.
 pub struct ConnInbox {
     rx: mpsc::UnboundedReceiver<Out>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queued>,
 }
 
 impl ConnInbox {
     /// The next message.
     pub async fn recv(&mut self) -> Option<Out> {
         let out = self.rx.recv().await;
-        self.queued.fetch_sub(usize::from(out.is_some()), Ordering::Relaxed);
+        self.taken(out.as_ref());
         out
     }
 
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Option<Out> {
         let out = self.rx.try_recv().ok();
-        self.queued.fetch_sub(usize::from(out.is_some()), Ordering::Relaxed);
+        self.taken(out.as_ref());
         out
+    }
+
+    fn taken(&self, out: Option<&Out>) {
+        if let Some(out) = out {
+            self.queue.messages.fetch_sub(1, Ordering::Relaxed);
+            self.queue.bytes.fetch_sub(out.len(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -477,6 +516,26 @@ mod tests {
             }
         }
         assert_eq!((events, closes), (MAX_QUEUED, 1));
+    }
+
+    #[test]
+    fn a_connection_falling_behind_in_bytes_gets_one_close() {
+        let (handle, mut inbox) = ConnHandle::new(1, "127.0.0.1:1".parse().unwrap());
+        let frame = bytes::Bytes::from(vec![0u8; 1 << 20]);
+        for _ in 0..40 {
+            handle.send(Out::Event(frame.clone()));
+        }
+        let (mut events, mut closes) = (0, 0);
+        while let Some(out) = inbox.try_recv() {
+            match out {
+                Out::Event(_) => events += 1,
+                Out::Close => closes += 1,
+                _ => panic!("only events were sent"),
+            }
+        }
+        assert_eq!((events, closes), (MAX_QUEUED_BYTES >> 20, 1));
+        assert_eq!(inbox.queue.messages.load(Ordering::Relaxed), 0);
+        assert_eq!(inbox.queue.bytes.load(Ordering::Relaxed), 0);
     }
 
     #[test]

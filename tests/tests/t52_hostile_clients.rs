@@ -52,12 +52,37 @@ async fn floods_on_three_nodes() {
     let cluster = Arc::new(blocking(|| Cluster::start(3)));
     connect(&cluster.connect_string()).await.create("/t52f", b"", PERSISTENT).await.unwrap();
     let mut s = Sections::new();
+    s.run("no attack (the baseline)", SECTION_TIMEOUT, baseline(cluster.clone())).await;
     s.run("50 clients with 1,000 writes outstanding each", SECTION_TIMEOUT, flood(cluster.clone())).await;
     s.run("a client that sends and never reads", SECTION_TIMEOUT, never_reads(cluster.clone())).await;
     s.run("a client that trickles a frame", SECTION_TIMEOUT, trickle(cluster.clone())).await;
     s.run("10,000 idle connections", SECTION_TIMEOUT, idle_connections(cluster.clone())).await;
     s.finish();
     all_running(&cluster);
+    // The servers' peak memory across every attack above (a 3-node cluster with a few hundred small znodes).
+    for i in 0..cluster.len() {
+        let peak = peak_rss_mib(&cluster, i);
+        eprintln!("  node {} peak resident memory: {peak} MiB", i + 1);
+        assert!(peak < MEMORY_BOUND_MIB, "node {} peaked at {peak} MiB, over the {MEMORY_BOUND_MIB} MiB bound", i + 1);
+    }
+}
+
+/// What a server may take under these floods (BENCHMARKS.md has the measured peaks): the request budget
+/// (`globalOutstandingLimit` requests, 100 MiB), a frame's worth per connection as it arrives, a few KiB per
+/// idle connection, and the tree.
+const MEMORY_BOUND_MIB: u64 = 1024;
+
+/// Node `i`'s peak resident set (`VmHWM`), in MiB; 0 where there is no /proc entry (ZooKeeper's is the JVM's).
+fn peak_rss_mib(cluster: &Cluster, i: usize) -> u64 {
+    let Some(pid) = cluster.pid(i) else { return 0 };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| v.trim().trim_end_matches(" kB"));
+    kib.and_then(|v| v.trim().parse::<u64>().ok()).map_or(0, |kib| kib / 1024)
+}
+
+/// The well-behaved writer alone, for comparison with its latencies under each attack.
+async fn baseline(cluster: Arc<Cluster>) {
+    under_attack(&cluster, "/t52f/steady-baseline", tokio::time::sleep(Duration::from_secs(3))).await;
 }
 
 fn all_running(cluster: &Cluster) {
