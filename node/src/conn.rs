@@ -517,6 +517,13 @@ impl Conn {
             }
             _ => {
                 let read = reads::run(&shared, self.session, &self.auth, op_code, request);
+                if read.watch_refused {
+                    tracing::warn!(
+                        session = format_args!("0x{:x}", self.session),
+                        "a session's watches are over their bound: closing its connection"
+                    );
+                    return Err(Closed::Refused("the session's watches are over their bound".into()));
+                }
                 for (event_type, path) in &read.events {
                     self.send(reply::event(*event_type, path)).await?;
                 }

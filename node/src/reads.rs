@@ -31,6 +31,8 @@ pub struct ReadReply {
     pub zxid: i64,
     /// Watch events to send before the reply (setWatches for changes the client missed).
     pub events: Vec<(i32, String)>,
+    /// A watch it asked for was refused: the session's watches are over their bound ([`crate::watch`]).
+    pub watch_refused: bool,
 }
 
 /// Runs a read or watch request of `session` against this server's tree.
@@ -43,7 +45,8 @@ pub fn run(shared: &Shared, session: SessionId, auth: &[Id], op_code: i32, reque
         Ok(response) => (Code::Ok, response),
         Err(code) => (code, Response::Empty),
     };
-    ReadReply { code, response, zxid, events }
+    let watch_refused = watches.take_refused(session);
+    ReadReply { code, response, zxid, events, watch_refused }
 }
 
 #[allow(clippy::too_many_arguments)]

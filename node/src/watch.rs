@@ -61,6 +61,19 @@ pub enum Change<'a> {
 /// An event to send: (session, event type, path).
 pub type Fired = (SessionId, i32, String);
 
+/// What one session's watches may take on this server, in [`cost`] bytes: about 400,000 watches on short paths.
+/// ZooKeeper has no such bound; without one, a session could register watches on a million paths of up to
+/// `jute.maxbuffer` bytes each (a watch needs no node: `exists` watches a path that is not there).
+pub const MAX_SESSION_BYTES: usize = 64 << 20;
+
+/// What all watches on this server may take, in [`cost`] bytes.
+pub const MAX_TOTAL_BYTES: usize = 1 << 30;
+
+/// The memory a watch on `path` takes, about: the path twice (by path and by session) and the sets' nodes.
+pub fn cost(path: &str) -> usize {
+    2 * path.len() + 128
+}
+
 /// All watches on this server.
 #[derive(Debug, Default)]
 pub struct Watches {
@@ -68,17 +81,47 @@ pub struct Watches {
     by_session: HashMap<SessionId, BTreeSet<(Kind, String)>>,
     /// Paths with recursive watches, for the walk up from a changed path.
     recursive: BTreeMap<String, usize>,
+    /// [`cost`] of each session's watches, and of all.
+    bytes: HashMap<SessionId, usize>,
+    total_bytes: usize,
+    /// Sessions a watch was refused to since they were last asked about ([`Watches::take_refused`]).
+    refused: BTreeSet<SessionId>,
 }
 
 impl Watches {
     /// Adds a watch (idempotent).
+    ///
+    /// A watch that would take the session past [`MAX_SESSION_BYTES`], or the server past [`MAX_TOTAL_BYTES`],
+    /// is not added, and the session is noted ([`Watches::take_refused`]): its connection is closed, which drops
+    /// its watches.
     pub fn add(&mut self, session: SessionId, kind: Kind, path: &str) {
-        if self.by_path.entry((kind, path.to_owned())).or_default().insert(session) {
-            self.by_session.entry(session).or_default().insert((kind, path.to_owned()));
-            if kind == Kind::Recursive {
-                *self.recursive.entry(path.to_owned()).or_default() += 1;
-            }
+        let key = (kind, path.to_owned());
+        if self.by_path.get(&key).is_some_and(|sessions| sessions.contains(&session)) {
+            return;
         }
+        let cost = cost(path);
+        let mine = self.bytes.get(&session).copied().unwrap_or(0);
+        if mine + cost > MAX_SESSION_BYTES || self.total_bytes + cost > MAX_TOTAL_BYTES {
+            self.refused.insert(session);
+            return;
+        }
+        *self.bytes.entry(session).or_default() += cost;
+        self.total_bytes += cost;
+        self.by_path.entry(key.clone()).or_default().insert(session);
+        self.by_session.entry(session).or_default().insert(key);
+        if kind == Kind::Recursive {
+            *self.recursive.entry(path.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Whether a watch was refused to `session` (for its size) since the last time this was asked.
+    pub fn take_refused(&mut self, session: SessionId) -> bool {
+        self.refused.remove(&session)
+    }
+
+    /// The [`cost`] of every watch on this server.
+    pub fn total_bytes(&self) -> usize {
+        self.total_bytes
     }
 
     /// Whether `session` has a watch of `kind` on `path`.
@@ -102,6 +145,14 @@ impl Watches {
                 self.by_session.remove(&session);
             }
         }
+        let cost = cost(path);
+        self.total_bytes -= cost;
+        if let Some(mine) = self.bytes.get_mut(&session) {
+            *mine -= cost;
+            if *mine == 0 {
+                self.bytes.remove(&session);
+            }
+        }
         if kind == Kind::Recursive {
             if let Some(n) = self.recursive.get_mut(path) {
                 *n -= 1;
@@ -115,6 +166,7 @@ impl Watches {
 
     /// Removes every watch of a session (its connection closed).
     pub fn remove_session(&mut self, session: SessionId) {
+        self.refused.remove(&session);
         for (kind, path) in self.by_session.get(&session).cloned().unwrap_or_default() {
             self.remove(session, kind, &path);
         }
@@ -180,6 +232,28 @@ fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sessions_watches_are_bounded_in_bytes_and_give_their_bytes_back() {
+        let mut w = Watches::default();
+        let long = format!("/{}", "p".repeat(100_000));
+        let fits = MAX_SESSION_BYTES / cost(&format!("{long}/0000"));
+        for i in 0..fits {
+            w.add(1, Kind::Data, &format!("{long}/{i:04}"));
+        }
+        assert!(!w.take_refused(1), "{fits} watches fit");
+        w.add(1, Kind::Data, &format!("{long}/more"));
+        assert!(w.take_refused(1), "one more is refused");
+        assert!(!w.take_refused(1), "asked once");
+        assert_eq!(w.counts().0, fits);
+        w.add(2, Kind::Data, "/other");
+        assert!(!w.take_refused(2), "another session has its own allowance");
+        w.remove_session(1);
+        assert_eq!(w.total_bytes(), cost("/other"), "a closed connection's watches give their bytes back");
+        let mut fired = Vec::new();
+        w.trigger(Change::Deleted("/other"), &mut fired);
+        assert_eq!((fired.len(), w.total_bytes()), (1, 0), "so does a fired one-shot watch");
+    }
 
     fn fire(w: &mut Watches, change: Change<'_>) -> Vec<Fired> {
         let mut out = Vec::new();

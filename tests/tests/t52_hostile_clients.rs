@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ensemble_tests::client::PERSISTENT;
 use ensemble_tests::process::Server;
-use ensemble_tests::raw::{op, Body, RawSession};
+use ensemble_tests::raw::{self, op, Body, RawSession};
 use ensemble_tests::{blocking, connect, eventually, Cluster, Sections};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -57,6 +57,7 @@ async fn floods_on_three_nodes() {
     s.run("a client that sends and never reads", SECTION_TIMEOUT, never_reads(cluster.clone())).await;
     s.run("a client that trickles a frame", SECTION_TIMEOUT, trickle(cluster.clone())).await;
     s.run("10,000 idle connections", SECTION_TIMEOUT, idle_connections(cluster.clone())).await;
+    s.run("a session registering watches without end", SECTION_TIMEOUT, watches(cluster.clone())).await;
     s.finish();
     all_running(&cluster);
     // The servers' peak memory across every attack above (a 3-node cluster with a few hundred small znodes).
@@ -433,4 +434,43 @@ async fn idle_connections(cluster: Arc<Cluster>) {
         drop(held);
     };
     under_attack(&cluster, "/t52f/steady-idle", attack).await;
+}
+
+/// A session registers watches on paths that need not exist (`exists` with a watch), 100 at a time: on 10 KB
+/// paths by default, a million short ones with `ENSEMBLE_T52_MILLION_WATCHES=1` (a soak). Ensemble bounds a
+/// session's watches (64 MiB, about 400,000 short ones) and closes a connection that goes past; ZooKeeper has no
+/// bound and keeps them all.
+async fn watches(cluster: Arc<Cluster>) {
+    let million = std::env::var_os("ENSEMBLE_T52_MILLION_WATCHES").is_some();
+    let (count, stem) =
+        if million { (1_000_000, "/t52f/w/".to_owned()) } else { (8_000, format!("/t52f/w/{}", "x".repeat(10_000))) };
+    let mut session = RawSession::connect(cluster.client_addr(1), 30_000).await.expect("session");
+    let mut registered = 0;
+    let attack = async {
+        'batches: for batch in 0..count / 100 {
+            for i in 0..100 {
+                let body = Body::new().string(&format!("{stem}{}", batch * 100 + i)).boolean(true);
+                if session.send(op::EXISTS, body).await.is_err() {
+                    break 'batches;
+                }
+            }
+            for _ in 0..100 {
+                match session.next_reply().await {
+                    Ok((_, reply)) if reply.err == raw::err::NO_NODE => registered += 1,
+                    Ok((_, reply)) => panic!("exists answered {}", reply.err),
+                    Err(_) => break 'batches,
+                }
+            }
+        }
+    };
+    under_attack(&cluster, "/t52f/steady-watches", attack).await;
+    eprintln!("  {registered} of {count} watches registered before the connection ended");
+    if zookeeper(&cluster) {
+        eprintln!("  (ZooKeeper bounds no session's watches)");
+        return;
+    }
+    assert!(registered < count, "a session's watches are bounded: all {count} were taken");
+    // The server let go of them: a new session's watch is taken.
+    let client = connect(&cluster.client_addr(1).to_string()).await;
+    client.check_and_watch_stat("/t52f/after-watches").await.expect("a watch after the bound was hit");
 }
