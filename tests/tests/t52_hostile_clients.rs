@@ -143,14 +143,14 @@ async fn probes(cluster: Arc<Cluster>) {
             blocking(|| cluster.try_four_letter(0, word)).unwrap_or_else(|e| panic!("probe {i} ({word}) refused: {e}"));
         assert!(!answer.is_empty(), "probe {i} ({word}) got no answer");
     }
-    for _ in 0..100 {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(b"ru").await.expect("two bytes");
-    }
-    for _ in 0..100 {
-        // The start of a ConnectRequest, then gone.
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(&[0, 0, 0, 44, 0, 0, 0, 0, 0, 0]).await.expect("a partial handshake");
+    // Two bytes, then gone; the start of a ConnectRequest, then gone. (A server that has not yet noticed the
+    // earlier ones gone may refuse some of these: only what follows matters.)
+    for bytes in [&b"ru"[..], &[0, 0, 0, 44, 0, 0, 0, 0, 0, 0][..]] {
+        for _ in 0..100 {
+            if let Ok(mut stream) = TcpStream::connect(addr).await {
+                let _ = stream.write_all(bytes).await;
+            }
+        }
     }
     let client = eventually("a normal client connects after the probes", Duration::from_secs(20), || async {
         let mut connector = zookeeper_client::Client::connector();
@@ -205,8 +205,13 @@ async fn huge_close(cluster: Arc<Cluster>, explicit: bool) {
 
     let attack = async {
         if explicit {
-            let reply = owner.request(op::CLOSE_SESSION, Body::new()).await.expect("closeSession answered");
-            assert_eq!(reply.err, 0);
+            match owner.request(op::CLOSE_SESSION, Body::new()).await {
+                Ok(reply) => assert_eq!(reply.err, 0),
+                // ZooKeeper, busy closing 40,000 nodes, sometimes closes the connection before the reply goes
+                // out; what follows checks that the session is gone all the same.
+                Err(e) if zookeeper(&cluster) => eprintln!("  ZooKeeper closed the connection unanswered: {e}"),
+                Err(e) => panic!("closeSession unanswered: {e}"),
+            }
         } else {
             drop(owner); // gone without a word: the leader expires it after 4 s
         }
@@ -390,7 +395,7 @@ async fn never_reads(cluster: Arc<Cluster>) {
 }
 
 /// A client sends a frame's length and then one byte a second: its connection is closed once the handshake
-/// deadline passes, and no one else notices.
+/// deadline passes (10 s), and no one else notices. (ZooKeeper keeps it: the section reports that there.)
 async fn trickle(cluster: Arc<Cluster>) {
     let addr = cluster.client_addr(1);
     let attack = async {
@@ -407,7 +412,12 @@ async fn trickle(cluster: Arc<Cluster>) {
                 break;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(40), "a trickling client was never cut off");
+        if zookeeper(&cluster) {
+            // ZooKeeper gives a connection without a session no deadline for its first packet.
+            eprintln!("  ZooKeeper cut the trickling client off after {:?} (40 s: never)", started.elapsed());
+        } else {
+            assert!(started.elapsed() < Duration::from_secs(40), "a trickling client was never cut off");
+        }
     };
     under_attack(&cluster, "/t52f/steady-trickle", attack).await;
 }
