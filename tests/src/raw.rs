@@ -189,20 +189,19 @@ impl RawSession {
 
     /// The next reply, whatever its xid (watch events are collected and ping replies skipped on the way).
     pub async fn next_reply(&mut self) -> std::io::Result<(i32, Reply)> {
-        loop {
-            let frame = read_frame(&mut self.stream).await?;
-            let mut r = Reader(&frame);
-            let (got, zxid, err) = (r.int(), r.long(), r.int());
-            if got == -1 {
-                let (kind, state, path) = (r.int(), r.int(), r.string());
-                self.events.push((kind, state, path));
-            } else if got != -2 {
-                return Ok((got, Reply { zxid, err, body: r.0.to_vec() }));
-            }
-        }
+        self.next(None).await
     }
 
     async fn read_reply(&mut self, xid: i32) -> std::io::Result<Reply> {
+        let (got, reply) = self.next(Some(xid)).await?;
+        if got != xid {
+            return Err(std::io::Error::other(format!("reply for xid {got} while waiting for {xid}")));
+        }
+        Ok(reply)
+    }
+
+    /// The next reply: the one to `want` (a ping's included), or any but a ping's.
+    async fn next(&mut self, want: Option<i32>) -> std::io::Result<(i32, Reply)> {
         loop {
             let frame = read_frame(&mut self.stream).await?;
             let mut r = Reader(&frame);
@@ -210,10 +209,8 @@ impl RawSession {
             if got == -1 {
                 let (kind, state, path) = (r.int(), r.int(), r.string());
                 self.events.push((kind, state, path));
-            } else if got == xid {
-                return Ok(Reply { zxid, err, body: r.0.to_vec() });
-            } else if got != -2 {
-                return Err(std::io::Error::other(format!("reply for xid {got} while waiting for {xid}")));
+            } else if want == Some(got) || got != -2 {
+                return Ok((got, Reply { zxid, err, body: r.0.to_vec() }));
             }
         }
     }
