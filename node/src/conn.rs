@@ -312,6 +312,7 @@ impl Conn {
         let stats = &self.ctx.shared.stats;
         stats.received.fetch_add(1, Ordering::Relaxed);
         self.handle.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.handle.counters.active.store(true, Ordering::Relaxed);
         let mut buf = &frame[..];
         let header = RequestHeader::read(&mut buf).map_err(|e| Closed::Malformed(format!("request header: {e}")))?;
         let (xid, op_code) = (header.xid, header.op);

@@ -397,9 +397,16 @@ async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             _ = interval.tick() => {}
             _ = stop.changed() => return,
         }
-        // A session with a connection here is alive: the connection closes when its client goes quiet for
-        // longer than the session timeout, and then the touches stop.
-        let sessions: Vec<i64> = ctx.shared.conns().keys().copied().filter(|&s| s != 0).collect();
+        // A session whose client sent a packet since the last touch is alive (ZooKeeper's followers report the
+        // same in their pings): its deadline at the leader is then at most half a tick behind its last packet,
+        // so a silent client's session expires within its timeout plus a tick, as in ZooKeeper.
+        let sessions: Vec<i64> = ctx
+            .shared
+            .conns()
+            .iter()
+            .filter(|(&s, conn)| s != 0 && conn.counters.active.swap(false, Ordering::Relaxed))
+            .map(|(&s, _)| s)
+            .collect();
         if sessions.is_empty() {
             continue;
         }

@@ -136,6 +136,9 @@ impl Latency {
 pub struct ConnCounters {
     /// Packets received.
     pub received: AtomicU64,
+    /// Whether a packet came since the last touch ([`crate::server`]'s toucher takes it): a session is alive
+    /// while its client sends, as ZooKeeper's session tracker counts it, not while its connection is open.
+    pub active: AtomicBool,
     /// Packets sent.
     pub sent: AtomicU64,
     /// Requests waiting for their reply.
@@ -170,6 +173,7 @@ impl ConnCounters {
             session_timeout_ms: AtomicI32::new(0),
             established_ms: now as i64,
             latency: Latency::default(),
+            active: AtomicBool::new(true),
         }
     }
 
