@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ensemble_tests::client::PERSISTENT;
 use ensemble_tests::process::Server;
 use ensemble_tests::raw::{self, op, Body, RawSession};
-use ensemble_tests::{blocking, connect, eventually, Cluster, Sections};
+use ensemble_tests::{blocking, connect, connect_with, eventually, Cluster, Sections};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -94,7 +94,9 @@ fn all_running(cluster: &Cluster) {
 
 /// Writes through `cs` until `stop`, one at a time; every write must succeed. Returns the latencies.
 async fn steady_writer(cs: String, path: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let client = connect(&cs).await;
+    // The longest session the harness allows: its client gives up on a reply after a share of it, and a
+    // close of 200,000 ephemerals holds every write back for a second or two (longer on a loaded machine).
+    let client = connect_with(&cs, Duration::from_secs(30)).await;
     client.create(&path, b"", PERSISTENT).await.expect("the well-behaved client's node");
     let mut latencies = Vec::new();
     for i in 0u64.. {
