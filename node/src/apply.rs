@@ -161,6 +161,13 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
         if digest::sampled(zxid) {
             check_digest(shared, zxid, tree.digest());
         }
+        if zxid % crate::shared::DIGEST_LOG_INTERVAL == 0 {
+            let mut log = crate::shared::lock(&shared.digest_log);
+            log.push_back((zxid, tree.digest()));
+            if log.len() > crate::shared::DIGEST_LOG_LIMIT {
+                log.pop_front();
+            }
+        }
     }
     shared.applied.send_replace(zxid);
 }

@@ -14,6 +14,11 @@
 //! - `conf`: `ConfCommand`, `ZooKeeperServer.dumpConf`, `QuorumZooKeeperServer.dumpConf`, `QuorumMaj.toString`.
 //! - `envi`: `EnvCommand`, `Environment.list`.
 //! - `wchs`: `WatchCommand`, `DataTree.dumpWatchesSummary`, `WatchManager.toString`.
+//! - `wchc`, `wchp`: `WatchCommand`, `WatchManager.dumpWatches` (the data watch manager only: getData, exists,
+//!   persistent and recursive watches; child watches are not listed), then an empty line.
+//! - `hash`: `DigestCommand` (`DataTree`'s digest log: every 128th zxid, the last 1024).
+//! - `gtmk`, `stmk`: `TraceMaskCommand`, `SetTraceMaskCommand` (the mask in decimal, no newline; `stmk` reads
+//!   the new mask, a big-endian long, after the word).
 //! - `dirs`: `DirsCommand`.
 //! - `isro`: `IsroCommand` (`rw`, `ro`, or `null` when not serving; no newline).
 //! - `crst`, `srst`: `CnxnStatResetCommand`, `StatResetCommand`.
@@ -29,6 +34,9 @@
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+/// ZooKeeper's default trace mask (`ZooTrace`): client requests, server packets, sessions, warnings.
+pub const DEFAULT_TRACE_MASK: i64 = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 8);
+
 /// What every command that needs a running server answers while it is not serving.
 pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests\n";
 
@@ -40,8 +48,10 @@ pub const KNOWN_WORDS: [&str; 18] = [
 
 /// The words [`answer`] answers. The others of [`KNOWN_WORDS`] get [`not_whitelisted`], which is what ZooKeeper
 /// says of a word that is disabled.
-pub const ANSWERED_WORDS: [&str; 12] =
-    ["conf", "cons", "crst", "dirs", "envi", "isro", "mntr", "ruok", "srst", "srvr", "stat", "wchs"];
+pub const ANSWERED_WORDS: [&str; 17] = [
+    "conf", "cons", "crst", "dirs", "envi", "gtmk", "hash", "isro", "mntr", "ruok", "srst", "srvr", "stat", "stmk",
+    "wchc", "wchp", "wchs",
+];
 
 /// The word the first four bytes of a connection spell, if they spell one ZooKeeper knows.
 ///
@@ -218,6 +228,14 @@ pub struct Report {
     /// Ensemble's own `mntr` metrics (WAL fsync times, ...), appended after ZooKeeper's; keys without the `zk_`
     /// prefix, which is added to every key as ZooKeeper does.
     pub extra: Vec<(String, String)>,
+    /// `gtmk` and `stmk`: ZooKeeper's trace mask (`ZooTrace`; default 306), printed in decimal.
+    pub trace_mask: i64,
+    /// `wchc`: each session with data watches (getData, exists, persistent and recursive), and their paths.
+    pub watches_by_session: Vec<(i64, Vec<String>)>,
+    /// `wchp`: each path with data watches, and the sessions watching it.
+    pub watches_by_path: Vec<(String, Vec<i64>)>,
+    /// `hash`: the tree digest every 128th zxid (ZooKeeper's `DataTree` digest log, its last 1024).
+    pub digest_log: Vec<(i64, u64)>,
 }
 
 /// One client connection, as `stat` (brief) and `cons` (full) print it.
@@ -374,6 +392,9 @@ impl fmt::Display for Answer<'_> {
                 (true, Mode::ReadOnly) => "ro",
                 (true, _) => "rw",
             }),
+            // `TraceMaskCommand` and `SetTraceMaskCommand` answer whether or not the server serves.
+            "gtmk" | "stmk" => write!(f, "{}", r.trace_mask),
+            "hash" if !r.serving => f.write_str(NOT_SERVING.trim_end()),
             _ if !r.serving => f.write_str(NOT_SERVING),
             "srvr" => stat(f, r, false),
             "stat" => stat(f, r, true),
@@ -385,6 +406,23 @@ impl fmt::Display for Answer<'_> {
                 writeln!(f, "{} connections watching {} paths\nTotal watches:{}", w.connections, w.paths, w.watches)
             }
             "dirs" => writeln!(f, "datadir_size: {}\nlogdir_size: {}", r.snapshot_dir_size, r.log_dir_size),
+            // `WatchManager.dumpWatches`, then `WatchCommand`'s empty line.
+            "wchc" => {
+                for (session, paths) in &r.watches_by_session {
+                    writeln!(f, "0x{session:x}")?;
+                    paths.iter().try_for_each(|path| writeln!(f, "\t{path}"))?;
+                }
+                writeln!(f)
+            }
+            "wchp" => {
+                for (path, sessions) in &r.watches_by_path {
+                    writeln!(f, "{path}")?;
+                    sessions.iter().try_for_each(|session| writeln!(f, "\t0x{session:x}"))?;
+                }
+                writeln!(f)
+            }
+            // `DigestCommand`: `Long.toHexString(zxid) + ": " + digest`, the digest a signed long.
+            "hash" => r.digest_log.iter().try_for_each(|&(zxid, digest)| writeln!(f, "{zxid:x}: {}", digest as i64)),
             "crst" => f.write_str("Connection stats reset.\n"),
             "srst" => f.write_str("Server stats reset.\n"),
             _ => Ok(()),
@@ -677,6 +715,10 @@ mod tests {
                 ("host.name".to_owned(), "zk3".to_owned()),
             ],
             extra: vec![("ensemble_fsync_p99_us".to_owned(), "850".to_owned())],
+            trace_mask: DEFAULT_TRACE_MASK,
+            watches_by_session: Vec::new(),
+            watches_by_path: Vec::new(),
+            digest_log: Vec::new(),
         }
     }
 
@@ -922,12 +964,34 @@ mod tests {
     #[test]
     fn a_server_not_serving_says_so_except_for_ruok_envi_isro() {
         let r = Report { serving: false, ..follower() };
-        for word in ["srvr", "stat", "cons", "mntr", "conf", "wchs", "dirs", "crst", "srst"] {
+        for word in ["srvr", "stat", "cons", "mntr", "conf", "wchs", "wchc", "wchp", "dirs", "crst", "srst"] {
             assert_eq!(ask(word, &r), "This ZooKeeper instance is not currently serving requests\n", "{word}");
         }
+        assert_eq!(ask("hash", &r), "This ZooKeeper instance is not currently serving requests", "print, not println");
+        assert_eq!(ask("gtmk", &r), "306", "the trace mask answers whether or not the server serves");
         assert!(ask("envi", &r).starts_with("Environment:\n"));
-        assert_eq!(ANSWERED_WORDS.len(), 12);
+        assert_eq!(ANSWERED_WORDS.len(), 17);
         assert!(ANSWERED_WORDS.iter().all(|w| KNOWN_WORDS.contains(w)));
+    }
+
+    #[test]
+    fn watch_dumps_digest_log_and_trace_mask_in_zookeepers_formats() {
+        let r = Report {
+            watches_by_session: vec![(0x1000a, vec!["/a".into(), "/b".into()]), (0x2000b, vec!["/a".into()])],
+            watches_by_path: vec![("/a".into(), vec![0x1000a, 0x2000b]), ("/b".into(), vec![0x1000a])],
+            digest_log: vec![(0x100000080, 1234), (0x100000100, u64::MAX)],
+            trace_mask: 4660,
+            ..follower()
+        };
+        assert_eq!(ask("wchc", &r), "0x1000a\n\t/a\n\t/b\n0x2000b\n\t/a\n\n");
+        assert_eq!(ask("wchp", &r), "/a\n\t0x1000a\n\t0x2000b\n/b\n\t0x1000a\n\n");
+        assert_eq!(ask("hash", &r), "100000080: 1234\n100000100: -1\n");
+        assert_eq!((ask("gtmk", &r), ask("stmk", &r)), ("4660".into(), "4660".into()));
+        let empty = Report { trace_mask: DEFAULT_TRACE_MASK, ..follower() };
+        assert_eq!(
+            (ask("wchc", &empty), ask("wchp", &empty), ask("hash", &empty)),
+            ("\n".into(), "\n".into(), "".into())
+        );
     }
 
     #[test]
@@ -938,7 +1002,7 @@ mod tests {
     #[test]
     fn words_zookeeper_knows_but_ensemble_does_not_answer_are_none() {
         let r = follower();
-        for word in ["dump", "wchc", "wchp", "gtmk", "stmk", "hash", "xxxx", "", "srvrx", "SRVR"] {
+        for word in ["dump", "xxxx", "", "srvrx", "SRVR"] {
             assert_eq!(answer(word, &r), None, "{word}");
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use replication::peer::Role;
 use replication::runtime::LearnerView;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::fourlw::{self, Connection, LeaderStats, Mode, Report, WatchSummary};
@@ -27,6 +27,14 @@ const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// gathered on a blocking thread; a reader that does not take the answer within [`ANSWER_TIMEOUT`] loses it.
 pub async fn answer_four_letter_word(ctx: Arc<Ctx>, mut stream: TcpStream, word: &'static str) {
     let asker = stream.peer_addr().ok();
+    if word == "stmk" && whitelisted(&ctx, word) {
+        // The new mask follows the word: a big-endian long (`NIOServerCnxn.checkFourLetterWord`).
+        let mut mask = [0u8; 8];
+        match tokio::time::timeout(ANSWER_TIMEOUT, stream.read_exact(&mut mask)).await {
+            Ok(Ok(_)) => ctx.shared.trace_mask.store(i64::from_be_bytes(mask), Ordering::Relaxed),
+            _ => return,
+        }
+    }
     let answer = tokio::task::spawn_blocking(move || answer(&ctx, word, asker)).await;
     let Ok(text) = answer else { return };
     let written = tokio::time::timeout(ANSWER_TIMEOUT, async {
@@ -36,10 +44,13 @@ pub async fn answer_four_letter_word(ctx: Arc<Ctx>, mut stream: TcpStream, word:
     let _ = written.await;
 }
 
+/// Whether `word` may run: listed in `4lw.commands.whitelist` (`srvr` always may, as in ZooKeeper).
+fn whitelisted(ctx: &Ctx, word: &str) -> bool {
+    word == "srvr" || ctx.shared.config.four_letter_words.iter().any(|w| w == "*" || w == word)
+}
+
 fn answer(ctx: &Ctx, word: &'static str, asker: Option<SocketAddr>) -> String {
-    let whitelist = &ctx.shared.config.four_letter_words;
-    let allowed = word == "srvr" || whitelist.iter().any(|w| w == "*" || w == word);
-    if !allowed {
+    if !whitelisted(ctx, word) {
         return fourlw::not_whitelisted(word);
     }
     match word {
@@ -47,7 +58,13 @@ fn answer(ctx: &Ctx, word: &'static str, asker: Option<SocketAddr>) -> String {
         "crst" => ctx.shared.conns().values().for_each(|conn| conn.counters.reset()),
         _ => {}
     }
-    let report = report(ctx, asker);
+    let mut report = report(ctx, asker);
+    match word {
+        "wchc" => report.watches_by_session = ctx.shared.watches().data_watches_by_session(),
+        "wchp" => report.watches_by_path = ctx.shared.watches().data_watches_by_path(),
+        "hash" => report.digest_log = crate::shared::lock(&ctx.shared.digest_log).iter().copied().collect(),
+        _ => {}
+    }
     fourlw::answer(word, &report).unwrap_or_else(|| fourlw::not_whitelisted(word))
 }
 
@@ -116,6 +133,10 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
         snapshot_dir_size: dir_size(&ctx.snap_dir),
         log_dir_size: dir_size(&ctx.log_dir),
         environment: environment(),
+        trace_mask: shared.trace_mask.load(Ordering::Relaxed),
+        watches_by_session: Vec::new(),
+        watches_by_path: Vec::new(),
+        digest_log: Vec::new(),
         extra: vec![
             ("wal_records".into(), wal.records.to_string()),
             ("wal_fsyncs".into(), wal.batches.to_string()),

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -252,6 +252,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         digests_out,
         halt: watch::channel(None).0,
         fatal: watch::channel(None).0,
+        trace_mask: AtomicI64::new(crate::fourlw::DEFAULT_TRACE_MASK),
+        digest_log: Mutex::default(),
     });
 
     let snaps = SnapshotSettings {

@@ -391,6 +391,12 @@ impl Stats {
     }
 }
 
+/// Every how many zxids the digest is logged for `hash` (ZooKeeper's `DataTree.DIGEST_LOG_INTERVAL`).
+pub const DIGEST_LOG_INTERVAL: i64 = 128;
+
+/// How many logged digests are kept (ZooKeeper's `DataTree.DIGEST_LOG_LIMIT`).
+pub const DIGEST_LOG_LIMIT: usize = 1024;
+
 /// The state one server's tasks share.
 pub struct Shared {
     /// The configuration.
@@ -431,6 +437,11 @@ pub struct Shared {
     pub digests_out: mpsc::UnboundedSender<(i64, u64)>,
     /// Set (with the reason) when this server must stop serving: its tree diverged, or it failed.
     pub halt: watch::Sender<Option<String>>,
+    /// ZooKeeper's trace mask (`gtmk`, `stmk`): kept and reported, it selects nothing here (Ensemble logs through
+    /// `tracing` and `RUST_LOG`).
+    pub trace_mask: AtomicI64,
+    /// The tree digest every [`DIGEST_LOG_INTERVAL`]th zxid, the last [`DIGEST_LOG_LIMIT`] of them (`hash`).
+    pub digest_log: Mutex<std::collections::VecDeque<(i64, u64)>>,
     /// Set (with the reason) when this server failed for good and its process should exit, so that a restart
     /// recovers from disk (a halt on a divergence is not a failure: that server stays up for the operator).
     pub fatal: watch::Sender<Option<String>>,

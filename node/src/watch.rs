@@ -206,6 +206,31 @@ impl Watches {
         }
     }
 
+    /// Each session's data watches (getData, exists, persistent, recursive: what ZooKeeper keeps in its data
+    /// watch manager), paths in order, for `wchc`.
+    pub fn data_watches_by_session(&self) -> Vec<(SessionId, Vec<String>)> {
+        let mut by_session: BTreeMap<SessionId, BTreeSet<String>> = BTreeMap::new();
+        for ((kind, path), sessions) in &self.by_path {
+            if *kind != Kind::Child {
+                for session in sessions {
+                    by_session.entry(*session).or_default().insert(path.clone());
+                }
+            }
+        }
+        by_session.into_iter().map(|(s, paths)| (s, paths.into_iter().collect())).collect()
+    }
+
+    /// Each path with data watches and the sessions watching it, for `wchp`.
+    pub fn data_watches_by_path(&self) -> Vec<(String, Vec<SessionId>)> {
+        let mut by_path: BTreeMap<String, BTreeSet<SessionId>> = BTreeMap::new();
+        for ((kind, path), sessions) in &self.by_path {
+            if *kind != Kind::Child {
+                by_path.entry(path.clone()).or_default().extend(sessions);
+            }
+        }
+        by_path.into_iter().map(|(p, sessions)| (p, sessions.into_iter().collect())).collect()
+    }
+
     /// (watches, watched paths, sessions with watches), for `wchs` and `mntr`.
     pub fn counts(&self) -> (usize, usize, usize) {
         let watches = self.by_path.values().map(BTreeSet::len).sum();
