@@ -3,41 +3,12 @@
 
 use std::time::Duration;
 
-use replication::election::ElectionConfig;
 use replication::message::{Message, Notification, PeerState, ServerId};
-use replication::peer::{Action, DurableState, Event, Learners, Peer, PeerConfig, Role};
-use replication::quorum::Voters;
-use replication::sync::History;
+use replication::peer::{Action, DurableState, Event, Learners, Peer, Role};
 use wal::{Epoch, Zxid};
 
-struct Empty;
-
-impl History for Empty {
-    fn last(&self) -> Option<Zxid> {
-        None
-    }
-    fn contains(&self, _: Zxid) -> bool {
-        false
-    }
-    fn last_below(&self, _: Zxid) -> Option<Zxid> {
-        None
-    }
-    fn complete(&self) -> bool {
-        true
-    }
-}
-
-fn config() -> PeerConfig {
-    PeerConfig {
-        me: ServerId(1),
-        voters: Voters::new([ServerId(1), ServerId(2), ServerId(3)]),
-        tick: Duration::from_millis(100),
-        init_limit: 10,
-        sync_limit: 5,
-        window: 8,
-        election: ElectionConfig::default(),
-    }
-}
+mod common;
+use common::{config, Empty};
 
 /// Makes peer 1 follow `leader` by showing it a quorum of settled servers under that leader.
 fn follow(peer: &mut Peer, leader: u64, round: u64) -> Vec<Action> {
