@@ -516,12 +516,8 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_connection_that_does_not_drain_gets_one_close_and_its_queue_stays_bounded() {
-        let (handle, mut inbox) = ConnHandle::new(1, "127.0.0.1:1".parse().unwrap());
-        for _ in 0..MAX_QUEUED + 100 {
-            handle.send(Out::Event(bytes::Bytes::new()));
-        }
+    /// Takes everything queued: (events, closes).
+    fn drain(inbox: &mut ConnInbox) -> (usize, usize) {
         let (mut events, mut closes) = (0, 0);
         while let Some(out) = inbox.try_recv() {
             match out {
@@ -530,6 +526,16 @@ mod tests {
                 _ => panic!("only events were sent"),
             }
         }
+        (events, closes)
+    }
+
+    #[test]
+    fn a_connection_that_does_not_drain_gets_one_close_and_its_queue_stays_bounded() {
+        let (handle, mut inbox) = ConnHandle::new(1, "127.0.0.1:1".parse().unwrap());
+        for _ in 0..MAX_QUEUED + 100 {
+            handle.send(Out::Event(bytes::Bytes::new()));
+        }
+        let (events, closes) = drain(&mut inbox);
         assert_eq!((events, closes), (MAX_QUEUED, 1));
     }
 
@@ -540,14 +546,7 @@ mod tests {
         for _ in 0..40 {
             handle.send(Out::Event(frame.clone()));
         }
-        let (mut events, mut closes) = (0, 0);
-        while let Some(out) = inbox.try_recv() {
-            match out {
-                Out::Event(_) => events += 1,
-                Out::Close => closes += 1,
-                _ => panic!("only events were sent"),
-            }
-        }
+        let (events, closes) = drain(&mut inbox);
         assert_eq!((events, closes), (MAX_QUEUED_BYTES >> 20, 1));
         assert_eq!(inbox.queue.messages.load(Ordering::Relaxed), 0);
         assert_eq!(inbox.queue.bytes.load(Ordering::Relaxed), 0);
