@@ -29,7 +29,7 @@ fn build(n: usize) -> DataTree {
             zxid += 1;
             let txn = Txn::Create {
                 path: format!("/b{}", i / 1000),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: acl.clone(),
                 ephemeral: false,
                 parent_cversion: -1,
@@ -39,7 +39,7 @@ fn build(n: usize) -> DataTree {
         zxid += 1;
         let txn = Txn::Create {
             path: format!("/b{}/n{i}", i / 1000),
-            data: data.clone(),
+            data: Some(data.clone()),
             acl: acl.clone(),
             ephemeral: false,
             parent_cversion: -1,
@@ -93,7 +93,7 @@ fn apply_latencies(tree: &Arc<RwLock<DataTree>>, with_snapshot: bool) -> (Vec<Du
         i += 1;
         let txn = Txn::SetData {
             path: format!("/b{}/n{}", (i * 7919) % 1000, ((i * 7919) % 1000) * 1000 + i % 1000),
-            data: data.clone(),
+            data: Some(data.clone()),
             version: 1,
         };
         let header = TxnHeader { client_id: 0, cxid: 0, zxid, time: zxid, op: op::SET_DATA };

@@ -95,7 +95,7 @@ mod tests {
     fn a_failed_multi_reports_no_op_as_a_success() {
         let create = Txn::Create {
             path: "/a".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: Vec::new(),
             ephemeral: false,
             parent_cversion: -1,

@@ -11,12 +11,14 @@
 //! `{path; boolean watch}`, setData `{path; buffer data; int version}`, getACL/sync `{path}`, setACL
 //! `{path; vector<ACL> acl; int version}`, check `{path; int version}`, auth `{int type; ustring scheme; buffer
 //! auth}`, multi: ops each behind `MultiHeader {int type; boolean done; int err}`, ended by `{-1, true, -1}`.
+//! A znode's `data` (in create, setData and the getData reply) keeps null (length -1) apart from empty.
 
 use bytes::{Buf, Bytes};
 use tree::acl::{read_acls, write_acls, Acl};
 use tree::code::op;
 use tree::jute::{JuteError, JuteRead, JuteWrite};
 use tree::stat::Stat;
+use tree::tree::Data;
 
 /// Special xids.
 pub mod xid {
@@ -82,7 +84,7 @@ pub enum Request {
     /// create, create2, createContainer; `ttl` for createTTL.
     Create {
         path: String,
-        data: Bytes,
+        data: Data,
         acl: Vec<Acl>,
         flags: i32,
         ttl: Option<i64>,
@@ -101,7 +103,7 @@ pub enum Request {
     },
     SetData {
         path: String,
-        data: Bytes,
+        data: Data,
         version: i32,
     },
     GetAcl {
@@ -172,7 +174,7 @@ pub enum Response {
     },
     Stat(Stat),
     GetData {
-        data: Bytes,
+        data: Data,
         stat: Stat,
     },
     GetAcl {
@@ -214,7 +216,7 @@ impl Request {
         Ok(match op {
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => Request::Create {
                 path: buf.read_string()?,
-                data: buf.read_buffer()?,
+                data: buf.read_nullable_buffer()?,
                 acl: read_acls(buf)?,
                 flags: buf.read_int()?,
                 ttl: if op == op::CREATE_TTL { Some(buf.read_long()?) } else { None },
@@ -222,9 +224,11 @@ impl Request {
             op::DELETE => Request::Delete { path: buf.read_string()?, version: buf.read_int()? },
             op::EXISTS => Request::Exists { path: buf.read_string()?, watch: buf.read_bool()? },
             op::GET_DATA => Request::GetData { path: buf.read_string()?, watch: buf.read_bool()? },
-            op::SET_DATA => {
-                Request::SetData { path: buf.read_string()?, data: buf.read_buffer()?, version: buf.read_int()? }
-            }
+            op::SET_DATA => Request::SetData {
+                path: buf.read_string()?,
+                data: buf.read_nullable_buffer()?,
+                version: buf.read_int()?,
+            },
             op::GET_ACL => Request::GetAcl { path: buf.read_string()? },
             op::SET_ACL => Request::SetAcl { path: buf.read_string()?, acl: read_acls(buf)?, version: buf.read_int()? },
             op::GET_CHILDREN | op::GET_CHILDREN2 => {
@@ -272,7 +276,7 @@ impl Request {
         match self {
             Request::Create { path, data, acl, flags, ttl } => {
                 out.write_string(path);
-                out.write_buffer(data);
+                out.write_nullable_buffer(data.as_deref());
                 write_acls(out, acl);
                 out.write_int(*flags);
                 if let Some(ttl) = ttl {
@@ -291,7 +295,7 @@ impl Request {
             }
             Request::SetData { path, data, version } => {
                 out.write_string(path);
-                out.write_buffer(data);
+                out.write_nullable_buffer(data.as_deref());
                 out.write_int(*version);
             }
             Request::GetAcl { path }
@@ -349,7 +353,7 @@ impl Response {
                 Response::Create2 { path: buf.read_string()?, stat: Stat::read(buf)? }
             }
             op::EXISTS | op::SET_DATA | op::SET_ACL => Response::Stat(Stat::read(buf)?),
-            op::GET_DATA => Response::GetData { data: buf.read_buffer()?, stat: Stat::read(buf)? },
+            op::GET_DATA => Response::GetData { data: buf.read_nullable_buffer()?, stat: Stat::read(buf)? },
             op::GET_ACL => Response::GetAcl { acl: read_acls(buf)?, stat: Stat::read(buf)? },
             op::GET_CHILDREN => Response::GetChildren { children: read_strings(buf)? },
             op::GET_CHILDREN2 => Response::GetChildren2 { children: read_strings(buf)?, stat: Stat::read(buf)? },
@@ -412,7 +416,7 @@ impl Response {
             }
             Response::Stat(stat) => stat.write(out),
             Response::GetData { data, stat } => {
-                out.write_buffer(data);
+                out.write_nullable_buffer(data.as_deref());
                 stat.write(out);
             }
             Response::GetAcl { acl, stat } => {
@@ -493,15 +497,11 @@ mod tests {
                 .prop_map(|(path, watch_type)| (op::CHECK_WATCHES, Request::WatchCheck { path, watch_type })),
             path.prop_map(|prefix| (op::GET_EPHEMERALS, Request::GetEphemerals { prefix })),
             path.prop_map(|path| (op::GET_ALL_CHILDREN_NUMBER, Request::GetAllChildrenNumber { path })),
-            (path, any::<i64>()).prop_map(|(path, ttl)| (
+            (path, data(), any::<i32>())
+                .prop_map(|(path, data, version)| (op::SET_DATA, Request::SetData { path, data, version })),
+            (path, data(), any::<i64>()).prop_map(|(path, data, ttl)| (
                 op::CREATE_TTL,
-                Request::Create {
-                    path,
-                    data: Bytes::from_static(b"d"),
-                    acl: tree::acl::open_acl_unsafe(),
-                    flags: 5,
-                    ttl: Some(ttl)
-                }
+                Request::Create { path, data, acl: tree::acl::open_acl_unsafe(), flags: 5, ttl: Some(ttl) }
             )),
             proptest::collection::vec((path, any::<bool>()), 0..3).prop_map(|ops| (
                 op::MULTI_READ,
@@ -510,6 +510,11 @@ mod tests {
                 )
             )),
         ]
+    }
+
+    /// Null data (`None`), empty data and some bytes.
+    fn data() -> impl Strategy<Value = Data> {
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8).prop_map(Bytes::from))
     }
 
     proptest! {
@@ -523,8 +528,9 @@ mod tests {
         }
 
         #[test]
-        fn replies_the_captures_lack_round_trip(names in strings(), n in any::<i32>()) {
+        fn replies_the_captures_lack_round_trip(names in strings(), n in any::<i32>(), data in data()) {
             let cases = [
+                (op::GET_DATA, Response::GetData { data, stat: Stat::default() }),
                 (op::GET_EPHEMERALS, Response::Ephemerals(names.clone())),
                 (op::GET_ALL_CHILDREN_NUMBER, Response::AllChildrenNumber(n)),
                 (op::ADD_WATCH, Response::ErrorCode(n)),
@@ -535,6 +541,24 @@ mod tests {
                 prop_assert_eq!(Response::read(op, &mut &out[..]).unwrap(), response);
             }
         }
+    }
+
+    #[test]
+    fn null_data_is_length_minus_one_and_empty_data_length_zero() {
+        let reply = |data: Data| {
+            let mut out = Vec::new();
+            Response::GetData { data, stat: Stat::default() }.write(&mut out);
+            out[..4].to_vec()
+        };
+        assert_eq!(reply(None), [0xff; 4]);
+        assert_eq!(reply(Some(Bytes::new())), [0; 4]);
+        let set = |data: Data| {
+            let mut out = Vec::new();
+            Request::SetData { path: "/a".into(), data, version: -1 }.write(&mut out);
+            Request::read(op::SET_DATA, &mut &out[..]).unwrap()
+        };
+        assert!(matches!(set(None), Request::SetData { data: None, .. }));
+        assert!(matches!(set(Some(Bytes::new())), Request::SetData { data: Some(d), .. } if d.is_empty()));
     }
 
     #[test]

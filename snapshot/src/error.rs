@@ -36,7 +36,9 @@ pub enum SnapshotError {
         path: PathBuf,
     },
     /// The file was written by a newer format version.
-    #[error("{path}: snapshot format version {version} is not supported (this build reads version {supported})")]
+    #[error(
+        "{path}: snapshot format version {version} is not supported (this build reads versions up to {supported})"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,

@@ -6,6 +6,7 @@
 //!             1 SESSION  i64 session id | i32 timeout
 //!             2 ACL      i64 acl id | vector<ACL>                   (before the first node that uses it)
 //!             3 NODE     ustring path | buffer data | i64 acl id | StatPersisted (60 bytes)
+//!                        (data length -1: null data, kept apart from empty; version 2 and later)
 //!             0 END
 //!  trailer  end zxid i64 | digest u64 | nodes u64 | sessions u64 | crc32c u32 | "SNAP"      40 bytes
 //! ```
@@ -27,8 +28,11 @@ use std::path::Path;
 
 /// Identifies a snapshot file.
 pub const MAGIC: [u8; 8] = *b"ENSNAP\r\n";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this build writes.
+pub const VERSION: u32 = 2;
+/// The oldest version this build reads: version 1 differs only in never writing null data (length -1), so
+/// every version-1 file reads the same under version 2's rules.
+pub const OLDEST_READABLE: u32 = 1;
 /// Bytes of the header.
 pub const HEADER_LEN: usize = 24;
 /// Bytes of the trailer.
@@ -94,7 +98,7 @@ pub fn verify<'a>(data: &'a [u8], path: &Path) -> Result<(i64, Trailer, &'a [u8]
         return Err(corrupt("truncated header"));
     }
     let version = u32::from_be_bytes(data[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if !(OLDEST_READABLE..=VERSION).contains(&version) {
         return Err(SnapshotError::UnsupportedVersion { path: path.to_path_buf(), version, supported: VERSION });
     }
     if data.len() < HEADER_LEN + 1 + TRAILER_LEN {

@@ -106,7 +106,7 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
 
 fn read_node(buf: &mut &[u8]) -> Result<(String, Node, AclId), JuteError> {
     let path = buf.read_string()?;
-    let data = buf.read_buffer()?;
+    let data = buf.read_nullable_buffer()?;
     let acl = buf.read_long()?;
     let stat = StatPersisted::read(buf)?;
     Ok((path, Node { data, acl, stat, children: Default::default() }, acl))

@@ -12,12 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use tree::acl::{write_acls, Acl, AclId, OPEN_ACL_ID};
 use tree::jute::JuteWrite;
 use tree::stat::StatPersisted;
-use tree::tree::DataTree;
+use tree::tree::{Data, DataTree};
 
 use crate::error::SnapshotError;
 use crate::format::{self, tag, Trailer, END_MAGIC};
@@ -123,7 +121,7 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
 /// released.
 struct CopiedNode {
     path: String,
-    data: Bytes,
+    data: Data,
     acl: AclId,
     /// The ACL list, the first time a node with this ACL id is copied.
     acl_list: Option<Arc<[Acl]>>,
@@ -163,7 +161,7 @@ fn encode(nodes: &[CopiedNode], buf: &mut Vec<u8>) {
         }
         buf.push(tag::NODE);
         buf.write_string(&node.path);
-        buf.write_buffer(&node.data);
+        buf.write_nullable_buffer(node.data.as_deref());
         buf.write_long(node.acl);
         node.stat.write(buf);
     }

@@ -17,6 +17,9 @@ fn a_snapshot_round_trips_the_tree() {
     let info = db.snapshot(7);
     let loaded = snapshot::read::load(&info.path).unwrap();
     let live = db.tree.read().unwrap();
+    // Null and empty data are both in the tree, and `same_contents` tells them apart (their digests do not).
+    assert!(live.nodes_after(None).any(|(_, n)| n.data.is_none()));
+    assert!(live.nodes_after(None).any(|(p, n)| p.starts_with("/d") && n.data.as_ref().is_some_and(|d| d.is_empty())));
     assert_eq!((loaded.start_zxid, loaded.trailer.end_zxid), (live.last_zxid(), live.last_zxid()));
     assert_eq!(loaded.trailer.digest, live.digest());
     assert_eq!(loaded.tree.digest(), live.digest());
@@ -70,6 +73,24 @@ fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     assert!(recovered.skipped[0].contains("checksum"), "{:?}", recovered.skipped);
     assert!(same_contents(&db.tree.read().unwrap(), &live));
     assert!(newest.path.exists(), "nothing is deleted");
+}
+
+#[test]
+fn a_version_1_snapshot_still_loads() {
+    // Version 1 is version 2 without null data: a tree without null data, labelled 1, must load the same.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    db.write(0, &create("/a", "x", 0));
+    db.write(0, &create("/b", "", 0));
+    let info = db.snapshot(16);
+    let mut bytes = std::fs::read(&info.path).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let crc_at = bytes.len() - 8;
+    let crc = crc32c::crc32c(&bytes[..crc_at]);
+    bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&info.path, &bytes).unwrap();
+    let loaded = snapshot::read::load(&info.path).unwrap();
+    assert!(same_contents(&loaded.tree, &db.tree.read().unwrap()));
 }
 
 #[test]
@@ -258,7 +279,7 @@ fn a_snapshot_spanning_a_close_that_names_no_ephemerals_is_abandoned() {
     apply(&mut live, session, op::CREATE_SESSION, Txn::CreateSession { timeout: 10_000 });
     let node = |path: String, ephemeral: bool| Txn::Create {
         path,
-        data: bytes::Bytes::new(),
+        data: Some(bytes::Bytes::new()),
         acl: tree::acl::open_acl_unsafe(),
         ephemeral,
         parent_cversion: -1,

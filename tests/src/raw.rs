@@ -23,6 +23,8 @@ pub mod op {
     pub const SYNC: i32 = 9;
     /// ping
     pub const PING: i32 = 11;
+    /// multi
+    pub const MULTI: i32 = 14;
     /// create2
     pub const CREATE2: i32 = 15;
     /// checkWatches
@@ -82,6 +84,10 @@ impl Body {
         let mut b = self.int(i32::try_from(v.len()).expect("short buffer"));
         b.0.extend_from_slice(v);
         b
+    }
+    /// Appends a null `buffer` (length -1): a znode's null data.
+    pub fn null_buffer(self) -> Body {
+        self.int(-1)
     }
     /// Appends a `ustring`.
     pub fn string(self, v: &str) -> Body {
@@ -269,6 +275,13 @@ impl Reader<'_> {
     /// A `ustring`.
     pub fn string(&mut self) -> String {
         String::from_utf8_lossy(&self.buffer()).into_owned()
+    }
+    /// A `buffer` whose null (length -1) reads as `None`.
+    pub fn nullable_buffer(&mut self) -> Option<Vec<u8>> {
+        match self.int() {
+            -1 => None,
+            len => Some(self.take(usize::try_from(len).expect("a length of -1 or more")).to_vec()),
+        }
     }
     /// A `buffer` (-1 for null reads as empty).
     pub fn buffer(&mut self) -> Vec<u8> {

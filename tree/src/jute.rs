@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  int      4 bytes            long     8 bytes            boolean  1 byte (0 or 1)
-//!  buffer   int len | len bytes          (len -1: null, read as empty)
+//!  buffer   int len | len bytes          (len -1: null, read as empty, or as `None` where null is kept)
 //!  ustring  int len | len bytes UTF-8    (len -1: null, read as empty)
 //!  vector   int count | count elements   (count -1: null, read as empty)
 //! ```
@@ -85,6 +85,12 @@ pub trait JuteRead: Buf {
         self.need(len)?;
         Ok(self.copy_to_bytes(len))
     }
+    /// A `buffer` whose null (length -1) is kept apart from empty, as ZooKeeper keeps a znode's data.
+    fn read_nullable_buffer(&mut self) -> Result<Option<Bytes>, JuteError> {
+        let Some(len) = self.read_len()? else { return Ok(None) };
+        self.need(len)?;
+        Ok(Some(self.copy_to_bytes(len)))
+    }
     /// A `ustring` (null reads as empty).
     fn read_string(&mut self) -> Result<String, JuteError> {
         let bytes = self.read_buffer()?;
@@ -120,6 +126,13 @@ pub trait JuteWrite: BufMut {
     fn write_buffer(&mut self, v: &[u8]) {
         self.write_len(v.len());
         self.put_slice(v);
+    }
+    /// A `buffer` that may be null: `None` is written as length -1.
+    fn write_nullable_buffer(&mut self, v: Option<&[u8]>) {
+        match v {
+            Some(v) => self.write_buffer(v),
+            None => self.put_i32(-1),
+        }
     }
     /// A `ustring`.
     fn write_string(&mut self, v: &str) {
@@ -158,6 +171,15 @@ mod tests {
         }
 
         #[test]
+        fn nullable_buffers_keep_null_apart_from_empty(buf in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))) {
+            let mut out = Vec::new();
+            out.write_nullable_buffer(buf.as_deref());
+            let mut r = &out[..];
+            prop_assert_eq!(r.read_nullable_buffer().unwrap().map(|b| b.to_vec()), buf);
+            prop_assert_eq!(r.remaining(), 0);
+        }
+
+        #[test]
         fn truncation_is_an_error_not_a_panic(s in ".{1,20}", cut in any::<proptest::sample::Index>()) {
             let mut out = Vec::new();
             out.write_string(&s);
@@ -175,5 +197,7 @@ mod tests {
         assert_eq!((&negative[..]).read_buffer(), Err(JuteError::BadLength(-5)));
         let null = (-1i32).to_be_bytes();
         assert_eq!((&null[..]).read_string().unwrap(), "");
+        assert_eq!((&null[..]).read_nullable_buffer().unwrap(), None);
+        assert_eq!((&negative[..]).read_nullable_buffer(), Err(JuteError::BadLength(-5)));
     }
 }

@@ -16,14 +16,14 @@
 //!
 //! let mut tree = DataTree::new();
 //! let request = Request::Create {
-//!     op: tree::code::op::CREATE, path: "/app".into(), data: "v1".into(),
+//!     op: tree::code::op::CREATE, path: "/app".into(), data: Some("v1".into()),
 //!     acl: tree::acl::open_acl_unsafe(), flags: 0, ttl: -1,
 //! };
 //! let (op, txn) = prep(&tree, &Caller::default(), PrepOptions { ttl_enabled: false }, &request);
 //! let header = TxnHeader { client_id: 0, cxid: 1, zxid: 0x1_0000_0001, time: 1_700_000_000_000, op };
 //! let applied = tree.apply(&header, &txn);
 //! assert_eq!(applied.path.as_deref(), Some("/app"));
-//! assert_eq!(&tree.get("/app").unwrap().data[..], b"v1");
+//! assert_eq!(tree.get("/app").unwrap().bytes(), b"v1");
 //! ```
 #![deny(missing_docs)]
 

@@ -6,13 +6,11 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-
 use crate::acl::{self, perms, Acl, Id};
 use crate::code::{op, Code};
 use crate::path::{self, validate_path};
 use crate::stat::{OwnerKind, CONTAINER_OWNER};
-use crate::tree::DataTree;
+use crate::tree::{Data, DataTree};
 use crate::txn::Txn;
 
 /// How a node is created (`CreateMode` flags).
@@ -67,7 +65,7 @@ pub enum Request {
     Create {
         op: i32,
         path: String,
-        data: Bytes,
+        data: Data,
         acl: Vec<Acl>,
         flags: i32,
         ttl: i64,
@@ -78,7 +76,7 @@ pub enum Request {
     },
     SetData {
         path: String,
-        data: Bytes,
+        data: Data,
         version: i32,
     },
     SetAcl {
@@ -237,7 +235,7 @@ fn prep_create(
     options: PrepOptions,
     op_code: i32,
     path: &str,
-    data: &Bytes,
+    data: &Data,
     acl: &[Acl],
     flags: i32,
     ttl: i64,

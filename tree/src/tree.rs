@@ -24,11 +24,17 @@ use crate::path;
 use crate::stat::{OwnerKind, Stat, StatPersisted, CONTAINER_OWNER};
 use crate::txn::{Txn, TxnHeader};
 
+/// A znode's data. `None` is ZooKeeper's null data (a jute buffer of length -1, what `create(path, null)`
+/// writes), kept apart from empty data through txns, the tree, snapshots and replies: clients tell them apart
+/// (the Java client's `getData` returns `null`, kazoo's `None`). Both have length 0 in the stat and the same
+/// digest (ZooKeeper's digest skips null data).
+pub type Data = Option<Bytes>;
+
 /// One znode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     /// Its data.
-    pub data: Bytes,
+    pub data: Data,
     /// Its ACL, by id in the tree's ACL table.
     pub acl: AclId,
     /// Its metadata.
@@ -38,13 +44,23 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(data: Bytes, acl: AclId, stat: StatPersisted) -> Node {
+    fn new(data: Data, acl: AclId, stat: StatPersisted) -> Node {
         Node { data, acl, stat, children: BTreeSet::new() }
+    }
+
+    /// Its data's bytes (none for null data).
+    pub fn bytes(&self) -> &[u8] {
+        self.data.as_deref().unwrap_or_default()
     }
 
     /// The stat a client sees.
     pub fn client_stat(&self) -> Stat {
-        self.stat.to_client(self.data.len(), self.children.len())
+        self.stat.to_client(self.bytes().len(), self.children.len())
+    }
+
+    /// What it adds to the tree's digest.
+    fn digest(&self, path: &str) -> u64 {
+        node_digest(path, self.bytes(), &self.stat)
     }
 }
 
@@ -101,9 +117,9 @@ impl DataTree {
     /// A fresh tree: `/`, `/zookeeper`, `/zookeeper/quota` and `/zookeeper/config` (read-only).
     pub fn new() -> DataTree {
         let mut tree = DataTree::empty();
-        tree.insert("/".into(), Node::new(Bytes::new(), OPEN_ACL_ID, StatPersisted::default()));
+        tree.insert("/".into(), Node::new(Some(Bytes::new()), OPEN_ACL_ID, StatPersisted::default()));
         for p in ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
-            tree.insert(p.into(), Node::new(Bytes::new(), OPEN_ACL_ID, StatPersisted::default()));
+            tree.insert(p.into(), Node::new(Some(Bytes::new()), OPEN_ACL_ID, StatPersisted::default()));
             tree.update(path::parent(p), |parent| {
                 parent.children.insert(path::name(p).into());
             });
@@ -229,7 +245,7 @@ impl DataTree {
     fn create(
         &mut self,
         path: &str,
-        data: &Bytes,
+        data: &Data,
         acl: &[Acl],
         owner: i64,
         parent_cversion: i32,
@@ -288,7 +304,7 @@ impl DataTree {
         }
     }
 
-    fn set_data(&mut self, path: &str, data: &Bytes, version: i32, h: &TxnHeader) -> Applied {
+    fn set_data(&mut self, path: &str, data: &Data, version: i32, h: &TxnHeader) -> Applied {
         let stat = self.update(path, |n| {
             n.data = data.clone();
             n.stat.version = version;
@@ -373,18 +389,17 @@ impl DataTree {
     /// Changes a node, keeping the digest in step; returns its new client stat (`None`: no such node).
     fn update(&mut self, path: &str, change: impl FnOnce(&mut Node)) -> Option<Stat> {
         let node = self.nodes.get_mut(path)?;
-        let (before, len) = (node_digest(path, &node.data, &node.stat), node.data.len() as u64);
+        let (before, len) = (node.digest(path), node.bytes().len() as u64);
         change(node);
-        let after = node_digest(path, &node.data, &node.stat);
-        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
-        self.data_size = self.data_size - len + node.data.len() as u64;
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(node.digest(path));
+        self.data_size = self.data_size - len + node.bytes().len() as u64;
         Some(node.client_stat())
     }
 
     fn insert(&mut self, path: String, node: Node) {
         debug_assert!(!self.nodes.contains_key(&path));
-        self.digest = self.digest.wrapping_add(node_digest(&path, &node.data, &node.stat));
-        self.data_size += (path.len() + node.data.len()) as u64;
+        self.digest = self.digest.wrapping_add(node.digest(&path));
+        self.data_size += (path.len() + node.bytes().len()) as u64;
         match OwnerKind::of(node.stat.ephemeral_owner) {
             OwnerKind::Ephemeral(owner) => drop(self.ephemerals.entry(owner).or_default().insert(path.clone())),
             OwnerKind::Container | OwnerKind::Ttl(_) => drop(self.reapable.insert(path.clone())),
@@ -395,8 +410,8 @@ impl DataTree {
 
     fn remove(&mut self, path: &str) -> Option<Node> {
         let node = self.nodes.remove(path)?;
-        self.digest = self.digest.wrapping_sub(node_digest(path, &node.data, &node.stat));
-        self.data_size -= (path.len() + node.data.len()) as u64;
+        self.digest = self.digest.wrapping_sub(node.digest(path));
+        self.data_size -= (path.len() + node.bytes().len()) as u64;
         match OwnerKind::of(node.stat.ephemeral_owner) {
             OwnerKind::Ephemeral(owner) => {
                 if let Some(set) = self.ephemerals.get_mut(&owner) {
@@ -458,8 +473,8 @@ impl DataTree {
     pub fn validate(&self) -> Result<(), String> {
         let (mut digest, mut size) = (0u64, 0u64);
         for (p, node) in &self.nodes {
-            digest = digest.wrapping_add(node_digest(p, &node.data, &node.stat));
-            size += (p.len() + node.data.len()) as u64;
+            digest = digest.wrapping_add(node.digest(p));
+            size += (p.len() + node.bytes().len()) as u64;
             if p != "/" {
                 let parent = self.nodes.get(path::parent(p)).ok_or_else(|| format!("{p} has no parent"))?;
                 if !parent.children.contains(path::name(p)) {

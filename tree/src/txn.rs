@@ -18,12 +18,15 @@
 //!   error              ErrorTxn           { int err }
 //!   multi              MultiTxn           { vector<Txn { int type; buffer data }> }
 //! ```
+//!
+//! A znode's `data` keeps ZooKeeper's null (length -1) apart from empty ([`Data`]).
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 
 use crate::acl::{read_acls, write_acls, Acl};
 use crate::code::op;
 use crate::jute::{JuteError, JuteRead, JuteWrite};
+use crate::tree::Data;
 
 /// The header of every txn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,20 +49,20 @@ pub struct TxnHeader {
 pub enum Txn {
     Create {
         path: String,
-        data: Bytes,
+        data: Data,
         acl: Vec<Acl>,
         ephemeral: bool,
         parent_cversion: i32,
     },
     CreateContainer {
         path: String,
-        data: Bytes,
+        data: Data,
         acl: Vec<Acl>,
         parent_cversion: i32,
     },
     CreateTtl {
         path: String,
-        data: Bytes,
+        data: Data,
         acl: Vec<Acl>,
         parent_cversion: i32,
         ttl: i64,
@@ -69,7 +72,7 @@ pub enum Txn {
     },
     SetData {
         path: String,
-        data: Bytes,
+        data: Data,
         version: i32,
     },
     SetAcl {
@@ -165,7 +168,7 @@ impl Txn {
             Txn::Delete { path } => out.write_string(path),
             Txn::SetData { path, data, version } => {
                 out.write_string(path);
-                out.write_buffer(data);
+                out.write_nullable_buffer(data.as_deref());
                 out.write_int(*version);
             }
             Txn::SetAcl { path, acl, version } => {
@@ -212,7 +215,7 @@ impl Txn {
             }
             op::DELETE | op::DELETE_CONTAINER => Txn::Delete { path: buf.read_string()? },
             op::SET_DATA => {
-                Txn::SetData { path: buf.read_string()?, data: buf.read_buffer()?, version: buf.read_int()? }
+                Txn::SetData { path: buf.read_string()?, data: buf.read_nullable_buffer()?, version: buf.read_int()? }
             }
             op::SET_ACL => Txn::SetAcl { path: buf.read_string()?, acl: read_acls(buf)?, version: buf.read_int()? },
             op::CHECK => Txn::Check { path: buf.read_string()?, version: buf.read_int()? },
@@ -244,14 +247,14 @@ impl Txn {
     }
 }
 
-fn write_node(out: &mut Vec<u8>, path: &str, data: &[u8], acl: &[Acl]) {
+fn write_node(out: &mut Vec<u8>, path: &str, data: &Data, acl: &[Acl]) {
     out.write_string(path);
-    out.write_buffer(data);
+    out.write_nullable_buffer(data.as_deref());
     write_acls(out, acl);
 }
 
-fn read_node(buf: &mut impl Buf) -> Result<(String, Bytes, Vec<Acl>), JuteError> {
-    Ok((buf.read_string()?, buf.read_buffer()?, read_acls(buf)?))
+fn read_node(buf: &mut impl Buf) -> Result<(String, Data, Vec<Acl>), JuteError> {
+    Ok((buf.read_string()?, buf.read_nullable_buffer()?, read_acls(buf)?))
 }
 
 #[cfg(test)]
@@ -269,7 +272,7 @@ mod tests {
 
     fn simple() -> impl Strategy<Value = (i32, Txn)> {
         let path = "/[a-z/]{0,12}";
-        let data = proptest::collection::vec(any::<u8>(), 0..32).prop_map(Bytes::from);
+        let data = proptest::option::of(proptest::collection::vec(any::<u8>(), 0..32).prop_map(bytes::Bytes::from));
         prop_oneof![
             (path, data.clone(), acl(), any::<bool>(), any::<i32>()).prop_map(
                 |(path, data, acl, ephemeral, parent_cversion)| (

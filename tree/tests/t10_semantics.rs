@@ -62,7 +62,7 @@ fn versions_are_checked_and_minus_one_matches_any() {
     assert_eq!(h.write(&caller(0), &set("/v", "1", 0)).stat.unwrap().version, 1);
     assert_eq!(h.write(&caller(0), &set("/v", "x", 0)).code(), Code::BadVersion);
     assert_eq!(h.write(&caller(0), &set("/v", "2", -1)).stat.unwrap().version, 2);
-    assert_eq!(&h.tree.get("/v").unwrap().data[..], b"2");
+    assert_eq!(h.tree.get("/v").unwrap().bytes(), b"2");
     assert_eq!(h.write(&caller(0), &Request::Check { path: "/v".into(), version: 1 }).code(), Code::BadVersion);
     assert_eq!(h.write(&caller(0), &Request::Check { path: "/v".into(), version: 2 }).code(), Code::Ok);
     assert_eq!(h.write(&caller(0), &delete("/v", 1)).code(), Code::BadVersion);
@@ -213,7 +213,7 @@ fn containers_and_ttl_nodes() {
     let container = Request::Create {
         op: op::CREATE_CONTAINER,
         path: "/c".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: tree::acl::open_acl_unsafe(),
         flags: CONTAINER,
         ttl: -1,
@@ -224,7 +224,7 @@ fn containers_and_ttl_nodes() {
     let ttl = |ttl| Request::Create {
         op: op::CREATE_TTL,
         path: "/t".into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: tree::acl::open_acl_unsafe(),
         flags: 5,
         ttl,

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
 use tree::code::Code;
@@ -13,9 +14,9 @@ use tree::tree::{same_contents, DataTree};
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { path: String, data: String, flags: i32, session: i64 },
+    Create { path: String, data: Option<String>, flags: i32, session: i64 },
     Delete { path: String, version: i32 },
-    Set { path: String, data: String, version: i32 },
+    Set { path: String, data: Option<String>, version: i32 },
     Multi(Vec<Op>),
     OpenSession(i64),
     CloseSession(i64),
@@ -29,11 +30,16 @@ fn path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Null data (`None`) among short strings, the empty one included: the tree must keep them apart.
+fn data() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of("[a-z]{0,3}")
+}
+
 fn simple_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (path(), "[a-z]{0,3}", 0..4i32, 1..4i64).prop_map(|(path, data, flags, session)| Op::Create { path, data, flags, session }),
+        4 => (path(), data(), 0..4i32, 1..4i64).prop_map(|(path, data, flags, session)| Op::Create { path, data, flags, session }),
         2 => (path(), -1..3i32).prop_map(|(path, version)| Op::Delete { path, version }),
-        2 => (path(), "[a-z]{0,3}", -1..3i32).prop_map(|(path, data, version)| Op::Set { path, data, version }),
+        2 => (path(), data(), -1..3i32).prop_map(|(path, data, version)| Op::Set { path, data, version }),
         1 => (1..4i64).prop_map(Op::OpenSession),
         1 => (1..4i64).prop_map(Op::CloseSession),
     ]
@@ -49,7 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// What the model keeps per node.
 #[derive(Clone, Debug, PartialEq)]
 struct MNode {
-    data: String,
+    data: Option<String>,
     version: i32,
     owner: i64,
     /// Child creations so far (the sequential counter).
@@ -73,7 +79,7 @@ fn parent(p: &str) -> String {
 impl Model {
     fn new() -> Model {
         let mut nodes = BTreeMap::new();
-        nodes.insert("/".into(), MNode { data: String::new(), version: 0, owner: 0, creations: 0 });
+        nodes.insert("/".into(), MNode { data: Some(String::new()), version: 0, owner: 0, creations: 0 });
         Model { nodes }
     }
 
@@ -141,13 +147,20 @@ impl Model {
 
 fn request(op: &Op) -> (i64, Request) {
     match op {
-        Op::Create { path, data, flags, session } => (*session, create(path, data, *flags)),
+        Op::Create { path, data, flags, session } => (*session, with_data(create(path, "", *flags), data)),
         Op::Delete { path, version } => (0, delete(path, *version)),
-        Op::Set { path, data, version } => (0, set(path, data, *version)),
+        Op::Set { path, data, version } => (0, with_data(set(path, "", *version), data)),
         Op::Multi(ops) => (1, Request::Multi(ops.iter().map(|o| request(o).1).collect())),
         Op::OpenSession(s) => (*s, Request::CreateSession { timeout: 30_000 }),
         Op::CloseSession(s) => (*s, Request::CloseSession),
     }
+}
+
+fn with_data(mut request: Request, data: &Option<String>) -> Request {
+    if let Request::Create { data: d, .. } | Request::SetData { data: d, .. } = &mut request {
+        *d = data.clone().map(Bytes::from);
+    }
+    request
 }
 
 /// Ephemerals are created by the op's session even inside a multi (the multi's caller is session 1).
@@ -172,7 +185,8 @@ fn check_against(tree: &DataTree, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(user_nodes, model.nodes.len());
     for (p, m) in &model.nodes {
         let node = tree.get(p).ok_or_else(|| TestCaseError::fail(format!("{p} missing")))?;
-        prop_assert_eq!(std::str::from_utf8(&node.data).unwrap(), m.data.as_str(), "data of {}", p);
+        let data = node.data.as_ref().map(|d| std::str::from_utf8(d).unwrap());
+        prop_assert_eq!(data, m.data.as_deref(), "data of {}", p);
         prop_assert_eq!(node.stat.version, m.version, "version of {}", p);
         prop_assert_eq!(node.stat.ephemeral_owner, m.owner, "owner of {}", p);
         prop_assert_eq!(node.stat.cversion, m.creations, "cversion of {}", p);

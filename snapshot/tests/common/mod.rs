@@ -66,34 +66,38 @@ impl Db {
     }
 }
 
-pub fn create(path: &str, data: &str, flags: i32) -> Request {
+/// `data`: a string, or `None` for null data.
+pub fn create<'a>(path: &str, data: impl Into<Option<&'a str>>, flags: i32) -> Request {
     Request::Create {
         op: op::CREATE,
         path: path.into(),
-        data: Bytes::from(data.to_owned()),
+        data: data.into().map(|d| Bytes::from(d.to_owned())),
         acl: open_acl_unsafe(),
         flags,
         ttl: -1,
     }
 }
 
-pub fn set(path: &str, data: &str) -> Request {
-    Request::SetData { path: path.into(), data: Bytes::from(data.to_owned()), version: -1 }
+/// `data`: a string, or `None` for null data.
+pub fn set<'a>(path: &str, data: impl Into<Option<&'a str>>) -> Request {
+    Request::SetData { path: path.into(), data: data.into().map(|d| Bytes::from(d.to_owned())), version: -1 }
 }
 
 pub fn delete(path: &str) -> Request {
     Request::Delete { path: path.into(), version: -1 }
 }
 
-/// A deterministic mix of writes: creates, sequential creates, data changes, deletes, ephemerals, sessions.
+/// A deterministic mix of writes: creates, sequential creates, data changes, deletes, ephemerals, sessions;
+/// with empty and null data among the values.
 pub fn workload(db: &Db, from: usize, count: usize) {
     for i in from..from + count {
         let dir = format!("/d{}", i % 7);
         match i % 9 {
-            0 => db.write(0, &create(&dir, "dir", 0)),
-            1 | 2 => db.write(0, &create(&format!("{dir}/n{}", i % 13), &format!("v{i}"), 0)),
-            3 => db.write(0, &set(&format!("{dir}/n{}", i % 13), &format!("w{i}"))),
-            4 => db.write(0, &create(&format!("{dir}/s-"), "seq", 2)),
+            0 => db.write(0, &create(&dir, "", 0)),
+            1 | 2 => db.write(0, &create(&format!("{dir}/n{}", i % 13), &*format!("v{i}"), 0)),
+            3 if i % 2 == 0 => db.write(0, &set(&format!("{dir}/n{}", i % 13), None)),
+            3 => db.write(0, &set(&format!("{dir}/n{}", i % 13), &*format!("w{i}"))),
+            4 => db.write(0, &create(&format!("{dir}/s-"), None, 2)),
             5 => db.write(0, &delete(&format!("{dir}/n{}", (i + 5) % 13))),
             6 => db.write(100 + (i % 3) as i64, &Request::CreateSession { timeout: 10_000 }),
             7 => db.write(100 + (i % 3) as i64, &create(&format!("/e{}", i % 5), "eph", 1)),

@@ -44,11 +44,18 @@ pub fn create(path: &str, data: &str, flags: i32) -> Request {
 }
 
 pub fn create_with(path: &str, data: &str, flags: i32, acl: Vec<Acl>) -> Request {
-    Request::Create { op: op::CREATE2, path: path.into(), data: Bytes::from(data.to_owned()), acl, flags, ttl: -1 }
+    Request::Create {
+        op: op::CREATE2,
+        path: path.into(),
+        data: Some(Bytes::from(data.to_owned())),
+        acl,
+        flags,
+        ttl: -1,
+    }
 }
 
 pub fn set(path: &str, data: &str, version: i32) -> Request {
-    Request::SetData { path: path.into(), data: Bytes::from(data.to_owned()), version }
+    Request::SetData { path: path.into(), data: Some(Bytes::from(data.to_owned())), version }
 }
 
 pub fn delete(path: &str, version: i32) -> Request {
