@@ -20,6 +20,7 @@
 //! - `gtmk`, `stmk`: `TraceMaskCommand`, `SetTraceMaskCommand` (the mask in decimal, no newline; `stmk` reads
 //!   the new mask, a big-endian long, after the word).
 //! - `dirs`: `DirsCommand`.
+//! - `dump`: `DumpCommand` ([`dump`]).
 //! - `isro`: `IsroCommand` (`rw`, `ro`, or `null` when not serving; no newline).
 //! - `crst`, `srst`: `CnxnStatResetCommand`, `StatResetCommand`.
 //! - a word not in `4lw.commands.whitelist`: `NIOServerCnxn.checkFourLetterWord` with `NopCommand`.
@@ -34,6 +35,9 @@
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+pub mod dump;
+pub use dump::Dump;
+
 /// ZooKeeper's default trace mask (`ZooTrace`): client requests, server packets, sessions, warnings.
 pub const DEFAULT_TRACE_MASK: i64 = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 8);
 
@@ -44,13 +48,6 @@ pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving 
 pub const KNOWN_WORDS: [&str; 18] = [
     "conf", "cons", "crst", "dirs", "dump", "envi", "gtmk", "hash", "isro", "mntr", "ruok", "srst", "srvr", "stat",
     "stmk", "wchc", "wchp", "wchs",
-];
-
-/// The words [`answer`] answers. The others of [`KNOWN_WORDS`] get [`not_whitelisted`], which is what ZooKeeper
-/// says of a word that is disabled.
-pub const ANSWERED_WORDS: [&str; 17] = [
-    "conf", "cons", "crst", "dirs", "envi", "gtmk", "hash", "isro", "mntr", "ruok", "srst", "srvr", "stat", "stmk",
-    "wchc", "wchp", "wchs",
 ];
 
 /// The word the first four bytes of a connection spell, if they spell one ZooKeeper knows.
@@ -80,11 +77,11 @@ pub fn not_whitelisted(word: &str) -> String {
 }
 
 /// The bytes ZooKeeper writes for `word` before it closes the connection, or `None` if `word` is not one of
-/// [`ANSWERED_WORDS`] (answer a word of [`KNOWN_WORDS`] with [`not_whitelisted`]).
+/// [`KNOWN_WORDS`].
 ///
 /// `crst` and `srst` only produce the confirmation; resetting the statistics is the caller's work.
 pub fn answer(word: &str, report: &Report) -> Option<String> {
-    let word = ANSWERED_WORDS.iter().copied().find(|w| *w == word)?;
+    let word = KNOWN_WORDS.iter().copied().find(|w| *w == word)?;
     Some(Answer { word, report }.to_string())
 }
 
@@ -236,6 +233,8 @@ pub struct Report {
     pub watches_by_path: Vec<(String, Vec<i64>)>,
     /// `hash`: the tree digest every 128th zxid (ZooKeeper's `DataTree` digest log, its last 1024).
     pub digest_log: Vec<(i64, u64)>,
+    /// `dump`: sessions, ephemerals and connections by expiry.
+    pub dump: Dump,
 }
 
 /// One client connection, as `stat` (brief) and `cons` (full) print it.
@@ -406,6 +405,7 @@ impl fmt::Display for Answer<'_> {
                 writeln!(f, "{} connections watching {} paths\nTotal watches:{}", w.connections, w.paths, w.watches)
             }
             "dirs" => writeln!(f, "datadir_size: {}\nlogdir_size: {}", r.snapshot_dir_size, r.log_dir_size),
+            "dump" => dump::dump(f, &r.dump),
             // `WatchManager.dumpWatches`, then `WatchCommand`'s empty line.
             "wchc" => {
                 for (session, paths) in &r.watches_by_session {
@@ -719,6 +719,7 @@ mod tests {
             watches_by_session: Vec::new(),
             watches_by_path: Vec::new(),
             digest_log: Vec::new(),
+            dump: Dump::default(),
         }
     }
 
@@ -964,14 +965,12 @@ mod tests {
     #[test]
     fn a_server_not_serving_says_so_except_for_ruok_envi_isro() {
         let r = Report { serving: false, ..follower() };
-        for word in ["srvr", "stat", "cons", "mntr", "conf", "wchs", "wchc", "wchp", "dirs", "crst", "srst"] {
+        for word in ["srvr", "stat", "cons", "mntr", "conf", "wchs", "wchc", "wchp", "dirs", "dump", "crst", "srst"] {
             assert_eq!(ask(word, &r), "This ZooKeeper instance is not currently serving requests\n", "{word}");
         }
         assert_eq!(ask("hash", &r), "This ZooKeeper instance is not currently serving requests", "print, not println");
         assert_eq!(ask("gtmk", &r), "306", "the trace mask answers whether or not the server serves");
         assert!(ask("envi", &r).starts_with("Environment:\n"));
-        assert_eq!(ANSWERED_WORDS.len(), 17);
-        assert!(ANSWERED_WORDS.iter().all(|w| KNOWN_WORDS.contains(w)));
     }
 
     #[test]
@@ -1000,9 +999,9 @@ mod tests {
     }
 
     #[test]
-    fn words_zookeeper_knows_but_ensemble_does_not_answer_are_none() {
+    fn words_zookeeper_does_not_know_are_none() {
         let r = follower();
-        for word in ["dump", "xxxx", "", "srvrx", "SRVR"] {
+        for word in ["xxxx", "", "srvrx", "SRVR"] {
             assert_eq!(answer(word, &r), None, "{word}");
         }
     }

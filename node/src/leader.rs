@@ -20,7 +20,7 @@ use bytes::Bytes;
 use replication::message::ServerId;
 use replication::peer::Role;
 use replication::runtime::{ForwardTo, Handle};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tree::acl::Id;
 use tree::prep::{self, Caller, PrepOptions, Request};
 use tree::stat::OwnerKind;
@@ -67,6 +67,8 @@ pub enum Item {
     },
     /// Sessions with client activity.
     Touch(Vec<SessionId>),
+    /// `dump` asks for every tracked session and when it expires unless touched.
+    Sessions(oneshot::Sender<Vec<(SessionId, Instant)>>),
     /// A client re-attached its session on this server: its connection on any other server must close.
     Attach {
         /// The server it attached on.
@@ -196,6 +198,12 @@ impl Pipeline {
                         tracked.deadline = now + tracked.timeout;
                     }
                 }
+            }
+            Item::Sessions(reply) => {
+                // As the tracker stands this term (a leader that has not built it yet tracks nothing).
+                let current = self.spec().await.is_some();
+                let sessions = self.sessions.iter().filter(|_| current).map(|(&s, t)| (s, t.deadline)).collect();
+                let _ = reply.send(sessions);
             }
             Item::Attach { origin, session } => {
                 // The session moved: its connection on the old server is closed (ZooKeeper answers that one's

@@ -5,14 +5,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use replication::peer::Role;
 use replication::runtime::LearnerView;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
-use crate::fourlw::{self, Connection, LeaderStats, Mode, Report, WatchSummary};
+use crate::fourlw::dump::{round_to_next_interval, Sessions, CONNECTION_EXPIRY_INTERVAL_MS};
+use crate::fourlw::{self, Connection, Dump, LeaderStats, Mode, Report, WatchSummary};
+use crate::leader::Item;
 use crate::server::Ctx;
+use crate::session::SessionId;
 use crate::shared::Stats;
 
 /// The word the first four bytes of a connection spell, if any.
@@ -35,7 +40,12 @@ pub async fn answer_four_letter_word(ctx: Arc<Ctx>, mut stream: TcpStream, word:
             _ => return,
         }
     }
-    let answer = tokio::task::spawn_blocking(move || answer(&ctx, word, asker)).await;
+    // A leader's session tracker lives in its pipeline, which is asked before the blocking part.
+    let expiring = match word {
+        "dump" if whitelisted(&ctx, word) && ctx.leading() => leader_sessions(&ctx).await,
+        _ => None,
+    };
+    let answer = tokio::task::spawn_blocking(move || answer(&ctx, word, asker, expiring)).await;
     let Ok(text) = answer else { return };
     let written = tokio::time::timeout(ANSWER_TIMEOUT, async {
         stream.write_all(text.as_bytes()).await?;
@@ -49,7 +59,22 @@ fn whitelisted(ctx: &Ctx, word: &str) -> bool {
     word == "srvr" || ctx.shared.config.four_letter_words.iter().any(|w| w == "*" || w == word)
 }
 
-fn answer(ctx: &Ctx, word: &'static str, asker: Option<SocketAddr>) -> String {
+/// The leader pipeline's sessions and their deadlines; `None` if it does not answer in time.
+async fn leader_sessions(ctx: &Ctx) -> Option<Vec<(SessionId, Instant)>> {
+    let (reply, sessions) = oneshot::channel();
+    let asked = async {
+        ctx.pipeline.send(Item::Sessions(reply)).await.ok()?;
+        sessions.await.ok()
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, asked).await.ok().flatten()
+}
+
+fn answer(
+    ctx: &Ctx,
+    word: &'static str,
+    asker: Option<SocketAddr>,
+    expiring: Option<Vec<(SessionId, Instant)>>,
+) -> String {
     if !whitelisted(ctx, word) {
         return fourlw::not_whitelisted(word);
     }
@@ -63,6 +88,7 @@ fn answer(ctx: &Ctx, word: &'static str, asker: Option<SocketAddr>) -> String {
         "wchc" => report.watches_by_session = ctx.shared.watches().data_watches_by_session(),
         "wchp" => report.watches_by_path = ctx.shared.watches().data_watches_by_path(),
         "hash" => report.digest_log = crate::shared::lock(&ctx.shared.digest_log).iter().copied().collect(),
+        "dump" => report.dump = dump(ctx, expiring, &report.connections),
         _ => {}
     }
     fourlw::answer(word, &report).unwrap_or_else(|| fourlw::not_whitelisted(word))
@@ -137,6 +163,7 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
         watches_by_session: Vec::new(),
         watches_by_path: Vec::new(),
         digest_log: Vec::new(),
+        dump: Dump::default(),
         extra: vec![
             ("wal_records".into(), wal.records.to_string()),
             ("wal_fsyncs".into(), wal.batches.to_string()),
@@ -144,6 +171,54 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
             ("wal_fsync_max_us".into(), wal.fsync_max.as_micros().to_string()),
         ],
     }
+}
+
+/// What `dump` shows: a leader's (or standalone server's) session expiry queue as `expiring` gives it, else the
+/// sessions in the tree with their timeouts; every session's ephemerals; and `connections` by when ZooKeeper's
+/// NIO factory would expire them (a connection's last reply, or its start, plus its session timeout, or 10 s
+/// without a session). Expiry times are bucketed on this server's monotonic clock, as ZooKeeper's
+/// `ExpiryQueue` does, then shown on the wall clock.
+fn dump(ctx: &Ctx, expiring: Option<Vec<(SessionId, Instant)>>, connections: &[Connection]) -> Dump {
+    let shared = &ctx.shared;
+    let (now, started) = (Instant::now(), shared.stats.started);
+    let now_mono = millis(now.saturating_duration_since(started)) as i64;
+    let now_wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| millis(d) as i64);
+    let wall = |mono: i64| now_wall + (mono - now_mono);
+    let tick = i64::try_from(shared.config.tick.as_millis()).unwrap_or(i64::MAX).max(1);
+    let (sessions, ephemerals) = {
+        let tree = shared.tree();
+        let sessions = match expiring {
+            Some(tracked) => Sessions::Expiring(
+                tracked
+                    .into_iter()
+                    .map(|(session, deadline)| {
+                        let mono = millis(deadline.saturating_duration_since(started)) as i64;
+                        (session, wall(round_to_next_interval(mono, tick)))
+                    })
+                    .collect(),
+            ),
+            None => Sessions::Known(tree.sessions().iter().map(|(&s, &t)| (s, t)).collect()),
+        };
+        let ephemerals =
+            tree.ephemeral_owners().map(|s| (s, tree.ephemerals(s).map(str::to_owned).collect())).collect();
+        (sessions, ephemerals)
+    };
+    let connections = connections
+        .iter()
+        .map(|c| {
+            let active = match (c.last_response_ms, c.established_ms) {
+                (0, 0) => now_mono,
+                (0, established) => now_mono - (now_wall - established),
+                (last_reply, _) => last_reply,
+            };
+            let timeout = match c.session_timeout_ms {
+                t if t > 0 => i64::from(t),
+                _ => CONNECTION_EXPIRY_INTERVAL_MS,
+            };
+            (wall(round_to_next_interval(active + timeout, CONNECTION_EXPIRY_INTERVAL_MS)), c.clone())
+        })
+        .collect();
+    Dump { sessions, ephemerals, connections }
 }
 
 /// `QuorumPeer.getDetailedPeerState()` (without the sync mode ZooKeeper adds while syncing).

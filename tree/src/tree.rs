@@ -167,6 +167,11 @@ impl DataTree {
         self.ephemerals.get(&session).into_iter().flatten().map(String::as_str)
     }
 
+    /// The sessions that own ephemeral nodes, in id order.
+    pub fn ephemeral_owners(&self) -> impl Iterator<Item = i64> + '_ {
+        self.ephemerals.keys().copied()
+    }
+
     /// ZooKeeper's `approximate_data_size`: the length of every path plus every node's data, kept as it goes.
     pub fn approximate_data_size(&self) -> u64 {
         self.data_size
