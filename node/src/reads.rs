@@ -120,8 +120,11 @@ fn one(
             Ok(Response::AllChildrenNumber(count as i32))
         }
         (op::GET_EPHEMERALS, Request::GetEphemerals { prefix }) => {
+            // ZooKeeper lists them all for a prefix that is blank or `/` once Java's `trim()` (control characters
+            // and spaces) is applied.
+            let all = matches!(prefix.trim_matches(|c: char| c <= ' '), "" | "/");
             let mut paths: Vec<String> =
-                tree.ephemerals(session).filter(|p| p.starts_with(prefix.as_str())).map(str::to_owned).collect();
+                tree.ephemerals(session).filter(|p| all || p.starts_with(prefix.as_str())).map(str::to_owned).collect();
             paths.sort();
             Ok(Response::Ephemerals(paths))
         }

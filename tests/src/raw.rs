@@ -31,6 +31,8 @@ pub mod op {
     pub const CHECK_WATCHES: i32 = 17;
     /// removeWatches
     pub const REMOVE_WATCHES: i32 = 18;
+    /// getEphemerals
+    pub const GET_EPHEMERALS: i32 = 103;
     /// closeSession
     pub const CLOSE_SESSION: i32 = -11;
 }

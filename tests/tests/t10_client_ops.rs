@@ -150,6 +150,21 @@ async fn children(cs: String) {
     let all = c.list_ephemerals("/").await.unwrap();
     assert!(all.contains(&"/t10/ch/e1".to_string()) && !all.contains(&"/t10/ch/theirs".to_string()), "{all:?}");
     assert_eq!(other.list_ephemerals("/t10/ch").await.unwrap(), ["/t10/ch/theirs"]);
+
+    // A blank prefix, or `/` with blanks around it, lists them all (ZooKeeper trims it); clients that check
+    // paths never send one, so the request goes raw.
+    let addr = cs.split(',').next().unwrap().parse().unwrap();
+    let mut raw = RawSession::connect(addr, 10_000).await.unwrap();
+    let create = Body::new().string("/t10/ch/raw-e").buffer(b"").open_acl().int(1);
+    assert_eq!(raw.request(op::CREATE2, create).await.unwrap().err, 0);
+    for (prefix, listed) in [(" ", true), ("", true), (" / ", true), ("/t10/ch/r", true), ("/t10/x", false)] {
+        let reply = raw.request(op::GET_EPHEMERALS, Body::new().string(prefix)).await.unwrap();
+        assert_eq!(reply.err, 0, "getEphemerals {prefix:?}");
+        let mut r = Reader(&reply.body);
+        let paths: Vec<String> = (0..r.int()).map(|_| r.string()).collect();
+        let expected: &[&str] = if listed { &["/t10/ch/raw-e"] } else { &[] };
+        assert_eq!(paths, expected, "getEphemerals {prefix:?}");
+    }
 }
 
 async fn sequential(cs: String) {
