@@ -35,7 +35,8 @@ pub struct Options {
     pub observers: usize,
     /// Extra `zoo.cfg` lines (`key=value`). Everything else is ZooKeeper's default where it matters to users
     /// (`maxClientCnxns`, the four-letter-word whitelist, `jute.maxbuffer`, ...): a test that needs another
-    /// setting sets it here and says why.
+    /// setting sets it here and says why. Keys that Apache ZooKeeper takes only as Java system properties
+    /// ([`crate::process::SYSTEM_PROPERTIES`], e.g. `readonlymode.enabled`) are passed to it as `-D` flags.
     pub config: Vec<String>,
 }
 
@@ -108,6 +109,8 @@ pub struct Cluster {
     /// Each node's quorum (peer) address: the first port of its `server.N` line.
     quorum_addrs: Vec<SocketAddr>,
     nodes: Vec<Mutex<Node>>,
+    /// The JVM's `-D` flags from `options.config` (ZooKeeper only).
+    properties: Vec<String>,
     _slot: Slot,
 }
 
@@ -129,16 +132,26 @@ impl Cluster {
             (0..options.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i * 3]))).collect();
         let quorum_addrs: Vec<SocketAddr> =
             (0..options.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i * 3 + 1]))).collect();
+        let (zoo_cfg, properties) = server.split_config(&options.config);
         let mut nodes = Vec::new();
         for i in 0..options.nodes {
             let dir = root.join(format!("node{}", i + 1));
-            let config = write_node_files(&options, &dir, i, &ports).expect("node files");
+            let config = write_node_files(&options, &zoo_cfg, &dir, i, &ports).expect("node files");
             server.prepare(&dir).expect("server files");
             let log = dir.join("server.log");
             nodes.push(Mutex::new(Node { id: i + 1, dir, config, log, child: None, starts: 0, exited: None }));
         }
-        let cluster =
-            Cluster { server, options, root, tempdir: Some(tempdir), addrs, quorum_addrs, nodes, _slot: slot };
+        let cluster = Cluster {
+            server,
+            options,
+            root,
+            tempdir: Some(tempdir),
+            addrs,
+            quorum_addrs,
+            nodes,
+            properties,
+            _slot: slot,
+        };
         eprintln!(
             "ensemble-tests: starting {} node(s) of {:?} in {}, clients on {}",
             cluster.len(),
@@ -298,7 +311,7 @@ impl Cluster {
         assert!(node.child.is_none(), "node {} already runs", node.id);
         node.starts += 1;
         let log = open_log(&node.log, node.starts).expect("node log");
-        let mut cmd = self.server.command(&node.config, &node.dir);
+        let mut cmd = self.server.command(&node.config, &node.dir, &self.properties);
         cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log fd")).stderr(log);
         match process::spawn(cmd) {
             Ok(child) => node.child = Some(child),
@@ -407,9 +420,9 @@ impl Drop for Cluster {
     }
 }
 
-/// Writes node `i`'s `zoo.cfg` (and `myid` when there are several nodes); returns the config's path. `ports`
-/// holds client, quorum and election port of each node in turn.
-fn write_node_files(options: &Options, dir: &Path, i: usize, ports: &[u16]) -> io::Result<PathBuf> {
+/// Writes node `i`'s `zoo.cfg` (and `myid` when there are several nodes), with the `extra` lines; returns the
+/// config's path. `ports` holds client, quorum and election port of each node in turn.
+fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, ports: &[u16]) -> io::Result<PathBuf> {
     let data = dir.join("data");
     let log = dir.join("log");
     fs::create_dir_all(&data)?;
@@ -428,7 +441,7 @@ fn write_node_files(options: &Options, dir: &Path, i: usize, ports: &[u16]) -> i
         options.prealloc_kib,
         options.max_session_timeout_ms,
     );
-    for line in &options.config {
+    for line in extra {
         cfg.push_str(line);
         cfg.push('\n');
     }

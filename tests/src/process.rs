@@ -16,6 +16,10 @@ pub enum Server {
     ZooKeeper,
 }
 
+/// Settings that Apache ZooKeeper reads only as Java system properties (`Boolean.getBoolean("readonlymode.enabled")`;
+/// a zoo.cfg line would become `zookeeper.readonlymode.enabled`), which Ensemble takes as zoo.cfg keys.
+pub const SYSTEM_PROPERTIES: [&str; 1] = ["readonlymode.enabled"];
+
 /// The classpath of Debian's ZooKeeper server, with a log4j binding so that it logs.
 const ZK_CLASSPATH: &str = "/usr/share/java/zookeeper.jar:/usr/share/java/zookeeper-jute.jar:\
 /usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
@@ -34,8 +38,21 @@ impl Server {
         }
     }
 
-    /// The command that runs one node from `config` (a zoo.cfg), with its working directory `dir`.
-    pub fn command(&self, config: &Path, dir: &Path) -> Command {
+    /// Splits a test's extra zoo.cfg lines into what goes into zoo.cfg and the `-Dkey=value` flags of the JVM:
+    /// for ZooKeeper, the lines whose key is one of [`SYSTEM_PROPERTIES`] become flags, so that one test runs
+    /// against both servers; for Ensemble every line stays in zoo.cfg.
+    pub fn split_config(&self, lines: &[String]) -> (Vec<String>, Vec<String>) {
+        let property = |line: &String| {
+            let key = line.split_once('=').map_or(line.as_str(), |(key, _)| key).trim();
+            *self == Server::ZooKeeper && SYSTEM_PROPERTIES.contains(&key)
+        };
+        let (flags, zoo_cfg): (Vec<String>, Vec<String>) = lines.iter().cloned().partition(property);
+        (zoo_cfg, flags.iter().map(|line| format!("-D{}", line.trim())).collect())
+    }
+
+    /// The command that runs one node from `config` (a zoo.cfg), with its working directory `dir`; `properties`
+    /// are the JVM's extra `-D` flags (see [`Server::split_config`]; none for Ensemble).
+    pub fn command(&self, config: &Path, dir: &Path, properties: &[String]) -> Command {
         let mut cmd = match self {
             Server::Ensemble(bin) => {
                 let mut cmd = Command::new(bin);
@@ -50,6 +67,7 @@ impl Server {
                 let mut cmd = Command::new("java");
                 cmd.args(["-Xms64m", "-Xmx512m", "-Dzookeeper.extendedTypesEnabled=true"])
                     .arg("-Dzookeeper.admin.enableServer=false")
+                    .args(properties)
                     .arg(format!("-Dlog4j.configuration=file:{}", dir.join("log4j.properties").display()))
                     .arg("-cp")
                     .arg(format!("{}:{ZK_CLASSPATH}", dir.display()))
@@ -158,6 +176,15 @@ mod tests {
         assert!(err.contains(&dir.path().join("debug/ensemble").display().to_string()), "{err}");
         std::fs::write(dir.path().join("debug/ensemble"), b"").unwrap();
         assert_eq!(find_ensemble(None, &exe).unwrap(), dir.path().join("debug/ensemble"));
+    }
+
+    #[test]
+    fn system_properties_become_jvm_flags_for_zookeeper_only() {
+        let lines = vec!["readonlymode.enabled=true".to_string(), "localSessionsEnabled=true".to_string()];
+        let (zoo_cfg, flags) = Server::ZooKeeper.split_config(&lines);
+        assert_eq!((zoo_cfg, flags), (vec![lines[1].clone()], vec!["-Dreadonlymode.enabled=true".to_string()]));
+        let (zoo_cfg, flags) = Server::Ensemble(PathBuf::from("ensemble")).split_config(&lines);
+        assert_eq!((zoo_cfg, flags), (lines, Vec::<String>::new()));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 
 /// Op codes (ZooKeeper's `ZooDefs.OpCode`).
 pub mod op {
+    /// delete
+    pub const DELETE: i32 = 2;
     /// exists
     pub const EXISTS: i32 = 3;
     /// getData
@@ -23,6 +25,8 @@ pub mod op {
     pub const SYNC: i32 = 9;
     /// ping
     pub const PING: i32 = 11;
+    /// check (outside a multi)
+    pub const CHECK: i32 = 13;
     /// multi
     pub const MULTI: i32 = 14;
     /// create2
@@ -43,6 +47,8 @@ pub mod err {
     pub const OK: i32 = 0;
     /// NONODE
     pub const NO_NODE: i32 = -101;
+    /// NOTREADONLY: a write to a server in read-only mode
+    pub const NOT_READ_ONLY: i32 = -119;
     /// NOWATCHER
     pub const NO_WATCHER: i32 = -121;
 }
@@ -132,6 +138,19 @@ pub struct Reply {
 /// A watch event received on the session: (type, state, path).
 pub type Event = (i32, i32, String);
 
+/// What a ConnectRequest asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Connect<'a> {
+    /// The session timeout asked for.
+    pub timeout_ms: i32,
+    /// The session to reopen, 0 for a new one.
+    pub session_id: i64,
+    /// Its password.
+    pub password: &'a [u8],
+    /// Whether the client accepts a read-only server (`canBeReadOnly`).
+    pub read_only: bool,
+}
+
 /// One session over one connection.
 pub struct RawSession {
     stream: TcpStream,
@@ -142,6 +161,8 @@ pub struct RawSession {
     pub session_id: i64,
     /// The session password.
     pub password: Vec<u8>,
+    /// The connect response's `readOnly` flag (`None` when the server left it out).
+    pub read_only: Option<bool>,
     /// Watch events received so far, in order.
     pub events: Vec<Event>,
 }
@@ -160,17 +181,38 @@ impl RawSession {
         session_id: i64,
         password: &[u8],
     ) -> std::io::Result<RawSession> {
+        RawSession::open(addr, Connect { timeout_ms, session_id, password, read_only: false }).await
+    }
+
+    /// Connects to `addr` and sends `connect`. A server that closes the connection instead of answering is an
+    /// `UnexpectedEof` error; an answer too short for a ConnectResponse (a bare reply header) is an
+    /// `InvalidData` error carrying its bytes in hex.
+    pub async fn open(addr: SocketAddr, connect: Connect<'_>) -> std::io::Result<RawSession> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let connect = Body::new().int(0).long(0).int(timeout_ms).long(session_id).buffer(password).boolean(false);
-        write_frame(&mut stream, &connect.0).await?;
-        let reply = read_frame(&mut stream).await?;
+        let request = Body::new()
+            .int(0)
+            .long(0)
+            .int(connect.timeout_ms)
+            .long(connect.session_id)
+            .buffer(connect.password)
+            .boolean(connect.read_only);
+        write_frame(&mut stream, &request.0).await?;
+        let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no connect response within 10 s"))??;
+        // protocolVersion, timeOut, sessionId and the password's length: 20 bytes at least.
+        if reply.len() < 20 {
+            let hex: String = reply.iter().map(|b| format!("{b:02x}")).collect();
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, hex));
+        }
         let mut r = Reader(&reply);
         let _protocol = r.int();
         let timeout_ms = r.int();
         let session_id = r.long();
         let password = r.buffer();
-        Ok(RawSession { stream, next_xid: 1, timeout_ms, session_id, password, events: Vec::new() })
+        let read_only = (!r.0.is_empty()).then(|| r.boolean());
+        Ok(RawSession { stream, next_xid: 1, timeout_ms, session_id, password, read_only, events: Vec::new() })
     }
 
     /// Sends one request and waits (up to 10 s) for its reply, collecting watch events and skipping ping
