@@ -136,12 +136,18 @@ pub struct Config {
     /// The super user's digest id, `super:base64(sha1("super:password"))` (ZooKeeper's system property
     /// `zookeeper.DigestAuthenticationProvider.superDigest`, here a config key).
     pub super_digest: Option<String>,
+    /// `readonlymode.enabled` (ZooKeeper's Java system property of that name, here a config key), default
+    /// false: whether a server cut off from its quorum serves read-only clients ([`crate::read_only`]).
+    pub read_only_mode: bool,
+    /// `localSessionsEnabled`, default false. Ensemble has local sessions in read-only mode only, where
+    /// ZooKeeper creates sessions only with this set; read-write sessions are always global here.
+    pub local_sessions: bool,
     /// This server's id, from `dataDir/myid` (absent for a standalone server without one).
     pub my_id: Option<u64>,
 }
 
 /// ZooKeeper keys that Ensemble accepts and ignores (with a warning), so that existing files work.
-const IGNORED: [&str; 14] = [
+const IGNORED: [&str; 15] = [
     "admin.enableServer",
     "admin.serverPort",
     "admin.serverAddress",
@@ -157,6 +163,8 @@ const IGNORED: [&str; 14] = [
     "audit.enable",
     // An observer is one whose own `server.N` line ends in `:observer`; ZooKeeper also wants this key.
     "peerType",
+    // Read-write sessions are global from the start: there is nothing to upgrade.
+    "localSessionsUpgradingEnabled",
 ];
 
 impl Config {
@@ -282,8 +290,16 @@ impl Config {
             force_sync: yes_no(get("forceSync"), "forceSync", true)?,
             extended_types: yes_no(get("extendedTypesEnabled"), "extendedTypesEnabled", false)?,
             super_digest: get("DigestAuthenticationProvider.superDigest").map(|(_, v)| v.to_owned()),
+            read_only_mode: yes_no(get("readonlymode.enabled"), "readonlymode.enabled", false)?,
+            local_sessions: yes_no(get("localSessionsEnabled"), "localSessionsEnabled", false)?,
             my_id: None,
         };
+        if config.local_sessions {
+            tracing::warn!(
+                "localSessionsEnabled: only a server in read-only mode has local sessions in Ensemble; read-write \
+                 sessions are all global"
+            );
+        }
         if config.client_port.is_none() && config.servers.values().all(|s| s.client.is_none()) {
             return Err(ConfigError::Missing("clientPort"));
         }
@@ -304,7 +320,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 24] = [
+const KEYS: [&str; 26] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -329,6 +345,8 @@ const KEYS: [&str; 24] = [
     "jute.maxbuffer.extrasize",
     "maxCnxns",
     "globalOutstandingLimit",
+    "readonlymode.enabled",
+    "localSessionsEnabled",
 ];
 
 /// The largest `jute.maxbuffer` (and extra size) accepted: 256 MiB, so that every derived limit (a txn, a WAL
@@ -500,6 +518,18 @@ mod tests {
         assert_eq!(Config::load(&cfg).unwrap().my_id, Some(2));
         std::fs::write(data.join("myid"), "x\n").unwrap();
         assert!(Config::load(&cfg).unwrap_err().to_string().contains("myid"));
+    }
+
+    #[test]
+    fn read_only_mode_and_local_sessions_are_keys_off_by_default() {
+        let c = Config::parse("dataDir=/d\nclientPort=1\n").unwrap();
+        assert!(!c.read_only_mode && !c.local_sessions);
+        let text = "dataDir=/d\nclientPort=1\nreadonlymode.enabled=true\nlocalSessionsEnabled=true\n\
+                    localSessionsUpgradingEnabled=true\n";
+        let c = Config::parse(text).unwrap();
+        assert!(c.read_only_mode && c.local_sessions);
+        let err = Config::parse("dataDir=/d\nclientPort=1\nreadonlymode.enabled=perhaps\n").unwrap_err();
+        assert!(err.to_string().contains("readonlymode.enabled"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use proto::connect::{ConnectRequest, ConnectResponse};
 use proto::records::{Request, RequestHeader, Response};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tree::acl::Id;
 use tree::code::{op, Code};
@@ -31,6 +32,7 @@ use crate::forward::Forward;
 use crate::frame::ClientCodec;
 use crate::leader::{Item, Origin};
 use crate::limits::MAX_AUTH_BYTES;
+use crate::read_only::Admission;
 use crate::reads;
 use crate::reply;
 use crate::server::Ctx;
@@ -108,6 +110,8 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr, _permit: 
         slots: VecDeque::new(),
         tickets: VecDeque::new(),
         closing: false,
+        read_only: None,
+        last_packet: Instant::now(),
     };
     let outcome = conn.run().await;
     tracing::debug!(%addr, session = format_args!("0x{:x}", conn.session), ?outcome, "connection closed");
@@ -128,6 +132,11 @@ struct Conn {
     tickets: VecDeque<Ticket>,
     /// The server asked this connection to close: it does once the ready replies are out.
     closing: bool,
+    /// Set while the connection holds a read-only session: the read-only mode's changes, for the connection
+    /// closes when its mode ends.
+    read_only: Option<watch::Receiver<Option<u64>>>,
+    /// When the client last sent a packet (a read-only session expires a timeout after it).
+    last_packet: Instant,
 }
 
 impl Conn {
@@ -165,6 +174,9 @@ impl Conn {
                     Some(Err(e)) => return Err(Closed::Io(e)),
                     None => return Err(Closed::Eof),
                 },
+                // The read-only mode this connection's session belongs to ended (ZooKeeper closes every
+                // connection as its read-only server shuts down).
+                _ = mode_ended(&mut self.read_only) => return Err(Closed::Server),
                 // Held back by the server-wide budget: look again soon (answers to other connections free it).
                 _ = tokio::time::sleep(THROTTLE_RECHECK), if throttled => {}
                 // A client the server does not read from is not silent by its own doing.
@@ -183,10 +195,11 @@ impl Conn {
         };
         let mut buf = &frame[..];
         let request = ConnectRequest::read(&mut buf).map_err(|e| Closed::Malformed(format!("ConnectRequest: {e}")))?;
-        let shared = &self.ctx.shared;
-        if !self.ctx.serving() {
-            return Err(Closed::Refused("this server is not serving (election or sync under way)".into()));
-        }
+        let shared = self.ctx.shared.clone();
+        // Subscribed before the mode is read, so that a change after the read is seen (the connection closes).
+        let mut mode = shared.read_only.subscribe();
+        let generation = *mode.borrow_and_update();
+        let admission = self.admission(&request, generation)?;
         let last = shared.tree().last_zxid();
         if request.last_zxid_seen > last {
             return Err(Closed::Refused(format!(
@@ -199,7 +212,61 @@ impl Conn {
             session::negotiate_timeout(request.timeout, config.min_session_timeout, config.max_session_timeout);
         self.timeout = Duration::from_millis(timeout_ms as u64);
         self.handle.counters.session_timeout_ms.store(timeout_ms, Ordering::Relaxed);
-        let valid = if request.session_id == 0 {
+        let valid = match (admission, generation) {
+            (Some(admission), Some(generation)) => {
+                let valid = self.read_only_session(admission, &request, generation).await?;
+                if valid {
+                    self.read_only = Some(mode);
+                }
+                valid
+            }
+            _ => self.read_write_session(&request, timeout_ms).await?,
+        };
+        self.connect_response(&request, valid, timeout_ms, generation.is_some()).await?;
+        if !valid {
+            return Err(Closed::Refused(format!(
+                "session 0x{:x} expired or its password is wrong",
+                request.session_id
+            )));
+        }
+        tracing::debug!(
+            session = format_args!("0x{:x}", self.session),
+            timeout_ms,
+            read_only = generation.is_some(),
+            "session established"
+        );
+        Ok(())
+    }
+
+    /// Whether the server takes the client at all: refused while it serves neither read-write nor read-only;
+    /// in read-only mode `generation`, what [`Admission`] says (its refusals come before the zxid check, as in
+    /// ZooKeeper).
+    fn admission(&self, request: &ConnectRequest, generation: Option<u64>) -> Result<Option<Admission>, Closed> {
+        let shared = &self.ctx.shared;
+        match generation {
+            None if !self.ctx.serving() => {
+                Err(Closed::Refused("this server is not serving (election or sync under way)".into()))
+            }
+            None => Ok(None),
+            Some(_) => {
+                let id = request.session_id;
+                let global = id != 0 && shared.tree().sessions().contains_key(&id);
+                match Admission::of(request.read_only, id, global, shared.config.local_sessions) {
+                    Admission::Refuse(reason) => {
+                        let session = format_args!("0x{id:x}");
+                        tracing::info!(client = %self.handle.addr, %session, reason, "read-only mode: refused");
+                        Err(Closed::Refused(reason.into()))
+                    }
+                    admission => Ok(Some(admission)),
+                }
+            }
+        }
+    }
+
+    /// Opens a session through the leader, or reopens one the tree knows; whether it is valid.
+    async fn read_write_session(&mut self, request: &ConnectRequest, timeout_ms: i32) -> Result<bool, Closed> {
+        let shared = self.ctx.shared.clone();
+        if request.session_id == 0 {
             self.session = shared.session_ids.next();
             self.register();
             self.write(Item::Write {
@@ -212,52 +279,86 @@ impl Conn {
             .await?;
             loop {
                 match tokio::time::timeout(self.timeout.max(HANDSHAKE_TIMEOUT), self.inbox.recv()).await {
-                    Ok(Some(Out::SessionCreated)) => break true,
+                    Ok(Some(Out::SessionCreated)) => return Ok(true),
                     Ok(Some(Out::Close) | None) | Err(_) => {
                         return Err(Closed::Refused("the session could not be created".into()))
                     }
                     Ok(Some(_)) => {}
                 }
             }
+        }
+        let known = shared.tree().sessions().contains_key(&request.session_id);
+        let valid = known && request.passwd[..] == session::password(request.session_id)[..];
+        if valid {
+            self.session = request.session_id;
+            self.register();
+            self.attach().await?;
+        }
+        Ok(valid)
+    }
+
+    /// Sends the ConnectResponse: the session, or none (`valid` false: expired or a wrong password). It says
+    /// whether the server is read-only to clients that sent that flag (ZooKeeper leaves it out for older
+    /// clients, which do not expect it).
+    async fn connect_response(
+        &mut self,
+        request: &ConnectRequest,
+        valid: bool,
+        timeout_ms: i32,
+        read_only: bool,
+    ) -> Result<(), Closed> {
+        let (timeout, session_id, passwd) = if valid {
+            (timeout_ms, self.session, Bytes::copy_from_slice(&session::password(self.session)))
         } else {
-            let known = shared.tree().sessions().contains_key(&request.session_id);
-            let valid = known && request.passwd[..] == session::password(request.session_id)[..];
-            if valid {
-                self.session = request.session_id;
-                self.register();
-                self.attach().await?;
-            }
-            valid
+            (0, 0, Bytes::from_static(&[0; session::PASSWORD_LEN]))
         };
-        let response = if valid {
-            ConnectResponse {
-                protocol_version: 0,
-                timeout: timeout_ms,
-                session_id: self.session,
-                passwd: Bytes::copy_from_slice(&session::password(self.session)),
-                read_only: Some(false),
-            }
-        } else {
-            ConnectResponse {
-                protocol_version: 0,
-                timeout: 0,
-                session_id: 0,
-                passwd: Bytes::from_static(&[0; session::PASSWORD_LEN]),
-                read_only: Some(false),
-            }
-        };
+        let read_only = request.read_only.map(|_| read_only);
+        let response = ConnectResponse { protocol_version: 0, timeout, session_id, passwd, read_only };
         let mut out = Vec::with_capacity(48);
         response.write(&mut out);
         self.send(Bytes::from(out)).await?;
-        self.flush().await?;
-        if !valid {
-            return Err(Closed::Refused(format!(
-                "session 0x{:x} expired or its password is wrong",
-                request.session_id
-            )));
+        self.flush().await
+    }
+
+    /// Opens or reopens, as `admission` says, a session of read-only mode `generation` (see
+    /// [`crate::read_only`]); whether it is valid.
+    async fn read_only_session(
+        &mut self,
+        admission: Admission,
+        request: &ConnectRequest,
+        generation: u64,
+    ) -> Result<bool, Closed> {
+        let shared = self.ctx.shared.clone();
+        match admission {
+            Admission::Refuse(reason) => Err(Closed::Refused(reason.into())),
+            Admission::NotReadOnly => {
+                // ZooKeeper's ReadOnlyRequestProcessor refuses the createSession of what would be a global
+                // session as it refuses a write, and that reply header is all the client gets.
+                let zxid = shared.tree().last_zxid();
+                self.send(reply::frame(0, zxid, Code::NotReadOnly, &Response::Empty)).await?;
+                self.flush().await?;
+                Err(Closed::Refused("read-only mode opens local sessions only, and localSessionsEnabled is off".into()))
+            }
+            Admission::Create => {
+                let session = shared.session_ids.next();
+                if !shared.read_only.open(session, self.timeout, generation) {
+                    return Err(Closed::Refused("the server left read-only mode".into()));
+                }
+                self.session = session;
+                self.register();
+                Ok(true)
+            }
+            Admission::Reopen => {
+                let id = request.session_id;
+                let valid = request.passwd[..] == session::password(id)[..]
+                    && shared.read_only.reopen(id, self.timeout, generation, Instant::now());
+                if valid {
+                    self.session = id;
+                    self.register();
+                }
+                Ok(valid)
+            }
         }
-        tracing::debug!(session = format_args!("0x{:x}", self.session), timeout_ms, "session established");
-        Ok(())
     }
 
     /// Tells the leader the session re-attached here, so that its connection on another server closes.
@@ -293,6 +394,9 @@ impl Conn {
             };
             if mine {
                 shared.watches().remove_session(self.session);
+                if self.read_only.is_some() {
+                    shared.read_only.detach(self.session, self.last_packet);
+                }
             }
         }
     }
@@ -309,6 +413,7 @@ impl Conn {
     /// Handles one request frame.
     async fn request(&mut self, frame: Bytes) -> Result<(), Closed> {
         let started = Instant::now();
+        self.last_packet = started;
         let stats = &self.ctx.shared.stats;
         stats.received.fetch_add(1, Ordering::Relaxed);
         self.handle.counters.received.fetch_add(1, Ordering::Relaxed);
@@ -320,6 +425,19 @@ impl Conn {
         self.handle.counters.last_op.store(op_code, Ordering::Relaxed);
         let zxid = || self.ctx.shared.tree().last_zxid();
         let ready = |code: Code| Slot::Ready { frame: reply::frame(xid, zxid(), code, &Response::Empty), started };
+        if self.read_only.is_some() {
+            if crate::read_only::refused(op_code) {
+                self.push(ready(Code::NotReadOnly));
+                return Ok(());
+            }
+            if op_code == op::CLOSE_SESSION {
+                // A local session closes here; the connection closes once the reply is out.
+                self.ctx.shared.read_only.close(self.session);
+                self.push(ready(Code::Ok));
+                self.closing = true;
+                return Ok(());
+            }
+        }
         let request = match op_code {
             op::PING | op::CLOSE_SESSION | op::WHO_AM_I => Request::Empty,
             op::RECONFIG | op::SASL | op::CREATE_SESSION | op::DELETE_CONTAINER => {
@@ -594,5 +712,16 @@ impl Conn {
         } else {
             self.timeout
         }
+    }
+}
+
+/// Resolves when the read-only mode `mode` watches has ended (never for a read-write connection, `None`): it
+/// only ever changes from this connection's generation to none.
+async fn mode_ended(mode: &mut Option<watch::Receiver<Option<u64>>>) {
+    match mode {
+        Some(mode) => {
+            let _ = mode.changed().await;
+        }
+        None => std::future::pending().await,
     }
 }

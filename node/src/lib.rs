@@ -10,6 +10,7 @@
 //! - [`apply`]: committed txns into the tree, their watch events and replies; [`watch`]: who to tell.
 //! - [`session`], [`auth`]: session ids and passwords, digest authentication.
 //! - [`digest`]: the divergence check (tree digests compared with the leader's).
+//! - [`read_only`]: read-only mode, serving reads to read-only clients while the quorum is gone.
 //! - [`fourlw`], [`report`]: the four-letter words.
 #![deny(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod fourlw;
 pub mod frame;
 pub mod leader;
 pub mod limits;
+pub mod read_only;
 pub mod reads;
 pub mod reply;
 pub mod report;

@@ -54,9 +54,13 @@ pub async fn answer_four_letter_word(ctx: Arc<Ctx>, mut stream: TcpStream, word:
     let _ = written.await;
 }
 
-/// Whether `word` may run: listed in `4lw.commands.whitelist` (`srvr` always may, as in ZooKeeper).
+/// Whether `word` may run: listed in `4lw.commands.whitelist` (`srvr` always may, and `isro` with
+/// `readonlymode.enabled`, as in ZooKeeper, whose clients ask them).
 fn whitelisted(ctx: &Ctx, word: &str) -> bool {
-    word == "srvr" || ctx.shared.config.four_letter_words.iter().any(|w| w == "*" || w == word)
+    let config = &ctx.shared.config;
+    word == "srvr"
+        || (word == "isro" && config.read_only_mode)
+        || config.four_letter_words.iter().any(|w| w == "*" || w == word)
 }
 
 /// The leader pipeline's sessions and their deadlines; `None` if it does not answer in time.
@@ -100,10 +104,12 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
     let shared = &ctx.shared;
     let config = &shared.config;
     let role = ctx.handle.role.borrow().0;
-    let serving = ctx.serving();
+    let read_only = shared.read_only.generation().is_some();
+    let serving = ctx.serving() || read_only;
     let observer = shared.config.servers.get(&shared.my_id).is_some_and(|s| s.observer);
     let mode = match role {
         _ if shared.standalone => Mode::Standalone,
+        _ if read_only => Mode::ReadOnly,
         Role::Leading => Mode::Leader,
         _ if observer => Mode::Observer,
         _ => Mode::Follower,
@@ -142,7 +148,7 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
         ephemerals_count: ephemerals,
         approximate_data_size: data_size,
         global_sessions: sessions,
-        local_sessions: 0,
+        local_sessions: count(shared.read_only.sessions()),
         open_file_descriptors: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
         max_file_descriptors: max_fds(),
         // ZooKeeper's `getQuorumSize()` is the size of the voting view: observers do not count.

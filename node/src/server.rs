@@ -254,6 +254,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         fatal: watch::channel(None).0,
         trace_mask: AtomicI64::new(crate::fourlw::DEFAULT_TRACE_MASK),
         digest_log: Mutex::default(),
+        read_only: crate::read_only::ReadOnly::new(config.read_only_mode),
     });
 
     let snaps = SnapshotSettings {
@@ -274,6 +275,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tasks.spawn("the role watcher", ok(serving(ctx.clone(), stopped.clone())));
     tasks.spawn("the digest sender", ok(send_digests(ctx.clone(), digests_in)));
     tasks.spawn("the halt watcher", ok(halt_on_divergence(ctx.clone())));
+    // A standalone server is never cut off from a quorum.
+    if config.read_only_mode && !standalone {
+        tasks.spawn("the read-only switch", ok(crate::read_only::run(ctx.clone(), stopped.clone())));
+    }
     tasks.spawn("the client acceptor", ok(accept(ctx.clone(), client_listener, stopped)));
     tracing::info!(server = my_id, client = %client_addr, standalone, "started");
     let fatal = ctx.shared.fatal.subscribe();

@@ -445,6 +445,8 @@ pub struct Shared {
     /// Set (with the reason) when this server failed for good and its process should exit, so that a restart
     /// recovers from disk (a halt on a divergence is not a failure: that server stays up for the operator).
     pub fatal: watch::Sender<Option<String>>,
+    /// Read-only mode (`readonlymode.enabled`): whether this server serves read-only now, and its sessions.
+    pub read_only: crate::read_only::ReadOnly,
 }
 
 impl Shared {
