@@ -10,7 +10,7 @@
 //!
 //! `localSessionsEnabled=true`: since ZOOKEEPER-3863 (3.7) a ZooKeeper server in read-only mode creates only
 //! local sessions, and without local sessions it creates none (the client gets a NOTREADONLY reply header in
-//! place of a ConnectResponse). Ensemble follows it (see `node/src/read_only.rs`).
+//! place of a ConnectResponse: the second test). Ensemble follows it (see `node/src/read_only.rs`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -168,6 +168,36 @@ async fn a_server_cut_off_from_its_quorum_serves_read_only_clients_until_it_retu
     drop(kazoo);
     drop(global);
     s.finish();
+}
+
+/// Without `localSessionsEnabled`, a server in read-only mode opens no session at all: ZooKeeper refuses the
+/// createSession of what would be a global session like a write, so a read-only client gets a NOTREADONLY reply
+/// header (xid 0, the last zxid, -119) where its ConnectResponse should be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_local_sessions_a_read_only_server_opens_no_session() {
+    let options = Options { config: vec!["readonlymode.enabled=true".into()], ..Options::default() };
+    let cluster = blocking(|| Cluster::start_with(options));
+    connect(&cluster.connect_string()).await.create("/t58", DATA, PERSISTENT).await.expect("create /t58");
+    let survivor = blocking(|| cluster.followers())[0];
+    for i in (0..cluster.len()).filter(|&i| i != survivor) {
+        blocking(|| cluster.kill(i));
+    }
+    eventually("the survivor says `ro` to isro", Duration::from_secs(30), || {
+        std::future::ready((cluster.try_four_letter(survivor, "isro").unwrap_or_default() == "ro").then_some(()))
+    })
+    .await;
+    let connect = Connect { timeout_ms: TIMEOUT_MS, session_id: 0, password: &[0; 16], read_only: true };
+    match RawSession::open(cluster.client_addr(survivor), connect).await {
+        Ok(s) => panic!("a session was opened: 0x{:x}, timeout {} ms", s.session_id, s.timeout_ms),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let header = e.to_string();
+            assert_eq!(header.len(), 32, "a reply header: {header}");
+            assert!(header.starts_with("00000000") && header.ends_with("ffffff89"), "xid 0, NOTREADONLY: {header}");
+        }
+        Err(e) => panic!("expected a NOTREADONLY reply header, got {e}"),
+    }
+    let connect = Connect { read_only: false, ..connect };
+    assert_closed(RawSession::open(cluster.client_addr(survivor), connect).await, "a read-write client");
 }
 
 /// A new read-only session on `addr` (or `session` reopened with `password`), which must be granted as one.
