@@ -341,7 +341,8 @@ mod tests {
         let (role, roles) = watch::channel((Role::Following(ServerId(2)), true));
         let (halt, halts) = watch::channel(None);
         let (stop, stops) = watch::channel(false);
-        let grace = Duration::from_millis(150);
+        // Long enough that the short election below stays well under it on a loaded machine.
+        let grace = Duration::from_millis(500);
         let task = tokio::spawn({
             let ro = ro.clone();
             async move { switch(&ro, roles, halts, stops, grace).await }
@@ -357,7 +358,7 @@ mod tests {
 
         // Looking for less than the grace (an ordinary election): no read-only mode.
         role.send_replace((Role::Looking, false));
-        tokio::time::sleep(grace / 3).await;
+        tokio::time::sleep(grace / 10).await;
         role.send_replace((Role::Following(ServerId(2)), false));
         tokio::time::sleep(grace * 2).await;
         assert_eq!(ro.generation(), None, "an election shorter than the grace");
