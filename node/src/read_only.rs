@@ -196,6 +196,13 @@ impl ReadOnly {
         lock(&self.sessions).retain(|_, local| local.expires.is_none_or(|at| now < at));
     }
 
+    /// Every local session with when it expires: a held one a timeout after `now` (its connection touches it
+    /// with every packet, as ZooKeeper's local tracker does), a detached one when it was set to (`dump`).
+    pub fn expiries(&self, now: Instant) -> Vec<(SessionId, Instant)> {
+        let sessions = lock(&self.sessions);
+        sessions.iter().map(|(&session, local)| (session, local.expires.unwrap_or(now + local.timeout))).collect()
+    }
+
     /// How many local sessions there are (`zk_local_sessions`).
     pub fn sessions(&self) -> usize {
         lock(&self.sessions).len()

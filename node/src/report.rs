@@ -190,6 +190,7 @@ fn dump(ctx: &Ctx, expiring: Option<Vec<(SessionId, Instant)>>, connections: &[C
     let now_mono = millis(now.saturating_duration_since(started)) as i64;
     let now_wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| millis(d) as i64);
     let wall = |mono: i64| now_wall + (mono - now_mono);
+    let mono = |at: Instant| millis(at.saturating_duration_since(started)) as i64;
     let tick = i64::try_from(shared.config.tick.as_millis()).unwrap_or(i64::MAX).max(1);
     let (sessions, ephemerals) = {
         let tree = shared.tree();
@@ -197,13 +198,16 @@ fn dump(ctx: &Ctx, expiring: Option<Vec<(SessionId, Instant)>>, connections: &[C
             Some(tracked) => Sessions::Expiring(
                 tracked
                     .into_iter()
-                    .map(|(session, deadline)| {
-                        let mono = millis(deadline.saturating_duration_since(started)) as i64;
-                        (session, wall(round_to_next_interval(mono, tick)))
-                    })
+                    .map(|(session, deadline)| (session, wall(round_to_next_interval(mono(deadline), tick))))
                     .collect(),
             ),
-            None => Sessions::Known(tree.sessions().iter().map(|(&s, &t)| (s, t)).collect()),
+            None => Sessions::Known {
+                local: (shared.read_only.generation().is_some() && shared.config.local_sessions).then(|| {
+                    let local = shared.read_only.expiries(now).into_iter();
+                    local.map(|(s, at)| (s, wall(round_to_next_interval(mono(at), tick)))).collect()
+                }),
+                global: tree.sessions().iter().map(|(&s, &t)| (s, t)).collect(),
+            },
         };
         let ephemerals =
             tree.ephemeral_owners().map(|s| (s, tree.ephemerals(s).map(str::to_owned).collect())).collect();

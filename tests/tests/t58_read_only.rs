@@ -36,6 +36,8 @@ fn options() -> Options {
             // So that ZooKeeper makes a local session global when it creates an ephemeral (Ensemble's sessions
             // are all global in read-write mode).
             "localSessionsUpgradingEnabled=true".into(),
+            // `dump`, which ZooKeeper's default whitelist (`srvr`; `isro` comes with read-only mode) refuses.
+            "4lw.commands.whitelist=*".into(),
         ],
         ..Options::default()
     }
@@ -107,6 +109,19 @@ async fn a_server_cut_off_from_its_quorum_serves_read_only_clients_until_it_retu
             }
         });
         let _ = held_tx.send(pinger);
+    })
+    .await;
+    let c = cluster.clone();
+    s.run("dump lists the local sessions, then the global ones", Duration::from_secs(10), async move {
+        let dump = c.four_letter(survivor, "dump");
+        let local = dump.strip_prefix("SessionTracker dump:\nLocal Session Sets (").unwrap_or_else(|| panic!("{dump}"));
+        let members: usize = local
+            .split_once(")/(")
+            .and_then(|(_, m)| m.split_once(')'))
+            .map_or(0, |(m, _)| m.parse().unwrap_or_else(|_| panic!("{dump}")));
+        assert!(members >= 1, "the held read-only session is a local one:\n{dump}");
+        let global = dump.split_once("\nGlobal Sessions(").unwrap_or_else(|| panic!("{dump}")).1;
+        assert!(global.contains(&format!("\n0x{global_id:x}\t{TIMEOUT_MS}ms\n")), "{dump}");
     })
     .await;
     let mut kazoo = KazooReadOnly::start(&cluster.connect_string());

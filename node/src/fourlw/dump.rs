@@ -20,7 +20,8 @@
 //! ```
 //!
 //! A follower or observer prints its session tracker as `Global Sessions(3):` and a `0x1000a\t30000ms` line per
-//! session, in id order (`LearnerSessionTracker`). Times are Java's `Date.toString()`, in UTC (ZooKeeper prints
+//! session, in id order (`LearnerSessionTracker`); a read-only server (with local sessions) first prints its local
+//! sessions' expiry queue, as `Local Session Sets (1)/(1):` and its buckets. Times are Java's `Date.toString()`, in UTC (ZooKeeper prints
 //! the JVM's zone; servers run in UTC). ZooKeeper lists each bucket's members, the sessions with ephemerals and
 //! their paths in hash order; here they come in id and path order. ZooKeeper also keeps a bucket its last
 //! member left (`0 expire at ...`) until that time passes; only buckets with members are listed here.
@@ -51,13 +52,19 @@ pub enum Sessions {
     /// A leader's or a standalone server's: each session with when it expires (ms since the Unix epoch, on its
     /// bucket's boundary, `tickTime` apart).
     Expiring(Vec<(i64, i64)>),
-    /// A follower's or an observer's: each session with its timeout, ms.
-    Known(Vec<(i64, i32)>),
+    /// A follower's, an observer's or a read-only server's: its local sessions with when they expire (as in
+    /// [`Sessions::Expiring`]; `None` without local sessions), then each session of the tree with its timeout, ms.
+    Known {
+        /// The local sessions (a read-only server's).
+        local: Option<Vec<(i64, i64)>>,
+        /// The global sessions.
+        global: Vec<(i64, i32)>,
+    },
 }
 
 impl Default for Sessions {
     fn default() -> Sessions {
-        Sessions::Known(Vec::new())
+        Sessions::Known { local: None, global: Vec::new() }
     }
 }
 
@@ -77,9 +84,15 @@ pub fn dump(f: &mut fmt::Formatter<'_>, d: &Dump) -> fmt::Result {
             let items = sessions.iter().map(|&(session, expires)| (expires, session));
             expiry_queue(f, items, |f, session| write!(f, "0x{session:x}"))?;
         }
-        Sessions::Known(sessions) => {
-            writeln!(f, "Global Sessions({}):", sessions.len())?;
-            let mut sorted = sessions.clone();
+        Sessions::Known { local, global } => {
+            if let Some(local) = local {
+                // `LearnerSessionTracker.dumpSessions`: its local tracker's expiry queue first.
+                f.write_str("Local Session ")?;
+                let items = local.iter().map(|&(session, expires)| (expires, session));
+                expiry_queue(f, items, |f, session| write!(f, "0x{session:x}"))?;
+            }
+            writeln!(f, "Global Sessions({}):", global.len())?;
+            let mut sorted = global.clone();
             sorted.sort_unstable();
             sorted.iter().try_for_each(|(session, timeout)| writeln!(f, "0x{session:x}\t{timeout}ms"))?;
         }
@@ -149,6 +162,16 @@ mod tests {
     const T: i64 = 1_796_140_334_000;
 
     #[test]
+    fn a_read_only_server_lists_its_local_sessions_before_the_global_ones() {
+        let sessions = Sessions::Known { local: Some(vec![(0x3000d, T)]), global: vec![(0x1000a, 30000)] };
+        let d = Dump { sessions, ..Dump::default() };
+        let expected = "SessionTracker dump:\nLocal Session Sets (1)/(1):\n\
+            1 expire at Tue Dec 01 15:52:14 UTC 2026:\n\t0x3000d\n\
+            Global Sessions(1):\n0x1000a\t30000ms\n";
+        assert!(Shown(&d).to_string().starts_with(expected), "{}", Shown(&d));
+    }
+
+    #[test]
     fn java_dates() {
         assert_eq!(JavaDate(T).to_string(), "Tue Dec 01 15:52:14 UTC 2026");
         assert_eq!(JavaDate(0).to_string(), "Thu Jan 01 00:00:00 UTC 1970");
@@ -186,7 +209,8 @@ mod tests {
 
     #[test]
     fn a_learner_lists_every_session_with_its_timeout_in_id_order() {
-        let d = Dump { sessions: Sessions::Known(vec![(0x2000c, 4000), (0x1000a, 30000)]), ..Dump::default() };
+        let sessions = Sessions::Known { local: None, global: vec![(0x2000c, 4000), (0x1000a, 30000)] };
+        let d = Dump { sessions, ..Dump::default() };
         let expected = "SessionTracker dump:\nGlobal Sessions(2):\n0x1000a\t30000ms\n0x2000c\t4000ms\n\
             ephemeral nodes dump:\nSessions with Ephemerals (0):\nConnections dump:\nConnections Sets (0)/(0):\n";
         assert_eq!(Shown(&d).to_string(), expected);
