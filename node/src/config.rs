@@ -133,6 +133,9 @@ pub struct Config {
     /// `extendedTypesEnabled` (ZooKeeper's `zookeeper.extendedTypesEnabled`, which it also takes from zoo.cfg),
     /// default false: whether TTL nodes may be created (createTTL answers UNIMPLEMENTED otherwise).
     pub extended_types: bool,
+    /// `enforceQuota` (ZooKeeper's `zookeeper.enforceQuota`, which it also takes from zoo.cfg as `enforceQuota`),
+    /// default false: whether a create or setData past a quota's hard limit fails with QUOTAEXCEEDED.
+    pub enforce_quota: bool,
     /// The super user's digest id, `super:base64(sha1("super:password"))` (ZooKeeper's system property
     /// `zookeeper.DigestAuthenticationProvider.superDigest`, here a config key).
     pub super_digest: Option<String>,
@@ -289,6 +292,7 @@ impl Config {
             four_letter_words: four_letter_words(get("4lw.commands.whitelist"))?,
             force_sync: yes_no(get("forceSync"), "forceSync", true)?,
             extended_types: yes_no(get("extendedTypesEnabled"), "extendedTypesEnabled", false)?,
+            enforce_quota: true_false(get("enforceQuota"), "enforceQuota")?,
             super_digest: get("DigestAuthenticationProvider.superDigest").map(|(_, v)| v.to_owned()),
             read_only_mode: yes_no(get("readonlymode.enabled"), "readonlymode.enabled", false)?,
             local_sessions: yes_no(get("localSessionsEnabled"), "localSessionsEnabled", false)?,
@@ -320,7 +324,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 26] = [
+const KEYS: [&str; 27] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -347,6 +351,7 @@ const KEYS: [&str; 26] = [
     "globalOutstandingLimit",
     "readonlymode.enabled",
     "localSessionsEnabled",
+    "enforceQuota",
 ];
 
 /// The largest `jute.maxbuffer` (and extra size) accepted: 256 MiB, so that every derived limit (a txn, a WAL
@@ -380,6 +385,17 @@ fn yes_no(v: Option<(usize, &str)>, key: &str, default: bool) -> Result<bool, Co
         Some((_, t)) if t.eq_ignore_ascii_case("yes") || t.eq_ignore_ascii_case("true") => Ok(true),
         Some((_, t)) if t.eq_ignore_ascii_case("no") || t.eq_ignore_ascii_case("false") => Ok(false),
         Some((line, t)) => Err(invalid(line, key, t, "yes or no")),
+    }
+}
+
+/// A Java boolean property, default false. ZooKeeper's `Boolean.parseBoolean` takes any other text as false
+/// (`yes` too); refusing it says so instead of quietly differing.
+fn true_false(v: Option<(usize, &str)>, key: &str) -> Result<bool, ConfigError> {
+    match v {
+        None => Ok(false),
+        Some((_, t)) if t.eq_ignore_ascii_case("true") => Ok(true),
+        Some((_, t)) if t.eq_ignore_ascii_case("false") => Ok(false),
+        Some((line, t)) => Err(invalid(line, key, t, "true or false")),
     }
 }
 
@@ -454,6 +470,11 @@ mod tests {
         assert!(!c.extended_types, "TTL nodes are off by default, as in ZooKeeper");
         let on = Config::parse(&format!("{text}extendedTypesEnabled=true\n")).unwrap();
         assert!(on.extended_types);
+        assert!(!c.enforce_quota, "quotas are not enforced by default, as in ZooKeeper");
+        assert!(Config::parse(&format!("{text}enforceQuota=true\n")).unwrap().enforce_quota);
+        assert!(!Config::parse(&format!("{text}enforceQuota=False\n")).unwrap().enforce_quota);
+        let err = Config::parse(&format!("{text}enforceQuota=yes\n")).unwrap_err().to_string();
+        assert!(err.contains("enforceQuota") && err.contains("true or false"), "{err}");
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub const WINDOW: usize = 1000;
 
 /// Runs the pipeline until its queue closes.
 pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<Item>) {
-    let (tick, ttl_enabled) = (shared.config.tick, shared.config.extended_types);
+    let (tick, ttl_enabled, enforce_quota) =
+        (shared.config.tick, shared.config.extended_types, shared.config.enforce_quota);
     let mut pipeline = Pipeline {
         shared,
         role: handle.role.clone(),
@@ -97,7 +98,7 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<
         submitted: 0,
         completed: Arc::new(watch::channel(0).0),
         sessions: HashMap::new(),
-        options: PrepOptions { ttl_enabled },
+        options: PrepOptions { ttl_enabled, enforce_quota },
     };
     let mut expiry = tokio::time::interval(tick / 2);
     let mut reaping = tokio::time::interval(pipeline.shared.config.container_check_interval);

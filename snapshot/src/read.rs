@@ -100,6 +100,8 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
     if tree.get("/").is_none() {
         return Err(corrupt("no root node".into()));
     }
+    // The stats nodes hold whatever they did when the writer copied them; replay moves them from a recount.
+    tree.setup_quotas();
     tracing::info!(path = %path.display(), nodes, orphans, secs = started.elapsed().as_secs_f64(), "snapshot loaded");
     Ok(Loaded { tree, path: path.to_path_buf(), start_zxid, trailer, orphans })
 }

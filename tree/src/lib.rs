@@ -8,6 +8,7 @@
 //! - [`txn`] owns the txn encoding (jute, as in ZooKeeper's txn log), [`stat`] the `Stat` encoding, [`jute`]
 //!   the primitives.
 //! - [`digest`] is ZooKeeper's tree digest, kept up to date on every apply.
+//! - [`quota`] is ZooKeeper's quotas: the stats nodes kept as txns apply, and the leader's hard-limit check.
 //!
 //! ```
 //! use tree::prep::{prep, Caller, PrepOptions, Request};
@@ -19,7 +20,7 @@
 //!     op: tree::code::op::CREATE, path: "/app".into(), data: Some("v1".into()),
 //!     acl: tree::acl::open_acl_unsafe(), flags: 0, ttl: -1,
 //! };
-//! let (op, txn) = prep(&tree, &Caller::default(), PrepOptions { ttl_enabled: false }, &request);
+//! let (op, txn) = prep(&tree, &Caller::default(), PrepOptions { ttl_enabled: false, enforce_quota: false }, &request);
 //! let header = TxnHeader { client_id: 0, cxid: 1, zxid: 0x1_0000_0001, time: 1_700_000_000_000, op };
 //! let applied = tree.apply(&header, &txn);
 //! assert_eq!(applied.path.as_deref(), Some("/app"));
@@ -33,6 +34,7 @@ pub mod digest;
 pub mod jute;
 pub mod path;
 pub mod prep;
+pub mod quota;
 pub mod stat;
 pub mod tree;
 pub mod txn;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use crate::acl::{self, perms, Acl, Id};
 use crate::code::{op, Code};
 use crate::path::{self, validate_path};
+use crate::quota;
 use crate::stat::{OwnerKind, CONTAINER_OWNER};
 use crate::tree::{Data, DataTree};
 use crate::txn::Txn;
@@ -109,6 +110,9 @@ pub struct Caller {
 pub struct PrepOptions {
     /// Whether TTL nodes may be created (ZooKeeper's `extendedTypesEnabled`).
     pub ttl_enabled: bool,
+    /// Whether creates and setData past a quota's hard limit fail with QUOTAEXCEEDED (ZooKeeper's
+    /// `zookeeper.enforceQuota`).
+    pub enforce_quota: bool,
 }
 
 /// A node as prep sees it: the tree's state plus the pending changes.
@@ -120,6 +124,8 @@ struct View {
     owner: i64,
     children: usize,
     acl: Vec<Acl>,
+    /// Its data length, for the quota check of a setData.
+    data_len: usize,
 }
 
 /// Pending changes over a tree: `None` marks a node deleted.
@@ -146,6 +152,7 @@ impl<'a> Overlay<'a> {
             owner: node.stat.ephemeral_owner,
             children: node.children.len(),
             acl: self.tree.acl_of(node).to_vec(),
+            data_len: quota::data_len(node) as usize,
         })
     }
 
@@ -199,8 +206,11 @@ fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request:
             validate(path, false)?;
             let node = o.get(path).ok_or(Code::NoNode)?;
             check_acl(&node.acl, perms::WRITE, caller)?;
+            if options.enforce_quota {
+                quota::check(o.tree, path, 0, data_len(data) as i64 - node.data_len as i64)?;
+            }
             let version = next_version(node.version, *version)?;
-            o.set(path, Some(View { version, ..node }));
+            o.set(path, Some(View { version, data_len: data_len(data), ..node }));
             Ok((op::SET_DATA, Txn::SetData { path: path.clone(), data: data.clone(), version }))
         }
         Request::SetAcl { path, acl, version } => {
@@ -263,6 +273,9 @@ fn prep_create(
     if matches!(OwnerKind::of(parent.owner), OwnerKind::Ephemeral(_)) {
         return Err(Code::NoChildrenForEphemerals);
     }
+    if options.enforce_quota {
+        quota::check(o.tree, &path, 1, data_len(data) as i64)?;
+    }
     let parent_cversion = parent.cversion.wrapping_add(1);
     let (op_out, txn, owner) = match op_code {
         op::CREATE_CONTAINER => (
@@ -290,7 +303,7 @@ fn prep_create(
         }
     };
     o.set(parent_path, Some(View { cversion: parent_cversion, children: parent.children + 1, ..parent }));
-    o.set(&path, Some(View { version: 0, cversion: 0, aversion: 0, owner, children: 0, acl }));
+    o.set(&path, Some(View { version: 0, cversion: 0, aversion: 0, owner, children: 0, acl, data_len: data_len(data) }));
     Ok((op_out, txn))
 }
 
@@ -312,6 +325,11 @@ fn prep_delete(o: &mut Overlay<'_>, caller: &Caller, path: &str, version: i32) -
     o.set(parent_path, Some(View { children: parent.children - 1, ..parent }));
     o.set(path, None);
     Ok((op::DELETE, Txn::Delete { path: path.to_owned() }))
+}
+
+/// The length of request data, null counting 0 (as ZooKeeper's quota check counts it).
+fn data_len(data: &Data) -> usize {
+    data.as_deref().map_or(0, <[u8]>::len)
 }
 
 fn validate(path: &str, sequential: bool) -> Result<(), Code> {

@@ -21,6 +21,7 @@ use crate::acl::{self, Acl, AclId, AclTable, OPEN_ACL_ID};
 use crate::code::{op, Code};
 use crate::digest::node_digest;
 use crate::path;
+use crate::quota::{self, QuotaIndex};
 use crate::stat::{OwnerKind, Stat, StatPersisted, CONTAINER_OWNER};
 use crate::txn::{Txn, TxnHeader};
 
@@ -93,7 +94,7 @@ impl Applied {
 /// The znode tree, its sessions and its digest.
 #[derive(Clone, Debug)]
 pub struct DataTree {
-    nodes: BTreeMap<String, Node>,
+    pub(crate) nodes: BTreeMap<String, Node>,
     acls: AclTable,
     sessions: BTreeMap<i64, i32>,
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
@@ -105,6 +106,8 @@ pub struct DataTree {
     last_zxid: i64,
     /// The zxid of the last closeSession that deleted ephemerals its txn did not list (0: none).
     unlisted_close: i64,
+    /// The quota roots (see [`crate::quota`]).
+    pub(crate) quotas: QuotaIndex,
 }
 
 impl Default for DataTree {
@@ -273,6 +276,7 @@ impl DataTree {
         let node = Node::new(data.clone(), acl, StatPersisted::created(h.zxid, h.time, owner));
         let stat = node.client_stat();
         self.insert(path.to_owned(), node);
+        self.quota_on_create(path);
         Applied { path: Some(path.to_owned()), stat: Some(stat), ..Applied::default() }
     }
 
@@ -305,17 +309,22 @@ impl DataTree {
         for p in descendants.iter().rev().chain(std::iter::once(&path.to_owned())) {
             if let Some(node) = self.remove(p) {
                 self.acls.release(node.acl);
+                self.quota_on_delete(p, &node);
             }
         }
     }
 
     fn set_data(&mut self, path: &str, data: &Data, version: i32, h: &TxnHeader) -> Applied {
+        let before = self.nodes.get(path).map(quota::data_len);
         let stat = self.update(path, |n| {
             n.data = data.clone();
             n.stat.version = version;
             n.stat.mtime = h.time;
             n.stat.mzxid = h.zxid;
         });
+        if let Some(before) = before {
+            self.quota_on_set(path, before);
+        }
         match stat {
             Some(stat) => Applied { stat: Some(stat), ..Applied::default() },
             None => Applied::err(Code::NoNode),
@@ -392,7 +401,7 @@ impl DataTree {
     }
 
     /// Changes a node, keeping the digest in step; returns its new client stat (`None`: no such node).
-    fn update(&mut self, path: &str, change: impl FnOnce(&mut Node)) -> Option<Stat> {
+    pub(crate) fn update(&mut self, path: &str, change: impl FnOnce(&mut Node)) -> Option<Stat> {
         let node = self.nodes.get_mut(path)?;
         let (before, len) = (node.digest(path), node.bytes().len() as u64);
         change(node);
@@ -434,7 +443,8 @@ impl DataTree {
 
     /// Loads a node as read from a snapshot: inserted as is, its parent's children list updated. Fails with
     /// `NoNode` if the parent is not loaded (snapshots are written in path order, so the parent was not in the
-    /// snapshot), and with `NodeExists` for a path loaded twice.
+    /// snapshot), and with `NodeExists` for a path loaded twice. Once every node is loaded,
+    /// [`DataTree::setup_quotas`] finds the quotas and recounts their stats.
     pub fn load_node(&mut self, path: String, node: Node, acl: &[Acl]) -> Result<(), Code> {
         if self.nodes.contains_key(&path) {
             return Err(Code::NodeExists);
@@ -471,6 +481,7 @@ impl DataTree {
             digest: 0,
             last_zxid: 0,
             unlisted_close: 0,
+            quotas: QuotaIndex::default(),
         }
     }
 

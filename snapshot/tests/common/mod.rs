@@ -48,7 +48,7 @@ impl Db {
         let (op, txn) = prep(
             &self.tree.read().unwrap(),
             &Caller { session, auth: vec![] },
-            PrepOptions { ttl_enabled: true },
+            PrepOptions { ttl_enabled: true, enforce_quota: false },
             request,
         );
         *zxid += 1;
