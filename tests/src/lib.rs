@@ -7,6 +7,7 @@
 //! - [`Proxy`] sits between a client and the nodes, so a test chooses which node a session talks to, when its
 //!   connection breaks, and when no node is reachable.
 //! - [`raw::RawSession`] speaks the client protocol directly, for requests the Rust client does not expose.
+//! - [`zkcli::run`] runs a zkCli.sh session (Apache ZooKeeper's own CLI) against a node.
 //! - [`client`] has the helpers the tests share: connecting with retries, polling with deadlines, and
 //!   [`Sections`] to run the parts of a test one after the other without one failure hiding the others.
 //!
@@ -41,6 +42,7 @@ mod ports;
 pub mod process;
 mod proxy;
 pub mod raw;
+pub mod zkcli;
 
 pub use client::{blocking, connect, connect_with, eventually, Sections};
 pub use cluster::{Cluster, Options};
