@@ -64,10 +64,15 @@ async fn zkcli_quotas_show_live_usage_on_every_server_and_after_a_restart() {
     blocking(|| cluster.restart(follower));
     let expected = "Output stat for /t57 count=4,bytes=7";
     assert_lines(&listquota(&cluster, follower, &writer, "/t57").await, follower, &[expected]);
-    // And once more, now that its own log holds the quota's nodes and the writes under it.
+    // Once more, now that it has a snapshot of its own holding the quota (taken during the 150 writes), then a
+    // write under the quota: a server that loaded the snapshot without finding its quotas would not count it.
     blocking(|| cluster.stop(follower));
     blocking(|| cluster.restart(follower));
     assert_lines(&listquota(&cluster, follower, &writer, "/t57").await, follower, &[quota, expected]);
+    writer.create("/t57/d", b"w", PERSISTENT).await.unwrap();
+    for node in 0..cluster.len() {
+        assert_lines(&listquota(&cluster, node, &writer, "/t57").await, node, &["Output stat for /t57 count=5,bytes=8"]);
+    }
 
     // delquota -n drops the count limit; delquota drops the quota and its nodes.
     let out = blocking(|| zkcli::run(&addr, &["delquota -n /t57", "listquota /t57"]));
