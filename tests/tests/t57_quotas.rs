@@ -40,7 +40,11 @@ async fn zkcli_quotas_show_live_usage_on_every_server_and_after_a_restart() {
     let quota = "Output quota for /t57 count=10,bytes=-1=;byteHardLimit=1000;countHardLimit=-1";
     for node in 0..cluster.len() {
         // The stats node was created as count=0,bytes=0: the server counted /t57 and /t57/a into it.
-        assert_lines(&listquota(&cluster, node, &writer, "/t57").await, node, &[quota, "Output stat for /t57 count=2,bytes=8"]);
+        assert_lines(
+            &listquota(&cluster, node, &writer, "/t57").await,
+            node,
+            &[quota, "Output stat for /t57 count=2,bytes=8"],
+        );
     }
 
     // Live usage: creates, sets and deletes under /t57 (and not beside it), on every server.
@@ -50,7 +54,11 @@ async fn zkcli_quotas_show_live_usage_on_every_server_and_after_a_restart() {
     writer.delete("/t57/tmp", None).await.unwrap();
     writer.create("/t57b", b"beside, not under", PERSISTENT).await.unwrap();
     for node in 0..cluster.len() {
-        assert_lines(&listquota(&cluster, node, &writer, "/t57").await, node, &["Output stat for /t57 count=3,bytes=6"]);
+        assert_lines(
+            &listquota(&cluster, node, &writer, "/t57").await,
+            node,
+            &["Output stat for /t57 count=3,bytes=6"],
+        );
     }
 
     // A follower killed, written past (more than snapCount, so snapshots are taken meanwhile), restarted: it
@@ -71,7 +79,11 @@ async fn zkcli_quotas_show_live_usage_on_every_server_and_after_a_restart() {
     assert_lines(&listquota(&cluster, follower, &writer, "/t57").await, follower, &[quota, expected]);
     writer.create("/t57/d", b"w", PERSISTENT).await.unwrap();
     for node in 0..cluster.len() {
-        assert_lines(&listquota(&cluster, node, &writer, "/t57").await, node, &["Output stat for /t57 count=5,bytes=8"]);
+        assert_lines(
+            &listquota(&cluster, node, &writer, "/t57").await,
+            node,
+            &["Output stat for /t57 count=5,bytes=8"],
+        );
     }
 
     // delquota -n drops the count limit; delquota drops the quota and its nodes.

@@ -119,10 +119,9 @@ impl StatsTrack {
             let value = if value.is_empty() {
                 -1
             } else {
-                value.parse::<i64>().map_err(|_| BadStats::NotANumber {
-                    key: (*key).to_owned(),
-                    value: (*value).to_owned(),
-                })?
+                value
+                    .parse::<i64>()
+                    .map_err(|_| BadStats::NotANumber { key: (*key).to_owned(), value: (*value).to_owned() })?
             };
             stats.insert((*key).to_owned(), value);
         }
@@ -189,14 +188,9 @@ fn java_split(s: &str, is_sep: impl Fn(char) -> bool, runs: bool) -> Vec<&str> {
         matched = true;
         pieces.push(&s[start..i]);
         start = i + c.len_utf8();
-        while runs {
-            match chars.peek() {
-                Some(&(j, d)) if is_sep(d) => {
-                    start = j + d.len_utf8();
-                    chars.next();
-                }
-                _ => break,
-            }
+        while let Some(&(j, d)) = chars.peek().filter(|&&(_, d)| runs && is_sep(d)) {
+            start = j + d.len_utf8();
+            chars.next();
         }
     }
     if !matched {
@@ -293,7 +287,7 @@ impl DataTree {
             self.add_quota_root(root.to_owned());
         }
         if let Some(root) = quota_root_of(path, STAT_NODE) {
-            self.recount(&root.to_owned());
+            self.recount(root);
         }
         self.add_usage(path, 1, len);
     }
@@ -460,7 +454,10 @@ mod tests {
     fn stats_track_reads_and_writes_zookeeper_s_formats() {
         // What setquota writes (3.7+), what it wrote before, and the stats node.
         let limits = parse("count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=2").unwrap();
-        assert_eq!((limits.count(), limits.bytes(), limits.count_hard_limit(), limits.byte_hard_limit()), (-1, -1, 2, -1));
+        assert_eq!(
+            (limits.count(), limits.bytes(), limits.count_hard_limit(), limits.byte_hard_limit()),
+            (-1, -1, 2, -1)
+        );
         assert_eq!(limits.encode(), "count=-1,bytes=-1=;byteHardLimit=-1;countHardLimit=2");
         let old = parse("count=10,bytes=-1").unwrap();
         assert_eq!((old.count(), old.bytes(), old.count_hard_limit()), (10, -1, -1));
@@ -477,7 +474,9 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_never_a_panic() {
-        for bad in ["count", "count==", "=", ",count=1", "count=x", "count=1.5", "count=99999999999999999999", "count=+"] {
+        for bad in
+            ["count", "count==", "=", ",count=1", "count=x", "count=1.5", "count=99999999999999999999", "count=+"]
+        {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse("=5").unwrap().get(""), 5, "Java takes an empty key");

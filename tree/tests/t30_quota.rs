@@ -241,7 +241,9 @@ const SESSION: i64 = 0x51;
 
 fn requests(op: &Op) -> Vec<Request> {
     match op {
-        Op::Create { path, data, ephemeral } => vec![create(path, data, if *ephemeral { EPHEMERAL } else { PERSISTENT })],
+        Op::Create { path, data, ephemeral } => {
+            vec![create(path, data, if *ephemeral { EPHEMERAL } else { PERSISTENT })]
+        }
         Op::Delete(path) => vec![delete(path, -1)],
         Op::Set { path, data } => vec![set(path, data, -1)],
         Op::SetQuota { root, hard_count } => vec![

@@ -17,7 +17,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
-        Harness { tree: DataTree::new(), zxid: 1 << 32, log: Vec::new(), options: PrepOptions { ttl_enabled: true, enforce_quota: false } }
+        Harness {
+            tree: DataTree::new(),
+            zxid: 1 << 32,
+            log: Vec::new(),
+            options: PrepOptions { ttl_enabled: true, enforce_quota: false },
+        }
     }
 
     /// Preps, logs and applies `request` from `caller`; the tree's invariants must hold afterwards.
