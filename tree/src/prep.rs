@@ -303,7 +303,10 @@ fn prep_create(
         }
     };
     o.set(parent_path, Some(View { cversion: parent_cversion, children: parent.children + 1, ..parent }));
-    o.set(&path, Some(View { version: 0, cversion: 0, aversion: 0, owner, children: 0, acl, data_len: data_len(data) }));
+    o.set(
+        &path,
+        Some(View { version: 0, cversion: 0, aversion: 0, owner, children: 0, acl, data_len: data_len(data) }),
+    );
     Ok((op_out, txn))
 }
 

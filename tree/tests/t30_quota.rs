@@ -28,11 +28,11 @@ fn set_quota(h: &mut Harness, path: &str, limits: &str) {
 }
 
 fn stats_text(tree: &DataTree, path: &str) -> String {
-    String::from_utf8(tree.get(&stat_path(path)).expect("a stats node").data.to_vec()).unwrap()
+    String::from_utf8(tree.get(&stat_path(path)).expect("a stats node").bytes().to_vec()).unwrap()
 }
 
 fn stats(tree: &DataTree, path: &str) -> (i64, i64) {
-    let s = StatsTrack::parse(&tree.get(&stat_path(path)).expect("a stats node").data).unwrap();
+    let s = StatsTrack::parse(tree.get(&stat_path(path)).expect("a stats node").bytes()).unwrap();
     (s.count(), s.bytes())
 }
 
@@ -338,19 +338,35 @@ proptest! {
     }
 }
 
-#[test]
-fn data_bytes_not_text_are_counted() {
-    let mut h = Harness::new();
-    h.write(&caller(0), &create("/b", "", PERSISTENT));
-    set_quota(&mut h, "/b", "bytes=100");
-    let binary = Request::Create {
+fn create_raw(path: &str, data: Option<Bytes>) -> Request {
+    Request::Create {
         op: tree::code::op::CREATE,
-        path: "/b/bin".into(),
-        data: Bytes::from_static(&[0xff, 0, 0xfe]),
+        path: path.into(),
+        data,
         acl: tree::acl::open_acl_unsafe(),
         flags: 0,
         ttl: -1,
-    };
-    h.write(&caller(0), &binary);
+    }
+}
+
+#[test]
+fn data_bytes_not_text_are_counted_and_null_data_counts_zero() {
+    let mut h = Harness::new();
+    h.write(&caller(0), &create("/b", "", PERSISTENT));
+    set_quota(&mut h, "/b", "bytes=100");
+    h.write(&caller(0), &create_raw("/b/bin", Some(Bytes::from_static(&[0xff, 0, 0xfe]))));
     assert_eq!(stats(&h.tree, "/b"), (2, 3));
+    h.write(&caller(0), &create_raw("/b/null", None));
+    assert_eq!(stats(&h.tree, "/b"), (3, 3));
+    h.write(&caller(0), &Request::SetData { path: "/b/bin".into(), data: None, version: -1 });
+    assert_eq!(stats(&h.tree, "/b"), (3, 0));
+    h.options.enforce_quota = true;
+    h.write(&caller(0), &set(&limit_path("/b"), "byteHardLimit=0", -1));
+    assert_eq!(h.write(&caller(0), &create_raw("/b/null2", None)).code(), Code::Ok, "0 bytes more is no more");
+    // A stats node set to null reads as no keys, as empty data does (ZooKeeper throws on it).
+    h.write(&caller(0), &Request::SetData { path: stat_path("/b"), data: None, version: -1 });
+    h.options.enforce_quota = false;
+    h.write(&caller(0), &create_raw("/b/after", None));
+    assert_eq!(stats_text(&h.tree, "/b"), "count=0,bytes=-1");
+    assert_eq!(stats(&recounted(&h.tree), "/b"), (5, 0), "a recount repairs it");
 }
