@@ -1,9 +1,10 @@
 //! ZooKeeper's quotas, driven by zkCli.sh as users drive them, on a 3-node cluster: `setquota` (-n, -b, -N,
 //! -B), `listquota` and `delquota`. The stats node under `/zookeeper/quota` shows the live node count and data
-//! bytes of the subtree on every server, a restarted one (which recounts them after loading its snapshot)
-//! included; with `enforceQuota=true` a create or setData past a hard limit fails with QUOTAEXCEEDED (-125),
+//! bytes of the subtree on every server, a restarted one (which recounts them after loading its snapshot) and
+//! one rejoining with a wiped disk included; with `enforceQuota=true` a create or setData past a hard limit fails with QUOTAEXCEEDED (-125),
 //! and one past a soft limit passes and is logged by the leader.
 
+use std::path::Path;
 use std::time::Duration;
 
 use ensemble_tests::client::{catch_up, PERSISTENT};
@@ -78,13 +79,18 @@ async fn zkcli_quotas_show_live_usage_on_every_server_and_after_a_restart() {
     blocking(|| cluster.restart(follower));
     assert_lines(&listquota(&cluster, follower, &writer, "/t57").await, follower, &[quota, expected]);
     writer.create("/t57/d", b"w", PERSISTENT).await.unwrap();
-    for node in 0..cluster.len() {
-        assert_lines(
-            &listquota(&cluster, node, &writer, "/t57").await,
-            node,
-            &["Output stat for /t57 count=5,bytes=8"],
-        );
-    }
+    stats_everywhere(&cluster, &writer, "Output stat for /t57 count=5,bytes=8").await;
+
+    // The other follower's disk wiped (its id kept): it rejoins from nothing (Ensemble's leader, whose log is
+    // whole here, sends it every txn; ZooKeeper's may send a snapshot), its stats built up txn by txn on a fresh
+    // tree; then a write under the quota.
+    let wiped = blocking(|| cluster.followers()).into_iter().find(|&f| f != follower).expect("a second follower");
+    blocking(|| cluster.kill(wiped));
+    wipe(&cluster.node_dir(wiped));
+    blocking(|| cluster.restart(wiped));
+    assert_lines(&listquota(&cluster, wiped, &writer, "/t57").await, wiped, &[quota, "count=5,bytes=8"]);
+    writer.set_data("/t57/d", b"wwww", None).await.unwrap();
+    stats_everywhere(&cluster, &writer, "Output stat for /t57 count=5,bytes=11").await;
 
     // delquota -n drops the count limit; delquota drops the quota and its nodes.
     let out = blocking(|| zkcli::run(&addr, &["delquota -n /t57", "listquota /t57"]));
@@ -92,6 +98,24 @@ async fn zkcli_quotas_show_live_usage_on_every_server_and_after_a_restart() {
     let out = blocking(|| zkcli::run(&addr, &["delquota /t57", "listquota /t57"]));
     assert_lines(&out, leader, &["quota for /t57 does not exist."]);
     assert_eq!(writer.check_stat("/zookeeper/quota/t57").await.unwrap(), None, "delquota trims its directory");
+}
+
+/// `listquota /t57` shows `line` on every node.
+async fn stats_everywhere(cluster: &Cluster, writer: &Client, line: &str) {
+    for node in 0..cluster.len() {
+        assert_lines(&listquota(cluster, node, writer, "/t57").await, node, &[line]);
+    }
+}
+
+/// Empties a stopped node's WAL and snapshots (Ensemble's and ZooKeeper's directories), keeping `myid`.
+fn wipe(node_dir: &Path) {
+    for dir in [node_dir.join("log"), node_dir.join("data").join("snapshots"), node_dir.join("data").join("version-2")]
+    {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
