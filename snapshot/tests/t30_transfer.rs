@@ -152,3 +152,48 @@ fn two_followers_can_be_sent_snapshots_at_once() {
     });
     assert_eq!(lens[0], lens[1], "the same history makes the same snapshot");
 }
+
+/// The stats of a quota come out of a SNAP transfer (prepared by the leader from its snapshot and log, loaded
+/// and recounted by the follower) and out of the follower's recovery after it as the leader has them.
+#[test]
+fn quota_stats_survive_a_snap_transfer() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Db::create(ld.path());
+    for p in ["/d1", "/zookeeper/quota/d1"] {
+        leader.write(0, &create(p, "", 0));
+    }
+    leader.write(0, &create("/zookeeper/quota/d1/zookeeper_limits", "count=-1,bytes=-1=;countHardLimit=99", 0));
+    leader.write(0, &create("/zookeeper/quota/d1/zookeeper_stats", "count=0,bytes=0", 0));
+    workload(&leader, 0, 200);
+    leader.snapshot(7);
+    workload(&leader, 200, 100);
+    leader.snapshot(7);
+    let retained = snapshot::retain::retain(&leader.snap_dir, &leader.wal, 1).unwrap();
+    assert!(retained.wal_segments_purged > 0, "the leader's log must be purged for this test");
+    workload(&leader, 300, 50);
+    let stats = |db: &Db| {
+        let tree = db.tree.read().unwrap();
+        let data = tree.get("/zookeeper/quota/d1/zookeeper_stats").expect("the stats node").bytes().to_vec();
+        (String::from_utf8(data).unwrap(), tree.quota_usage("/d1"))
+    };
+    let (text, (count, bytes)) = stats(&leader);
+    assert!(count > 1, "the workload wrote under /d1");
+    assert_eq!(text, format!("count={count},bytes={bytes}"));
+
+    let follower = Db::create(fd.path());
+    let zxid = receive(&leader, &follower);
+    follower.wal.restart_after(zxid).unwrap().wait().unwrap();
+    transfer::install(&follower.snap_dir, zxid).unwrap();
+    drop(follower);
+    let follower = reopen(fd.path());
+    assert_eq!(stats(&follower), stats(&leader));
+    workload(&leader, 350, 40);
+    for record in leader.wal.iter_from(Zxid(zxid.0 + 1)) {
+        let record = record.unwrap();
+        follower.wal.append(record.zxid, record.payload).unwrap().wait().unwrap();
+    }
+    drop(follower);
+    let follower = reopen(fd.path());
+    assert_eq!(stats(&follower), stats(&leader));
+    assert!(tree::tree::same_contents(&follower.tree.read().unwrap(), &leader.tree.read().unwrap()));
+}
