@@ -2,12 +2,14 @@
 //! -B), `listquota` and `delquota`. The stats node under `/zookeeper/quota` shows the live node count and data
 //! bytes of the subtree on every server, a restarted one (which recounts them after loading its snapshot) and
 //! one rejoining with a wiped disk included; with `enforceQuota=true` a create or setData past a hard limit fails with QUOTAEXCEEDED (-125),
-//! and one past a soft limit passes and is logged by the leader.
+//! and one past a soft limit passes and is logged by the leader; without it, writes past any limit pass (and
+//! Ensemble's leader logs them).
 
 use std::path::Path;
 use std::time::Duration;
 
 use ensemble_tests::client::{catch_up, PERSISTENT};
+use ensemble_tests::process::Server;
 use ensemble_tests::{blocking, connect, eventually, zkcli, Cluster, Options};
 use zookeeper_client::{Client, Error};
 
@@ -91,6 +93,19 @@ async fn zkcli_quotas_show_live_usage_on_every_server_and_after_a_restart() {
     assert_lines(&listquota(&cluster, wiped, &writer, "/t57").await, wiped, &[quota, "count=5,bytes=8"]);
     writer.set_data("/t57/d", b"wwww", None).await.unwrap();
     stats_everywhere(&cluster, &writer, "Output stat for /t57 count=5,bytes=11").await;
+
+    // Without enforceQuota (the default) a write past a hard limit passes. Ensemble's leader logs it, as
+    // ZooKeeper's documentation says it does (ZooKeeper 3.8 itself logs a quota only when it enforces it).
+    writer.set_data("/t57/d", &[b'x'; 1001], None).await.expect("quotas are not enforced by default");
+    stats_everywhere(&cluster, &writer, "Output stat for /t57 count=5,bytes=1008").await;
+    if matches!(cluster.server(), Server::Ensemble(_)) {
+        let leader = blocking(|| cluster.leader());
+        eventually("the leader logs the quota exceeded", Duration::from_secs(10), || async {
+            let log = blocking(|| cluster.log_text(leader));
+            log.contains("Quota exceeded: /t57 [current bytes=1008, hardByteLimit=1000]").then_some(())
+        })
+        .await;
+    }
 
     // delquota -n drops the count limit; delquota drops the quota and its nodes.
     let out = blocking(|| zkcli::run(&addr, &["delquota -n /t57", "listquota /t57"]));

@@ -206,9 +206,7 @@ fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request:
             validate(path, false)?;
             let node = o.get(path).ok_or(Code::NoNode)?;
             check_acl(&node.acl, perms::WRITE, caller)?;
-            if options.enforce_quota {
-                quota::check(o.tree, path, 0, data_len(data) as i64 - node.data_len as i64)?;
-            }
+            quota::check(o.tree, path, 0, data_len(data) as i64 - node.data_len as i64, options.enforce_quota)?;
             let version = next_version(node.version, *version)?;
             o.set(path, Some(View { version, data_len: data_len(data), ..node }));
             Ok((op::SET_DATA, Txn::SetData { path: path.clone(), data: data.clone(), version }))
@@ -273,9 +271,7 @@ fn prep_create(
     if matches!(OwnerKind::of(parent.owner), OwnerKind::Ephemeral(_)) {
         return Err(Code::NoChildrenForEphemerals);
     }
-    if options.enforce_quota {
-        quota::check(o.tree, &path, 1, data_len(data) as i64)?;
-    }
+    quota::check(o.tree, &path, 1, data_len(data) as i64, options.enforce_quota)?;
     let parent_cversion = parent.cversion.wrapping_add(1);
     let (op_out, txn, owner) = match op_code {
         op::CREATE_CONTAINER => (

@@ -14,8 +14,10 @@
 //!   and loading a snapshot recounts every quota ([`DataTree::setup_quotas`], ZooKeeper's `setupQuota`)
 //!   before the WAL replays over it: a fuzzy snapshot holds each stats node as it was when the writer copied
 //!   it, the recount makes the stats match the loaded tree, and replay then moves both together.
-//! - With `enforceQuota` ([`check`], at prep, on the leader), a create or setData that would take a quota
-//!   past a hard limit fails with QUOTAEXCEEDED, and one past a soft limit is logged.
+//! - At prep, on the leader ([`check`]), a create or setData that would take a quota past a limit is logged
+//!   as a warning; with `enforceQuota`, one past a hard limit fails with QUOTAEXCEEDED. (ZooKeeper 3.8 checks,
+//!   and so logs, only when it enforces; its documentation, and ZooKeeper up to 3.6, log a quota exceeded in
+//!   any case, which is what an operator who sets a quota without enforcement relies on.)
 //!
 //! Where Ensemble departs from ZooKeeper 3.8, it is where ZooKeeper's own answer depends on history or
 //! crashes it:
@@ -366,24 +368,29 @@ impl DataTree {
     }
 }
 
-/// `ZooKeeperServer.checkQuota`, at prep when `enforceQuota` is on: whether a create (`count` 1) or setData
-/// (`count` 0) under `path` that changes the data by `bytes` stays within the hard limits of the deepest quota
-/// above it. Passing a soft limit is only logged. Read from the leader's tree (committed plus in flight;
-/// ZooKeeper reads its committed tree) without the earlier ops of the same multi, as ZooKeeper does.
+/// `ZooKeeperServer.checkQuota`, at prep: whether a create (`count` 1) or setData (`count` 0) under `path` that
+/// changes the data by `bytes` stays within the limits of the deepest quota above it. Passing a limit is logged;
+/// with `enforce` (`enforceQuota`), passing a hard limit fails the op. Read from the leader's tree (committed
+/// plus in flight; ZooKeeper reads its committed tree) without the earlier ops of the same multi, as ZooKeeper
+/// does.
 ///
-/// Limits or stats data that does not parse fail the op with MARSHALLINGERROR, which is what ZooKeeper's
-/// prep answers when `StatsTrack` throws.
-pub fn check(tree: &DataTree, path: &str, count: i64, bytes: i64) -> Result<(), Code> {
+/// With `enforce`, limits or stats data that does not parse fail the op with MARSHALLINGERROR, which is what
+/// ZooKeeper's prep answers when `StatsTrack` throws; without, nothing is checked against them.
+pub fn check(tree: &DataTree, path: &str, count: i64, bytes: i64, enforce: bool) -> Result<(), Code> {
     let Some(root) = tree.max_quota_prefix(path) else { return Ok(()) };
     let read = |node_path: String| -> Result<Option<StatsTrack>, Code> {
         let Some(node) = tree.get(&node_path) else {
             tracing::error!(node = %node_path, "missing quota node");
             return Ok(None);
         };
-        StatsTrack::parse(node.bytes()).map(Some).map_err(|error| {
-            tracing::error!(node = %node_path, %error, "quota node data does not parse");
-            Code::MarshallingError
-        })
+        match StatsTrack::parse(node.bytes()) {
+            Ok(track) => Ok(Some(track)),
+            Err(error) if enforce => {
+                tracing::error!(node = %node_path, %error, "quota node data does not parse");
+                Err(Code::MarshallingError)
+            }
+            Err(_) => Ok(None),
+        }
     };
     let Some(limits) = read(limit_path(root))? else { return Ok(()) };
     let check_count = count != 0 && (limits.count() > -1 || limits.count_hard_limit() > -1);
@@ -401,7 +408,7 @@ pub fn check(tree: &DataTree, path: &str, count: i64, bytes: i64) -> Result<(), 
         if wanted && used > limit {
             let level = if hard > -1 { "hard" } else { "soft" };
             rate_limited_warn(format!("Quota exceeded: {root} [current {what}={used}, {level}{kind}Limit={limit}]"));
-            if hard > -1 {
+            if hard > -1 && enforce {
                 return Err(Code::QuotaExceeded);
             }
         }
