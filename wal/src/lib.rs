@@ -10,6 +10,9 @@
 //! - Recovery ([`Wal::open`]) verifies every checksum, cuts a torn tail, and refuses corruption with an error
 //!   naming the segment and offset; [`repair`] is the explicit way to cut a corrupt log.
 //! - Reads ([`Wal::iter_from`]) go through memory maps of the durable part of the log.
+//! - [`inspect`] looks at a log directory without changing it (no lock, no cut, read-only files): segments,
+//!   seals, the first problem, what [`repair`] would drop, and the records of the valid prefix. Operators' tools
+//!   (`ensemble wal ...`) are built on it.
 //!
 //! ```
 //! use wal::{Wal, WalOptions, Zxid};
@@ -27,6 +30,7 @@
 mod base;
 mod error;
 mod fsutil;
+mod inspect;
 mod options;
 mod pending;
 mod queue;
@@ -40,10 +44,14 @@ mod wal;
 mod writer;
 mod zxid;
 
+pub use base::Base;
 pub use error::{CorruptionKind, Result, WalError};
+pub use inspect::{
+    inspect, inspect_with_progress, BaseState, Corruption, Inspection, Problem, Progress, SegmentState, SegmentSummary,
+};
 pub use options::{SyncMode, WalOptions, DEFAULT_MAX_PAYLOAD};
 pub use pending::Pending;
-pub use repair::{repair, Repaired};
+pub use repair::{repair, RepairPlan, Repaired};
 pub use scan::TornTail;
 pub use stats::WalStats;
 pub use view::{Record, WalIter};

@@ -1,12 +1,15 @@
 //! The explicit repair entry point: cut the log at the first corruption, so that the layer above can fetch what
 //! was dropped from its peers. Never called implicitly: [`crate::Wal::open`] refuses a corrupt log.
+//!
+//! [`plan`] works out what a repair would drop without changing anything (what `ensemble wal repair` shows
+//! before it asks); [`repair`] carries out the same plan under the directory lock.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::WalError;
 use crate::fsutil::{self, DirLock};
 use crate::record::{self, Decoded};
-use crate::scan::{self, ScannedSegment};
+use crate::scan::{self, Scan, ScannedSegment};
 use crate::segment::format::{self, HEADER_LEN};
 use crate::segment::{file, SegmentFile};
 use crate::{WalOptions, Zxid};
@@ -26,40 +29,99 @@ pub struct Repaired {
     pub removed_segments: Vec<PathBuf>,
 }
 
-/// Verifies the log in `dir` and, if it is corrupt, truncates it just before the corruption. Returns `None` if
-/// the log was sound (nothing is changed then). The log must not be open.
+/// What a repair of a corrupt log would do, worked out without changing anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairPlan {
+    /// The corruption found.
+    pub corruption: String,
+    /// The segment it is in.
+    pub segment: PathBuf,
+    /// The offset in that segment where the corruption starts (`0`: the segment's header or its place in the
+    /// chain is bad).
+    pub offset: u64,
+    /// Where that segment will end (`None`: it will be deleted whole, as no valid record precedes the
+    /// corruption in it).
+    pub cut_at: Option<u64>,
+    /// The last zxid kept (`None`: nothing is kept).
+    pub last_good_zxid: Option<Zxid>,
+    /// The segments that will be deleted whole, in the order [`repair`] deletes them (newest first).
+    pub removed_segments: Vec<PathBuf>,
+    /// The records that stay.
+    pub records_kept: u64,
+    /// The records dropped that still read as valid records (those after the cut up to the corruption's first
+    /// bad byte, and those of deleted segments read from their start). Records inside the damaged bytes cannot
+    /// be counted, so more may be lost.
+    pub records_dropped: u64,
+}
+
+impl RepairPlan {
+    /// Whether `repaired` is what this plan said would happen.
+    pub fn matches(&self, repaired: &Repaired) -> bool {
+        self.segment == repaired.segment
+            && self.cut_at == repaired.cut_at
+            && self.last_good_zxid == repaired.last_good_zxid
+            && self.removed_segments == repaired.removed_segments
+    }
+}
+
+/// Verifies the log in `dir` and, if it is corrupt, truncates it just before the corruption, as [`plan`] says.
+/// Returns `None` if the log was sound (nothing is changed then). The log must not be open.
 pub fn repair(dir: impl AsRef<Path>, options: &WalOptions) -> Result<Option<Repaired>, WalError> {
     let dir = dir.as_ref();
     let _lock = DirLock::acquire(dir)?;
     let scan = scan::scan(dir, options.read_limit())?;
-    let Some(corruption) = scan.corruption else { return Ok(None) };
+    let Some(plan) = plan(dir, &scan, options.read_limit())? else { return Ok(None) };
+    let corruption = scan.corruption.as_ref().expect("a plan means corruption");
     let bad = &scan.segments[corruption.index];
     tracing::warn!(error = %corruption.error, "repairing the WAL: cutting it before the corruption");
-    let mut removed_segments = Vec::new();
     // Newest first, so that a crash part-way still leaves a log without holes.
-    for path in later_segments(dir, bad.header.first_zxid)?.into_iter().rev() {
-        file::remove(&path)?;
+    for path in &plan.removed_segments {
+        file::remove(path)?;
         fsutil::sync_dir(dir)?;
-        removed_segments.push(path);
     }
-    let (cut, last_in_bad) = valid_prefix(bad, corruption.offset, options.read_limit());
-    let cut_at = if last_in_bad.is_none() || corruption.offset == 0 {
-        file::remove(&bad.path)?;
-        fsutil::sync_dir(dir)?;
-        removed_segments.push(bad.path.clone());
-        None
-    } else {
+    if let Some(cut) = plan.cut_at {
         let records = &bad.data[HEADER_LEN..usize::try_from(cut).expect("mapped")];
         SegmentFile::create(dir, &bad.header, records, options.segment_size.max(cut))?;
-        Some(cut)
-    };
-    let before = scan.segments[..corruption.index].iter().rev().find_map(|s| s.last_zxid);
+    }
     Ok(Some(Repaired {
+        corruption: plan.corruption,
+        segment: plan.segment,
+        cut_at: plan.cut_at,
+        last_good_zxid: plan.last_good_zxid,
+        removed_segments: plan.removed_segments,
+    }))
+}
+
+/// What a repair of the log `scan` found in `dir` would do (`None`: no corruption, nothing to do).
+pub(crate) fn plan(dir: &Path, scan: &Scan, max_payload: usize) -> Result<Option<RepairPlan>, WalError> {
+    let Some(corruption) = &scan.corruption else { return Ok(None) };
+    let bad = &scan.segments[corruption.index];
+    let (cut, last_in_bad, kept_in_bad) = valid_prefix(bad, corruption.offset, max_payload);
+    let whole = last_in_bad.is_none() || corruption.offset == 0;
+    let mut removed_segments: Vec<PathBuf> = later_segments(dir, bad.header.first_zxid)?.into_iter().rev().collect();
+    let mut records_dropped = 0;
+    for path in &removed_segments {
+        records_dropped += readable_records(&SegmentFile::open_read_only(path)?.map()?, HEADER_LEN, max_payload);
+    }
+    let before = &scan.segments[..corruption.index];
+    let mut records_kept: u64 = before.iter().map(|s| s.records).sum();
+    if whole {
+        removed_segments.push(bad.path.clone());
+        records_dropped += readable_records(&bad.data, HEADER_LEN, max_payload);
+    } else {
+        records_kept += kept_in_bad;
+        records_dropped += readable_records(&bad.data, usize::try_from(cut).expect("mapped"), max_payload);
+    }
+    let before = before.iter().rev().find_map(|s| s.last_zxid);
+    Ok(Some(RepairPlan {
         corruption: corruption.error.to_string(),
         segment: bad.path.clone(),
-        cut_at,
-        last_good_zxid: if cut_at.is_some() { last_in_bad } else { before },
+        offset: corruption.offset,
+        cut_at: (!whole).then_some(cut),
+        last_good_zxid: if whole { before } else { last_in_bad },
         removed_segments,
+        records_kept,
+        records_dropped,
     }))
 }
 
@@ -78,14 +140,23 @@ fn later_segments(dir: &Path, first: Zxid) -> Result<Vec<PathBuf>, WalError> {
     Ok(later.into_iter().map(|(_, p)| p).collect())
 }
 
-/// The end of the valid records of `seg` that end at or before `limit`, and the last of them.
-fn valid_prefix(seg: &ScannedSegment, limit: u64, max_payload: usize) -> (u64, Option<Zxid>) {
-    let (mut offset, mut last) = (HEADER_LEN, None);
+/// The end of the valid records of `seg` that end at or before `limit`, the last of them, and how many.
+fn valid_prefix(seg: &ScannedSegment, limit: u64, max_payload: usize) -> (u64, Option<Zxid>, u64) {
+    let (mut offset, mut last, mut count) = (HEADER_LEN, None, 0);
     while let Decoded::Record { zxid, next, .. } = record::decode(&seg.data, offset, max_payload) {
         if next as u64 > limit || last.is_some_and(|l| zxid <= l) {
             break;
         }
-        (offset, last) = (next, Some(zxid));
+        (offset, last, count) = (next, Some(zxid), count + 1);
     }
-    (offset as u64, last)
+    (offset as u64, last, count)
+}
+
+/// How many valid records follow one another in `data` from `offset` on.
+fn readable_records(data: &[u8], mut offset: usize, max_payload: usize) -> u64 {
+    let mut count = 0;
+    while let Decoded::Record { next, .. } = record::decode(data, offset, max_payload) {
+        (offset, count) = (next, count + 1);
+    }
+    count
 }

@@ -85,10 +85,16 @@ impl Scan {
 
 /// Scans `dir`, accepting records of up to `max_payload` bytes.
 pub fn scan(dir: &Path, max_payload: usize) -> Result<Scan, WalError> {
+    scan_with(dir, max_payload, &mut |_, _| {})
+}
+
+/// Like [`scan`], calling `progress(bytes scanned, bytes to scan)` after each segment's records are checked.
+pub fn scan_with(dir: &Path, max_payload: usize, progress: &mut dyn FnMut(u64, u64)) -> Result<Scan, WalError> {
     let (paths, tmp_files) = list(dir)?;
     let mut scan = Scan { tmp_files, ..Scan::default() };
     for path in paths {
-        let file = SegmentFile::open(&path)?;
+        // Read-only: the scan never writes, and inspection runs it on directories it must not change.
+        let file = SegmentFile::open_read_only(&path)?;
         let data = file.map_populated()?;
         let named = format::parse_file_name(&file_name(&path)).expect("listed as a segment");
         let header = match SegmentHeader::decode(&data, &path) {
@@ -111,7 +117,7 @@ pub fn scan(dir: &Path, max_payload: usize) -> Result<Scan, WalError> {
     }
     // Records are read up to a broken link, so that what comes before it is known (repair keeps it).
     let broken = check_links(&scan.segments);
-    scan_records(&mut scan, broken.as_ref().map(|c| c.index), max_payload);
+    scan_records(&mut scan, broken.as_ref().map(|c| c.index), max_payload, progress);
     if let (None, Some(c)) = (&scan.corruption, broken) {
         scan.segments.truncate(c.index + 1);
         scan.corruption = Some(c);
@@ -161,9 +167,10 @@ fn check_links(segments: &[ScannedSegment]) -> Option<CorruptionAt> {
 }
 
 /// Reads the records of every segment before `broken` (the first segment after a broken link, if any).
-fn scan_records(scan: &mut Scan, broken: Option<usize>, max_payload: usize) {
+fn scan_records(scan: &mut Scan, broken: Option<usize>, max_payload: usize, progress: &mut dyn FnMut(u64, u64)) {
     let count = broken.unwrap_or(scan.segments.len());
-    let mut previous = Zxid::ZERO;
+    let total: u64 = scan.segments[..count].iter().map(|s| s.data.len() as u64).sum();
+    let (mut previous, mut done) = (Zxid::ZERO, 0u64);
     for index in 0..count {
         let seal = scan.segments.get(index + 1).and_then(|s| s.header.prev);
         let segment = &mut scan.segments[index];
@@ -178,6 +185,8 @@ fn scan_records(scan: &mut Scan, broken: Option<usize>, max_payload: usize) {
             return;
         }
         previous = segment.last_zxid.unwrap_or(previous);
+        done += segment.data.len() as u64;
+        progress(done, total);
     }
 }
 

@@ -67,6 +67,13 @@ impl SegmentFile {
         Ok(SegmentFile { file, path: path.to_path_buf() })
     }
 
+    /// Opens an existing segment for reading only: what inspection uses, so that it needs no write permission
+    /// and cannot change the file.
+    pub fn open_read_only(path: &Path) -> Result<SegmentFile, WalError> {
+        let file = File::open(path).map_err(|e| WalError::io("open", path, e))?;
+        Ok(SegmentFile { file, path: path.to_path_buf() })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
