@@ -1,4 +1,7 @@
-//! The `ensemble` command: run one server from a ZooKeeper config, or a local demo ensemble.
+//! The `ensemble` command: run one server from a ZooKeeper config, or a local demo ensemble; look at a server's
+//! write-ahead log and snapshots (`ensemble wal ...`, `ensemble snapshot ...`, see [`tools`]).
+
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,17 +40,31 @@ enum Command {
         #[arg(long, default_value_t = 2888)]
         quorum_port: u16,
     },
+    /// Looks at a write-ahead log directory: list, dump, verify, repair (ZooKeeper's zkTxnLogToolkit).
+    #[command(subcommand, after_help = tools::EXIT_CODES)]
+    Wal(tools::wal::WalCommand),
+    /// Looks at a snapshot directory: list, dump, verify (ZooKeeper's zkSnapShotToolkit).
+    #[command(subcommand, after_help = tools::EXIT_CODES)]
+    Snapshot(tools::snapshot::SnapshotCommand),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The data tools say what they find themselves; the libraries' logs only with RUST_LOG.
+    let tool = matches!(cli.command, Command::Wal(_) | Command::Snapshot(_));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wal=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if tool { "off" } else { "info,wal=warn" }.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    match cli.command {
+        Command::Wal(command) => return tools::run(|| tools::wal::run(command)),
+        Command::Snapshot(command) => return tools::run(|| tools::snapshot::run(command)),
+        Command::Start { .. } | Command::Demo { .. } => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -59,6 +76,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start { config } => start(config).await,
             Command::Demo { dir, nodes, client_port, quorum_port } => demo(dir, nodes, client_port, quorum_port).await,
+            Command::Wal(_) | Command::Snapshot(_) => unreachable!("the data tools ran above"),
         }
     });
     match result {
