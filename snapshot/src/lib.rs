@@ -8,12 +8,15 @@
 //! - [`retain::retain`] keeps the newest N valid snapshots and purges the WAL segments none of them needs.
 //! - [`transfer`] ships a consistent snapshot to a follower too far behind for a DIFF, and installs it there
 //!   without a moment in which the follower holds less history durably than before.
+//! - [`inspect`] looks at snapshot files without changing them: summaries, their records one by one, and a
+//!   full verification (checksum, structure, digest), for `ensemble snapshot ...`.
 //! - [`policy::SnapPolicy`] says when to snapshot (ZooKeeper's randomised `snapCount`).
 #![deny(missing_docs)]
 
 pub mod dir;
 pub mod error;
 pub mod format;
+pub mod inspect;
 pub mod policy;
 pub mod read;
 pub mod recover;
