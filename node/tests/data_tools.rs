@@ -267,3 +267,102 @@ fn wal_tools_refuse_a_directory_that_is_not_a_log() {
     let out = run(&["wal", "verify", dir.path().join("missing").to_str().unwrap()]);
     assert_eq!(code(&out), 2);
 }
+
+fn snapshot_file(dir: &Path) -> PathBuf {
+    let snaps: Vec<_> = walk(&dir.join("snapshots"));
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    snaps[0].clone()
+}
+
+#[test]
+fn snapshot_list_and_dump_show_the_tree_as_written() {
+    let dir = data_dir(3);
+    let before = files(dir.path());
+    let snap = snapshot_file(dir.path());
+    let out = run(&["snapshot", "list", dir.path().join("snapshots").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("snapshot.0000000100000003") && text.contains("0x100000003"), "{text}");
+    let doc = json(&run(&["snapshot", "list", "--json", dir.path().to_str().unwrap()]));
+    let row = &doc["snapshots"][0];
+    assert_eq!((row["start_zxid"].as_str(), row["end_zxid"].as_str()), (Some("0x100000003"), Some("0x100000003")));
+    assert_eq!((row["sessions"].as_u64(), row["valid"].as_bool()), (Some(1), Some(true)));
+    let nodes = row["nodes"].as_u64().unwrap();
+
+    let out = run(&["snapshot", "dump", snap.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("Sessions (id, timeout ms):\n  0x1000000000000042, 30000\n"), "{text}");
+    assert!(text.contains("----\n/app\n  cZxid = 0x100000002\n"), "{text}");
+    let app = text.split("----\n/app\n").nth(1).unwrap();
+    assert!(app.contains("  data = null\n"), "{app}");
+    let eph = text.split("----\n/app/eph\n").nth(1).unwrap();
+    assert!(eph.contains("ephemeralOwner = 0x1000000000000042") && eph.contains("  data = \"mine\""), "{eph}");
+    let out = run(&["snapshot", "dump", "--json", snap.to_str().unwrap()]);
+    let docs: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let app = docs.iter().find(|d| d["node"]["path"] == "/app").unwrap();
+    assert!(app["node"]["data"].is_null());
+    assert_eq!(docs.last().unwrap()["summary"]["nodes"].as_u64(), Some(nodes));
+    assert_eq!(files(dir.path()), before, "list or dump changed the directory");
+}
+
+#[test]
+fn snapshot_verify_checks_the_digest_and_names_a_damaged_file() {
+    let dir = data_dir(3);
+    let snap = snapshot_file(dir.path());
+    let out = run(&["snapshot", "verify", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert!(stdout(&out).contains("matches the loaded tree"), "{}", stdout(&out));
+    let doc = json(&run(&["snapshot", "verify", "--json", snap.to_str().unwrap()]));
+    assert_eq!(doc["ok"], true);
+
+    // A digest that is not the tree's (written with a valid checksum, as a buggy writer would).
+    let mut data = std::fs::read(&snap).unwrap();
+    let len = data.len();
+    data[len - 32] ^= 1;
+    let crc = crc32c::crc32c(&data[..len - 8]);
+    data[len - 8..len - 4].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&snap, &data).unwrap();
+    let out = run(&["snapshot", "verify", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("BAD {}: tree digest", snap.display())), "{text}");
+
+    // A flipped byte: the checksum.
+    flip(&snap, 40);
+    let out = run(&["snapshot", "verify", "--json", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    let doc = json(&out);
+    assert_eq!(doc["snapshots"][0]["error"], "corrupt snapshot: checksum mismatch");
+    let listed = stdout(&run(&["snapshot", "list", dir.path().to_str().unwrap()]));
+    assert!(listed.contains("NO: corrupt snapshot: checksum mismatch"), "{listed}");
+    assert_eq!(code(&run(&["snapshot", "dump", snap.to_str().unwrap()])), 1);
+}
+
+#[test]
+fn wal_verify_finds_a_sealed_segment_that_lost_its_last_record() {
+    // Zeros where the last record of a sealed segment was (a lost write): the end of the records would look
+    // clean but for the seal in the next segment's header.
+    let dir = data_dir(10);
+    let log = dir.path().join("log");
+    let listed = json(&run(&["wal", "list", "--json", log.to_str().unwrap()]));
+    let seg = &listed["segments"][1];
+    let path = log.join(seg["file"].as_str().unwrap());
+    let end = seg["end"].as_u64().unwrap();
+    let last = u64::from_str_radix(seg["last_zxid"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let data = std::fs::read(&path).unwrap();
+    // The last record starts where the record before it ends: find it by its zxid field (bytes 8..16).
+    let start = (64..end as usize).find(|&at| data[at + 8..at + 16] == last.to_le_bytes()).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&vec![0; end as usize - start], start as u64).unwrap();
+    }
+    let out = run(&["wal", "verify", log.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("CORRUPT: segment {} offset {start}: sealed segment ends at", path.display())),
+        "{text}"
+    );
+}

@@ -261,7 +261,10 @@ fn list(args: &DirArgs) -> Result<Outcome, ToolError> {
         ))?;
     }
     for tmp in &inspection.tmp_files {
-        out.line(format_args!("leftover {} (an interrupted creation; a server start deletes it)", file_name(tmp)))?;
+        out.line(format_args!(
+            "temporary file {} (a preallocated spare or an interrupted creation; a server start deletes it)",
+            file_name(tmp)
+        ))?;
     }
     out.line(format_args!(
         "{} segments, {} records, zxids {}..{}",
