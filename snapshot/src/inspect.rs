@@ -332,8 +332,8 @@ mod tests {
         let summary = summarize(&path).unwrap();
         assert!(summary.error.is_none());
         assert_eq!((summary.start_zxid, summary.version), (Some(10), Some(format::VERSION)));
-        let nodes = DataTree::new().node_count() + 10;
-        assert_eq!(summary.trailer.unwrap().nodes, nodes as u64);
+        let count = DataTree::new().node_count() + 10;
+        assert_eq!(summary.trailer.unwrap().nodes, count as u64);
         let entries: Vec<Entry> = SnapshotFile::open(&path).unwrap().entries().map(|e| e.unwrap().1).collect();
         assert_eq!(entries[0], Entry::Session { id: 0x42, timeout: 30000 });
         let nodes: Vec<(&str, &Data)> = entries
@@ -345,7 +345,7 @@ mod tests {
             .collect();
         assert!(nodes.contains(&("/n1", &None)) && nodes.contains(&("/n2", &Some(Bytes::from("v2")))));
         let verified = verify(&path, None).unwrap();
-        assert_eq!((verified.digest, verified.nodes), (DigestCheck::Loaded, nodes));
+        assert_eq!((verified.digest, verified.nodes), (DigestCheck::Loaded, count));
     }
 
     #[test]
