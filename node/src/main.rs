@@ -46,12 +46,16 @@ enum Command {
     /// Looks at a snapshot directory: list, dump, verify (ZooKeeper's zkSnapShotToolkit).
     #[command(subcommand, after_help = tools::EXIT_CODES)]
     Snapshot(tools::snapshot::SnapshotCommand),
+    /// One screen for an ensemble: each server's role, zxid, lag behind the leader, outstanding requests,
+    /// connections, latency, and whether a quorum serves (`zkServer.sh status` for every server at once).
+    #[command(after_help = "Exit codes: 0 a quorum serves (or a standalone server); 1 no quorum; 2 a usage error.")]
+    Status(tools::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The data tools say what they find themselves; the libraries' logs only with RUST_LOG.
-    let tool = matches!(cli.command, Command::Wal(_) | Command::Snapshot(_));
+    let tool = matches!(cli.command, Command::Wal(_) | Command::Snapshot(_) | Command::Status(_));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Wal(command) => return tools::run(|| tools::wal::run(command)),
         Command::Snapshot(command) => return tools::run(|| tools::snapshot::run(command)),
+        Command::Status(args) => return tools::run(|| tools::status::run(args)),
         Command::Start { .. } | Command::Demo { .. } => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start { config } => start(config).await,
             Command::Demo { dir, nodes, client_port, quorum_port } => demo(dir, nodes, client_port, quorum_port).await,
-            Command::Wal(_) | Command::Snapshot(_) => unreachable!("the data tools ran above"),
+            Command::Wal(_) | Command::Snapshot(_) | Command::Status(_) => unreachable!("the tools ran above"),
         }
     });
     match result {

@@ -1,5 +1,6 @@
-//! The data tools: `ensemble wal ...` and `ensemble snapshot ...`, the operator's view of a server's disk
-//! (ZooKeeper's `zkTxnLogToolkit` and `zkSnapShotToolkit`).
+//! The operator's tools: `ensemble wal ...` and `ensemble snapshot ...`, the view of a server's disk
+//! (ZooKeeper's `zkTxnLogToolkit` and `zkSnapShotToolkit`), and `ensemble status`, the view of a running
+//! ensemble.
 //!
 //! They look at damaged data, so they never panic on it and never change it, except `ensemble wal repair`,
 //! which says what it will drop and asks first. Exit codes (also in `--help`): 0 sound, 1 a problem found in
@@ -7,6 +8,7 @@
 
 pub mod render;
 pub mod snapshot;
+pub mod status;
 pub mod wal;
 
 use std::io::{IsTerminal, Write};
