@@ -155,7 +155,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
 
     let started = Instant::now();
-    tracing::info!(server = my_id, dir = %log_dir.display(), "opening the write-ahead log");
+    tracing::info!(dir = %log_dir.display(), "opening the write-ahead log");
     let limits = Limits::new(&config);
     let options = WalOptions {
         // A segment must hold the largest record; ZooKeeper takes any preAllocSize.
@@ -166,14 +166,25 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         ..WalOptions::default()
     };
     let (wal, wal_recovery) = Wal::open(log_dir.join("log"), options.clone())?;
-    tracing::info!(?wal_recovery, "write-ahead log open; rebuilding the tree from snapshots and the log");
+    let range = match (wal_recovery.first_zxid, wal_recovery.last_zxid) {
+        (Some(first), Some(last)) => format!("zxids {first}..{last}"),
+        _ => "empty".to_owned(),
+    };
+    tracing::info!(
+        segments = wal_recovery.segments,
+        records = wal_recovery.records,
+        range = %range,
+        torn_tail_cut = wal_recovery.torn_tail.as_ref().map_or(0, |t| t.bytes),
+        removed_empty_segments = wal_recovery.removed_empty_segments.len(),
+        "write-ahead log verified; rebuilding the tree from the newest valid snapshot and the log after it"
+    );
     let (tree, recovered) = snapshot::recover::recover(&snap_dir, &wal)?;
     tracing::info!(
         zxid = format_args!("0x{:x}", recovered.last_zxid),
         nodes = tree.node_count(),
         sessions = tree.sessions().len(),
         replayed = recovered.replayed,
-        snapshot = ?recovered.snapshot,
+        snapshot = %recovered.snapshot.as_ref().map_or("none".into(), |p| p.display().to_string()),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
@@ -280,7 +291,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tasks.spawn("the read-only switch", ok(crate::read_only::run(ctx.clone(), stopped.clone())));
     }
     tasks.spawn("the client acceptor", ok(accept(ctx.clone(), client_listener, stopped)));
-    tracing::info!(server = my_id, client = %client_addr, standalone, "started");
+    tracing::info!(client = %client_addr, standalone, "started");
     let fatal = ctx.shared.fatal.subscribe();
     Ok(Server { ctx, stop, fatal })
 }
@@ -334,7 +345,7 @@ async fn accept(ctx: Arc<Ctx>, listener: TcpListener, mut stop: watch::Receiver<
         };
         match ctx.shared.admission.admit(addr.ip()) {
             Ok(permit) => drop(tokio::spawn(crate::conn::serve(ctx.clone(), stream, addr, permit))),
-            Err(refused) => tracing::warn!(server = ctx.shared.my_id, client = %addr, %refused, "connection refused"),
+            Err(refused) => tracing::warn!(client = %addr, %refused, "connection refused"),
         }
     }
 }
@@ -377,11 +388,7 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::B
                 }
             }
             Forward::Digest { .. } if ctx.handle.role.borrow().0 != Role::Following(from) => {
-                tracing::warn!(
-                    server = ctx.shared.my_id,
-                    peer = from.0,
-                    "a digest sample from a server this one does not follow: ignored"
-                );
+                tracing::warn!(peer = from.0, "a digest sample from a server this one does not follow: ignored");
             }
             Forward::Digest { zxid, digest } => {
                 if let Err(diverged) = lock(&ctx.shared.digests).leaders(zxid, digest) {
@@ -436,7 +443,12 @@ async fn serving(ctx: Arc<Ctx>, stopped: watch::Receiver<bool>) {
     while role.changed().await.is_ok() {
         let now = *role.borrow_and_update();
         if now != was {
-            tracing::info!(server = ctx.shared.my_id, role = ?now.0, serving = now.1, "role changed");
+            let role = match now.0 {
+                Role::Looking => "looking".to_owned(),
+                Role::Leading => "leading".to_owned(),
+                Role::Following(leader) => format!("following server {}", leader.0),
+            };
+            tracing::info!(role = %role, serving = now.1, "role changed");
         }
         ctx.shared.leading.store(now == (Role::Leading, true), Ordering::Release);
         if now.0 != was.0 {
@@ -480,7 +492,7 @@ async fn halt_on_divergence(ctx: Arc<Ctx>) {
         Ok(reason) => reason.clone().unwrap_or_default(),
         Err(_) => return,
     };
-    tracing::error!(server = ctx.shared.my_id, %reason, "halted: this server serves no more");
+    tracing::error!(%reason, "halted: this server serves no more");
     ctx.handle.shutdown();
     let conns: Vec<_> = ctx.shared.conns().values().cloned().collect();
     for conn in conns {

@@ -488,7 +488,7 @@ impl Shared {
     /// Fails this server for good: it stops serving, closes its clients, and its process should exit (the
     /// first reason stays).
     pub fn fail(&self, reason: String) {
-        tracing::error!(server = self.my_id, %reason, "this server stops serving");
+        tracing::error!(%reason, "this server stops serving");
         self.halt(reason.clone());
         for conn in self.conns().values() {
             conn.send(Out::Close);

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ensemble_tests::client::PERSISTENT;
-use ensemble_tests::process::find_ensemble;
+use ensemble_tests::process::{find_ensemble, Server};
 use ensemble_tests::{blocking, connect, Cluster};
 use serde_json::Value;
 
@@ -85,4 +85,14 @@ async fn status_shows_roles_lag_and_whether_a_quorum_serves() {
     let (code, table) = blocking(|| status(&bin, &cs, false));
     assert_eq!(code, 1, "{table}");
     assert!(table.contains("quorum: NO"), "{table}");
+
+    // Every line an Ensemble server logs names it (the harness marks each start with a line of its own).
+    if matches!(cluster.server(), Server::Ensemble(_)) {
+        for i in 0..cluster.len() {
+            let log = cluster.log_text(i);
+            let prefix = format!("server={} ", i + 1);
+            let stray = log.lines().find(|l| !l.starts_with(&prefix) && !l.starts_with("----- ensemble-tests:"));
+            assert_eq!(stray, None, "node {}: a line without {prefix:?}", i + 1);
+        }
+    }
 }
