@@ -171,6 +171,16 @@ const IGNORED: [&str; 15] = [
 ];
 
 impl Config {
+    /// This server's id: `myid`, or 1 for a standalone server without one (as ZooKeeper's standalone server
+    /// is 1 in its zxids' session ids); `None` for a quorum member without `myid`, which cannot start.
+    pub fn server_id(&self) -> Option<u64> {
+        match (self.my_id, self.servers.len()) {
+            (Some(id), _) => Some(id),
+            (None, 0) => Some(1),
+            (None, _) => None,
+        }
+    }
+
     /// Reads `path` and the `myid` in its `dataDir`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =

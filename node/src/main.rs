@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Command::Start { config } => {
             // Read once with no log installed, for the server id every line carries; then again, so that
             // what the config says (ignored keys, ...) is logged with it.
-            let my_id = Config::load(&config).ok().and_then(|c| c.my_id);
+            let my_id = Config::load(&config).ok().and_then(|c| c.server_id());
             logging::init(log_format, my_id, DEFAULT_FILTER);
             block_on(start(config))
         }

@@ -142,10 +142,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 /// Starts a server from its configuration (inside a tokio runtime).
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let config = Arc::new(config);
-    let my_id = match (config.my_id, config.servers.len()) {
-        (Some(id), _) => id,
-        (None, 0) => 1,
-        (None, _) => return Err(StartError::Config("server.N lines but no myid file in dataDir".into())),
+    let Some(my_id) = config.server_id() else {
+        return Err(StartError::Config("server.N lines but no myid file in dataDir".into()));
     };
     let standalone = config.servers.is_empty();
     let snap_dir = config.data_dir.join("snapshots");
