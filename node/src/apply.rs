@@ -118,8 +118,10 @@ const SNAPSHOT_ATTEMPTS: usize = 3;
 
 fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usize) {
     for attempt in 1..=SNAPSHOT_ATTEMPTS {
+        let started = std::time::Instant::now();
         match snapshot::write::write_fuzzy(dir, &shared.tree, 1024) {
             Ok(info) => {
+                shared.stats.instruments.snapshot(started.elapsed(), info.bytes);
                 tracing::info!(?info, "snapshot written");
                 break;
             }
@@ -168,6 +170,10 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
                 log.pop_front();
             }
         }
+    }
+    // ZooKeeper's `commit_count` counts the commits a leader sends (`Leader.commit`); a standalone server has none.
+    if !shared.standalone && shared.leading.load(Ordering::Acquire) {
+        shared.stats.instruments.commit_count.inc();
     }
     shared.applied.send_replace(zxid);
 }

@@ -145,17 +145,41 @@ pub struct Config {
     /// `localSessionsEnabled`, default false. Ensemble has local sessions in read-only mode only, where
     /// ZooKeeper creates sessions only with this set; read-write sessions are always global here.
     pub local_sessions: bool,
+    /// The Prometheus endpoint (`metricsProvider.className` naming ZooKeeper's `PrometheusMetricsProvider`),
+    /// where to listen; `None` without it ([`crate::metrics`]).
+    pub metrics: Option<MetricsEndpoint>,
     /// This server's id, from `dataDir/myid` (absent for a standalone server without one).
     pub my_id: Option<u64>,
 }
 
+/// Where the Prometheus `/metrics` endpoint listens: `metricsProvider.httpHost` (default `0.0.0.0`) and
+/// `metricsProvider.httpPort` (default 7000), ZooKeeper's `PrometheusMetricsProvider` keys and defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsEndpoint {
+    /// The host or address to bind.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// ZooKeeper's Prometheus provider class: naming it turns the `/metrics` endpoint on.
+pub const PROMETHEUS_PROVIDER: &str = "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
+
+/// ZooKeeper's own providers that export nothing over HTTP (its default, and the null one): accepted, no
+/// endpoint; `mntr` shows the server's values either way.
+const NON_HTTP_PROVIDERS: [&str; 2] =
+    ["org.apache.zookeeper.metrics.impl.DefaultMetricsProvider", "org.apache.zookeeper.metrics.impl.NullMetricsProvider"];
+
 /// ZooKeeper keys that Ensemble accepts and ignores (with a warning), so that existing files work.
-const IGNORED: [&str; 15] = [
+const IGNORED: [&str; 17] = [
     "admin.enableServer",
     "admin.serverPort",
     "admin.serverAddress",
-    "metricsProvider.className",
-    "metricsProvider.httpPort",
+    // The Prometheus provider's Java-specific settings: JVM metrics, and its summary worker threads and queue.
+    "metricsProvider.exportJvmInfo",
+    "metricsProvider.numWorkerThreads",
+    "metricsProvider.maxQueueSize",
+    "metricsProvider.workerShutdownTimeoutMs",
     "standaloneEnabled",
     "reconfigEnabled",
     "quorumListenOnAllIPs",
@@ -306,6 +330,9 @@ impl Config {
             super_digest: get("DigestAuthenticationProvider.superDigest").map(|(_, v)| v.to_owned()),
             read_only_mode: yes_no(get("readonlymode.enabled"), "readonlymode.enabled", false)?,
             local_sessions: yes_no(get("localSessionsEnabled"), "localSessionsEnabled", false)?,
+            metrics: metrics_endpoint(get("metricsProvider.className"), get("metricsProvider.httpHost"), || {
+                number(get("metricsProvider.httpPort"), "metricsProvider.httpPort", 7000, 0..=u16::MAX)
+            })?,
             my_id: None,
         };
         if config.local_sessions {
@@ -334,7 +361,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 27] = [
+const KEYS: [&str; 30] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -362,7 +389,35 @@ const KEYS: [&str; 27] = [
     "readonlymode.enabled",
     "localSessionsEnabled",
     "enforceQuota",
+    "metricsProvider.className",
+    "metricsProvider.httpHost",
+    "metricsProvider.httpPort",
 ];
+
+/// The endpoint `metricsProvider.className` asks for. Another class than ZooKeeper's own is refused rather than
+/// ignored: ZooKeeper refuses to start with a provider class it cannot load, and an operator who configured one
+/// expects its output somewhere, so a silent start without it would hide the mistake until the dashboards are
+/// empty.
+fn metrics_endpoint(
+    class: Option<(usize, &str)>,
+    host: Option<(usize, &str)>,
+    port: impl FnOnce() -> Result<u16, ConfigError>,
+) -> Result<Option<MetricsEndpoint>, ConfigError> {
+    match class {
+        Some((_, PROMETHEUS_PROVIDER)) => {
+            let host = host.map_or("0.0.0.0", |(_, h)| h).to_owned();
+            Ok(Some(MetricsEndpoint { host, port: port()? }))
+        }
+        None => Ok(None),
+        Some((_, class)) if NON_HTTP_PROVIDERS.contains(&class) => Ok(None),
+        Some((line, class)) => Err(invalid(
+            line,
+            "metricsProvider.className",
+            class,
+            &format!("Ensemble provides {PROMETHEUS_PROVIDER} (and ZooKeeper's default, which exports nothing)"),
+        )),
+    }
+}
 
 /// The largest `jute.maxbuffer` (and extra size) accepted: 256 MiB, so that every derived limit (a txn, a WAL
 /// record, a peer frame) stays far below 4 GiB.
@@ -569,5 +624,25 @@ mod tests {
         assert_eq!(c.four_letter_words.len(), FOUR_LETTER_WORDS.len());
         let c = Config::parse("dataDir=/d\nclientPort=1\n4lw.commands.whitelist=ruok, mntr\n").unwrap();
         assert_eq!(c.four_letter_words, vec!["ruok", "mntr"]);
+    }
+
+    #[test]
+    fn the_prometheus_provider_turns_the_endpoint_on_with_zookeepers_defaults() {
+        let base = "dataDir=/d\nclientPort=1\n";
+        assert_eq!(Config::parse(base).unwrap().metrics, None);
+        let on = format!("{base}metricsProvider.className={PROMETHEUS_PROVIDER}\n");
+        let endpoint = Config::parse(&on).unwrap().metrics;
+        assert_eq!(endpoint, Some(MetricsEndpoint { host: "0.0.0.0".into(), port: 7000 }));
+        let set = format!("{on}metricsProvider.httpHost=127.0.0.1\nmetricsProvider.httpPort=7001\n");
+        let set = format!("{set}metricsProvider.exportJvmInfo=false\n");
+        let endpoint = Config::parse(&set).unwrap().metrics;
+        assert_eq!(endpoint, Some(MetricsEndpoint { host: "127.0.0.1".into(), port: 7001 }));
+        let bad_port = Config::parse(&format!("{on}metricsProvider.httpPort=70000\n")).unwrap_err().to_string();
+        assert!(bad_port.contains("metricsProvider.httpPort"), "{bad_port}");
+        // ZooKeeper's default provider exports nothing over HTTP; any other class is refused, naming the key.
+        let default = format!("{base}metricsProvider.className=org.apache.zookeeper.metrics.impl.DefaultMetricsProvider\n");
+        assert_eq!(Config::parse(&default).unwrap().metrics, None);
+        let other = Config::parse(&format!("{base}metricsProvider.className=com.example.Mine\n")).unwrap_err();
+        assert!(other.to_string().contains("line 3") && other.to_string().contains("com.example.Mine"), "{other}");
     }
 }

@@ -71,7 +71,8 @@ enum Closed {
 }
 
 enum Slot {
-    Ready { frame: Bytes, started: Instant },
+    /// `update`: the reply to a write (ZooKeeper's `updatelatency`; every other reply counts as a read).
+    Ready { frame: Bytes, started: Instant, update: bool },
     Write { cxid: i32, started: Instant },
     Read { xid: i32, op: i32, request: Request, started: Instant },
 }
@@ -424,7 +425,7 @@ impl Conn {
         self.handle.counters.last_cxid.store(xid as u32 as u64, Ordering::Relaxed);
         self.handle.counters.last_op.store(op_code, Ordering::Relaxed);
         let zxid = || self.ctx.shared.tree().last_zxid();
-        let ready = |code: Code| Slot::Ready { frame: reply::frame(xid, zxid(), code, &Response::Empty), started };
+        let ready = |code: Code| Slot::Ready { frame: reply::frame(xid, zxid(), code, &Response::Empty), started, update: false };
         if self.read_only.is_some() {
             if crate::read_only::refused(op_code) {
                 self.push(ready(Code::NotReadOnly));
@@ -471,7 +472,7 @@ impl Conn {
                         }
                         // The reply echoes the request's xid (-4 from most clients, an ordinary one from some).
                         let frame = reply::frame(xid, 0, Code::Ok, &Response::Empty);
-                        self.push(Slot::Ready { frame, started });
+                        self.push(Slot::Ready { frame, started, update: false });
                     }
                     Err(error) => {
                         tracing::info!(%error, session = format_args!("0x{:x}", self.session), "authentication failed");
@@ -575,7 +576,7 @@ impl Conn {
                 match slot {
                     Some(slot) => {
                         let Slot::Write { started, .. } = *slot else { unreachable!("found a write slot") };
-                        *slot = Slot::Ready { frame, started };
+                        *slot = Slot::Ready { frame, started, update: true };
                     }
                     None => tracing::debug!(cxid, "a reply for a request this connection is not waiting for"),
                 }
@@ -603,17 +604,17 @@ impl Conn {
         loop {
             match self.slots.front() {
                 Some(Slot::Ready { .. }) => {
-                    let Some(Slot::Ready { frame, started }) = self.slots.pop_front() else { unreachable!() };
+                    let Some(Slot::Ready { frame, started, update }) = self.slots.pop_front() else { unreachable!() };
                     self.tickets.pop_front();
                     self.outstanding(-1);
-                    self.reply(frame, started).await?;
+                    self.reply(frame, started, update).await?;
                 }
                 Some(Slot::Read { .. }) => {
                     let Some(Slot::Read { xid, op, request, started }) = self.slots.pop_front() else { unreachable!() };
                     self.tickets.pop_front();
                     self.outstanding(-1);
                     let frame = self.read(xid, op, &request).await?;
-                    self.reply(frame, started).await?;
+                    self.reply(frame, started, false).await?;
                 }
                 Some(Slot::Write { .. }) | None => return Ok(()),
             }
@@ -655,11 +656,12 @@ impl Conn {
         Ok(frame)
     }
 
-    async fn reply(&mut self, frame: Bytes, started: Instant) -> Result<(), Closed> {
+    async fn reply(&mut self, frame: Bytes, started: Instant, update: bool) -> Result<(), Closed> {
         if frame.is_empty() {
             return Ok(());
         }
         self.ctx.shared.stats.latency.record(started);
+        self.ctx.shared.stats.instruments.request_latency(started, update);
         let counters = &self.handle.counters;
         counters.latency.record(started);
         if let Some(zxid) = frame.get(4..12) {

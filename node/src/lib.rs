@@ -11,7 +11,8 @@
 //! - [`session`], [`auth`]: session ids and passwords, digest authentication.
 //! - [`digest`]: the divergence check (tree digests compared with the leader's).
 //! - [`read_only`]: read-only mode, serving reads to read-only clients while the quorum is gone.
-//! - [`fourlw`], [`report`]: the four-letter words; [`logging`]: the log's formats.
+//! - [`fourlw`], [`report`]: the four-letter words; [`logging`]: the log's formats; [`metrics`]: ZooKeeper's
+//!   Prometheus endpoint.
 #![deny(missing_docs)]
 
 pub mod admission;
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod leader;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod read_only;
 pub mod reads;
 pub mod reply;

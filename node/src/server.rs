@@ -155,12 +155,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let started = Instant::now();
     tracing::info!(dir = %log_dir.display(), "opening the write-ahead log");
     let limits = Limits::new(&config);
+    let stats = Stats::default();
     let options = WalOptions {
         // A segment must hold the largest record; ZooKeeper takes any preAllocSize.
         segment_size: (config.prealloc_kib * 1024).max(4 << 20).max(2 * limits.wal_payload as u64),
         max_payload: limits.wal_payload,
         sync: if config.force_sync { SyncMode::Fdatasync } else { SyncMode::Never },
         idle_spin: spin_from_env(),
+        on_batch: Some(stats.instruments.wal_observer()),
         ..WalOptions::default()
     };
     let (wal, wal_recovery) = Wal::open(log_dir.join("log"), options.clone())?;
@@ -199,6 +201,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let client_listener =
         TcpListener::bind(client_bind.as_str()).await.map_err(io(format!("bind the client port {client_bind}")))?;
     let client_addr = client_listener.local_addr().map_err(io("client address"))?;
+    // As in ZooKeeper, a metrics endpoint that cannot start stops the server from starting.
+    let metrics_listener = match &config.metrics {
+        Some(endpoint) => {
+            let bind = (endpoint.host.as_str(), endpoint.port);
+            let what = format!("bind the metrics endpoint {}:{}", endpoint.host, endpoint.port);
+            Some(TcpListener::bind(bind).await.map_err(io(what))?)
+        }
+        None => None,
+    };
 
     let mut peers = BTreeMap::new();
     for (&id, entry) in &config.servers {
@@ -254,7 +265,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         syncs: Mutex::new(HashMap::new()),
         session_ids: SessionIds::new(my_id),
         super_digest: config.super_digest.clone(),
-        stats: Stats::default(),
+        stats,
         next_conn: AtomicU64::new(1),
         leading: AtomicBool::new(false),
         digests: Mutex::default(),
@@ -287,6 +298,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     // A standalone server is never cut off from a quorum.
     if config.read_only_mode && !standalone {
         tasks.spawn("the read-only switch", ok(crate::read_only::run(ctx.clone(), stopped.clone())));
+    }
+    if let Some(listener) = metrics_listener {
+        let registry = crate::metrics::registry(ctx.clone())
+            .map_err(|e| StartError::Config(format!("metrics registry: {e}")))?;
+        let addr = listener.local_addr().map_err(io("metrics address"))?;
+        tracing::info!(server = my_id, %addr, "serving Prometheus metrics at /metrics");
+        let endpoint = crate::metrics::http::serve(listener, Arc::new(registry), stopped.clone());
+        tasks.spawn("the metrics endpoint", ok(endpoint));
     }
     tasks.spawn("the client acceptor", ok(accept(ctx.clone(), client_listener, stopped)));
     tracing::info!(client = %client_addr, standalone, "started");

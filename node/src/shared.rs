@@ -364,6 +364,8 @@ pub struct Stats {
     pub proposal_sizes: BufferStats,
     /// Learners' syncs waiting on this leader.
     pub learner_syncs: PendingSyncs,
+    /// What the metrics observe that `mntr` has no value for (latency summaries, WAL batches, commits).
+    pub instruments: crate::metrics::Instruments,
 }
 
 impl Default for Stats {
@@ -376,6 +378,7 @@ impl Default for Stats {
             started: Instant::now(),
             proposal_sizes: BufferStats::default(),
             learner_syncs: PendingSyncs::default(),
+            instruments: crate::metrics::Instruments::default(),
         }
     }
 }

@@ -49,7 +49,7 @@ pub use error::{CorruptionKind, Result, WalError};
 pub use inspect::{
     inspect, inspect_with_progress, BaseState, Corruption, Inspection, Problem, Progress, SegmentState, SegmentSummary,
 };
-pub use options::{SyncMode, WalOptions, DEFAULT_MAX_PAYLOAD};
+pub use options::{BatchObserver, SyncMode, WalOptions, DEFAULT_MAX_PAYLOAD};
 pub use pending::Pending;
 pub use repair::{repair, RepairPlan, Repaired};
 pub use scan::TornTail;

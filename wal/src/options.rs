@@ -42,6 +42,19 @@ pub struct WalOptions {
     /// once gains from a spin; after a larger batch the writer does not spin (a busy log refills its queue by
     /// itself, and servers that share cores would pay for the spin). Default 50 us.
     pub idle_spin: std::time::Duration,
+    /// Told, on the writer thread, of every batch made durable: how many records it held and how long its
+    /// fdatasync took. For metrics; it must return quickly (the next batch waits for it). Default none.
+    pub on_batch: Option<BatchObserver>,
+}
+
+/// What [`WalOptions::on_batch`] calls: `(records, fsync time)` of each durable batch.
+#[derive(Clone)]
+pub struct BatchObserver(pub std::sync::Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for BatchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchObserver")
+    }
 }
 
 /// The largest payload a record read back may have, whatever `max_payload` is now: a log written under a higher
@@ -64,6 +77,7 @@ impl Default for WalOptions {
             max_batch_bytes: None,
             max_batch_records: None,
             idle_spin: std::time::Duration::from_micros(50),
+            on_batch: None,
         }
     }
 }

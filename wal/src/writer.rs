@@ -194,7 +194,11 @@ impl Writer {
         if self.shared.options.sync == SyncMode::Fdatasync {
             active.file.sync_data()?;
         }
-        self.shared.counters.batch(appends.len(), bytes, started.elapsed());
+        let fsync = started.elapsed();
+        self.shared.counters.batch(appends.len(), bytes, fsync);
+        if let Some(observer) = &self.shared.options.on_batch {
+            (observer.0)(appends.len(), fsync);
+        }
         if let Some(spare) = self.spare.as_mut().filter(|_| active.end > active.capacity / 2) {
             // The next segment will be needed: zero it now, while half of this one is still free.
             spare.prepare();
