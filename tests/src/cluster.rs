@@ -38,6 +38,9 @@ pub struct Options {
     /// setting sets it here and says why. Keys that Apache ZooKeeper takes only as Java system properties
     /// ([`crate::process::SYSTEM_PROPERTIES`], e.g. `readonlymode.enabled`) are passed to it as `-D` flags.
     pub config: Vec<String>,
+    /// Extra `zoo.cfg` lines for one node each (`node_config[i]` for node `i`, after [`Options::config`]): for
+    /// settings that must differ between nodes on one host, such as a port.
+    pub node_config: Vec<Vec<String>>,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             start_timeout: Duration::from_secs(60),
             observers: 0,
             config: Vec::new(),
+            node_config: Vec::new(),
         }
     }
 }
@@ -441,7 +445,7 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
         options.prealloc_kib,
         options.max_session_timeout_ms,
     );
-    for line in extra {
+    for line in extra.iter().chain(options.node_config.get(i).into_iter().flatten()) {
         cfg.push_str(line);
         cfg.push('\n');
     }
