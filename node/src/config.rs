@@ -1,7 +1,7 @@
 //! Configuration: ZooKeeper's `zoo.cfg` (a Java properties file) and the `myid` file in `dataDir`.
 //!
 //! Every key ZooKeeper documents for these purposes is understood, with ZooKeeper's defaults. Keys that
-//! ZooKeeper has but Ensemble does not need (the admin server, metrics providers, ...) are accepted with a
+//! ZooKeeper has but Ensemble does not need (the admin server, the JVM settings of the metrics provider, ...) are accepted with a
 //! warning naming them, so that an existing `zoo.cfg` works. Any other key, and any invalid value, is an error
 //! naming the key and its line.
 
@@ -167,8 +167,10 @@ pub const PROMETHEUS_PROVIDER: &str = "org.apache.zookeeper.metrics.prometheus.P
 
 /// ZooKeeper's own providers that export nothing over HTTP (its default, and the null one): accepted, no
 /// endpoint; `mntr` shows the server's values either way.
-const NON_HTTP_PROVIDERS: [&str; 2] =
-    ["org.apache.zookeeper.metrics.impl.DefaultMetricsProvider", "org.apache.zookeeper.metrics.impl.NullMetricsProvider"];
+const NON_HTTP_PROVIDERS: [&str; 2] = [
+    "org.apache.zookeeper.metrics.impl.DefaultMetricsProvider",
+    "org.apache.zookeeper.metrics.impl.NullMetricsProvider",
+];
 
 /// ZooKeeper keys that Ensemble accepts and ignores (with a warning), so that existing files work.
 const IGNORED: [&str; 17] = [
@@ -640,7 +642,8 @@ mod tests {
         let bad_port = Config::parse(&format!("{on}metricsProvider.httpPort=70000\n")).unwrap_err().to_string();
         assert!(bad_port.contains("metricsProvider.httpPort"), "{bad_port}");
         // ZooKeeper's default provider exports nothing over HTTP; any other class is refused, naming the key.
-        let default = format!("{base}metricsProvider.className=org.apache.zookeeper.metrics.impl.DefaultMetricsProvider\n");
+        let default =
+            format!("{base}metricsProvider.className=org.apache.zookeeper.metrics.impl.DefaultMetricsProvider\n");
         assert_eq!(Config::parse(&default).unwrap().metrics, None);
         let other = Config::parse(&format!("{base}metricsProvider.className=com.example.Mine\n")).unwrap_err();
         assert!(other.to_string().contains("line 3") && other.to_string().contains("com.example.Mine"), "{other}");

@@ -72,9 +72,21 @@ enum Closed {
 
 enum Slot {
     /// `update`: the reply to a write (ZooKeeper's `updatelatency`; every other reply counts as a read).
-    Ready { frame: Bytes, started: Instant, update: bool },
-    Write { cxid: i32, started: Instant },
-    Read { xid: i32, op: i32, request: Request, started: Instant },
+    Ready {
+        frame: Bytes,
+        started: Instant,
+        update: bool,
+    },
+    Write {
+        cxid: i32,
+        started: Instant,
+    },
+    Read {
+        xid: i32,
+        op: i32,
+        request: Request,
+        started: Instant,
+    },
 }
 
 /// Serves one accepted connection until it closes.
@@ -425,7 +437,11 @@ impl Conn {
         self.handle.counters.last_cxid.store(xid as u32 as u64, Ordering::Relaxed);
         self.handle.counters.last_op.store(op_code, Ordering::Relaxed);
         let zxid = || self.ctx.shared.tree().last_zxid();
-        let ready = |code: Code| Slot::Ready { frame: reply::frame(xid, zxid(), code, &Response::Empty), started, update: false };
+        let ready = |code: Code| Slot::Ready {
+            frame: reply::frame(xid, zxid(), code, &Response::Empty),
+            started,
+            update: false,
+        };
         if self.read_only.is_some() {
             if crate::read_only::refused(op_code) {
                 self.push(ready(Code::NotReadOnly));

@@ -300,8 +300,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tasks.spawn("the read-only switch", ok(crate::read_only::run(ctx.clone(), stopped.clone())));
     }
     if let Some(listener) = metrics_listener {
-        let registry = crate::metrics::registry(ctx.clone())
-            .map_err(|e| StartError::Config(format!("metrics registry: {e}")))?;
+        let registry =
+            crate::metrics::registry(ctx.clone()).map_err(|e| StartError::Config(format!("metrics registry: {e}")))?;
         let addr = listener.local_addr().map_err(io("metrics address"))?;
         tracing::info!(server = my_id, %addr, "serving Prometheus metrics at /metrics");
         let endpoint = crate::metrics::http::serve(listener, Arc::new(registry), stopped.clone());

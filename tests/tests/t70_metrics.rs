@@ -119,8 +119,9 @@ impl Prometheus {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        let child = ensemble_tests::process::spawn(cmd)
-            .unwrap_or_else(|e| panic!("start prometheus (Debian package `prometheus`; scripts/test installs it): {e}"));
+        let child = ensemble_tests::process::spawn(cmd).unwrap_or_else(|e| {
+            panic!("start prometheus (Debian package `prometheus`; scripts/test installs it): {e}")
+        });
         Prometheus { child, port }
     }
 

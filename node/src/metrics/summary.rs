@@ -143,7 +143,9 @@ mod tests {
         let registry = prometheus::Registry::new();
         registry.register(Box::new(s)).unwrap();
         let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
-        for line in ["# TYPE fsynctime summary", "fsynctime{quantile=\"0.5\"} 3", "fsynctime_sum 3", "fsynctime_count 1"] {
+        for line in
+            ["# TYPE fsynctime summary", "fsynctime{quantile=\"0.5\"} 3", "fsynctime_sum 3", "fsynctime_count 1"]
+        {
             assert!(text.contains(line), "{line:?} in {text}");
         }
     }
