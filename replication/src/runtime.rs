@@ -270,6 +270,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         role_tx,
         learners_tx,
         started: Instant::now(),
+        looking_since: Instant::now(),
     };
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, forwards, stop }));
@@ -330,6 +331,9 @@ struct Server {
     role_tx: watch::Sender<(Role, bool)>,
     learners_tx: watch::Sender<LearnerView>,
     started: Instant,
+    /// When this server last began looking for a leader: the election and sync times an operator reads in
+    /// the log are measured from it.
+    looking_since: Instant,
 }
 
 impl Server {
@@ -488,6 +492,7 @@ impl Server {
                     self.epochs.request(self.generation, EpochUpdate::Current(epoch)).await?
                 }
                 Action::StreamTxns { to, after, until, commit_up_to } => {
+                    tracing::info!(follower = to.0, %after, %until, "syncing a follower with the txns after the last one it shares with this log (DIFF, after a TRUNC if it had more)");
                     let txns = TxnStream::new(&self.wal, self.pending_until(until), after, until, commit_up_to);
                     let _ = self.transport.send_stream(to, Box::new(txns));
                 }
@@ -523,9 +528,34 @@ impl Server {
         }
         // Only a real change wakes the watchers (some rebuild state on every change).
         let now = (peer.role(), peer.serving());
-        self.role_tx.send_if_modified(|role| std::mem::replace(role, now) != now);
+        let before = *self.role_tx.borrow();
+        if self.role_tx.send_if_modified(|role| std::mem::replace(role, now) != now) {
+            self.log_role_change(before, now, peer);
+        }
         self.publish_learners(peer, now == (Role::Leading, true));
         Ok(())
+    }
+
+    /// Says, once each, what an operator follows an election by: the leader elected (with the epoch and the
+    /// time it took), then serving (with the zxid reached and the time since looking began).
+    fn log_role_change(&mut self, before: (Role, bool), now: (Role, bool), peer: &Peer) {
+        let role = match now.0 {
+            Role::Looking => {
+                self.looking_since = Instant::now();
+                return;
+            }
+            Role::Leading => "leading".to_owned(),
+            Role::Following(leader) => format!("following server {}", leader.0),
+        };
+        let durable = peer.durable();
+        let ms = self.looking_since.elapsed().as_millis() as u64;
+        if before.0 != now.0 {
+            tracing::info!(role = %role, last_zxid = %durable.last_zxid, election_ms = ms, "leader elected");
+        }
+        if now.1 && !before.1 {
+            let applied = *self.applied_tx.borrow();
+            tracing::info!(role = %role, epoch = %durable.current_epoch, zxid = %applied, ms_since_looking = ms, "synced: serving");
+        }
     }
 
     /// Publishes the leader's view of its learners if it changed.
@@ -554,6 +584,7 @@ impl Server {
 
     /// Cuts the log after `zxid`, as `leader` said.
     async fn truncate(&mut self, zxid: Zxid, leader: Option<ServerId>) -> Result<(), Fault> {
+        tracing::info!(after = %zxid, leader = leader.map(|l| l.0), "truncating the log (TRUNC): txns after this zxid never committed");
         // Truncation runs behind every queued append: its completion means all of it is durable.
         let truncation = self.wal.truncate_after(zxid).map_err(|e| Fault::wal("truncate after", zxid, e, leader))?;
         truncation.await.map_err(|e| Fault::wal("truncate after", zxid, e, None))?;

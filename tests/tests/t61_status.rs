@@ -93,6 +93,12 @@ async fn status_shows_roles_lag_and_whether_a_quorum_serves() {
             let prefix = format!("server={} ", i + 1);
             let stray = log.lines().find(|l| !l.starts_with(&prefix) && !l.starts_with("----- ensemble-tests:"));
             assert_eq!(stray, None, "node {}: a line without {prefix:?}", i + 1);
+            // An operator follows an election by two lines: who was elected, and when it serves.
+            for line in
+                ["INFO replication::runtime: leader elected role=", "INFO replication::runtime: synced: serving"]
+            {
+                assert!(log.contains(line), "node {}: no {line:?} in its log", i + 1);
+            }
         }
     }
 }
