@@ -77,9 +77,12 @@ enum Slot {
         started: Instant,
         update: bool,
     },
+    /// Waiting for the leader: a write (`update`: a txn, ZooKeeper's `updatelatency`) or a sync (which has no
+    /// txn, and ZooKeeper counts among the reads).
     Write {
         cxid: i32,
         started: Instant,
+        update: bool,
     },
     Read {
         xid: i32,
@@ -513,7 +516,7 @@ impl Conn {
                     self.push(ready(Code::BadArguments));
                     return Ok(());
                 };
-                self.push(Slot::Write { cxid: xid, started });
+                self.push(Slot::Write { cxid: xid, started, update: true });
                 let item = Item::Write {
                     origin: Origin::Local,
                     session: self.session,
@@ -525,7 +528,7 @@ impl Conn {
             }
             op::SYNC => {
                 let Request::Sync { path } = request else { unreachable!("decoded as sync") };
-                self.push(Slot::Write { cxid: xid, started });
+                self.push(Slot::Write { cxid: xid, started, update: false });
                 self.sync(xid, path).await?;
             }
             _ => self.push(Slot::Read { xid, op: op_code, request, started }),
@@ -591,8 +594,8 @@ impl Conn {
                 let slot = self.slots.iter_mut().find(|s| matches!(s, Slot::Write { cxid: c, .. } if *c == cxid));
                 match slot {
                     Some(slot) => {
-                        let Slot::Write { started, .. } = *slot else { unreachable!("found a write slot") };
-                        *slot = Slot::Ready { frame, started, update: true };
+                        let Slot::Write { started, update, .. } = *slot else { unreachable!("found a write slot") };
+                        *slot = Slot::Ready { frame, started, update };
                     }
                     None => tracing::debug!(cxid, "a reply for a request this connection is not waiting for"),
                 }
