@@ -1,7 +1,7 @@
 //! Configuration: ZooKeeper's `zoo.cfg` (a Java properties file) and the `myid` file in `dataDir`.
 //!
 //! Every key ZooKeeper documents for these purposes is understood, with ZooKeeper's defaults. Keys that
-//! ZooKeeper has but Ensemble does not need (the admin server, the JVM settings of the metrics provider, ...) are accepted with a
+//! ZooKeeper has but Ensemble does not need (the JVM settings of the metrics provider, ...) are accepted with a
 //! warning naming them, so that an existing `zoo.cfg` works. Any other key, and any invalid value, is an error
 //! naming the key and its line.
 
@@ -148,6 +148,9 @@ pub struct Config {
     /// The Prometheus endpoint (`metricsProvider.className` naming ZooKeeper's `PrometheusMetricsProvider`),
     /// where to listen; `None` without it ([`crate::metrics`]).
     pub metrics: Option<MetricsEndpoint>,
+    /// The AdminServer (`admin.enableServer`, default true as in ZooKeeper; `admin.serverAddress` 0.0.0.0,
+    /// `admin.serverPort` 8080, `admin.commandURL` `/commands`); `None` when disabled ([`crate::admin`]).
+    pub admin: Option<AdminEndpoint>,
     /// This server's id, from `dataDir/myid` (absent for a standalone server without one).
     pub my_id: Option<u64>,
 }
@@ -162,6 +165,18 @@ pub struct MetricsEndpoint {
     pub port: u16,
 }
 
+/// Where the AdminServer listens and the path its commands live under (ZooKeeper's `JettyAdminServer` keys
+/// and defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    /// `admin.serverAddress`, default `0.0.0.0`.
+    pub host: String,
+    /// `admin.serverPort`, default 8080.
+    pub port: u16,
+    /// `admin.commandURL`, default `/commands`.
+    pub command_url: String,
+}
+
 /// ZooKeeper's Prometheus provider class: naming it turns the `/metrics` endpoint on.
 pub const PROMETHEUS_PROVIDER: &str = "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
 
@@ -173,10 +188,10 @@ const NON_HTTP_PROVIDERS: [&str; 2] = [
 ];
 
 /// ZooKeeper keys that Ensemble accepts and ignores (with a warning), so that existing files work.
-const IGNORED: [&str; 17] = [
-    "admin.enableServer",
-    "admin.serverPort",
-    "admin.serverAddress",
+const IGNORED: [&str; 16] = [
+    // Jetty's idle timeout and HTTP version: the admin endpoint has its own bounds (crate::http).
+    "admin.idleTimeout",
+    "admin.httpVersion",
     // The Prometheus provider's Java-specific settings: JVM metrics, and its summary worker threads and queue.
     "metricsProvider.exportJvmInfo",
     "metricsProvider.numWorkerThreads",
@@ -335,6 +350,7 @@ impl Config {
             metrics: metrics_endpoint(get("metricsProvider.className"), get("metricsProvider.httpHost"), || {
                 number(get("metricsProvider.httpPort"), "metricsProvider.httpPort", 7000, 0..=u16::MAX)
             })?,
+            admin: admin_endpoint(&get)?,
             my_id: None,
         };
         if config.local_sessions {
@@ -363,7 +379,7 @@ impl Config {
 }
 
 /// Keys with a meaning in Ensemble.
-const KEYS: [&str; 30] = [
+const KEYS: [&str; 34] = [
     "tickTime",
     "initLimit",
     "syncLimit",
@@ -394,7 +410,27 @@ const KEYS: [&str; 30] = [
     "metricsProvider.className",
     "metricsProvider.httpHost",
     "metricsProvider.httpPort",
+    "admin.enableServer",
+    "admin.serverAddress",
+    "admin.serverPort",
+    "admin.commandURL",
 ];
+
+/// The AdminServer the `admin.*` keys ask for: on unless `admin.enableServer=false`, as in ZooKeeper.
+fn admin_endpoint<'a>(get: &impl Fn(&str) -> Option<(usize, &'a str)>) -> Result<Option<AdminEndpoint>, ConfigError> {
+    let enabled = get("admin.enableServer");
+    if enabled.is_some() && !true_false(enabled, "admin.enableServer")? {
+        return Ok(None);
+    }
+    let host = get("admin.serverAddress").map_or("0.0.0.0", |(_, h)| h).to_owned();
+    let port = number(get("admin.serverPort"), "admin.serverPort", 8080, 0..=u16::MAX)?;
+    let command_url = match get("admin.commandURL") {
+        None => "/commands".to_owned(),
+        Some((_, url)) if url.starts_with('/') && url.len() > 1 => url.trim_end_matches('/').to_owned(),
+        Some((line, url)) => return Err(invalid(line, "admin.commandURL", url, "must be a path such as /commands")),
+    };
+    Ok(Some(AdminEndpoint { host, port, command_url }))
+}
 
 /// The endpoint `metricsProvider.className` asks for. Another class than ZooKeeper's own is refused rather than
 /// ignored: ZooKeeper refuses to start with a provider class it cannot load, and an operator who configured one
@@ -647,5 +683,20 @@ mod tests {
         assert_eq!(Config::parse(&default).unwrap().metrics, None);
         let other = Config::parse(&format!("{base}metricsProvider.className=com.example.Mine\n")).unwrap_err();
         assert!(other.to_string().contains("line 3") && other.to_string().contains("com.example.Mine"), "{other}");
+    }
+
+    #[test]
+    fn the_admin_server_is_on_by_default_on_8080_as_in_zookeeper() {
+        let base = "dataDir=/d\nclientPort=1\n";
+        let default = AdminEndpoint { host: "0.0.0.0".into(), port: 8080, command_url: "/commands".into() };
+        assert_eq!(Config::parse(base).unwrap().admin, Some(default));
+        assert_eq!(Config::parse(&format!("{base}admin.enableServer=false\n")).unwrap().admin, None);
+        let set = format!("{base}admin.serverAddress=127.0.0.1\nadmin.serverPort=9090\nadmin.commandURL=/cmds/\n");
+        let set = Config::parse(&set).unwrap().admin;
+        assert_eq!(set, Some(AdminEndpoint { host: "127.0.0.1".into(), port: 9090, command_url: "/cmds".into() }));
+        let bad = Config::parse(&format!("{base}admin.enableServer=maybe\n")).unwrap_err().to_string();
+        assert!(bad.contains("admin.enableServer"), "{bad}");
+        let bad = Config::parse(&format!("{base}admin.commandURL=cmds\n")).unwrap_err().to_string();
+        assert!(bad.contains("admin.commandURL"), "{bad}");
     }
 }

@@ -27,6 +27,8 @@ pub struct Demo {
     pub client_port: u16,
     /// The first quorum port (election ports 1000 above).
     pub quorum_port: u16,
+    /// The first AdminServer port (8080; the others follow).
+    pub admin_port: u16,
     /// The servers' log format.
     pub log_format: LogFormat,
 }
@@ -58,7 +60,8 @@ pub async fn run(demo: Demo) -> Result<(), String> {
         addrs.join(",")
     );
     for (id, log, _) in &servers {
-        println!("  server {id} logs to {}", log.display());
+        let admin = admin_port(&demo, *id);
+        println!("  server {id} logs to {}; its AdminServer: http://127.0.0.1:{admin}/commands", log.display());
     }
     println!("Stop with Ctrl-C; the next start recovers every znode from disk.");
     let outcome = tokio::select! {
@@ -75,6 +78,11 @@ fn client_port(demo: &Demo, id: u64) -> u16 {
     demo.client_port + id as u16 - 1
 }
 
+/// Each server's AdminServer port: 8080, 8081, ... (ZooKeeper's default for the first; the others would clash).
+fn admin_port(demo: &Demo, id: u64) -> u16 {
+    demo.admin_port + id as u16 - 1
+}
+
 /// Writes `folder/zoo.cfg` and `folder/myid`; the config's path.
 fn write_config(demo: &Demo, id: u64, folder: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(folder).map_err(|e| format!("create {}: {e}", folder.display()))?;
@@ -88,9 +96,10 @@ fn write_config(demo: &Demo, id: u64, folder: &Path) -> Result<PathBuf, String> 
         .collect();
     let text = format!(
         "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
-         4lw.commands.whitelist=*\n{}",
+         4lw.commands.whitelist=*\nadmin.serverAddress=127.0.0.1\nadmin.serverPort={}\n{}",
         folder.display(),
         client_port(demo, id),
+        admin_port(demo, id),
         if demo.nodes > 1 { members.as_str() } else { "" },
     );
     let config = folder.join("zoo.cfg");

@@ -15,6 +15,7 @@
 //!   Prometheus endpoint.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod admission;
 pub mod apply;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod digest;
 pub mod forward;
 pub mod fourlw;
 pub mod frame;
+pub mod http;
 pub mod leader;
 pub mod limits;
 pub mod logging;

@@ -46,6 +46,9 @@ enum Command {
         /// The first quorum port (election ports follow 1000 above).
         #[arg(long, default_value_t = 2888)]
         quorum_port: u16,
+        /// The first AdminServer port (the others follow: 8080, 8081, 8082 for three servers).
+        #[arg(long, default_value_t = 8080)]
+        admin_port: u16,
     },
     /// Looks at a write-ahead log directory: list, dump, verify, repair (ZooKeeper's zkTxnLogToolkit).
     #[command(subcommand, after_help = tools::EXIT_CODES)]
@@ -86,9 +89,9 @@ fn main() -> ExitCode {
             logging::init(log_format, my_id, DEFAULT_FILTER);
             block_on(start(config))
         }
-        Command::Demo { dir, nodes, client_port, quorum_port } => {
+        Command::Demo { dir, nodes, client_port, quorum_port, admin_port } => {
             logging::init(log_format, None, DEFAULT_FILTER);
-            block_on(demo::run(demo::Demo { dir, nodes, client_port, quorum_port, log_format }))
+            block_on(demo::run(demo::Demo { dir, nodes, client_port, quorum_port, admin_port, log_format }))
         }
     }
 }

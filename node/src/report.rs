@@ -64,7 +64,7 @@ fn whitelisted(ctx: &Ctx, word: &str) -> bool {
 }
 
 /// The leader pipeline's sessions and their deadlines; `None` if it does not answer in time.
-async fn leader_sessions(ctx: &Ctx) -> Option<Vec<(SessionId, Instant)>> {
+pub(crate) async fn leader_sessions(ctx: &Ctx) -> Option<Vec<(SessionId, Instant)>> {
     let (reply, sessions) = oneshot::channel();
     let asked = async {
         ctx.pipeline.send(Item::Sessions(reply)).await.ok()?;
@@ -184,7 +184,7 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
 /// NIO factory would expire them (a connection's last reply, or its start, plus its session timeout, or 10 s
 /// without a session). Expiry times are bucketed on this server's monotonic clock, as ZooKeeper's
 /// `ExpiryQueue` does, then shown on the wall clock.
-fn dump(ctx: &Ctx, expiring: Option<Vec<(SessionId, Instant)>>, connections: &[Connection]) -> Dump {
+pub(crate) fn dump(ctx: &Ctx, expiring: Option<Vec<(SessionId, Instant)>>, connections: &[Connection]) -> Dump {
     let shared = &ctx.shared;
     let (now, started) = (Instant::now(), shared.stats.started);
     let now_mono = millis(now.saturating_duration_since(started)) as i64;

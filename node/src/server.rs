@@ -210,6 +210,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
         None => None,
     };
+    // ZooKeeper's AdminServer, on by default: one that cannot bind stops the server from starting (ZooKeeper
+    // logs and goes on without it; an operator who left it on expects it to answer).
+    let admin_listener = match &config.admin {
+        Some(endpoint) => {
+            let bind = (endpoint.host.as_str(), endpoint.port);
+            let what = format!(
+                "bind the admin server {}:{} (admin.enableServer=false turns it off)",
+                endpoint.host, endpoint.port
+            );
+            Some(TcpListener::bind(bind).await.map_err(io(what))?)
+        }
+        None => None,
+    };
 
     let mut peers = BTreeMap::new();
     for (&id, entry) in &config.servers {
@@ -304,8 +317,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             crate::metrics::registry(ctx.clone()).map_err(|e| StartError::Config(format!("metrics registry: {e}")))?;
         let addr = listener.local_addr().map_err(io("metrics address"))?;
         tracing::info!(server = my_id, %addr, "serving Prometheus metrics at /metrics");
-        let endpoint = crate::metrics::http::serve(listener, Arc::new(registry), stopped.clone());
+        let endpoint = crate::metrics::Endpoint(Arc::new(registry));
+        let endpoint = crate::http::serve("metrics endpoint", listener, endpoint, stopped.clone());
         tasks.spawn("the metrics endpoint", ok(endpoint));
+    }
+    if let (Some(listener), Some(endpoint)) = (admin_listener, &config.admin) {
+        let addr = listener.local_addr().map_err(io("admin server address"))?;
+        tracing::info!(server = my_id, %addr, url = %endpoint.command_url, "serving the AdminServer's commands");
+        let admin = crate::admin::Endpoint::new(ctx.clone(), endpoint.command_url.clone());
+        tasks.spawn("the admin server", ok(crate::http::serve("admin server", listener, admin, stopped.clone())));
     }
     tasks.spawn("the client acceptor", ok(accept(ctx.clone(), client_listener, stopped)));
     tracing::info!(client = %client_addr, standalone, "started");

@@ -434,7 +434,10 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
     let mut cfg = format!(
         "tickTime={}\ninitLimit={}\nsyncLimit={}\ndataDir={}\ndataLogDir={}\nclientPort={}\n\
          clientPortAddress=127.0.0.1\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
-         znode.container.checkIntervalMs=300\nextendedTypesEnabled=true\n",
+         znode.container.checkIntervalMs=300\nextendedTypesEnabled=true\n\
+         # The AdminServer is on by default on port 8080: several nodes on one machine would clash, so it is off\n\
+         # unless a test turns it on with a port per node (Options::node_config; t72_admin).\n\
+         admin.enableServer=false\n",
         options.tick_ms,
         options.init_limit,
         options.sync_limit,

@@ -10,14 +10,19 @@
 //! - Counters keep ZooKeeper's names as they are (`commit_count`, no `_total`): ZooKeeper 3.8 exports through
 //!   Prometheus' simpleclient 0.9, which adds no suffix, and the community dashboards query those names.
 //!
-//! [`http`] serves the registry; [`summary`] is ZooKeeper's summary type.
+//! [`Endpoint`] answers `GET /metrics` on the bounded server of [`crate::http`]; [`summary`] is ZooKeeper's
+//! summary type.
 
-pub mod http;
 pub mod summary;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
@@ -25,6 +30,44 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
 use crate::fourlw::{Mode, Report};
 use crate::server::Ctx;
 use summary::{Summary, ADVANCED, BASIC};
+
+/// The text format's content type, as Prometheus' clients send it.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `/metrics` endpoint, as ZooKeeper's `PrometheusMetricsProvider` serves it: `GET /metrics` answers the
+/// registry in the Prometheus text format (0.0.4); every other path is 404 (its Jetty context has that one
+/// servlet); another method on `/metrics` is 405.
+pub struct Endpoint(pub Arc<Registry>);
+
+impl crate::http::Handler for Endpoint {
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        use crate::http::status;
+        if request.uri().path() != "/metrics" {
+            return status(StatusCode::NOT_FOUND, "Not Found\n");
+        }
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            let mut response = status(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let registry = self.0.clone();
+        match tokio::task::spawn_blocking(move || scrape(&registry)).await {
+            Ok(Ok(text)) => {
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+                response
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "metrics endpoint: the registry did not encode");
+                status(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+            }
+            Err(error) => {
+                tracing::error!(%error, "metrics endpoint: the scrape panicked");
+                status(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+            }
+        }
+    }
+}
 
 /// What the server observes as it works, for the metrics (nothing here feeds `mntr`, which has its own values
 /// for everything it prints; these are the events `mntr` has no counterpart for).
