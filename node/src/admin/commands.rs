@@ -1,7 +1,7 @@
 //! The AdminServer's commands: ZooKeeper 3.8's `Commands.java`, each with its names and the keys it answers,
 //! built from the server's [`Report`] (the four-letter words' source) so the two never disagree.
 //!
-//! Every answer is `{"command": <name asked>, "error": null | "<why>", ...keys}` (`CommandResponse`).
+//! Every answer is `{"command": <primary name>, "error": null | "<why>", ...keys}` (`CommandResponse`).
 //! Not implemented (answered as unknown): `set_trace_mask`, `initial_configuration`, `observers`,
 //! `observer_connection_stat_reset`, `system_properties`.
 

@@ -2,7 +2,7 @@
 //! JSON, as ZooKeeper 3.8's `JettyAdminServer` serves them, on the bounded server of [`crate::http`].
 //!
 //! - `GET <commandURL>` (default `/commands`) lists the commands' primary names as HTML links, sorted.
-//! - `GET <commandURL>/<name or alias>` answers the command's JSON object: `command` (the name asked),
+//! - `GET <commandURL>/<name or alias>` answers the command's JSON object: `command` (its primary name, even when asked by an alias; an unknown command's name as asked),
 //!   `error` (null, or why not), and the command's keys ([`commands`]), status 200 even for an unknown command
 //!   or a server that is not serving, as ZooKeeper does.
 //! - Any other path is 404; another method than GET (or HEAD) is 405, as Jetty's servlet answers.
