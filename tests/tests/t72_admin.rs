@@ -106,8 +106,9 @@ const EXPECTED: [(&str, bool, &[(&str, T)]); 19] = [
         &[
             ("myid", Num),
             ("is_leader", Bool),
-            ("quorum_address", Str),
-            ("election_address", Str),
+            // MultipleAddresses objects, as Jackson writes their getters.
+            ("quorum_address", Obj),
+            ("election_address", Obj),
             ("client_address", Str),
             ("voting", Bool),
             ("last_zxid", Str),
@@ -162,7 +163,7 @@ fn expected(command: &str, leader: bool) -> (bool, Vec<(&'static str, T)>) {
         for key in ["learners", "synced_followers", "synced_non_voting_followers", "synced_observers"] {
             keys.push((key, Num));
         }
-        for key in ["pending_syncs", "leader_uptime", "last_proposal_size", "max_proposal_size"] {
+        for key in ["pending_syncs", "leader_uptime", "last_proposal_size", "max_proposal_size", "min_proposal_size"] {
             keys.push((key, Num));
         }
     }
@@ -199,7 +200,9 @@ fn differences(port: u16, name: &str, leader: bool) -> Vec<String> {
     for (key, kind) in &keys {
         match answer.get(*key).map(type_of) {
             None => found.push(format!("{name}: no {key}")),
-            Some(got) if got != Some(*kind) => found.push(format!("{name}: {key} is {got:?}, expected {kind:?}")),
+            Some(got) if got != Some(*kind) => {
+                found.push(format!("{name}: {key} is {got:?}, expected {kind:?}: {}", answer[*key]))
+            }
             Some(_) => {}
         }
     }

@@ -318,8 +318,8 @@ fn zabstate(ctx: &Ctx, r: &Report) -> Map<String, Value> {
     object(json!({
         "myid": ctx.shared.my_id,
         "is_leader": r.mode == Mode::Leader,
-        "quorum_address": format!("{}:{}", me.host, me.quorum_port),
-        "election_address": format!("{}:{}", me.host, me.election_port),
+        "quorum_address": multiple_addresses(&me.host, me.quorum_port),
+        "election_address": multiple_addresses(&me.host, me.election_port),
         "client_address": client,
         "voting": !me.observer,
         "last_zxid": format!("0x{zxid:016x}"),
@@ -327,6 +327,24 @@ fn zabstate(ctx: &Ctx, r: &Report) -> Map<String, Value> {
         "zab_counter": zxid & 0xffff_ffff,
         "zabstate": state,
     }))
+}
+
+/// A `MultipleAddresses` (one address here) as Jackson writes its getters, which is what ZooKeeper's
+/// `zabstate` answers for `quorum_address` and `election_address`.
+fn multiple_addresses(host: &str, port: u16) -> Value {
+    let address = format!("{host}:{port}");
+    json!({
+        "all_addresses": [address],
+        "all_host_strings": [host],
+        "all_ports": [port],
+        "all_reachable_addresses": [address],
+        "all_reachable_addresses_or_all": [address],
+        "empty": false,
+        "one": address,
+        "reachable_address": address,
+        "reachable_or_one": address,
+        "wildcard_addresses": [format!("0.0.0.0:{port}")],
+    })
 }
 
 /// `last_snapshot`: the newest snapshot's zxid (hex) and when it was written (seconds), -1 without one.
