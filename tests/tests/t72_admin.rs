@@ -41,12 +41,15 @@ fn type_of(value: &Value) -> Option<T> {
 
 use T::{Arr, Bool, Num, Obj, Str};
 
+/// A command's name, whether its key set is exact, and its keys with their types.
+type Expected = (&'static str, bool, &'static [(&'static str, T)]);
+
 /// Each command's keys and types besides `command` and `error`, on a follower, from ZooKeeper 3.8.0's
 /// `Commands.java` (and `ServerStats`, `BufferStats`, `ZooKeeperServerConf`, `WatchesSummary`,
 /// `ServerCnxn.getConnectionInfo`, as its Jackson `JsonOutputter` writes them in snake case). `true`: the key
 /// set must be exactly this; `false`: at least these (`monitor` also dumps the metrics provider's values, and
 /// `environment` the JVM's).
-const EXPECTED: [(&str, bool, &[(&str, T)]); 19] = [
+const EXPECTED: [Expected; 19] = [
     ("ruok", true, &[]),
     (
         "monitor",
