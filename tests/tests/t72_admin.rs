@@ -49,7 +49,7 @@ type Expected = (&'static str, bool, &'static [(&'static str, T)]);
 /// `ServerCnxn.getConnectionInfo`, as its Jackson `JsonOutputter` writes them in snake case). `true`: the key
 /// set must be exactly this; `false`: at least these (`monitor` also dumps the metrics provider's values, and
 /// `environment` the JVM's).
-const EXPECTED: [Expected; 19] = [
+const EXPECTED: [Expected; 21] = [
     ("ruok", true, &[]),
     (
         "monitor",
@@ -123,6 +123,8 @@ const EXPECTED: [Expected; 19] = [
     ("dirs", true, &[("datadir_size", Num), ("logdir_size", Num)]),
     ("get_trace_mask", true, &[("tracemask", Num)]),
     ("hash", true, &[("digests", Arr)]),
+    ("observers", true, &[("synced_observers", Num), ("observers", Arr)]),
+    ("observer_connection_stat_reset", true, &[]),
 ];
 
 /// `server_stats` (`srvr`), on a follower.
@@ -285,6 +287,13 @@ fn the_admin_server_answers_zookeepers_commands() {
         assert_eq!(monitor[key].as_f64(), theirs, "{key}: monitor {monitor:?}, mntr {mntr}");
     }
     assert_eq!(monitor["server_state"], Value::from("leader"));
+
+    // set_trace_mask takes its mask as a parameter, and get_trace_mask reports it; without one, ZooKeeper's error.
+    let (status, body) = get(ports[follower], "/commands/set_trace_mask?traceMask=306");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(command(ports[follower], "get_trace_mask")["tracemask"], Value::from(306));
+    let missing = command(ports[follower], "stmk");
+    assert_eq!(missing["error"], Value::from("setTraceMask requires long traceMask argument"), "{missing:?}");
 
     // An unknown command: 200, its name, and the error ZooKeeper gives. Another path: 404.
     let unknown = command(ports[follower], "no_such_command");

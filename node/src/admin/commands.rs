@@ -2,8 +2,8 @@
 //! built from the server's [`Report`] (the four-letter words' source) so the two never disagree.
 //!
 //! Every answer is `{"command": <primary name>, "error": null | "<why>", ...keys}` (`CommandResponse`).
-//! Not implemented (answered as unknown): `set_trace_mask`, `initial_configuration`, `observers`,
-//! `observer_connection_stat_reset`, `system_properties`.
+//! Not implemented (answered as unknown): `initial_configuration`, `system_properties` (Java's system
+//! properties; Ensemble's settings are all in `zoo.cfg`).
 
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ use crate::server::Ctx;
 use crate::session::SessionId;
 
 /// Each command's names, the primary first, as `Commands.java` registers them.
-pub const COMMANDS: [&[&str]; 21] = [
+pub const COMMANDS: [&[&str]; 24] = [
     &["connection_stat_reset", "crst"],
     &["configuration", "conf", "config"],
     &["connections", "cons"],
@@ -28,8 +28,11 @@ pub const COMMANDS: [&[&str]; 21] = [
     &["last_snapshot", "lsnp"],
     &["leader", "lead"],
     &["monitor", "mntr"],
+    &["observer_connection_stat_reset", "orst"],
+    &["observers", "obsr"],
     &["ruok"],
     &["server_stats", "srvr"],
+    &["set_trace_mask", "stmk"],
     &["stats", "stat"],
     &["stat_reset", "srst"],
     &["voting_view"],
@@ -40,7 +43,7 @@ pub const COMMANDS: [&[&str]; 21] = [
 ];
 
 /// Commands that answer even when the server does not serve (`CommandBase(names, serverRequired=false)`).
-const NO_SERVER_NEEDED: [&str; 4] = ["environment", "get_trace_mask", "monitor", "zabstate"];
+const NO_SERVER_NEEDED: [&str; 5] = ["environment", "get_trace_mask", "monitor", "set_trace_mask", "zabstate"];
 
 /// The primary name of the command called `name`, if there is one.
 pub fn primary_name(name: &str) -> Option<&'static str> {
@@ -63,10 +66,14 @@ fn response(command: &str, error: Option<String>, mut keys: Map<String, Value>) 
 
 /// Runs the command called `name` (`Commands.runCommand`). Reads `/proc` and the data directories: call it
 /// off the runtime's threads.
-pub fn run(ctx: &Ctx, name: &str, expiring: Option<Vec<(SessionId, Instant)>>) -> Value {
+/// `trace_mask` is the request's `traceMask` parameter, which `set_trace_mask` takes.
+pub fn run(ctx: &Ctx, name: &str, trace_mask: Option<&str>, expiring: Option<Vec<(SessionId, Instant)>>) -> Value {
     let Some(primary) = primary_name(name) else {
         return response(name, Some(format!("Unknown command: {name}")), Map::new());
     };
+    if primary == "set_trace_mask" {
+        return set_trace_mask(ctx, trace_mask);
+    }
     match primary {
         "stat_reset" => ctx.shared.stats.reset(),
         "connection_stat_reset" => ctx.shared.conns().values().for_each(|conn| conn.counters.reset()),
@@ -104,7 +111,14 @@ fn object(value: Value) -> Map<String, Value> {
 /// The commands whose keys all come from the report.
 pub fn from_report(primary: &str, r: &Report) -> Map<String, Value> {
     match primary {
-        "ruok" | "stat_reset" | "connection_stat_reset" => Map::new(),
+        // Ensemble's observers keep no connection statistics of their own to reset.
+        "ruok" | "stat_reset" | "connection_stat_reset" | "observer_connection_stat_reset" => Map::new(),
+        // A leader's observers by count (their connection details are not kept); a follower serves none
+        // (Ensemble has no observer masters).
+        "observers" => {
+            let synced = if r.mode == Mode::Leader { r.leader.synced_observers } else { 0 };
+            object(json!({"synced_observers": synced, "observers": []}))
+        }
         "monitor" => monitor(r),
         "server_stats" => server_stats(r),
         "stats" => {
@@ -260,6 +274,20 @@ fn dump(r: &Report) -> Map<String, Value> {
     let ephemerals: Map<String, Value> =
         r.dump.ephemerals.iter().map(|(session, paths)| (session.to_string(), json!(paths))).collect();
     object(json!({"expiry_time_to_session_ids": expiry, "session_id_to_ephemeral_paths": ephemerals}))
+}
+
+/// `set_trace_mask?traceMask=N`: sets the mask `gtmk` reports, with ZooKeeper's errors.
+fn set_trace_mask(ctx: &Ctx, value: Option<&str>) -> Value {
+    const NAME: &str = "set_trace_mask";
+    let Some(value) = value else {
+        return response(NAME, Some("setTraceMask requires long traceMask argument".into()), Map::new());
+    };
+    let Ok(mask) = value.parse::<i64>() else {
+        let error = format!("setTraceMask requires long traceMask argument, got {value}");
+        return response(NAME, Some(error), Map::new());
+    };
+    ctx.shared.trace_mask.store(mask, std::sync::atomic::Ordering::Relaxed);
+    response(NAME, None, object(json!({ "tracemask": mask })))
 }
 
 /// `leader`: whether this server leads, and its leader's id and quorum address.

@@ -74,14 +74,14 @@ impl crate::http::Handler for Endpoint {
             return response;
         }
         match route {
-            Route::Command(name) => self.command(name).await,
+            Route::Command(name) => self.command(name, trace_mask(request.uri().query())).await,
             _ => with_type(commands::links(&self.command_url), "text/html;charset=utf-8"),
         }
     }
 }
 
 impl Endpoint {
-    async fn command(&self, name: &str) -> Response<Full<Bytes>> {
+    async fn command(&self, name: &str, trace_mask: Option<String>) -> Response<Full<Bytes>> {
         let ctx = self.ctx.clone();
         let primary = commands::primary_name(name);
         // A leader's session tracker lives in its pipeline, which is asked before the blocking part.
@@ -90,7 +90,8 @@ impl Endpoint {
             _ => None,
         };
         let name = name.to_owned();
-        let answer = tokio::task::spawn_blocking(move || commands::run(&ctx, &name, expiring)).await;
+        let answer =
+            tokio::task::spawn_blocking(move || commands::run(&ctx, &name, trace_mask.as_deref(), expiring)).await;
         match answer {
             Ok(json) => {
                 let text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into());
@@ -102,6 +103,12 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The `traceMask` parameter of a query string (the only parameter a 3.8 command takes); its first value, as
+/// Jetty's `getParameterMap` gives it. A mask is a number, so no percent-decoding is needed.
+fn trace_mask(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| pair.strip_prefix("traceMask=")).map(str::to_owned)
 }
 
 fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
@@ -121,5 +128,7 @@ mod tests {
         assert_eq!(route("/commands", "/commands/mntr"), Route::Command("mntr"));
         assert_eq!(route("/commands", "/commandsx"), Route::NotFound);
         assert_eq!(route("/commands", "/metrics"), Route::NotFound);
+        assert_eq!(trace_mask(Some("a=1&traceMask=306")), Some("306".into()));
+        assert_eq!(trace_mask(None), None);
     }
 }
