@@ -151,6 +151,9 @@ pub struct Config {
     /// The AdminServer (`admin.enableServer`, default true as in ZooKeeper; `admin.serverAddress` 0.0.0.0,
     /// `admin.serverPort` 8080, `admin.commandURL` `/commands`); `None` when disabled ([`crate::admin`]).
     pub admin: Option<AdminEndpoint>,
+    /// The config file's text as read at start (ZooKeeper's `initialConfig`, which the AdminServer's
+    /// `initial_configuration` answers); `None` for a config parsed from a string.
+    pub initial_config: Option<String>,
     /// This server's id, from `dataDir/myid` (absent for a standalone server without one).
     pub my_id: Option<u64>,
 }
@@ -227,6 +230,7 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
         let mut config = Config::parse(&text)?;
+        config.initial_config = Some(text);
         let myid = config.data_dir.join("myid");
         match std::fs::read_to_string(&myid) {
             Ok(id) => {
@@ -351,6 +355,7 @@ impl Config {
                 number(get("metricsProvider.httpPort"), "metricsProvider.httpPort", 7000, 0..=u16::MAX)
             })?,
             admin: admin_endpoint(&get)?,
+            initial_config: None,
             my_id: None,
         };
         if config.local_sessions {

@@ -2,8 +2,8 @@
 //! built from the server's [`Report`] (the four-letter words' source) so the two never disagree.
 //!
 //! Every answer is `{"command": <primary name>, "error": null | "<why>", ...keys}` (`CommandResponse`).
-//! Not implemented (answered as unknown): `initial_configuration`, `system_properties` (Java's system
-//! properties; Ensemble's settings are all in `zoo.cfg`).
+//! Not implemented (answered as unknown): `system_properties` (Java's system properties; Ensemble's settings
+//! are all in `zoo.cfg`).
 
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ use crate::server::Ctx;
 use crate::session::SessionId;
 
 /// Each command's names, the primary first, as `Commands.java` registers them.
-pub const COMMANDS: [&[&str]; 24] = [
+pub const COMMANDS: [&[&str]; 25] = [
     &["connection_stat_reset", "crst"],
     &["configuration", "conf", "config"],
     &["connections", "cons"],
@@ -24,6 +24,7 @@ pub const COMMANDS: [&[&str]; 24] = [
     &["dump"],
     &["environment", "env", "envi"],
     &["get_trace_mask", "gtmk"],
+    &["initial_configuration", "icfg"],
     &["is_read_only", "isro"],
     &["last_snapshot", "lsnp"],
     &["leader", "lead"],
@@ -96,6 +97,10 @@ pub fn run(ctx: &Ctx, name: &str, trace_mask: Option<&str>, expiring: Option<Vec
         "voting_view" => voting_view(ctx),
         "zabstate" => zabstate(ctx, &report),
         "last_snapshot" => last_snapshot(ctx),
+        // The config file as read at start (`QuorumPeerConfig.initialConfig`).
+        "initial_configuration" => {
+            object(json!({ "initial_configuration": ctx.shared.config.initial_config.as_deref() }))
+        }
         _ => from_report(primary, &report),
     };
     response(primary, None, keys)
