@@ -210,8 +210,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
         None => None,
     };
-    // ZooKeeper's AdminServer, on by default: one that cannot bind stops the server from starting (ZooKeeper
-    // logs and goes on without it; an operator who left it on expects it to answer).
+    // ZooKeeper's AdminServer, on by default. One that cannot bind is what ZooKeeper makes of it: a quorum
+    // member logs it and serves without it (`QuorumPeer.start`), a standalone server does not start
+    // (`ZooKeeperServerMain`).
     let admin_listener = match &config.admin {
         Some(endpoint) => {
             let bind = (endpoint.host.as_str(), endpoint.port);
@@ -219,7 +220,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 "bind the admin server {}:{} (admin.enableServer=false turns it off)",
                 endpoint.host, endpoint.port
             );
-            Some(TcpListener::bind(bind).await.map_err(io(what))?)
+            match TcpListener::bind(bind).await {
+                Ok(listener) => Some(listener),
+                Err(error) if !standalone => {
+                    tracing::warn!(%error, "cannot {what}: serving without the admin server, as ZooKeeper does");
+                    None
+                }
+                Err(error) => return Err(io(what)(error)),
+            }
         }
         None => None,
     };
