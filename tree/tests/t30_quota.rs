@@ -305,26 +305,8 @@ proptest! {
         let mut h = harness(enforce);
         before.iter().for_each(|op| run(&mut h, op));
         let start = h.zxid;
-        let mut copy = DataTree::empty();
-        for (&session, &timeout) in h.tree.sessions() {
-            copy.load_session(session, timeout);
-        }
-        let mut cursor: Option<String> = None;
         let mut during = during.iter();
-        loop {
-            let chunk: Vec<(String, tree::tree::Node, Vec<tree::acl::Acl>)> = h.tree.nodes_after(cursor.as_deref())
-                .take(chunk)
-                .map(|(p, n)| (p.clone(), n.clone(), h.tree.acl_of(n).to_vec()))
-                .collect();
-            let Some(last) = chunk.last() else { break };
-            cursor = Some(last.0.clone());
-            for (p, n, acl) in chunk {
-                let _ = copy.load_node(p, n, &acl);
-            }
-            if let Some(op) = during.next() {
-                run(&mut h, op);
-            }
-        }
+        let mut copy = h.fuzzy_copy(chunk, |h| during.next().map(|op| run(h, op)).is_some());
         copy.setup_quotas();
         during.for_each(|op| run(&mut h, op));
         after.iter().for_each(|op| run(&mut h, op));

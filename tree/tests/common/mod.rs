@@ -38,6 +38,34 @@ impl Harness {
         self.tree.validate().unwrap_or_else(|e| panic!("after {request:?}: {e}"));
         applied
     }
+
+    /// A fuzzy copy of the tree, as the snapshot writer takes one: the sessions, then the nodes `chunk` at a
+    /// time in path order, calling `between` (which writes) after each chunk while it has work. Returns the copy;
+    /// replaying the log after the copy began must turn it into the live tree.
+    pub fn fuzzy_copy(&mut self, chunk: usize, mut between: impl FnMut(&mut Harness) -> bool) -> DataTree {
+        let mut copy = DataTree::empty();
+        for (&session, &timeout) in self.tree.sessions() {
+            copy.load_session(session, timeout);
+        }
+        let mut cursor: Option<String> = None;
+        let mut writing = true;
+        loop {
+            let nodes: Vec<(String, tree::tree::Node, Vec<Acl>)> = self
+                .tree
+                .nodes_after(cursor.as_deref())
+                .take(chunk)
+                .map(|(p, n)| (p.clone(), n.clone(), self.tree.acl_of(n).to_vec()))
+                .collect();
+            let Some(last) = nodes.last() else { break };
+            cursor = Some(last.0.clone());
+            for (p, n, acl) in nodes {
+                // A node whose parent the walk missed was created after the start: replay recreates it.
+                let _ = copy.load_node(p, n, &acl);
+            }
+            writing = writing && between(self);
+        }
+        copy
+    }
 }
 
 pub fn caller(session: i64) -> Caller {
