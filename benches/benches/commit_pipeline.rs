@@ -48,6 +48,7 @@ async fn ensemble(n: u64, dir: &std::path::Path) -> BTreeMap<u64, Handle> {
             wal: WalOptions::default(),
             snapshots: None,
             transport: Default::default(),
+            monitor: std::sync::Arc::new(()),
         };
         servers.insert(id, start(config).unwrap().0);
     }

@@ -267,6 +267,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         wal: options,
         snapshots: Some(snap_dir.clone()),
         transport: TransportConfig { max_frame: limits.peer_frame, ..TransportConfig::default() },
+        monitor: Arc::new(stats.instruments.clone()),
     };
     let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
 

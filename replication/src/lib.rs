@@ -9,7 +9,7 @@
 //! TCP, [`streams`] makes what a syncing follower needs (txns, or a snapshot and txns) as its connection
 //! drains, and [`runtime`] drives a peer with a WAL, the snapshot directory and the transport. [`fault`] says
 //! whose fault each runtime error is (this server's stops it, a peer's drops the link to it), and [`leave`] why a
-//! server goes back to electing.
+//! server goes back to electing; [`monitor`] is what it tells an operator's metrics.
 #![deny(missing_docs)]
 
 pub mod broadcast;
@@ -21,6 +21,7 @@ pub mod follower_sync;
 pub mod leader_sync;
 pub mod leave;
 pub mod message;
+pub mod monitor;
 pub mod peer;
 pub mod quorum;
 pub mod runtime;

@@ -37,10 +37,11 @@ use crate::broadcast::ProposeError;
 use crate::epochs::{read_epochs, EpochUpdate, EpochWriter};
 use crate::fault::{Fault, LocalFault, PeerFault};
 use crate::message::{Message, ServerId};
+use crate::monitor::{Monitor, SyncKind};
 use crate::peer::{Action, DurableState, Event, Learners, Peer, PeerConfig, Role};
 use crate::streams::{SnapshotPoint, SnapshotStream, TxnStream};
 use crate::sync::History;
-use crate::transport::{Inbound, TcpTransport, Transport, TransportConfig};
+use crate::transport::{Inbound, SendQueues, TcpTransport, Transport, TransportConfig};
 use snapshot::transfer::Incoming;
 
 /// Why a proposal did not commit.
@@ -114,6 +115,8 @@ pub struct Handle {
     pub role: watch::Receiver<(Role, bool)>,
     /// The leader's view of its learners.
     pub learners: watch::Receiver<LearnerView>,
+    /// The bytes queued for each peer.
+    pub send_queues: SendQueues,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
@@ -159,6 +162,8 @@ pub struct ServerConfig {
     pub snapshots: Option<PathBuf>,
     /// The peer connections' settings (the frame bound must hold the largest txn the node proposes).
     pub transport: TransportConfig,
+    /// Told of elections and syncs, for the metrics (`Arc::new(())` ignores them).
+    pub monitor: Arc<dyn Monitor>,
 }
 
 /// The log as the peer sees it: every zxid in the WAL, plus txns not durable yet, after the snapshot the WAL
@@ -242,6 +247,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         source: e,
     })?;
     let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
+    let send_queues = transport.send_queues();
     let (proposals_tx, proposals) = mpsc::channel(1024);
     let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
     let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);
@@ -271,6 +277,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         learners_tx,
         started: Instant::now(),
         looking_since: Instant::now(),
+        monitor: config.monitor,
     };
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, forwards, stop }));
@@ -280,6 +287,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         applied,
         role,
         learners,
+        send_queues,
         shutdown: Arc::new(shutdown),
     };
     Ok((handle, Streams { committed, forwarded }))
@@ -334,6 +342,7 @@ struct Server {
     /// When this server last began looking for a leader: the election and sync times an operator reads in
     /// the log are measured from it.
     looking_since: Instant,
+    monitor: Arc<dyn Monitor>,
 }
 
 impl Server {
@@ -341,6 +350,8 @@ impl Server {
         let Inputs { mut inbound, mut proposals, mut forwards, mut stop } = inputs;
         let tick = config.tick / 5;
         let (mut peer, actions) = Peer::new(config.clone(), durable, self.started.elapsed());
+        // A peer starts out looking (the role watch starts there too, so no change reports it).
+        self.monitor.looking();
         if let Err(fault) = self.carry_out(&mut peer, &config, actions).await {
             return self.stop(fault);
         }
@@ -471,6 +482,9 @@ impl Server {
         for action in actions {
             match action {
                 Action::Send(to, m) => {
+                    if matches!(m, Message::Trunc { .. }) {
+                        self.monitor.syncing(SyncKind::Trunc);
+                    }
                     let _ = self.transport.send(to, m);
                 }
                 Action::Append(zxid, txn) => self.append(zxid, txn, leader).await?,
@@ -492,11 +506,13 @@ impl Server {
                     self.epochs.request(self.generation, EpochUpdate::Current(epoch)).await?
                 }
                 Action::StreamTxns { to, after, until, commit_up_to } => {
+                    self.monitor.syncing(SyncKind::Diff);
                     tracing::info!(follower = to.0, %after, %until, "syncing a follower with the txns after the last one it shares with this log (DIFF, after a TRUNC if it had more)");
                     let txns = TxnStream::new(&self.wal, self.pending_until(until), after, until, commit_up_to);
                     let _ = self.transport.send_stream(to, Box::new(txns));
                 }
                 Action::StreamSnapshot { to, until, commit_up_to } => {
+                    self.monitor.syncing(SyncKind::Snap);
                     self.stream_snapshot(to, until, commit_up_to, peer.serving())
                 }
                 Action::SnapshotChunk { offset, data } => {
@@ -542,14 +558,17 @@ impl Server {
         let role = match now.0 {
             Role::Looking => {
                 self.looking_since = Instant::now();
+                self.monitor.looking();
                 return;
             }
             Role::Leading => "leading".to_owned(),
             Role::Following(leader) => format!("following server {}", leader.0),
         };
         let durable = peer.durable();
-        let ms = self.looking_since.elapsed().as_millis() as u64;
+        let since_looking = self.looking_since.elapsed();
+        let ms = since_looking.as_millis() as u64;
         if before.0 != now.0 {
+            self.monitor.elected(since_looking);
             tracing::info!(role = %role, last_zxid = %durable.last_zxid, election_ms = ms, "leader elected");
         }
         if now.1 && !before.1 {

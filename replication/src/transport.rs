@@ -254,6 +254,24 @@ impl TcpTransport {
         }
         (TcpTransport { shared, tasks }, rx)
     }
+
+    /// A view of the send queues, for monitoring.
+    pub fn send_queues(&self) -> SendQueues {
+        SendQueues(self.shared.clone())
+    }
+}
+
+/// The bytes waiting in each connected peer's send queue ([`Message::approximate_len`]; a stream being sent
+/// counts as nothing), read on demand.
+#[derive(Clone)]
+pub struct SendQueues(Arc<Shared>);
+
+impl SendQueues {
+    /// Each connected peer, with the bytes queued for it.
+    pub fn bytes(&self) -> Vec<(ServerId, usize)> {
+        let links = self.0.links.lock().expect("transport lock poisoned by a panic");
+        links.iter().map(|(&peer, link)| (peer, link.queued_bytes.load(Ordering::Relaxed))).collect()
+    }
 }
 
 impl Transport for TcpTransport {

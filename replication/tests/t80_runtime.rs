@@ -45,6 +45,7 @@ async fn boot_with_streams(
         wal,
         snapshots: None,
         transport: Default::default(),
+        monitor: std::sync::Arc::new(()),
     })
     .unwrap()
 }
@@ -191,6 +192,7 @@ async fn a_server_that_is_a_quorum_alone_leads_and_commits() {
         wal: WalOptions::default(),
         snapshots: None,
         transport: Default::default(),
+        monitor: std::sync::Arc::new(()),
     };
     let (handle, _streams) = start(config).unwrap();
     let servers = BTreeMap::from([(1, handle)]);
@@ -216,6 +218,7 @@ async fn an_observer_applies_commits_but_never_counts_towards_a_quorum() {
             wal: WalOptions { segment_size: 4 << 20, ..WalOptions::default() },
             snapshots: None,
             transport: Default::default(),
+            monitor: std::sync::Arc::new(()),
         };
         servers.insert(id, start(config).unwrap().0);
     }

@@ -49,6 +49,7 @@ async fn server(dir: &Path) -> (Handle, Streams, SocketAddr) {
         wal: WalOptions { segment_size: 4 << 20, ..WalOptions::default() },
         snapshots: Some(snapshots(dir)),
         transport: Default::default(),
+        monitor: std::sync::Arc::new(()),
     };
     let (handle, streams) = start(config).unwrap();
     (handle, streams, addr)

@@ -25,7 +25,7 @@ use ensemble_tests::{connect, free_ports, Cluster, Options};
 const PROVIDER: &str = "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
 
 /// Families every node must export: the ones the community dashboards chart.
-const EVERY_NODE: [&str; 14] = [
+const EVERY_NODE: [&str; 17] = [
     "znode_count",
     "watch_count",
     "ephemerals_count",
@@ -40,6 +40,9 @@ const EVERY_NODE: [&str; 14] = [
     "fsynctime",
     "commit_count",
     "ensemble_wal_records_per_fsync",
+    "election_time",
+    "looking_count",
+    "ensemble_peer_send_queue_bytes",
 ];
 
 /// ZooKeeper 3.8's families and their types, from the test data.
@@ -211,6 +214,17 @@ fn prometheus_scrapes_zookeepers_metrics_from_every_node() {
             let (ours, theirs) = (sample(&scrape, key), mntr_value(&mntr, &format!("zk_{key}")));
             assert_eq!(ours, theirs, "node {i}: {key} in /metrics and zk_{key} in mntr");
         }
+        // Every node looked for a leader and found one; the leader synced both followers without a snapshot
+        // (the logs were empty), which ZooKeeper counts as diff_count.
+        assert!(sample(&scrape, "looking_count") >= Some(1.0), "node {i}: {scrape}");
+        assert!(sample(&scrape, "election_time_count") >= Some(1.0), "node {i}: {scrape}");
+        if i == leader {
+            assert!(sample(&scrape, "diff_count") >= Some(2.0), "the leader synced 2 followers: {scrape}");
+            assert_eq!(sample(&scrape, "snap_count"), Some(0.0), "{scrape}");
+            assert!(scrape.contains("ensemble_follower_syncs_total{how=\"diff\"}"), "{scrape}");
+        }
+        let queues = scrape.lines().filter(|l| l.starts_with("ensemble_peer_send_queue_bytes{peer=")).count();
+        assert_eq!(queues, 2, "node {i} is connected to its 2 peers: {scrape}");
         promtool_accepts(&scrape, &zookeeper, i);
         assert_eq!(http_get(port, "/").expect("GET /").0, 404, "only /metrics is served, as by ZooKeeper");
     }

@@ -24,8 +24,10 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
-use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use replication::message::ServerId;
+use replication::monitor::{Monitor, SyncKind};
 
 use crate::fourlw::{Mode, Report};
 use crate::server::Ctx;
@@ -83,6 +85,17 @@ pub struct Instruments {
     pub snapshot_time: Summary,
     /// `commit_count`: txns this server committed as leader.
     pub commit_count: IntCounter,
+    /// `election_time`: ms from looking for a leader to leading or following.
+    pub election_time: Summary,
+    /// `looking_count`: times this server began looking for a leader.
+    pub looking_count: IntCounter,
+    /// `diff_count`: followers this leader synced without a snapshot (DIFF, or TRUNC then DIFF).
+    pub diff_count: IntCounter,
+    /// `snap_count`: followers this leader synced with a snapshot.
+    pub snap_count: IntCounter,
+    /// `ensemble_follower_syncs_total{how}`: follower syncs begun as leader, by DIFF, TRUNC (each followed by
+    /// a DIFF) and SNAP.
+    pub follower_syncs: IntCounterVec,
     /// `ensemble_wal_fsync_seconds`: the fdatasync time of each WAL batch.
     pub wal_fsync_seconds: Histogram,
     /// `ensemble_wal_records_per_fsync`: the records each WAL batch (one fdatasync) made durable.
@@ -105,6 +118,18 @@ impl Default for Instruments {
             fsync_time: Summary::new("fsynctime", "fsynctime", BASIC),
             snapshot_time: Summary::new("snapshottime", "snapshottime", BASIC),
             commit_count: IntCounter::new("commit_count", "commit_count").expect("a valid counter"),
+            election_time: Summary::new("election_time", "election_time", BASIC),
+            looking_count: IntCounter::new("looking_count", "looking_count").expect("a valid counter"),
+            diff_count: IntCounter::new("diff_count", "diff_count").expect("a valid counter"),
+            snap_count: IntCounter::new("snap_count", "snap_count").expect("a valid counter"),
+            follower_syncs: IntCounterVec::new(
+                Opts::new(
+                    "ensemble_follower_syncs_total",
+                    "Follower syncs begun as leader, by how: diff, trunc (each followed by a diff), snap.",
+                ),
+                &["how"],
+            )
+            .expect("a valid counter"),
             wal_fsync_seconds: histogram(
                 "ensemble_wal_fsync_seconds",
                 "Time of each write-ahead log fdatasync (one per batch of records).",
@@ -163,10 +188,36 @@ impl Instruments {
         registry.register(Box::new(self.fsync_time.clone()))?;
         registry.register(Box::new(self.snapshot_time.clone()))?;
         registry.register(Box::new(self.commit_count.clone()))?;
+        registry.register(Box::new(self.election_time.clone()))?;
+        registry.register(Box::new(self.looking_count.clone()))?;
+        registry.register(Box::new(self.diff_count.clone()))?;
+        registry.register(Box::new(self.snap_count.clone()))?;
+        registry.register(Box::new(self.follower_syncs.clone()))?;
         registry.register(Box::new(self.wal_fsync_seconds.clone()))?;
         registry.register(Box::new(self.wal_records_per_fsync.clone()))?;
         registry.register(Box::new(self.snapshot_seconds.clone()))?;
         registry.register(Box::new(self.snapshot_bytes.clone()))
+    }
+}
+
+/// The runtime's elections and syncs, under ZooKeeper's names.
+impl Monitor for Instruments {
+    fn looking(&self) {
+        self.looking_count.inc();
+    }
+
+    fn elected(&self, took: Duration) {
+        self.election_time.observe(millis(took));
+    }
+
+    fn syncing(&self, how: SyncKind) {
+        match how {
+            SyncKind::Diff => self.diff_count.inc(),
+            SyncKind::Snap => self.snap_count.inc(),
+            // Counted by ZooKeeper as the DIFF that follows it.
+            SyncKind::Trunc => {}
+        }
+        self.follower_syncs.with_label_values(&[how.as_str()]).inc();
     }
 }
 
@@ -196,7 +247,7 @@ struct ReportCollector {
 }
 
 /// Every name [`report_families`] may give, with ZooKeeper's type (a gauge, except where noted).
-const REPORT_NAMES: [&str; 28] = [
+const REPORT_NAMES: [&str; 29] = [
     "avg_latency",
     "max_latency",
     "min_latency",
@@ -225,6 +276,7 @@ const REPORT_NAMES: [&str; 28] = [
     "min_proposal_size",
     "ensemble_wal_batches_total",
     "ensemble_wal_records_total",
+    "ensemble_peer_send_queue_bytes",
 ];
 
 impl ReportCollector {
@@ -247,6 +299,7 @@ impl Collector for ReportCollector {
             "Write-ahead log batches made durable, one fdatasync each (mntr's wal_fsyncs).",
             wal.batches,
         ));
+        families.push(peer_queue_bytes(&self.ctx.handle.send_queues.bytes()));
         families.push(counter(
             "ensemble_wal_records_total",
             "Write-ahead log records made durable (mntr's wal_records).",
@@ -297,12 +350,41 @@ pub fn report_families(r: &Report) -> Vec<MetricFamily> {
     gauges.into_iter().map(|(name, value)| gauge(name, value)).collect()
 }
 
+/// `ensemble_peer_send_queue_bytes{peer}`: the bytes waiting for each connected peer (a follower that lags
+/// or a stalled link shows here before its queue bound drops it).
+fn peer_queue_bytes(queues: &[(ServerId, usize)]) -> MetricFamily {
+    let metrics = queues
+        .iter()
+        .map(|&(peer, bytes)| {
+            let mut gauge = Gauge::default();
+            gauge.set_value(bytes as f64);
+            let mut label = LabelPair::default();
+            label.set_name("peer".to_owned());
+            label.set_value(peer.0.to_string());
+            let mut metric = Metric::default();
+            metric.set_label(vec![label]);
+            metric.set_gauge(gauge);
+            metric
+        })
+        .collect();
+    families(
+        "ensemble_peer_send_queue_bytes",
+        "Bytes queued to send to each connected peer server.",
+        MetricType::GAUGE,
+        metrics,
+    )
+}
+
 fn family(name: &str, help: &str, kind: MetricType, metric: Metric) -> MetricFamily {
+    families(name, help, kind, vec![metric])
+}
+
+fn families(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(name.to_owned());
     family.set_help(help.to_owned());
     family.set_field_type(kind);
-    family.set_metric(vec![metric]);
+    family.set_metric(metrics);
     family
 }
 
@@ -351,12 +433,26 @@ mod tests {
         assert!(!text(&report_families(&r)).contains("quorum_size"));
     }
 
+    /// One series per connected peer, labelled with its id.
+    #[test]
+    fn peer_send_queues_are_one_series_per_peer() {
+        let text = text(&[peer_queue_bytes(&[(ServerId(2), 10), (ServerId(3), 0)])]);
+        for line in ["# TYPE ensemble_peer_send_queue_bytes gauge", "{peer=\"2\"} 10\n", "{peer=\"3\"} 0\n"] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+    }
+
     /// Counters keep ZooKeeper's names (simpleclient 0.9 adds no `_total`).
     #[test]
     fn counters_keep_zookeepers_names() {
         let instruments = Instruments::default();
         instruments.commit_count.inc();
         instruments.wal_batch(3, Duration::from_millis(2));
+        instruments.looking();
+        instruments.elected(Duration::from_millis(7));
+        instruments.syncing(SyncKind::Trunc);
+        instruments.syncing(SyncKind::Diff);
+        instruments.syncing(SyncKind::Snap);
         let registry = Registry::new();
         instruments.register(&registry).unwrap();
         let text = scrape(&registry).unwrap();
@@ -367,6 +463,13 @@ mod tests {
             "fsynctime{quantile=\"0.5\"} 2\n",
             "ensemble_wal_records_per_fsync_sum 3\n",
             "ensemble_wal_fsync_seconds_count 1\n",
+            "looking_count 1\n",
+            "election_time{quantile=\"0.5\"} 7\n",
+            // A TRUNC is followed by a DIFF, which ZooKeeper counts: diff_count counts the sync once.
+            "diff_count 1\n",
+            "snap_count 1\n",
+            "ensemble_follower_syncs_total{how=\"trunc\"} 1\n",
+            "ensemble_follower_syncs_total{how=\"diff\"} 1\n",
         ] {
             assert!(text.contains(line), "{line:?} in {text}");
         }
