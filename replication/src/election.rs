@@ -10,9 +10,16 @@
 //! Time is passed in ([`Time`]), never read, so simulations replay exactly. Notifications are re-sent on a
 //! timeout that doubles from `initial_timeout` up to `max_timeout` while no decision is made.
 //!
+//! A server repairing its log from its peers (its log lost a damaged suffix, see [`crate::repairing`]) is no
+//! candidate: it announces itself as [`PeerState::Repairing`] and votes only for a server whose (epoch, zxid)
+//! is at least what its log held before the damage, never for itself. So it never votes as if it lacked what it
+//! lost: a committed txn it held is held by any leader it helps elect. Other servers never adopt its vote for
+//! itself, nor count it.
+//!
 //! # Invariants
 //! - The proposal only grows in vote order within a round.
 //! - A decision needs a quorum of voters agreeing on one vote in the current round.
+//! - A server that is no candidate never proposes, nor decides for, itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -103,6 +110,8 @@ pub struct Election {
     next_resend: Time,
     finalize_at: Option<Time>,
     decided: Option<Outcome>,
+    /// Whether this server may lead (`false` while it repairs its log from its peers).
+    candidate: bool,
 }
 
 impl Election {
@@ -116,6 +125,22 @@ impl Election {
         epoch: Epoch,
         config: ElectionConfig,
         now: Time,
+    ) -> (Election, Vec<Command>) {
+        Election::start_as(me, voters, round, last_zxid, epoch, config, now, true)
+    }
+
+    /// [`Election::start`], for a server that is a `candidate` or not: one that is not (it repairs its log)
+    /// vouches for `last_zxid` (what its log held before the damage) and votes for others only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_as(
+        me: ServerId,
+        voters: BTreeSet<ServerId>,
+        round: u64,
+        last_zxid: Zxid,
+        epoch: Epoch,
+        config: ElectionConfig,
+        now: Time,
+        candidate: bool,
     ) -> (Election, Vec<Command>) {
         let proposal = Vote { leader: me, zxid: last_zxid, epoch };
         let mut election = Election {
@@ -131,9 +156,12 @@ impl Election {
             next_resend: now + config.initial_timeout,
             finalize_at: None,
             decided: None,
+            candidate,
         };
-        election.received.insert(me, proposal);
-        if election.quorum_agrees(&election.received, &proposal) {
+        if candidate {
+            election.received.insert(me, proposal);
+        }
+        if candidate && election.quorum_agrees(&election.received, &proposal) {
             // A quorum of one (a standalone server): decide at the first tick.
             election.finalize_at = Some(now);
         }
@@ -162,40 +190,69 @@ impl Election {
             return Vec::new();
         }
         let vote = Vote { leader: n.leader, zxid: n.zxid, epoch: n.peer_epoch };
-        if n.state != PeerState::Looking {
+        if !matches!(n.state, PeerState::Looking | PeerState::Repairing) {
             return self.on_settled(n, vote, now);
         }
         if !self.voters.contains(&n.sender) {
             return Vec::new();
         }
+        // A repairing server's vote for itself is no candidacy: neither adopted nor counted.
+        let counts = !(n.state == PeerState::Repairing && vote.leader == n.sender);
         let mut commands = Vec::new();
         if n.election_epoch > self.round {
             // A newer round: join it, and vote afresh for the better of its vote and our own.
             self.round = n.election_epoch;
             self.received.clear();
-            self.proposal = if vote.beats(&self.own) { vote } else { self.own };
+            self.proposal = if counts && self.may_adopt(&vote, &self.own) { vote } else { self.own };
             self.finalize_at = None;
             commands.extend(self.announce());
         } else if n.election_epoch < self.round {
             // The sender lags: tell it where we are.
             return vec![Command::Send(n.sender, self.notification())];
-        } else if vote.beats(&self.proposal) {
+        } else if counts && self.may_adopt(&vote, &self.proposal) {
             self.proposal = vote;
             self.finalize_at = None;
             commands.extend(self.announce());
         }
-        self.received.insert(n.sender, vote);
-        self.received.insert(self.me, self.proposal);
-        if self.finalize_at.is_none() && self.quorum_agrees(&self.received, &self.proposal) {
+        if counts {
+            self.received.insert(n.sender, vote);
+        }
+        if self.proposes_another() || self.candidate {
+            self.received.insert(self.me, self.proposal);
+        }
+        if self.finalize_at.is_none()
+            && (self.candidate || self.proposes_another())
+            && self.quorum_agrees(&self.received, &self.proposal)
+        {
             self.finalize_at = Some(now + self.config.finalize_wait);
         }
         commands
+    }
+
+    /// Whether `vote` should replace `current` as this server's proposal. A candidate takes the better vote
+    /// (ZooKeeper's order); a server that is no candidate takes a vote for another server whose log reaches at
+    /// least as far as its own did before the damage, the better one if it had one already.
+    fn may_adopt(&self, vote: &Vote, current: &Vote) -> bool {
+        if self.candidate {
+            return vote.beats(current);
+        }
+        let reaches = (vote.epoch, vote.zxid) >= (self.own.epoch, self.own.zxid);
+        vote.leader != self.me && reaches && (current.leader == self.me || vote.beats(current))
+    }
+
+    /// Whether this server proposes a server other than itself.
+    fn proposes_another(&self) -> bool {
+        self.proposal.leader != self.me
     }
 
     /// A notification from a server that is already following or leading.
     fn on_settled(&mut self, n: Notification, vote: Vote, now: Time) -> Vec<Command> {
         if !self.voters.contains(&n.sender) {
             // Only voters count towards a quorum, and only they are remembered: the map stays bounded.
+            return Vec::new();
+        }
+        if !self.candidate && vote.leader == self.me {
+            // Settled on this server, which cannot lead: they will find out.
             return Vec::new();
         }
         self.settled.insert(n.sender, (vote, n.election_epoch, n.state));
@@ -239,6 +296,7 @@ impl Election {
     }
 
     fn decide(&mut self, _now: Time) -> Vec<Command> {
+        assert!(self.candidate || self.proposal.leader != self.me, "a server that is no candidate never leads");
         let state = if self.proposal.leader == self.me { PeerState::Leading } else { PeerState::Following };
         let outcome = Outcome { leader: self.proposal.leader, vote: self.proposal, round: self.round, state };
         self.decided = Some(outcome);
@@ -276,7 +334,7 @@ impl Election {
             zxid: self.proposal.zxid,
             peer_epoch: self.proposal.epoch,
             election_epoch: self.round,
-            state: PeerState::Looking,
+            state: if self.candidate { PeerState::Looking } else { PeerState::Repairing },
             sender: self.me,
         }
     }

@@ -46,6 +46,9 @@ pub enum LocalFault {
     /// The thread that writes the epochs file is gone.
     #[error("the epochs writer thread is gone")]
     EpochsWriterGone,
+    /// The repair mark could not be removed once the server synced.
+    #[error("clear the repair mark: {0}")]
+    Repairing(#[source] crate::repairing::RepairingError),
     /// Storing, staging or installing the leader's snapshot failed on this server's disk.
     #[error("snapshot from the leader: {op}: {source}")]
     Snapshot {

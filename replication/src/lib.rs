@@ -9,7 +9,8 @@
 //! TCP, [`streams`] makes what a syncing follower needs (txns, or a snapshot and txns) as its connection
 //! drains, and [`runtime`] drives a peer with a WAL, the snapshot directory and the transport. [`fault`] says
 //! whose fault each runtime error is (this server's stops it, a peer's drops the link to it), and [`leave`] why a
-//! server goes back to electing; [`monitor`] is what it tells an operator's metrics.
+//! server goes back to electing; [`monitor`] is what it tells an operator's metrics, [`repairing`] marks a server that
+//! takes a damaged part of its log from its peers.
 #![deny(missing_docs)]
 
 pub mod broadcast;
@@ -24,6 +25,7 @@ pub mod message;
 pub mod monitor;
 pub mod peer;
 pub mod quorum;
+pub mod repairing;
 pub mod runtime;
 pub mod streams;
 pub mod sync;

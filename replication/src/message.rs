@@ -5,6 +5,7 @@
 //!
 //!  tag  message        fields
 //!   1   Notification   leader u64 | zxid u64 | peer epoch u32 | election epoch u64 | state u8 | sender u64
+//!                      (state: 0 looking, 1 following, 2 leading, 3 observing, 4 repairing)
 //!   2   FollowerInfo   accepted epoch u32 | last zxid u64
 //!   3   LeaderInfo     new epoch u32
 //!   4   AckEpoch       current epoch u32 | last zxid u64
@@ -47,6 +48,9 @@ pub enum PeerState {
     Leading = 2,
     /// A non-voting member.
     Observing = 3,
+    /// Electing, as a server repairing its log from its peers: it votes for others only (see
+    /// [`crate::election`]). Not one of ZooKeeper's states.
+    Repairing = 4,
 }
 
 /// A fast-leader-election notification: the sender's current vote.
@@ -268,6 +272,7 @@ fn state(v: u8) -> Result<PeerState, DecodeError> {
         1 => PeerState::Following,
         2 => PeerState::Leading,
         3 => PeerState::Observing,
+        4 => PeerState::Repairing,
         other => return Err(DecodeError::UnknownState(other)),
     })
 }
@@ -345,7 +350,8 @@ mod tests {
             Just(PeerState::Looking),
             Just(PeerState::Following),
             Just(PeerState::Leading),
-            Just(PeerState::Observing)
+            Just(PeerState::Observing),
+            Just(PeerState::Repairing)
         ];
         prop_oneof![
             (any::<u64>(), zxid.clone(), epoch.clone(), any::<u64>(), state, any::<u64>()).prop_map(

@@ -55,6 +55,9 @@ pub struct DurableState {
     pub current_epoch: Epoch,
     /// The last durable zxid in the WAL.
     pub last_zxid: Zxid,
+    /// How far the log reached before a repair cut a damaged part off, while this server has not synced with a
+    /// leader since ([`crate::repairing`]): it elects as no candidate, vouching for that zxid.
+    pub repairing: Option<Zxid>,
 }
 
 /// An event for the peer.
@@ -155,6 +158,9 @@ pub enum Action {
     RoleChanged(Role),
     /// Close the connection to this peer (a follower the leader dropped; it will rejoin).
     Disconnect(ServerId),
+    /// This server, repairing its log, synced with a leader: its log holds every committed txn durably again.
+    /// Remove the repair mark; it elects as a candidate from now on.
+    Repaired,
 }
 
 enum FollowPhase {
@@ -246,14 +252,15 @@ impl Peer {
     /// when it could not carry out what the peer asked for because of another server's fault.
     pub fn restart(config: PeerConfig, durable: DurableState, applied: Zxid, now: Time) -> (Peer, Vec<Action>) {
         debug_assert!(applied <= durable.last_zxid);
-        let (election, commands) = Election::start(
+        let (election, commands) = Election::start_as(
             config.me,
             config.voters.iter().collect(),
             1,
-            durable.last_zxid,
+            durable.repairing.map_or(durable.last_zxid, |vouched| vouched.max(durable.last_zxid)),
             durable.current_epoch,
             config.election,
             now,
+            durable.repairing.is_none(),
         );
         let peer = Peer {
             config,
@@ -417,7 +424,7 @@ impl Peer {
             }
             _ => match (self.settled, n.state) {
                 // A looking peer learns whom we follow or that we lead.
-                (Some(outcome), PeerState::Looking) => {
+                (Some(outcome), PeerState::Looking | PeerState::Repairing) => {
                     let mut answer = Election::answer_when_settled(self.config.me, &outcome);
                     answer.state = if self.role() == Role::Leading { PeerState::Leading } else { PeerState::Following };
                     vec![Action::Send(n.sender, Message::Notification(answer))]
@@ -505,14 +512,15 @@ impl Peer {
         self.settled = None;
         self.early_infos.clear();
         let c = &self.config;
-        let (election, commands) = Election::start(
+        let (election, commands) = Election::start_as(
             c.me,
             c.voters.iter().collect(),
             self.round,
-            self.logged,
+            self.durable.repairing.map_or(self.logged, |vouched| vouched.max(self.logged)),
             self.durable.current_epoch,
             c.election,
             self.now,
+            self.durable.repairing.is_none(),
         );
         self.state = State::Looking(election);
         let mut actions = vec![Action::RoleChanged(Role::Looking)];
@@ -599,7 +607,13 @@ impl Peer {
         };
         let (broadcast, commands) = sync.into_broadcast();
         f.phase = FollowPhase::Broadcast(broadcast);
-        self.follower_sync_actions(commands)
+        let mut actions = self.follower_sync_actions(commands);
+        // The leader's history up to NEWLEADER is durable here (it was acknowledged), and committed.
+        if let Some(vouched) = self.durable.repairing.take() {
+            tracing::info!(server = self.config.me.0, %vouched, "repaired: synced with the leader; a candidate again");
+            actions.push(Action::Repaired);
+        }
+        actions
     }
 
     fn leader_message(&mut self, from: ServerId, message: Message, history: &impl History) -> Vec<Action> {

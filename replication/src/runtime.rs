@@ -235,11 +235,20 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         source: e,
     })?;
     let zxids: VecDeque<Zxid> = wal.iter_from(Zxid::ZERO).map(|r| r.map(|r| r.zxid)).collect::<Result<_, _>>()?;
+    let repairing = crate::repairing::read(&config.dir).map_err(|e| WalError::Io {
+        op: "read the repair mark",
+        path: config.dir.join("repairing"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
     let durable = DurableState {
         accepted_epoch: accepted,
         current_epoch: current,
         last_zxid: zxids.back().copied().or(wal.base()).unwrap_or(Zxid::ZERO),
+        repairing,
     };
+    if let Some(vouched) = repairing {
+        tracing::warn!(server = config.peer.me.0, %vouched, last_zxid = %durable.last_zxid, "repairing: this server's log lost a damaged part; it takes it from the leader, and elects as no candidate until then");
+    }
     let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
     let epochs = EpochWriter::start(config.dir.clone(), (accepted, current)).map_err(|e| WalError::Io {
         op: "start the epochs writer",
@@ -278,6 +287,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         started: Instant::now(),
         looking_since: Instant::now(),
         monitor: config.monitor,
+        dir: config.dir.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, forwards, stop }));
@@ -343,6 +353,8 @@ struct Server {
     /// the log are measured from it.
     looking_since: Instant,
     monitor: Arc<dyn Monitor>,
+    /// The data directory (the repair mark's).
+    dir: PathBuf,
 }
 
 impl Server {
@@ -466,7 +478,7 @@ impl Server {
         let (accepted_epoch, current_epoch) = self.epochs.drain().await?;
         self.generation += 1;
         let last_zxid = self.log.last().unwrap_or(Zxid::ZERO);
-        let durable = DurableState { accepted_epoch, current_epoch, last_zxid };
+        let durable = DurableState { accepted_epoch, current_epoch, last_zxid, repairing: peer.durable().repairing };
         let applied = self.delivered.min(last_zxid);
         let (fresh, actions) = Peer::restart(config.clone(), durable, applied, self.started.elapsed());
         *peer = fresh;
@@ -540,6 +552,13 @@ impl Server {
                     }
                 }
                 Action::Disconnect(peer_id) => self.transport.disconnect(peer_id),
+                Action::Repaired => {
+                    let dir = self.dir.clone();
+                    tokio::task::spawn_blocking(move || crate::repairing::clear(&dir))
+                        .await
+                        .map_err(|e| Fault::task("clear the repair mark", e))?
+                        .map_err(LocalFault::Repairing)?;
+                }
             }
         }
         // Only a real change wakes the watchers (some rebuild state on every change).

@@ -2,7 +2,8 @@
 //! and reorders (random interleaving across links), partitions, and loses, duplicates and reorders single
 //! messages on a link, under a link layer that does what TCP does with that (a duplicate is discarded, a lost or
 //! overtaken message breaks the connection, which both ends learn of): Zab needs FIFO channels, and gets them
-//! or a broken connection. Crashes lose every write a server had not fsynced. Client writes go on throughout, and servers purge the older part of their logs behind a snapshot
+//! or a broken connection. Crashes lose every write a server had not fsynced, and sometimes find a record of the
+//! durable log damaged: the log is cut before it and the server repairs from its peers. Client writes go on throughout, and servers purge the older part of their logs behind a snapshot
 //! (so that followers that fall behind need SNAP: a snapshot of the leader's committed history, after which the
 //! follower's log restarts). After each run, checks:
 //! - prefix agreement: any two servers applied the same txns in the same order, one a prefix of the other;
@@ -37,6 +38,8 @@ struct Disk {
     purged: bool,
     accepted: Epoch,
     current: Epoch,
+    /// The repair mark: how far the log reached before a damaged record cut it, until the server syncs.
+    repairing: Option<Zxid>,
 }
 
 impl Disk {
@@ -97,6 +100,9 @@ struct Link {
     received: u64,
 }
 
+/// Logs damaged and repaired from peers, over all runs: the runs must exercise repair.
+static DAMAGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Snapshots installed from a leader, over all runs: the runs must exercise SNAP, not only DIFF and TRUNC.
 static SNAPSHOTS_INSTALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -147,6 +153,7 @@ impl Sim {
             accepted_epoch: server.disk.accepted,
             current_epoch: server.disk.current,
             last_zxid: server.disk.durable_end(),
+            repairing: server.disk.repairing,
         };
         // As ZooKeeper does, the state machine restarts from the snapshot and replays the whole durable log after
         // it, committed or not; the server serves only after a leader synced it (TRUNC cuts what was never
@@ -324,6 +331,7 @@ impl Sim {
                     self.links.retain(|(from, to), _| !((*from == id && *to == peer) || (*from == peer && *to == id)));
                     self.deliver(peer, Event::Disconnected(id));
                 }
+                Action::Repaired => self.servers.get_mut(&id).unwrap().disk.repairing = None,
                 Action::RoleChanged(_) | Action::Proposed(_) | Action::Rejected(_) => {}
             }
         }
@@ -403,7 +411,14 @@ impl Sim {
             96..=99 if faults => {
                 let id = ids[self.rng.gen_range(0..ids.len())];
                 match self.rng.gen_range(0..3) {
-                    0 if self.servers[&id].peer.is_some() => self.crash(id),
+                    0 if self.servers[&id].peer.is_some() => {
+                        self.crash(id);
+                        // A minority at most repairs at once: with more, no quorum could safely elect a leader.
+                        let repairing = self.servers.values().filter(|s| s.disk.repairing.is_some()).count();
+                        if (repairing + 1) * 2 < self.servers.len() && self.rng.gen_bool(0.3) {
+                            self.damage(id);
+                        }
+                    }
                     0 => self.boot(id),
                     1 if !self.isolated.remove(&id) => {
                         self.isolated.insert(id);
@@ -414,6 +429,30 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    /// A record of the durable log is found damaged at start (a flipped bit the checksum catches): the log is
+    /// cut before it, as the node's repair does, and the server is marked repairing, vouching for how far its
+    /// log reached. When the snapshot holds txns past the cut, the node cannot rebuild from the two, and starts
+    /// empty (it moves both aside): so does the model.
+    fn damage(&mut self, id: ServerId) {
+        let disk = &mut self.servers.get_mut(&id).unwrap().disk;
+        if disk.durable == 0 {
+            return;
+        }
+        let reached = disk.durable_end();
+        let at = self.rng.gen_range(0..disk.durable);
+        disk.log.truncate(at);
+        disk.durable = at;
+        if disk.snapshot.last().is_some_and(|&last| last > disk.durable_end()) {
+            disk.log.clear();
+            disk.durable = 0;
+            disk.snapshot.clear();
+            disk.base = None;
+            disk.purged = false;
+        }
+        disk.repairing = Some(disk.repairing.map_or(reached, |before| before.max(reached)));
+        DAMAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Retention: a serving server snapshots what it applied (committed) and holds durably, and drops the log
@@ -550,6 +589,10 @@ fn simulated_ensembles_agree_keep_every_commit_and_recover() {
         }
     }
     let installed = SNAPSHOTS_INSTALLED.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("{seeds} seeds, {installed} snapshots installed from a leader");
+    let damaged = DAMAGED.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{seeds} seeds, {installed} snapshots installed from a leader, {damaged} damaged logs repaired from peers"
+    );
     assert!(installed >= seeds as usize / 20, "SNAP sync is hardly exercised: {installed} installs in {seeds} seeds");
+    assert!(damaged >= seeds as usize / 10, "repair is hardly exercised: {damaged} damaged logs in {seeds} seeds");
 }

@@ -176,7 +176,7 @@ fn a_syncing_follower_waits_init_limit_for_its_leader_and_a_synced_one_sync_limi
 fn a_leader_gives_a_syncing_follower_init_limit() {
     let tick = config().tick;
     let z = Zxid::new(Epoch(1), 5);
-    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
     let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
     let vote = |sender: u64| Notification {
         leader: ServerId(1),
@@ -215,7 +215,7 @@ fn a_leader_gives_a_syncing_follower_init_limit() {
 fn a_leader_counts_its_learners_and_which_of_them_are_synced() {
     let tick = config().tick;
     let z = Zxid::new(Epoch(1), 5);
-    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
     // Voters 1, 2 and 3; server 4 is an observer (not a voter).
     let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
     let vote = |sender: u64| Notification {

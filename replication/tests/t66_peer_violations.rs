@@ -84,7 +84,7 @@ fn a_notification_claiming_another_sender_drops_its_link_and_counts_for_nothing(
 #[test]
 fn a_follower_asking_for_a_second_sync_stream_is_dropped() {
     let z = Zxid::new(Epoch(1), 5);
-    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
     let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
     let vote =
         |sender: u64| Notification { zxid: z, peer_epoch: Epoch(1), ..notification(1, PeerState::Looking, sender) };
@@ -128,7 +128,7 @@ fn a_looking_server_sends_its_vote_on_a_new_connection() {
 #[test]
 fn an_ack_of_newleader_without_a_sync_counts_for_nothing() {
     let z = Zxid::new(Epoch(1), 5);
-    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z };
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
     let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
     let vote =
         |sender: u64| Notification { zxid: z, peer_epoch: Epoch(1), ..notification(1, PeerState::Looking, sender) };

@@ -27,6 +27,9 @@ pub struct Repaired {
     pub last_good_zxid: Option<Zxid>,
     /// Segments deleted whole.
     pub removed_segments: Vec<PathBuf>,
+    /// The highest zxid of any record that read as valid before the repair, kept or dropped: how far this log
+    /// reached before the damage. A server that repairs from its peers vouches for that much in elections.
+    pub last_readable_zxid: Option<Zxid>,
 }
 
 /// What a repair of a corrupt log would do, worked out without changing anything.
@@ -52,6 +55,9 @@ pub struct RepairPlan {
     /// bad byte, and those of deleted segments read from their start). Records inside the damaged bytes cannot
     /// be counted, so more may be lost.
     pub records_dropped: u64,
+    /// The highest zxid of any record that reads as valid, kept or dropped (records after a damaged one in
+    /// its segment included, where its length field lets the reading go on): how far the log reached.
+    pub last_readable_zxid: Option<Zxid>,
 }
 
 impl RepairPlan {
@@ -89,6 +95,7 @@ pub fn repair(dir: impl AsRef<Path>, options: &WalOptions) -> Result<Option<Repa
         cut_at: plan.cut_at,
         last_good_zxid: plan.last_good_zxid,
         removed_segments: plan.removed_segments,
+        last_readable_zxid: plan.last_readable_zxid,
     }))
 }
 
@@ -113,6 +120,11 @@ pub(crate) fn plan(dir: &Path, scan: &Scan, max_payload: usize) -> Result<Option
         records_dropped += readable_records(&bad.data, usize::try_from(cut).expect("mapped"), max_payload);
     }
     let before = before.iter().rev().find_map(|s| s.last_zxid);
+    let mut last_readable = last_in_bad.or(before).max(last_zxid_past_damage(&bad.data, HEADER_LEN, max_payload));
+    for path in &removed_segments {
+        let data = SegmentFile::open_read_only(path)?.map()?;
+        last_readable = last_readable.max(last_zxid_past_damage(&data, HEADER_LEN, max_payload));
+    }
     Ok(Some(RepairPlan {
         corruption: corruption.error.to_string(),
         segment: bad.path.clone(),
@@ -122,6 +134,7 @@ pub(crate) fn plan(dir: &Path, scan: &Scan, max_payload: usize) -> Result<Option
         removed_segments,
         records_kept,
         records_dropped,
+        last_readable_zxid: last_readable,
     }))
 }
 
@@ -150,6 +163,22 @@ fn valid_prefix(seg: &ScannedSegment, limit: u64, max_payload: usize) -> (u64, O
         (offset, last, count) = (next, Some(zxid), count + 1);
     }
     (offset as u64, last, count)
+}
+
+/// The highest zxid of the valid records in `data` from `offset` on, stepping over records whose checksum
+/// fails by their length field (their zxid is not trusted), until the records stop.
+fn last_zxid_past_damage(data: &[u8], mut offset: usize, max_payload: usize) -> Option<Zxid> {
+    let mut last = None;
+    loop {
+        match record::decode(data, offset, max_payload) {
+            Decoded::Record { zxid, next, .. } => (offset, last) = (next, last.max(Some(zxid))),
+            Decoded::BadChecksum => {
+                let len = u32::from_le_bytes(data[offset..offset + 4].try_into().expect("a decoded header"));
+                offset += record::RECORD_HEADER_LEN + len as usize;
+            }
+            Decoded::End | Decoded::Truncated | Decoded::BadLength => return last,
+        }
+    }
 }
 
 /// How many valid records follow one another in `data` from `offset` on.

@@ -176,6 +176,22 @@ fn repair_reports_the_cut() {
     assert_eq!(repaired.cut_at, Some(start as u64));
     assert_eq!(repaired.last_good_zxid, Some(Zxid(bad_zxid.0 - 1)));
     assert_eq!(repaired.removed_segments.len(), segs.len() - 2);
+    assert_eq!(repaired.last_readable_zxid, Some(Zxid(80)), "the dropped segments read to the end");
+}
+
+/// How far the log reached is read past a damaged record of the last segment too, stepping over it by its
+/// length: a server that repairs from its peers vouches for all of it in elections.
+#[test]
+fn the_last_readable_zxid_is_read_past_a_damaged_record() {
+    let dir = closed_log(80);
+    let last = segments(dir.path()).pop().unwrap();
+    let spans = record_spans(&last);
+    assert!(spans.len() >= 3, "{spans:?}");
+    let (start, _, bad_zxid) = spans[spans.len() - 3];
+    write_at(&last, start + 20, &[0xff]);
+    let repaired = wal::repair(dir.path(), &tiny()).unwrap().expect("a damaged record followed by valid ones");
+    assert_eq!(repaired.last_good_zxid, Some(Zxid(bad_zxid.0 - 1)));
+    assert_eq!(repaired.last_readable_zxid, Some(Zxid(80)));
 }
 
 /// Writes a segment by hand: `header`, then `records`.
