@@ -68,8 +68,15 @@ pub async fn run(
                 } else {
                     apply_one(&shared, zxid.0 as i64, record);
                 }
-                if snaps.policy.txn_applied() && !snapshotting.swap(true, Ordering::AcqRel) {
-                    spawn_snapshot(&shared, &wal, &snaps, &snapshotting);
+                if snaps.policy.txn_applied() {
+                    if snapshotting.swap(true, Ordering::AcqRel) {
+                        // As ZooKeeper's "Too busy to snap, skipping": the next threshold takes one.
+                        tracing::info!(%zxid, "a snapshot is still being written: skipping this one");
+                    } else {
+                        spawn_snapshot(&shared, &wal, &snaps, &snapshotting);
+                    }
+                    // Always: a policy left running would never ask for a snapshot again (the log would grow
+                    // without bound, and a restart would replay all of it).
                     snaps.policy.finished();
                 }
             }

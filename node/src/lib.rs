@@ -33,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod read_only;
 pub mod reads;
+pub mod repair;
 pub mod reply;
 pub mod report;
 pub mod server;

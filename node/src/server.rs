@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::forward::Forward;
 use crate::leader::{self, Item, Origin};
 use crate::limits::Limits;
+use crate::repair;
 use crate::session::SessionIds;
 use crate::shared::{lock, Out, Shared, Stats};
 use crate::throttle::{self, Throttle};
@@ -165,7 +166,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         on_batch: Some(stats.instruments.wal_observer()),
         ..WalOptions::default()
     };
-    let (wal, wal_recovery) = Wal::open(log_dir.join("log"), options.clone())?;
+    let dirs = repair::Dirs { log_dir: &log_dir, snap_dir: &snap_dir, standalone };
+    let (wal, wal_recovery) = repair::open_wal(&dirs, &options)?;
     let range = match (wal_recovery.first_zxid, wal_recovery.last_zxid) {
         (Some(first), Some(last)) => format!("zxids {first}..{last}"),
         _ => "empty".to_owned(),
@@ -178,7 +180,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         removed_empty_segments = wal_recovery.removed_empty_segments.len(),
         "write-ahead log verified; rebuilding the tree from the newest valid snapshot and the log after it"
     );
-    let (tree, recovered) = snapshot::recover::recover(&snap_dir, &wal)?;
+    let (wal, tree, recovered) = repair::recover(&dirs, wal, &options)?;
     tracing::info!(
         zxid = format_args!("0x{:x}", recovered.last_zxid),
         nodes = tree.node_count(),
