@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -41,6 +41,19 @@ pub struct Options {
     /// Extra `zoo.cfg` lines for one node each (`node_config[i]` for node `i`, after [`Options::config`]): for
     /// settings that must differ between nodes on one host, such as a port.
     pub node_config: Vec<Vec<String>>,
+    /// Run each node inside a network namespace of its own, on its own address, instead of all on 127.0.0.1
+    /// (the nemesis suite partitions them; see [`crate::nemesis::Network`]).
+    pub netns: Option<Netns>,
+}
+
+/// Where each node runs: `namespaces[i]` (entered with `ip netns exec`) on address `ips[i]`, which the test
+/// process reaches from the root namespace.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    /// Node `i`'s network namespace.
+    pub namespaces: Vec<String>,
+    /// Node `i`'s address: its client port, its quorum and election ports listen there.
+    pub ips: Vec<Ipv4Addr>,
 }
 
 impl Default for Options {
@@ -57,6 +70,7 @@ impl Default for Options {
             observers: 0,
             config: Vec::new(),
             node_config: Vec::new(),
+            netns: None,
         }
     }
 }
@@ -132,10 +146,13 @@ impl Cluster {
         let tempdir = tempfile::Builder::new().prefix("ensemble-tests-").tempdir().expect("temp dir");
         let root = tempdir.path().to_path_buf();
         let ports = free_ports(options.nodes * 3);
-        let addrs: Vec<SocketAddr> =
-            (0..options.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i * 3]))).collect();
+        if let Some(netns) = &options.netns {
+            assert_eq!(netns.ips.len(), options.nodes, "one namespace and address per node");
+        }
+        let ips: Vec<Ipv4Addr> = (0..options.nodes).map(|i| node_ip(&options, i)).collect();
+        let addrs: Vec<SocketAddr> = (0..options.nodes).map(|i| SocketAddr::from((ips[i], ports[i * 3]))).collect();
         let quorum_addrs: Vec<SocketAddr> =
-            (0..options.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i * 3 + 1]))).collect();
+            (0..options.nodes).map(|i| SocketAddr::from((ips[i], ports[i * 3 + 1]))).collect();
         let (zoo_cfg, properties) = server.split_config(&options.config);
         let mut nodes = Vec::new();
         for i in 0..options.nodes {
@@ -316,6 +333,9 @@ impl Cluster {
         node.starts += 1;
         let log = open_log(&node.log, node.starts).expect("node log");
         let mut cmd = self.server.command(&node.config, &node.dir, &self.properties);
+        if let Some(netns) = &self.options.netns {
+            cmd = process::in_namespace(&netns.namespaces[i], &cmd);
+        }
         cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log fd")).stderr(log);
         match process::spawn(cmd) {
             Ok(child) => node.child = Some(child),
@@ -349,6 +369,25 @@ impl Cluster {
         let mut child = node.child.take().unwrap_or_else(|| panic!("node {} does not run", i + 1));
         let _ = child.kill();
         child.wait().expect("wait for a killed node")
+    }
+
+    /// SIGSTOPs node `i` (it must run): it keeps its sockets and answers nothing until [`Cluster::resume`].
+    pub fn pause(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// SIGCONTs node `i` after [`Cluster::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        let node = self.node(i);
+        let child = node.child.as_ref().unwrap_or_else(|| panic!("node {} does not run", i + 1));
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on the pid of a child this process has not reaped yet (the node's lock is held), so
+        // the pid is still ours.
+        unsafe { libc::kill(pid, signal) };
     }
 
     /// SIGTERMs node `i` and waits up to 10 s for it to exit; fails the test if it does not.
@@ -433,7 +472,7 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
     fs::create_dir_all(&log)?;
     let mut cfg = format!(
         "tickTime={}\ninitLimit={}\nsyncLimit={}\ndataDir={}\ndataLogDir={}\nclientPort={}\n\
-         clientPortAddress=127.0.0.1\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
+         clientPortAddress={}\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
          znode.container.checkIntervalMs=300\nextendedTypesEnabled=true\n\
          # The AdminServer is on by default on port 8080: several nodes on one machine would clash, so it is off\n\
          # unless a test turns it on with a port per node (Options::node_config; t72_admin).\n\
@@ -444,6 +483,7 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
         data.display(),
         log.display(),
         ports[i * 3],
+        node_ip(options, i),
         options.snap_count,
         options.prealloc_kib,
         options.max_session_timeout_ms,
@@ -456,7 +496,8 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
         let observer = |n: usize| n + options.observers >= options.nodes;
         for n in 0..options.nodes {
             let role = if observer(n) { ":observer" } else { "" };
-            cfg.push_str(&format!("server.{}=127.0.0.1:{}:{}{role}\n", n + 1, ports[n * 3 + 1], ports[n * 3 + 2]));
+            let (ip, quorum, election) = (node_ip(options, n), ports[n * 3 + 1], ports[n * 3 + 2]);
+            cfg.push_str(&format!("server.{}={ip}:{quorum}:{election}{role}\n", n + 1));
         }
         if observer(i) {
             cfg.push_str("peerType=observer\n");
@@ -466,6 +507,11 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
     let config = dir.join("zoo.cfg");
     fs::write(&config, cfg)?;
     Ok(config)
+}
+
+/// Node `i`'s address: its namespace's, or loopback.
+fn node_ip(options: &Options, i: usize) -> Ipv4Addr {
+    options.netns.as_ref().map_or(Ipv4Addr::LOCALHOST, |netns| netns.ips[i])
 }
 
 fn open_log(path: &Path, start: u32) -> io::Result<File> {

@@ -123,6 +123,24 @@ pub fn find_ensemble(env: Option<PathBuf>, exe: &Path) -> Result<PathBuf, String
     }
 }
 
+/// `cmd` run inside the network namespace `namespace`: `ip netns exec NAMESPACE PROGRAM ARGS`, with `cmd`'s
+/// environment and working directory. `ip` execs the program in place, so the child's pid is the server's (its
+/// signals, [`spawn`]'s parent-death signal) and nothing sits between them.
+pub fn in_namespace(namespace: &str, cmd: &Command) -> Command {
+    let mut wrapped = Command::new("ip");
+    wrapped.args(["netns", "exec", namespace]).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
 type Job = (Command, mpsc::Sender<io::Result<Child>>);
 
 /// Spawns `cmd` from one long-lived thread, with `PR_SET_PDEATHSIG` = SIGKILL: the kernel kills the child when
