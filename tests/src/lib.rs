@@ -38,6 +38,7 @@
 pub mod client;
 mod cluster;
 pub mod fourlw;
+pub mod nemesis;
 mod ports;
 pub mod process;
 mod proxy;
@@ -45,7 +46,7 @@ pub mod raw;
 pub mod zkcli;
 
 pub use client::{blocking, connect, connect_with, eventually, Sections};
-pub use cluster::{Cluster, Options};
+pub use cluster::{Cluster, Netns, Options};
 pub use fourlw::Mode;
 pub use ports::free_ports;
 pub use proxy::Proxy;
