@@ -73,6 +73,22 @@ pub fn check(history: &History) -> Vec<Anomaly> {
     found
 }
 
+/// The anomalies grouped by kind: a count and the first `examples` of each.
+pub fn summary(anomalies: &[Anomaly], examples: usize) -> String {
+    let mut by_kind: BTreeMap<Kind, Vec<&Anomaly>> = BTreeMap::new();
+    for a in anomalies {
+        by_kind.entry(a.kind).or_default().push(a);
+    }
+    let mut out = String::new();
+    for (kind, list) in by_kind {
+        out.push_str(&format!("{kind:?}: {} anomalies, the first:\n", list.len()));
+        for a in list.iter().take(examples) {
+            out.push_str(&format!("  {}\n", a.detail));
+        }
+    }
+    out
+}
+
 fn anomaly(found: &mut Vec<Anomaly>, kind: Kind, detail: String) {
     found.push(Anomaly { kind, detail });
 }
@@ -398,6 +414,17 @@ mod tests {
     #[test]
     fn a_correct_history_passes() {
         assert_eq!(check(&good()), vec![]);
+    }
+
+    #[test]
+    fn the_summary_counts_each_kind() {
+        let mut h = good();
+        h.servers[1] = server("a", 1, &[]);
+        let summary = summary(&check(&h), 1);
+        assert!(
+            summary.starts_with("LostAck: 2 anomalies, the first:\n  node 2 has register 0 at version 1"),
+            "{summary}"
+        );
     }
 
     #[test]

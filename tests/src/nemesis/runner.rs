@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::availability::{self, Window};
 use super::checker;
 use super::final_state;
-use super::history::{secs, History, MinorityWindow, Recorder, SessionFate};
+use super::history::{secs, History, MinorityWindow, Op, Outcome, Recorder, SessionFate};
 use super::netns::{self, Network};
 use super::schedule::{self, Actions, Step};
 use super::workload::{self, Held, Identity};
@@ -89,13 +89,38 @@ pub async fn run(config: &Config) -> Report {
     drop(held);
     let rows = availability::rows(&availability::acks(&history.events), &windows);
     eprintln!("nemesis: availability, {} nodes, seed {}:\n{}", config.nodes, config.seed, availability::table(&rows));
+    eprintln!("nemesis: {}", outcomes(&history));
     let anomalies = checker::check(&history);
     if !anomalies.is_empty() {
-        let list: Vec<String> = anomalies.iter().take(30).map(ToString::to_string).collect();
-        panic!("seed {}: {} anomalies, the first:\n  {}", config.seed, anomalies.len(), list.join("\n  "));
+        panic!("seed {}: {} anomalies\n{}", config.seed, anomalies.len(), checker::summary(&anomalies, 3));
     }
     drop(guard);
     Report { rows, operations: history.events.len() }
+}
+
+/// How the operations ended, and how many sessions expired: a run where nothing failed tested little.
+fn outcomes(history: &History) -> String {
+    let mut counts = [[0usize; 3]; 3];
+    for event in &history.events {
+        let (kind, ended) = match &event.op {
+            Op::Cas { outcome, .. } => (0, ended(outcome)),
+            Op::Read { outcome, .. } => (1, ended(outcome)),
+            Op::Create { outcome, .. } => (2, ended(outcome)),
+        };
+        counts[kind][ended] += 1;
+    }
+    let expired = history.sessions.iter().filter(|s| s.expired).count();
+    let [cas, read, create] =
+        counts.map(|[ok, failed, unknown]| format!("{ok} ok, {failed} failed, {unknown} indeterminate"));
+    format!("setData: {cas}; getData: {read}; create: {create}; ephemeral sessions expired: {expired}")
+}
+
+fn ended<T>(outcome: &Outcome<T>) -> usize {
+    match outcome {
+        Outcome::Ok(_) => 0,
+        Outcome::Failed(_) => 1,
+        Outcome::Indeterminate(_) => 2,
+    }
 }
 
 fn start(config: &Config) -> Rig {
