@@ -29,6 +29,9 @@ pub struct Row {
     pub after: f64,
     /// From healing to the first write acknowledged after it, if any was.
     pub first_ack: Option<Micros>,
+    /// The longest time without an acknowledged write from the fault's start to the window's end (an election
+    /// after a leader fault, the whole fault when no quorum is left).
+    pub outage: Micros,
 }
 
 /// Completion times of the acknowledged writes, sorted.
@@ -60,8 +63,16 @@ pub fn rows(acks: &[Micros], windows: &[Window]) -> Vec<Row> {
             during: rate(w.start, w.heal),
             after: rate(w.heal, w.end),
             first_ack: acks.iter().find(|&&t| t >= w.heal).map(|t| t - w.heal),
+            outage: outage(acks, w.start, w.end),
         })
         .collect()
+}
+
+/// The longest span in `[from, to]` with no ack in `acks` (sorted).
+fn outage(acks: &[Micros], from: Micros, to: Micros) -> Micros {
+    let inside = acks.iter().copied().filter(|&t| from <= t && t <= to);
+    let points: Vec<Micros> = std::iter::once(from).chain(inside).chain(std::iter::once(to)).collect();
+    points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
 }
 
 /// The rows as a Markdown table.
@@ -71,7 +82,8 @@ pub fn table(rows: &[Row]) -> String {
     );
     for row in rows {
         let first = row.first_ack.map_or("none".to_string(), |t| format!("{:.2} s", secs(t)));
-        let _ = writeln!(out, "| {} | {:.0} | {:.0} | {first} |", row.label, row.during, row.after);
+        let outage = secs(row.outage);
+        let _ = writeln!(out, "| {} | {:.0} | {:.0} | {first} | {outage:.2} s |", row.label, row.during, row.after);
     }
     out
 }
@@ -86,6 +98,7 @@ mod tests {
         let window = Window { label: "x".into(), start: 0, heal: 1_000_000, end: 3_000_000 };
         let rows = rows(&acks, &[window]);
         assert_eq!((rows[0].during, rows[0].after, rows[0].first_ack), (2.0, 1.5, Some(500_000)));
-        assert!(table(&rows).contains("| x | 2 | 2 | 0.50 s |"), "{}", table(&rows));
+        assert_eq!(rows[0].outage, 1_300_000, "from the ack at 0.2 s to the one at 1.5 s");
+        assert!(table(&rows).contains("| x | 2 | 2 | 0.50 s | 1.30 s |"), "{}", table(&rows));
     }
 }
