@@ -8,6 +8,8 @@
 //!   connection breaks, and when no node is reachable.
 //! - [`raw::RawSession`] speaks the client protocol directly, for requests the Rust client does not expose.
 //! - [`zkcli::run`] runs a zkCli.sh session (Apache ZooKeeper's own CLI) against a node.
+//! - [`nemesis`] runs nodes in network namespaces and partitions, pauses and kills them on a seeded schedule
+//!   while clients record a history that its checker then verifies (`t90_nemesis`).
 //! - [`client`] has the helpers the tests share: connecting with retries, polling with deadlines, and
 //!   [`Sections`] to run the parts of a test one after the other without one failure hiding the others.
 //!
