@@ -78,7 +78,8 @@ fn outage(acks: &[Micros], from: Micros, to: Micros) -> Micros {
 /// The rows as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| step | writes/s during | writes/s after healing | healing to first ack |\n|---|---:|---:|---:|\n",
+        "| step | writes/s during | writes/s after healing | healing to first ack | longest without an ack |\n\
+         |---|---:|---:|---:|---:|\n",
     );
     for row in rows {
         let first = row.first_ack.map_or("none".to_string(), |t| format!("{:.2} s", secs(t)));
@@ -99,6 +100,9 @@ mod tests {
         let rows = rows(&acks, &[window]);
         assert_eq!((rows[0].during, rows[0].after, rows[0].first_ack), (2.0, 1.5, Some(500_000)));
         assert_eq!(rows[0].outage, 1_300_000, "from the ack at 0.2 s to the one at 1.5 s");
-        assert!(table(&rows).contains("| x | 2 | 2 | 0.50 s | 1.30 s |"), "{}", table(&rows));
+        let table = table(&rows);
+        let header_columns = table.lines().next().map(|l| l.matches('|').count());
+        assert_eq!(header_columns, table.lines().nth(2).map(|l| l.matches('|').count()), "{table}");
+        assert!(table.contains("| x | 2 | 2 | 0.50 s | 1.30 s |"), "{table}");
     }
 }
