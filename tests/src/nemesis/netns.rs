@@ -14,6 +14,8 @@
 //! four-letter words), as Jepsen's partitions leave clients with their servers. Names carry the suite's prefix,
 //! the test process's id and a per-test tag, so tests run in parallel and [`remove_stale`] can delete what a
 //! killed run left. Dropping the [`Network`] deletes its namespaces (their veth ends go with them) and bridge.
+//! The subnet is `10.(160 + pid % 64).<tag>.0/24`: distinct per test in a process, and between test processes
+//! run at once unless their pids agree modulo 64 (the machine's own networks must stay clear of 10.160/10).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -81,16 +83,6 @@ impl Network {
         &self.namespaces[i]
     }
 
-    /// The number of nodes.
-    pub fn len(&self) -> usize {
-        self.ips.len()
-    }
-
-    /// Whether there is no node.
-    pub fn is_empty(&self) -> bool {
-        self.ips.is_empty()
-    }
-
     /// Cuts every pair in `pairs` in both directions (pairs already cut stay cut).
     pub fn cut(&mut self, pairs: &[(usize, usize)]) {
         for &(a, b) in pairs {
@@ -107,11 +99,6 @@ impl Network {
         for (from, to) in std::mem::take(&mut self.cut) {
             run(&["-n", &self.namespaces[from], "route", "del", "blackhole", &format!("{}/32", self.ips[to])]);
         }
-    }
-
-    /// The pairs (from, to) cut now.
-    pub fn cuts(&self) -> &BTreeSet<(usize, usize)> {
-        &self.cut
     }
 }
 
