@@ -1,5 +1,6 @@
 //! The `ensemble` command: run one server from a ZooKeeper config, or a local demo ensemble; look at a server's
-//! write-ahead log and snapshots (`ensemble wal ...`, `ensemble snapshot ...`, see [`tools`]).
+//! write-ahead log and snapshots (`ensemble wal ...`, `ensemble snapshot ...`, see [`tools`]); move data in
+//! from Apache ZooKeeper and back (`ensemble import`, `ensemble export`).
 
 mod demo;
 mod tools;
@@ -60,6 +61,16 @@ enum Command {
     /// connections, latency, and whether a quorum serves (`zkServer.sh status` for every server at once).
     #[command(after_help = "Exit codes: 0 a quorum serves (or a standalone server); 1 no quorum; 2 a usage error.")]
     Status(tools::status::StatusArgs),
+    /// Imports Apache ZooKeeper's data (its newest valid snapshot and the logs after it) into an Ensemble data
+    /// directory; stop ZooKeeper first, then start Ensemble with the same zoo.cfg.
+    #[command(
+        after_help = "Exit codes: 0 imported; 1 ZooKeeper's data is damaged or incomplete (the file and offset are named; nothing was written); 2 a usage or IO error."
+    )]
+    Import(tools::door::import::ImportArgs),
+    /// Exports Ensemble's data as an Apache ZooKeeper 3.8 data directory (a snapshot and the epoch files);
+    /// stop the server first.
+    #[command(after_help = "Exit codes: 0 exported; 2 a usage or IO error (nothing was moved into place).")]
+    Export(tools::door::export::ExportArgs),
 }
 
 /// What the server logs unless `RUST_LOG` says otherwise.
@@ -81,6 +92,14 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             logging::init(log_format, None, "off");
             tools::run(|| tools::status::run(args))
+        }
+        Command::Import(args) => {
+            logging::init(log_format, None, "off");
+            tools::run(|| tools::door::import::run(args))
+        }
+        Command::Export(args) => {
+            logging::init(log_format, None, "off");
+            tools::run(|| tools::door::export::run(args))
         }
         Command::Start { config } => {
             // Read once with no log installed, for the server id every line carries; then again, so that

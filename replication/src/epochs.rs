@@ -20,8 +20,8 @@ use wal::Epoch;
 use crate::fault::LocalFault;
 use crate::peer::Event;
 
-/// The two epochs, durable: 8 bytes, then a crc32c.
-pub(crate) fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> std::io::Result<()> {
+/// Writes the two epochs of `dir` durably: 8 bytes, then a crc32c.
+pub fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(12);
     buf.extend_from_slice(&accepted.0.to_be_bytes());
     buf.extend_from_slice(&current.0.to_be_bytes());
@@ -35,8 +35,8 @@ pub(crate) fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> std::
     fs::File::open(dir)?.sync_all()
 }
 
-/// The two epochs on disk, `(0, 0)` for a fresh server.
-pub(crate) fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
+/// The two epochs on disk in `dir`, `(0, 0)` for a fresh server.
+pub fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
     match fs::read(dir.join("epochs")) {
         Ok(buf) if buf.len() == 12 && crc32c::crc32c(&buf[..8]).to_be_bytes() == buf[8..12] => {
             let word = |i: usize| buf.get(i..i + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_be_bytes);

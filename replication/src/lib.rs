@@ -30,3 +30,7 @@ pub mod runtime;
 pub mod streams;
 pub mod sync;
 pub mod transport;
+
+/// The epochs file in a server's log directory, for the tools that lay out a data directory by hand
+/// (`ensemble import`) or read one (`ensemble export`).
+pub use epochs::{read_epochs, write_epochs};

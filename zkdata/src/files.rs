@@ -134,7 +134,9 @@ pub fn read_epoch(dir: &Path, name: &str) -> Result<Option<i64>, ZkDataError> {
     match fs::read_to_string(&path) {
         Ok(text) => {
             let line = text.lines().next().unwrap_or("").trim();
-            line.parse().map(Some).map_err(|_| ZkDataError::corrupt(&path, 0, crate::Corruption::Invalid(format!("{line:?} is not an epoch"))))
+            line.parse().map(Some).map_err(|_| {
+                ZkDataError::corrupt(&path, 0, crate::Corruption::Invalid(format!("{line:?} is not an epoch")))
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ZkDataError::io(&path, "read")(e)),

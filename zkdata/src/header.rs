@@ -50,7 +50,11 @@ impl FileHeader {
     }
 
     /// Reads a header, which must carry `magic` (the kind of file named by `what`) and [`VERSION`].
-    pub(crate) fn read<R: Read>(input: &mut Input<R>, magic: u32, what: &'static str) -> Result<FileHeader, ZkDataError> {
+    pub(crate) fn read<R: Read>(
+        input: &mut Input<R>,
+        magic: u32,
+        what: &'static str,
+    ) -> Result<FileHeader, ZkDataError> {
         let found = input.int()? as u32;
         if found != magic {
             return Err(input.corrupt(0, Corruption::BadMagic { found, expected: magic, what }));

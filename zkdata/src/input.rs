@@ -119,7 +119,8 @@ impl<R: Read> Input<R> {
     pub(crate) fn string(&mut self) -> Result<String, ZkDataError> {
         let start = self.offset;
         let bytes = self.buffer()?.unwrap_or_default();
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt(start, Corruption::Invalid("a string is not UTF-8".into())))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.corrupt(start, Corruption::Invalid("a string is not UTF-8".into())))
     }
 
     /// A `vector<ACL>`; null (-1) is refused, as ZooKeeper's ACL cache refuses it.

@@ -162,7 +162,12 @@ fn add_system_nodes(tree: &mut DataTree) {
         if tree.get(path).is_none() {
             let node = fresh.get(path).expect("a fresh tree has its system nodes");
             let acl = fresh.acl_of(node).to_vec();
-            let loaded = Node { data: node.data.clone(), acl: 0, stat: StatPersisted { ..node.stat }, children: Default::default() };
+            let loaded = Node {
+                data: node.data.clone(),
+                acl: 0,
+                stat: StatPersisted { ..node.stat },
+                children: Default::default(),
+            };
             // The parent exists: the root is always the snapshot's first node, and /zookeeper comes first here.
             let _ = tree.load_node(path.to_owned(), loaded, &acl);
         }
@@ -233,7 +238,8 @@ impl Replay {
             self.last = zxid;
             self.replayed += 1;
             if self.pending.is_some_and(|d| d.zxid < zxid) {
-                let reason = format!("the snapshot's digest is at {:#x}, which no txn has", self.pending.map_or(0, |d| d.zxid));
+                let reason =
+                    format!("the snapshot's digest is at {:#x}, which no txn has", self.pending.map_or(0, |d| d.zxid));
                 return Err(ZkDataError::corrupt(path, entry.offset, Corruption::Invalid(reason)));
             }
             let exact_before = self.exact;
@@ -291,7 +297,8 @@ mod tests {
 
         fn request(&mut self, request: Request) {
             let caller = Caller { session: self.session, auth: vec![] };
-            let (op, txn) = prep(&self.tree, &caller, PrepOptions { ttl_enabled: true, enforce_quota: false }, &request);
+            let (op, txn) =
+                prep(&self.tree, &caller, PrepOptions { ttl_enabled: true, enforce_quota: false }, &request);
             let zxid = self.tree.last_zxid() + 1;
             let header = TxnHeader { client_id: self.session, cxid: 1, zxid, time: 1_700_000_000_000 + zxid, op };
             self.tree.apply(&header, &txn);
@@ -301,7 +308,14 @@ mod tests {
 
         fn create(&mut self, path: &str, data: &[u8], flags: i32) {
             let acl = tree::acl::open_acl_unsafe();
-            self.request(Request::Create { op: op::CREATE2, path: path.into(), data: Some(data.to_vec().into()), acl, flags, ttl: -1 });
+            self.request(Request::Create {
+                op: op::CREATE2,
+                path: path.into(),
+                data: Some(data.to_vec().into()),
+                acl,
+                flags,
+                ttl: -1,
+            });
         }
 
         fn set(&mut self, path: &str, data: &[u8]) {
@@ -425,7 +439,11 @@ mod tests {
         let restored = zk.restore().unwrap();
         assert!(same_contents(&restored.tree, &zk.tree));
         assert_eq!(restored.skipped.len(), 1);
-        assert!(restored.skipped[0].contains(&newest.display().to_string()) && restored.skipped[0].contains("offset"), "{:?}", restored.skipped);
+        assert!(
+            restored.skipped[0].contains(&newest.display().to_string()) && restored.skipped[0].contains("offset"),
+            "{:?}",
+            restored.skipped
+        );
         // With only the damaged one left, nothing is restored, and the reason names it.
         std::fs::remove_file(&restored.snapshot).unwrap();
         let err = zk.restore().unwrap_err();
@@ -442,7 +460,11 @@ mod tests {
         let header = TxnHeader { client_id: 0, cxid: 0, zxid, time: 0, op: op::SET_DATA };
         let txn = tree::txn::Txn::SetData { path: "/n2".into(), data: None, version: 7 };
         zk.tree.apply(&header, &txn);
-        zk.log.as_mut().unwrap().append(&TxnRecord { header, txn }, Some(TxnDigest { version: 2, digest: 42 })).unwrap();
+        zk.log
+            .as_mut()
+            .unwrap()
+            .append(&TxnRecord { header, txn }, Some(TxnDigest { version: 2, digest: 42 }))
+            .unwrap();
         let err = zk.restore().unwrap_err();
         assert!(matches!(err.corruption(), Some((_, _, Corruption::Digest { recorded: 42, .. }))), "{err}");
     }

@@ -197,7 +197,8 @@ pub struct SnapshotWriter<W: Write> {
 impl<W: Write> SnapshotWriter<W> {
     /// Starts a snapshot on `out` with its header and sessions.
     pub fn new(out: W, sessions: &[(i64, i32)]) -> io::Result<SnapshotWriter<W>> {
-        let mut writer = SnapshotWriter { out, adler: adler2::Adler32::new(), buf: Vec::with_capacity(1 << 16), bytes: 0 };
+        let mut writer =
+            SnapshotWriter { out, adler: adler2::Adler32::new(), buf: Vec::with_capacity(1 << 16), bytes: 0 };
         let header = FileHeader { magic: SNAP_MAGIC, version: VERSION, dbid: SNAP_DBID };
         writer.buf.extend_from_slice(&header.encode());
         writer.buf.write_len(sessions.len());
@@ -273,13 +274,23 @@ mod tests {
 
     fn stat() -> impl Strategy<Value = StatPersisted> {
         (any::<[i64; 5]>(), any::<[i32; 3]>(), any::<i64>()).prop_map(|(l, i, owner)| StatPersisted {
-            czxid: l[0], mzxid: l[1], ctime: l[2], mtime: l[3], version: i[0], cversion: i[1], aversion: i[2],
-            ephemeral_owner: owner, pzxid: l[4],
+            czxid: l[0],
+            mzxid: l[1],
+            ctime: l[2],
+            mtime: l[3],
+            version: i[0],
+            cversion: i[1],
+            aversion: i[2],
+            ephemeral_owner: owner,
+            pzxid: l[4],
         })
     }
 
     fn acl() -> impl Strategy<Value = Vec<Acl>> {
-        proptest::collection::vec((0i32..32, "[a-z]{1,6}", "[a-z:.0-9]{0,12}").prop_map(|(perms, s, i)| Acl { perms, id: Id::new(&s, &i) }), 0..3)
+        proptest::collection::vec(
+            (0i32..32, "[a-z]{1,6}", "[a-z:.0-9]{0,12}").prop_map(|(perms, s, i)| Acl { perms, id: Id::new(&s, &i) }),
+            0..3,
+        )
     }
 
     /// A snapshot: sessions, ACL lists (indexes 1..), and a root followed by children that use them.
@@ -300,7 +311,10 @@ mod tests {
                         path: if i == 0 { "/".into() } else { format!("/n{i}") },
                         data,
                         // 0 picks OPEN_ACL_UNSAFE (-1), n the n-th list.
-                        acl: match i64::from(pick) % choices { 0 => -1, n => n },
+                        acl: match i64::from(pick) % choices {
+                            0 => -1,
+                            n => n,
+                        },
                         stat,
                     })
                     .collect();
@@ -371,7 +385,12 @@ mod tests {
 
     #[test]
     fn a_huge_length_is_refused_before_allocating() {
-        let root = SnapshotNode { path: "/".into(), data: Some(Bytes::from_static(b"x")), acl: -1, stat: StatPersisted::default() };
+        let root = SnapshotNode {
+            path: "/".into(),
+            data: Some(Bytes::from_static(b"x")),
+            acl: -1,
+            stat: StatPersisted::default(),
+        };
         let mut bytes = encode(&[], &[], &[root], ZxidDigest { zxid: 0, version: 2, digest: 0 });
         // The root's data length, right after its empty path.
         bytes[28..32].copy_from_slice(&0x7fff_fff0i32.to_be_bytes());

@@ -115,7 +115,8 @@ impl<R: Read> LogReader<R> {
         if stored != computed {
             return Err(self.input.corrupt(at, Corruption::Checksum { stored, computed }));
         }
-        let (record, digest) = decode_entry(&entry).map_err(|reason| self.input.corrupt(at, Corruption::Invalid(reason)))?;
+        let (record, digest) =
+            decode_entry(&entry).map_err(|reason| self.input.corrupt(at, Corruption::Invalid(reason)))?;
         Ok(Some(LogEntry { offset: at, record, digest }))
     }
 
@@ -232,10 +233,12 @@ mod tests {
                 op::CREATE,
                 Txn::Create { path, data, acl: tree::acl::open_acl_unsafe(), ephemeral: false, parent_cversion }
             )),
-            ("/[a-z]{1,8}", data, any::<i32>()).prop_map(|(path, data, version)| (op::SET_DATA, Txn::SetData { path, data, version })),
+            ("/[a-z]{1,8}", data, any::<i32>())
+                .prop_map(|(path, data, version)| (op::SET_DATA, Txn::SetData { path, data, version })),
             "/[a-z]{1,8}".prop_map(|path| (op::DELETE, Txn::Delete { path })),
             any::<i32>().prop_map(|timeout| (op::CREATE_SESSION, Txn::CreateSession { timeout })),
-            proptest::collection::vec("/[a-z]{1,8}", 0..3).prop_map(|paths| (op::CLOSE_SESSION, Txn::CloseSession { paths })),
+            proptest::collection::vec("/[a-z]{1,8}", 0..3)
+                .prop_map(|paths| (op::CLOSE_SESSION, Txn::CloseSession { paths })),
         ]
     }
 
@@ -244,7 +247,13 @@ mod tests {
             txns.into_iter()
                 .enumerate()
                 .map(|(i, ((op, txn), digest, client_id))| {
-                    let header = TxnHeader { client_id, cxid: i as i32, zxid: 0x1_0000_0001 + i as i64, time: 1_700_000_000_000, op };
+                    let header = TxnHeader {
+                        client_id,
+                        cxid: i as i32,
+                        zxid: 0x1_0000_0001 + i as i64,
+                        time: 1_700_000_000_000,
+                        op,
+                    };
                     (TxnRecord { header, txn }, digest.map(|digest| TxnDigest { version: 2, digest }))
                 })
                 .collect()
@@ -336,8 +345,16 @@ mod tests {
         .encode();
         entry.truncate(32);
         assert_eq!(decode_entry(&entry).unwrap().0.txn, Txn::CloseSession { paths: vec![] });
-        let set = Txn::SetData { path: "/zookeeper/config".into(), data: Some(Bytes::from_static(b"server.1=x")), version: 3 };
-        let mut entry = TxnRecord { header: TxnHeader { client_id: 0, cxid: 0, zxid: 8, time: 0, op: OP_RECONFIG }, txn: set.clone() }.encode();
+        let set = Txn::SetData {
+            path: "/zookeeper/config".into(),
+            data: Some(Bytes::from_static(b"server.1=x")),
+            version: 3,
+        };
+        let mut entry = TxnRecord {
+            header: TxnHeader { client_id: 0, cxid: 0, zxid: 8, time: 0, op: OP_RECONFIG },
+            txn: set.clone(),
+        }
+        .encode();
         entry.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1]);
         let (record, digest) = decode_entry(&entry).unwrap();
         assert_eq!((record.txn, digest), (set, Some(TxnDigest { version: 2, digest: 1 })));
@@ -345,7 +362,10 @@ mod tests {
 
     #[test]
     fn a_huge_length_is_refused_before_allocating() {
-        let record = TxnRecord { header: TxnHeader { client_id: 1, cxid: 2, zxid: 3, time: 4, op: op::DELETE }, txn: Txn::Delete { path: "/a".into() } };
+        let record = TxnRecord {
+            header: TxnHeader { client_id: 1, cxid: 2, zxid: 3, time: 4, op: op::DELETE },
+            txn: Txn::Delete { path: "/a".into() },
+        };
         let (mut bytes, _) = encode(&[(record, None)]);
         bytes[24..28].copy_from_slice(&0x7fff_fff0i32.to_be_bytes());
         let err = decode(&bytes).unwrap_err();

@@ -1,11 +1,12 @@
 //! The operator's tools: `ensemble wal ...` and `ensemble snapshot ...`, the view of a server's disk
-//! (ZooKeeper's `zkTxnLogToolkit` and `zkSnapShotToolkit`), and `ensemble status`, the view of a running
-//! ensemble.
+//! (ZooKeeper's `zkTxnLogToolkit` and `zkSnapShotToolkit`), `ensemble status`, the view of a running
+//! ensemble, and `ensemble import` / `ensemble export` ([`door`]), the way in from Apache ZooKeeper and back.
 //!
 //! They look at damaged data, so they never panic on it and never change it, except `ensemble wal repair`,
 //! which says what it will drop and asks first. Exit codes (also in `--help`): 0 sound, 1 a problem found in
 //! the data, 2 a usage or IO error, 3 (`wal verify` only) a torn tail, which a server cuts by itself.
 
+pub mod door;
 pub mod render;
 pub mod snapshot;
 pub mod status;
@@ -110,6 +111,21 @@ pub fn progress(total: u64, what: &str) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// A progress bar on stderr counting `unit`s (znodes, say), drawn only when stderr is a terminal.
+pub fn progress_items(total: u64, what: &str, unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let template = format!("{{msg}} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{eta}})");
+    let style = ProgressStyle::with_template(&template)
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
