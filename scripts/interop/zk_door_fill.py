@@ -17,7 +17,7 @@ from kazoo.client import KazooClient
 from kazoo.security import make_acl, make_digest_acl
 
 hosts, phase = sys.argv[1], sys.argv[2]
-zk = KazooClient(hosts=hosts, timeout=30.0)
+zk = KazooClient(hosts=hosts, timeout=120.0)
 zk.start(timeout=30)
 
 if phase == "bulk":

@@ -13,6 +13,8 @@ from kazoo.client import KazooClient
 zk = KazooClient(hosts=sys.argv[1], timeout=30.0)
 zk.start(timeout=30)
 zk.add_auth("digest", "alice:secret")
+# Every write committed before this client connected, whichever server it reached.
+zk.sync("/")
 # A super user is not needed: every ACL the fill script sets grants alice or anyone READ, but 'ip' ACLs need
 # this client on 127.0.0.1, which it is.
 tree = {}

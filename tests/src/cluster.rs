@@ -44,6 +44,9 @@ pub struct Options {
     /// Run each node inside a network namespace of its own, on its own address, instead of all on 127.0.0.1
     /// (the nemesis suite partitions them; see [`crate::nemesis::Network`]).
     pub netns: Option<Netns>,
+    /// The server to run, whatever `ENSEMBLE_TESTS_SERVER` says (`None`: as it says; see [`Server::from_env`]):
+    /// for tests that move data between Apache ZooKeeper and Ensemble (t80).
+    pub server: Option<Server>,
 }
 
 /// Where each node runs: `namespaces[i]` (entered with `ip netns exec`) on address `ips[i]`, which the test
@@ -71,6 +74,7 @@ impl Default for Options {
             config: Vec::new(),
             node_config: Vec::new(),
             netns: None,
+            server: None,
         }
     }
 }
@@ -141,7 +145,7 @@ impl Cluster {
     /// Starts a cluster as `options` say and waits until every node serves (exactly one leader).
     pub fn start_with(options: Options) -> Cluster {
         assert!(options.nodes >= 1, "a cluster needs a node");
-        let server = Server::from_env();
+        let server = options.server.clone().unwrap_or_else(Server::from_env);
         let slot = Slot::take();
         let tempdir = tempfile::Builder::new().prefix("ensemble-tests-").tempdir().expect("temp dir");
         let root = tempdir.path().to_path_buf();
@@ -317,6 +321,45 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 self.fail(&format!("no single leader: {leaders:?}"));
+            }
+        }
+    }
+
+    /// Node `i`'s `zoo.cfg`.
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.node(i).config.clone()
+    }
+
+    /// The server the nodes run.
+    pub fn server_kind(&self) -> &Server {
+        &self.server
+    }
+
+    /// Makes every node run `server` from its next start, on the same configuration and data directories
+    /// (t80 moves a ZooKeeper ensemble's data to Ensemble and back). Every node must be stopped.
+    pub fn switch_server(&mut self, server: Server) {
+        for i in 0..self.len() {
+            assert!(self.node(i).child.is_none(), "node {} still runs", i + 1);
+            server.prepare(&self.node(i).dir).expect("server files");
+        }
+        let (_, properties) = server.split_config(&self.options.config);
+        self.properties = properties;
+        self.server = server;
+    }
+
+    /// Starts every node (all stopped) and waits until the cluster serves.
+    pub fn start_all(&self) {
+        for i in 0..self.len() {
+            self.start_node(i);
+        }
+        self.wait_serving();
+    }
+
+    /// Stops every running node with SIGTERM.
+    pub fn stop_all(&self) {
+        for i in 0..self.len() {
+            if self.node(i).child.is_some() {
+                self.stop(i);
             }
         }
     }
