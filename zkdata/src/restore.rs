@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 use tree::acl::open_acl_unsafe;
 use tree::code::Code;
 use tree::digest::DIGEST_VERSION;
+use tree::path::validate_path;
 use tree::stat::StatPersisted;
 use tree::tree::{DataTree, Node};
+use tree::txn::Txn;
 
 use crate::error::{Corruption, ZkDataError};
 use crate::files::{self, Compression, Counted, ACCEPTED_EPOCH, CURRENT_EPOCH, LOG_PREFIX, SNAPSHOT_PREFIX};
@@ -138,6 +140,7 @@ pub fn load_snapshot(
     let mut tree = DataTree::empty();
     let open = open_acl_unsafe();
     let meta = snapshot::read(stream, path, limit, |acls, node| {
+        validate_path(&node.path, false).map_err(|e| e.to_string())?;
         let acl = match node.acl {
             OPEN_ACL_INDEX => &open,
             index => acls.get(&index).ok_or("undefined ACL index")?,
@@ -180,6 +183,22 @@ fn logs_after(dir: &Path, zxid: i64) -> Result<Vec<PathBuf>, ZkDataError> {
     let logs = files::list(dir, LOG_PREFIX)?;
     let first = logs.iter().rposition(|(start, _)| *start <= zxid.saturating_add(1)).unwrap_or(0);
     Ok(logs.into_iter().skip(first).map(|(_, path)| path).collect())
+}
+
+/// Every path a txn names.
+fn paths(txn: &Txn) -> Box<dyn Iterator<Item = &str> + '_> {
+    match txn {
+        Txn::Create { path, .. }
+        | Txn::CreateContainer { path, .. }
+        | Txn::CreateTtl { path, .. }
+        | Txn::Delete { path }
+        | Txn::SetData { path, .. }
+        | Txn::SetAcl { path, .. }
+        | Txn::Check { path, .. } => Box::new(std::iter::once(path.as_str())),
+        Txn::CloseSession { paths } => Box::new(paths.iter().map(String::as_str)),
+        Txn::Multi(ops) => Box::new(ops.iter().flat_map(|(_, txn)| paths(txn))),
+        Txn::CreateSession { .. } | Txn::Error { .. } => Box::new(std::iter::empty()),
+    }
 }
 
 /// Replay of the logs over a loaded snapshot.
@@ -233,6 +252,10 @@ impl Replay {
             if !in_order {
                 let reason = format!("txn {zxid:#x} follows {:#x}: txns are missing or out of order", self.last);
                 return Err(ZkDataError::corrupt(path, entry.offset, Corruption::Invalid(reason)));
+            }
+            // A path ZooKeeper would never have logged (its checksum is no signature) is refused, not applied.
+            if let Some(bad) = paths(&entry.record.txn).find_map(|p| validate_path(p, false).err()) {
+                return Err(ZkDataError::corrupt(path, entry.offset, Corruption::Invalid(bad.to_string())));
             }
             self.tree.apply(&entry.record.header, &entry.record.txn);
             self.last = zxid;
@@ -467,6 +490,23 @@ mod tests {
             .unwrap();
         let err = zk.restore().unwrap_err();
         assert!(matches!(err.corruption(), Some((_, _, Corruption::Digest { recorded: 42, .. }))), "{err}");
+    }
+
+    #[test]
+    fn a_path_zookeeper_would_not_log_is_refused() {
+        let mut zk = Zk::new();
+        zk.snapshot();
+        let header = TxnHeader { client_id: 0, cxid: 0, zxid: 1, time: 0, op: op::CREATE };
+        let txn = tree::txn::Txn::Create {
+            path: "/a/".into(),
+            data: None,
+            acl: vec![],
+            ephemeral: false,
+            parent_cversion: 1,
+        };
+        zk.log.as_mut().unwrap().append(&TxnRecord { header, txn }, None).unwrap();
+        let err = zk.restore().unwrap_err();
+        assert!(matches!(err.corruption(), Some((_, 16, Corruption::Invalid(_)))), "{err}");
     }
 
     #[test]

@@ -293,8 +293,11 @@ mod tests {
         )
     }
 
-    /// A snapshot: sessions, ACL lists (indexes 1..), and a root followed by children that use them.
-    fn snapshot() -> impl Strategy<Value = (Vec<(i64, i32)>, Vec<Vec<Acl>>, Vec<SnapshotNode>, ZxidDigest)> {
+    /// Sessions, ACL lists (indexes 1..), nodes (the root first), and the digest.
+    type Parts = (Vec<(i64, i32)>, Vec<Vec<Acl>>, Vec<SnapshotNode>, ZxidDigest);
+
+    /// A snapshot: sessions, ACL lists, and a root followed by children that use them.
+    fn snapshot() -> impl Strategy<Value = Parts> {
         let data = proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from));
         (
             proptest::collection::vec(any::<(i64, i32)>(), 0..4),

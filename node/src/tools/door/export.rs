@@ -110,6 +110,7 @@ pub fn run(args: ExportArgs) -> Result<Outcome, ToolError> {
     let (wal, _) = Wal::open(&wal_dir, WalOptions::default())?;
     let (tree, recovered) = snapshot::recover::recover_until(&plan.snap_dir, &wal, None)?;
     drop(wal);
+    let recovered_at = started.elapsed();
     let (accepted, current) = replication::read_epochs(&plan.log_dir)
         .map_err(ToolError::io(format!("read the epochs in {}", plan.log_dir.display())))?;
     let of_zxid = tree.last_zxid() >> 32;
@@ -133,7 +134,13 @@ pub fn run(args: ExportArgs) -> Result<Outcome, ToolError> {
         files::sync_dir(&staged)
     };
     write_epochs().map_err(|e| ToolError::Usage(e.to_string()))?;
+    let written_at = started.elapsed();
     verify(&tree, &exported.path)?;
+    let phases = json!({
+        "recover": recovered_at.as_secs_f64(),
+        "write": (written_at - recovered_at).as_secs_f64(),
+        "verify": (started.elapsed() - written_at).as_secs_f64(),
+    });
     commit(&staged, &plan.zk_version)?;
     if let Some(id) = args.myid {
         std::fs::create_dir_all(&plan.zk_data).map_err(ToolError::io(format!("create {}", plan.zk_data.display())))?;
@@ -143,7 +150,7 @@ pub fn run(args: ExportArgs) -> Result<Outcome, ToolError> {
     }
     sync_dir(&plan.zk_data)?;
     let snapshot = plan.zk_version.join(files::snapshot_name(exported.zxid));
-    let speed = rates(exported.nodes, exported.bytes, started.elapsed());
+    let speed = rates(exported.nodes, tree.approximate_data_size(), started.elapsed());
     let mut out = Out::new();
     if args.json {
         out.json(&json!({
@@ -161,6 +168,7 @@ pub fn run(args: ExportArgs) -> Result<Outcome, ToolError> {
             "myid": args.myid,
             "moved_aside": moved.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "rate": speed,
+            "phase_seconds": phases,
         }))?;
     } else {
         out.line(format_args!(

@@ -127,15 +127,22 @@ pub fn run(args: ImportArgs) -> Result<Outcome, ToolError> {
     }
     let summary = Summary { read, ..summary(&restored) };
     let (accepted, current) = epochs(&restored)?;
+    let read_done = started.elapsed();
     write(&plan, restored, accepted, current)?;
+    let write_done = started.elapsed();
     let (nodes, digest) = verify(&plan, summary.last_zxid)?;
+    let phases = json!({
+        "read": read_done.as_secs_f64(),
+        "write": (write_done - read_done).as_secs_f64(),
+        "verify": (started.elapsed() - write_done).as_secs_f64(),
+    });
     if (nodes, digest) != (summary.nodes, summary.digest) {
         return Err(ToolError::Usage(format!(
             "the written data reads back as {nodes} nodes, digest {digest:#x}; expected {} nodes, digest {:#x}",
             summary.nodes, summary.digest
         )));
     }
-    report(&args, &plan, &summary, (accepted, current), &moved, started)
+    report(&args, &plan, &summary, (accepted, current), &moved, started, phases)
 }
 
 /// What is reported once the tree moved into the writer.
@@ -226,8 +233,9 @@ fn report(
     (accepted, current): (Epoch, Epoch),
     moved: &[PathBuf],
     started: Instant,
+    phases: serde_json::Value,
 ) -> Result<Outcome, ToolError> {
-    let speed = rates(s.nodes as u64, s.read, started.elapsed());
+    let speed = rates(s.nodes as u64, s.bytes, started.elapsed());
     let paths = |ps: &[PathBuf]| ps.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
     let mut out = Out::new();
     if args.json {
@@ -250,6 +258,7 @@ fn report(
             "to": { "snapshots": plan.snap_dir.display().to_string(), "log": plan.log_dir.display().to_string() },
             "moved_aside": paths(moved),
             "rate": speed,
+            "phase_seconds": phases,
         }))?;
     } else {
         out.line(format_args!(

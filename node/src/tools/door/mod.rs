@@ -71,12 +71,12 @@ fn commit(from: &Path, to: &Path) -> Result<(), ToolError> {
     sync_dir(parent(to))
 }
 
-/// Throughput for the summary: znodes and megabytes (10^6) per second.
+/// Throughput for the summary: znodes, and megabytes (10^6) of znode paths and data, per second.
 fn rates(nodes: u64, bytes: u64, elapsed: Duration) -> serde_json::Value {
     let secs = elapsed.as_secs_f64().max(1e-9);
     json!({
         "seconds": (secs * 1000.0).round() / 1000.0,
-        "znodes_per_second": (nodes as f64 / secs).round(),
+        "znodes_per_second": (nodes as f64 / secs).round() as u64,
         "mb_per_second": (bytes as f64 / 1e6 / secs * 10.0).round() / 10.0,
     })
 }
