@@ -104,12 +104,39 @@ pub fn open_snapshot<'a>(
     let size = file.metadata().map_err(ZkDataError::io(path, "stat"))?.len();
     let counted = BufReader::with_capacity(1 << 16, Counted { inner: file, progress });
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let limit = max_decompressed(size);
     let stream: Box<dyn Read + 'a> = match Compression::of(&name) {
         Compression::None => Box::new(counted),
-        Compression::Gzip => Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::GzDecoder::new(counted))),
-        Compression::Snappy => Box::new(SnappyReader::new(counted)),
+        Compression::Gzip => {
+            let gz = flate2::bufread::GzDecoder::new(counted);
+            Box::new(BufReader::with_capacity(1 << 16, Bounded { inner: gz, left: limit }))
+        }
+        Compression::Snappy => Box::new(Bounded { inner: SnappyReader::new(counted), left: limit }),
     };
     Ok((stream, size))
+}
+
+/// How far a compressed snapshot of `size` bytes may expand: 100 times (ZooKeeper's snapshots compress a few
+/// times over), and at least 64 MiB. Past it the file is refused, so that a small crafted file (a
+/// "compression bomb" of sessions, say) cannot make the reader hold gigabytes.
+pub fn max_decompressed(size: u64) -> u64 {
+    size.saturating_mul(100).max(64 << 20)
+}
+
+/// A reader that fails once it has given `left` bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "decompresses to more than 100 times its size")
+        })?;
+        Ok(n)
+    }
 }
 
 /// A reader that reports how many bytes it read.
@@ -165,6 +192,39 @@ pub fn sync_dir(dir: &Path) -> Result<(), ZkDataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compression_bomb_is_refused_before_it_expands() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.1.gz");
+        let mut gz = flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::best());
+        // A header, no sessions or ACLs, the root, then the same small node over and over: 78 MiB of stream in
+        // a few hundred KiB of file (the reader below keeps none of the nodes: only the bound can stop it).
+        let header = crate::header::FileHeader { magic: crate::header::SNAP_MAGIC, version: 2, dbid: -1 };
+        gz.write_all(&header.encode()).unwrap();
+        gz.write_all(&[0; 8]).unwrap(); // no sessions, no ACL lists
+        let node = |path: &[u8]| {
+            let mut record = (path.len() as i32).to_be_bytes().to_vec();
+            record.extend_from_slice(path);
+            record.extend_from_slice(&[0xff; 12]); // null data, ACL -1
+            record.extend_from_slice(&[0; 60]); // the stat
+            record
+        };
+        gz.write_all(&node(b"")).unwrap();
+        let record: Vec<u8> = node(b"/x").repeat(4096);
+        for _ in 0..256 {
+            gz.write_all(&record).unwrap();
+        }
+        gz.finish().unwrap();
+        let size = path.metadata().unwrap().len();
+        assert!(size < 1 << 20, "{size}");
+        let mut progress = |_| {};
+        let (stream, _) = open_snapshot(&path, &mut progress).unwrap();
+        let err = crate::snapshot::read(stream, &path, crate::DEFAULT_MAX_LEN, |_, _| Ok(())).unwrap_err();
+        assert!(max_decompressed(size) < 78 << 20);
+        assert!(matches!(err.corruption(), Some((_, _, crate::Corruption::Compression(_)))), "{err}");
+    }
 
     #[test]
     fn names_read_as_zookeeper_reads_them() {

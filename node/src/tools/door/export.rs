@@ -22,7 +22,7 @@ use tree::tree::DataTree;
 use wal::{Wal, WalOptions};
 use zkdata::files::{self, ACCEPTED_EPOCH, CURRENT_EPOCH, VERSION_DIR};
 
-use super::{clear_staging, clear_targets, commit, hex, rates, refuse, sync_dir};
+use super::{clear_staging, commit, hex, move_all_aside, rates, refuse, sync_dir, taken};
 use crate::tools::{Out, Outcome, ToolError};
 
 /// `ensemble export`.
@@ -117,7 +117,8 @@ pub fn run(args: ExportArgs) -> Result<Outcome, ToolError> {
     let (current, accepted) = (i64::from(current.0).max(of_zxid), i64::from(accepted.0).max(of_zxid));
     let mut targets = vec![plan.zk_version.as_path()];
     targets.extend(plan.zk_log_version.as_deref());
-    let moved = clear_targets(&targets, args.force, "before-export")?;
+    // Refused now; moved aside only once the snapshot that replaces them is written and read back.
+    let taken = taken(&targets, args.force, "before-export")?;
     let staged = PathBuf::from(format!("{}.exporting", plan.zk_version.display()));
     clear_staging(&staged)?;
     std::fs::create_dir_all(&staged).map_err(ToolError::io(format!("create {}", staged.display())))?;
@@ -136,6 +137,7 @@ pub fn run(args: ExportArgs) -> Result<Outcome, ToolError> {
     write_epochs().map_err(|e| ToolError::Usage(e.to_string()))?;
     let written_at = started.elapsed();
     verify(&tree, &exported.path)?;
+    let moved = move_all_aside(&taken, "before-export")?;
     let phases = json!({
         "recover": recovered_at.as_secs_f64(),
         "write": (written_at - recovered_at).as_secs_f64(),

@@ -24,7 +24,7 @@ use serde_json::json;
 use wal::{Epoch, Wal, WalOptions, Zxid};
 use zkdata::restore::{self, Restored, Sources};
 
-use super::{clear_staging, clear_targets, commit, hex, rates, refuse, sync_dir};
+use super::{clear_staging, commit, hex, move_all_aside, rates, refuse, sync_dir, taken};
 use crate::tools::{progress, Out, Outcome, ToolError};
 
 /// `ensemble import`.
@@ -109,7 +109,8 @@ pub fn run(args: ImportArgs) -> Result<Outcome, ToolError> {
         }
     }
     let epochs_file = plan.epochs_dir.join("epochs");
-    let moved = clear_targets(&[&plan.snap_dir, &plan.log_dir, &epochs_file], args.force, "before-import")?;
+    // Refused before the long read; moved aside only once ZooKeeper's data read whole.
+    let taken = taken(&[&plan.snap_dir, &plan.log_dir, &epochs_file], args.force, "before-import")?;
     let total = restore::input_size(&plan.sources).map_err(|e| ToolError::Usage(e.to_string()))?;
     let bar = progress(total, "reading ZooKeeper's files");
     let mut read = 0;
@@ -127,6 +128,7 @@ pub fn run(args: ImportArgs) -> Result<Outcome, ToolError> {
     }
     let summary = Summary { read, ..summary(&restored) };
     let (accepted, current) = epochs(&restored)?;
+    let moved = move_all_aside(&taken, "before-import")?;
     let read_done = started.elapsed();
     write(&plan, restored, accepted, current)?;
     let write_done = started.elapsed();

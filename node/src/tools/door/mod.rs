@@ -35,9 +35,10 @@ fn move_aside(path: &Path, why: &str) -> Result<PathBuf, ToolError> {
     Ok(aside)
 }
 
-/// Refuses (or with `force`, moves aside) each of `paths` that holds data; returns where they went.
-fn clear_targets(paths: &[&Path], force: bool, why: &str) -> Result<Vec<PathBuf>, ToolError> {
-    let taken: Vec<&&Path> = paths.iter().filter(|p| holds_data(p)).collect();
+/// The ones of `paths` that hold data; refused unless `force` (the caller moves them aside with
+/// [`move_all_aside`] once what replaces them is ready).
+fn taken<'a>(paths: &[&'a Path], force: bool, why: &str) -> Result<Vec<&'a Path>, ToolError> {
+    let taken: Vec<&Path> = paths.iter().copied().filter(|p| holds_data(p)).collect();
     if !force && !taken.is_empty() {
         let list: Vec<String> = taken.iter().map(|p| p.display().to_string()).collect();
         return Err(ToolError::Usage(format!(
@@ -45,7 +46,12 @@ fn clear_targets(paths: &[&Path], force: bool, why: &str) -> Result<Vec<PathBuf>
             list.join(", ")
         )));
     }
-    taken.into_iter().map(|p| move_aside(p, why)).collect()
+    Ok(taken)
+}
+
+/// Moves each of `paths` aside; returns where they went.
+fn move_all_aside(paths: &[&Path], why: &str) -> Result<Vec<PathBuf>, ToolError> {
+    paths.iter().map(|p| move_aside(p, why)).collect()
 }
 
 /// Removes a staging directory of ours left by an interrupted run.
