@@ -109,8 +109,10 @@ pub fn run(args: ImportArgs) -> Result<Outcome, ToolError> {
         }
     }
     let epochs_file = plan.epochs_dir.join("epochs");
+    // A repair mark (replication's `repairing`) vouches for the old log: it goes with it.
+    let repair_mark = plan.epochs_dir.join("repairing");
     // Refused before the long read; moved aside only once ZooKeeper's data read whole.
-    let taken = taken(&[&plan.snap_dir, &plan.log_dir, &epochs_file], args.force, "before-import")?;
+    let taken = taken(&[&plan.snap_dir, &plan.log_dir, &epochs_file, &repair_mark], args.force, "before-import")?;
     let total = restore::input_size(&plan.sources).map_err(|e| ToolError::Usage(e.to_string()))?;
     let bar = progress(total, "reading ZooKeeper's files");
     let mut read = 0;
