@@ -61,13 +61,13 @@ pub struct Restored {
     pub current_epoch: Option<i64>,
 }
 
-/// The total size of the files [`restore`] may read, for a progress bar.
+/// The size of the files [`restore`] reads when the newest snapshot is sound (the newest snapshot and the logs
+/// after it), for a progress bar.
 pub fn input_size(sources: &Sources) -> Result<u64, ZkDataError> {
-    let mut total = 0;
-    for (dir, prefix) in [(&sources.snap_dir, SNAPSHOT_PREFIX), (&sources.log_dir, LOG_PREFIX)] {
-        for (_, path) in files::list(dir, prefix)? {
-            total += path.metadata().map_err(ZkDataError::io(&path, "stat"))?.len();
-        }
+    let Some((zxid, snapshot)) = files::list(&sources.snap_dir, SNAPSHOT_PREFIX)?.pop() else { return Ok(0) };
+    let mut total = snapshot.metadata().map_err(ZkDataError::io(&snapshot, "stat"))?.len();
+    for log in logs_after(&sources.log_dir, zxid)? {
+        total += log.metadata().map_err(ZkDataError::io(&log, "stat"))?.len();
     }
     Ok(total)
 }
