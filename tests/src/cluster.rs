@@ -47,6 +47,9 @@ pub struct Options {
     /// The server to run, whatever `ENSEMBLE_TESTS_SERVER` says (`None`: as it says; see [`Server::from_env`]):
     /// for tests that move data between Apache ZooKeeper and Ensemble (t80).
     pub server: Option<Server>,
+    /// Extra JVM flags for Apache ZooKeeper (`-Dzookeeper.snapshot.compression.method=snappy`, say); Ensemble
+    /// ignores them.
+    pub zookeeper_flags: Vec<String>,
 }
 
 /// Where each node runs: `namespaces[i]` (entered with `ip netns exec`) on address `ips[i]`, which the test
@@ -75,6 +78,7 @@ impl Default for Options {
             node_config: Vec::new(),
             netns: None,
             server: None,
+            zookeeper_flags: Vec::new(),
         }
     }
 }
@@ -157,7 +161,10 @@ impl Cluster {
         let addrs: Vec<SocketAddr> = (0..options.nodes).map(|i| SocketAddr::from((ips[i], ports[i * 3]))).collect();
         let quorum_addrs: Vec<SocketAddr> =
             (0..options.nodes).map(|i| SocketAddr::from((ips[i], ports[i * 3 + 1]))).collect();
-        let (zoo_cfg, properties) = server.split_config(&options.config);
+        let (zoo_cfg, mut properties) = server.split_config(&options.config);
+        if server == Server::ZooKeeper {
+            properties.extend(options.zookeeper_flags.iter().cloned());
+        }
         let mut nodes = Vec::new();
         for i in 0..options.nodes {
             let dir = root.join(format!("node{}", i + 1));
@@ -342,7 +349,10 @@ impl Cluster {
             assert!(self.node(i).child.is_none(), "node {} still runs", i + 1);
             server.prepare(&self.node(i).dir).expect("server files");
         }
-        let (_, properties) = server.split_config(&self.options.config);
+        let (_, mut properties) = server.split_config(&self.options.config);
+        if server == Server::ZooKeeper {
+            properties.extend(self.options.zookeeper_flags.iter().cloned());
+        }
         self.properties = properties;
         self.server = server;
     }
