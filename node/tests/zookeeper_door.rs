@@ -68,9 +68,13 @@ fn zookeeper_dir(dir: &Path) -> DataTree {
 }
 
 /// The tree a server would recover from an Ensemble data directory.
-fn recover(data: &Path) -> DataTree {
+/// The tree of the data directory `data`, and its log, open. The log is opened once: the lock of a log closed
+/// and reopened at once can still be held by a child process another test forks in between (flock locks are
+/// shared with a forked child until it execs).
+fn recover(data: &Path) -> (DataTree, Wal) {
     let (wal, _) = Wal::open(data.join("log"), WalOptions::default()).unwrap();
-    snapshot::recover::recover_until(&data.join("snapshots"), &wal, None).unwrap().0
+    let tree = snapshot::recover::recover_until(&data.join("snapshots"), &wal, None).unwrap().0;
+    (tree, wal)
 }
 
 #[test]
@@ -83,10 +87,9 @@ fn an_import_holds_zookeepers_tree_and_continues_its_zxids() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["txns_replayed"], 20, "{summary}");
     assert_eq!(summary["digests_checked"], 21, "the snapshot's digest and each txn's: {summary}");
-    let tree = recover(&data);
+    let (tree, wal) = recover(&data);
     assert!(same_contents(&tree, &expected), "the imported tree differs");
     assert_eq!(tree.last_zxid(), expected.last_zxid());
-    let (wal, _) = Wal::open(data.join("log"), WalOptions::default()).unwrap();
     assert_eq!(wal.base(), Some(Zxid(u64::try_from(expected.last_zxid()).unwrap())), "the log continues after it");
     assert_eq!(replication::read_epochs(&data).unwrap(), (Epoch(1), Epoch(1)));
     assert!(!dir.path().join("ensemble/snapshots.importing").exists() && !data.join("log.importing").exists());
