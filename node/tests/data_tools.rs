@@ -2,6 +2,9 @@
 //! `wal`, `tree` and `snapshot` APIs, as a server writes them: what they print, their exit codes, and that
 //! `--json` parses. The binary is `$ENSEMBLE_BIN` (the release build), else the one Cargo built for this test.
 
+mod common;
+
+use common::run;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::RwLock;
@@ -15,16 +18,6 @@ use wal::{Wal, WalOptions, Zxid};
 const SESSION: i64 = 0x1000_0000_0000_0042;
 /// Epoch 1, so zxids read 0x1000000NN.
 const EPOCH: u64 = 1 << 32;
-
-fn ensemble() -> PathBuf {
-    std::env::var_os("ENSEMBLE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ensemble")), PathBuf::from)
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = std::process::Command::new(ensemble()).args(args).output().expect("run ensemble");
-    assert!(out.status.code().is_some(), "ensemble died of a signal: {out:?}");
-    out
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

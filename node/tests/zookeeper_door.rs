@@ -2,8 +2,11 @@
 //! encoders (the integration test t80 uses a real ZooKeeper): the tree recovered from what they write, their
 //! exit codes, what they refuse and what they leave alone. The binary is `$ENSEMBLE_BIN`, else Cargo's.
 
+mod common;
+
+use common::run;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use tree::code::op;
@@ -12,16 +15,6 @@ use tree::tree::{same_contents, DataTree};
 use tree::txn::{TxnHeader, TxnRecord};
 use wal::{Epoch, Wal, WalOptions, Zxid};
 use zkdata::txnlog::{LogWriter, TxnDigest};
-
-fn ensemble() -> PathBuf {
-    std::env::var_os("ENSEMBLE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ensemble")), PathBuf::from)
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = std::process::Command::new(ensemble()).args(args).output().expect("run ensemble");
-    assert!(out.status.code().is_some(), "ensemble died of a signal: {out:?}");
-    out
-}
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

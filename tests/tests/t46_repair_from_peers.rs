@@ -25,12 +25,14 @@ use wal::Zxid;
 /// What the test wrote and had acknowledged: path to data.
 type Written = BTreeMap<String, Vec<u8>>;
 
-fn ensemble_only(cluster: &Cluster) -> bool {
+/// A 3-node cluster, if the servers under test are Ensemble's.
+fn ensemble_cluster() -> Option<Cluster> {
+    let cluster = blocking(|| Cluster::start(3));
     if matches!(cluster.server(), Server::Ensemble(_)) {
-        return true;
+        return Some(cluster);
     }
     eprintln!("t46: Ensemble only (the damaged files and the repair are this server's)");
-    false
+    None
 }
 
 /// Writes `big` znodes of 512 KiB (so that the 4 MiB WAL segments roll: the first ones get sealed) and `small`
@@ -62,6 +64,13 @@ async fn assert_holds(cluster: &Cluster, i: usize, written: &Written) {
             Ok((found, _)) => assert!(found == *data, "node {}: {path} holds other data", i + 1),
             Err(error) => panic!("node {}: acknowledged write {path} is lost: {error}", i + 1),
         }
+    }
+}
+
+/// Every acknowledged write is on every node.
+async fn assert_everywhere(cluster: &Cluster, written: &Written) {
+    for i in 0..cluster.len() {
+        assert_holds(cluster, i, written).await;
     }
 }
 
@@ -132,10 +141,7 @@ fn assert_repaired(cluster: &Cluster, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_damaged_committed_record_on_a_follower_is_repaired_from_the_leader() {
-    let cluster = blocking(|| Cluster::start(3));
-    if !ensemble_only(&cluster) {
-        return;
-    }
+    let Some(cluster) = ensemble_cluster() else { return };
     let client = connect(&cluster.connect_string()).await;
     let written = fill(&client, "/t46a", 10, 200).await;
     let follower = blocking(|| cluster.followers())[0];
@@ -162,10 +168,7 @@ async fn a_damaged_committed_record_on_a_follower_is_repaired_from_the_leader() 
 /// leading; and two servers damaged in different records both repair from the third.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_servers_never_lead_and_two_of_three_repair_from_the_third() {
-    let cluster = blocking(|| Cluster::start(3));
-    if !ensemble_only(&cluster) {
-        return;
-    }
+    let Some(cluster) = ensemble_cluster() else { return };
     let client = connect(&cluster.connect_string()).await;
     let written = fill(&client, "/t46b", 10, 200).await;
     drop(client);
@@ -179,9 +182,7 @@ async fn damaged_servers_never_lead_and_two_of_three_repair_from_the_third() {
     });
     assert_eq!(blocking(|| cluster.leader()), 1, "node 2 leads: node 3 is repairing");
     assert_repaired(&cluster, 2);
-    for i in 0..3 {
-        assert_holds(&cluster, i, &written).await;
-    }
+    assert_everywhere(&cluster, &written).await;
 
     // Nodes 2 and 3 damaged in different records: node 1 leads, both repair from it. Node 3's log restarted
     // after the snapshot it took from the leader: more writes roll it again, so that a segment is sealed.
@@ -199,9 +200,7 @@ async fn damaged_servers_never_lead_and_two_of_three_repair_from_the_third() {
         cluster.wait_serving();
     });
     assert_eq!(blocking(|| cluster.leader()), 0, "node 1 leads: nodes 2 and 3 are repairing");
-    for i in 0..3 {
-        assert_holds(&cluster, i, &written).await;
-    }
+    assert_everywhere(&cluster, &written).await;
     assert_repaired(&cluster, 1);
 }
 
@@ -210,10 +209,7 @@ async fn damaged_servers_never_lead_and_two_of_three_repair_from_the_third() {
 /// either would lose acknowledged writes, so they must wait for node 2, and then every write is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repairing_server_never_helps_elect_a_leader_that_lacks_what_it_lost() {
-    let cluster = blocking(|| Cluster::start(3));
-    if !ensemble_only(&cluster) {
-        return;
-    }
+    let Some(cluster) = ensemble_cluster() else { return };
     blocking(|| cluster.stop(0));
     let client = connect(&format!("{},{}", cluster.client_addr(1), cluster.client_addr(2))).await;
     let written = fill(&client, "/t46c", 10, 100).await;
@@ -246,9 +242,7 @@ async fn a_repairing_server_never_helps_elect_a_leader_that_lacks_what_it_lost()
         cluster.wait_serving();
     });
     assert_eq!(blocking(|| cluster.leader()), 1, "node 2 leads: it alone holds every write");
-    for i in 0..3 {
-        assert_holds(&cluster, i, &written).await;
-    }
+    assert_everywhere(&cluster, &written).await;
     assert_repaired(&cluster, 2);
 }
 
@@ -257,10 +251,7 @@ async fn a_repairing_server_never_helps_elect_a_leader_that_lacks_what_it_lost()
 /// from the leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_whose_snapshots_are_all_damaged_takes_one_from_the_leader() {
-    let cluster = blocking(|| Cluster::start(3));
-    if !ensemble_only(&cluster) {
-        return;
-    }
+    let Some(cluster) = ensemble_cluster() else { return };
     let client = connect(&cluster.connect_string()).await;
     // 15 MiB: four 4 MiB segments, which retention purges once 3 snapshots (snapCount 100) start after them.
     let mut written = fill(&client, "/t46d", 30, 100).await;
