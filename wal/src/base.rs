@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::WalError;
-use crate::fsutil;
+use crate::fsutil::{self, failpoint};
 use crate::Zxid;
 
 /// The base file's name in the log directory.
@@ -66,7 +66,11 @@ impl Base {
 /// Reads the base file of `dir`: `None` when the log was never restarted.
 pub fn read(dir: &Path) -> Result<Option<Base>, WalError> {
     let path = dir.join(BASE_FILE);
-    match fs::read(&path) {
+    let read = || -> std::io::Result<Vec<u8>> {
+        failpoint!("wal::base_read");
+        fs::read(&path)
+    };
+    match read() {
         Ok(buf) => match Base::decode(&buf) {
             Some(base) => Ok(Some(base)),
             None => Err(WalError::BadBase { path }),
@@ -78,15 +82,30 @@ pub fn read(dir: &Path) -> Result<Option<Base>, WalError> {
 
 /// Writes the base file of `dir` durably.
 pub fn write(dir: &Path, base: &Base) -> Result<(), WalError> {
-    let tmp = dir.join(BASE_TMP_FILE);
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&base.encode())?;
+    let tmp = &dir.join(BASE_TMP_FILE);
+    let io = |op| move |e| WalError::io(op, tmp, e);
+    let create = || {
+        failpoint!("wal::base_create");
+        fs::File::create(tmp)
+    };
+    let mut file = create().map_err(io("create"))?;
+    let bytes = base.encode();
+    let mut write = || {
+        failpoint!("wal::base_write", short: file.write_all(&bytes[..LEN / 2]));
+        file.write_all(&bytes)
+    };
+    write().map_err(io("write"))?;
+    let sync = || {
+        failpoint!("wal::base_fsync");
         file.sync_all()
     };
-    write().map_err(|e| WalError::io("write", &tmp, e))?;
+    sync().map_err(io("fsync"))?;
     let path = dir.join(BASE_FILE);
-    fs::rename(&tmp, &path).map_err(|e| WalError::io("rename", &path, e))?;
+    let rename = || {
+        failpoint!("wal::base_rename");
+        fs::rename(tmp, &path)
+    };
+    rename().map_err(|e| WalError::io("rename", &path, e))?;
     fsutil::sync_dir(dir)
 }
 

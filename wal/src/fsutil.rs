@@ -12,18 +12,42 @@ use crate::error::WalError;
 pub const LOCK_FILE: &str = "LOCK";
 
 /// Fails with the error a failpoint names ("ENOSPC", "EROFS", "EIO"), when the `failpoints` feature is on and the
-/// failpoint is configured; otherwise does nothing.
+/// failpoint is configured; otherwise compiles to nothing. `failpoint!(name, short: write)` also takes a short
+/// write: configured as `return(short)`, it runs `write` (which writes part of the data) and then fails with
+/// ENOSPC, as a full disk does halfway through a write.
+///
+/// Other crates (`snapshot`, `replication`) use this one macro under their own `failpoints` features, which turn
+/// on this crate's. Each crate lists its failpoint names in one place; the log's:
+///
+/// | name | site |
+/// |---|---|
+/// | `wal::write`, `wal::fdatasync`, `wal::fsync` | a segment's write and syncs |
+/// | `wal::preallocate`, `wal::rename`, `wal::remove`, `wal::sync_dir` | segment files and the directory |
+/// | `wal::base_create`, `wal::base_write` (short), `wal::base_fsync`, `wal::base_rename` | writing the base file |
+/// | `wal::base_read` | reading the base file |
+#[macro_export]
 macro_rules! failpoint {
     ($name:expr) => {
-        fail::fail_point!($name, |arg: Option<String>| Err($crate::fsutil::injected(arg)))
+        $crate::__fail::fail_point!($name, |arg: Option<String>| Err($crate::__injected(arg)))
+    };
+    ($name:expr, short: $write:expr) => {
+        $crate::__fail::fail_point!($name, |arg: Option<String>| {
+            if arg.as_deref() == Some("short") {
+                $write?;
+            }
+            Err($crate::__injected(arg))
+        })
     };
 }
 pub(crate) use failpoint;
 
+/// The error an injected failure returns: the raw OS error its failpoint's argument names (EIO by default; a
+/// short write fails with ENOSPC).
+#[doc(hidden)]
 #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-pub(crate) fn injected(arg: Option<String>) -> io::Error {
+pub fn injected(arg: Option<String>) -> io::Error {
     let errno = match arg.as_deref() {
-        Some("ENOSPC") => libc::ENOSPC,
+        Some("ENOSPC" | "short") => libc::ENOSPC,
         Some("EROFS") => libc::EROFS,
         _ => libc::EIO,
     };

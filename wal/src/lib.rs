@@ -57,3 +57,8 @@ pub use stats::WalStats;
 pub use view::{Record, WalIter};
 pub use wal::{Purged, Recovery, Wal};
 pub use zxid::{Epoch, Zxid};
+
+#[doc(hidden)]
+pub use fail as __fail;
+#[doc(hidden)]
+pub use fsutil::injected as __injected;

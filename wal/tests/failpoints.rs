@@ -152,3 +152,58 @@ fn a_failed_truncation_fails_the_log() {
     assert!(got.len() >= 10);
     scenario.teardown();
 }
+
+/// Every step of writing the base file (a restart after a snapshot) that fails fails the restart with an error
+/// naming the step and the file, and leaves the old log whole: reopened, it holds what it held. Once the disk is
+/// healthy, the same restart succeeds.
+#[test]
+fn a_failed_base_file_write_leaves_the_old_log_and_the_restart_succeeds_after() {
+    let scenario = FailScenario::setup();
+    for (point, action, op) in [
+        ("wal::base_create", "return(EIO)", "create"),
+        ("wal::base_write", "return(ENOSPC)", "write"),
+        ("wal::base_write", "return(short)", "write"),
+        ("wal::base_fsync", "return(EIO)", "fsync"),
+        ("wal::base_rename", "return(ENOSPC)", "rename"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), tiny());
+        append_all(&log, 1..=20);
+        fail::cfg(point, action).unwrap();
+        let error = log.restart_after(Zxid(50)).unwrap().wait().unwrap_err();
+        let want = if action.contains("EIO") { libc::EIO } else { libc::ENOSPC };
+        assert_eq!(errno(&error), Some(want), "{point}: {error}");
+        let message = error.to_string();
+        assert!(message.contains(op) && message.contains("base"), "{point}: {message}");
+        fail::remove(point);
+        drop(log);
+        let log = open(dir.path(), tiny());
+        assert_eq!(zxids(&log), (1..=20).collect::<Vec<_>>(), "{point}: the old log is whole");
+        assert_eq!(log.base(), None, "{point}: no base file is trusted");
+        log.restart_after(Zxid(50)).unwrap().wait().unwrap();
+        drop(log);
+        let log = open(dir.path(), tiny());
+        assert_eq!((log.base(), log.end()), (Some(Zxid(50)), Zxid(50)), "{point}: restarted after the fault");
+    }
+    scenario.teardown();
+}
+
+/// A base file that cannot be read fails the open, naming it; it opens once the disk reads again.
+#[test]
+fn an_unreadable_base_file_fails_the_open() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    log.restart_after(Zxid(7)).unwrap().wait().unwrap();
+    drop(log);
+    fail::cfg("wal::base_read", "return(EIO)").unwrap();
+    let error = Wal::open(dir.path(), tiny()).unwrap_err();
+    assert!(
+        matches!(&error, WalError::Io { op: "read", path, source } if path.ends_with("base")
+        && source.raw_os_error() == Some(libc::EIO)),
+        "{error}"
+    );
+    fail::remove("wal::base_read");
+    assert_eq!(open(dir.path(), tiny()).end(), Zxid(7));
+    scenario.teardown();
+}
