@@ -11,6 +11,19 @@
 //! - [`inspect`] looks at snapshot files without changing them: summaries, their records one by one, and a
 //!   full verification (checksum, structure, digest), for `ensemble snapshot ...`.
 //! - [`policy::SnapPolicy`] says when to snapshot (ZooKeeper's randomised `snapCount`).
+//!
+//! # Failpoints
+//! With the `failpoints` feature, tests make these IO steps fail (`wal::failpoint!`: `return(EIO)`,
+//! `return(ENOSPC)`, and `return(short)` for a write that stops halfway on a full disk); without it they cost
+//! nothing. `tests/failpoints.rs` injects each one.
+//!
+//! | name | site |
+//! |---|---|
+//! | `snapshot::create`, `snapshot::write` (short), `snapshot::fsync`, `snapshot::rename`, `snapshot::sync_dir` | [`write::write_fuzzy`] (the directory fsync is retention's too) |
+//! | `snapshot::delete` | [`retain::retain`] deleting an old snapshot (its WAL purge fails at `wal::remove`) |
+//! | `snapshot::open`, `snapshot::mmap` | [`read::load`] and [`read::check`], so recovery and retention |
+//! | `snapshot::transfer_create`, `snapshot::transfer_write` (short), `snapshot::transfer_fsync`, `snapshot::transfer_stage` | [`transfer::Incoming`] |
+//! | `snapshot::transfer_install`, `snapshot::transfer_delete`, `snapshot::transfer_sync_dir` | [`transfer::install`], [`transfer::finish_installs`] and every transfer directory fsync |
 #![deny(missing_docs)]
 
 pub mod dir;

@@ -9,6 +9,7 @@ use tree::acl::{read_acls, Acl, AclId, OPEN_ACL_ID};
 use tree::jute::{JuteError, JuteRead};
 use tree::stat::StatPersisted;
 use tree::tree::{DataTree, Node};
+use wal::failpoint;
 
 use crate::error::SnapshotError;
 use crate::format::{self, tag, Trailer};
@@ -28,13 +29,25 @@ pub struct Loaded {
     pub orphans: u64,
 }
 
+fn open(path: &Path) -> Result<std::fs::File, SnapshotError> {
+    let open = || {
+        failpoint!("snapshot::open");
+        std::fs::File::open(path)
+    };
+    open().map_err(|e| SnapshotError::io("open", path, e))
+}
+
 /// Checks the snapshot at `path` without building its tree: magic, version, length and the crc32c over the
 /// whole file. Returns its start zxid and trailer. What retention needs: a file that passes holds exactly the
 /// bytes its writer wrote.
 pub fn check(path: &Path) -> Result<(i64, Trailer), SnapshotError> {
-    let file = std::fs::File::open(path).map_err(|e| SnapshotError::io("open", path, e))?;
-    // SAFETY: as in `load`: snapshot files are never modified after their rename.
-    let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| SnapshotError::io("mmap", path, e))?;
+    let file = open(path)?;
+    let map = || {
+        failpoint!("snapshot::mmap");
+        // SAFETY: as in `load`: snapshot files are never modified after their rename.
+        unsafe { memmap2::MmapOptions::new().map(&file) }
+    };
+    let map = map().map_err(|e| SnapshotError::io("mmap", path, e))?;
     let (start, trailer, _) = format::verify(&map, path)?;
     Ok((start, trailer))
 }
@@ -42,11 +55,14 @@ pub fn check(path: &Path) -> Result<(i64, Trailer), SnapshotError> {
 /// Reads and verifies the snapshot at `path`.
 pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
     let started = Instant::now();
-    let file = std::fs::File::open(path).map_err(|e| SnapshotError::io("open", path, e))?;
-    // SAFETY: snapshot files are written once, under a temporary name, and never modified after the rename;
-    // the map is dropped before this function returns.
-    let map =
-        unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| SnapshotError::io("mmap", path, e))?;
+    let file = open(path)?;
+    let map = || {
+        failpoint!("snapshot::mmap");
+        // SAFETY: snapshot files are written once, under a temporary name, and never modified after the rename;
+        // the map is dropped before this function returns.
+        unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+    };
+    let map = map().map_err(|e| SnapshotError::io("mmap", path, e))?;
     let (start_zxid, trailer, mut records) = format::verify(&map, path)?;
     let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
     let mut tree = DataTree::empty();

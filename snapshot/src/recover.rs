@@ -66,6 +66,9 @@ pub fn recover_until(snap_dir: &Path, wal: &Wal, until: Option<Zxid>) -> Result<
                 let tree = replay_from(loaded, wal, until, &mut recovered)?;
                 return Ok((tree, recovered));
             }
+            // A disk that fails to read says nothing about the snapshot: stop rather than fall back and hide
+            // the fault (one deleted meanwhile, by retention while a leader prepares a transfer, is skipped).
+            Err(error @ SnapshotError::Io { .. }) if !is_not_found(&error) => return Err(error),
             Err(error) => {
                 tracing::warn!(%error, "skipping a snapshot that does not verify; trying an older one");
                 recovered.skipped.push(error.to_string());
@@ -82,6 +85,10 @@ pub fn recover_until(snap_dir: &Path, wal: &Wal, until: Option<Zxid>) -> Result<
     let mut tree = DataTree::new();
     replay(&mut tree, wal, 0, None, until, Path::new("(no snapshot)"), &mut recovered)?;
     Ok((tree, recovered))
+}
+
+fn is_not_found(error: &SnapshotError) -> bool {
+    matches!(error, SnapshotError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn replay_from(

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use wal::{Wal, Zxid};
+use wal::{failpoint, Wal, Zxid};
 
 use crate::error::SnapshotError;
 use crate::{dir, read, write};
@@ -45,7 +45,11 @@ pub fn retain(snap_dir: &Path, wal: &Wal, keep: usize) -> Result<Retained, Snaps
     }
     let Some((index, start_zxid)) = oldest_kept else { return Ok(retained) };
     for (_, path) in &snapshots[index + 1..] {
-        std::fs::remove_file(path).map_err(|e| SnapshotError::io("delete", path, e))?;
+        let delete = || {
+            failpoint!("snapshot::delete");
+            std::fs::remove_file(path)
+        };
+        delete().map_err(|e| SnapshotError::io("delete", path, e))?;
         retained.deleted.push(path.clone());
     }
     if !retained.deleted.is_empty() {

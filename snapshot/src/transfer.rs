@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use wal::{Wal, Zxid};
+use wal::{failpoint, Wal, Zxid};
 
 use crate::error::SnapshotError;
 use crate::recover::{recover_until, zxid_i64};
@@ -49,7 +49,11 @@ fn staged_path(snap_dir: &Path, zxid: Zxid) -> PathBuf {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SnapshotError::io("fsync directory", dir, e))
+    let sync = || {
+        failpoint!("snapshot::transfer_sync_dir");
+        File::open(dir)?.sync_all()
+    };
+    sync().map_err(|e| SnapshotError::io("fsync directory", dir, e))
 }
 
 /// A consistent snapshot ready to ship.
@@ -133,12 +137,11 @@ impl Incoming {
             sync_dir(snap_dir)?;
         }
         let path = dir.join(INCOMING);
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| SnapshotError::io("create", &path, e))?;
+        let create = || {
+            failpoint!("snapshot::transfer_create");
+            OpenOptions::new().create(true).write(true).truncate(true).open(&path)
+        };
+        let file = create().map_err(|e| SnapshotError::io("create", &path, e))?;
         Ok(Incoming { snap_dir: snap_dir.to_path_buf(), path, file, written: 0 })
     }
 
@@ -147,7 +150,11 @@ impl Incoming {
         if offset != self.written {
             return Err(SnapshotError::Transfer(format!("chunk at {offset}, expected {}", self.written)));
         }
-        self.file.write_all(data).map_err(|e| SnapshotError::io("write", &self.path, e))?;
+        let mut write = || {
+            failpoint!("snapshot::transfer_write", short: self.file.write_all(&data[..data.len() / 2]));
+            self.file.write_all(data)
+        };
+        write().map_err(|e| SnapshotError::io("write", &self.path, e))?;
         self.written += data.len() as u64;
         Ok(())
     }
@@ -155,7 +162,11 @@ impl Incoming {
     /// Makes the received snapshot durable and verifies that it is a consistent snapshot of the history up to
     /// `zxid`; it is then staged (`transfer/install.<zxid>`), not yet used by recovery.
     pub fn stage(self, zxid: Zxid) -> Result<(), SnapshotError> {
-        self.file.sync_all().map_err(|e| SnapshotError::io("fsync", &self.path, e))?;
+        let sync = || {
+            failpoint!("snapshot::transfer_fsync");
+            self.file.sync_all()
+        };
+        sync().map_err(|e| SnapshotError::io("fsync", &self.path, e))?;
         drop(self.file);
         let (start, trailer) = read::check(&self.path)?;
         if start != zxid_i64(zxid) || trailer.end_zxid != start {
@@ -165,7 +176,11 @@ impl Incoming {
             )));
         }
         let staged = staged_path(&self.snap_dir, zxid);
-        fs::rename(&self.path, &staged).map_err(|e| SnapshotError::io("rename", &staged, e))?;
+        let rename = || {
+            failpoint!("snapshot::transfer_stage");
+            fs::rename(&self.path, &staged)
+        };
+        rename().map_err(|e| SnapshotError::io("rename", &staged, e))?;
         sync_dir(&transfer_dir(&self.snap_dir))
     }
 }
@@ -175,7 +190,11 @@ impl Incoming {
 pub fn install(snap_dir: &Path, zxid: Zxid) -> Result<PathBuf, SnapshotError> {
     let staged = staged_path(snap_dir, zxid);
     let path = snap_dir.join(format::file_name(zxid_i64(zxid)));
-    fs::rename(&staged, &path).map_err(|e| SnapshotError::io("install", &path, e))?;
+    let rename = || {
+        failpoint!("snapshot::transfer_install");
+        fs::rename(&staged, &path)
+    };
+    rename().map_err(|e| SnapshotError::io("install", &path, e))?;
     sync_dir(snap_dir)?;
     tracing::info!(snapshot = %path.display(), "installed the leader's snapshot");
     Ok(path)
@@ -203,8 +222,15 @@ pub fn finish_installs(snap_dir: &Path, wal: &Wal) -> Result<Option<PathBuf>, Sn
             _ => {
                 tracing::warn!(file = %entry.path().display(), "deleting the leftover of a snapshot transfer");
                 let path = entry.path();
-                let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-                removed.map_err(|e| SnapshotError::io("delete", &path, e))?;
+                let remove = || {
+                    failpoint!("snapshot::transfer_delete");
+                    if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    }
+                };
+                remove().map_err(|e| SnapshotError::io("delete", &path, e))?;
             }
         }
     }

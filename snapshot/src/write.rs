@@ -19,6 +19,7 @@ use tree::tree::{Data, DataTree};
 
 use crate::error::SnapshotError;
 use crate::format::{self, tag, Trailer, END_MAGIC};
+use wal::failpoint;
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +53,11 @@ impl CrcWriter {
     fn write(&mut self, buf: &[u8]) -> Result<(), SnapshotError> {
         self.crc = crc32c::crc32c_append(self.crc, buf);
         self.bytes += buf.len() as u64;
-        self.out.write_all(buf).map_err(|e| SnapshotError::io("write", &self.path, e))
+        let mut write = || {
+            failpoint!("snapshot::write", short: self.out.write_all(&buf[..buf.len() / 2]));
+            self.out.write_all(buf)
+        };
+        write().map_err(|e| SnapshotError::io("write", &self.path, e))
     }
 }
 
@@ -66,12 +71,12 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
     };
     let path = dir.join(format::file_name(start_zxid));
     let tmp = path.with_extension(format!("{:016x}.tmp", start_zxid));
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| SnapshotError::io("create", &tmp, e))?;
+    let create = || {
+        failpoint!("snapshot::create");
+        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)
+    };
+    let file = create().map_err(|e| SnapshotError::io("create", &tmp, e))?;
+    let mut unfinished = Unfinished(Some(tmp.clone()));
     let mut out = CrcWriter { out: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0, path: tmp.clone() };
     out.write(&format::encode_header(start_zxid))?;
     let mut buf = Vec::with_capacity(1 << 20);
@@ -97,8 +102,6 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
         (t.last_zxid(), t.digest(), t.last_unlisted_close())
     };
     if unlisted_close > start_zxid {
-        drop(out);
-        let _ = std::fs::remove_file(&tmp);
         return Err(SnapshotError::Unreplayable { start_zxid, zxid: unlisted_close });
     }
     let trailer = Trailer { end_zxid, digest, nodes, sessions: sessions.len() as u64 };
@@ -109,12 +112,33 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
     out.write(&END_MAGIC)?;
     let bytes = out.bytes;
     let file = out.out.into_inner().map_err(|e| SnapshotError::io("write", &tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| SnapshotError::io("fsync", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| SnapshotError::io("rename", &tmp, e))?;
+    let sync = || {
+        failpoint!("snapshot::fsync");
+        file.sync_all()
+    };
+    sync().map_err(|e| SnapshotError::io("fsync", &tmp, e))?;
+    let rename = || {
+        failpoint!("snapshot::rename");
+        std::fs::rename(&tmp, &path)
+    };
+    rename().map_err(|e| SnapshotError::io("rename", &tmp, e))?;
+    unfinished.0 = None;
     sync_dir(dir)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(path = %path.display(), start_zxid = format!("{start_zxid:#x}"), end_zxid = format!("{end_zxid:#x}"), nodes, mb = bytes as f64 / 1e6, secs, "snapshot written");
     Ok(SnapshotInfo { path, start_zxid, end_zxid, digest, nodes, bytes })
+}
+
+/// The temporary file of a snapshot not renamed yet, deleted on drop: a failed write gives a full disk its space
+/// back at once (recovery would delete it too, see [`crate::dir::remove_partial`]).
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.0.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }
 
 /// A node copied out of the tree: cheap clones only (the data is reference-counted), encoded after the lock is
@@ -192,5 +216,9 @@ fn read(tree: &RwLock<DataTree>) -> std::sync::RwLockReadGuard<'_, DataTree> {
 
 /// Makes a directory's entries durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SnapshotError::io("fsync directory", dir, e))
+    let sync = || {
+        failpoint!("snapshot::sync_dir");
+        File::open(dir)?.sync_all()
+    };
+    sync().map_err(|e| SnapshotError::io("fsync directory", dir, e))
 }
