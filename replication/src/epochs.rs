@@ -11,40 +11,83 @@
 //! back, whatever the order of the requests.
 
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
-use wal::Epoch;
+use wal::{failpoint, Epoch};
 
 use crate::fault::LocalFault;
 use crate::peer::Event;
 
-/// Writes the two epochs of `dir` durably: 8 bytes, then a crc32c.
-pub fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> std::io::Result<()> {
+/// The epochs file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct EpochsError {
+    /// What was being done: create, write, fsync, rename, fsync directory, read.
+    pub op: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// Why it failed (`InvalidData` for a damaged file).
+    #[source]
+    pub source: io::Error,
+}
+
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> EpochsError + 'a {
+    move |source| EpochsError { op, path: path.to_owned(), source }
+}
+
+/// Writes the two epochs of `dir` durably: 8 bytes, then a crc32c. Each step has a failpoint (listed in the
+/// crate's docs).
+pub fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> Result<(), EpochsError> {
     let mut buf = Vec::with_capacity(12);
     buf.extend_from_slice(&accepted.0.to_be_bytes());
     buf.extend_from_slice(&current.0.to_be_bytes());
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_be_bytes());
-    let tmp = dir.join("epochs.tmp");
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(&buf)?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join("epochs"))?;
-    fs::File::open(dir)?.sync_all()
+    let (tmp, path) = (&dir.join("epochs.tmp"), &dir.join("epochs"));
+    let create = || {
+        failpoint!("replication::epochs_create");
+        fs::File::create(tmp)
+    };
+    let mut file = create().map_err(io_error("create", tmp))?;
+    let mut write = || {
+        failpoint!("replication::epochs_write", short: file.write_all(&buf[..buf.len() / 2]));
+        file.write_all(&buf)
+    };
+    write().map_err(io_error("write", tmp))?;
+    let sync = || {
+        failpoint!("replication::epochs_fsync");
+        file.sync_all()
+    };
+    sync().map_err(io_error("fsync", tmp))?;
+    let rename = || {
+        failpoint!("replication::epochs_rename");
+        fs::rename(tmp, path)
+    };
+    rename().map_err(io_error("rename", path))?;
+    let sync_dir = || {
+        failpoint!("replication::epochs_sync_dir");
+        fs::File::open(dir)?.sync_all()
+    };
+    sync_dir().map_err(io_error("fsync directory", dir))
 }
 
 /// The two epochs on disk in `dir`, `(0, 0)` for a fresh server.
-pub fn read_epochs(dir: &Path) -> std::io::Result<(Epoch, Epoch)> {
-    match fs::read(dir.join("epochs")) {
+pub fn read_epochs(dir: &Path) -> Result<(Epoch, Epoch), EpochsError> {
+    let path = &dir.join("epochs");
+    let read = || {
+        failpoint!("replication::epochs_read");
+        fs::read(path)
+    };
+    match read() {
         Ok(buf) if buf.len() == 12 && crc32c::crc32c(&buf[..8]).to_be_bytes() == buf[8..12] => {
             let word = |i: usize| buf.get(i..i + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_be_bytes);
             Ok((Epoch(word(0)), Epoch(word(4))))
         }
-        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "epochs file is corrupt")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Epoch(0), Epoch(0))),
-        Err(e) => Err(e),
+        Ok(_) => Err(io_error("read", path)(io::Error::new(io::ErrorKind::InvalidData, "epochs file is corrupt"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Epoch(0), Epoch(0))),
+        Err(e) => Err(io_error("read", path)(e)),
     }
 }
 
@@ -154,9 +197,9 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[3] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(read_epochs(dir.path()).unwrap_err().source.kind(), std::io::ErrorKind::InvalidData);
         fs::write(&path, &bytes[..5]).unwrap();
-        assert_eq!(read_epochs(dir.path()).unwrap_err().kind(), std::io::ErrorKind::InvalidData, "truncated");
+        assert_eq!(read_epochs(dir.path()).unwrap_err().source.kind(), std::io::ErrorKind::InvalidData, "truncated");
     }
 
     #[tokio::test]

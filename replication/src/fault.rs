@@ -39,9 +39,9 @@ pub enum LocalFault {
         accepted: Epoch,
         /// The current epoch being written.
         current: Epoch,
-        /// Why it failed.
+        /// Why it failed: the step and the file.
         #[source]
-        source: std::io::Error,
+        source: crate::epochs::EpochsError,
     },
     /// The thread that writes the epochs file is gone.
     #[error("the epochs writer thread is gone")]

@@ -11,6 +11,19 @@
 //! whose fault each runtime error is (this server's stops it, a peer's drops the link to it), and [`leave`] why a
 //! server goes back to electing; [`monitor`] is what it tells an operator's metrics, [`repairing`] marks a server that
 //! takes a damaged part of its log from its peers.
+//!
+//! # Failpoints
+//! With the `failpoints` feature, tests make these IO steps fail (`wal::failpoint!`: `return(EIO)`,
+//! `return(ENOSPC)`, and `return(short)` for a write that stops halfway on a full disk); without it they cost
+//! nothing. `tests/failpoints.rs` injects each one. The feature turns on the WAL's and the snapshots' too.
+//!
+//! | name | site |
+//! |---|---|
+//! | `replication::epochs_create`, `replication::epochs_write` (short), `replication::epochs_fsync`, `replication::epochs_rename`, `replication::epochs_sync_dir` | [`write_epochs`] |
+//! | `replication::epochs_read` | [`read_epochs`] |
+//! | `replication::repairing_create`, `replication::repairing_write` (short), `replication::repairing_fsync`, `replication::repairing_rename`, `replication::repairing_sync_dir` | [`repairing::mark`] |
+//! | `replication::repairing_remove` (and `replication::repairing_sync_dir`) | [`repairing::clear`] |
+//! | `replication::repairing_read` | [`repairing::read`] |
 #![deny(missing_docs)]
 
 pub mod broadcast;
@@ -33,4 +46,4 @@ pub mod transport;
 
 /// The epochs file in a server's log directory, for the tools that lay out a data directory by hand
 /// (`ensemble import`) or read one (`ensemble export`).
-pub use epochs::{read_epochs, write_epochs};
+pub use epochs::{read_epochs, write_epochs, EpochsError};

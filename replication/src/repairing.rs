@@ -11,13 +11,14 @@
 //!  <dir>/repairing   magic "ENRP" | version u32 BE (1) | vouched zxid u64 BE | crc32c u32 BE (of the 16 bytes before)
 //! ```
 //!
-//! Written as tmp, fsync, rename, directory fsync; removed with a directory fsync.
+//! Written as tmp, fsync, rename, directory fsync; removed with a directory fsync. Each step has a failpoint
+//! (listed in the crate's docs).
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use wal::Zxid;
+use wal::{failpoint, Zxid};
 
 const MAGIC: &[u8; 4] = b"ENRP";
 const VERSION: u32 = 1;
@@ -82,7 +83,11 @@ fn decode(buf: &[u8]) -> Result<Zxid, &'static str> {
 /// How far the log of the server in `dir` reached before a repair, if it is repairing.
 pub fn read(dir: &Path) -> Result<Option<Zxid>, RepairingError> {
     let path = dir.join(FILE);
-    match fs::read(&path) {
+    let read = || {
+        failpoint!("replication::repairing_read");
+        fs::read(&path)
+    };
+    match read() {
         Ok(buf) => decode(&buf).map(Some).map_err(|why| RepairingError::Damaged { path, why }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error("read", &path)(e)),
@@ -94,10 +99,27 @@ pub fn read(dir: &Path) -> Result<Option<Zxid>, RepairingError> {
 pub fn mark(dir: &Path, zxid: Zxid) -> Result<Zxid, RepairingError> {
     let zxid = read(dir)?.map_or(zxid, |before| before.max(zxid));
     let (tmp, path) = (dir.join("repairing.tmp"), dir.join(FILE));
-    let mut file = fs::File::create(&tmp).map_err(io_error("create", &tmp))?;
-    file.write_all(&encode(zxid)).map_err(io_error("write", &tmp))?;
-    file.sync_all().map_err(io_error("fsync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_error("rename", &tmp))?;
+    let create = || {
+        failpoint!("replication::repairing_create");
+        fs::File::create(&tmp)
+    };
+    let mut file = create().map_err(io_error("create", &tmp))?;
+    let buf = encode(zxid);
+    let mut write = || {
+        failpoint!("replication::repairing_write", short: file.write_all(&buf[..LEN / 2]));
+        file.write_all(&buf)
+    };
+    write().map_err(io_error("write", &tmp))?;
+    let sync = || {
+        failpoint!("replication::repairing_fsync");
+        file.sync_all()
+    };
+    sync().map_err(io_error("fsync", &tmp))?;
+    let rename = || {
+        failpoint!("replication::repairing_rename");
+        fs::rename(&tmp, &path)
+    };
+    rename().map_err(io_error("rename", &tmp))?;
     sync_dir(dir)?;
     Ok(zxid)
 }
@@ -105,7 +127,11 @@ pub fn mark(dir: &Path, zxid: Zxid) -> Result<Zxid, RepairingError> {
 /// Removes the mark: the server synced with a leader. Durable when it returns.
 pub fn clear(dir: &Path) -> Result<(), RepairingError> {
     let path = dir.join(FILE);
-    match fs::remove_file(&path) {
+    let remove = || {
+        failpoint!("replication::repairing_remove");
+        fs::remove_file(&path)
+    };
+    match remove() {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error("remove", &path)(e)),
@@ -113,7 +139,11 @@ pub fn clear(dir: &Path) -> Result<(), RepairingError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), RepairingError> {
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("fsync", dir))
+    let sync = || {
+        failpoint!("replication::repairing_sync_dir");
+        fs::File::open(dir)?.sync_all()
+    };
+    sync().map_err(io_error("fsync", dir))
 }
 
 #[cfg(test)]

@@ -229,11 +229,8 @@ pub fn start(config: ServerConfig) -> Result<(Handle, Streams), WalError> {
 /// Starts a server on a WAL the caller opened (and replayed into its tree: the committed stream starts after
 /// the WAL's last zxid).
 pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, Streams), WalError> {
-    let (accepted, current) = read_epochs(&config.dir).map_err(|e| WalError::Io {
-        op: "read epochs",
-        path: config.dir.join("epochs"),
-        source: e,
-    })?;
+    let (accepted, current) =
+        read_epochs(&config.dir).map_err(|e| WalError::Io { op: "read epochs", path: e.path, source: e.source })?;
     let zxids: VecDeque<Zxid> = wal.iter_from(Zxid::ZERO).map(|r| r.map(|r| r.zxid)).collect::<Result<_, _>>()?;
     let repairing = crate::repairing::read(&config.dir).map_err(|e| WalError::Io {
         op: "read the repair mark",

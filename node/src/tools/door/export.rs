@@ -112,7 +112,7 @@ pub fn run(args: ExportArgs) -> Result<Outcome, ToolError> {
     drop(wal);
     let recovered_at = started.elapsed();
     let (accepted, current) = replication::read_epochs(&plan.log_dir)
-        .map_err(ToolError::io(format!("read the epochs in {}", plan.log_dir.display())))?;
+        .map_err(|e| ToolError::io(format!("{} {}", e.op, e.path.display()))(e.source))?;
     let of_zxid = tree.last_zxid() >> 32;
     let (current, accepted) = (i64::from(current.0).max(of_zxid), i64::from(accepted.0).max(of_zxid));
     let mut targets = vec![plan.zk_version.as_path()];

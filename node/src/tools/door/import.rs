@@ -215,7 +215,7 @@ fn write(plan: &Plan, restored: Restored, accepted: Epoch, current: Epoch) -> Re
     }
     commit(&staged_log, &plan.log_dir)?;
     replication::write_epochs(&plan.epochs_dir, accepted, current)
-        .map_err(ToolError::io(format!("write the epochs in {}", plan.epochs_dir.display())))?;
+        .map_err(|e| ToolError::io(format!("write the epochs: {} {}", e.op, e.path.display()))(e.source))?;
     commit(&staged_snap, &plan.snap_dir)
 }
 

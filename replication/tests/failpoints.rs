@@ -1,0 +1,174 @@
+//! Injected IO failures (the `failpoints` feature) in the epochs file and the repair mark: each step that fails
+//! fails with an error naming the step and the file, leaves the previous file readable (never a torn one), and
+//! the same write succeeds once the disk is healthy; the runtime takes a failed epochs write as this server's
+//! fault and stops.
+//!
+//! Run with `cargo test -p replication --features failpoints --test failpoints`. Failpoints are process-global,
+//! so every test holds a `FailScenario`, which serialises them.
+
+mod scripted;
+
+use std::path::Path;
+
+use fail::FailScenario;
+use replication::repairing::{self, RepairingError};
+use replication::{read_epochs, write_epochs, EpochsError};
+use scripted::*;
+use wal::{Epoch, Zxid};
+
+/// The errno each action injects: a short write fails with ENOSPC.
+fn errno(action: &str) -> i32 {
+    if action.contains("EIO") {
+        libc::EIO
+    } else {
+        libc::ENOSPC
+    }
+}
+
+const WRITE_STEPS: [(&str, &str); 6] = [
+    ("create", "return(EIO)"),
+    ("write", "return(ENOSPC)"),
+    ("write", "return(short)"),
+    ("fsync", "return(EIO)"),
+    ("rename", "return(ENOSPC)"),
+    ("sync_dir", "return(EIO)"),
+];
+
+#[track_caller]
+fn assert_epochs_error(error: &EpochsError, op: &str, file: &str, errno: i32) {
+    assert_eq!((error.op, error.source.raw_os_error()), (op, Some(errno)), "{error}");
+    assert!(error.path.ends_with(file), "{error}");
+}
+
+#[test]
+fn a_failed_epochs_write_leaves_the_old_epochs_and_succeeds_after() {
+    let scenario = FailScenario::setup();
+    for (step, action) in WRITE_STEPS {
+        let dir = tempfile::tempdir().unwrap();
+        write_epochs(dir.path(), Epoch(5), Epoch(4)).unwrap();
+        let point = format!("replication::epochs_{step}");
+        fail::cfg(&point, action).unwrap();
+        let error = write_epochs(dir.path(), Epoch(7), Epoch(6)).unwrap_err();
+        fail::remove(&point);
+        let (op, file, left) = match step {
+            "rename" => ("rename", "epochs", (Epoch(5), Epoch(4))),
+            // Renamed: the new file is whole and fsynced, but its entry may not be durable.
+            "sync_dir" => ("fsync directory", "", (Epoch(7), Epoch(6))),
+            _ => (step, "epochs.tmp", (Epoch(5), Epoch(4))),
+        };
+        let file = if file.is_empty() { dir.path().to_path_buf() } else { dir.path().join(file) };
+        assert_epochs_error(&error, op, &file.to_string_lossy(), errno(action));
+        assert_eq!(read_epochs(dir.path()).unwrap(), left, "{point}: a whole file, never a torn one");
+        write_epochs(dir.path(), Epoch(7), Epoch(6)).unwrap();
+        assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(7), Epoch(6)), "{point}: works again");
+    }
+    scenario.teardown();
+}
+
+#[test]
+fn an_unreadable_epochs_file_is_an_error_naming_it() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    write_epochs(dir.path(), Epoch(3), Epoch(3)).unwrap();
+    fail::cfg("replication::epochs_read", "return(EIO)").unwrap();
+    let error = read_epochs(dir.path()).unwrap_err();
+    fail::remove("replication::epochs_read");
+    assert_epochs_error(&error, "read", &dir.path().join("epochs").to_string_lossy(), libc::EIO);
+    assert_eq!(read_epochs(dir.path()).unwrap(), (Epoch(3), Epoch(3)));
+    scenario.teardown();
+}
+
+#[track_caller]
+fn assert_repairing_error(error: &RepairingError, op: &str, file: &Path, errno: i32) {
+    match error {
+        RepairingError::Io { op: got, path, source } => {
+            assert_eq!((*got, source.raw_os_error()), (op, Some(errno)), "{error}");
+            assert_eq!(path, file, "{error}");
+        }
+        other => panic!("expected an IO error of {op}, got {other}"),
+    }
+}
+
+#[test]
+fn a_failed_repair_mark_leaves_the_old_mark_and_succeeds_after() {
+    let scenario = FailScenario::setup();
+    for (step, action) in WRITE_STEPS {
+        let dir = tempfile::tempdir().unwrap();
+        repairing::mark(dir.path(), Zxid(5)).unwrap();
+        let point = format!("replication::repairing_{step}");
+        fail::cfg(&point, action).unwrap();
+        let error = repairing::mark(dir.path(), Zxid(9)).unwrap_err();
+        fail::remove(&point);
+        let (op, file, left) = match step {
+            "sync_dir" => ("fsync", dir.path().to_path_buf(), Zxid(9)),
+            _ => (step, dir.path().join("repairing.tmp"), Zxid(5)),
+        };
+        assert_repairing_error(&error, op, &file, errno(action));
+        assert_eq!(repairing::read(dir.path()).unwrap(), Some(left), "{point}: a whole mark, never a torn one");
+        assert_eq!(repairing::mark(dir.path(), Zxid(9)).unwrap(), Zxid(9), "{point}: works again");
+    }
+    scenario.teardown();
+}
+
+#[test]
+fn a_failed_clear_or_read_of_the_repair_mark_is_an_error_naming_it() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("repairing");
+    repairing::mark(dir.path(), Zxid(5)).unwrap();
+    for (point, op, file, left) in [
+        ("replication::repairing_read", "read", mark.clone(), None),
+        ("replication::repairing_remove", "remove", mark.clone(), Some(Zxid(5))),
+        ("replication::repairing_sync_dir", "fsync", dir.path().to_path_buf(), None),
+    ] {
+        repairing::mark(dir.path(), Zxid(5)).unwrap();
+        fail::cfg(point, "return(EIO)").unwrap();
+        let error = if op == "read" {
+            repairing::read(dir.path()).unwrap_err()
+        } else {
+            repairing::clear(dir.path()).unwrap_err()
+        };
+        fail::remove(point);
+        assert_repairing_error(&error, op, &file, libc::EIO);
+        let left = if op == "read" { Some(Zxid(5)) } else { left };
+        assert_eq!(repairing::read(dir.path()).unwrap(), left, "{point}");
+        repairing::clear(dir.path()).unwrap();
+        assert_eq!(repairing::read(dir.path()).unwrap(), None, "{point}: works again");
+    }
+    scenario.teardown();
+}
+
+/// Waits until the stopped runtime has let go of its WAL (its tasks wind down after the streams end).
+async fn released(log: &Path) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(wal::WalError::Locked { .. }) =
+        wal::Wal::open(log, wal::WalOptions { segment_size: 4 << 20, ..Default::default() })
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the stopped runtime holds its WAL");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The epochs writer thread's failure is this server's fault: the runtime stops (a peer's fault would only drop
+/// that link), the epochs on disk are the old ones, and once the disk is healthy the server follows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_epochs_write_stops_the_runtime_and_a_restart_follows_after() {
+    let scenario = FailScenario::setup();
+    for (point, action) in
+        [("replication::epochs_fsync", "return(EIO)"), ("replication::epochs_write", "return(short)")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        fail::cfg(point, action).unwrap();
+        let (handle, mut streams, addr) = server(dir.path()).await;
+        let _leader = Leader::elected(addr).await;
+        stopped(&mut streams).await;
+        fail::remove(point);
+        assert_eq!(read_epochs(&dir.path().join("1")).unwrap(), (Epoch(0), Epoch(0)), "{point}: the old epochs");
+        drop((handle, streams));
+        released(&dir.path().join("1").join("log")).await;
+        let (_handle, _streams, addr) = server(dir.path()).await;
+        Leader::acked_epoch(addr).await;
+        assert_eq!(read_epochs(&dir.path().join("1")).unwrap().0, Epoch(1), "{point}: the accepted epoch now");
+    }
+    scenario.teardown();
+}
