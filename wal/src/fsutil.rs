@@ -44,7 +44,6 @@ pub(crate) use failpoint;
 /// The error an injected failure returns: the raw OS error its failpoint's argument names (EIO by default; a
 /// short write fails with ENOSPC).
 #[doc(hidden)]
-#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 pub fn injected(arg: Option<String>) -> io::Error {
     let errno = match arg.as_deref() {
         Some("ENOSPC" | "short") => libc::ENOSPC,
