@@ -135,6 +135,7 @@ fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usiz
             Err(error @ snapshot::SnapshotError::Unreplayable { .. }) if attempt < SNAPSHOT_ATTEMPTS => {
                 tracing::info!(%error, attempt, "snapshot abandoned: taking it again");
             }
+            Err(error) if disk_failure(&error) => return shared.fail(format!("snapshot: {error}")),
             Err(error) => {
                 tracing::error!(%error, "snapshot failed (the WAL still holds everything; retrying at the next one)");
                 return;
@@ -143,8 +144,16 @@ fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usiz
     }
     match snapshot::retain::retain(dir, wal, retain) {
         Ok(retained) => tracing::debug!(?retained, "retention"),
+        Err(error) if disk_failure(&error) => shared.fail(format!("snapshot retention: {error}")),
         Err(error) => tracing::warn!(%error, "snapshot retention failed"),
     }
+}
+
+/// A failure of this server's disk, which stops it as the WAL's do: after a failed fsync (of a file or of the
+/// directory a snapshot was renamed in) a later one may report success for data that was lost, and retention
+/// would then purge log segments on the word of a snapshot that may not survive a power loss.
+fn disk_failure(error: &snapshot::SnapshotError) -> bool {
+    matches!(error, snapshot::SnapshotError::Io { .. } | snapshot::SnapshotError::Wal(_))
 }
 
 /// Applies one txn, fires its watches and queues its reply, all under the tree's write lock.

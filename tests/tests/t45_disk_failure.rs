@@ -1,6 +1,7 @@
 //! A server whose disk fails stops for good instead of serving on: its log directory is deleted under it, the
 //! next WAL segment cannot be created, the replication runtime stops on that error, and the process exits with
-//! a failure (so that a supervisor restarts it and recovery runs from disk). The other two go on serving.
+//! a failure (so that a supervisor restarts it and recovery runs from disk). The other two go on serving. A
+//! snapshot that cannot be written stops the server the same way.
 
 use std::time::{Duration, Instant};
 
@@ -50,4 +51,43 @@ async fn a_server_whose_log_cannot_be_written_exits_and_the_others_go_on() {
     let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
     let reader = connect(&cluster.client_addr(other).to_string()).await;
     assert_eq!(reader.list_children("/t45").await.unwrap().len(), written + 1);
+}
+
+/// The same for the snapshot directory: a snapshot that cannot be written (here its directory is replaced by a
+/// file, so creating one fails with ENOTDIR, as a failed disk would) stops the server rather than leave it
+/// running without snapshots, or trusting one whose fsync failed. The others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_whose_snapshots_cannot_be_written_exits_and_the_others_go_on() {
+    let cluster = blocking(|| Cluster::start(3));
+    if !matches!(cluster.server(), Server::Ensemble(_)) {
+        eprintln!("t45: Ensemble only (the failure mode is this server's choice)");
+        return;
+    }
+    let leader = blocking(|| cluster.leader());
+    let victim = blocking(|| cluster.followers())[0];
+    let writer = connect(&cluster.client_addr(leader).to_string()).await;
+    writer.create("/t45s", b"", PERSISTENT).await.unwrap();
+    let snapshots = cluster.node_dir(victim).join("data").join("snapshots");
+    std::fs::remove_dir_all(&snapshots).unwrap();
+    std::fs::write(&snapshots, b"not a directory").unwrap();
+
+    // snapCount is 100: a few hundred writes ask the victim for a snapshot.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0;
+    while cluster.is_running(victim) {
+        assert!(Instant::now() < deadline, "node {} still runs after {written} writes", victim + 1);
+        let creates = (written..written + 50).map(|i| {
+            let (path, writer) = (format!("/t45s/n{i}"), &writer);
+            async move { writer.create(&path, b"x", PERSISTENT).await.map(|_| ()) }
+        });
+        for result in futures_util::future::join_all(creates).await {
+            result.expect("the two healthy servers are a quorum: writes go on");
+        }
+        written += 50;
+    }
+    let status = cluster.exit_status(victim).expect("it exited on its own");
+    assert!(!status.success(), "node {} exited with {status} after its snapshot failed", victim + 1);
+    let log = cluster.log_text(victim);
+    assert!(log.contains("snapshot: "), "node {} does not say why it stopped:\n{log}", victim + 1);
+    writer.create("/t45s/after", b"", PERSISTENT).await.unwrap();
 }
