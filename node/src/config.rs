@@ -156,6 +156,11 @@ pub struct Config {
     pub initial_config: Option<String>,
     /// This server's id, from `dataDir/myid` (absent for a standalone server without one).
     pub my_id: Option<u64>,
+    /// Client TLS (`secureClientPort` and the `ssl.*` keys), `None` without `secureClientPort`.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// The subject DN whose client certificate makes a session super (ZooKeeper's system property
+    /// `zookeeper.X509AuthenticationProvider.superUser`, here a config key).
+    pub x509_super_user: Option<String>,
 }
 
 /// Where the Prometheus `/metrics` endpoint listens: `metricsProvider.httpHost` (default `0.0.0.0`) and
@@ -281,8 +286,8 @@ impl Config {
                 servers.insert(id, parse_server(*line, key, value)?);
             } else if IGNORED.contains(&key.as_str()) {
                 tracing::warn!(line, key, "ZooKeeper setting ignored by Ensemble");
-            } else if KEYS.contains(&key.as_str()) {
-                known.insert(KEYS.iter().find(|k| **k == key).expect("listed"), (*line, value.clone()));
+            } else if let Some(k) = KEYS.iter().chain(&crate::tls::config::KEYS).find(|k| **k == key) {
+                known.insert(k, (*line, value.clone()));
             } else {
                 return Err(ConfigError::UnknownKey { line: *line, key: key.clone() });
             }
@@ -297,6 +302,7 @@ impl Config {
             return Err(invalid(0, "maxSessionTimeout", &max.to_string(), "below minSessionTimeout"));
         }
         let jute_max_buffer = number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=MAX_JUTE_BUFFER)?;
+        let (tls, x509_super_user) = crate::tls::config::settings(&get)?;
         let config = Config {
             tick,
             init_limit: number(get("initLimit"), "initLimit", 10, 1..=u32::MAX)?,
@@ -357,6 +363,8 @@ impl Config {
             admin: admin_endpoint(&get)?,
             initial_config: None,
             my_id: None,
+            tls,
+            x509_super_user,
         };
         if config.local_sessions {
             tracing::warn!(
@@ -364,7 +372,9 @@ impl Config {
                  sessions are all global"
             );
         }
-        if config.client_port.is_none() && config.servers.values().all(|s| s.client.is_none()) {
+        // As in ZooKeeper, a server may serve TLS clients only.
+        let plaintext = config.client_port.is_some() || config.servers.values().any(|s| s.client.is_some());
+        if !plaintext && config.tls.is_none() {
             return Err(ConfigError::Missing("clientPort"));
         }
         Ok(config)
@@ -466,7 +476,7 @@ fn metrics_endpoint(
 /// record, a peer frame) stays far below 4 GiB.
 pub const MAX_JUTE_BUFFER: usize = 256 << 20;
 
-fn invalid(line: usize, key: &str, value: &str, reason: &str) -> ConfigError {
+pub(crate) fn invalid(line: usize, key: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid { line, key: key.to_owned(), value: value.to_owned(), reason: reason.to_owned() }
 }
 

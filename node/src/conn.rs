@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use proto::connect::{ConnectRequest, ConnectResponse};
 use proto::records::{Request, RequestHeader, Response};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -52,8 +52,33 @@ const THROTTLE_RECHECK: Duration = Duration::from_millis(5);
 /// How long a client may take to send its ConnectRequest.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, ClientCodec>;
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, ClientCodec>;
+/// A connection's halves, boxed so that plaintext and TLS connections run the same code: the virtual call
+/// per read or write is nothing next to the syscall behind it.
+type ReadHalf = Box<dyn AsyncRead + Send + Sync + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+type Reader = FramedRead<ReadHalf, ClientCodec>;
+type Writer = FramedWrite<WriteHalf, ClientCodec>;
+
+/// A client stream that splits into halves owned by the reading and the writing side.
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The two halves.
+    fn halves(self) -> (ReadHalf, WriteHalf);
+}
+
+impl ClientStream for TcpStream {
+    fn halves(self) -> (ReadHalf, WriteHalf) {
+        // TCP's own split: no lock between the halves.
+        let (read, write) = self.into_split();
+        (Box::new(read), Box::new(write))
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn halves(self) -> (ReadHalf, WriteHalf) {
+        let (read, write) = tokio::io::split(self);
+        (Box::new(read), Box::new(write))
+    }
+}
 
 /// Why a connection ended (logged at debug level; none of these harm other sessions).
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +119,8 @@ enum Slot {
 
 /// Serves one accepted connection until it closes.
 /// `_permit` is the connection's place under `maxClientCnxns`: it goes back when this returns, however the
-/// connection ended.
-pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr, _permit: Permit) {
-    let _ = stream.set_nodelay(true);
+/// connection ended. `identity` is what the transport proved (a TLS client certificate's `x509` id).
+pub async fn serve(ctx: Arc<Ctx>, stream: impl ClientStream, addr: SocketAddr, identity: Vec<Id>, _permit: Permit) {
     let mut stream = stream;
     let mut first = [0u8; 4];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut first)).await {
@@ -104,10 +128,10 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr, _permit: 
         _ => return,
     }
     if let Some(word) = crate::report::four_letter_word(&first) {
-        crate::report::answer_four_letter_word(ctx, stream, word).await;
+        crate::report::answer_four_letter_word(ctx, stream, addr, word).await;
         return;
     }
-    let (read, write) = stream.into_split();
+    let (read, write) = stream.halves();
     let codec = || ClientCodec::new(ctx.shared.limits.frame);
     let mut reader = FramedRead::new(read, codec());
     reader.read_buffer_mut().extend_from_slice(&first);
@@ -122,7 +146,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, addr: SocketAddr, _permit: 
         writer,
         session: 0,
         timeout: Duration::ZERO,
-        auth: vec![Id::new("ip", &addr.ip().to_string())],
+        auth: std::iter::once(Id::new("ip", &addr.ip().to_string())).chain(identity).collect(),
         slots: VecDeque::new(),
         tickets: VecDeque::new(),
         closing: false,

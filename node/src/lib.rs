@@ -40,4 +40,5 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod throttle;
+pub mod tls;
 pub mod watch;

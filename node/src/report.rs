@@ -9,8 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use replication::peer::Role;
 use replication::runtime::LearnerView;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::fourlw::dump::{round_to_next_interval, Sessions, CONNECTION_EXPIRY_INTERVAL_MS};
@@ -30,8 +29,11 @@ const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Answers `word` and closes the connection. The report reads `/proc` and walks the data directories, so it is
 /// gathered on a blocking thread; a reader that does not take the answer within [`ANSWER_TIMEOUT`] loses it.
-pub async fn answer_four_letter_word(ctx: Arc<Ctx>, mut stream: TcpStream, word: &'static str) {
-    let asker = stream.peer_addr().ok();
+pub async fn answer_four_letter_word<S>(ctx: Arc<Ctx>, mut stream: S, asker: SocketAddr, word: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let asker = Some(asker);
     if word == "stmk" && whitelisted(&ctx, word) {
         // The new mask follows the word: a big-endian long (`NIOServerCnxn.checkFourLetterWord`).
         let mut mask = [0u8; 8];
@@ -302,6 +304,7 @@ fn conf(ctx: &Ctx) -> fourlw::Conf {
     let me = config.servers.get(&ctx.shared.my_id);
     fourlw::Conf {
         client_port: ctx.client_addr.port(),
+        secure_client_port: config.tls.as_ref().map(|tls| tls.port),
         data_dir: absolute(&ctx.snap_dir),
         data_log_dir: absolute(&ctx.log_dir),
         tick_time_ms: config.tick.as_millis() as u32,

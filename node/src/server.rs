@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use wal::{SyncMode, Wal, WalOptions};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Permit};
 use crate::apply::{self, SnapshotSettings};
 use crate::config::Config;
 use crate::forward::Forward;
@@ -36,6 +36,8 @@ use crate::repair;
 use crate::session::SessionIds;
 use crate::shared::{lock, Out, Shared, Stats};
 use crate::throttle::{self, Throttle};
+use crate::tls::Tls;
+use tree::acl::Id;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum StartError {
     /// Recovery failed.
     #[error("recovery: {0}")]
     Recovery(#[from] snapshot::SnapshotError),
+    /// The client TLS configuration's files cannot be used.
+    #[error("client TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A port could not be bound or a directory created.
     #[error("{what}: {source}")]
     Io {
@@ -193,16 +198,26 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let wal = Arc::new(wal);
 
     // `server.N=...;[host:]port` overrides clientPort / clientPortAddress, as in ZooKeeper's dynamic config.
-    let client_bind = match config.servers.get(&my_id).and_then(|s| s.client) {
-        Some(addr) => addr.to_string(),
-        None => {
+    let client_bind = match (config.servers.get(&my_id).and_then(|s| s.client), config.client_port) {
+        (Some(addr), _) => Some(addr.to_string()),
+        (None, Some(port)) => {
             let host = config.client_port_address.clone().unwrap_or_else(|| "0.0.0.0".into());
-            format!("{host}:{}", config.client_port.unwrap_or(2181))
+            Some(format!("{host}:{port}"))
         }
+        // Only a secure port (the config insists on one port or the other).
+        (None, None) => None,
     };
-    let client_listener =
-        TcpListener::bind(client_bind.as_str()).await.map_err(io(format!("bind the client port {client_bind}")))?;
-    let client_addr = client_listener.local_addr().map_err(io("client address"))?;
+    let client_listener = match &client_bind {
+        Some(bind) => Some(TcpListener::bind(bind.as_str()).await.map_err(io(format!("bind the client port {bind}")))?),
+        None => None,
+    };
+    let secure = secure_listener(&config).await?;
+    let client_addr = match (&client_listener, &secure) {
+        (Some(listener), _) => listener.local_addr(),
+        (None, Some((listener, _))) => listener.local_addr(),
+        (None, None) => unreachable!("the config has a client port or a secure one"),
+    }
+    .map_err(io("client address"))?;
     // As in ZooKeeper, a metrics endpoint that cannot start stops the server from starting.
     let metrics_listener = match &config.metrics {
         Some(endpoint) => {
@@ -338,7 +353,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let admin = crate::admin::Endpoint::new(ctx.clone(), endpoint.command_url.clone());
         tasks.spawn("the admin server", ok(crate::http::serve("admin server", listener, admin, stopped.clone())));
     }
-    tasks.spawn("the client acceptor", ok(accept(ctx.clone(), client_listener, stopped)));
+    if let Some((listener, tls)) = secure {
+        let addr = listener.local_addr().map_err(io("secure client address"))?;
+        tracing::info!(server = my_id, %addr, "serving TLS clients (secureClientPort)");
+        tasks.spawn("the TLS file watcher", ok(crate::tls::reload::watch_files(tls.clone(), stopped.clone())));
+        tasks.spawn("the secure client acceptor", ok(accept(ctx.clone(), listener, Some(tls), stopped.clone())));
+    }
+    if let Some(listener) = client_listener {
+        tasks.spawn("the client acceptor", ok(accept(ctx.clone(), listener, None, stopped)));
+    }
     tracing::info!(client = %client_addr, standalone, "started");
     let fatal = ctx.shared.fatal.subscribe();
     Ok(Server { ctx, stop, fatal })
@@ -376,8 +399,17 @@ async fn ok(task: impl Future<Output = ()>) -> Result<(), String> {
     Ok(())
 }
 
-/// Accepts client connections until stopped.
-async fn accept(ctx: Arc<Ctx>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+/// The secure client port's listener and TLS configuration, if `secureClientPort` is set.
+async fn secure_listener(config: &Config) -> Result<Option<(TcpListener, Arc<Tls>)>, StartError> {
+    let Some(settings) = &config.tls else { return Ok(None) };
+    let bind = format!("{}:{}", settings.address.as_deref().unwrap_or("0.0.0.0"), settings.port);
+    let tls = Tls::new(settings.clone())?;
+    let listener = TcpListener::bind(bind.as_str()).await.map_err(io(format!("bind the secure client port {bind}")))?;
+    Ok(Some((listener, tls)))
+}
+
+/// Accepts client connections until stopped; with `tls`, each does the TLS handshake first.
+async fn accept(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<Arc<Tls>>, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -392,10 +424,30 @@ async fn accept(ctx: Arc<Ctx>, listener: TcpListener, mut stop: watch::Receiver<
             _ = stop.changed() => return,
         };
         match ctx.shared.admission.admit(addr.ip()) {
-            Ok(permit) => drop(tokio::spawn(crate::conn::serve(ctx.clone(), stream, addr, permit))),
+            // The permit is taken before the handshake: a handshake holds a slot like any connection.
+            Ok(permit) => match &tls {
+                None => {
+                    let _ = stream.set_nodelay(true);
+                    drop(tokio::spawn(crate::conn::serve(ctx.clone(), stream, addr, Vec::new(), permit)))
+                }
+                Some(tls) => drop(tokio::spawn(secured(ctx.clone(), tls.clone(), stream, addr, permit))),
+            },
             Err(refused) => tracing::warn!(client = %addr, %refused, "connection refused"),
         }
     }
+}
+
+/// Serves a connection to the secure port once its handshake is done.
+async fn secured(ctx: Arc<Ctx>, tls: Arc<Tls>, stream: tokio::net::TcpStream, addr: SocketAddr, permit: Permit) {
+    let Some(secured) = tls.handshake(stream, addr).await else { return };
+    let mut identity: Vec<Id> = secured.identity.into_iter().collect();
+    // ZooKeeper's `zookeeper.X509AuthenticationProvider.superUser`: that DN is also `super`.
+    if let Some(super_user) = &ctx.shared.config.x509_super_user {
+        if identity.iter().any(|id| &id.id == super_user) {
+            identity.push(Id::new("super", super_user));
+        }
+    }
+    crate::conn::serve(ctx, secured.stream, addr, identity, permit).await
 }
 
 /// Handles what other servers forward: requests and syncs (as leader), answers (as follower).

@@ -1,0 +1,234 @@
+//! Client TLS (issue 12): `secureClientPort` on each of three servers, with ZooKeeper's `ssl.*` keys, driven by
+//! kazoo over TLS. Certificates are made by the test with the `openssl` CLI (a CA, the servers' certificate,
+//! two clients' and one from a CA the servers do not trust).
+//!
+//! Checked: create/get/set through every server's secure port; `ssl.clientAuth` (ZooKeeper's default, `need`)
+//! refuses a client without a certificate and one whose certificate the trust store does not vouch for; an
+//! `x509:` ACL admits its certificate's client and answers NOAUTH to another; the x509 super user reads it; a
+//! plaintext client on the secure port, and a connection that sends nothing, are closed while the server
+//! keeps serving. Runs against Apache ZooKeeper 3.8 too (`ENSEMBLE_TESTS_SERVER=zookeeper`).
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ensemble_tests::{free_ports, Cluster, Options};
+
+/// DNs as ZooKeeper's X509AuthenticationProvider names them (RFC 2253: the last RDN of the subject first).
+const CLIENT1_DN: &str = "CN=client1,O=Ensemble";
+const ADMIN_DN: &str = "CN=admin,O=Ensemble";
+
+#[test]
+fn kazoo_over_tls_with_client_certificates_and_x509_acls() {
+    let certs = Certs::make();
+    let ports = free_ports(3);
+    let options = Options {
+        config: vec![
+            "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory".into(),
+            "authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider".into(),
+            format!("ssl.keyStore.location={}", certs.path("server-store.pem").display()),
+            "ssl.keyStore.type=PEM".into(),
+            format!("ssl.trustStore.location={}", certs.path("ca.pem").display()),
+            "ssl.trustStore.type=PEM".into(),
+            format!("X509AuthenticationProvider.superUser={ADMIN_DN}"),
+        ],
+        node_config: ports.iter().map(|p| vec![format!("secureClientPort={p}")]).collect(),
+        ..Options::default()
+    };
+    let cluster = Cluster::start_with(options);
+    let secure: Vec<SocketAddr> = ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+    let all = secure.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",");
+
+    // Writes and reads through the secure ports, then the value read back from each server.
+    certs
+        .kazoo(
+            &all,
+            Some("client1"),
+            "zk.create('/t75', b'one'); zk.set('/t75', b'two'); assert zk.get('/t75')[0] == b'two'",
+        )
+        .expect("client1 writes over TLS");
+    for addr in &secure {
+        certs
+            .kazoo(&addr.to_string(), Some("client2"), "zk.sync('/t75'); assert zk.get('/t75')[0] == b'two'")
+            .expect("every server serves TLS");
+    }
+
+    // ZooKeeper's default `ssl.clientAuth=need`: no certificate, or one from another CA, gets no session.
+    let refused = certs.kazoo(&secure[0].to_string(), None, "zk.get('/t75')").expect_err("no certificate, no session");
+    assert!(refused.contains("Timeout") || refused.contains("timed out"), "{refused}");
+    certs
+        .kazoo(&secure[1].to_string(), Some("rogue"), "zk.get('/t75')")
+        .expect_err("an untrusted CA's client is refused");
+
+    // An x509 ACL: client1's DN may do everything, client2 gets NOAUTH, the super user passes.
+    certs
+        .kazoo(
+            &secure[0].to_string(),
+            Some("client1"),
+            &format!("zk.create('/t75/mine', b'secret', acl=[make_acl('x509', '{CLIENT1_DN}', all=True)]); assert zk.get('/t75/mine')[0] == b'secret'"),
+        )
+        .expect("client1 creates a node only it may read");
+    let denied = certs
+        .kazoo(&secure[1].to_string(), Some("client2"), "zk.sync('/t75/mine'); zk.get('/t75/mine')")
+        .expect_err("client2 is not client1");
+    assert!(denied.contains("NoAuthError"), "{denied}");
+    certs
+        .kazoo(&secure[2].to_string(), Some("client1"), "zk.sync('/t75/mine'); zk.set('/t75/mine', b'changed')")
+        .expect("client1 through another server");
+    certs
+        .kazoo(
+            &secure[1].to_string(),
+            Some("admin"),
+            "zk.sync('/t75/mine'); assert zk.get('/t75/mine')[0] == b'changed'",
+        )
+        .expect("the x509 super user reads everything");
+
+    // A plaintext ZooKeeper client on the secure port gets nowhere; the server goes on serving.
+    let plain = kazoo_script(&secure[0].to_string(), "", "zk.get('/t75')");
+    assert!(python(&plain).is_err(), "a plaintext client on the secure port must be refused");
+    // A connection that never starts its handshake is closed within a few seconds (ZooKeeper's Netty: 10 s).
+    let mut idle = TcpStream::connect(secure[0]).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = matches!(idle.read(&mut buf), Ok(0) | Err(_));
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(15),
+        "an idle TLS connection held {:?}",
+        started.elapsed()
+    );
+    certs
+        .kazoo(&secure[0].to_string(), Some("client1"), "assert zk.get('/t75')[0] == b'two'")
+        .expect("still serving TLS");
+    assert!(cluster.four_letter(0, "srvr").contains("Mode"), "the plaintext port still serves");
+}
+
+/// The test's certificates, in a temporary directory.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let dir = tempfile::Builder::new().prefix("t75-certs-").tempdir().expect("temp dir");
+        let certs = Certs { dir };
+        certs.ca("ca");
+        certs.ca("rogue-ca");
+        certs.leaf("server", "/O=Ensemble/CN=localhost", "ca");
+        certs.leaf("client1", "/O=Ensemble/CN=client1", "ca");
+        certs.leaf("client2", "/O=Ensemble/CN=client2", "ca");
+        certs.leaf("admin", "/O=Ensemble/CN=admin", "ca");
+        certs.leaf("rogue", "/O=Ensemble/CN=client1", "rogue-ca");
+        // ZooKeeper's PEM key store: the private key and the certificate in one file.
+        let store = [certs.read("server.key"), certs.read("server.pem")].concat();
+        std::fs::write(certs.path("server-store.pem"), store).expect("write the key store");
+        certs
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("read a certificate file")
+    }
+
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/O=Ensemble/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    /// A certificate for `name` signed by `ca`, version 3 (webpki and Java refuse version 1).
+    fn leaf(&self, name: &str, subject: &str, ca: &str) {
+        let ext = self.path("v3.ext");
+        std::fs::write(&ext, "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        self.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "v3.ext",
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl").args(args).current_dir(self.dir.path()).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs `statements` in a kazoo TLS session on `hosts` as `client` (its certificate; `None`: none).
+    fn kazoo(&self, hosts: &str, client: Option<&str>, statements: &str) -> Result<String, String> {
+        let ca = self.path("ca.pem");
+        let mut tls = format!("use_ssl=True, verify_certs=True, ca={:?}", ca.display().to_string());
+        if let Some(client) = client {
+            let (cert, key) = (self.path(&format!("{client}.pem")), self.path(&format!("{client}.key")));
+            tls += &format!(", certfile={:?}, keyfile={:?}", show(&cert), show(&key));
+        }
+        python(&kazoo_script(hosts, &format!(", {tls}"), statements))
+    }
+}
+
+fn show(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn kazoo_script(hosts: &str, tls: &str, statements: &str) -> String {
+    format!(
+        "from kazoo.client import KazooClient\nfrom kazoo.security import make_acl\n\
+         zk = KazooClient(hosts={hosts:?}, timeout=10, connection_retry={{'max_tries': 2}}{tls})\n\
+         zk.start(timeout=8)\n{statements}\nzk.stop()\n"
+    )
+}
+
+/// Runs a python3 script: its output when it succeeds, else its output as the error.
+fn python(script: &str) -> Result<String, String> {
+    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3 runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{script}\n{text}"))
+    }
+}
