@@ -79,7 +79,7 @@ impl Tls {
     fn log_at_info(&self) -> bool {
         let mut last = self.last_logged.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
-        let due = last.map_or(true, |at| now.duration_since(at) >= Duration::from_secs(10));
+        let due = !matches!(*last, Some(at) if now.duration_since(at) < Duration::from_secs(10));
         if due {
             *last = Some(now);
         }
