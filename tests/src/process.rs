@@ -23,13 +23,17 @@ pub const SYSTEM_PROPERTIES: [&str; 1] = ["readonlymode.enabled"];
 /// The classpath of Debian's ZooKeeper server, with a log4j binding so that it logs.
 /// Jetty 9, the servlet API and Jackson (Debian's jars) let its AdminServer start when a test turns it on
 /// (`admin.enableServer=true` in `zoo.cfg`, t72_admin); every other test runs with it off. snappy-java lets it
-/// write `.snappy` snapshots when asked (t80).
+/// write `.snappy` snapshots when asked (t80). Netty (Debian's libnetty-java) is its `NettyServerCnxnFactory`, which
+/// ZooKeeper needs for TLS (t75).
 const ZK_CLASSPATH: &str = "/usr/share/java/zookeeper.jar:/usr/share/java/zookeeper-jute.jar:\
 /usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar:\
 /usr/share/java/jetty9-server.jar:/usr/share/java/jetty9-servlet.jar:/usr/share/java/jetty9-util.jar:\
 /usr/share/java/jetty9-http.jar:/usr/share/java/jetty9-io.jar:/usr/share/java/jetty9-security.jar:\
 /usr/share/java/servlet-api.jar:/usr/share/java/jackson-databind.jar:/usr/share/java/jackson-core.jar:\
-/usr/share/java/jackson-annotations.jar:/usr/share/java/snappy-java.jar";
+/usr/share/java/jackson-annotations.jar:/usr/share/java/snappy-java.jar:\
+/usr/share/java/netty-handler.jar:/usr/share/java/netty-transport.jar:/usr/share/java/netty-buffer.jar:\
+/usr/share/java/netty-common.jar:/usr/share/java/netty-codec.jar:/usr/share/java/netty-resolver.jar:\
+/usr/share/java/netty-transport-native-epoll.jar:/usr/share/java/netty-transport-native-unix-common.jar";
 
 impl Server {
     /// The server chosen by the environment: `ENSEMBLE_TESTS_SERVER=zookeeper` for Apache ZooKeeper, else the
