@@ -374,7 +374,7 @@ impl Config {
         }
         // As in ZooKeeper, a server may serve TLS clients only.
         let plaintext = config.client_port.is_some() || config.servers.values().any(|s| s.client.is_some());
-        if !plaintext && config.tls.is_none() {
+        if !plaintext && config.tls.as_ref().and_then(|tls| tls.port).is_none() {
             return Err(ConfigError::Missing("clientPort"));
         }
         Ok(config)

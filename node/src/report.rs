@@ -304,7 +304,7 @@ fn conf(ctx: &Ctx) -> fourlw::Conf {
     let me = config.servers.get(&ctx.shared.my_id);
     fourlw::Conf {
         client_port: ctx.client_addr.port(),
-        secure_client_port: config.tls.as_ref().map(|tls| tls.port),
+        secure_client_port: config.tls.as_ref().and_then(|tls| tls.port),
         data_dir: absolute(&ctx.snap_dir),
         data_log_dir: absolute(&ctx.log_dir),
         tick_time_ms: config.tick.as_millis() as u32,

@@ -211,10 +211,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         Some(bind) => Some(TcpListener::bind(bind.as_str()).await.map_err(io(format!("bind the client port {bind}")))?),
         None => None,
     };
-    let secure = secure_listener(&config).await?;
+    let tls = config.tls.as_ref().map(|settings| Tls::new(settings.clone())).transpose()?;
+    let secure = secure_listener(&config, &tls).await?;
     let client_addr = match (&client_listener, &secure) {
         (Some(listener), _) => listener.local_addr(),
-        (None, Some((listener, _))) => listener.local_addr(),
+        (None, Some(listener)) => listener.local_addr(),
         (None, None) => unreachable!("the config has a client port or a secure one"),
     }
     .map_err(io("client address"))?;
@@ -353,14 +354,21 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let admin = crate::admin::Endpoint::new(ctx.clone(), endpoint.command_url.clone());
         tasks.spawn("the admin server", ok(crate::http::serve("admin server", listener, admin, stopped.clone())));
     }
-    if let Some((listener, tls)) = secure {
+    if let Some(tls) = &tls {
+        tasks.spawn("the TLS file watcher", ok(crate::tls::reload::watch_files(tls.clone(), stopped.clone())));
+    }
+    if let (Some(listener), Some(tls)) = (secure, &tls) {
         let addr = listener.local_addr().map_err(io("secure client address"))?;
         tracing::info!(server = my_id, %addr, "serving TLS clients (secureClientPort)");
-        tasks.spawn("the TLS file watcher", ok(crate::tls::reload::watch_files(tls.clone(), stopped.clone())));
-        tasks.spawn("the secure client acceptor", ok(accept(ctx.clone(), listener, Some(tls), stopped.clone())));
+        let port = Port::Secure(tls.clone());
+        tasks.spawn("the secure client acceptor", ok(accept(ctx.clone(), listener, port, stopped.clone())));
     }
     if let Some(listener) = client_listener {
-        tasks.spawn("the client acceptor", ok(accept(ctx.clone(), listener, None, stopped)));
+        let port = match tls {
+            Some(tls) if tls.settings().port_unification => Port::Unified(tls),
+            _ => Port::Plain,
+        };
+        tasks.spawn("the client acceptor", ok(accept(ctx.clone(), listener, port, stopped)));
     }
     tracing::info!(client = %client_addr, standalone, "started");
     let fatal = ctx.shared.fatal.subscribe();
@@ -399,17 +407,30 @@ async fn ok(task: impl Future<Output = ()>) -> Result<(), String> {
     Ok(())
 }
 
-/// The secure client port's listener and TLS configuration, if `secureClientPort` is set.
-async fn secure_listener(config: &Config) -> Result<Option<(TcpListener, Arc<Tls>)>, StartError> {
-    let Some(settings) = &config.tls else { return Ok(None) };
-    let bind = format!("{}:{}", settings.address.as_deref().unwrap_or("0.0.0.0"), settings.port);
-    let tls = Tls::new(settings.clone())?;
+/// The secure client port's listener, if `secureClientPort` is set.
+async fn secure_listener(config: &Config, tls: &Option<Arc<Tls>>) -> Result<Option<TcpListener>, StartError> {
+    let (Some(settings), Some(_)) = (&config.tls, tls) else { return Ok(None) };
+    let Some(port) = settings.port else { return Ok(None) };
+    let bind = format!("{}:{port}", settings.address.as_deref().unwrap_or("0.0.0.0"));
     let listener = TcpListener::bind(bind.as_str()).await.map_err(io(format!("bind the secure client port {bind}")))?;
-    Ok(Some((listener, tls)))
+    Ok(Some(listener))
 }
 
-/// Accepts client connections until stopped; with `tls`, each does the TLS handshake first.
-async fn accept(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<Arc<Tls>>, mut stop: watch::Receiver<bool>) {
+/// What a client port speaks.
+enum Port {
+    /// ZooKeeper's protocol in plaintext.
+    Plain,
+    /// TLS first (`secureClientPort`).
+    Secure(Arc<Tls>),
+    /// Either, told by the first byte (`client.portUnification`).
+    Unified(Arc<Tls>),
+}
+
+/// The first byte of a TLS connection: a handshake record (ZooKeeper's `UnifiedServerSocket` looks for it).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Accepts client connections until stopped.
+async fn accept(ctx: Arc<Ctx>, listener: TcpListener, port: Port, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -425,15 +446,30 @@ async fn accept(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<Arc<Tls>>, mut
         };
         match ctx.shared.admission.admit(addr.ip()) {
             // The permit is taken before the handshake: a handshake holds a slot like any connection.
-            Ok(permit) => match &tls {
-                None => {
-                    let _ = stream.set_nodelay(true);
-                    drop(tokio::spawn(crate::conn::serve(ctx.clone(), stream, addr, Vec::new(), permit)))
-                }
-                Some(tls) => drop(tokio::spawn(secured(ctx.clone(), tls.clone(), stream, addr, permit))),
+            Ok(permit) => match &port {
+                Port::Plain => drop(tokio::spawn(plain(ctx.clone(), stream, addr, permit))),
+                Port::Secure(tls) => drop(tokio::spawn(secured(ctx.clone(), tls.clone(), stream, addr, permit))),
+                Port::Unified(tls) => drop(tokio::spawn(unified(ctx.clone(), tls.clone(), stream, addr, permit))),
             },
             Err(refused) => tracing::warn!(client = %addr, %refused, "connection refused"),
         }
+    }
+}
+
+/// Serves a plaintext connection.
+async fn plain(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, addr: SocketAddr, permit: Permit) {
+    let _ = stream.set_nodelay(true);
+    crate::conn::serve(ctx, stream, addr, Vec::new(), permit).await
+}
+
+/// Serves a connection to a unified port: TLS when its first byte starts a handshake, plaintext otherwise.
+/// Waiting for that byte is bounded like a handshake.
+async fn unified(ctx: Arc<Ctx>, tls: Arc<Tls>, stream: tokio::net::TcpStream, addr: SocketAddr, permit: Permit) {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => secured(ctx, tls, stream, addr, permit).await,
+        Ok(Ok(1)) => plain(ctx, stream, addr, permit).await,
+        _ => {}
     }
 }
 

@@ -6,7 +6,7 @@
 //! refuses a client without a certificate and one whose certificate the trust store does not vouch for; an
 //! `x509:` ACL admits its certificate's client and answers NOAUTH to another; the x509 super user reads it; a
 //! plaintext client on the secure port, and a connection that sends nothing, are closed while the server
-//! keeps serving; the key store is reloaded when it changes, and kept when the new file is bad (Ensemble only).
+//! keeps serving; with `client.portUnification=true` the plaintext port serves TLS clients too; the key store is reloaded when it changes, and kept when the new file is bad (Ensemble only).
 //! Runs against Apache ZooKeeper 3.8 too (`ENSEMBLE_TESTS_SERVER=zookeeper`).
 
 use std::io::Read;
@@ -35,6 +35,8 @@ fn kazoo_over_tls_with_client_certificates_and_x509_acls() {
             format!("ssl.trustStore.location={}", certs.path("ca.pem").display()),
             "ssl.trustStore.type=PEM".into(),
             format!("X509AuthenticationProvider.superUser={ADMIN_DN}"),
+            // The plaintext port takes TLS clients too.
+            "client.portUnification=true".into(),
         ],
         node_config: ports.iter().map(|p| vec![format!("secureClientPort={p}")]).collect(),
         ..Options::default()
@@ -105,6 +107,15 @@ fn kazoo_over_tls_with_client_certificates_and_x509_acls() {
         .kazoo(&secure[0].to_string(), Some("client1"), "assert zk.get('/t75')[0] == b'two'")
         .expect("still serving TLS");
     assert!(cluster.four_letter(0, "srvr").contains("Mode"), "the plaintext port still serves");
+
+    // client.portUnification: TLS and plaintext clients on the plaintext port.
+    let unified = cluster.client_addr(1).to_string();
+    certs
+        .kazoo(&unified, Some("client1"), "assert zk.get('/t75/mine')[0] == b'changed'")
+        .expect("TLS on the plain port");
+    python(&kazoo_script(&unified, "", "assert zk.get('/t75')[0] == b'two'")).expect("plaintext on the plain port");
+    let denied = python(&kazoo_script(&unified, "", "zk.get('/t75/mine')")).expect_err("no certificate, no x509 id");
+    assert!(denied.contains("NoAuthError"), "{denied}");
 
     if cluster.server_kind() == &Server::ZooKeeper {
         return; // ZooKeeper 3.8 reloads its stores on its own terms; the rest is Ensemble's reload.

@@ -72,8 +72,8 @@ pub struct Store {
 /// Client TLS as zoo.cfg configures it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsSettings {
-    /// `secureClientPort`.
-    pub port: u16,
+    /// `secureClientPort`; `None` when TLS is served on the plaintext port only (`client.portUnification`).
+    pub port: Option<u16>,
     /// `secureClientPortAddress`, default `clientPortAddress`'s, else all interfaces.
     pub address: Option<String>,
     /// `ssl.keyStore.location`: the server's certificate chain and private key, in one PEM file.
@@ -86,11 +86,15 @@ pub struct TlsSettings {
     pub protocols: Vec<Protocol>,
     /// `ssl.ciphersuites` as rustls names them; `None`: rustls's defaults.
     pub cipher_suites: Option<Vec<rustls::CipherSuite>>,
+    /// `client.portUnification`, default false: the plaintext port also takes TLS clients, told apart by their
+    /// first byte (ZooKeeper's `UnifiedServerSocket`).
+    pub port_unification: bool,
 }
 
 type Get<'a> = dyn Fn(&str) -> Option<(usize, &'a str)> + 'a;
 
-/// The TLS settings, `None` without `secureClientPort`; and the x509 super user's DN.
+/// The TLS settings, `None` without `secureClientPort` or `client.portUnification=true`; and the x509 super
+/// user's DN.
 pub fn settings(get: &Get<'_>) -> Result<(Option<TlsSettings>, Option<String>), ConfigError> {
     if let Some((line, v)) = get("serverCnxnFactory") {
         if v != NETTY_FACTORY && v != NIO_FACTORY {
@@ -102,15 +106,23 @@ pub fn settings(get: &Get<'_>) -> Result<(Option<TlsSettings>, Option<String>), 
             return Err(invalid(line, "authProvider.x509", v, &format!("only {X509_PROVIDER}")));
         }
     }
-    if let Some((line, v)) = get("client.portUnification") {
-        if !v.eq_ignore_ascii_case("false") {
-            return Err(invalid(line, "client.portUnification", v, "not supported yet: use secureClientPort"));
-        }
-    }
+    let port_unification = match get("client.portUnification") {
+        None => false,
+        Some((_, v)) if v.eq_ignore_ascii_case("true") => true,
+        Some((_, v)) if v.eq_ignore_ascii_case("false") => false,
+        Some((line, v)) => return Err(invalid(line, "client.portUnification", v, "true or false")),
+    };
     let super_user = get("X509AuthenticationProvider.superUser").map(|(_, v)| v.to_owned());
-    let Some((line, port)) = get("secureClientPort") else { return Ok((None, super_user)) };
-    let port =
-        port.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| invalid(line, "secureClientPort", port, "a port"))?;
+    let port = match get("secureClientPort") {
+        Some((line, port)) => Some(
+            port.parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| invalid(line, "secureClientPort", port, "a port"))?,
+        ),
+        None if port_unification => None,
+        None => return Ok((None, super_user)),
+    };
     let key_store = store(get, "ssl.keyStore")?.ok_or(ConfigError::Missing("ssl.keyStore.location"))?;
     let trust_store = store(get, "ssl.trustStore")?;
     let client_auth = match get("ssl.clientAuth") {
@@ -131,7 +143,8 @@ pub fn settings(get: &Get<'_>) -> Result<(Option<TlsSettings>, Option<String>), 
     };
     let cipher_suites = get("ssl.ciphersuites").map(cipher_suites).transpose()?;
     let address = get("secureClientPortAddress").or(get("clientPortAddress")).map(|(_, v)| v.to_owned());
-    let settings = TlsSettings { port, address, key_store, trust_store, client_auth, protocols, cipher_suites };
+    let settings =
+        TlsSettings { port, address, key_store, trust_store, client_auth, protocols, cipher_suites, port_unification };
     Ok((Some(settings), super_user))
 }
 
@@ -215,7 +228,7 @@ mod tests {
     #[test]
     fn zookeepers_defaults_need_a_client_certificate_over_tls_1_2() {
         let tls = parse(&BASE).unwrap().0.unwrap();
-        assert_eq!((tls.port, tls.client_auth, tls.protocols), (2281, ClientAuth::Need, vec![Protocol::Tls12]));
+        assert_eq!((tls.port, tls.client_auth, tls.protocols), (Some(2281), ClientAuth::Need, vec![Protocol::Tls12]));
         assert_eq!(tls.cipher_suites, None);
         assert_eq!(parse(&[]).unwrap().0, None);
     }
