@@ -252,6 +252,16 @@ mod tests {
     }
 
     #[test]
+    fn port_unification_needs_the_stores_but_no_secure_port() {
+        let tls = parse(&[("client.portUnification", "true"), BASE[1], BASE[2]]).unwrap().0.unwrap();
+        assert_eq!((tls.port, tls.port_unification), (None, true));
+        assert!(parse(&[("client.portUnification", "true")])
+            .unwrap_err()
+            .to_string()
+            .contains("ssl.keyStore.location"));
+    }
+
+    #[test]
     fn java_names_of_tls_1_3_suites_map_to_rustls() {
         let mut pairs = BASE.to_vec();
         pairs.push(("ssl.ciphersuites", "TLS_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"));
