@@ -273,6 +273,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         transport,
         log,
         durability: VecDeque::new(),
+        staged: Vec::new(),
         epochs,
         generation: 0,
         waiters: BTreeMap::new(),
@@ -331,6 +332,11 @@ struct Server {
     log: Log,
     /// Appends in flight, oldest first.
     durability: VecDeque<Durability>,
+    /// Appends the peer asked for and the WAL has not been handed yet: they go to it as one batch (one queue
+    /// entry, one completion, usually one fsync) once the events at hand are handled, or before anything that
+    /// must queue behind them (a truncation, a restart of the log, a restart of the peer). Already counted
+    /// in `log`, `undelivered` and `log.pending`, like an append in flight.
+    staged: Vec<(Zxid, Bytes)>,
     /// Epoch writes in flight.
     epochs: EpochWriter,
     /// How many times the peer was started over: epoch writes asked for by an earlier one are not reported
@@ -372,19 +378,23 @@ impl Server {
                     return self.stop(fault);
                 }
             }
+            if let Err(fault) = self.flush_appends().await {
+                return self.stop(fault);
+            }
             let event = tokio::select! {
-                Some(inbound) = inbound.recv() => match inbound {
-                    Inbound::Message(from, Message::Forward { data }) => {
-                        if let Err(mpsc::error::TrySendError::Full(_)) = self.forwarded_tx.try_send((from, data)) {
-                            tracing::warn!(server = self.me.0, peer = from.0, "forwarded requests queue full: dropping the peer");
-                            self.transport.disconnect(from);
+                Some(first) = inbound.recv() => {
+                    // Take what else has arrived too, so that its appends go to the WAL as one batch.
+                    let mut next = Some(first);
+                    while let Some(inbound_message) = next.take() {
+                        if let Some(event) = self.inbound_event(inbound_message) {
+                            self.events.push_back(event);
                         }
-                        continue;
+                        if self.events.len() < MAX_EVENTS_AT_ONCE {
+                            next = inbound.try_recv().ok();
+                        }
                     }
-                    Inbound::Message(from, m) => Event::Message(from, m),
-                    Inbound::Disconnected(peer) => Event::Disconnected(peer),
-                    Inbound::Connected(peer) => Event::Connected(peer),
-                },
+                    continue;
+                }
                 _ = ticker.tick() => {
                     self.log.trim();
                     Event::Tick(self.started.elapsed())
@@ -415,14 +425,42 @@ impl Server {
                     Err(fault) => return self.stop(fault),
                 },
                 _ = stop.changed() => return,
-                Some((txn, reply)) = proposals.recv() => {
-                    self.pending_proposal.push_back(reply);
-                    Event::Propose(txn)
+                Some(first) = proposals.recv() => {
+                    // Take the proposals waiting behind it too: their appends go to the WAL as one batch.
+                    let mut next = Some(first);
+                    while let Some((txn, reply)) = next.take() {
+                        self.pending_proposal.push_back(reply);
+                        self.events.push_back(Event::Propose(txn));
+                        if self.events.len() < MAX_EVENTS_AT_ONCE {
+                            next = proposals.try_recv().ok();
+                        }
+                    }
+                    continue;
                 }
                 else => return,
             };
             self.events.push_back(event);
         }
+    }
+
+    /// The event an inbound message makes for the peer; `None` for a forwarded request, handed to the node.
+    fn inbound_event(&self, inbound: Inbound) -> Option<Event> {
+        Some(match inbound {
+            Inbound::Message(from, Message::Forward { data }) => {
+                if let Err(mpsc::error::TrySendError::Full(_)) = self.forwarded_tx.try_send((from, data)) {
+                    tracing::warn!(
+                        server = self.me.0,
+                        peer = from.0,
+                        "forwarded requests queue full: dropping the peer"
+                    );
+                    self.transport.disconnect(from);
+                }
+                return None;
+            }
+            Inbound::Message(from, m) => Event::Message(from, m),
+            Inbound::Disconnected(peer) => Event::Disconnected(peer),
+            Inbound::Connected(peer) => Event::Connected(peer),
+        })
     }
 
     /// A fault of this server's: never go on as if the failed write had worked (dropping the server closes
@@ -461,6 +499,7 @@ impl Server {
 
     /// Starts the peer over from the disk, once every write asked of it is done.
     async fn restart_peer(&mut self, peer: &mut Peer, config: &PeerConfig) -> Result<Vec<Action>, LocalFault> {
+        self.flush_appends().await?;
         self.incoming = None;
         self.events.clear();
         // The new peer never heard of these proposals.
@@ -606,13 +645,32 @@ impl Server {
         });
     }
 
-    /// Queues a txn for the WAL (`leader`: the server it came from, if not this one's own proposal).
+    /// Stages a txn for the WAL (`leader`: the server it came from, if not this one's own proposal). A txn too
+    /// large to log is refused here, so that it is blamed on the leader that sent it.
     async fn append(&mut self, zxid: Zxid, txn: Bytes, leader: Option<ServerId>) -> Result<(), Fault> {
-        let pending =
-            self.wal.append_async(zxid, txn.clone()).await.map_err(|e| Fault::wal("append", zxid, e, leader))?;
+        let max = self.wal.max_payload();
+        if txn.len() > max {
+            return Err(Fault::wal("append", zxid, WalError::PayloadTooLarge { len: txn.len(), max }, leader));
+        }
+        if self.staged.len() >= MAX_STAGED {
+            self.flush_appends().await.map_err(Fault::Local)?;
+        }
         self.log.zxids.push_back(zxid);
         self.undelivered.insert(zxid, txn.clone());
-        self.log.pending.insert(zxid, txn);
+        self.log.pending.insert(zxid, txn.clone());
+        self.staged.push((zxid, txn));
+        Ok(())
+    }
+
+    /// Hands the staged txns to the WAL as one batch (waiting for room in its queue).
+    async fn flush_appends(&mut self) -> Result<(), LocalFault> {
+        let Some(&(last, _)) = self.staged.last() else { return Ok(()) };
+        let staged = std::mem::take(&mut self.staged);
+        let pending = self.wal.append_batch_async(staged).await.map_err(|source| LocalFault::Wal {
+            op: "append",
+            zxid: last,
+            source,
+        })?;
         self.durability.push_back(Box::pin(pending));
         Ok(())
     }
@@ -620,6 +678,7 @@ impl Server {
     /// Cuts the log after `zxid`, as `leader` said.
     async fn truncate(&mut self, zxid: Zxid, leader: Option<ServerId>) -> Result<(), Fault> {
         tracing::info!(after = %zxid, leader = leader.map(|l| l.0), "truncating the log (TRUNC): txns after this zxid never committed");
+        self.flush_appends().await.map_err(Fault::Local)?;
         // Truncation runs behind every queued append: its completion means all of it is durable.
         let truncation = self.wal.truncate_after(zxid).map_err(|e| Fault::wal("truncate after", zxid, e, leader))?;
         truncation.await.map_err(|e| Fault::wal("truncate after", zxid, e, None))?;
@@ -736,6 +795,7 @@ impl Server {
             .await
             .map_err(|e| Fault::task("stage the leader's snapshot", e))?
             .map_err(|e| Fault::snapshot("stage", e, leader))?;
+        self.flush_appends().await.map_err(Fault::Local)?;
         let restart = self.wal.restart_after(zxid).map_err(|e| Fault::wal("restart the log after", zxid, e, None))?;
         restart.await.map_err(|e| Fault::wal("restart the log after", zxid, e, None))?;
         // Appends from before (all done: the restart ran behind them) no longer matter.
@@ -755,6 +815,12 @@ impl Server {
         Ok(())
     }
 }
+
+/// Events taken from the inbound channel at once at most before they are handled.
+const MAX_EVENTS_AT_ONCE: usize = 256;
+
+/// Txns staged for the WAL at most before they are handed to it (a bound on one batch's size and latency).
+const MAX_STAGED: usize = 1024;
 
 /// Waits for the oldest append in flight; `None` when there is none (so that `select!` skips it).
 async fn next_durable(durability: &mut VecDeque<Durability>) -> Option<Result<Zxid, WalError>> {

@@ -95,8 +95,8 @@ pub(crate) struct Shared {
 /// What a try to enqueue did.
 pub(crate) enum Enqueue {
     Queued(Pending<Zxid>),
-    /// The queue is full; the payload comes back to try again.
-    Full(Bytes),
+    /// The queue is full; the records come back to try again.
+    Full(Vec<(Zxid, Bytes)>),
 }
 
 impl Shared {
@@ -140,14 +140,15 @@ impl Shared {
         self.push(state, records)
     }
 
-    /// Queues the append if there is room.
-    pub fn try_append(&self, zxid: Zxid, payload: Bytes) -> Result<Enqueue, WalError> {
+    /// Queues the records (one append, or a batch covered by one fsync) if there is room for all of them.
+    pub fn try_append(&self, records: Vec<(Zxid, Bytes)>) -> Result<Enqueue, WalError> {
         let state = self.lock();
         check_usable(&state)?;
-        if !self.has_room(&state, payload.len(), 1) {
-            return Ok(Enqueue::Full(payload));
+        let bytes = records.iter().map(|(_, p)| p.len()).sum();
+        if !self.has_room(&state, bytes, records.len()) {
+            return Ok(Enqueue::Full(records));
         }
-        self.push(state, vec![(zxid, payload)]).map(Enqueue::Queued)
+        self.push(state, records).map(Enqueue::Queued)
     }
 
     /// Queues a control command (not bounded: there is at most one per caller, and they are rare).

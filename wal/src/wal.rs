@@ -155,17 +155,37 @@ impl Wal {
 
     /// Like [`Wal::append`], but waits for room in the queue without blocking the thread.
     pub async fn append_async(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<Pending<Zxid>, WalError> {
-        let mut payload = self.check_payload(payload.into())?;
+        let payload = self.check_payload(payload.into())?;
+        self.enqueue_async(vec![(zxid, payload)]).await
+    }
+
+    /// Like [`Wal::append_batch`], but waits for room in the queue without blocking the thread.
+    pub async fn append_batch_async(&self, records: Vec<(Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
+        if records.is_empty() {
+            return Err(WalError::EmptyBatch);
+        }
+        let records =
+            records.into_iter().map(|(z, p)| self.check_payload(p).map(|p| (z, p))).collect::<Result<_, _>>()?;
+        self.enqueue_async(records).await
+    }
+
+    /// Queues `records` as soon as the queue has room for all of them, waiting for it without blocking.
+    async fn enqueue_async(&self, mut records: Vec<(Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
         loop {
             let room = std::pin::pin!(self.shared.room_async.notified());
             let mut room = room;
             room.as_mut().enable();
-            match self.shared.try_append(zxid, payload)? {
+            match self.shared.try_append(records)? {
                 Enqueue::Queued(pending) => return Ok(pending),
-                Enqueue::Full(back) => payload = back,
+                Enqueue::Full(back) => records = back,
             }
             room.await;
         }
+    }
+
+    /// The largest payload an append takes ([`crate::WalOptions::max_payload`]).
+    pub fn max_payload(&self) -> usize {
+        self.shared.options.max_payload
     }
 
     fn check_payload(&self, payload: Bytes) -> Result<Bytes, WalError> {
