@@ -89,14 +89,20 @@ pub const WINDOW: usize = 1000;
 pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<Item>) {
     let (tick, ttl_enabled, enforce_quota) =
         (shared.config.tick, shared.config.extended_types, shared.config.enforce_quota);
+    let failed = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(watch::channel(0).0);
+    let (outcomes, resolving) = mpsc::channel(WINDOW);
+    // Ends when the pipeline drops its sender; should it die, the pipeline's next send fails and says so.
+    tokio::spawn(resolve(resolving, failed.clone(), completed.clone()));
     let mut pipeline = Pipeline {
         shared,
         role: handle.role.clone(),
         handle,
         spec: None,
-        failed: Arc::new(AtomicBool::new(false)),
+        failed,
         submitted: 0,
-        completed: Arc::new(watch::channel(0).0),
+        completed,
+        outcomes,
         sessions: HashMap::new(),
         options: PrepOptions { ttl_enabled, enforce_quota },
     };
@@ -143,6 +149,8 @@ struct Pipeline {
     /// Proposals submitted, and the count of those resolved (committed or failed, in order).
     submitted: u64,
     completed: Arc<watch::Sender<u64>>,
+    /// Each submitted proposal's fate, in submission order, for [`resolve`].
+    outcomes: mpsc::Sender<(u64, Outcome)>,
     /// The sessions this leader tracks.
     sessions: HashMap<SessionId, Tracked>,
     options: PrepOptions,
@@ -302,17 +310,12 @@ impl Pipeline {
             Ok(outcome) => {
                 self.submitted += 1;
                 self.shared.stats.proposal_sizes.record(size);
-                let (failed, completed, seq) = (self.failed.clone(), self.completed.clone(), self.submitted);
-                tokio::spawn(async move {
-                    match outcome.await {
-                        Ok(Ok(_)) => {}
-                        outcome => {
-                            tracing::debug!(?outcome, "a proposal failed: the speculative tree will be rebuilt");
-                            failed.store(true, Ordering::Release);
-                        }
-                    }
-                    completed.send_modify(|done| *done = (*done).max(seq));
-                });
+                // Room is certain (at most WINDOW in flight); a closed channel means `resolve` died.
+                if self.outcomes.send((self.submitted, outcome)).await.is_err() {
+                    tracing::error!("the task resolving proposals is gone: the speculative tree will be rebuilt");
+                    self.failed.store(true, Ordering::Release);
+                    return false;
+                }
                 true
             }
             Err(_) => {
@@ -320,6 +323,28 @@ impl Pipeline {
                 false
             }
         }
+    }
+}
+
+/// What tells a proposal's fate.
+type Outcome = oneshot::Receiver<Result<wal::Zxid, replication::runtime::CommitError>>;
+
+/// Counts proposals as they resolve, in order (one task for all of them, not one per proposal): a failure
+/// marks the speculative tree stale, and `completed` moves on either way (syncs and the window wait on it).
+async fn resolve(
+    mut outcomes: mpsc::Receiver<(u64, Outcome)>,
+    failed: Arc<AtomicBool>,
+    completed: Arc<watch::Sender<u64>>,
+) {
+    while let Some((seq, outcome)) = outcomes.recv().await {
+        match outcome.await {
+            Ok(Ok(_)) => {}
+            outcome => {
+                tracing::debug!(?outcome, "a proposal failed: the speculative tree will be rebuilt");
+                failed.store(true, Ordering::Release);
+            }
+        }
+        completed.send_modify(|done| *done = (*done).max(seq));
     }
 }
 

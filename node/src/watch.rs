@@ -180,6 +180,10 @@ impl Watches {
             Change::Deleted(p) => (p, event::NODE_DELETED, &[Kind::Data, Kind::Child]),
             Change::ChildrenChanged(p) => (p, event::NODE_CHILDREN_CHANGED, &[Kind::Child]),
         };
+        if self.by_path.is_empty() {
+            // No watch anywhere (a write-heavy load often has none): skip the lookups and their owned keys.
+            return;
+        }
         let mut told = BTreeSet::new();
         for &kind in one_shot {
             let key = (kind, path.to_owned());

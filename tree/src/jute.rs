@@ -93,8 +93,12 @@ pub trait JuteRead: Buf {
     }
     /// A `ustring` (null reads as empty).
     fn read_string(&mut self) -> Result<String, JuteError> {
-        let bytes = self.read_buffer()?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| JuteError::BadUtf8)
+        let Some(len) = self.read_len()? else { return Ok(String::new()) };
+        self.need(len)?;
+        // Straight into the string's own buffer: one allocation, not a `Bytes` and then a copy of it.
+        let mut bytes = Vec::with_capacity(len);
+        bytes.put((&mut *self).take(len));
+        String::from_utf8(bytes).map_err(|_| JuteError::BadUtf8)
     }
     /// A `vector` count, checked against the bytes left assuming each element takes at least `min_size` bytes.
     fn read_count(&mut self, min_size: usize) -> Result<usize, JuteError> {
