@@ -24,29 +24,40 @@ pub fn validate_path(path: &str, sequential: bool) -> Result<(), InvalidPath> {
 }
 
 fn validate(path: &str) -> Result<(), InvalidPath> {
-    let fail = |reason: String| Err(InvalidPath { path: path.to_owned(), reason });
+    // ZooKeeper checks UTF-16 code units (Java chars), and the positions it reports count them. An ASCII path's
+    // bytes are its code units: no copy needed.
+    if path.is_ascii() {
+        let bytes = path.as_bytes();
+        return validate_units(path, bytes.len(), |i| u16::from(bytes[i]));
+    }
     let chars: Vec<u16> = path.encode_utf16().collect();
-    if chars.is_empty() {
+    validate_units(path, chars.len(), |i| chars[i])
+}
+
+/// Checks the `len` UTF-16 code units of `path`, `at(i)` being the i-th.
+fn validate_units(path: &str, len: usize, at: impl Fn(usize) -> u16) -> Result<(), InvalidPath> {
+    let fail = |reason: String| Err(InvalidPath { path: path.to_owned(), reason });
+    if len == 0 {
         return fail("Path length must be > 0".into());
     }
-    if chars[0] != u16::from(b'/') {
+    if at(0) != u16::from(b'/') {
         return fail("Path must start with / character".into());
     }
-    if chars.len() == 1 {
+    if len == 1 {
         return Ok(());
     }
-    if chars[chars.len() - 1] == u16::from(b'/') {
+    if at(len - 1) == u16::from(b'/') {
         return fail("Path must not end with / character".into());
     }
     let (slash, dot) = (u16::from(b'/'), u16::from(b'.'));
-    let segment_end = |i: usize| i + 1 == chars.len() || chars[i + 1] == slash;
-    for i in 1..chars.len() {
-        let (c, last) = (chars[i], chars[i - 1]);
+    let segment_end = |i: usize| i + 1 == len || at(i + 1) == slash;
+    for i in 1..len {
+        let (c, last) = (at(i), at(i - 1));
         let reason = if c == 0 {
             "null character not allowed"
         } else if c == slash && last == slash {
             "empty node name specified"
-        } else if c == dot && (last == slash || (last == dot && i >= 2 && chars[i - 2] == slash)) && segment_end(i) {
+        } else if c == dot && (last == slash || (last == dot && i >= 2 && at(i - 2) == slash)) && segment_end(i) {
             "relative paths not allowed"
         } else if matches!(c, 0x0001..=0x001f | 0x007f..=0x009f | 0xd800..=0xf8ff | 0xfff0..=0xffff) {
             "invalid character"

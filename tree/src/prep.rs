@@ -5,6 +5,7 @@
 //! The ops of a multi see the effects of the ops before them, through an [`Overlay`] of pending changes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::acl::{self, perms, Acl, Id};
 use crate::code::{op, Code};
@@ -123,7 +124,8 @@ struct View {
     aversion: i32,
     owner: i64,
     children: usize,
-    acl: Vec<Acl>,
+    /// Shared with the tree's ACL table unless a pending change set it.
+    acl: Arc<[Acl]>,
     /// Its data length, for the quota check of a setData.
     data_len: usize,
 }
@@ -132,12 +134,15 @@ struct View {
 pub struct Overlay<'a> {
     tree: &'a DataTree,
     changes: HashMap<String, Option<View>>,
+    /// Whether changes are kept: only the ops of a multi read what an op before them changed (a single op
+    /// reads everything before it sets anything), so a single op keeps none.
+    record: bool,
 }
 
 impl<'a> Overlay<'a> {
-    /// No pending changes.
-    pub fn new(tree: &'a DataTree) -> Overlay<'a> {
-        Overlay { tree, changes: HashMap::new() }
+    /// No pending changes; `record`: keep the changes, for the ops of a multi that follow.
+    pub fn new(tree: &'a DataTree, record: bool) -> Overlay<'a> {
+        Overlay { tree, changes: HashMap::new(), record }
     }
 
     fn get(&self, path: &str) -> Option<View> {
@@ -151,19 +156,21 @@ impl<'a> Overlay<'a> {
             aversion: node.stat.aversion,
             owner: node.stat.ephemeral_owner,
             children: node.children.len(),
-            acl: self.tree.acl_of(node).to_vec(),
+            acl: self.tree.acl_of(node),
             data_len: quota::data_len(node) as usize,
         })
     }
 
     fn set(&mut self, path: &str, view: Option<View>) {
-        self.changes.insert(path.to_owned(), view);
+        if self.record {
+            self.changes.insert(path.to_owned(), view);
+        }
     }
 }
 
 /// Turns `request` into a txn (its op code and body); a failed check gives an error txn.
 pub fn prep(tree: &DataTree, caller: &Caller, options: PrepOptions, request: &Request) -> (i32, Txn) {
-    let mut overlay = Overlay::new(tree);
+    let mut overlay = Overlay::new(tree, matches!(request, Request::Multi(_)));
     if let Request::Multi(ops) = request {
         return (op::MULTI, prep_multi(&mut overlay, caller, options, ops));
     }
@@ -217,7 +224,7 @@ fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request:
             let node = o.get(path).ok_or(Code::NoNode)?;
             check_acl(&node.acl, perms::ADMIN, caller)?;
             let version = next_version(node.aversion, *version)?;
-            o.set(path, Some(View { aversion: version, acl: acl.clone(), ..node }));
+            o.set(path, Some(View { aversion: version, acl: Arc::from(acl.clone()), ..node }));
             Ok((op::SET_ACL, Txn::SetAcl { path: path.clone(), acl, version }))
         }
         Request::Check { path, version } => {
@@ -301,7 +308,15 @@ fn prep_create(
     o.set(parent_path, Some(View { cversion: parent_cversion, children: parent.children + 1, ..parent }));
     o.set(
         &path,
-        Some(View { version: 0, cversion: 0, aversion: 0, owner, children: 0, acl, data_len: data_len(data) }),
+        Some(View {
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            owner,
+            children: 0,
+            acl: Arc::from(acl),
+            data_len: data_len(data),
+        }),
     );
     Ok((op_out, txn))
 }
