@@ -127,7 +127,7 @@ fn read_node(buf: &mut &[u8]) -> Result<(String, Node, AclId), JuteError> {
     let data = buf.read_nullable_buffer()?;
     let acl = buf.read_long()?;
     let stat = StatPersisted::read(buf)?;
-    Ok((path, Node { data, acl, stat, children: Default::default() }, acl))
+    Ok((path, Node::new(data, acl, stat), acl))
 }
 
 trait ReadTag {

@@ -42,11 +42,15 @@ pub struct Node {
     pub stat: StatPersisted,
     /// The names of its children.
     pub children: BTreeSet<String>,
+    /// What it adds to the tree's digest under its path, kept up to date by the tree (as ZooKeeper's
+    /// `DataNode` caches its digest): a change subtracts it instead of hashing the node as it was.
+    digest: u64,
 }
 
 impl Node {
-    fn new(data: Data, acl: AclId, stat: StatPersisted) -> Node {
-        Node { data, acl, stat, children: BTreeSet::new() }
+    /// A node without children (a tree inserting it fills in its digest).
+    pub fn new(data: Data, acl: AclId, stat: StatPersisted) -> Node {
+        Node { data, acl, stat, children: BTreeSet::new(), digest: 0 }
     }
 
     /// Its data's bytes (none for null data).
@@ -59,8 +63,8 @@ impl Node {
         self.stat.to_client(self.bytes().len(), self.children.len())
     }
 
-    /// What it adds to the tree's digest.
-    fn digest(&self, path: &str) -> u64 {
+    /// What it adds to the tree's digest, hashed afresh.
+    fn compute_digest(&self, path: &str) -> u64 {
         node_digest(path, self.bytes(), &self.stat)
     }
 }
@@ -315,8 +319,9 @@ impl DataTree {
     }
 
     fn set_data(&mut self, path: &str, data: &Data, version: i32, h: &TxnHeader) -> Applied {
-        let before = self.nodes.get(path).map(quota::data_len);
+        let mut before = None;
         let stat = self.update(path, |n| {
+            before = Some(quota::data_len(n));
             n.data = data.clone();
             n.stat.version = version;
             n.stat.mtime = h.time;
@@ -403,16 +408,18 @@ impl DataTree {
     /// Changes a node, keeping the digest in step; returns its new client stat (`None`: no such node).
     pub(crate) fn update(&mut self, path: &str, change: impl FnOnce(&mut Node)) -> Option<Stat> {
         let node = self.nodes.get_mut(path)?;
-        let (before, len) = (node.digest(path), node.bytes().len() as u64);
+        let (before, len) = (node.digest, node.bytes().len() as u64);
         change(node);
-        self.digest = self.digest.wrapping_sub(before).wrapping_add(node.digest(path));
+        node.digest = node.compute_digest(path);
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(node.digest);
         self.data_size = self.data_size - len + node.bytes().len() as u64;
         Some(node.client_stat())
     }
 
-    fn insert(&mut self, path: String, node: Node) {
+    fn insert(&mut self, path: String, mut node: Node) {
         debug_assert!(!self.nodes.contains_key(&path));
-        self.digest = self.digest.wrapping_add(node.digest(&path));
+        node.digest = node.compute_digest(&path);
+        self.digest = self.digest.wrapping_add(node.digest);
         self.data_size += (path.len() + node.bytes().len()) as u64;
         match OwnerKind::of(node.stat.ephemeral_owner) {
             OwnerKind::Ephemeral(owner) => drop(self.ephemerals.entry(owner).or_default().insert(path.clone())),
@@ -424,7 +431,7 @@ impl DataTree {
 
     fn remove(&mut self, path: &str) -> Option<Node> {
         let node = self.nodes.remove(path)?;
-        self.digest = self.digest.wrapping_sub(node.digest(path));
+        self.digest = self.digest.wrapping_sub(node.digest);
         self.data_size -= (path.len() + node.bytes().len()) as u64;
         match OwnerKind::of(node.stat.ephemeral_owner) {
             OwnerKind::Ephemeral(owner) => {
@@ -489,7 +496,11 @@ impl DataTree {
     pub fn validate(&self) -> Result<(), String> {
         let (mut digest, mut size) = (0u64, 0u64);
         for (p, node) in &self.nodes {
-            digest = digest.wrapping_add(node.digest(p));
+            let computed = node.compute_digest(p);
+            if node.digest != computed {
+                return Err(format!("{p}: cached digest {:#x}, computed {computed:#x}", node.digest));
+            }
+            digest = digest.wrapping_add(computed);
             size += (p.len() + node.bytes().len()) as u64;
             if p != "/" {
                 let parent = self.nodes.get(path::parent(p)).ok_or_else(|| format!("{p} has no parent"))?;

@@ -145,7 +145,7 @@ pub fn load_snapshot(
             OPEN_ACL_INDEX => &open,
             index => acls.get(&index).ok_or("undefined ACL index")?,
         };
-        let loaded = Node { data: node.data, acl: 0, stat: node.stat, children: Default::default() };
+        let loaded = Node::new(node.data, 0, node.stat);
         tree.load_node(node.path.clone(), loaded, acl).map_err(|code| match code {
             Code::NoNode => format!("{}: its parent is not before it", node.path),
             _ => format!("{}: loaded twice", node.path),
@@ -165,12 +165,7 @@ fn add_system_nodes(tree: &mut DataTree) {
         if tree.get(path).is_none() {
             let node = fresh.get(path).expect("a fresh tree has its system nodes");
             let acl = fresh.acl_of(node).to_vec();
-            let loaded = Node {
-                data: node.data.clone(),
-                acl: 0,
-                stat: StatPersisted { ..node.stat },
-                children: Default::default(),
-            };
+            let loaded = Node::new(node.data.clone(), 0, StatPersisted { ..node.stat });
             // The parent exists: the root is always the snapshot's first node, and /zookeeper comes first here.
             let _ = tree.load_node(path.to_owned(), loaded, &acl);
         }
