@@ -10,28 +10,22 @@ use tree::prep::Request;
 
 /// The write for a client request, or `None` for a request that is not a write.
 pub fn to_prep(op_code: i32, request: &Wire) -> Option<Request> {
+    into_prep(op_code, request.clone())
+}
+
+/// [`to_prep`] taking the request, so its path, data and ACL move instead of being copied.
+pub fn into_prep(op_code: i32, request: Wire) -> Option<Request> {
     Some(match (op_code, request) {
         (
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL,
             Wire::Create { path, data, acl, flags, ttl },
-        ) => Request::Create {
-            op: op_code,
-            path: path.clone(),
-            data: data.clone(),
-            acl: acl.clone(),
-            flags: *flags,
-            ttl: ttl.unwrap_or(-1),
-        },
-        (op::DELETE, Wire::Delete { path, version }) => Request::Delete { path: path.clone(), version: *version },
-        (op::SET_DATA, Wire::SetData { path, data, version }) => {
-            Request::SetData { path: path.clone(), data: data.clone(), version: *version }
-        }
-        (op::SET_ACL, Wire::SetAcl { path, acl, version }) => {
-            Request::SetAcl { path: path.clone(), acl: acl.clone(), version: *version }
-        }
-        (op::CHECK, Wire::Check { path, version }) => Request::Check { path: path.clone(), version: *version },
+        ) => Request::Create { op: op_code, path, data, acl, flags, ttl: ttl.unwrap_or(-1) },
+        (op::DELETE, Wire::Delete { path, version }) => Request::Delete { path, version },
+        (op::SET_DATA, Wire::SetData { path, data, version }) => Request::SetData { path, data, version },
+        (op::SET_ACL, Wire::SetAcl { path, acl, version }) => Request::SetAcl { path, acl, version },
+        (op::CHECK, Wire::Check { path, version }) => Request::Check { path, version },
         (op::MULTI, Wire::Multi(ops)) => {
-            Request::Multi(ops.iter().map(|(sub, r)| to_prep(*sub, r)).collect::<Option<Vec<_>>>()?)
+            Request::Multi(ops.into_iter().map(|(sub, r)| into_prep(sub, r)).collect::<Option<Vec<_>>>()?)
         }
         (op::CLOSE_SESSION, _) => Request::CloseSession,
         _ => return None,
@@ -89,7 +83,7 @@ pub fn decode(op_code: i32, body: &[u8]) -> Result<Request, JuteError> {
         op::CLOSE_SESSION => Request::CloseSession,
         _ => {
             let wire = Wire::read(op_code, &mut buf)?;
-            to_prep(op_code, &wire).ok_or_else(|| JuteError::Invalid(format!("op {op_code} is not a write")))?
+            into_prep(op_code, wire).ok_or_else(|| JuteError::Invalid(format!("op {op_code} is not a write")))?
         }
     };
     if !buf.is_empty() {
