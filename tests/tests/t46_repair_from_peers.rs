@@ -124,9 +124,32 @@ fn damage_committed_record(cluster: &Cluster, i: usize, nth: usize) -> Zxid {
 /// Stops every node, the followers first: the leader then steps down without a new epoch, so that every log
 /// ends in the same epoch and zxid (a follower stopped after the leader could see a new epoch the others lack).
 fn stop_all(cluster: &Cluster) {
+    settle(cluster);
     let leader = cluster.leader();
     for i in cluster.followers().into_iter().chain([leader]) {
         cluster.stop(i);
+    }
+}
+
+/// Waits until every node has applied the same last zxid: a txn still in flight when the nodes stop (the
+/// closeSession of a client just dropped) could otherwise be committed by two nodes and not the third, and a
+/// test that then damages those two expects the third to hold everything.
+fn settle(cluster: &Cluster) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let zxids = || -> Vec<Option<i64>> {
+        (0..cluster.len()).map(|i| ensemble_tests::fourlw::parse_zxid(&cluster.four_letter(i, "srvr"))).collect()
+    };
+    loop {
+        let now = zxids();
+        if now.iter().all(|z| z.is_some() && *z == now[0]) {
+            // And no txn arrives after it (a close proposed just now).
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            if zxids() == now {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the nodes did not agree on a last zxid: {now:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
