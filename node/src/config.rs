@@ -161,6 +161,8 @@ pub struct Config {
     /// The subject DN whose client certificate makes a session super (ZooKeeper's system property
     /// `zookeeper.X509AuthenticationProvider.superUser`, here a config key).
     pub x509_super_user: Option<String>,
+    /// Quorum TLS (`sslQuorum`, `portUnification` and the `ssl.quorum.*` keys), `None` when both are off.
+    pub quorum_tls: Option<crate::tls::config::QuorumSettings>,
 }
 
 /// Where the Prometheus `/metrics` endpoint listens: `metricsProvider.httpHost` (default `0.0.0.0`) and
@@ -286,7 +288,12 @@ impl Config {
                 servers.insert(id, parse_server(*line, key, value)?);
             } else if IGNORED.contains(&key.as_str()) {
                 tracing::warn!(line, key, "ZooKeeper setting ignored by Ensemble");
-            } else if let Some(k) = KEYS.iter().chain(&crate::tls::config::KEYS).find(|k| **k == key) {
+            } else if let Some(k) = KEYS
+                .iter()
+                .chain(&crate::tls::config::KEYS)
+                .chain(&crate::tls::config::QUORUM_KEYS)
+                .find(|k| **k == key)
+            {
                 known.insert(k, (*line, value.clone()));
             } else {
                 return Err(ConfigError::UnknownKey { line: *line, key: key.clone() });
@@ -303,6 +310,7 @@ impl Config {
         }
         let jute_max_buffer = number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=MAX_JUTE_BUFFER)?;
         let (tls, x509_super_user) = crate::tls::config::settings(&get)?;
+        let quorum_tls = crate::tls::config::quorum_settings(&get)?;
         let config = Config {
             tick,
             init_limit: number(get("initLimit"), "initLimit", 10, 1..=u32::MAX)?,
@@ -365,6 +373,7 @@ impl Config {
             my_id: None,
             tls,
             x509_super_user,
+            quorum_tls,
         };
         if config.local_sessions {
             tracing::warn!(

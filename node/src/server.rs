@@ -36,6 +36,7 @@ use crate::repair;
 use crate::session::SessionIds;
 use crate::shared::{lock, Out, Shared, Stats};
 use crate::throttle::{self, Throttle};
+use crate::tls::quorum::QuorumTls;
 use crate::tls::Tls;
 use tree::acl::Id;
 
@@ -212,6 +213,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None => None,
     };
     let tls = config.tls.as_ref().map(|settings| Tls::new(settings.clone())).transpose()?;
+    // Quorum TLS (`sslQuorum`, `portUnification`): a standalone server has no peers to secure.
+    let quorum_tls = match &config.quorum_tls {
+        Some(settings) if !standalone => Some(QuorumTls::new(settings.clone(), &config.servers)?),
+        _ => None,
+    };
     let secure = secure_listener(&config, &tls).await?;
     let client_addr = match (&client_listener, &secure) {
         (Some(listener), _) => listener.local_addr(),
@@ -284,7 +290,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         dir: log_dir.clone(),
         wal: options,
         snapshots: Some(snap_dir.clone()),
-        transport: TransportConfig { max_frame: limits.peer_frame, ..TransportConfig::default() },
+        transport: TransportConfig {
+            max_frame: limits.peer_frame,
+            security: match &quorum_tls {
+                Some(quorum_tls) => quorum_tls.clone(),
+                None => Arc::new(replication::security::Plaintext),
+            },
+            ..TransportConfig::default()
+        },
         monitor: Arc::new(stats.instruments.clone()),
     };
     let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
@@ -356,6 +369,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     if let Some(tls) = &tls {
         tasks.spawn("the TLS file watcher", ok(crate::tls::reload::watch_files(tls.clone(), stopped.clone())));
+    }
+    if let Some(quorum_tls) = quorum_tls.filter(|q| q.settings().reload) {
+        tasks.spawn("the quorum TLS file watcher", ok(crate::tls::reload::watch_files(quorum_tls, stopped.clone())));
     }
     if let (Some(listener), Some(tls)) = (secure, &tls) {
         let addr = listener.local_addr().map_err(io("secure client address"))?;

@@ -6,7 +6,7 @@
 //! proposal pipeline and a follower's log), [`discovery`] (the new epoch) and [`sync`] (the DIFF / TRUNC / SNAP
 //! plan), [`follower_sync`] and [`leader_sync`] (both sides of sync, in the order that keeps committed txns).
 //! [`peer`] ties the phases together (with heartbeats and step-down), [`transport`] carries messages over
-//! TCP, [`streams`] makes what a syncing follower needs (txns, or a snapshot and txns) as its connection
+//! TCP (secured before its handshake by [`security`]), [`streams`] makes what a syncing follower needs (txns, or a snapshot and txns) as its connection
 //! drains, and [`runtime`] drives a peer with a WAL, the snapshot directory and the transport. [`fault`] says
 //! whose fault each runtime error is (this server's stops it, a peer's drops the link to it), and [`leave`] why a
 //! server goes back to electing; [`monitor`] is what it tells an operator's metrics, [`repairing`] marks a server that
@@ -40,6 +40,7 @@ pub mod peer;
 pub mod quorum;
 pub mod repairing;
 pub mod runtime;
+pub mod security;
 pub mod streams;
 pub mod sync;
 pub mod transport;

@@ -23,6 +23,13 @@
 //!   ([`crate::peer::Event::Disconnected`]) learns of it as it would of a broken TCP stream.
 //! - Whatever a peer sends is its fault, never this server's: a frame that does not decode, one over
 //!   `max_frame`, a bad handshake ([`LinkFault`]) drops that link, logged at warn with the peer and the reason.
+//! - Before the id, each connection is upgraded by the configured [`PeerSecurity`] (plain TCP by default, TLS
+//!   in the node with `sslQuorum`): the listener upgrades, reads the id, and asks [`PeerSecurity::admit`]
+//!   whether what the connection proved (a certificate) allows that id; the dialer upgrades (checking that the
+//!   other end is the server it dialed) and then sends its id. Upgrade and id together are bounded by the
+//!   handshake timeout, and an accepted connection holds one of the [`MAX_HANDSHAKES`] places until both are
+//!   done. A failed upgrade or a refused identity is the peer's fault ([`LinkFault::Secure`],
+//!   [`LinkFault::Identity`]) and is logged like the other refusals.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,20 +39,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::message::{DecodeError, Message, PeerCodec, ServerId};
+use crate::security::{BoxedStream, PeerIdentity, PeerSecurity, Plaintext};
 
 /// Connections waiting for their handshake (or, claiming a connected server's id, for their first frame) at
 /// most: more are closed as they come, so a flood of connections holds a bounded number of sockets and tasks.
 pub const MAX_HANDSHAKES: usize = 64;
 
-/// How long a connection has to send its server id, and one claiming a connected server's id its first frame.
+/// How long a connection has to finish its upgrade ([`PeerSecurity`]) and send its server id, and one claiming a
+/// connected server's id its first frame.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A listener whose accept fails (out of file descriptors, say) waits this long before it tries again.
@@ -112,6 +120,19 @@ pub enum LinkFault {
     /// The peer does not drain its send queue.
     #[error("its send queue is full (it does not read)")]
     QueueFull,
+    /// The connection could not be secured: a failed TLS handshake (a certificate the trust store does not
+    /// vouch for, or none; a plaintext peer where TLS is required; no common version or suite).
+    #[error("secure handshake: {0}")]
+    Secure(String),
+    /// The peer's verified identity (its certificate) does not allow the server id it claims, or the server
+    /// dialed is not the one its certificate names.
+    #[error("claims to be server {claimed}, but {reason}")]
+    Identity {
+        /// The server id it claimed.
+        claimed: u64,
+        /// Why its identity does not allow it.
+        reason: String,
+    },
 }
 
 /// What the transport reports.
@@ -172,7 +193,7 @@ pub trait Transport: Send + Sync {
 }
 
 /// Transport settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct TransportConfig {
     /// The largest frame accepted or sent.
     pub max_frame: usize,
@@ -184,6 +205,20 @@ pub struct TransportConfig {
     pub inbound: usize,
     /// First and longest reconnect delays.
     pub backoff: (Duration, Duration),
+    /// How connections are secured before the handshake; [`Plaintext`] by default.
+    pub security: Arc<dyn PeerSecurity>,
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("max_frame", &self.max_frame)
+            .field("queue", &self.queue)
+            .field("queue_bytes", &self.queue_bytes)
+            .field("inbound", &self.inbound)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for TransportConfig {
@@ -194,6 +229,7 @@ impl Default for TransportConfig {
             queue_bytes: 256 << 20,
             inbound: 16384,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+            security: Arc::new(Plaintext),
         }
     }
 }
@@ -368,37 +404,48 @@ async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>
     }
 }
 
-type Reader = FramedRead<OwnedReadHalf, PeerCodec>;
+type Reader = FramedRead<ReadHalf<BoxedStream>, PeerCodec>;
 
 /// An accepted connection, ready to run: its reader (with anything read past the first frame), its writer,
 /// and the first frame when it had to send one before it was let in.
 struct Halves {
     reader: Reader,
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<BoxedStream>,
     first: Option<Message>,
 }
 
-/// Reads a dialer's server id and checks it: known, higher than ours, and, if that server is connected
-/// already, followed by a frame that decodes within the timeout.
+/// Upgrades a dialer's connection, reads its server id and checks it: known, allowed by what the connection
+/// proved, higher than ours, and, if that server is connected already, followed by a frame that decodes within
+/// the timeout.
 async fn accept(
     shared: &Shared,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     known: &[ServerId],
-) -> Result<(ServerId, Reader, OwnedWriteHalf, Option<Message>), LinkFault> {
-    let id = match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_u64()).await {
-        Ok(Ok(id)) => id,
-        Ok(Err(error)) => return Err(LinkFault::Handshake(error)),
+) -> Result<(ServerId, Reader, WriteHalf<BoxedStream>, Option<Message>), LinkFault> {
+    let _ = stream.set_nodelay(true);
+    let security = shared.config.security.clone();
+    let handshake = async move {
+        let (mut stream, identity) = security.accept(stream, addr).await?;
+        let id = stream.read_u64().await.map_err(LinkFault::Handshake)?;
+        Ok::<_, LinkFault>((stream, identity, id))
+    };
+    let (stream, identity, id) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(handshake) => handshake?,
         Err(_) => return Err(LinkFault::HandshakeTimeout(HANDSHAKE_TIMEOUT)),
     };
     let peer = ServerId(id);
     if !known.contains(&peer) {
         return Err(LinkFault::UnknownServer(id));
     }
+    shared.config.security.admit(peer, &identity)?;
     if peer <= shared.me {
         return Err(LinkFault::WrongDialer(id));
     }
-    let (read, writer) = stream.into_split();
+    if let PeerIdentity::Certificate(_) = identity {
+        tracing::debug!(server = shared.me.0, peer = id, %addr, "a peer proved its identity with a certificate");
+    }
+    let (read, writer) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read, PeerCodec::new(shared.config.max_frame));
     if !shared.is_connected(peer) {
         return Ok((peer, reader, writer, None));
@@ -418,17 +465,20 @@ async fn dial(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr) {
     let mut delay = first;
     loop {
         match TcpStream::connect(addr).await {
-            Ok(mut stream) => {
-                let _ = stream.set_nodelay(true);
-                if stream.write_u64(shared.me.0).await.is_ok() {
+            Ok(stream) => match introduce(&shared, stream, peer, addr).await {
+                Ok(stream) => {
                     delay = first;
-                    let (read, writer) = stream.into_split();
+                    let (read, writer) = tokio::io::split(stream);
                     let reader = FramedRead::new(read, PeerCodec::new(shared.config.max_frame));
                     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                     run(shared.clone(), peer, addr, Halves { reader, writer, first: None }, done_tx);
                     let _ = done_rx.await;
                 }
-            }
+                Err(LinkFault::Handshake(error)) => tracing::debug!(peer = peer.0, %error, "handshake failed"),
+                Err(fault) => {
+                    shared.refusals.log(shared.me, addr, &fault);
+                }
+            },
             Err(error) => tracing::debug!(peer = peer.0, %error, "connect failed"),
         }
         tokio::time::sleep(delay).await;
@@ -436,7 +486,27 @@ async fn dial(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr) {
     }
 }
 
-type Writer = FramedWrite<OwnedWriteHalf, PeerCodec>;
+/// Upgrades a connection this server dialed and sends its id, within the handshake timeout.
+async fn introduce(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: ServerId,
+    addr: SocketAddr,
+) -> Result<BoxedStream, LinkFault> {
+    let _ = stream.set_nodelay(true);
+    let (security, me) = (shared.config.security.clone(), shared.me.0);
+    let handshake = async move {
+        let mut stream = security.connect(stream, peer, addr).await?;
+        stream.write_u64(me).await.map_err(LinkFault::Handshake)?;
+        stream.flush().await.map_err(LinkFault::Handshake)?;
+        Ok(stream)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .unwrap_or(Err(LinkFault::HandshakeTimeout(HANDSHAKE_TIMEOUT)))
+}
+
+type Writer = FramedWrite<WriteHalf<BoxedStream>, PeerCodec>;
 
 /// Writes one queued item; a stream is pulled batch by batch on a blocking thread, and the writer's buffer
 /// flushes to the socket as it fills, so the stream advances as fast as the peer reads.
@@ -483,7 +553,6 @@ async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(),
 /// `done` fires when the connection ends.
 fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, done: tokio::sync::oneshot::Sender<()>) {
     let Halves { reader, writer: write, first } = halves;
-    let _ = write.as_ref().set_nodelay(true);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(shared.config.queue);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let taken = queued_bytes.clone();

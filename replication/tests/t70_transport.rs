@@ -5,9 +5,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use replication::message::{Message, ServerId};
-use replication::transport::{Inbound, SendError, TcpTransport, Transport, TransportConfig};
-use tokio::net::TcpListener;
+use replication::security::{BoxedStream, PeerIdentity, Upgrade};
+use replication::transport::{Inbound, LinkFault, SendError, TcpTransport, Transport, TransportConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::Receiver;
 use wal::Zxid;
 
@@ -218,4 +222,57 @@ async fn a_link_whose_writer_fails_is_dropped_and_reported() {
         }
     }
     drop(peer2);
+}
+
+/// A toy [`PeerSecurity`]: the dialer sends one "proof" byte before its id, and the listener admits only the id
+/// equal to it. Stands in for the node's TLS, whose certificate names the server it may claim.
+struct Token(u8);
+
+impl replication::security::PeerSecurity for Token {
+    fn accept(&self, mut stream: TcpStream, _: SocketAddr) -> Upgrade<(BoxedStream, PeerIdentity)> {
+        Box::pin(async move {
+            let proof = stream.read_u8().await.map_err(LinkFault::Handshake)?;
+            Ok((Box::new(stream) as BoxedStream, PeerIdentity::Certificate(vec![proof])))
+        })
+    }
+
+    fn admit(&self, claimed: ServerId, identity: &PeerIdentity) -> Result<(), LinkFault> {
+        match identity {
+            PeerIdentity::Certificate(proof) if proof[..] == [claimed.0 as u8] => Ok(()),
+            _ => Err(LinkFault::Identity { claimed: claimed.0, reason: "its proof names another server".into() }),
+        }
+    }
+
+    fn connect(&self, mut stream: TcpStream, _: ServerId, _: SocketAddr) -> Upgrade<BoxedStream> {
+        let proof = self.0;
+        Box::pin(async move {
+            stream.write_u8(proof).await.map_err(LinkFault::Handshake)?;
+            Ok(Box::new(stream) as BoxedStream)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_seam_upgrades_both_ends_and_admits_only_proven_ids() {
+    let (l1, l2) = (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let (a1, a2): (SocketAddr, SocketAddr) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let peers: BTreeMap<ServerId, SocketAddr> =
+        [(ServerId(1), a1), (ServerId(2), a2), (ServerId(3), "127.0.0.1:9".parse().unwrap())].into();
+    let with = |proof| TransportConfig { security: Arc::new(Token(proof)), ..config() };
+    let (_t1, mut rx1) = TcpTransport::start(ServerId(1), l1, peers.clone(), with(1));
+    let (_t2, _rx2) = TcpTransport::start(ServerId(2), l2, peers, with(2));
+    connected(&mut rx1, ServerId(2)).await;
+
+    // A stranger proving it is server 2 but claiming 3 is refused before any frame; one proving 3 gets in.
+    for (proof, admitted) in [(2u8, false), (3u8, true)] {
+        let mut stranger = tokio::net::TcpStream::connect(a1).await.unwrap();
+        stranger.write_u8(proof).await.unwrap();
+        stranger.write_u64(3).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), stranger.read(&mut buf)).await;
+        assert_eq!(read.is_err(), admitted, "proof {proof} claiming 3: {read:?}");
+        if admitted {
+            connected(&mut rx1, ServerId(3)).await;
+        }
+    }
 }

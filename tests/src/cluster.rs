@@ -44,6 +44,10 @@ pub struct Options {
     /// Run each node inside a network namespace of its own, on its own address, instead of all on 127.0.0.1
     /// (the nemesis suite partitions them; see [`crate::nemesis::Network`]).
     pub netns: Option<Netns>,
+    /// Each node's own loopback address (`addresses[i]` for node `i`: its client, quorum and election ports
+    /// listen there), instead of all on 127.0.0.1; empty for 127.0.0.1. For tests whose servers must differ by
+    /// address (t76: certificates name their server's address). Ignored with `netns`.
+    pub addresses: Vec<Ipv4Addr>,
     /// The server to run, whatever `ENSEMBLE_TESTS_SERVER` says (`None`: as it says; see [`Server::from_env`]):
     /// for tests that move data between Apache ZooKeeper and Ensemble (t80).
     pub server: Option<Server>,
@@ -77,6 +81,7 @@ impl Default for Options {
             config: Vec::new(),
             node_config: Vec::new(),
             netns: None,
+            addresses: Vec::new(),
             server: None,
             zookeeper_flags: Vec::new(),
         }
@@ -562,9 +567,12 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
     Ok(config)
 }
 
-/// Node `i`'s address: its namespace's, or loopback.
+/// Node `i`'s address: its namespace's, or its own loopback address, or 127.0.0.1.
 fn node_ip(options: &Options, i: usize) -> Ipv4Addr {
-    options.netns.as_ref().map_or(Ipv4Addr::LOCALHOST, |netns| netns.ips[i])
+    match &options.netns {
+        Some(netns) => netns.ips[i],
+        None => options.addresses.get(i).copied().unwrap_or(Ipv4Addr::LOCALHOST),
+    }
 }
 
 fn open_log(path: &Path, start: u32) -> io::Result<File> {

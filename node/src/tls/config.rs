@@ -1,5 +1,5 @@
-//! The zoo.cfg keys of client TLS, read into [`TlsSettings`] with ZooKeeper 3.8's defaults
-//! (`X509Util`, `SSLContextAndOptions`). Only what can be checked without the files is checked here; the files
+//! The zoo.cfg keys of client TLS, read into [`TlsSettings`], and of quorum TLS, read into [`QuorumSettings`],
+//! with ZooKeeper 3.8's defaults (`X509Util`, `QuorumX509Util`, `SSLContextAndOptions`, `QuorumPeerConfig`). Only what can be checked without the files is checked here; the files
 //! are read when the server starts ([`super::context`]) and again when they change ([`super::reload`]).
 //!
 //! In ZooKeeper these are system properties (`zookeeper.ssl.keyStore.location`, ...) that its zoo.cfg also sets,
@@ -35,6 +35,42 @@ pub const KEYS: [&str; 16] = [
     "X509AuthenticationProvider.superUser",
     "client.portUnification",
 ];
+
+/// The quorum TLS keys: ZooKeeper's `QuorumPeerConfig` keys and `QuorumX509Util`'s `ssl.quorum.` properties.
+pub const QUORUM_KEYS: [&str; 14] = [
+    "sslQuorum",
+    "sslQuorumReloadCertFiles",
+    "portUnification",
+    "ssl.quorum.keyStore.location",
+    "ssl.quorum.keyStore.password",
+    "ssl.quorum.keyStore.type",
+    "ssl.quorum.trustStore.location",
+    "ssl.quorum.trustStore.password",
+    "ssl.quorum.trustStore.type",
+    "ssl.quorum.clientAuth",
+    "ssl.quorum.protocol",
+    "ssl.quorum.enabledProtocols",
+    "ssl.quorum.ciphersuites",
+    "ssl.quorum.hostnameVerification",
+];
+
+/// Quorum TLS as zoo.cfg configures it (`sslQuorum`, `portUnification`, `ssl.quorum.*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumSettings {
+    /// `sslQuorum`: this server dials its peers over TLS, and (without `portUnification`) takes only TLS.
+    pub ssl_quorum: bool,
+    /// `portUnification`: the quorum port takes TLS and plaintext peers, told apart by their first byte.
+    pub port_unification: bool,
+    /// `sslQuorumReloadCertFiles`: the quorum key and trust stores are reloaded when their files change.
+    pub reload: bool,
+    /// `ssl.quorum.hostnameVerification`, default true: a peer's certificate must name the host of the
+    /// `server.N` line it is (the one dialed, or the id a dialer claims).
+    pub hostname_verification: bool,
+    /// The stores, versions and suites (`ssl.quorum.keyStore.*`, `ssl.quorum.trustStore.*`,
+    /// `ssl.quorum.enabledProtocols`, `ssl.quorum.ciphersuites`), read as the client port's are; `port` and
+    /// `address` are unused, `client_auth` is always `need`.
+    pub tls: TlsSettings,
+}
 
 /// Whether clients must present a certificate (`ssl.clientAuth`; ZooKeeper's default is `need`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +129,58 @@ pub struct TlsSettings {
 
 type Get<'a> = dyn Fn(&str) -> Option<(usize, &'a str)> + 'a;
 
+/// The quorum TLS settings; `None` unless `sslQuorum` or `portUnification` is true. Both need the quorum key
+/// and trust stores (Ensemble has no default CA list), and peers always authenticate each other
+/// (`ssl.quorum.clientAuth` may only be `need`).
+pub fn quorum_settings(get: &Get<'_>) -> Result<Option<QuorumSettings>, ConfigError> {
+    let ssl_quorum = boolean(get, "sslQuorum", false)?;
+    let port_unification = boolean(get, "portUnification", false)?;
+    let reload = boolean(get, "sslQuorumReloadCertFiles", false)?;
+    let hostname_verification = boolean(get, "ssl.quorum.hostnameVerification", true)?;
+    if !ssl_quorum && !port_unification {
+        return Ok(None);
+    }
+    let key_store = store(get, "ssl.quorum.keyStore")?
+        .ok_or(ConfigError::Missing("ssl.quorum.keyStore.location (sslQuorum or portUnification is true)"))?;
+    let trust_store = store(get, "ssl.quorum.trustStore")?
+        .ok_or(ConfigError::Missing("ssl.quorum.trustStore.location (sslQuorum or portUnification is true)"))?;
+    match get("ssl.quorum.clientAuth") {
+        None => {}
+        Some((_, v)) if v.eq_ignore_ascii_case("need") || v.is_empty() => {}
+        Some((line, v)) => {
+            return Err(invalid(line, "ssl.quorum.clientAuth", v, "need: peers always present their certificates"))
+        }
+    }
+    let protocol = get("ssl.quorum.protocol").map(|v| protocols(v, "ssl.quorum.protocol")).transpose()?;
+    let protocols = match get("ssl.quorum.enabledProtocols") {
+        Some(v) => protocols(v, "ssl.quorum.enabledProtocols")?,
+        None => protocol.unwrap_or_else(|| vec![Protocol::Tls12]),
+    };
+    let cipher_suites =
+        get("ssl.quorum.ciphersuites").map(|v| cipher_suites(v, "ssl.quorum.ciphersuites")).transpose()?;
+    let tls = TlsSettings {
+        port: None,
+        address: None,
+        key_store,
+        trust_store: Some(trust_store),
+        client_auth: ClientAuth::Need,
+        protocols,
+        cipher_suites,
+        port_unification: false,
+    };
+    Ok(Some(QuorumSettings { ssl_quorum, port_unification, reload, hostname_verification, tls }))
+}
+
+/// A `true`/`false` key (Java's `Boolean.parseBoolean` would take anything else as false; a typo is refused).
+fn boolean(get: &Get<'_>, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match get(key) {
+        None => Ok(default),
+        Some((_, v)) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some((_, v)) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some((line, v)) => Err(invalid(line, key, v, "true or false")),
+    }
+}
+
 /// The TLS settings, `None` without `secureClientPort` or `client.portUnification=true`; and the x509 super
 /// user's DN.
 pub fn settings(get: &Get<'_>) -> Result<(Option<TlsSettings>, Option<String>), ConfigError> {
@@ -141,7 +229,7 @@ pub fn settings(get: &Get<'_>) -> Result<(Option<TlsSettings>, Option<String>), 
         Some(v) => protocols(v, "ssl.enabledProtocols")?,
         None => protocol.unwrap_or_else(|| vec![Protocol::Tls12]),
     };
-    let cipher_suites = get("ssl.ciphersuites").map(cipher_suites).transpose()?;
+    let cipher_suites = get("ssl.ciphersuites").map(|v| cipher_suites(v, "ssl.ciphersuites")).transpose()?;
     let address = get("secureClientPortAddress").or(get("clientPortAddress")).map(|(_, v)| v.to_owned());
     let settings =
         TlsSettings { port, address, key_store, trust_store, client_auth, protocols, cipher_suites, port_unification };
@@ -152,6 +240,8 @@ pub fn settings(get: &Get<'_>) -> Result<(Option<TlsSettings>, Option<String>), 
 fn store(get: &Get<'_>, prefix: &'static str) -> Result<Option<Store>, ConfigError> {
     let (location_key, type_key) = match prefix {
         "ssl.keyStore" => ("ssl.keyStore.location", "ssl.keyStore.type"),
+        "ssl.quorum.keyStore" => ("ssl.quorum.keyStore.location", "ssl.quorum.keyStore.type"),
+        "ssl.quorum.trustStore" => ("ssl.quorum.trustStore.location", "ssl.quorum.trustStore.type"),
         _ => ("ssl.trustStore.location", "ssl.trustStore.type"),
     };
     let Some((line, location)) = get(location_key) else { return Ok(None) };
@@ -195,7 +285,7 @@ fn protocols((line, text): (usize, &str), key: &str) -> Result<Vec<Protocol>, Co
 }
 
 /// Java cipher suite names as rustls's ring provider knows them (Java writes TLS 1.3's without `13`).
-fn cipher_suites((line, text): (usize, &str)) -> Result<Vec<rustls::CipherSuite>, ConfigError> {
+fn cipher_suites((line, text): (usize, &str), key: &str) -> Result<Vec<rustls::CipherSuite>, ConfigError> {
     let known = rustls::crypto::ring::default_provider().cipher_suites;
     let mut out = Vec::new();
     for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -203,12 +293,10 @@ fn cipher_suites((line, text): (usize, &str)) -> Result<Vec<rustls::CipherSuite>
             let ours = s.as_str().unwrap_or_default();
             ours == name || ours.strip_prefix("TLS13_").is_some_and(|rest| name.strip_prefix("TLS_") == Some(rest))
         });
-        out.push(
-            found.ok_or_else(|| invalid(line, "ssl.ciphersuites", name, "a cipher suite this server does not have"))?,
-        );
+        out.push(found.ok_or_else(|| invalid(line, key, name, "a cipher suite this server does not have"))?);
     }
     if out.is_empty() {
-        return Err(invalid(line, "ssl.ciphersuites", text, "no cipher suite named"));
+        return Err(invalid(line, key, text, "no cipher suite named"));
     }
     Ok(out)
 }
@@ -259,6 +347,54 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ssl.keyStore.location"));
+    }
+
+    fn quorum(pairs: &[(&str, &str)]) -> Result<Option<QuorumSettings>, ConfigError> {
+        let get = |k: &str| pairs.iter().position(|(key, _)| *key == k).map(|i| (i + 1, pairs[i].1));
+        quorum_settings(&get)
+    }
+
+    const QUORUM: [(&str, &str); 3] = [
+        ("sslQuorum", "true"),
+        ("ssl.quorum.keyStore.location", "/q.pem"),
+        ("ssl.quorum.trustStore.location", "/qt.pem"),
+    ];
+
+    #[test]
+    fn quorum_tls_takes_zookeepers_keys_and_defaults() {
+        assert_eq!(quorum(&QUORUM[1..]).unwrap(), None, "off without sslQuorum or portUnification");
+        let q = quorum(&QUORUM).unwrap().unwrap();
+        assert!(q.ssl_quorum && !q.port_unification && !q.reload && q.hostname_verification);
+        assert_eq!((q.tls.client_auth, &q.tls.protocols[..]), (ClientAuth::Need, &[Protocol::Tls12][..]));
+        assert_eq!(q.tls.key_store.key, "ssl.quorum.keyStore.location");
+        assert_eq!(q.tls.trust_store.unwrap().path, PathBuf::from("/qt.pem"));
+        let mut pairs = QUORUM.to_vec();
+        pairs[0] = ("portUnification", "true");
+        pairs.extend([("sslQuorumReloadCertFiles", "true"), ("ssl.quorum.hostnameVerification", "false")]);
+        pairs.push(("ssl.quorum.enabledProtocols", "TLSv1.3"));
+        let q = quorum(&pairs).unwrap().unwrap();
+        assert!(!q.ssl_quorum && q.port_unification && q.reload && !q.hostname_verification);
+        assert_eq!(q.tls.protocols, [Protocol::Tls13]);
+    }
+
+    #[test]
+    fn inconsistent_quorum_settings_are_refused_naming_the_key() {
+        let with = |k: &'static str, v: &'static str| {
+            let mut pairs = QUORUM.to_vec();
+            pairs.push((k, v));
+            quorum(&pairs).unwrap_err().to_string()
+        };
+        assert!(with("ssl.quorum.enabledProtocols", "TLSv1").contains("\"TLSv1\" for ssl.quorum.enabledProtocols"));
+        assert!(with("ssl.quorum.protocol", "TLSv1.1").contains("ssl.quorum.protocol"));
+        assert!(with("ssl.quorum.clientAuth", "want").contains("ssl.quorum.clientAuth"));
+        assert!(with("ssl.quorum.ciphersuites", "TLS_RSA_WITH_RC4_128_MD5").contains("for ssl.quorum.ciphersuites"));
+        assert!(with("ssl.quorum.keyStore.type", "JKS").contains("ssl.quorum.keyStore.type"));
+        assert!(with("ssl.quorum.hostnameVerification", "yes").contains("ssl.quorum.hostnameVerification"));
+        let err = |pairs: &[(&str, &str)]| quorum(pairs).unwrap_err().to_string();
+        assert!(err(&[QUORUM[0]]).contains("missing required key ssl.quorum.keyStore.location"));
+        assert!(err(&QUORUM[..2]).contains("missing required key ssl.quorum.trustStore.location"));
+        assert!(err(&[("sslQuorum", "yes")]).contains("for sslQuorum: true or false"));
+        assert!(err(&[("portUnification", "true")]).contains("ssl.quorum.keyStore.location"));
     }
 
     #[test]

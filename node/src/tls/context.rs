@@ -1,4 +1,5 @@
-//! Turns [`TlsSettings`] and the PEM files they name into rustls's server configuration.
+//! Turns [`TlsSettings`] and the PEM files they name into rustls's server configuration (and, for quorum TLS,
+//! the pieces of its client configuration: [`super::quorum`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,16 +46,25 @@ pub enum TlsError {
     /// The trust store's certificates cannot verify clients.
     #[error("ssl.trustStore.location: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The host of a `server.N` line is neither an IP address nor a DNS name a certificate could name.
+    #[error("server.{id}: host {host:?} cannot be checked against a certificate (quorum TLS)")]
+    PeerHost {
+        /// The server id.
+        id: u64,
+        /// Its host.
+        host: String,
+    },
 }
 
-/// The server's rustls configuration; reads the key and trust stores.
-pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
+/// The crypto provider with the configured suites, and the configured TLS versions.
+pub(super) fn provider_and_versions(
+    settings: &TlsSettings,
+) -> (Arc<rustls::crypto::CryptoProvider>, Vec<&'static rustls::SupportedProtocolVersion>) {
     let mut provider = rustls::crypto::ring::default_provider();
     if let Some(wanted) = &settings.cipher_suites {
         provider.cipher_suites.retain(|s| wanted.contains(&s.suite()));
     }
-    let provider = Arc::new(provider);
-    let versions: Vec<_> = settings
+    let versions = settings
         .protocols
         .iter()
         .map(|p| match p {
@@ -62,6 +72,12 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
             Protocol::Tls13 => &rustls::version::TLS13,
         })
         .collect();
+    (Arc::new(provider), versions)
+}
+
+/// The server's rustls configuration; reads the key and trust stores.
+pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
+    let (provider, versions) = provider_and_versions(settings);
     let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
     let builder = match (&settings.trust_store, settings.client_auth) {
         (Some(store), ClientAuth::Want | ClientAuth::Need) => {
@@ -93,7 +109,7 @@ fn content(store: &Store, problem: impl Into<String>) -> TlsError {
 }
 
 /// ZooKeeper's PEM key store: the certificate chain (server first) and its private key, in one file.
-fn key_store(store: &Store) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+pub(super) fn key_store(store: &Store) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let pem = read(store)?;
     if pem.windows(9).any(|w| w == b"ENCRYPTED") {
         return Err(content(
@@ -108,7 +124,7 @@ fn key_store(store: &Store) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyD
 }
 
 /// The CA certificates client certificates must chain to.
-fn roots(store: &Store) -> Result<RootCertStore, TlsError> {
+pub(super) fn roots(store: &Store) -> Result<RootCertStore, TlsError> {
     let pem = read(store)?;
     let mut roots = RootCertStore::empty();
     for cert in certificates(store, &pem)? {

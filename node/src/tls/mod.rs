@@ -1,4 +1,4 @@
-//! Client TLS: ZooKeeper's `secureClientPort`, served by rustls.
+//! Client TLS: ZooKeeper's `secureClientPort`, served by rustls; and quorum TLS between servers ([`quorum`]).
 //!
 //! A connection to the secure port takes its place under `maxClientCnxns` when accepted, then has
 //! [`HANDSHAKE_TIMEOUT`] to finish the TLS handshake; a failed or slow handshake closes that connection only.
@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod context;
+pub mod quorum;
 pub mod reload;
 pub mod x509;
 

@@ -7,36 +7,60 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::Tls;
+use super::{Tls, TlsError, TlsSettings};
 
 /// How often the files' modification times are looked at.
 pub const POLL: Duration = Duration::from_secs(2);
 
+/// A TLS configuration read from key and trust store files: the client port's ([`Tls`]) or the quorum's
+/// ([`super::quorum::QuorumTls`]).
+pub trait Reloadable: Send + Sync {
+    /// What it is, for the log (`client TLS`, `quorum TLS`).
+    fn what(&self) -> &'static str;
+    /// The settings naming its files.
+    fn settings(&self) -> &TlsSettings;
+    /// Reads the files again and, if they make a configuration, serves it from now on.
+    fn reload(&self) -> Result<(), TlsError>;
+}
+
+impl Reloadable for Tls {
+    fn what(&self) -> &'static str {
+        "client TLS"
+    }
+
+    fn settings(&self) -> &TlsSettings {
+        Tls::settings(self)
+    }
+
+    fn reload(&self) -> Result<(), TlsError> {
+        self.replace(super::context::server_config(Tls::settings(self))?);
+        Ok(())
+    }
+}
+
 /// Watches the stores until stopped.
-pub async fn watch_files(tls: Arc<Tls>, mut stop: watch::Receiver<bool>) {
-    let mut seen = stamps(&tls);
+pub async fn watch_files(tls: Arc<dyn Reloadable>, mut stop: watch::Receiver<bool>) {
+    let what = tls.what();
+    let mut seen = stamps(&*tls);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = stop.changed() => return,
         }
-        let now = stamps(&tls);
+        let now = stamps(&*tls);
         if now == seen {
             continue;
         }
         seen = now;
-        match super::context::server_config(tls.settings()) {
-            Ok(config) => {
-                tls.replace(config);
-                tracing::info!("client TLS key or trust store changed: reloaded");
-            }
-            Err(error) => tracing::warn!(%error, "client TLS files changed but cannot be used; keeping the old ones"),
+        match tls.reload() {
+            Ok(()) => tracing::info!("{what} key or trust store changed: reloaded"),
+            Err(error) => tracing::warn!(%error, "{what} files changed but cannot be used; keeping the old ones"),
         }
     }
 }
 
 /// The stores' modification times (and sizes, for filesystems with coarse times); `None` for a missing file.
-fn stamps(tls: &Tls) -> Vec<Option<(SystemTime, u64)>> {
+fn stamps(tls: &dyn Reloadable) -> Vec<Option<(SystemTime, u64)>> {
     let settings = tls.settings();
     std::iter::once(&settings.key_store)
         .chain(settings.trust_store.as_ref())
