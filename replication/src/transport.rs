@@ -39,14 +39,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::message::{DecodeError, Message, PeerCodec, ServerId};
-use crate::security::{BoxedStream, PeerIdentity, PeerSecurity, Plaintext};
+use crate::security::{BoxedStream, PeerIdentity, PeerReader, PeerSecurity, PeerWriter, Plaintext};
 
 /// Connections waiting for their handshake (or, claiming a connected server's id, for their first frame) at
 /// most: more are closed as they come, so a flood of connections holds a bounded number of sockets and tasks.
@@ -404,13 +404,13 @@ async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>
     }
 }
 
-type Reader = FramedRead<ReadHalf<BoxedStream>, PeerCodec>;
+type Reader = FramedRead<PeerReader, PeerCodec>;
 
 /// An accepted connection, ready to run: its reader (with anything read past the first frame), its writer,
 /// and the first frame when it had to send one before it was let in.
 struct Halves {
     reader: Reader,
-    writer: WriteHalf<BoxedStream>,
+    writer: PeerWriter,
     first: Option<Message>,
 }
 
@@ -422,7 +422,7 @@ async fn accept(
     stream: TcpStream,
     addr: SocketAddr,
     known: &[ServerId],
-) -> Result<(ServerId, Reader, WriteHalf<BoxedStream>, Option<Message>), LinkFault> {
+) -> Result<(ServerId, Reader, PeerWriter, Option<Message>), LinkFault> {
     let _ = stream.set_nodelay(true);
     let security = shared.config.security.clone();
     let handshake = async move {
@@ -445,7 +445,7 @@ async fn accept(
     if let PeerIdentity::Certificate(_) = identity {
         tracing::debug!(server = shared.me.0, peer = id, %addr, "a peer proved its identity with a certificate");
     }
-    let (read, writer) = tokio::io::split(stream);
+    let (read, writer) = crate::security::split(stream);
     let mut reader = FramedRead::new(read, PeerCodec::new(shared.config.max_frame));
     if !shared.is_connected(peer) {
         return Ok((peer, reader, writer, None));
@@ -468,7 +468,7 @@ async fn dial(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr) {
             Ok(stream) => match introduce(&shared, stream, peer, addr).await {
                 Ok(stream) => {
                     delay = first;
-                    let (read, writer) = tokio::io::split(stream);
+                    let (read, writer) = crate::security::split(stream);
                     let reader = FramedRead::new(read, PeerCodec::new(shared.config.max_frame));
                     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                     run(shared.clone(), peer, addr, Halves { reader, writer, first: None }, done_tx);
@@ -506,7 +506,7 @@ async fn introduce(
         .unwrap_or(Err(LinkFault::HandshakeTimeout(HANDSHAKE_TIMEOUT)))
 }
 
-type Writer = FramedWrite<WriteHalf<BoxedStream>, PeerCodec>;
+type Writer = FramedWrite<PeerWriter, PeerCodec>;
 
 /// Writes one queued item; a stream is pulled batch by batch on a blocking thread, and the writer's buffer
 /// flushes to the socket as it fills, so the stream advances as fast as the peer reads.
