@@ -36,6 +36,7 @@ pub mod reads;
 pub mod repair;
 pub mod reply;
 pub mod report;
+pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod shared;

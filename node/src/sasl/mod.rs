@@ -1,0 +1,2 @@
+//! SASL.
+pub mod digest_md5;
