@@ -163,6 +163,9 @@ pub struct Config {
     pub x509_super_user: Option<String>,
     /// Quorum TLS (`sslQuorum`, `portUnification` and the `ssl.quorum.*` keys), `None` when both are off.
     pub quorum_tls: Option<crate::tls::config::QuorumSettings>,
+    /// Client SASL and enforced authentication (`java.security.auth.login.config`, `superUser`,
+    /// `enforce.auth.*`, ...; [`crate::sasl::config`]).
+    pub sasl: crate::sasl::config::SaslSettings,
 }
 
 /// Where the Prometheus `/metrics` endpoint listens: `metricsProvider.httpHost` (default `0.0.0.0`) and
@@ -278,6 +281,7 @@ impl Config {
     fn from_values(values: BTreeMap<String, (usize, String)>) -> Result<Config, ConfigError> {
         let mut servers = BTreeMap::new();
         let mut known: BTreeMap<&str, (usize, String)> = BTreeMap::new();
+        let mut prefixed: Vec<(String, usize, String)> = Vec::new();
         for (key, (line, value)) in &values {
             if let Some(id) = key.strip_prefix("server.") {
                 let id = id
@@ -292,9 +296,12 @@ impl Config {
                 .iter()
                 .chain(&crate::tls::config::KEYS)
                 .chain(&crate::tls::config::QUORUM_KEYS)
+                .chain(&crate::sasl::config::KEYS)
                 .find(|k| **k == key)
             {
                 known.insert(k, (*line, value.clone()));
+            } else if crate::sasl::config::is_prefixed_key(key) {
+                prefixed.push((key.clone(), *line, value.clone()));
             } else {
                 return Err(ConfigError::UnknownKey { line: *line, key: key.clone() });
             }
@@ -311,6 +318,7 @@ impl Config {
         let jute_max_buffer = number(get("jute.maxbuffer"), "jute.maxbuffer", 0xfffff, 1..=MAX_JUTE_BUFFER)?;
         let (tls, x509_super_user) = crate::tls::config::settings(&get)?;
         let quorum_tls = crate::tls::config::quorum_settings(&get)?;
+        let sasl = crate::sasl::config::settings(&get, &prefixed)?;
         let config = Config {
             tick,
             init_limit: number(get("initLimit"), "initLimit", 10, 1..=u32::MAX)?,
@@ -374,6 +382,7 @@ impl Config {
             tls,
             x509_super_user,
             quorum_tls,
+            sasl,
         };
         if config.local_sessions {
             tracing::warn!(
@@ -517,7 +526,7 @@ fn yes_no(v: Option<(usize, &str)>, key: &str, default: bool) -> Result<bool, Co
 
 /// A Java boolean property, default false. ZooKeeper's `Boolean.parseBoolean` takes any other text as false
 /// (`yes` too); refusing it says so instead of quietly differing.
-fn true_false(v: Option<(usize, &str)>, key: &str) -> Result<bool, ConfigError> {
+pub(crate) fn true_false(v: Option<(usize, &str)>, key: &str) -> Result<bool, ConfigError> {
     match v {
         None => Ok(false),
         Some((_, t)) if t.eq_ignore_ascii_case("true") => Ok(true),

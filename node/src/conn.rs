@@ -152,6 +152,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: impl ClientStream, addr: SocketAddr, i
         closing: false,
         read_only: None,
         last_packet: Instant::now(),
+        sasl: None,
     };
     let outcome = conn.run().await;
     tracing::debug!(%addr, session = format_args!("0x{:x}", conn.session), ?outcome, "connection closed");
@@ -177,6 +178,8 @@ struct Conn {
     read_only: Option<watch::Receiver<Option<u64>>>,
     /// When the client last sent a packet (a read-only session expires a timeout after it).
     last_packet: Instant,
+    /// The connection's SASL exchange, from its first `sasl` packet on.
+    sasl: Option<crate::sasl::digest_md5::DigestMd5Server>,
 }
 
 impl Conn {
@@ -469,6 +472,9 @@ impl Conn {
             started,
             update: false,
         };
+        if op_code != op::AUTH && op_code != op::SASL && self.ctx.shared.sasl.refuses(&self.auth) {
+            return self.refuse_unauthenticated(xid).await;
+        }
         if self.read_only.is_some() {
             if crate::read_only::refused(op_code) {
                 self.push(ready(Code::NotReadOnly));
@@ -484,7 +490,7 @@ impl Conn {
         }
         let request = match op_code {
             op::PING | op::CLOSE_SESSION | op::WHO_AM_I => Request::Empty,
-            op::RECONFIG | op::SASL | op::CREATE_SESSION | op::DELETE_CONTAINER => {
+            op::RECONFIG | op::CREATE_SESSION | op::DELETE_CONTAINER => {
                 self.push(ready(Code::Unimplemented));
                 return Ok(());
             }
@@ -526,6 +532,10 @@ impl Conn {
                     }
                 }
             }
+            op::SASL => {
+                let Request::Sasl { token } = &request else { unreachable!("decoded as sasl") };
+                self.sasl(xid, started, token).await?;
+            }
             op::CREATE
             | op::CREATE2
             | op::CREATE_CONTAINER
@@ -558,6 +568,44 @@ impl Conn {
             _ => self.push(Slot::Read { xid, op: op_code, request, started }),
         }
         Ok(())
+    }
+
+    /// A `sasl` packet: the next step of the connection's exchange ([`crate::sasl::Sasl::answer`]).
+    async fn sasl(&mut self, xid: i32, started: Instant, token: &[u8]) -> Result<(), Closed> {
+        let shared = self.ctx.shared.clone();
+        let mut answer = shared.sasl.answer(&mut self.sasl, token);
+        if !answer.ids.is_empty() {
+            match self.within_auth_bound(std::mem::take(&mut answer.ids)) {
+                Ok(ids) => {
+                    for id in ids {
+                        if !self.auth.contains(&id) {
+                            self.auth.push(id);
+                        }
+                    }
+                }
+                Err(error) => answer = shared.sasl.failed(&error),
+            }
+        }
+        let frame = reply::sasl(xid, answer.code, answer.token);
+        if !answer.close {
+            self.push(Slot::Ready { frame, started, update: false });
+            return Ok(());
+        }
+        self.drive_all().await?;
+        self.send(frame).await?;
+        self.flush().await?;
+        Err(Closed::Refused("SASL authentication failed".into()))
+    }
+
+    /// Authentication is enforced and the session has none of the enforced schemes: ZooKeeper answers
+    /// SESSIONCLOSEDREQUIRESASLAUTH (no body) and closes the connection (`enforceAuthentication`).
+    async fn refuse_unauthenticated(&mut self, xid: i32) -> Result<(), Closed> {
+        let schemes: Vec<&str> = self.auth.iter().map(|id| id.scheme.as_str()).collect();
+        tracing::info!(session = format_args!("0x{:x}", self.session), ?schemes, "authentication enforced: closing");
+        self.drive_all().await?;
+        self.send(reply::frame(xid, 0, Code::SessionClosedRequireSaslAuth, &Response::Empty)).await?;
+        self.flush().await?;
+        Err(Closed::Refused("the session has not authenticated with an enforced scheme".into()))
     }
 
     /// `ids` if the session's identities stay within [`MAX_AUTH_BYTES`] with them: every write it forwards

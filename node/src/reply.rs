@@ -27,6 +27,15 @@ pub fn frame(xid: i32, zxid: i64, err: Code, body: &Response) -> Bytes {
     Bytes::from(out)
 }
 
+/// The reply to a `sasl` packet: ZooKeeper sends its `SetSASLResponse` whatever the error code (a null token
+/// with AUTHFAILED), unlike other replies, whose body goes with OK only.
+pub fn sasl(xid: i32, err: Code, token: Option<Vec<u8>>) -> Bytes {
+    let mut out = Vec::with_capacity(32 + token.as_ref().map_or(0, Vec::len));
+    ReplyHeader { xid, zxid: 0, err: err.value() }.write(&mut out);
+    Response::Sasl { token: token.map(Bytes::from) }.write(&mut out);
+    Bytes::from(out)
+}
+
 /// A watch event frame.
 pub fn event(event_type: i32, path: &str) -> Bytes {
     frame(

@@ -55,6 +55,9 @@ pub enum StartError {
     /// The client TLS configuration's files cannot be used.
     #[error("client TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The client SASL configuration (its JAAS file) cannot be used.
+    #[error("client SASL: {0}")]
+    Sasl(#[from] crate::sasl::SaslError),
     /// A port could not be bound or a directory created.
     #[error("{what}: {source}")]
     Io {
@@ -218,6 +221,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         Some(settings) if !standalone => Some(QuorumTls::new(settings.clone(), &config.servers)?),
         _ => None,
     };
+    let sasl = crate::sasl::Sasl::load(&config.sasl)?;
     let secure = secure_listener(&config, &tls).await?;
     let client_addr = match (&client_listener, &secure) {
         (Some(listener), _) => listener.local_addr(),
@@ -318,6 +322,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         syncs: Mutex::new(HashMap::new()),
         session_ids: SessionIds::new(my_id),
         super_digest: config.super_digest.clone(),
+        sasl,
         stats,
         next_conn: AtomicU64::new(1),
         leading: AtomicBool::new(false),

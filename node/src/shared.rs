@@ -428,6 +428,8 @@ pub struct Shared {
     pub session_ids: SessionIds,
     /// The super user's digest id (`user:base64(sha1)`), if configured.
     pub super_digest: Option<String>,
+    /// Client SASL: its users, and which schemes sessions must have authenticated with.
+    pub sasl: crate::sasl::Sasl,
     /// Counters.
     pub stats: Stats,
     /// Connection ids.

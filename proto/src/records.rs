@@ -131,6 +131,10 @@ pub enum Request {
         scheme: String,
         auth: Bytes,
     },
+    /// sasl (op 102): `GetSASLRequest { buffer token }`, the client's next SASL token.
+    Sasl {
+        token: Bytes,
+    },
     /// setWatches (op 101) and, with the persistent lists, setWatches2 (op 105).
     SetWatches {
         relative_zxid: i64,
@@ -206,6 +210,11 @@ pub enum Response {
         state: i32,
         path: String,
     },
+    /// sasl: `SetSASLResponse { buffer token }`, the server's next challenge; null (length -1) where ZooKeeper
+    /// has none (after a failure, or without a SASL server).
+    Sasl {
+        token: Option<Bytes>,
+    },
     /// delete, check, auth, ping, closeSession, an error: no body.
     Empty,
 }
@@ -239,6 +248,7 @@ impl Request {
             op::AUTH => {
                 Request::Auth { auth_type: buf.read_int()?, scheme: buf.read_string()?, auth: buf.read_buffer()? }
             }
+            op::SASL => Request::Sasl { token: buf.read_buffer()? },
             op::MULTI | op::MULTI_READ => {
                 let mut ops = Vec::new();
                 loop {
@@ -326,6 +336,7 @@ impl Request {
                 out.write_string(scheme);
                 out.write_buffer(auth);
             }
+            Request::Sasl { token } => out.write_buffer(token),
             Request::Multi(ops) => {
                 for (sub, request) in ops {
                     write_multi_header(out, *sub, false, -1);
@@ -385,6 +396,7 @@ impl Response {
                 }
                 Response::Multi(results)
             }
+            op::SASL => Response::Sasl { token: buf.read_nullable_buffer()? },
             op::GET_EPHEMERALS => Response::Ephemerals(read_strings(buf)?),
             op::GET_ALL_CHILDREN_NUMBER => Response::AllChildrenNumber(buf.read_int()?),
             op::ADD_WATCH => Response::ErrorCode(buf.read_int()?),
@@ -448,6 +460,7 @@ impl Response {
                 }
                 write_multi_header(out, -1, true, -1);
             }
+            Response::Sasl { token } => out.write_nullable_buffer(token.as_deref()),
             Response::WatcherEvent { event_type, state, path } => {
                 out.write_int(*event_type);
                 out.write_int(*state);
@@ -474,6 +487,28 @@ fn write_strings(out: &mut Vec<u8>, strings: &[String]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// kazoo's `SASL(b"abc")` request body and ZooKeeper's `SetSASLResponse` (a token, and null after a
+    /// failure), byte for byte.
+    #[test]
+    fn sasl_records_are_zookeepers() {
+        let body: &[u8] = &[0, 0, 0, 3, b'a', b'b', b'c'];
+        let request = Request::read(op::SASL, &mut &body[..]).unwrap();
+        assert_eq!(request, Request::Sasl { token: Bytes::from_static(b"abc") });
+        let mut out = Vec::new();
+        request.write(&mut out);
+        assert_eq!(out, body);
+        let empty: &[u8] = &[0, 0, 0, 0];
+        assert_eq!(Request::read(op::SASL, &mut &empty[..]).unwrap(), Request::Sasl { token: Bytes::new() });
+        let mut out = Vec::new();
+        Response::Sasl { token: None }.write(&mut out);
+        assert_eq!(out, [0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(Response::read(op::SASL, &mut &out[..]).unwrap(), Response::Sasl { token: None });
+        let mut out = Vec::new();
+        Response::Sasl { token: Some(Bytes::from_static(b"rspauth=x")) }.write(&mut out);
+        assert_eq!(&out[..4], &[0, 0, 0, 9]);
+        assert!(Request::read(op::SASL, &mut &[0, 0, 0, 9, 1][..]).is_err(), "a length past the frame");
+    }
 
     fn strings() -> impl Strategy<Value = Vec<String>> {
         proptest::collection::vec("/[a-z]{0,8}", 0..4)

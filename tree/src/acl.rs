@@ -57,9 +57,19 @@ impl Id {
         }
         match self.scheme.as_str() {
             "ip" => ip_matches(&self.id, &client.id),
+            // ZooKeeper's SASLAuthenticationProvider.matches: the SASL user `super` matches every sasl ACL.
+            "sasl" => client.id == "super" || self.id == client.id,
             _ => self.id == client.id,
         }
     }
+}
+
+/// Whether `id` is a valid Kerberos name, as ZooKeeper's `KerberosName` constructor parses one (which
+/// `SASLAuthenticationProvider.isValid` uses): anything without '@', or `service[/host]@realm` with no further
+/// '/' or '@'.
+pub fn kerberos_name_valid(id: &str) -> bool {
+    let Some((principal, realm)) = id.split_once('@') else { return true };
+    !realm.contains(['@', '/']) && principal.matches('/').count() <= 1
 }
 
 /// `ip:` matching: `a.b.c.d` exactly, or `a.b.c.d/bits` as a prefix.
@@ -222,6 +232,18 @@ mod tests {
         assert!(!net.grants_to(&Id::new("ip", "10.2.0.1")));
         assert!(Id::new("ip", "127.0.0.1").grants_to(&Id::new("ip", "127.0.0.1")));
         assert!(!Id::new("ip", "127.0.0.1").grants_to(&Id::new("ip", "::1")));
+    }
+
+    #[test]
+    fn sasl_ids_match_by_name_and_the_sasl_user_super_matches_all() {
+        let bob = Id::new("sasl", "bob");
+        assert!(bob.grants_to(&Id::new("sasl", "bob")));
+        assert!(!bob.grants_to(&Id::new("sasl", "alice")));
+        assert!(!bob.grants_to(&Id::new("digest", "bob")));
+        assert!(bob.grants_to(&Id::new("sasl", "super")));
+        assert!(kerberos_name_valid("bob") && kerberos_name_valid("zk/host@REALM") && kerberos_name_valid(""));
+        assert!(kerberos_name_valid("a/b/c"), "no '@': the whole name is the service name");
+        assert!(!kerberos_name_valid("a@b@c") && !kerberos_name_valid("a/b/c@R") && !kerberos_name_valid("a@R/x"));
     }
 
     #[test]

@@ -400,6 +400,8 @@ fn fix_acl(acl: &[Acl], caller: &Caller) -> Result<Vec<Acl>, Code> {
             ("ip", id) if ip_valid(id) => vec![entry.clone()],
             // A client certificate's subject DN (ZooKeeper's X509AuthenticationProvider), compared as text.
             ("x509", id) if id.contains('=') => vec![entry.clone()],
+            // A SASL user name (ZooKeeper's SASLAuthenticationProvider.isValid: a valid Kerberos name).
+            ("sasl", id) if crate::acl::kerberos_name_valid(id) => vec![entry.clone()],
             _ => return Err(Code::InvalidAcl),
         };
         if fixed.len() + expanded.len() > MAX_ACL_ENTRIES {
