@@ -17,8 +17,9 @@ pub enum Server {
 }
 
 /// Settings that Apache ZooKeeper reads only as Java system properties (`Boolean.getBoolean("readonlymode.enabled")`;
-/// a zoo.cfg line would become `zookeeper.readonlymode.enabled`), which Ensemble takes as zoo.cfg keys.
-pub const SYSTEM_PROPERTIES: [&str; 1] = ["readonlymode.enabled"];
+/// a zoo.cfg line would become `zookeeper.readonlymode.enabled`; the JAAS file of SASL), which Ensemble takes
+/// as zoo.cfg keys.
+pub const SYSTEM_PROPERTIES: [&str; 2] = ["readonlymode.enabled", "java.security.auth.login.config"];
 
 /// The classpath of Debian's ZooKeeper server, with a log4j binding so that it logs.
 /// Jetty 9, the servlet API and Jackson (Debian's jars) let its AdminServer start when a test turns it on

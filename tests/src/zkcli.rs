@@ -16,9 +16,15 @@ pub fn require() {
 /// printed (stdout and stderr, where zkCli writes some answers, in that order) without SLF4J's noise. The
 /// session ends within 120 s or the test fails.
 pub fn run(server: &str, commands: &[&str]) -> String {
+    run_with_env(server, commands, &[])
+}
+
+/// [`run`] with extra environment variables, e.g. `CLIENT_JVMFLAGS` for the JVM's `-D` flags (a JAAS file).
+pub fn run_with_env(server: &str, commands: &[&str], env: &[(&str, &str)]) -> String {
     require();
     let mut child = Command::new("timeout")
         .args(["120", ZKCLI, "-server", server])
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
