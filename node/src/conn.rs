@@ -514,21 +514,15 @@ impl Conn {
                     .and_then(|ids| self.within_auth_bound(ids));
                 match authenticated {
                     Ok(ids) => {
-                        for id in ids {
-                            if !self.auth.contains(&id) {
-                                self.auth.push(id);
-                            }
-                        }
+                        self.add_identities(ids);
                         // The reply echoes the request's xid (-4 from most clients, an ordinary one from some).
                         let frame = reply::frame(xid, 0, Code::Ok, &Response::Empty);
                         self.push(Slot::Ready { frame, started, update: false });
                     }
                     Err(error) => {
                         tracing::info!(%error, session = format_args!("0x{:x}", self.session), "authentication failed");
-                        self.drive_all().await?;
-                        self.send(reply::frame(xid, 0, Code::AuthFailed, &Response::Empty)).await?;
-                        self.flush().await?;
-                        return Err(Closed::Refused("authentication failed".into()));
+                        let frame = reply::frame(xid, 0, Code::AuthFailed, &Response::Empty);
+                        return self.last_word(frame, "authentication failed").await;
                     }
                 }
             }
@@ -576,13 +570,7 @@ impl Conn {
         let mut answer = shared.sasl.answer(&mut self.sasl, token);
         if !answer.ids.is_empty() {
             match self.within_auth_bound(std::mem::take(&mut answer.ids)) {
-                Ok(ids) => {
-                    for id in ids {
-                        if !self.auth.contains(&id) {
-                            self.auth.push(id);
-                        }
-                    }
-                }
+                Ok(ids) => self.add_identities(ids),
                 Err(error) => answer = shared.sasl.failed(&error),
             }
         }
@@ -591,10 +579,7 @@ impl Conn {
             self.push(Slot::Ready { frame, started, update: false });
             return Ok(());
         }
-        self.drive_all().await?;
-        self.send(frame).await?;
-        self.flush().await?;
-        Err(Closed::Refused("SASL authentication failed".into()))
+        self.last_word(frame, "SASL authentication failed").await
     }
 
     /// Authentication is enforced and the session has none of the enforced schemes: ZooKeeper answers
@@ -602,10 +587,24 @@ impl Conn {
     async fn refuse_unauthenticated(&mut self, xid: i32) -> Result<(), Closed> {
         let schemes: Vec<&str> = self.auth.iter().map(|id| id.scheme.as_str()).collect();
         tracing::info!(session = format_args!("0x{:x}", self.session), ?schemes, "authentication enforced: closing");
+        let frame = reply::frame(xid, 0, Code::SessionClosedRequireSaslAuth, &Response::Empty);
+        self.last_word(frame, "the session has not authenticated with an enforced scheme").await
+    }
+
+    fn add_identities(&mut self, ids: Vec<Id>) {
+        for id in ids {
+            if !self.auth.contains(&id) {
+                self.auth.push(id);
+            }
+        }
+    }
+
+    /// Sends the replies due before it, then `frame`, and closes the connection (`reason` is logged).
+    async fn last_word(&mut self, frame: Bytes, reason: &str) -> Result<(), Closed> {
         self.drive_all().await?;
-        self.send(reply::frame(xid, 0, Code::SessionClosedRequireSaslAuth, &Response::Empty)).await?;
+        self.send(frame).await?;
         self.flush().await?;
-        Err(Closed::Refused("the session has not authenticated with an enforced scheme".into()))
+        Err(Closed::Refused(reason.into()))
     }
 
     /// `ids` if the session's identities stay within [`MAX_AUTH_BYTES`] with them: every write it forwards

@@ -48,7 +48,8 @@ const RAW_NONCE_LEN: usize = 30;
 
 /// The length of a server nonce.
 pub const NONCE_LEN: usize = RAW_NONCE_LEN * 4 / 3;
-const _: () = assert!(NONCE_LEN == 40 && RAW_NONCE_LEN % 3 == 0);
+// Base64 without padding: 3 bytes make 4 characters exactly.
+const _: () = assert!(NONCE_LEN == 40 && NONCE_LEN * 3 == RAW_NONCE_LEN * 4);
 
 /// The one nonce count a response may carry (the nonce serves one response).
 const NONCE_COUNT: i32 = 1;
