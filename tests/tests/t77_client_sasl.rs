@@ -74,7 +74,7 @@ assert outcome == 'AUTH_FAILED', outcome
         // A user the JAAS file does not list is refused, whatever password it tries. (ZooKeeper 3.8 is checked
         // out of this: its one SaslServerCallbackHandler per server keeps the last listed user's name, and an
         // unlisted user then gets that user's password looked up, so mallory with bob's password passes right
-        // after a bob on that server.)
+        // after a bob on that server: ZOOKEEPER-4839, fixed after 3.8.0.)
         let unknown = python(&format!(
             "outcome = refused({other:?}, 'mallory', 'bob-secret')\nassert outcome == 'AUTH_FAILED', outcome"
         ));
