@@ -383,14 +383,17 @@ impl Server {
             }
             let event = tokio::select! {
                 Some(first) = inbound.recv() => {
-                    // Take what else has arrived too, so that its appends go to the WAL as one batch.
-                    let mut next = Some(first);
+                    // Take what else has arrived too, so that its appends go to the WAL as one batch; counted
+                    // in messages, not events, so that a stream of forwarded requests (no event) cannot keep
+                    // the loop from its other inputs.
+                    let (mut next, mut taken) = (Some(first), 1);
                     while let Some(inbound_message) = next.take() {
                         if let Some(event) = self.inbound_event(inbound_message) {
                             self.events.push_back(event);
                         }
-                        if self.events.len() < MAX_EVENTS_AT_ONCE {
+                        if taken < MAX_EVENTS_AT_ONCE {
                             next = inbound.try_recv().ok();
+                            taken += 1;
                         }
                     }
                     continue;
@@ -816,7 +819,7 @@ impl Server {
     }
 }
 
-/// Events taken from the inbound channel at once at most before they are handled.
+/// Messages (or proposals) taken from a channel at once at most before they are handled.
 const MAX_EVENTS_AT_ONCE: usize = 256;
 
 /// Txns staged for the WAL at most before they are handed to it (a bound on one batch's size and latency).
