@@ -2,6 +2,8 @@
 //! a deadline, and running named sections of one test so that one failure does not hide the others.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error, PersistentWatcher, WatchedEvent};
@@ -147,5 +149,22 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
         Err(payload) => payload.downcast::<&str>().map_or_else(|_| "(non-string panic)".to_string(), |s| s.to_string()),
+    }
+}
+
+/// Sequential creates of `{prefix}-NNNNNNNNNN` through the whole connect string `cs` until `stop`, every 5 ms;
+/// the acknowledged paths go into `acked`. A write whose connection broke has an unknown outcome and is not
+/// recorded (the client reconnects); a server's refusal is a bug in a test that only writes, and panics.
+pub async fn write_until(cs: String, prefix: &'static str, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
+    let mut client = connect(&cs).await;
+    while !stop.load(Ordering::SeqCst) {
+        match client.create(prefix, b"x", SEQUENTIAL).await {
+            Ok((_, seq)) => acked.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{prefix}{seq}")),
+            Err(e @ (Error::NoNode | Error::NodeExists | Error::NoAuth | Error::BadArguments(_))) => {
+                panic!("background write: {e}")
+            }
+            Err(_) => client = connect(&cs).await,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -19,7 +19,6 @@ use ensemble_tests::process::Server;
 use ensemble_tests::{blocking, connect, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use zookeeper_client::{CreateMode, Error};
 
 const NODES: usize = 3;
 
@@ -154,24 +153,6 @@ async fn serving(cluster: &Arc<Cluster>, leader: usize, after: &str) {
     }
 }
 
-/// Sequential creates through the whole connect string until stopped; returns the acknowledged paths.
-async fn write_until(cs: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
-    let mut client = connect(&cs).await;
-    let sequential = CreateMode::PersistentSequential.with_acls(zookeeper_client::Acls::anyone_all());
-    while !stop.load(Ordering::SeqCst) {
-        match client.create("/t50/bg-", b"x", &sequential).await {
-            Ok((_, seq)) => acked.lock().unwrap().push(format!("/t50/bg-{seq}")),
-            // A server that answered refused it: that is a bug here, not a lost connection.
-            Err(e @ (Error::NoNode | Error::NodeExists | Error::NoAuth | Error::BadArguments(_))) => {
-                panic!("background write: {e}")
-            }
-            // The outcome of a write whose connection broke is unknown; only acknowledged ones are checked.
-            Err(_) => client = connect(&cs).await,
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_bytes_on_the_quorum_port_never_take_a_server_down() {
     let cluster = Arc::new(blocking(|| Cluster::start(NODES)));
@@ -181,7 +162,7 @@ async fn hostile_bytes_on_the_quorum_port_never_take_a_server_down() {
     let cs = cluster.connect_string();
     connect(&cs).await.create("/t50", b"", PERSISTENT).await.unwrap();
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
-    let writer = tokio::spawn(write_until(cs.clone(), stop.clone(), acked.clone()));
+    let writer = tokio::spawn(ensemble_tests::client::write_until(cs.clone(), "/t50/bg-", stop.clone(), acked.clone()));
 
     for (n, &kind) in ATTACKS.iter().enumerate() {
         for target in 0..NODES {

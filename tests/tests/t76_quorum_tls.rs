@@ -33,7 +33,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use zookeeper_client::{CreateMode, Error};
 
 const NODES: usize = 3;
 
@@ -52,7 +51,7 @@ async fn quorum_tls_rolling_switch_identities_and_strangers() {
     let cs = cluster.connect_string();
     connect(&cs).await.create("/t76", b"", PERSISTENT).await.unwrap();
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
-    let writer = tokio::spawn(write_until(cs.clone(), stop.clone(), acked.clone()));
+    let writer = tokio::spawn(ensemble_tests::client::write_until(cs.clone(), "/t76/bg-", stop.clone(), acked.clone()));
 
     // 1. The rolling switch, ZooKeeper's three steps, one server at a time.
     let steps: [(&str, &[&str]); 3] = [
@@ -136,23 +135,6 @@ async fn serving(cluster: &Arc<Cluster>, after: &str) {
         let client = connect(&cluster.client_addr(i).to_string()).await;
         let path = format!("/t76/{}-via-{}", after.replace(' ', "-"), i + 1);
         client.create(&path, b"", PERSISTENT).await.unwrap_or_else(|e| panic!("write via node {}: {e}", i + 1));
-    }
-}
-
-/// Sequential creates through the whole connect string until stopped; returns the acknowledged paths.
-async fn write_until(cs: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
-    let mut client = connect(&cs).await;
-    let sequential = CreateMode::PersistentSequential.with_acls(zookeeper_client::Acls::anyone_all());
-    while !stop.load(Ordering::SeqCst) {
-        match client.create("/t76/bg-", b"x", &sequential).await {
-            Ok((_, seq)) => acked.lock().unwrap().push(format!("/t76/bg-{seq}")),
-            Err(e @ (Error::NoNode | Error::NodeExists | Error::NoAuth | Error::BadArguments(_))) => {
-                panic!("background write: {e}")
-            }
-            // The outcome of a write whose connection broke is unknown; only acknowledged ones are checked.
-            Err(_) => client = connect(&cs).await,
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
