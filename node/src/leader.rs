@@ -86,15 +86,17 @@ pub const QUEUE: usize = 4096;
 pub const WINDOW: usize = 1000;
 
 /// Runs the pipeline until its queue closes.
-pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<Item>) {
+pub async fn run(shared: Arc<Shared>, handle: Handle, items: mpsc::Receiver<Item>) {
     let (tick, ttl_enabled, enforce_quota) =
         (shared.config.tick, shared.config.extended_types, shared.config.enforce_quota);
     let failed = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(watch::channel(0).0);
     let (outcomes, resolving) = mpsc::channel(WINDOW);
-    // Ends when the pipeline drops its sender; should it die, the pipeline's next send fails and says so.
-    tokio::spawn(resolve(resolving, failed.clone(), completed.clone()));
-    let mut pipeline = Pipeline {
+    // Resolving runs beside the pipeline in this task (not a task of its own, which nothing would supervise):
+    // the pipeline waits for it (the window, syncs) while it handles an item, and it ends once the pipeline has
+    // ended and dropped its sender.
+    let resolving = resolve(resolving, failed.clone(), completed.clone());
+    let pipeline = Pipeline {
         shared,
         role: handle.role.clone(),
         handle,
@@ -106,18 +108,7 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, mut items: mpsc::Receiver<
         sessions: HashMap::new(),
         options: PrepOptions { ttl_enabled, enforce_quota },
     };
-    let mut expiry = tokio::time::interval(tick / 2);
-    let mut reaping = tokio::time::interval(pipeline.shared.config.container_check_interval);
-    loop {
-        tokio::select! {
-            item = items.recv() => match item {
-                Some(item) => pipeline.handle(item).await,
-                None => return,
-            },
-            _ = expiry.tick() => pipeline.expire().await,
-            _ = reaping.tick() => pipeline.reap().await,
-        }
-    }
+    tokio::join!(pipeline.run(items, tick), resolving);
 }
 
 /// A session as the leader tracks it.
@@ -157,6 +148,22 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// Handles items until the queue closes, expiring sessions and reaping nodes on their timers.
+    async fn run(mut self, mut items: mpsc::Receiver<Item>, tick: Duration) {
+        let mut expiry = tokio::time::interval(tick / 2);
+        let mut reaping = tokio::time::interval(self.shared.config.container_check_interval);
+        loop {
+            tokio::select! {
+                item = items.recv() => match item {
+                    Some(item) => self.handle(item).await,
+                    None => return,
+                },
+                _ = expiry.tick() => self.expire().await,
+                _ = reaping.tick() => self.reap().await,
+            }
+        }
+    }
+
     fn leading(&self) -> bool {
         *self.handle.role.borrow() == (Role::Leading, true)
     }
@@ -310,12 +317,8 @@ impl Pipeline {
             Ok(outcome) => {
                 self.submitted += 1;
                 self.shared.stats.proposal_sizes.record(size);
-                // Room is certain (at most WINDOW in flight); a closed channel means `resolve` died.
-                if self.outcomes.send((self.submitted, outcome)).await.is_err() {
-                    tracing::error!("the task resolving proposals is gone: the speculative tree will be rebuilt");
-                    self.failed.store(true, Ordering::Release);
-                    return false;
-                }
+                // Room is certain (at most WINDOW in flight), and `resolve` runs as long as the pipeline does.
+                self.outcomes.send((self.submitted, outcome)).await.expect("resolve outlives the pipeline's sender");
                 true
             }
             Err(_) => {
