@@ -257,7 +257,14 @@ impl Pipeline {
                     // A learner's sync that has to wait counts in `zk_pending_syncs` until it is answered.
                     let waits = matches!(origin, Origin::Peer(_)) && *completed.borrow() < target;
                     let _pending = waits.then(|| shared.stats.learner_syncs.wait_for(target));
-                    if completed.wait_for(|&done| done >= target).await.is_err() {
+                    // Every write completed before the sync began is either among this leader's proposals so
+                    // far, or committed before it led (and applied before it proposed anything) — unless a
+                    // newer leader committed it, which the barrier rules out: a quorum still follows this one
+                    // after the sync arrived. Without it, a leader cut off with a minority would answer with a
+                    // stale zxid until it noticed (ZooKeeper's behaviour; the nemesis suite's StaleSyncedRead).
+                    let completes = async { completed.wait_for(|&done| done >= target).await.is_ok() };
+                    let (done, leads) = tokio::join!(completes, handle.confirm_leadership());
+                    if !done || !leads {
                         return;
                     }
                     let zxid = handle.applied.borrow().0 as i64;

@@ -5,7 +5,7 @@
 //! election), [`quorum`] (majorities and the commit point of cumulative acks) and [`broadcast`] (the leader's
 //! proposal pipeline and a follower's log), [`discovery`] (the new epoch) and [`sync`] (the DIFF / TRUNC / SNAP
 //! plan), [`follower_sync`] and [`leader_sync`] (both sides of sync, in the order that keeps committed txns).
-//! [`peer`] ties the phases together (with heartbeats and step-down), [`transport`] carries messages over
+//! [`peer`] ties the phases together (with heartbeats and step-down, and the read [`barrier`]s that `sync` waits on), [`transport`] carries messages over
 //! TCP (secured before its handshake by [`security`]), [`streams`] makes what a syncing follower needs (txns, or a snapshot and txns) as its connection
 //! drains, and [`runtime`] drives a peer with a WAL, the snapshot directory and the transport. [`fault`] says
 //! whose fault each runtime error is (this server's stops it, a peer's drops the link to it), and [`leave`] why a
@@ -26,6 +26,7 @@
 //! | `replication::repairing_read` | [`repairing::read`] |
 #![deny(missing_docs)]
 
+pub mod barrier;
 pub mod broadcast;
 pub mod discovery;
 pub mod election;

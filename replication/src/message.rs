@@ -19,7 +19,8 @@
 //!  12   Proposal       zxid u64 | len u32 | txn bytes
 //!  13   Ack            zxid u64            (cumulative: everything up to zxid is durable)
 //!  14   Commit         zxid u64            (cumulative: everything up to zxid is committed)
-//!  15   Ping           zxid u64            (the sender's last committed zxid)
+//!  15   Ping           zxid u64 | round u64 (the sender's last committed zxid; the leader numbers its
+//!                                           heartbeats and a follower echoes the number it answers)
 //!  16   Digest         zxid u64 | digest u64
 //!  17   Forward        len u32 | bytes     (opaque to the protocol: the node layer's requests to its leader
 //!                                           and answers to them; the node owns that format)
@@ -88,7 +89,7 @@ pub enum Message {
     Proposal { zxid: Zxid, txn: Bytes },
     Ack { zxid: Zxid },
     Commit { zxid: Zxid },
-    Ping { zxid: Zxid },
+    Ping { zxid: Zxid, round: u64 },
     Digest { zxid: Zxid, digest: u64 },
     Forward { data: Bytes },
 }
@@ -187,7 +188,10 @@ impl Message {
             }
             Message::Ack { zxid } => put_zxid(out, 13, *zxid),
             Message::Commit { zxid } => put_zxid(out, 14, *zxid),
-            Message::Ping { zxid } => put_zxid(out, 15, *zxid),
+            Message::Ping { zxid, round } => {
+                put_zxid(out, 15, *zxid);
+                out.put_u64(*round);
+            }
             Message::Digest { zxid, digest } => {
                 put_zxid(out, 16, *zxid);
                 out.put_u64(*digest);
@@ -224,7 +228,7 @@ impl Message {
             12 => Message::Proposal { zxid: Zxid(u64_(b)?), txn: bytes_(b)? },
             13 => Message::Ack { zxid: Zxid(u64_(b)?) },
             14 => Message::Commit { zxid: Zxid(u64_(b)?) },
-            15 => Message::Ping { zxid: Zxid(u64_(b)?) },
+            15 => Message::Ping { zxid: Zxid(u64_(b)?), round: u64_(b)? },
             16 => Message::Digest { zxid: Zxid(u64_(b)?), digest: u64_(b)? },
             17 => Message::Forward { data: bytes_(b)? },
             tag => return Err(DecodeError::UnknownTag(tag)),
@@ -382,7 +386,7 @@ mod tests {
             data.prop_map(|data| Message::Forward { data }),
             zxid.clone().prop_map(|zxid| Message::Ack { zxid }),
             zxid.clone().prop_map(|zxid| Message::Commit { zxid }),
-            zxid.clone().prop_map(|zxid| Message::Ping { zxid }),
+            (zxid.clone(), any::<u64>()).prop_map(|(zxid, round)| Message::Ping { zxid, round }),
             (zxid, any::<u64>()).prop_map(|(zxid, digest)| Message::Digest { zxid, digest }),
         ]
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use wal::{Epoch, Zxid};
 
+use crate::barrier::{BarrierId, Barriers};
 use crate::broadcast::{self, FollowerBroadcast, LeaderBroadcast, ProposeError};
 use crate::discovery::{self, DiscoveryError, FollowerDiscovery, LeaderDiscovery};
 use crate::election::{self, Election, ElectionConfig, Outcome, Time};
@@ -79,6 +80,8 @@ pub enum Event {
     Disconnected(ServerId),
     /// A connection to a peer is up.
     Connected(ServerId),
+    /// Prove that this server still leads (see [`crate::barrier`]); answered by [`Action::Barrier`].
+    Barrier(BarrierId),
 }
 
 /// What the peer is.
@@ -161,6 +164,14 @@ pub enum Action {
     /// This server, repairing its log, synced with a leader: its log holds every committed txn durably again.
     /// Remove the repair mark; it elects as a candidate from now on.
     Repaired,
+    /// A barrier asked for by [`Event::Barrier`] passed (a quorum still followed this leader after it was
+    /// asked for), or failed (this server does not lead, or stopped leading first).
+    Barrier {
+        /// The barrier.
+        id: BarrierId,
+        /// Whether it passed.
+        passed: bool,
+    },
 }
 
 enum FollowPhase {
@@ -197,6 +208,11 @@ impl Lead {
     /// Whether a sync stream went to `follower` since its last FOLLOWERINFO.
     fn is_syncing_or_synced(&self, follower: ServerId) -> bool {
         self.syncing.contains(&follower) || self.broadcast.as_ref().is_some_and(|b| b.has_follower(follower))
+    }
+
+    /// The last committed zxid once broadcasting, else `last`.
+    fn committed_or(&self, last: Zxid) -> Zxid {
+        self.broadcast.as_ref().map_or(last, |b| b.committed())
     }
 
     /// Stops tracking a follower (gone, silent or dropped): it counts for nothing until it rejoins.
@@ -239,6 +255,8 @@ pub struct Peer {
     /// before the leader itself has (it waits `finalize_wait` for better votes). Taken up if this server leads,
     /// dropped when a new election starts.
     early_infos: BTreeMap<ServerId, Epoch>,
+    /// Heartbeat rounds and the read barriers waiting on them (while leading).
+    barriers: Barriers,
 }
 
 impl Peer {
@@ -274,6 +292,7 @@ impl Peer {
             state: State::Looking(election),
             settled: None,
             early_infos: BTreeMap::new(),
+            barriers: Barriers::default(),
         };
         let mut actions = election_actions(commands);
         actions.push(Action::RoleChanged(Role::Looking));
@@ -323,6 +342,17 @@ impl Peer {
         self.durable
     }
 
+    /// The last heartbeat round this peer sent: a peer that replaces it in the same process continues after it
+    /// ([`Peer::continue_rounds_after`]), so that an echo meant for this one never passes a barrier of the next.
+    pub fn last_round(&self) -> u64 {
+        self.barriers.last_round()
+    }
+
+    /// Numbers heartbeats after `round` (see [`Peer::last_round`]).
+    pub fn continue_rounds_after(&mut self, round: u64) {
+        self.barriers.continue_after(round);
+    }
+
     /// Handles one event. `history` is the leader's view of its own log, for planning follower syncs.
     pub fn handle(&mut self, event: Event, history: &impl History) -> Vec<Action> {
         match event {
@@ -339,7 +369,11 @@ impl Peer {
             }
             _ => {}
         }
-        let actions = self.dispatch(event, history);
+        let mut actions = self.dispatch(event, history);
+        if !(self.role() == Role::Leading && self.serving()) {
+            // Barriers pass only while this server leads and serves; echoes count only within that time.
+            actions.extend(self.barriers.fail_all().into_iter().map(|id| Action::Barrier { id, passed: false }));
+        }
         for action in &actions {
             match action {
                 Action::Append(z, _) => self.logged = self.logged.max(*z),
@@ -378,6 +412,7 @@ impl Peer {
             Event::Message(from, message) => self.on_message(from, message, history),
             Event::Disconnected(peer) => self.on_disconnected(peer),
             Event::Connected(peer) => self.on_connected(peer),
+            Event::Barrier(id) => self.on_barrier(id),
         }
     }
 
@@ -531,9 +566,12 @@ impl Peer {
     fn follower_message(&mut self, message: Message) -> Vec<Action> {
         let State::Following(f) = &mut self.state else { return Vec::new() };
         let leader = f.leader;
-        if let Message::Ping { .. } = message {
+        if matches!(message, Message::Ping { .. }) {
             // Heartbeats come in every phase; the answer tells the leader this follower is alive.
-            return vec![Action::Send(leader, Message::Ping { zxid: self.durable.last_zxid })];
+            // The round echoed proves to the leader's read barriers that this follower followed it after
+            // the round was sent.
+            let Message::Ping { round, .. } = message else { unreachable!("matched just above") };
+            return vec![Action::Send(leader, Message::Ping { zxid: self.durable.last_zxid, round })];
         }
         let outcome: Result<Vec<Action>, Violation> = match (&mut f.phase, message) {
             (FollowPhase::Discovery(d), Message::LeaderInfo { new_epoch }) => match d.on_leader_info(new_epoch) {
@@ -623,6 +661,7 @@ impl Peer {
                 // A follower that starts over on the same connection (it re-elected this leader) syncs afresh.
                 if l.is_syncing_or_synced(from) {
                     l.forget(from);
+                    self.barriers.forget(from);
                     l.last_heard.insert(from, self.now);
                 }
                 l.discovery.on_follower_info(from, accepted_epoch).map(discovery_actions)
@@ -663,6 +702,10 @@ impl Peer {
             Message::Ack { zxid } => {
                 Ok(l.broadcast.as_mut().map_or_else(Vec::new, |b| broadcast_actions(b.on_ack(from, zxid))))
             }
+            Message::Ping { round, .. } => {
+                let passed = self.barriers.on_echo(from, round, self.config.me, &self.config.voters);
+                Ok(passed.into_iter().map(|id| Action::Barrier { id, passed: true }).collect())
+            }
             _ => Ok(Vec::new()),
         };
         // A follower ahead of this leader, or one that accepted a later epoch: the election picked the wrong
@@ -674,6 +717,7 @@ impl Peer {
     fn drop_follower(&mut self, follower: ServerId) -> Vec<Action> {
         let State::Leading(l) = &mut self.state else { return Vec::new() };
         l.forget(follower);
+        self.barriers.forget(follower);
         let mut actions = vec![Action::Disconnect(follower)];
         actions.extend(self.check_quorum());
         actions
@@ -820,6 +864,23 @@ impl Peer {
         }
     }
 
+    /// A barrier: passes once a quorum echoes a heartbeat sent now (sent at once rather than at the next tick,
+    /// so that a `sync` waits one round trip, not up to a tick). Fails at once on a server that does not lead
+    /// and serve.
+    fn on_barrier(&mut self, id: BarrierId) -> Vec<Action> {
+        let State::Leading(l) = &mut self.state else { return vec![Action::Barrier { id, passed: false }] };
+        if l.broadcast.is_none() {
+            return vec![Action::Barrier { id, passed: false }];
+        }
+        let passed = self.barriers.request(id, self.config.me, &self.config.voters);
+        let mut actions: Vec<Action> = passed.into_iter().map(|id| Action::Barrier { id, passed: true }).collect();
+        if self.barriers.is_waiting() {
+            let (zxid, round) = (l.committed_or(self.durable.last_zxid), self.barriers.next_round());
+            actions.extend(l.last_heard.keys().map(|&p| Action::Send(p, Message::Ping { zxid, round })));
+        }
+        actions
+    }
+
     /// A looking server tells a peer it just connected to its vote at once (as ZooKeeper resends its last
     /// message on a new connection), rather than at its next resend, which may be a minute away. A restarted
     /// server's first frame also proves to a listener that still holds its old connection that it is no
@@ -838,6 +899,7 @@ impl Peer {
             State::Following(f) if f.leader == peer => self.look(Leave::LeaderGone),
             State::Leading(l) => {
                 l.forget(peer);
+                self.barriers.forget(peer);
                 self.check_quorum()
             }
             _ => Vec::new(),
@@ -875,13 +937,14 @@ impl Peer {
                 let mut actions = Vec::new();
                 for p in silent {
                     l.forget(p);
+                    self.barriers.forget(p);
                     actions.push(Action::Disconnect(p));
                 }
                 if now.saturating_sub(l.last_ping) >= self.config.tick {
                     // One heartbeat per tick.
                     l.last_ping = now;
-                    let zxid = l.broadcast.as_ref().map_or(self.durable.last_zxid, |b| b.committed());
-                    actions.extend(l.last_heard.keys().map(|&p| Action::Send(p, Message::Ping { zxid })));
+                    let (zxid, round) = (l.committed_or(self.durable.last_zxid), self.barriers.next_round());
+                    actions.extend(l.last_heard.keys().map(|&p| Action::Send(p, Message::Ping { zxid, round })));
                 }
                 actions.extend(self.check_quorum());
                 actions

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use wal::{Wal, WalError, Zxid};
 
+use crate::barrier::BarrierId;
 use crate::broadcast::ProposeError;
 use crate::epochs::{read_epochs, EpochUpdate, EpochWriter};
 use crate::fault::{Fault, LocalFault, PeerFault};
@@ -108,6 +109,7 @@ pub struct LearnerView {
 #[derive(Clone)]
 pub struct Handle {
     proposals: mpsc::Sender<(Bytes, Reply)>,
+    barriers: mpsc::Sender<oneshot::Sender<bool>>,
     forwards: mpsc::Sender<(ForwardTo, Bytes)>,
     /// The last zxid applied.
     pub applied: watch::Receiver<Zxid>,
@@ -137,6 +139,14 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.proposals.send((txn, tx)).await.map_err(|_| CommitError::Abandoned)?;
         Ok(rx)
+    }
+
+    /// Whether this server still leads: true once a quorum of voters (this one included) answered a heartbeat
+    /// sent after the call, false when it does not lead and serve or stops before (see [`crate::barrier`]). A
+    /// leader answers a `sync` only after this, so that the sync's reads see every write completed before it.
+    pub async fn confirm_leadership(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.barriers.send(tx).await.is_ok() && rx.await.unwrap_or(false)
     }
 
     /// Sends `data` to another server as a [`Message::Forward`]; best effort (dropped with no connection).
@@ -255,6 +265,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
     let send_queues = transport.send_queues();
     let (proposals_tx, proposals) = mpsc::channel(1024);
+    let (barriers_tx, barriers) = mpsc::channel(1024);
     let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
     let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);
     let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
@@ -278,6 +289,8 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         generation: 0,
         waiters: BTreeMap::new(),
         pending_proposal: VecDeque::new(),
+        barriers: BTreeMap::new(),
+        next_barrier: 0,
         events: VecDeque::new(),
         applied_tx,
         role_tx,
@@ -288,9 +301,10 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         dir: config.dir.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
-    tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, forwards, stop }));
+    tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, barriers, forwards, stop }));
     let handle = Handle {
         proposals: proposals_tx,
+        barriers: barriers_tx,
         forwards: forwards_tx,
         applied,
         role,
@@ -305,6 +319,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
 struct Inputs {
     inbound: mpsc::Receiver<Inbound>,
     proposals: mpsc::Receiver<(Bytes, Reply)>,
+    barriers: mpsc::Receiver<oneshot::Sender<bool>>,
     forwards: mpsc::Receiver<(ForwardTo, Bytes)>,
     stop: watch::Receiver<bool>,
 }
@@ -346,6 +361,9 @@ struct Server {
     waiters: BTreeMap<Zxid, Reply>,
     /// Proposals handed to the peer, waiting for it to say which zxid each got.
     pending_proposal: VecDeque<Reply>,
+    /// Who waits on each barrier handed to the peer: requests that arrive together share one barrier.
+    barriers: BTreeMap<BarrierId, Vec<oneshot::Sender<bool>>>,
+    next_barrier: u64,
     /// Events for the peer, in order.
     events: VecDeque<Event>,
     applied_tx: watch::Sender<Zxid>,
@@ -362,7 +380,7 @@ struct Server {
 
 impl Server {
     async fn run(mut self, config: PeerConfig, durable: DurableState, inputs: Inputs) {
-        let Inputs { mut inbound, mut proposals, mut forwards, mut stop } = inputs;
+        let Inputs { mut inbound, mut proposals, mut barriers, mut forwards, mut stop } = inputs;
         let tick = config.tick / 5;
         let (mut peer, actions) = Peer::new(config.clone(), durable, self.started.elapsed());
         // A peer starts out looking (the role watch starts there too, so no change reports it).
@@ -440,6 +458,17 @@ impl Server {
                     }
                     continue;
                 }
+                Some(first) = barriers.recv() => {
+                    let mut waiting = vec![first];
+                    while waiting.len() < MAX_EVENTS_AT_ONCE {
+                        let Ok(next) = barriers.try_recv() else { break };
+                        waiting.push(next);
+                    }
+                    self.next_barrier += 1;
+                    let id = BarrierId(self.next_barrier);
+                    self.barriers.insert(id, waiting);
+                    Event::Barrier(id)
+                }
                 else => return,
             };
             self.events.push_back(event);
@@ -509,6 +538,9 @@ impl Server {
         for reply in self.pending_proposal.drain(..) {
             let _ = reply.send(Err(CommitError::Abandoned));
         }
+        for waiter in std::mem::take(&mut self.barriers).into_values().flatten() {
+            let _ = waiter.send(false);
+        }
         while let Some(result) = next_durable(&mut self.durability).await {
             let zxid = self.log.zxids.back().copied().unwrap_or(Zxid::ZERO);
             let durable = result.map_err(|source| LocalFault::Wal { op: "make durable up to", zxid, source })?;
@@ -519,7 +551,8 @@ impl Server {
         let last_zxid = self.log.last().unwrap_or(Zxid::ZERO);
         let durable = DurableState { accepted_epoch, current_epoch, last_zxid, repairing: peer.durable().repairing };
         let applied = self.delivered.min(last_zxid);
-        let (fresh, actions) = Peer::restart(config.clone(), durable, applied, self.started.elapsed());
+        let (mut fresh, actions) = Peer::restart(config.clone(), durable, applied, self.started.elapsed());
+        fresh.continue_rounds_after(peer.last_round());
         *peer = fresh;
         Ok(actions)
     }
@@ -591,6 +624,11 @@ impl Server {
                     }
                 }
                 Action::Disconnect(peer_id) => self.transport.disconnect(peer_id),
+                Action::Barrier { id, passed } => {
+                    for waiter in self.barriers.remove(&id).into_iter().flatten() {
+                        let _ = waiter.send(passed);
+                    }
+                }
                 Action::Repaired => {
                     let dir = self.dir.clone();
                     tokio::task::spawn_blocking(move || crate::repairing::clear(&dir))

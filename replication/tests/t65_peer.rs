@@ -268,3 +268,84 @@ fn a_leader_counts_its_learners_and_which_of_them_are_synced() {
     assert_eq!(peer.role(), Role::Looking, "no quorum left");
     assert_eq!(peer.learners(), learners(0, 0, 0), "a server that does not lead has no learners");
 }
+
+/// Drives peer 1 to lead and serve epoch 2 with voter 2 synced and observer 4 connected (voter 3 away).
+fn serving_leader() -> Peer {
+    let z = Zxid::new(Epoch(1), 5);
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
+    let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
+    for sender in [2, 3] {
+        let vote = Notification {
+            leader: ServerId(1),
+            zxid: z,
+            peer_epoch: Epoch(1),
+            election_epoch: 1,
+            state: PeerState::Looking,
+            sender: ServerId(sender),
+        };
+        peer.handle(Event::Message(ServerId(sender), Message::Notification(vote)), &Empty);
+    }
+    peer.handle(Event::Tick(config().tick * 3), &Empty);
+    let from = |peer: &mut Peer, id: u64, m: Message| peer.handle(Event::Message(ServerId(id), m), &Empty);
+    for id in [2, 4] {
+        from(&mut peer, id, Message::FollowerInfo { accepted_epoch: Epoch(1), last_zxid: Zxid::ZERO });
+        peer.handle(Event::AcceptedEpochPersisted, &Empty);
+    }
+    for id in [2, 4] {
+        from(&mut peer, id, Message::AckEpoch { current_epoch: Epoch(1), last_zxid: Zxid::ZERO });
+    }
+    from(&mut peer, 2, Message::AckNewLeader { zxid: z });
+    peer.handle(Event::CurrentEpochPersisted, &Empty);
+    assert!(peer.role() == Role::Leading && peer.serving());
+    peer
+}
+
+/// The round of the heartbeat a barrier sent to `to`.
+fn ping_round(actions: &[Action], to: u64) -> Option<u64> {
+    actions.iter().find_map(|a| match a {
+        Action::Send(id, Message::Ping { round, .. }) if *id == ServerId(to) => Some(*round),
+        _ => None,
+    })
+}
+
+/// A `sync` is answered only once the leader proved it still leads: a barrier sends a heartbeat to every
+/// learner at once and passes when a quorum of voters echoed it — an observer's echo, or an echo of an earlier
+/// round, does not count.
+#[test]
+fn a_barrier_passes_when_a_quorum_of_voters_echoes_a_heartbeat_sent_after_it() {
+    use replication::barrier::BarrierId;
+    let mut peer = serving_leader();
+    let from = |peer: &mut Peer, id: u64, m: Message| peer.handle(Event::Message(ServerId(id), m), &Empty);
+    // A heartbeat of the tick, answered before the barrier: it proves nothing about the time after.
+    let actions = peer.handle(Event::Tick(config().tick * 5), &Empty);
+    let old = ping_round(&actions, 2).expect("a heartbeat each tick");
+    let actions = peer.handle(Event::Barrier(BarrierId(1)), &Empty);
+    let round = ping_round(&actions, 2).expect("the barrier sends a heartbeat at once");
+    assert!(round > old);
+    assert_eq!(ping_round(&actions, 4), Some(round), "observers get it too");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Barrier { .. })), "{actions:?}");
+    let echo = |round| Message::Ping { zxid: Zxid::ZERO, round };
+    assert!(from(&mut peer, 2, echo(old)).is_empty(), "an echo of an earlier round");
+    assert!(from(&mut peer, 4, echo(round)).is_empty(), "an observer's echo");
+    assert!(from(&mut peer, 2, echo(round + 5)).is_empty(), "an echo of a round never sent");
+    let actions = from(&mut peer, 2, echo(round));
+    assert_eq!(actions, vec![Action::Barrier { id: BarrierId(1), passed: true }]);
+}
+
+/// A leader that loses its quorum fails its waiting barriers (the sync goes unanswered rather than stale); a
+/// server that does not lead fails one at once; a follower echoes the round of each heartbeat.
+#[test]
+fn a_barrier_fails_when_the_leader_stops_leading_and_on_a_follower() {
+    use replication::barrier::BarrierId;
+    let mut peer = serving_leader();
+    peer.handle(Event::Barrier(BarrierId(7)), &Empty);
+    let actions = peer.handle(Event::Disconnected(ServerId(2)), &Empty);
+    assert_eq!(peer.role(), Role::Looking);
+    assert!(actions.contains(&Action::Barrier { id: BarrierId(7), passed: false }), "{actions:?}");
+
+    let mut follower = synced_follower();
+    let actions = follower.handle(Event::Barrier(BarrierId(8)), &Empty);
+    assert_eq!(actions, vec![Action::Barrier { id: BarrierId(8), passed: false }]);
+    let actions = follower.handle(Event::Message(ServerId(2), Message::Ping { zxid: Zxid::ZERO, round: 41 }), &Empty);
+    assert!(matches!(actions[..], [Action::Send(ServerId(2), Message::Ping { round: 41, .. })]), "{actions:?}");
+}

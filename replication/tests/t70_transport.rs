@@ -79,8 +79,8 @@ async fn messages_flow_in_order_and_reconnects_follow_restarts() {
     let (t2, mut rx2) = TcpTransport::start(ServerId(2), l2, peers, config());
     connected(&mut rx1, ServerId(2)).await;
     connected(&mut rx2, ServerId(1)).await;
-    t1.send(ServerId(2), Message::Ping { zxid: Zxid(7) }).unwrap();
-    assert_eq!(next(&mut rx2).await, Inbound::Message(ServerId(1), Message::Ping { zxid: Zxid(7) }));
+    t1.send(ServerId(2), Message::Ping { zxid: Zxid(7), round: 3 }).unwrap();
+    assert_eq!(next(&mut rx2).await, Inbound::Message(ServerId(1), Message::Ping { zxid: Zxid(7), round: 3 }));
     drop(t2);
 }
 
@@ -182,10 +182,10 @@ async fn impostors_huge_frames_and_floods_never_cut_a_real_link() {
         assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "a connection that sent garbage was kept open");
     }
     // ...and the real link carried on throughout: no disconnect was reported, and messages still flow.
-    t1.send(ServerId(2), Message::Ping { zxid: Zxid(42) }).unwrap();
+    t1.send(ServerId(2), Message::Ping { zxid: Zxid(42), round: 1 }).unwrap();
     loop {
         match next(&mut rx2).await {
-            Inbound::Message(ServerId(1), Message::Ping { zxid }) => {
+            Inbound::Message(ServerId(1), Message::Ping { zxid, .. }) => {
                 assert_eq!(zxid, Zxid(42));
                 break;
             }

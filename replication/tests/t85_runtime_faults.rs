@@ -96,13 +96,13 @@ async fn a_snapshot_sync_that_broke_off_starts_over_at_offset_zero() {
     leader.send(Message::Snap { zxid: Zxid::new(Epoch(1), 3), total_bytes: 100 }).await;
     leader.send(Message::SnapChunk { offset: 0, data: Bytes::from(vec![7; 40]) }).await;
     // Server 1 answers a ping once it has handled everything before it: the chunk is stored.
-    leader.send(Message::Ping { zxid: Zxid::ZERO }).await;
+    leader.send(Message::Ping { zxid: Zxid::ZERO, round: 1 }).await;
     assert!(leader.expect(|m| matches!(m, Message::Ping { .. })).await.is_some());
     drop(leader);
     let mut leader = Leader::acked_epoch(addr).await;
     leader.send(Message::Snap { zxid: Zxid::new(Epoch(1), 3), total_bytes: 100 }).await;
     leader.send(Message::SnapChunk { offset: 0, data: Bytes::from(vec![7; 40]) }).await;
-    leader.send(Message::Ping { zxid: Zxid::ZERO }).await;
+    leader.send(Message::Ping { zxid: Zxid::ZERO, round: 1 }).await;
     let pong = leader.expect(|m| matches!(m, Message::Ping { .. })).await;
     assert!(pong.is_some(), "the link dropped: the new snapshot's first chunk was taken for a misplaced one");
     assert_eq!(handle.role.borrow().0, Role::Following(ServerId(2)));
