@@ -89,6 +89,14 @@ fn kazoo_over_tls_with_client_certificates_and_x509_acls() {
         )
         .expect("the x509 super user reads everything");
 
+    // The official Java client (zkCli.sh over Netty, with ZooKeeper's client TLS properties).
+    let out = certs.zkcli(&secure[1].to_string(), "client1", &["get /t75", "get /t75/mine", "create /t75/java j"]);
+    assert!(out.contains("\ntwo") && out.contains("\nchanged"), "zkCli reads over TLS:\n{out}");
+    assert!(out.contains("Created /t75/java"), "zkCli writes over TLS:\n{out}");
+    let out = certs.zkcli(&secure[2].to_string(), "client2", &["get /t75/mine", "get /t75/java"]);
+    assert!(out.contains("Insufficient permission"), "the x509 ACL holds for the Java client:\n{out}");
+    assert!(out.contains("\nj"), "client2 reads an open node:\n{out}");
+
     // A plaintext ZooKeeper client on the secure port gets nowhere; the server goes on serving.
     let plain = kazoo_script(&secure[0].to_string(), "", "zk.get('/t75')");
     assert!(python(&plain).is_err(), "a plaintext client on the secure port must be refused");
@@ -120,8 +128,28 @@ fn kazoo_over_tls_with_client_certificates_and_x509_acls() {
     if cluster.server_kind() == &Server::ZooKeeper {
         return; // ZooKeeper 3.8 reloads its stores on its own terms; the rest is Ensemble's reload.
     }
-    // Reload: a key store that is not one keeps the old configuration; a new certificate is served.
+    // Rotation while a client writes over TLS: the new certificate (same CA) is served to new connections, the
+    // writer's connection is not dropped, and every write it had acknowledged is there.
+    let writer = certs.tls_writer(&secure[0].to_string(), "/t75-rotation", Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(2));
     let store = certs.path("server-store.pem");
+    std::fs::copy(certs.path("server-next-store.pem"), &store).expect("rotate the key store");
+    std::thread::sleep(RELOAD_WAIT);
+    assert!(certs.served_subject(secure[0]).contains("localhost-next"), "the rotated certificate is served");
+    let out = writer.join().expect("the writer thread").expect("the writer over TLS");
+    let acked: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("acked ")).collect();
+    assert!(acked.len() > 20, "the writer wrote throughout:\n{out}");
+    assert!(out.contains("\nconnection drops 0"), "the rotation dropped the writer's connection:\n{out}");
+    let names = acked.iter().map(|p| format!("{:?}", p.rsplit('/').next().unwrap())).collect::<Vec<_>>().join(",");
+    certs
+        .kazoo(
+            &secure[1].to_string(),
+            Some("client1"),
+            &format!("zk.sync('/t75-rotation'); missing = {{{names}}} - set(zk.get_children('/t75-rotation')); assert not missing, missing"),
+        )
+        .expect("every acknowledged write is there after the rotation");
+
+    // Reload: a key store that is not one keeps the old configuration; a new certificate is served.
     std::fs::write(&store, b"not a key store").unwrap();
     std::thread::sleep(RELOAD_WAIT);
     certs.kazoo(&secure[0].to_string(), Some("client1"), "zk.get('/t75')").expect("the old configuration is kept");
@@ -156,9 +184,12 @@ impl Certs {
         certs.leaf("admin", "/O=Ensemble/CN=admin", "ca");
         certs.leaf("rogue", "/O=Ensemble/CN=client1", "rogue-ca");
         certs.leaf("rogue-server", "/O=Ensemble/CN=localhost", "rogue-ca");
+        certs.leaf("server-next", "/O=Ensemble/CN=localhost-next", "ca");
         // ZooKeeper's PEM key store: the private key and the certificate in one file.
-        let store = [certs.read("server.key"), certs.read("server.pem")].concat();
-        std::fs::write(certs.path("server-store.pem"), store).expect("write the key store");
+        for name in ["server", "server-next", "client1", "client2"] {
+            let store = [certs.read(&format!("{name}.key")), certs.read(&format!("{name}.pem"))].concat();
+            std::fs::write(certs.path(&format!("{name}-store.pem")), store).expect("write a key store");
+        }
         certs
     }
 
@@ -226,6 +257,73 @@ impl Certs {
             "-out",
             &format!("{name}.pem"),
         ]);
+    }
+
+    /// Runs zkCli.sh on `server` over TLS as `client`: ZooKeeper's client TLS properties, the Netty socket
+    /// (Debian's zkCli classpath lacks netty-codec, so the classpath is given again with it).
+    fn zkcli(&self, server: &str, client: &str, commands: &[&str]) -> String {
+        let netty = ["handler", "transport", "buffer", "common", "codec", "resolver", "transport-native-unix-common"];
+        let mut classpath = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar".to_string();
+        for jar in netty {
+            classpath += &format!(":/usr/share/java/netty-{jar}.jar");
+        }
+        let flags = format!(
+            "-cp {classpath} -Dzookeeper.client.secure=true \
+             -Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty \
+             -Dzookeeper.ssl.keyStore.location={} -Dzookeeper.ssl.keyStore.type=PEM \
+             -Dzookeeper.ssl.trustStore.location={} -Dzookeeper.ssl.trustStore.type=PEM",
+            show(&self.path(&format!("{client}-store.pem"))),
+            show(&self.path("ca.pem")),
+        );
+        ensemble_tests::zkcli::run_with_env(server, commands, &[("CLIENT_JVMFLAGS", flags.as_str())])
+    }
+
+    /// The subject of the certificate `addr` serves (to client1, trusting ca).
+    fn served_subject(&self, addr: SocketAddr) -> String {
+        let connect = addr.to_string();
+        let args =
+            ["s_client", "-connect", &connect, "-cert", "client1.pem", "-key", "client1.key", "-CAfile", "ca.pem"];
+        let out = Command::new("timeout")
+            .arg("10")
+            .arg("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().find(|l| l.contains("subject=")).unwrap_or_default().to_string()
+    }
+
+    /// A kazoo client (client1) on `hosts` that creates sequential nodes under `parent` over TLS for `run`,
+    /// printing `acked <path>` for each acknowledged create and, at the end, `connection drops N` (SUSPENDED or
+    /// LOST states seen).
+    fn tls_writer(&self, hosts: &str, parent: &str, run: Duration) -> std::thread::JoinHandle<Result<String, String>> {
+        let statements = format!(
+            "import time\n\
+             drops = []\n\
+             zk.add_listener(lambda state: drops.append(state) if state != 'CONNECTED' else None)\n\
+             zk.ensure_path('{parent}')\n\
+             end = time.time() + {secs}\n\
+             while time.time() < end:\n    \
+                 try:\n        \
+                     print('acked', zk.create('{parent}/n', b'x', sequence=True), flush=True)\n    \
+                 except Exception as e:\n        \
+                     print('failed', repr(e), flush=True)\n        \
+                     time.sleep(0.1)\n\
+             print('connection drops', len(drops), flush=True)",
+            secs = run.as_secs_f64(),
+        );
+        let ca = self.path("ca.pem");
+        let (cert, key) = (self.path("client1.pem"), self.path("client1.key"));
+        let tls = format!(
+            ", use_ssl=True, verify_certs=True, ca={:?}, certfile={:?}, keyfile={:?}",
+            show(&ca),
+            show(&cert),
+            show(&key)
+        );
+        let script = kazoo_script(hosts, &tls, &statements);
+        std::thread::spawn(move || python(&script))
     }
 
     fn openssl(&self, args: &[&str]) {
