@@ -2,13 +2,19 @@
 
 use std::path::{Path, PathBuf};
 
+use wal::failpoint;
+
 use crate::error::SnapshotError;
 use crate::format;
 
 /// The snapshots in `dir` as (start zxid, path), newest first.
 pub fn list(dir: &Path) -> Result<Vec<(i64, PathBuf)>, SnapshotError> {
     let mut found = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
+    let read_dir = || {
+        failpoint!("snapshot::list");
+        std::fs::read_dir(dir)
+    };
+    let entries = match read_dir() {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
         Err(e) => return Err(SnapshotError::io("list", dir, e)),
@@ -31,7 +37,11 @@ pub fn remove_partial(dir: &Path) -> Result<usize, SnapshotError> {
         let entry = entry.map_err(|e| SnapshotError::io("list", dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("snapshot.") && name.ends_with(".tmp") {
-            std::fs::remove_file(entry.path()).map_err(|e| SnapshotError::io("delete", entry.path(), e))?;
+            let remove = || {
+                failpoint!("snapshot::remove_partial");
+                std::fs::remove_file(entry.path())
+            };
+            remove().map_err(|e| SnapshotError::io("delete", entry.path(), e))?;
             removed += 1;
         }
     }

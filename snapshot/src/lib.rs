@@ -23,7 +23,9 @@
 //! | `snapshot::delete` | [`retain::retain`] deleting an old snapshot (its WAL purge fails at `wal::remove`) |
 //! | `snapshot::open`, `snapshot::mmap` | [`read::load`] and [`read::check`], so recovery and retention |
 //! | `snapshot::transfer_create`, `snapshot::transfer_write` (short), `snapshot::transfer_fsync`, `snapshot::transfer_stage` | [`transfer::Incoming`] |
-//! | `snapshot::transfer_install`, `snapshot::transfer_delete`, `snapshot::transfer_sync_dir` | [`transfer::install`], [`transfer::finish_installs`] and every transfer directory fsync |
+//! | `snapshot::transfer_install`, `snapshot::transfer_delete`, `snapshot::transfer_list`, `snapshot::transfer_sync_dir` | [`transfer::install`], [`transfer::finish_installs`] and every transfer directory fsync |
+//! | `snapshot::prepare_clear`, `snapshot::prepare_create`, `snapshot::prepare_open` | [`transfer::prepare`] (the leader's private copy; writing it goes through `snapshot::create` ... `snapshot::sync_dir`) |
+//! | `snapshot::list`, `snapshot::remove_partial` | [`dir::list`] (recovery, retention, the transfer's newest snapshot) and [`dir::remove_partial`] |
 #![deny(missing_docs)]
 
 pub mod dir;

@@ -84,15 +84,38 @@ pub fn prepare(snap_dir: &Path, wal: &Wal, committed: Zxid) -> Result<Prepared, 
     // One directory per preparation: two followers may need a snapshot at once.
     static PREPARED: AtomicU64 = AtomicU64::new(0);
     let out = transfer_dir(snap_dir).join(format!("{OUTGOING_DIR}-{}", PREPARED.fetch_add(1, Ordering::Relaxed)));
+    let clear = || {
+        failpoint!("snapshot::prepare_clear");
+        fs::remove_dir_all(&out)
+    };
     if out.exists() {
-        fs::remove_dir_all(&out).map_err(|e| SnapshotError::io("clear", &out, e))?;
+        clear().map_err(|e| SnapshotError::io("clear", &out, e))?;
     }
-    fs::create_dir_all(&out).map_err(|e| SnapshotError::io("create directory", &out, e))?;
-    // Nothing applies to this private copy, so the "fuzzy" writer produces a snapshot with start = end.
-    let info = write::write_fuzzy(&out, &RwLock::new(tree), write::DEFAULT_CHUNK)?;
+    let create = || {
+        failpoint!("snapshot::prepare_create");
+        fs::create_dir_all(&out)
+    };
+    create().map_err(|e| SnapshotError::io("create directory", &out, e))?;
+    // Nothing applies to this private copy, so the "fuzzy" writer produces a snapshot with start = end (its
+    // steps fail at the `snapshot::create` ... `snapshot::sync_dir` failpoints).
+    let info = match write::write_fuzzy(&out, &RwLock::new(tree), write::DEFAULT_CHUNK) {
+        Ok(info) => info,
+        Err(error) => {
+            // Leave no half-written copy behind (recovery would delete it, but only at the next start).
+            let _ = fs::remove_dir_all(&out);
+            return Err(error);
+        }
+    };
     debug_assert_eq!(info.start_zxid, info.end_zxid);
-    let file = File::open(&info.path).map_err(|e| SnapshotError::io("open", &info.path, e))?;
-    fs::remove_dir_all(&out).map_err(|e| SnapshotError::io("clear", &out, e))?;
+    let open = || {
+        failpoint!("snapshot::prepare_open");
+        File::open(&info.path)
+    };
+    let opened = open().map_err(|e| SnapshotError::io("open", &info.path, e));
+    // The open file outlives its directory entry: a crash leaves nothing behind, and neither does a failure.
+    let cleared = clear().map_err(|e| SnapshotError::io("clear", &out, e));
+    let file = opened?;
+    cleared?;
     tracing::info!(zxid = %committed, bytes = info.bytes, nodes = info.nodes, "prepared a snapshot to ship");
     Ok(Prepared { zxid: committed, file, len: info.bytes })
 }
@@ -204,7 +227,11 @@ pub fn install(snap_dir: &Path, zxid: Zxid) -> Result<PathBuf, SnapshotError> {
 /// leftover of a transfer. Returns the snapshot installed, if any.
 pub fn finish_installs(snap_dir: &Path, wal: &Wal) -> Result<Option<PathBuf>, SnapshotError> {
     let dir = transfer_dir(snap_dir);
-    let entries = match fs::read_dir(&dir) {
+    let read_dir = || {
+        failpoint!("snapshot::transfer_list");
+        fs::read_dir(&dir)
+    };
+    let entries = match read_dir() {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SnapshotError::io("list", &dir, e)),

@@ -262,3 +262,77 @@ fn a_failed_cleanup_of_a_transfer_fails_recovery_and_keeps_the_old_state() {
     assert_eq!(follower.digest(), follower_digest);
     scenario.teardown();
 }
+
+/// Recovery lists the snapshot directory and deletes what an interrupted write left: when either fails it stops,
+/// naming the directory or the file, and starts from the same state once the disk is healthy.
+#[test]
+fn a_failed_listing_or_cleanup_fails_recovery_and_succeeds_after() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let db = db(dir.path());
+    let (digest, snap_dir) = (db.digest(), db.snap_dir.clone());
+    drop(db);
+    let partial = snap_dir.join("snapshot.1c8.tmp");
+    for (point, op, file) in [
+        ("snapshot::list", "list", "snap"),
+        ("snapshot::remove_partial", "delete", "snapshot.1c8.tmp"),
+        ("snapshot::transfer_list", "list", "snap"),
+    ] {
+        std::fs::write(&partial, b"a snapshot write a crash interrupted").unwrap();
+        fail::cfg(point, "return(EIO)").unwrap();
+        let error = Db::open(dir.path()).err().expect("recovery must fail");
+        fail::remove(point);
+        assert_io(&error, op, file, libc::EIO);
+        let (db, _) = Db::open(dir.path()).unwrap();
+        assert_eq!(db.digest(), digest, "{point}");
+        assert!(!partial.exists(), "{point}: the partial write is deleted once the disk is healthy");
+    }
+    scenario.teardown();
+}
+
+/// The leader's preparation of a snapshot to ship (a private copy of the tree written to the transfer area):
+/// a failure at any step is reported naming the step and file, leaves no copy behind (or one that recovery
+/// deletes, when deleting it is what failed), and the next preparation works.
+#[test]
+fn a_failed_preparation_leaves_nothing_behind_and_succeeds_after() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let leader = db(dir.path());
+    let at = Zxid(*leader.zxid.lock().unwrap() as u64);
+    let transfer_area = || -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(leader.snap_dir.join("transfer")) else { return Vec::new() };
+        entries.map(|e| e.unwrap().path()).collect()
+    };
+    for (point, action, op, file) in [
+        ("snapshot::prepare_create", "return(EIO)", "create directory", "outgoing-"),
+        ("snapshot::write", "return(ENOSPC)", "write", "outgoing-"),
+        ("snapshot::write", "2*off->return(short)", "write", "outgoing-"),
+        ("snapshot::fsync", "return(EIO)", "fsync", "outgoing-"),
+        ("snapshot::prepare_open", "return(EIO)", "open", "outgoing-"),
+    ] {
+        fail::cfg(point, action).unwrap();
+        let error = transfer::prepare(&leader.snap_dir, &leader.wal, at).unwrap_err();
+        fail::remove(point);
+        assert_io(&error, op, file, errno(action));
+        assert_eq!(transfer_area(), Vec::<PathBuf>::new(), "{point}: a copy left behind");
+        let prepared = transfer::prepare(&leader.snap_dir, &leader.wal, at).unwrap();
+        assert_eq!(prepared.zxid, at, "{point}: works again");
+    }
+    // Deleting the copy's directory entry fails: the error says so, and recovery deletes the leftover.
+    fail::cfg("snapshot::prepare_clear", "return(EIO)").unwrap();
+    let error = transfer::prepare(&leader.snap_dir, &leader.wal, at).unwrap_err();
+    fail::remove("snapshot::prepare_clear");
+    assert_io(&error, "clear", "outgoing-", libc::EIO);
+    assert_eq!(transfer_area().len(), 1, "the copy whose deletion failed");
+    let digest = leader.digest();
+    drop(leader);
+    let (leader, _) = Db::open(dir.path()).unwrap();
+    assert_eq!(leader.digest(), digest);
+    assert_eq!(transfer_area_of(&leader), Vec::<PathBuf>::new(), "recovery deletes the leftover");
+    scenario.teardown();
+}
+
+fn transfer_area_of(db: &Db) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(db.snap_dir.join("transfer")) else { return Vec::new() };
+    entries.map(|e| e.unwrap().path()).collect()
+}
