@@ -166,6 +166,8 @@ pub struct Config {
     /// Client SASL and enforced authentication (`java.security.auth.login.config`, `superUser`,
     /// `enforce.auth.*`, ...; [`crate::sasl::config`]).
     pub sasl: crate::sasl::config::SaslSettings,
+    /// Quorum SASL (`quorum.auth.*`; [`crate::sasl::quorum`]), `None` unless `quorum.auth.enableSasl=true`.
+    pub quorum_sasl: Option<crate::sasl::quorum::settings::QuorumSaslSettings>,
 }
 
 /// Where the Prometheus `/metrics` endpoint listens: `metricsProvider.httpHost` (default `0.0.0.0`) and
@@ -297,6 +299,7 @@ impl Config {
                 .chain(&crate::tls::config::KEYS)
                 .chain(&crate::tls::config::QUORUM_KEYS)
                 .chain(&crate::sasl::config::KEYS)
+                .chain(&crate::sasl::quorum::settings::KEYS)
                 .find(|k| **k == key)
             {
                 known.insert(k, (*line, value.clone()));
@@ -319,6 +322,7 @@ impl Config {
         let (tls, x509_super_user) = crate::tls::config::settings(&get)?;
         let quorum_tls = crate::tls::config::quorum_settings(&get)?;
         let sasl = crate::sasl::config::settings(&get, &prefixed)?;
+        let quorum_sasl = crate::sasl::quorum::settings::settings(&get)?;
         let config = Config {
             tick,
             init_limit: number(get("initLimit"), "initLimit", 10, 1..=u32::MAX)?,
@@ -383,6 +387,7 @@ impl Config {
             x509_super_user,
             quorum_tls,
             sasl,
+            quorum_sasl,
         };
         if config.local_sessions {
             tracing::warn!(

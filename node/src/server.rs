@@ -20,6 +20,7 @@ use replication::message::ServerId;
 use replication::peer::{PeerConfig, Role};
 use replication::quorum::Voters;
 use replication::runtime::{self, ForwardTo, Handle, ServerConfig};
+use replication::security::PeerSecurity;
 use replication::transport::TransportConfig;
 use snapshot::policy::SnapPolicy;
 use tokio::net::TcpListener;
@@ -33,6 +34,8 @@ use crate::forward::Forward;
 use crate::leader::{self, Item, Origin};
 use crate::limits::Limits;
 use crate::repair;
+use crate::sasl::quorum::security::QuorumSasl;
+use crate::sasl::quorum::Credentials;
 use crate::session::SessionIds;
 use crate::shared::{lock, Out, Shared, Stats};
 use crate::throttle::{self, Throttle};
@@ -58,6 +61,9 @@ pub enum StartError {
     /// The client SASL configuration (its JAAS file) cannot be used.
     #[error("client SASL: {0}")]
     Sasl(#[from] crate::sasl::SaslError),
+    /// The quorum SASL configuration (its JAAS sections) cannot be used.
+    #[error("quorum SASL: {0}")]
+    QuorumSasl(#[source] crate::sasl::SaslError),
     /// A port could not be bound or a directory created.
     #[error("{what}: {source}")]
     Io {
@@ -222,6 +228,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         _ => None,
     };
     let sasl = crate::sasl::Sasl::load(&config.sasl)?;
+    let peer_security = peer_security(&config, my_id, quorum_tls.clone(), standalone)?;
     let secure = secure_listener(&config, &tls).await?;
     let client_addr = match (&client_listener, &secure) {
         (Some(listener), _) => listener.local_addr(),
@@ -296,10 +303,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         snapshots: Some(snap_dir.clone()),
         transport: TransportConfig {
             max_frame: limits.peer_frame,
-            security: match &quorum_tls {
-                Some(quorum_tls) => quorum_tls.clone(),
-                None => Arc::new(replication::security::Plaintext),
-            },
+            security: peer_security,
             ..TransportConfig::default()
         },
         monitor: Arc::new(stats.instruments.clone()),
@@ -654,5 +658,26 @@ async fn halt_on_divergence(ctx: Arc<Ctx>) {
     let conns: Vec<_> = ctx.shared.conns().values().cloned().collect();
     for conn in conns {
         conn.send(Out::Close);
+    }
+}
+
+/// How peer connections are secured: quorum TLS or plain TCP, with quorum SASL over it when
+/// `quorum.auth.enableSasl=true` (a standalone server has no peers to authenticate).
+fn peer_security(
+    config: &Config,
+    my_id: u64,
+    quorum_tls: Option<Arc<QuorumTls>>,
+    standalone: bool,
+) -> Result<Arc<dyn PeerSecurity>, StartError> {
+    let beneath: Arc<dyn PeerSecurity> = match quorum_tls {
+        Some(quorum_tls) => quorum_tls,
+        None => Arc::new(replication::security::Plaintext),
+    };
+    match &config.quorum_sasl {
+        Some(settings) if !standalone => {
+            let credentials = Credentials::load(settings, config.sasl.jaas.as_ref()).map_err(StartError::QuorumSasl)?;
+            Ok(QuorumSasl::new(my_id, settings.clone(), credentials, beneath))
+        }
+        _ => Ok(beneath),
     }
 }

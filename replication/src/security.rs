@@ -42,6 +42,14 @@ pub enum PeerIdentity {
     Unproven,
     /// The end-entity certificate (DER) of a chain the security layer verified against its trust store.
     Certificate(Vec<u8>),
+    /// A SASL user whose password the dialer proved (quorum SASL), over what the connection beneath proved
+    /// (`under`: [`PeerIdentity::Unproven`] for plain TCP, a certificate for TLS).
+    Sasl {
+        /// The user name the dialer authenticated as.
+        user: String,
+        /// What the connection the exchange ran over proved.
+        under: Box<PeerIdentity>,
+    },
 }
 
 /// Secures peer connections. Implementations hold what they need behind `Arc`s, so that their futures own it.

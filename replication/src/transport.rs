@@ -442,8 +442,14 @@ async fn accept(
     if peer <= shared.me {
         return Err(LinkFault::WrongDialer(id));
     }
-    if let PeerIdentity::Certificate(_) = identity {
-        tracing::debug!(server = shared.me.0, peer = id, %addr, "a peer proved its identity with a certificate");
+    match &identity {
+        PeerIdentity::Unproven => {}
+        PeerIdentity::Certificate(_) => {
+            tracing::debug!(server = shared.me.0, peer = id, %addr, "a peer proved its identity with a certificate")
+        }
+        PeerIdentity::Sasl { user, .. } => {
+            tracing::debug!(server = shared.me.0, peer = id, %addr, user, "a peer proved its identity with SASL")
+        }
     }
     let (read, writer) = crate::security::split(stream);
     let mut reader = FramedRead::new(read, PeerCodec::new(shared.config.max_frame));

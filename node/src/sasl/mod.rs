@@ -16,16 +16,17 @@
 pub mod config;
 pub mod digest_md5;
 pub mod jaas;
+pub mod quorum;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tree::acl::Id;
 use tree::code::Code;
 
 use self::config::SaslSettings;
 use self::digest_md5::{DigestMd5Server, Step};
-use self::jaas::{Jaas, JaasError};
+use self::jaas::{Entry, Jaas, JaasError, Section};
 
 /// The SASL protocol name of ZooKeeper's client port.
 pub const PROTOCOL: &str = "zookeeper";
@@ -64,6 +65,12 @@ pub enum SaslError {
         /// What is supported instead.
         why: &'static str,
     },
+    /// Quorum SASL is enabled but the JAAS file lacks a section it needs, or has none.
+    #[error("quorum.auth.enableSasl=true: {what}")]
+    Quorum {
+        /// What is missing.
+        what: String,
+    },
     /// A user name ZooKeeper would read as a Kerberos principal.
     #[error(
         "JAAS file {path}, line {line}: user name {user:?} holds '@', which makes it a Kerberos name (unsupported)"
@@ -100,25 +107,7 @@ impl Sasl {
             tracing::warn!(path = %path.display(), "the JAAS file has no Server section: client SASL is off");
             return Ok(sasl);
         };
-        let mut users = HashMap::new();
-        for entry in &section.entries {
-            if entry.module != DIGEST_LOGIN_MODULE {
-                let why = if entry.module.contains("Krb5") {
-                    "Kerberos (GSSAPI) is out of Ensemble's scope"
-                } else {
-                    "only org.apache.zookeeper.server.auth.DigestLoginModule"
-                };
-                let module = entry.module.clone();
-                return Err(SaslError::Module { path: path.clone(), line: entry.line, module, why });
-            }
-            for (key, password) in &entry.options {
-                let Some(user) = key.strip_prefix(USER_PREFIX) else { continue };
-                if user.contains('@') {
-                    return Err(SaslError::KerberosName { path: path.clone(), line: entry.line, user: user.into() });
-                }
-                users.insert(user.to_owned(), password.clone());
-            }
-        }
+        let users = digest_users(path, section)?;
         if users.is_empty() {
             tracing::warn!(path = %path.display(), section = section.name, "the JAAS section has no user_ entries");
         }
@@ -204,6 +193,35 @@ impl Sasl {
     pub fn settings(&self) -> &SaslSettings {
         &self.settings
     }
+}
+
+/// Refuses an entry whose login module Ensemble does not have: only ZooKeeper's `DigestLoginModule`.
+pub(crate) fn check_module(path: &Path, entry: &Entry) -> Result<(), SaslError> {
+    if entry.module == DIGEST_LOGIN_MODULE {
+        return Ok(());
+    }
+    let why = if entry.module.contains("Krb5") {
+        "Kerberos (GSSAPI) is out of Ensemble's scope"
+    } else {
+        "only org.apache.zookeeper.server.auth.DigestLoginModule"
+    };
+    Err(SaslError::Module { path: path.to_owned(), line: entry.line, module: entry.module.clone(), why })
+}
+
+/// The DIGEST-MD5 users of a section (its `user_<name>="<password>"` options) and their passwords.
+pub(crate) fn digest_users(path: &Path, section: &Section) -> Result<HashMap<String, String>, SaslError> {
+    let mut users = HashMap::new();
+    for entry in &section.entries {
+        check_module(path, entry)?;
+        for (key, password) in &entry.options {
+            let Some(user) = key.strip_prefix(USER_PREFIX) else { continue };
+            if user.contains('@') {
+                return Err(SaslError::KerberosName { path: path.to_owned(), line: entry.line, user: user.into() });
+            }
+            users.insert(user.to_owned(), password.clone());
+        }
+    }
+    Ok(users)
 }
 
 /// A connection's answer to a `sasl` packet: the reply's error code and `SetSASLResponse` token (sent whatever

@@ -128,6 +128,8 @@ impl PeerSecurity for QuorumTls {
         match identity {
             // Only a unified port lets a plaintext dialer this far.
             PeerIdentity::Unproven => Ok(()),
+            // Quorum SASL over TLS (`crate::sasl::quorum`): the certificate beneath decides.
+            PeerIdentity::Sasl { under, .. } => self.admit(claimed, under),
             PeerIdentity::Certificate(_) if !self.settings.hostname_verification => Ok(()),
             PeerIdentity::Certificate(der) => {
                 names(&self.hosts, claimed, der).map_err(|reason| LinkFault::Identity { claimed: claimed.0, reason })
