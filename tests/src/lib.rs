@@ -7,6 +7,7 @@
 //! - [`Proxy`] sits between a client and the nodes, so a test chooses which node a session talks to, when its
 //!   connection breaks, and when no node is reachable.
 //! - [`raw::RawSession`] speaks the client protocol directly, for requests the Rust client does not expose.
+//! - [`peer_frames`] makes Ensemble peer frames by hand, for strangers on the quorum port (t76, t78).
 //! - [`zkcli::run`] runs a zkCli.sh session (Apache ZooKeeper's own CLI) against a node.
 //! - [`nemesis`] runs nodes in network namespaces and partitions, pauses and kills them on a seeded schedule
 //!   while clients record a history that its checker then verifies (`t90_nemesis`).
@@ -41,6 +42,7 @@ pub mod client;
 mod cluster;
 pub mod fourlw;
 pub mod nemesis;
+pub mod peer_frames;
 mod ports;
 pub mod process;
 mod proxy;

@@ -27,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ensemble_tests::client::PERSISTENT;
+use ensemble_tests::peer_frames::{claim_and_create, closed};
 use ensemble_tests::process::Server;
 use ensemble_tests::{blocking, connect, Cluster, Options};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const NODES: usize = 3;
@@ -166,7 +167,7 @@ async fn strangers_cannot_forward(cluster: &Arc<Cluster>, certs: &Arc<Certs>) {
     let client3 = connect(&cluster.client_addr(NODES - 1).to_string()).await;
     let session = client3.session_id().0;
     let quorum = cluster.quorum_addr(leader);
-    let frames = |path: &str| [3u64.to_be_bytes().to_vec(), forwarded_create(session, path)].concat();
+    let frames = |path: &str| claim_and_create(3, session, path);
 
     let mut plain = TcpStream::connect(quorum).await.unwrap();
     let _ = plain.write_all(&frames("/t76/plaintext-stranger")).await;
@@ -205,41 +206,6 @@ async fn strangers_cannot_forward(cluster: &Arc<Cluster>, certs: &Arc<Certs>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     std::fs::write(&store, good_store).unwrap();
-}
-
-/// A frame of Ensemble's peer protocol (`replication/src/message.rs`): `len u32 | tag 17 (Forward) | len u32 |
-/// bytes`, the bytes a forwarded create (`node/src/forward.rs`: `1 | session i64 | cxid i32 | op i32 | auth
-/// count i32 | body buffer`) of `path`, open ACL, persistent.
-fn forwarded_create(session: i64, path: &str) -> Vec<u8> {
-    let string = |out: &mut Vec<u8>, s: &[u8]| {
-        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
-        out.extend_from_slice(s);
-    };
-    let mut body = Vec::new();
-    string(&mut body, path.as_bytes());
-    string(&mut body, b"");
-    body.extend_from_slice(&1i32.to_be_bytes());
-    body.extend_from_slice(&31i32.to_be_bytes());
-    string(&mut body, b"world");
-    string(&mut body, b"anyone");
-    body.extend_from_slice(&0i32.to_be_bytes());
-    let mut forward = vec![1u8];
-    forward.extend_from_slice(&session.to_be_bytes());
-    forward.extend_from_slice(&7000i32.to_be_bytes());
-    forward.extend_from_slice(&1i32.to_be_bytes());
-    forward.extend_from_slice(&0i32.to_be_bytes());
-    string(&mut forward, &body);
-    let mut frame = ((forward.len() + 5) as u32).to_be_bytes().to_vec();
-    frame.push(17);
-    frame.extend_from_slice(&(forward.len() as u32).to_be_bytes());
-    frame.extend(forward);
-    frame
-}
-
-/// Whether the server closes the connection within 10 s (after a TLS alert, say).
-async fn closed(stream: &mut (impl AsyncRead + Unpin)) -> bool {
-    let mut sink = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink)).await.is_ok()
 }
 
 /// A TLS connection to `addr` (whose certificate must name `ip`) that sends nothing: `Err` with why when the

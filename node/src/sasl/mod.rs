@@ -5,6 +5,7 @@
 //! - [`digest_md5`] owns the DIGEST-MD5 exchange (RFC 2831), parameterized by protocol and server name so that
 //!   quorum SASL (`QuorumServer`/`QuorumLearner` sections, protocol `zookeeper-quorum`) can reuse it.
 //! - [`jaas`] reads JAAS files; [`config`] the zoo.cfg keys.
+//! - [`quorum`] is quorum SASL between servers (`quorum.auth.*`), over the same DIGEST-MD5 and JAAS reader.
 //! - [`Sasl`] is what the server holds at run time; the connection ([`crate::conn`]) runs one exchange per
 //!   connection and applies [`Sasl::refuses`] to every packet but `auth` and `sasl`.
 //!

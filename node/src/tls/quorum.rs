@@ -327,4 +327,46 @@ mod tests {
         make_certs(dir.path(), "IP:127.0.0.3");
         assert!(matches!(QuorumTls::new(settings(dir.path(), true), &bad_host), Err(TlsError::PeerHost { id: 1, .. })));
     }
+
+    #[tokio::test]
+    async fn quorum_sasl_runs_over_tls_and_the_certificate_beneath_still_decides() {
+        use crate::sasl::quorum::security::QuorumSasl;
+        use crate::sasl::quorum::settings::QuorumSaslSettings;
+        use crate::sasl::quorum::Credentials;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(dir.path(), "IP:127.0.0.2");
+        let tls: Arc<dyn PeerSecurity> = QuorumTls::new(settings(dir.path(), true), &servers()).unwrap();
+        let flags = QuorumSaslSettings {
+            learner_require: true,
+            server_require: true,
+            learner_context: "QuorumLearner".into(),
+            server_context: "QuorumServer".into(),
+        };
+        let credentials = Credentials::new(&[("learner", "secret")], ("learner", "secret"));
+        let sasl = QuorumSasl::new(1, flags, credentials, tls);
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (accepted, dialed) = tokio::join!(socket.accept(), TcpStream::connect(addr));
+        let (accepted, from) = accepted.unwrap();
+        let dial = async {
+            let mut stream = sasl.connect(dialed.unwrap(), ServerId(1), addr).await.unwrap();
+            stream.write_u64(1).await.unwrap();
+            stream.flush().await.unwrap();
+            stream
+        };
+        let accept = async {
+            let (mut stream, identity) = sasl.accept(accepted, from).await.unwrap();
+            assert_eq!(stream.read_u64().await.unwrap(), 1);
+            identity
+        };
+        let (identity, _dialed) = tokio::join!(accept, dial);
+        let PeerIdentity::Sasl { user, under } = &identity else { panic!("not proven by SASL: {identity:?}") };
+        assert_eq!(user, "learner");
+        assert!(matches!(**under, PeerIdentity::Certificate(_)), "SASL ran over TLS");
+        assert!(sasl.admit(ServerId(1), &identity).is_ok(), "the certificate names server 1's host");
+        let refused = sasl.admit(ServerId(2), &identity).unwrap_err().to_string();
+        assert!(refused.contains("not valid for 127.0.0.3"), "{refused}");
+    }
 }

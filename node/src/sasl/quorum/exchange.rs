@@ -75,7 +75,12 @@ async fn serve_rounds(
         }
         match server.evaluate(&from_dialer.token, password)? {
             Step::Challenge(challenge) => frame::write(stream, &Frame::new(Status::InProgress, challenge)).await?,
-            Step::Complete { user, rspauth, .. } => {
+            Step::Complete { user, authzid, rspauth } => {
+                // ZooKeeper's SaslQuorumServerCallbackHandler: the authorization id, if asked for, is the user.
+                if let Some(authzid) = authzid.filter(|a| *a != user) {
+                    let value = authzid.chars().take(64).collect();
+                    return Err(ExchangeError::Digest(DigestError::Unacceptable { directive: "authzid", value }));
+                }
                 frame::write(stream, &Frame::new(Status::Success, rspauth)).await?;
                 return Ok(user);
             }
