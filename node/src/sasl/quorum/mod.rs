@@ -3,11 +3,12 @@
 //! quorum's TLS or plain TCP ([`security::QuorumSasl`]): TLS (if on) first, then SASL over it, then the
 //! transport's id handshake, all within the transport's handshake timeout and its bound on handshakes.
 //!
-//! - The `QuorumServer` section (`quorum.auth.server.saslLoginContext`) lists who may dial in:
-//!   `user_<name>="<password>"`. The `QuorumLearner` section (`quorum.auth.learner.saslLoginContext`) holds what
-//!   this server presents when it dials: `username` and `password`. With `quorum.auth.enableSasl=true` both must
-//!   be there (ZooKeeper fails to start without them too); Kerberos modules stop the server.
-//! - The flags, as ZooKeeper's `SaslQuorumAuthLearner` and `SaslQuorumAuthServer` apply them:
+//! The `QuorumServer` section (`quorum.auth.server.saslLoginContext`) lists who may dial in:
+//! `user_<name>="<password>"`. The `QuorumLearner` section (`quorum.auth.learner.saslLoginContext`) holds what
+//! this server presents when it dials: `username` and `password`. With `quorum.auth.enableSasl=true` both must be
+//! there (ZooKeeper fails to start without them too); Kerberos modules stop the server.
+//!
+//! The flags, as ZooKeeper's `SaslQuorumAuthLearner` and `SaslQuorumAuthServer` apply them:
 //!
 //! | flag | dialing (learner) | accepting (server) |
 //! |---|---|---|
@@ -15,11 +16,13 @@
 //! | `+ learnerRequireSasl` | authenticates; a refusal or a listener that cannot prove the password drops the link | as above |
 //! | `+ serverRequireSasl` | as above | a dialer that sends no SASL, or fails, is refused |
 //!
-//!   A dialer let in without SASL proves nothing ([`replication::security::PeerIdentity::Unproven`]); one that
-//!   authenticated is `PeerIdentity::Sasl { user, .. }`. Any user of the `QuorumServer` section may be any
-//!   server id, as in ZooKeeper (whose host check applies to Kerberos principals only).
-//! - [`frame`] owns the exchange's frames (Ensemble's own, shaped on ZooKeeper's `QuorumAuthPacket`);
-//!   [`exchange`] runs the two sides over a stream; [`settings`] reads the keys.
+//! A dialer let in without SASL proves nothing ([`replication::security::PeerIdentity::Unproven`]); one that
+//! authenticated is `PeerIdentity::Sasl { user, .. }`. Any user of the `QuorumServer` section may be any server
+//! id, as in ZooKeeper (whose host check applies to Kerberos principals only; an authorization id, if a dialer
+//! sends one, must be its user name, as ZooKeeper's `SaslQuorumServerCallbackHandler` requires).
+//!
+//! [`frame`] owns the exchange's frames (Ensemble's own, shaped on ZooKeeper's `QuorumAuthPacket`); [`exchange`]
+//! runs the two sides over a stream; [`security`] is the transport's seam; [`settings`] reads the keys.
 
 pub mod exchange;
 pub mod frame;

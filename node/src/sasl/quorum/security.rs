@@ -4,7 +4,7 @@
 //!
 //! The listener tells a dialer that authenticates from one that does not by one byte (the frame magic's first,
 //! [`super::frame`]): read with `peek` from plain TCP, so that a connection let in without SASL stays a plain
-//! `TcpStream` (which the transport splits without a lock); read off a TLS stream and replayed ([`Replay`]).
+//! `TcpStream` (which the transport splits without a lock); read off a TLS stream and replayed (`Replay`).
 //!
 //! Every failure is the dialer's fault ([`LinkFault::Secure`], [`LinkFault::Identity`]), logged by the transport
 //! with its other refusals (rate-limited there); a failure that ZooKeeper lets through (no `serverRequireSasl`)
