@@ -289,7 +289,10 @@ mod tests {
         header[6..].copy_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
         dialed.write_all(&header).await.unwrap();
         let (accepted, from) = socket.accept().await.unwrap();
-        let refused = listener.accept(accepted, from).await.err().expect("refused").to_string();
+        // Without the bound the listener would wait for 2 GiB that never come (the transport's handshake
+        // timeout would end it): fail instead of hanging.
+        let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept(accepted, from)).await;
+        let refused = accepted.expect("refused at once").err().expect("refused").to_string();
         assert!(refused.contains("over the limit"), "{refused}");
     }
 
