@@ -1,5 +1,5 @@
 //! The filesystem seam: every file the log writes or reads goes through a [`FileSystem`], so that tests can run
-//! the log on a simulated disk that loses power ([`SimFs`], feature `sim`) while the server runs on the real one
+//! the log on a simulated disk that loses power (`SimFs`, feature `sim`) while the server runs on the real one
 //! ([`StdFs`]). Modelled on raft-engine's `env::FileSystem`, cut down to exactly the operations the log does.
 //!
 //! The failpoints (`wal::failpoint!`) stay at the log's call sites, above this seam, so they fire the same way on
