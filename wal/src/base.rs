@@ -21,11 +21,10 @@
 //! - The file under its final name is complete and fsynced (written as `base.tmp`, fsynced, renamed, the
 //!   directory fsynced).
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::WalError;
+use crate::fs::FileSystem;
 use crate::fsutil::{self, failpoint};
 use crate::Zxid;
 
@@ -64,11 +63,11 @@ impl Base {
 }
 
 /// Reads the base file of `dir`: `None` when the log was never restarted.
-pub fn read(dir: &Path) -> Result<Option<Base>, WalError> {
+pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Base>, WalError> {
     let path = dir.join(BASE_FILE);
     let read = || -> std::io::Result<Vec<u8>> {
         failpoint!("wal::base_read");
-        fs::read(&path)
+        fs.read(&path)
     };
     match read() {
         Ok(buf) => match Base::decode(&buf) {
@@ -81,18 +80,18 @@ pub fn read(dir: &Path) -> Result<Option<Base>, WalError> {
 }
 
 /// Writes the base file of `dir` durably.
-pub fn write(dir: &Path, base: &Base) -> Result<(), WalError> {
+pub fn write(fs: &dyn FileSystem, dir: &Path, base: &Base) -> Result<(), WalError> {
     let tmp = &dir.join(BASE_TMP_FILE);
     let io = |op| move |e| WalError::io(op, tmp, e);
     let create = || {
         failpoint!("wal::base_create");
-        fs::File::create(tmp)
+        fs.create(tmp)
     };
-    let mut file = create().map_err(io("create"))?;
+    let file = create().map_err(io("create"))?;
     let bytes = base.encode();
-    let mut write = || {
-        failpoint!("wal::base_write", short: file.write_all(&bytes[..LEN / 2]));
-        file.write_all(&bytes)
+    let write = || {
+        failpoint!("wal::base_write", short: file.write_at(&bytes[..LEN / 2], 0));
+        file.write_at(&bytes, 0)
     };
     write().map_err(io("write"))?;
     let sync = || {
@@ -103,10 +102,10 @@ pub fn write(dir: &Path, base: &Base) -> Result<(), WalError> {
     let path = dir.join(BASE_FILE);
     let rename = || {
         failpoint!("wal::base_rename");
-        fs::rename(tmp, &path)
+        fs.rename(tmp, &path)
     };
     rename().map_err(|e| WalError::io("rename", &path, e))?;
-    fsutil::sync_dir(dir)
+    fsutil::sync_dir(fs, dir)
 }
 
 #[cfg(test)]
@@ -132,11 +131,12 @@ mod tests {
     #[test]
     fn a_missing_file_is_no_base_and_a_short_one_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path()).unwrap(), None);
+        let fs = crate::fs::StdFs;
+        assert_eq!(read(&fs, dir.path()).unwrap(), None);
         let base = Base { after: Zxid(42), first_seq: 2 };
-        write(dir.path(), &base).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), Some(base));
-        fs::write(dir.path().join(BASE_FILE), &base.encode()[..20]).unwrap();
-        assert!(matches!(read(dir.path()), Err(WalError::BadBase { .. })));
+        write(&fs, dir.path(), &base).unwrap();
+        assert_eq!(read(&fs, dir.path()).unwrap(), Some(base));
+        std::fs::write(dir.path().join(BASE_FILE), &base.encode()[..20]).unwrap();
+        assert!(matches!(read(&fs, dir.path()), Err(WalError::BadBase { .. })));
     }
 }

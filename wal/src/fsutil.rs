@@ -1,12 +1,11 @@
 //! Small filesystem operations the log relies on: directory fsync, real preallocation, the directory lock,
 //! and the failpoints that tests use to make any of them fail.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::WalError;
+use crate::fs::{FileSystem, WalFile};
 
 /// The name of the lock file that keeps two writers out of one directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -54,40 +53,28 @@ pub fn injected(arg: Option<String>) -> io::Error {
 }
 
 /// Makes a directory's entries (creations, renames, deletions) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
+pub fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(), WalError> {
     let sync = || -> io::Result<()> {
         failpoint!("wal::sync_dir");
-        File::open(dir)?.sync_all()
+        fs.sync_dir(dir)
     };
     sync().map_err(|e| WalError::io("fsync directory", dir, e))
 }
 
 /// Allocates `len` bytes of disk for `file` for real (not a sparse file), so that later writes inside that range
 /// need no block allocation and fdatasync need not flush the file size.
-pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+pub fn preallocate(file: &dyn WalFile, len: u64) -> io::Result<()> {
     failpoint!("wal::preallocate");
-    let len_off = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: fallocate only reads its integer arguments; the descriptor is open for the call's duration.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
-        return Err(err);
-    }
-    // The filesystem cannot preallocate: write zeros instead, which allocates just as well.
-    write_zeros(file, file.metadata()?.len(), len)
+    file.allocate(len)
 }
 
 /// Writes zeros over `[from, to)` of `file`.
-pub fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let zeros = vec![0u8; 1 << 20];
+pub fn write_zeros(file: &(impl WalFile + ?Sized), from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; usize::try_from((to.saturating_sub(from)).min(1 << 20)).expect("at most 1 MiB")];
     let mut at = from;
     while at < to {
         let n = usize::try_from((to - at).min(zeros.len() as u64)).expect("at most 1 MiB");
-        file.write_all_at(&zeros[..n], at)?;
+        file.write_at(&zeros[..n], at)?;
         at += n as u64;
     }
     Ok(())
@@ -96,30 +83,17 @@ pub fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
 /// An exclusive lock on a log directory, held for the life of the open log.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _guard: Box<dyn std::fmt::Debug + Send + Sync>,
 }
 
 impl DirLock {
     /// Takes the lock, failing at once if another open log holds it.
-    pub fn acquire(dir: &Path) -> Result<DirLock, WalError> {
+    pub fn acquire(fs: &dyn FileSystem, dir: &Path) -> Result<DirLock, WalError> {
         let path: PathBuf = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| WalError::io("open lock file", &path, e))?;
-        // SAFETY: flock only reads its integer arguments; the descriptor stays open inside the returned DirLock,
-        // and closing it releases the lock.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                WalError::Locked { path }
-            } else {
-                WalError::io("lock", &path, err)
-            });
+        match fs.lock(&path) {
+            Ok(guard) => Ok(DirLock { _guard: guard }),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Err(WalError::Locked { path }),
+            Err(e) => Err(WalError::io("lock", &path, e)),
         }
-        Ok(DirLock { _file: file })
     }
 }

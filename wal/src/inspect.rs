@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use crate::base::{self, Base};
 use crate::error::WalError;
+use crate::fs::StdFs;
 use crate::fsutil::LOCK_FILE;
 use crate::repair::{self, RepairPlan};
 use crate::scan::{self, Scan, TornTail};
@@ -149,14 +150,14 @@ pub fn inspect_with_progress(
 ) -> Result<Inspection, WalError> {
     let dir = dir.as_ref();
     let read_limit = options.read_limit();
-    let scan = scan::scan_with(dir, read_limit, &mut |done, total| progress(Progress { done, total }))?;
-    let base = match base::read(dir) {
+    let scan = scan::scan_with(&StdFs, dir, read_limit, &mut |done, total| progress(Progress { done, total }))?;
+    let base = match base::read(&StdFs, dir) {
         Ok(None) => BaseState::Absent,
         Ok(Some(base)) => BaseState::Present(base),
         Err(WalError::BadBase { .. }) => BaseState::Damaged,
         Err(e) => return Err(e),
     };
-    let repair_plan = repair::plan(dir, &scan, read_limit)?;
+    let repair_plan = repair::plan(&StdFs, dir, &scan, read_limit)?;
     let segments = summarize(dir, &scan)?;
     let (view, record_count) = valid_prefix(&scan, repair_plan.as_ref());
     let Scan { tmp_files, torn, corruption, segments: scanned, .. } = scan;
@@ -242,7 +243,7 @@ fn summarize(dir: &Path, scan: &Scan) -> Result<Vec<SegmentSummary>, WalError> {
 
 /// A segment after the corruption: its header, if it reads.
 fn unchecked(path: &Path) -> Result<(SegmentSummary, Option<Seal>), WalError> {
-    let file = SegmentFile::open_read_only(path)?;
+    let file = SegmentFile::open_read_only(&StdFs, path)?;
     let named = path.file_name().and_then(|n| n.to_str()).and_then(format::parse_file_name).unwrap_or(Zxid::ZERO);
     let header: Option<SegmentHeader> = file.read_header().ok();
     let summary = SegmentSummary {

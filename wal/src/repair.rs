@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::WalError;
+use crate::fs::{FileSystem, StdFs};
 use crate::fsutil::{self, DirLock};
 use crate::record::{self, Decoded};
 use crate::scan::{self, Scan, ScannedSegment};
@@ -73,21 +74,25 @@ impl RepairPlan {
 /// Verifies the log in `dir` and, if it is corrupt, truncates it just before the corruption, as [`plan`] says.
 /// Returns `None` if the log was sound (nothing is changed then). The log must not be open.
 pub fn repair(dir: impl AsRef<Path>, options: &WalOptions) -> Result<Option<Repaired>, WalError> {
-    let dir = dir.as_ref();
-    let _lock = DirLock::acquire(dir)?;
-    let scan = scan::scan(dir, options.read_limit())?;
-    let Some(plan) = plan(dir, &scan, options.read_limit())? else { return Ok(None) };
+    repair_with(&StdFs, dir.as_ref(), options)
+}
+
+/// [`repair`] on the filesystem `fs`.
+pub fn repair_with(fs: &dyn FileSystem, dir: &Path, options: &WalOptions) -> Result<Option<Repaired>, WalError> {
+    let _lock = DirLock::acquire(fs, dir)?;
+    let scan = scan::scan(fs, dir, options.read_limit())?;
+    let Some(plan) = plan(fs, dir, &scan, options.read_limit())? else { return Ok(None) };
     let corruption = scan.corruption.as_ref().expect("a plan means corruption");
     let bad = &scan.segments[corruption.index];
     tracing::warn!(error = %corruption.error, "repairing the WAL: cutting it before the corruption");
     // Newest first, so that a crash part-way still leaves a log without holes.
     for path in &plan.removed_segments {
-        file::remove(path)?;
-        fsutil::sync_dir(dir)?;
+        file::remove(fs, path)?;
+        fsutil::sync_dir(fs, dir)?;
     }
     if let Some(cut) = plan.cut_at {
         let records = &bad.data[HEADER_LEN..usize::try_from(cut).expect("mapped")];
-        SegmentFile::create(dir, &bad.header, records, options.segment_size.max(cut))?;
+        SegmentFile::create(fs, dir, &bad.header, records, options.segment_size.max(cut))?;
     }
     Ok(Some(Repaired {
         corruption: plan.corruption,
@@ -100,15 +105,21 @@ pub fn repair(dir: impl AsRef<Path>, options: &WalOptions) -> Result<Option<Repa
 }
 
 /// What a repair of the log `scan` found in `dir` would do (`None`: no corruption, nothing to do).
-pub(crate) fn plan(dir: &Path, scan: &Scan, max_payload: usize) -> Result<Option<RepairPlan>, WalError> {
+pub(crate) fn plan(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    scan: &Scan,
+    max_payload: usize,
+) -> Result<Option<RepairPlan>, WalError> {
     let Some(corruption) = &scan.corruption else { return Ok(None) };
     let bad = &scan.segments[corruption.index];
     let (cut, last_in_bad, kept_in_bad) = valid_prefix(bad, corruption.offset, max_payload);
     let whole = last_in_bad.is_none() || corruption.offset == 0;
-    let mut removed_segments: Vec<PathBuf> = later_segments(dir, bad.header.first_zxid)?.into_iter().rev().collect();
+    let mut removed_segments: Vec<PathBuf> =
+        later_segments(fs, dir, bad.header.first_zxid)?.into_iter().rev().collect();
     let mut records_dropped = 0;
     for path in &removed_segments {
-        records_dropped += readable_records(&SegmentFile::open_read_only(path)?.map()?, HEADER_LEN, max_payload);
+        records_dropped += readable_records(&SegmentFile::open_read_only(fs, path)?.map()?, HEADER_LEN, max_payload);
     }
     let before = &scan.segments[..corruption.index];
     let mut records_kept: u64 = before.iter().map(|s| s.records).sum();
@@ -122,7 +133,7 @@ pub(crate) fn plan(dir: &Path, scan: &Scan, max_payload: usize) -> Result<Option
     let before = before.iter().rev().find_map(|s| s.last_zxid);
     let mut last_readable = last_in_bad.or(before).max(last_zxid_past_damage(&bad.data, HEADER_LEN, max_payload));
     for path in &removed_segments {
-        let data = SegmentFile::open_read_only(path)?.map()?;
+        let data = SegmentFile::open_read_only(fs, path)?.map()?;
         last_readable = last_readable.max(last_zxid_past_damage(&data, HEADER_LEN, max_payload));
     }
     Ok(Some(RepairPlan {
@@ -139,13 +150,12 @@ pub(crate) fn plan(dir: &Path, scan: &Scan, max_payload: usize) -> Result<Option
 }
 
 /// The segment files of `dir` whose first zxid is above `first`, in zxid order.
-fn later_segments(dir: &Path, first: Zxid) -> Result<Vec<PathBuf>, WalError> {
+fn later_segments(fs: &dyn FileSystem, dir: &Path, first: Zxid) -> Result<Vec<PathBuf>, WalError> {
     let mut later = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| WalError::io("list", dir, e))? {
-        let entry = entry.map_err(|e| WalError::io("list", dir, e))?;
-        if let Some(zxid) = format::parse_file_name(&entry.file_name().to_string_lossy()) {
+    for name in fs.read_dir(dir).map_err(|e| WalError::io("list", dir, e))? {
+        if let Some(zxid) = format::parse_file_name(&name) {
             if zxid > first {
-                later.push((zxid, entry.path()));
+                later.push((zxid, dir.join(&name)));
             }
         }
     }

@@ -8,12 +8,12 @@
 //!   ended cleanly. If garbage follows but no valid record, it is a torn tail (a write cut short by a crash) and
 //!   may be cut. If a valid record follows, the bad record is corruption: it was once written and acknowledged.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use crate::error::{CorruptionKind, WalError};
+use crate::fs::FileSystem;
 use crate::fsutil::LOCK_FILE;
 use crate::record::{self, Decoded};
 use crate::segment::format::{self, Seal, SegmentHeader, HEADER_LEN, TMP_EXTENSION};
@@ -84,17 +84,22 @@ impl Scan {
 }
 
 /// Scans `dir`, accepting records of up to `max_payload` bytes.
-pub fn scan(dir: &Path, max_payload: usize) -> Result<Scan, WalError> {
-    scan_with(dir, max_payload, &mut |_, _| {})
+pub fn scan(fs: &dyn FileSystem, dir: &Path, max_payload: usize) -> Result<Scan, WalError> {
+    scan_with(fs, dir, max_payload, &mut |_, _| {})
 }
 
 /// Like [`scan`], calling `progress(bytes scanned, bytes to scan)` after each segment's records are checked.
-pub fn scan_with(dir: &Path, max_payload: usize, progress: &mut dyn FnMut(u64, u64)) -> Result<Scan, WalError> {
-    let (paths, tmp_files) = list(dir)?;
+pub fn scan_with(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    max_payload: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Scan, WalError> {
+    let (paths, tmp_files) = list(fs, dir)?;
     let mut scan = Scan { tmp_files, ..Scan::default() };
     for path in paths {
         // Read-only: the scan never writes, and inspection runs it on directories it must not change.
-        let file = SegmentFile::open_read_only(&path)?;
+        let file = SegmentFile::open_read_only(fs, &path)?;
         let data = file.map_populated()?;
         let named = format::parse_file_name(&file_name(&path)).expect("listed as a segment");
         let header = match SegmentHeader::decode(&data, &path) {
@@ -126,13 +131,11 @@ pub fn scan_with(dir: &Path, max_payload: usize, progress: &mut dyn FnMut(u64, u
 }
 
 /// Lists the segment files (in zxid order) and leftover temporary files of `dir`.
-fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), WalError> {
+fn list(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), WalError> {
     let (mut segments, mut tmp) = (Vec::new(), Vec::new());
-    for entry in fs::read_dir(dir).map_err(|e| WalError::io("list", dir, e))? {
-        let entry = entry.map_err(|e| WalError::io("list", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in fs.read_dir(dir).map_err(|e| WalError::io("list", dir, e))? {
         if let Some(zxid) = format::parse_file_name(&name) {
-            segments.push((zxid, entry.path()));
+            segments.push((zxid, dir.join(&name)));
         } else if name == SPARE_FILE
             || name == crate::base::BASE_TMP_FILE
             || name
@@ -141,7 +144,7 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), WalError> {
                 .and_then(format::parse_file_name)
                 .is_some()
         {
-            tmp.push(entry.path());
+            tmp.push(dir.join(&name));
         } else if name != LOCK_FILE && name != crate::base::BASE_FILE && name != "lost+found" {
             return Err(WalError::NotAWal { dir: dir.to_path_buf(), file: name });
         }

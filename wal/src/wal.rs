@@ -1,6 +1,5 @@
 //! [`Wal`]: opening (with recovery) and the public operations.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -9,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::error::WalError;
+use crate::fs::{FileSystem, Fs, StdFs};
 use crate::fsutil::{self, DirLock};
 use crate::pending::Pending;
 use crate::queue::{Command, Enqueue, Shared};
@@ -66,18 +66,23 @@ impl Wal {
     /// Opens the log in `dir` (creating the directory if needed), verifying every segment. A torn tail is cut
     /// and reported; corruption fails the open (see [`crate::repair`]).
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
+        Wal::open_with(std::sync::Arc::new(StdFs), dir, options)
+    }
+
+    /// Like [`Wal::open`], on the filesystem `fs` (a simulated one in tests: see [`crate::fs`]).
+    pub fn open_with(fs: Fs, dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, e))?;
-        let lock = DirLock::acquire(&dir)?;
+        create_dir_durably(&*fs, &dir)?;
+        let lock = DirLock::acquire(&*fs, &dir)?;
         if options.sync == SyncMode::Never {
             tracing::warn!(dir = %dir.display(), "WAL opened with sync=never: appends are NOT durable; for benchmarks and tests only");
         }
-        let base = crate::base::read(&dir)?;
+        let base = crate::base::read(&*fs, &dir)?;
         if let Some(base) = base {
-            remove_restart_leftovers(&dir, base.first_seq)?;
+            remove_restart_leftovers(&*fs, &dir, base.first_seq)?;
         }
-        let (scan, recovery) = recover(&dir, &options)?;
+        let (scan, recovery) = recover(&*fs, &dir, &options)?;
         if let (Some(base), Some(first)) = (base, recovery.first_zxid) {
             if first <= base.after {
                 return Err(WalError::RecordBelowBase { zxid: first, base: base.after });
@@ -96,7 +101,7 @@ impl Wal {
             })
             .collect();
         let active = match scan.segments.last() {
-            Some(last) => Some(reopen_active(last, &options)?),
+            Some(last) => Some(reopen_active(&*fs, last, &options)?),
             None => None,
         };
         let mut segments = segments;
@@ -107,8 +112,9 @@ impl Wal {
         let shared = Arc::new(Shared::new(options, last_assigned));
         let view = Arc::new(Mutex::new(View::default()));
         let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1).max(base.map_or(1, |b| b.first_seq));
-        let spare = shared.options.zero_fill.then(|| Spare::new(&dir, shared.options.segment_size));
+        let spare = shared.options.zero_fill.then(|| Spare::new(fs.clone(), &dir, shared.options.segment_size));
         let writer = Writer {
+            fs,
             shared: shared.clone(),
             view: view.clone(),
             dir: dir.clone(),
@@ -292,35 +298,53 @@ impl Drop for Wal {
     }
 }
 
+/// Creates `dir` and its missing parents, durably: a new directory's name lives in its parent, and without an
+/// fsync of that parent a power cut can take the whole directory, and every record acknowledged in it, away
+/// (found by the power-loss tests: fsyncing the log directory itself does not make its own name durable).
+fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<(), WalError> {
+    let missing: Vec<&Path> =
+        dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && fs.read_dir(d).is_err()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(dir).map_err(|e| WalError::io("create directory", dir, e))?;
+    // Each new directory is named in its parent: sync every such parent.
+    for created in missing {
+        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        fsutil::sync_dir(fs, parent)?;
+    }
+    Ok(())
+}
+
 /// Scans `dir` and applies what crash recovery may do on its own: delete temporary files and an empty last
 /// segment, and cut a torn tail.
-fn recover(dir: &Path, options: &WalOptions) -> Result<(Scan, Recovery), WalError> {
+fn recover(fs: &dyn FileSystem, dir: &Path, options: &WalOptions) -> Result<(Scan, Recovery), WalError> {
     let started = Instant::now();
     let mut recovery = Recovery::default();
     loop {
-        let scan = scan::scan(dir, options.read_limit())?;
+        let scan = scan::scan(fs, dir, options.read_limit())?;
         if let Some(corruption) = scan.corruption {
             tracing::error!(error = %corruption.error, "WAL corruption: refusing to open (see wal::repair)");
             return Err(corruption.error);
         }
         for tmp in &scan.tmp_files {
-            file::remove(tmp)?;
+            file::remove(fs, tmp)?;
             recovery.removed_tmp_files += 1;
         }
         if !scan.tmp_files.is_empty() {
-            fsutil::sync_dir(dir)?;
+            fsutil::sync_dir(fs, dir)?;
         }
         if let Some(last) = scan.segments.last().filter(|s| s.records == 0) {
             // Created, but the crash came before its first record was durable; the one before it is the tail.
             tracing::warn!(segment = %last.path.display(), "deleting a segment that holds no record");
-            file::remove(&last.path)?;
-            fsutil::sync_dir(dir)?;
+            file::remove(fs, &last.path)?;
+            fsutil::sync_dir(fs, dir)?;
             recovery.removed_empty_segments.push(last.path.clone());
             continue;
         }
         if let Some(torn) = &scan.torn {
             tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes, last_good = %torn.last_good_zxid, "cutting a torn tail");
-            let file = SegmentFile::open(&torn.segment)?;
+            let file = SegmentFile::open(fs, &torn.segment)?;
             file.zero(torn.offset, torn.offset + torn.bytes)?;
             file.sync_data()?;
             recovery.torn_tail = Some(torn.clone());
@@ -339,29 +363,28 @@ fn recover(dir: &Path, options: &WalOptions) -> Result<(Scan, Recovery), WalErro
 
 /// Deletes the segments numbered below `first_seq`: a restart ([`Wal::restart_after`]) wrote its base file and
 /// crashed before it had deleted them all. A segment whose header cannot be read is left to the scan.
-fn remove_restart_leftovers(dir: &Path, first_seq: u64) -> Result<(), WalError> {
+fn remove_restart_leftovers(fs: &dyn FileSystem, dir: &Path, first_seq: u64) -> Result<(), WalError> {
     let mut removed = 0;
-    for entry in fs::read_dir(dir).map_err(|e| WalError::io("list", dir, e))? {
-        let path = entry.map_err(|e| WalError::io("list", dir, e))?.path();
-        let named = path.file_name().and_then(|n| n.to_str()).and_then(crate::segment::format::parse_file_name);
-        if named.is_none() {
+    for name in fs.read_dir(dir).map_err(|e| WalError::io("list", dir, e))? {
+        if crate::segment::format::parse_file_name(&name).is_none() {
             continue;
         }
-        if SegmentFile::open(&path)?.read_header().is_ok_and(|h| h.seq < first_seq) {
+        let path = dir.join(&name);
+        if SegmentFile::open(fs, &path)?.read_header().is_ok_and(|h| h.seq < first_seq) {
             tracing::warn!(segment = %path.display(), "deleting a segment left over from an interrupted restart");
-            file::remove(&path)?;
+            file::remove(fs, &path)?;
             removed += 1;
         }
     }
     if removed > 0 {
-        fsutil::sync_dir(dir)?;
+        fsutil::sync_dir(fs, dir)?;
     }
     Ok(())
 }
 
 /// Opens the last segment for appending at its end.
-fn reopen_active(last: &scan::ScannedSegment, options: &WalOptions) -> Result<Active, WalError> {
-    let file = SegmentFile::open(&last.path)?;
+fn reopen_active(fs: &dyn FileSystem, last: &scan::ScannedSegment, options: &WalOptions) -> Result<Active, WalError> {
+    let file = SegmentFile::open(fs, &last.path)?;
     file.ensure_capacity(options.segment_size)?;
     let capacity = file.file_len()?;
     Ok(Active { file, header: last.header, end: last.end, capacity, last_zxid: last.last_zxid.expect("not empty") })

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::WalError;
+use crate::fs::Fs;
 use crate::pending::Completion;
 use crate::queue::{Append, Command, Shared};
 use crate::record::{self, Decoded};
@@ -47,6 +48,7 @@ enum Work {
 }
 
 pub(crate) struct Writer {
+    pub fs: Fs,
     pub shared: Arc<Shared>,
     pub view: Arc<Mutex<View>>,
     pub dir: PathBuf,
@@ -203,6 +205,7 @@ impl Writer {
             // The next segment will be needed: zero it now, while half of this one is still free.
             spare.prepare();
         }
+        self.refresh_active()?;
         self.publish_active();
         for a in appends.drain(..) {
             let zxid = a.zxid;
@@ -231,6 +234,7 @@ impl Writer {
             None => None,
         };
         if prev.is_some() {
+            self.refresh_active()?;
             self.publish_active();
         }
         let header = SegmentHeader { seq: self.next_seq, first_zxid: first, prev };
@@ -262,11 +266,20 @@ impl Writer {
             // The first segment waits for its spare (a one-off delay at the first append); a roll does not.
             let file = if self.active.is_none() { spare.wait() } else { spare.take_ready() };
             if let Some(file) = file {
-                return SegmentFile::from_spare(&self.dir, header, file, spare.path());
+                return SegmentFile::from_spare(&*self.fs, &self.dir, header, file, spare.path());
             }
             tracing::debug!("spare segment not ready; creating one without zero-fill");
         }
-        SegmentFile::create(&self.dir, header, &[], self.shared.options.segment_size)
+        SegmentFile::create(&*self.fs, &self.dir, header, &[], self.shared.options.segment_size)
+    }
+
+    /// Brings the readers' bytes of the active segment up to date with what was written (a no-op for a memory
+    /// map, which shows writes by itself).
+    fn refresh_active(&mut self) -> Result<(), WalError> {
+        if let (Some(active), Some(last)) = (&self.active, self.segments.last_mut()) {
+            active.file.refresh(&mut last.data)?;
+        }
+        Ok(())
     }
 
     /// Publishes the active segment's durable end to readers.
@@ -298,8 +311,8 @@ impl Writer {
             if self.active.as_ref().is_some_and(|a| a.header.seq == gone.seq) {
                 self.active = None;
             }
-            file::remove(&gone.path)?;
-            fsutil::sync_dir(&self.dir)?;
+            file::remove(&*self.fs, &gone.path)?;
+            fsutil::sync_dir(&*self.fs, &self.dir)?;
             self.next_seq = gone.seq;
         }
         if let Some(last) = self.segments.last().cloned() {
@@ -314,13 +327,13 @@ impl Writer {
     fn reopen_tail(&mut self, seg: &SegmentView, zxid: Zxid) -> Result<(), WalError> {
         let (cut, last_zxid) = cut_after(seg, zxid, self.shared.options.read_limit())?;
         let capacity = self.shared.options.segment_size;
-        let file = SegmentFile::open(&seg.path)?;
+        let file = SegmentFile::open(&*self.fs, &seg.path)?;
         let header = file.read_header()?;
         let file = if cut < seg.end {
             // Rewrite into a new file renamed over the old one: readers keep the old inode, and a crash leaves
             // either the old segment or the new one, never a half-zeroed mix.
             let records = &seg.data[HEADER_LEN..usize::try_from(cut).expect("mapped")];
-            SegmentFile::create(&self.dir, &header, records, capacity.max(cut))?
+            SegmentFile::create(&*self.fs, &self.dir, &header, records, capacity.max(cut))?
         } else {
             file
         };
@@ -339,13 +352,13 @@ impl Writer {
     fn restart_after(&mut self, zxid: Zxid) -> Result<(), WalError> {
         self.publish_active();
         let first_seq = self.segments.last().map_or(self.next_seq, |s| s.seq + 1).max(self.next_seq).max(2);
-        crate::base::write(&self.dir, &crate::base::Base { after: zxid, first_seq })?;
+        crate::base::write(&*self.fs, &self.dir, &crate::base::Base { after: zxid, first_seq })?;
         (self.base, self.restarted) = (Some(zxid), true);
         self.active = None;
         for gone in std::mem::take(&mut self.segments) {
-            file::remove(&gone.path)?;
+            file::remove(&*self.fs, &gone.path)?;
         }
-        fsutil::sync_dir(&self.dir)?;
+        fsutil::sync_dir(&*self.fs, &self.dir)?;
         self.next_seq = first_seq;
         self.publish();
         tracing::info!(after = %zxid, first_seq, "restarted the log after a snapshot");
@@ -358,8 +371,8 @@ impl Writer {
         let mut purged = Purged::default();
         while self.segments.len() > 1 && self.segments[1].first_zxid <= zxid {
             let gone = self.segments.remove(0);
-            file::remove(&gone.path)?;
-            fsutil::sync_dir(&self.dir)?;
+            file::remove(&*self.fs, &gone.path)?;
+            fsutil::sync_dir(&*self.fs, &self.dir)?;
             purged.segments += 1;
             purged.bytes += gone.end;
             // The log no longer holds every record after its base.

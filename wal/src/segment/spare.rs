@@ -7,13 +7,13 @@
 //! off the append path; rolling then costs a header write, an fdatasync and a rename. If the spare is not ready
 //! when the log rolls, the writer creates the segment the plain way (fallocate only) and carries on.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::WalError;
+use crate::fs::{Fs, WalFile};
 use crate::fsutil;
 
 /// The spare's file name; the next open deletes a leftover one (it may be half zeroed).
@@ -25,16 +25,17 @@ const PIECE: u64 = 1 << 20;
 /// Prepares one spare segment at a time.
 #[derive(Debug)]
 pub struct Spare {
+    fs: Fs,
     path: PathBuf,
     capacity: u64,
     cancel: Arc<AtomicBool>,
-    job: Option<JoinHandle<Result<File, WalError>>>,
+    job: Option<JoinHandle<Result<Box<dyn WalFile>, WalError>>>,
 }
 
 impl Spare {
     /// A preparer of spares of `capacity` bytes in `dir`; it starts working at the first [`Spare::prepare`].
-    pub fn new(dir: &Path, capacity: u64) -> Spare {
-        Spare { path: dir.join(SPARE_FILE), capacity, cancel: Arc::new(AtomicBool::new(false)), job: None }
+    pub fn new(fs: Fs, dir: &Path, capacity: u64) -> Spare {
+        Spare { fs, path: dir.join(SPARE_FILE), capacity, cancel: Arc::new(AtomicBool::new(false)), job: None }
     }
 
     /// The path of the spare file.
@@ -44,7 +45,7 @@ impl Spare {
 
     /// The spare, if it is ready (`None` if it is still being prepared, or if preparing it failed: the caller
     /// then creates a segment the plain way, which reports the disk's error if it persists).
-    pub fn take_ready(&mut self) -> Option<File> {
+    pub fn take_ready(&mut self) -> Option<Box<dyn WalFile>> {
         if !self.job.as_ref()?.is_finished() {
             return None;
         }
@@ -52,7 +53,7 @@ impl Spare {
     }
 
     /// Prepares the spare if nobody has yet, and waits for it (`None`: preparing it failed).
-    pub fn wait(&mut self) -> Option<File> {
+    pub fn wait(&mut self) -> Option<Box<dyn WalFile>> {
         self.prepare();
         match self.job.take()?.join() {
             Ok(Ok(file)) => Some(file),
@@ -72,8 +73,9 @@ impl Spare {
         if self.job.is_some() {
             return;
         }
-        let (path, capacity, cancel) = (self.path.clone(), self.capacity, self.cancel.clone());
-        let job = std::thread::Builder::new().name("wal-spare".into()).spawn(move || prepare(&path, capacity, &cancel));
+        let (fs, path, capacity, cancel) = (self.fs.clone(), self.path.clone(), self.capacity, self.cancel.clone());
+        let job =
+            std::thread::Builder::new().name("wal-spare".into()).spawn(move || prepare(&fs, &path, capacity, &cancel));
         match job {
             Ok(job) => self.job = Some(job),
             Err(error) => tracing::warn!(%error, "could not start the spare segment thread"),
@@ -90,18 +92,17 @@ impl Drop for Spare {
     }
 }
 
-fn prepare(path: &Path, capacity: u64, cancel: &AtomicBool) -> Result<File, WalError> {
+fn prepare(fs: &Fs, path: &Path, capacity: u64, cancel: &AtomicBool) -> Result<Box<dyn WalFile>, WalError> {
     let io = |op| move |e| WalError::io(op, path, e);
-    let file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(io("create"))?;
-    fsutil::preallocate(&file, capacity).map_err(io("preallocate"))?;
+    let file = fs.create(path).map_err(io("create"))?;
+    fsutil::preallocate(&*file, capacity).map_err(io("preallocate"))?;
     let mut at = 0;
     while at < capacity {
         if cancel.load(Ordering::Relaxed) {
             return Err(WalError::Closed);
         }
         let end = (at + PIECE).min(capacity);
-        fsutil::write_zeros(&file, at, end).map_err(io("zero-fill"))?;
+        fsutil::write_zeros(&*file, at, end).map_err(io("zero-fill"))?;
         // Flushing piece by piece keeps the dirty backlog small, so that the appenders' fdatasyncs never queue
         // behind a 64 MiB writeback.
         file.sync_data().map_err(io("fdatasync"))?;
