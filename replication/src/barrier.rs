@@ -152,7 +152,8 @@ mod tests {
 
     #[test]
     fn barriers_pass_in_order_and_a_lone_voter_passes_at_once() {
-        let (mut b, me, voters) = (Barriers::default(), ServerId(1), Voters::new([ServerId(1), ServerId(2), ServerId(3)]));
+        let (mut b, me, voters) =
+            (Barriers::default(), ServerId(1), Voters::new([ServerId(1), ServerId(2), ServerId(3)]));
         b.request(BarrierId(1), me, &voters);
         let first = b.next_round();
         b.request(BarrierId(2), me, &voters);
