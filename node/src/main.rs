@@ -38,7 +38,7 @@ enum Command {
         config: PathBuf,
     },
     /// Runs a local ensemble on loopback, one `ensemble start` process per server: client ports 2181, 2182, ...,
-    /// each server's config, data and log (`server.log`) in DIR/node<N>.
+    /// each server's config, data and log (`server.log`) in `DIR/node<N>`.
     Demo {
         /// Where the servers keep their data (one folder each); reused, so a restart recovers everything.
         #[arg(long, default_value = "data/demo")]

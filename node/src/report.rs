@@ -28,7 +28,7 @@ pub fn four_letter_word(first4: &[u8; 4]) -> Option<&'static str> {
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Answers `word` and closes the connection. The report reads `/proc` and walks the data directories, so it is
-/// gathered on a blocking thread; a reader that does not take the answer within [`ANSWER_TIMEOUT`] loses it.
+/// gathered on a blocking thread; a reader that does not take the answer within `ANSWER_TIMEOUT` loses it.
 pub async fn answer_four_letter_word<S>(ctx: Arc<Ctx>, mut stream: S, asker: SocketAddr, word: &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
