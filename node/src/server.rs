@@ -165,7 +165,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let snap_dir = config.data_dir.join("snapshots");
     let log_dir = config.data_log_dir.clone();
     for dir in [&snap_dir, &log_dir] {
-        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        // Durably: a power cut must not take a new directory's name (and everything acknowledged in it).
+        wal::create_dir_durably(dir)?;
     }
 
     let started = Instant::now();

@@ -20,7 +20,6 @@
 //! off the runtime's worker threads.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -227,11 +226,7 @@ type Durability = Pin<Box<dyn Future<Output = Result<Zxid, WalError>> + Send>>;
 /// Starts a server with its WAL at `dir/log`; returns its handle and streams. The server runs until the
 /// runtime shuts down or a fatal error.
 pub fn start(config: ServerConfig) -> Result<(Handle, Streams), WalError> {
-    fs::create_dir_all(&config.dir).map_err(|e| WalError::Io {
-        op: "create directory",
-        path: config.dir.clone(),
-        source: e,
-    })?;
+    wal::create_dir_durably(&config.dir)?;
     let (wal, _) = Wal::open(config.dir.join("log"), config.wal.clone())?;
     start_with_wal(config, Arc::new(wal))
 }

@@ -66,6 +66,13 @@ pub use view::{Record, WalIter};
 pub use wal::{Purged, Recovery, Wal};
 pub use zxid::{Epoch, Zxid};
 
+/// Creates `dir` and any missing parents so that they survive a power cut: each new directory's parent is
+/// fsynced, since fsyncing a directory makes its entries durable, not its own name. For the data directories
+/// the server creates around the log (the log's own goes through [`Wal::open`]).
+pub fn create_dir_durably(dir: &std::path::Path) -> Result<()> {
+    wal::create_dir_durably(&fs::StdFs, dir)
+}
+
 #[doc(hidden)]
 pub use fail as __fail;
 #[doc(hidden)]

@@ -301,7 +301,7 @@ impl Drop for Wal {
 /// Creates `dir` and its missing parents, durably: a new directory's name lives in its parent, and without an
 /// fsync of that parent a power cut can take the whole directory, and every record acknowledged in it, away
 /// (found by the power-loss tests: fsyncing the log directory itself does not make its own name durable).
-fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<(), WalError> {
+pub(crate) fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<(), WalError> {
     let missing: Vec<&Path> =
         dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && fs.read_dir(d).is_err()).collect();
     if missing.is_empty() {
