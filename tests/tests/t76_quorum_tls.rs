@@ -17,6 +17,11 @@
 //!    key store replaced by a bad file is refused with a log line and the old one kept
 //!    (`sslQuorumReloadCertFiles`).
 //!
+//! 4. Rotation (`sslQuorumReloadCertFiles`): every server's key store replaced by a new certificate from the same
+//!    CA while the client writes; each quorum port serves its new certificate, a follower restarted afterwards
+//!    (so that every link to it is made anew, with the rotated certificates on both ends) rejoins, and writes
+//!    go on.
+//!
 //! Runs against Apache ZooKeeper 3.8 too (`ENSEMBLE_TESTS_SERVER=zookeeper`), without part 3.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -93,6 +98,35 @@ async fn quorum_tls_rolling_switch_identities_and_strangers() {
     } else {
         eprintln!("t76: ZooKeeper mode: the hand-made Ensemble peer frames and the reload check are skipped");
     }
+
+    // 4. Rotation while the client writes.
+    for i in 0..NODES {
+        let next = certs.path(&format!("server{}-next-store.pem", i + 1));
+        std::fs::copy(next, certs.path(&format!("server{}-store.pem", i + 1))).expect("rotate a key store");
+    }
+    tokio::time::sleep(RELOAD_WAIT).await;
+    let peer = certs.client("server2", "ca").await;
+    // ZooKeeper's learners do not listen on the quorum port; its leader does (and Ensemble's servers all do).
+    for i in (0..NODES).filter(|&i| ensemble || i == leader) {
+        let served = served_certificate(&peer, cluster.quorum_addr(i), address(i)).await;
+        let name = format!("server{}-next", i + 1);
+        assert!(
+            served.windows(name.len()).any(|w| w == name.as_bytes()),
+            "node {} serves the rotated certificate",
+            i + 1
+        );
+    }
+    let c = cluster.clone();
+    let follower = blocking(move || (0..NODES).find(|&i| i != c.leader()).expect("a follower"));
+    let before = acked.lock().unwrap().len();
+    let c = cluster.clone();
+    blocking(move || {
+        c.stop(follower);
+        c.restart(follower);
+    });
+    acknowledged_since(&acked, before, "the rotation").await;
+    serving(&cluster, "the rotation").await;
+    eprintln!("t76: rotated every quorum certificate at {:?}", started.elapsed());
 
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the background writer");
@@ -249,6 +283,22 @@ async fn tls_connect(
     }
 }
 
+/// Longer than the servers' poll of the store files (Ensemble: 2 s).
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// The certificate (DER) the quorum port at `addr` (node address `ip`) serves to a client presenting `config`'s.
+async fn served_certificate(config: &Arc<rustls::ClientConfig>, addr: SocketAddr, ip: Ipv4Addr) -> Vec<u8> {
+    let tcp = TcpStream::connect(addr).await.expect("connect to the quorum port");
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let handshake = connector.connect(ServerName::IpAddress(IpAddr::V4(ip).into()), tcp);
+    let stream = tokio::time::timeout(Duration::from_secs(10), handshake)
+        .await
+        .expect("the handshake finishes")
+        .expect("a handshake with a certificate of the CA");
+    let certificates = stream.get_ref().1.peer_certificates().expect("the server's certificate");
+    certificates[0].to_vec()
+}
+
 /// The test's certificates, in a temporary directory.
 struct Certs {
     dir: tempfile::TempDir,
@@ -264,6 +314,11 @@ impl Certs {
             certs.leaf(&format!("server{}", i + 1), &format!("IP:{},IP:127.0.0.1", address(i)), "ca");
             let store = [certs.read(&format!("server{}.key", i + 1)), certs.read(&format!("server{}.pem", i + 1))];
             std::fs::write(certs.path(&format!("server{}-store.pem", i + 1)), store.concat()).unwrap();
+            // The certificate it rotates to: the same CA and addresses, another name.
+            certs.leaf(&format!("server{}-next", i + 1), &format!("IP:{},IP:127.0.0.1", address(i)), "ca");
+            let next =
+                [certs.read(&format!("server{}-next.key", i + 1)), certs.read(&format!("server{}-next.pem", i + 1))];
+            std::fs::write(certs.path(&format!("server{}-next-store.pem", i + 1)), next.concat()).unwrap();
         }
         certs.leaf("rogue", &format!("IP:{},IP:127.0.0.1", address(1)), "rogue-ca");
         certs
