@@ -464,6 +464,7 @@ impl Conn {
         let mut buf = &frame[..];
         let header = RequestHeader::read(&mut buf).map_err(|e| Closed::Malformed(format!("request header: {e}")))?;
         let (xid, op_code) = (header.xid, header.op);
+        let body_at = frame.len() - buf.len();
         self.handle.counters.last_cxid.store(xid as u32 as u64, Ordering::Relaxed);
         self.handle.counters.last_op.store(op_code, Ordering::Relaxed);
         let zxid = || self.ctx.shared.tree().last_zxid();
@@ -540,7 +541,9 @@ impl Conn {
             | op::CHECK
             | op::MULTI
             | op::CLOSE_SESSION => {
-                let Some(prepared) = crate::convert::to_prep(op_code, &request) else {
+                // The body exactly as the client encoded it (what the request was decoded from).
+                let body = frame.slice(body_at..frame.len() - buf.len());
+                let Some(prepared) = crate::convert::into_prep(op_code, request) else {
                     self.push(ready(Code::BadArguments));
                     return Ok(());
                 };
@@ -552,7 +555,7 @@ impl Conn {
                     auth: self.auth.clone(),
                     request: prepared,
                 };
-                self.write(item).await?;
+                self.write_as_sent(item, op_code, body).await?;
             }
             op::SYNC => {
                 let Request::Sync { path } = request else { unreachable!("decoded as sync") };
@@ -626,6 +629,20 @@ impl Conn {
         }
         let Item::Write { session, cxid, auth, request, .. } = item else { return Ok(()) };
         let (op_code, body) = crate::convert::encode(&request);
+        let forward = Forward::Request { session, cxid, op: op_code, auth, body };
+        self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, forward.encode()).await;
+        Ok(())
+    }
+
+    /// [`Self::write`] for a client's request, forwarded (on a follower) as the client encoded it: `op_code` and
+    /// the body bytes the request was decoded from, which the leader decodes with the same code, so the
+    /// follower need not encode the request again.
+    async fn write_as_sent(&self, item: Item, op_code: i32, body: Bytes) -> Result<(), Closed> {
+        if self.ctx.leading() {
+            return self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server);
+        }
+        let Item::Write { session, cxid, auth, request, .. } = item else { return Ok(()) };
+        debug_assert_eq!(crate::convert::decode(op_code, &body).ok().as_ref(), Some(&request), "forwarded as sent");
         let forward = Forward::Request { session, cxid, op: op_code, auth, body };
         self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, forward.encode()).await;
         Ok(())

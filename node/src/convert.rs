@@ -8,12 +8,8 @@ use tree::code::op;
 use tree::jute::{JuteError, JuteRead, JuteWrite};
 use tree::prep::Request;
 
-/// The write for a client request, or `None` for a request that is not a write.
-pub fn to_prep(op_code: i32, request: &Wire) -> Option<Request> {
-    into_prep(op_code, request.clone())
-}
-
-/// [`to_prep`] taking the request, so its path, data and ACL move instead of being copied.
+/// The prep request a client write asks for, taking the request, so its path, data and ACL move instead of
+/// being copied; `None` for an op that is not a write.
 pub fn into_prep(op_code: i32, request: Wire) -> Option<Request> {
     Some(match (op_code, request) {
         (
@@ -32,7 +28,7 @@ pub fn into_prep(op_code: i32, request: Wire) -> Option<Request> {
     })
 }
 
-/// The client request a write came from (inverse of [`to_prep`]), with its op code.
+/// The client request a write came from (inverse of [`into_prep`]), with its op code.
 fn to_wire(request: &Request) -> (i32, Wire) {
     match request {
         Request::Create { op, path, data, acl, flags, ttl } => (
