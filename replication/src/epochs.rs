@@ -10,11 +10,11 @@
 //! durable only when told. Each write stores the highest epochs asked for so far, so a file on disk never goes
 //! back, whatever the order of the requests.
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
+use wal::fs::{FileSystem, Fs, StdFs};
 use wal::{failpoint, Epoch};
 
 use crate::fault::LocalFault;
@@ -37,9 +37,14 @@ fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> E
     move |source| EpochsError { op, path: path.to_owned(), source }
 }
 
-/// Writes the two epochs of `dir` durably: 8 bytes, then a crc32c. Each step has a failpoint (listed in the
-/// crate's docs).
+/// Writes the two epochs of `dir` durably on the real filesystem (see [`write_epochs_with`]).
 pub fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> Result<(), EpochsError> {
+    write_epochs_with(&StdFs, dir, accepted, current)
+}
+
+/// Writes the two epochs of `dir` durably on `fs`: 8 bytes, then a crc32c. Each step has a failpoint (listed in
+/// the crate's docs).
+pub fn write_epochs_with(fs: &dyn FileSystem, dir: &Path, accepted: Epoch, current: Epoch) -> Result<(), EpochsError> {
     let mut buf = Vec::with_capacity(12);
     buf.extend_from_slice(&accepted.0.to_be_bytes());
     buf.extend_from_slice(&current.0.to_be_bytes());
@@ -48,12 +53,12 @@ pub fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> Result<(), E
     let (tmp, path) = (&dir.join("epochs.tmp"), &dir.join("epochs"));
     let create = || {
         failpoint!("replication::epochs_create");
-        fs::File::create(tmp)
+        fs.create(tmp)
     };
-    let mut file = create().map_err(io_error("create", tmp))?;
-    let mut write = || {
-        failpoint!("replication::epochs_write", short: file.write_all(&buf[..buf.len() / 2]));
-        file.write_all(&buf)
+    let file = create().map_err(io_error("create", tmp))?;
+    let write = || {
+        failpoint!("replication::epochs_write", short: file.write_at(&buf[..buf.len() / 2], 0));
+        file.write_at(&buf, 0)
     };
     write().map_err(io_error("write", tmp))?;
     let sync = || {
@@ -63,22 +68,28 @@ pub fn write_epochs(dir: &Path, accepted: Epoch, current: Epoch) -> Result<(), E
     sync().map_err(io_error("fsync", tmp))?;
     let rename = || {
         failpoint!("replication::epochs_rename");
-        fs::rename(tmp, path)
+        fs.rename(tmp, path)
     };
     rename().map_err(io_error("rename", path))?;
     let sync_dir = || {
         failpoint!("replication::epochs_sync_dir");
-        fs::File::open(dir)?.sync_all()
+        fs.sync_dir(dir)
     };
     sync_dir().map_err(io_error("fsync directory", dir))
 }
 
-/// The two epochs on disk in `dir`, `(0, 0)` for a fresh server.
+/// The two epochs on disk in `dir` on the real filesystem (see [`read_epochs_with`]).
 pub fn read_epochs(dir: &Path) -> Result<(Epoch, Epoch), EpochsError> {
+    read_epochs_with(&StdFs, dir)
+}
+
+/// The two epochs on disk in `dir` on `fs`, `(0, 0)` for a fresh server; a damaged file is refused
+/// (`InvalidData`, naming it), never read as some other epochs.
+pub fn read_epochs_with(fs: &dyn FileSystem, dir: &Path) -> Result<(Epoch, Epoch), EpochsError> {
     let path = &dir.join("epochs");
     let read = || {
         failpoint!("replication::epochs_read");
-        fs::read(path)
+        fs.read(path)
     };
     match read() {
         Ok(buf) if buf.len() == 12 && crc32c::crc32c(&buf[..8]).to_be_bytes() == buf[8..12] => {
@@ -133,15 +144,15 @@ pub(crate) struct EpochWriter {
 const QUEUE: usize = 64;
 
 impl EpochWriter {
-    /// Starts the thread for the epochs file in `dir`, which holds `durable` now.
-    pub(crate) fn start(dir: PathBuf, durable: (Epoch, Epoch)) -> std::io::Result<EpochWriter> {
+    /// Starts the thread for the epochs file in `dir` on `fs`, which holds `durable` now.
+    pub(crate) fn start(fs: Fs, dir: PathBuf, durable: (Epoch, Epoch)) -> std::io::Result<EpochWriter> {
         let (requests, mut rx) = mpsc::channel::<(u64, EpochUpdate)>(QUEUE);
         let (done_tx, done) = mpsc::channel(QUEUE);
         std::thread::Builder::new().name("epochs".into()).spawn(move || {
             let mut epochs = durable;
             while let Some((generation, update)) = rx.blocking_recv() {
                 let (accepted, current) = update.apply(epochs);
-                let written = write_epochs(&dir, accepted, current)
+                let written = write_epochs_with(&*fs, &dir, accepted, current)
                     .map(|()| (accepted, current))
                     .map_err(|source| LocalFault::Epochs { accepted, current, source });
                 if written.is_ok() {
@@ -186,6 +197,7 @@ impl EpochWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn the_epoch_file_round_trips_and_refuses_damage() {
@@ -205,7 +217,8 @@ mod tests {
     #[tokio::test]
     async fn writes_land_in_order_never_lower_and_a_failed_one_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = EpochWriter::start(dir.path().to_path_buf(), (Epoch(0), Epoch(0))).unwrap();
+        let mut writer =
+            EpochWriter::start(std::sync::Arc::new(StdFs), dir.path().to_path_buf(), (Epoch(0), Epoch(0))).unwrap();
         writer.request(1, EpochUpdate::Accepted(Epoch(5))).await.unwrap();
         writer.request(1, EpochUpdate::Current(Epoch(3))).await.unwrap();
         assert_eq!(writer.drain().await.unwrap(), (Epoch(5), Epoch(3)), "the accepted epoch never goes back");

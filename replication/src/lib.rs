@@ -24,6 +24,11 @@
 //! | `replication::repairing_create`, `replication::repairing_write` (short), `replication::repairing_fsync`, `replication::repairing_rename`, `replication::repairing_sync_dir` | [`repairing::mark`] |
 //! | `replication::repairing_remove` (and `replication::repairing_sync_dir`) | [`repairing::clear`] |
 //! | `replication::repairing_read` | [`repairing::read`] |
+//!
+//! # Power loss
+//! The epochs file and the repair mark go through `wal::fs::FileSystem` (the `_with` functions; the runtime and
+//! the plain ones use `StdFs`), so `tests/power_loss.rs` runs them on `wal::fs::SimFs` and cuts the power after
+//! every IO step: `cargo test -p replication --test power_loss`.
 #![deny(missing_docs)]
 
 pub mod barrier;
@@ -48,4 +53,4 @@ pub mod transport;
 
 /// The epochs file in a server's log directory, for the tools that lay out a data directory by hand
 /// (`ensemble import`) or read one (`ensemble export`).
-pub use epochs::{read_epochs, write_epochs, EpochsError};
+pub use epochs::{read_epochs, read_epochs_with, write_epochs, write_epochs_with, EpochsError};

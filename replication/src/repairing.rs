@@ -11,13 +11,13 @@
 //!  <dir>/repairing   magic "ENRP" | version u32 BE (1) | vouched zxid u64 BE | crc32c u32 BE (of the 16 bytes before)
 //! ```
 //!
-//! Written as tmp, fsync, rename, directory fsync; removed with a directory fsync. Each step has a failpoint
+//! Written as tmp, fsync, rename, directory fsync; removed with a directory fsync (also when already gone). Each step has a failpoint
 //! (listed in the crate's docs).
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use wal::fs::{FileSystem, StdFs};
 use wal::{failpoint, Zxid};
 
 const MAGIC: &[u8; 4] = b"ENRP";
@@ -80,12 +80,17 @@ fn decode(buf: &[u8]) -> Result<Zxid, &'static str> {
     Ok(Zxid(u64::from_be_bytes(buf[8..16].try_into().expect("8 bytes"))))
 }
 
-/// How far the log of the server in `dir` reached before a repair, if it is repairing.
+/// How far the log of the server in `dir` reached before a repair, if it is repairing (the real filesystem).
 pub fn read(dir: &Path) -> Result<Option<Zxid>, RepairingError> {
+    read_with(&StdFs, dir)
+}
+
+/// How far the log of the server in `dir` on `fs` reached before a repair, if it is repairing.
+pub fn read_with(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Zxid>, RepairingError> {
     let path = dir.join(FILE);
     let read = || {
         failpoint!("replication::repairing_read");
-        fs::read(&path)
+        fs.read(&path)
     };
     match read() {
         Ok(buf) => decode(&buf).map(Some).map_err(|why| RepairingError::Damaged { path, why }),
@@ -94,20 +99,25 @@ pub fn read(dir: &Path) -> Result<Option<Zxid>, RepairingError> {
     }
 }
 
-/// Marks the server in `dir` as repairing, its log having reached `zxid`; durable when it returns. A mark
-/// already there is kept if it vouches for more (a repair interrupted and started again).
+/// Marks the server in `dir` as repairing on the real filesystem (see [`mark_with`]).
 pub fn mark(dir: &Path, zxid: Zxid) -> Result<Zxid, RepairingError> {
-    let zxid = read(dir)?.map_or(zxid, |before| before.max(zxid));
+    mark_with(&StdFs, dir, zxid)
+}
+
+/// Marks the server in `dir` on `fs` as repairing, its log having reached `zxid`; durable when it returns. A
+/// mark already there is kept if it vouches for more (a repair interrupted and started again).
+pub fn mark_with(fs: &dyn FileSystem, dir: &Path, zxid: Zxid) -> Result<Zxid, RepairingError> {
+    let zxid = read_with(fs, dir)?.map_or(zxid, |before| before.max(zxid));
     let (tmp, path) = (dir.join("repairing.tmp"), dir.join(FILE));
     let create = || {
         failpoint!("replication::repairing_create");
-        fs::File::create(&tmp)
+        fs.create(&tmp)
     };
-    let mut file = create().map_err(io_error("create", &tmp))?;
+    let file = create().map_err(io_error("create", &tmp))?;
     let buf = encode(zxid);
-    let mut write = || {
-        failpoint!("replication::repairing_write", short: file.write_all(&buf[..LEN / 2]));
-        file.write_all(&buf)
+    let write = || {
+        failpoint!("replication::repairing_write", short: file.write_at(&buf[..LEN / 2], 0));
+        file.write_at(&buf, 0)
     };
     write().map_err(io_error("write", &tmp))?;
     let sync = || {
@@ -117,31 +127,38 @@ pub fn mark(dir: &Path, zxid: Zxid) -> Result<Zxid, RepairingError> {
     sync().map_err(io_error("fsync", &tmp))?;
     let rename = || {
         failpoint!("replication::repairing_rename");
-        fs::rename(&tmp, &path)
+        fs.rename(&tmp, &path)
     };
     rename().map_err(io_error("rename", &tmp))?;
-    sync_dir(dir)?;
+    sync_dir(fs, dir)?;
     Ok(zxid)
 }
 
-/// Removes the mark: the server synced with a leader. Durable when it returns.
+/// Removes the mark on the real filesystem (see [`clear_with`]).
 pub fn clear(dir: &Path) -> Result<(), RepairingError> {
+    clear_with(&StdFs, dir)
+}
+
+/// Removes the mark in `dir` on `fs`: the server synced with a leader. Durable when it returns.
+pub fn clear_with(fs: &dyn FileSystem, dir: &Path) -> Result<(), RepairingError> {
     let path = dir.join(FILE);
     let remove = || {
         failpoint!("replication::repairing_remove");
-        fs::remove_file(&path)
+        fs.remove(&path)
     };
     match remove() {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => sync_dir(fs, dir),
+        // Gone is not durably gone: an earlier clear may have removed it and then failed (or died) before its
+        // directory fsync, leaving the removal in the page cache only, where a power cut would undo it.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => sync_dir(fs, dir),
         Err(e) => Err(io_error("remove", &path)(e)),
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), RepairingError> {
+fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(), RepairingError> {
     let sync = || {
         failpoint!("replication::repairing_sync_dir");
-        fs::File::open(dir)?.sync_all()
+        fs.sync_dir(dir)
     };
     sync().map_err(io_error("fsync", dir))
 }
@@ -150,6 +167,7 @@ fn sync_dir(dir: &Path) -> Result<(), RepairingError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::fs;
 
     proptest! {
         #[test]

@@ -252,11 +252,8 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         tracing::warn!(server = config.peer.me.0, %vouched, last_zxid = %durable.last_zxid, "repairing: this server's log lost a damaged part; it takes it from the leader, and elects as no candidate until then");
     }
     let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
-    let epochs = EpochWriter::start(config.dir.clone(), (accepted, current)).map_err(|e| WalError::Io {
-        op: "start the epochs writer",
-        path: config.dir.clone(),
-        source: e,
-    })?;
+    let epochs = EpochWriter::start(Arc::new(wal::fs::StdFs), config.dir.clone(), (accepted, current))
+        .map_err(|e| WalError::Io { op: "start the epochs writer", path: config.dir.clone(), source: e })?;
     let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
     let send_queues = transport.send_queues();
     let (proposals_tx, proposals) = mpsc::channel(1024);

@@ -172,3 +172,24 @@ async fn a_failed_epochs_write_stops_the_runtime_and_a_restart_follows_after() {
     }
     scenario.teardown();
 }
+
+/// A clear whose directory fsync failed leaves the removal in the page cache only; a clear after it (the server
+/// restarted) finds no mark and must still make the removal durable, or a power cut brings the mark back.
+#[test]
+fn a_clear_after_a_failed_clear_makes_the_removal_durable() {
+    let scenario = FailScenario::setup();
+    let dir = Path::new("/node");
+    for seed in 0..16 {
+        let fs = wal::fs::SimFs::new();
+        wal::fs::FileSystem::create_dir_all(&fs, dir).unwrap();
+        wal::fs::FileSystem::sync_dir(&fs, Path::new("/")).unwrap();
+        repairing::mark_with(&fs, dir, Zxid(5)).unwrap();
+        fail::cfg("replication::repairing_sync_dir", "return(EIO)").unwrap();
+        repairing::clear_with(&fs, dir).unwrap_err();
+        fail::remove("replication::repairing_sync_dir");
+        repairing::clear_with(&fs, dir).unwrap();
+        let disk = fs.crash_now(seed);
+        assert_eq!(repairing::read_with(&disk, dir).unwrap(), None, "seed {seed}: a completed clear came back");
+    }
+    scenario.teardown();
+}
