@@ -234,6 +234,10 @@ pub fn start(config: ServerConfig) -> Result<(Handle, Streams), WalError> {
 /// Starts a server on a WAL the caller opened (and replayed into its tree: the committed stream starts after
 /// the WAL's last zxid).
 pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, Streams), WalError> {
+    // A process that crashed may have renamed or removed the epochs file or the repair mark without the
+    // directory fsync that makes it durable: the page cache shows it, the disk may not. Make what this start
+    // reads durable before acting on it, so that a later power cut cannot take back a promise made from it.
+    wal::sync_dir(&config.dir)?;
     let (accepted, current) =
         read_epochs(&config.dir).map_err(|e| WalError::Io { op: "read epochs", path: e.path, source: e.source })?;
     let zxids: VecDeque<Zxid> = wal.iter_from(Zxid::ZERO).map(|r| r.map(|r| r.zxid)).collect::<Result<_, _>>()?;

@@ -73,6 +73,11 @@ pub fn create_dir_durably(dir: &std::path::Path) -> Result<()> {
     wal::create_dir_durably(&fs::StdFs, dir)
 }
 
+/// Makes `dir`'s entries (creations, renames, deletions) durable: an fsync of the directory.
+pub fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    fsutil::sync_dir(&fs::StdFs, dir)
+}
+
 #[doc(hidden)]
 pub use fail as __fail;
 #[doc(hidden)]
