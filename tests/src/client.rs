@@ -152,6 +152,20 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Asserts that every path in `acked` is on each of the servers at the client addresses `servers` (node 1
+/// first), each read after a `sync` of `root` there, so that a follower still catching up is not taken for one
+/// that lost a write.
+pub async fn assert_on_every_server(servers: &[String], root: &str, acked: &[String]) {
+    for (i, addr) in servers.iter().enumerate() {
+        let client = connect(addr).await;
+        client.sync(root).await.unwrap_or_else(|e| panic!("sync {root} on node {}: {e}", i + 1));
+        for path in acked {
+            let found = client.check_stat(path).await.unwrap_or_else(|e| panic!("read {path} on node {}: {e}", i + 1));
+            assert!(found.is_some(), "acknowledged write {path} missing on node {}", i + 1);
+        }
+    }
+}
+
 /// Sequential creates of `{prefix}-NNNNNNNNNN` through the whole connect string `cs` until `stop`, every 5 ms;
 /// the acknowledged paths go into `acked`. A write whose connection broke has an unknown outcome and is not
 /// recorded (the client reconnects); a server's refusal is a bug in a test that only writes, and panics.

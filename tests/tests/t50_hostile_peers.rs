@@ -190,13 +190,8 @@ async fn hostile_bytes_on_the_quorum_port_never_take_a_server_down() {
     writer.await.expect("the background writer");
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty(), "the background writer committed nothing");
-    for i in 0..NODES {
-        let client = connect(&cluster.client_addr(i).to_string()).await;
-        for path in &acked {
-            let found = client.check_stat(path).await.unwrap_or_else(|e| panic!("read {path} on node {}: {e}", i + 1));
-            assert!(found.is_some(), "acknowledged write {path} missing on node {}", i + 1);
-        }
-    }
+    let servers: Vec<String> = (0..NODES).map(|i| cluster.client_addr(i).to_string()).collect();
+    ensemble_tests::client::assert_on_every_server(&servers, "/t50", &acked).await;
     eprintln!("t50: {} acknowledged background writes, all on every node", acked.len());
     if ensemble {
         logged_with_reasons(&cluster);

@@ -93,14 +93,8 @@ async fn quorum_sasl_rolling_switch_wrong_password_and_strangers() {
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the background writer");
     let acked = acked.lock().unwrap().clone();
-    for i in 0..NODES {
-        let client = connect(&cluster.client_addr(i).to_string()).await;
-        client.sync("/t78").await.unwrap();
-        for path in &acked {
-            let found = client.check_stat(path).await.unwrap_or_else(|e| panic!("read {path} on node {}: {e}", i + 1));
-            assert!(found.is_some(), "acknowledged write {path} missing on node {}", i + 1);
-        }
-    }
+    let servers: Vec<String> = (0..NODES).map(|i| cluster.client_addr(i).to_string()).collect();
+    ensemble_tests::client::assert_on_every_server(&servers, "/t78", &acked).await;
     eprintln!("t78: {} acknowledged writes, all on every node; {:?} in all", acked.len(), started.elapsed());
 }
 
