@@ -1,7 +1,7 @@
 //! Fuzzy snapshots of the znode tree, their retention, and recovery from the newest valid snapshot plus the WAL.
 //!
 //! - [`write::write_fuzzy`] copies the tree in chunks under a read lock while txns go on being applied; the
-//!   file ([`format`]) is checksummed, written under a temporary name, fsynced, renamed, and the directory
+//!   file ([`format`](mod@format)) is checksummed, written under a temporary name, fsynced, renamed, and the directory
 //!   fsynced.
 //! - [`recover::recover`] loads the newest snapshot that verifies and replays the WAL after its start zxid,
 //!   checking the digest the snapshot recorded at its end zxid.

@@ -83,7 +83,7 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
-    /// The payload limit for records read back: never below [`READ_CEILING`] (`max_payload` bounds appends).
+    /// The payload limit for records read back: never below `READ_CEILING` (`max_payload` bounds appends).
     pub fn read_limit(&self) -> usize {
         self.max_payload.max(READ_CEILING)
     }

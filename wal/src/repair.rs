@@ -71,7 +71,7 @@ impl RepairPlan {
     }
 }
 
-/// Verifies the log in `dir` and, if it is corrupt, truncates it just before the corruption, as [`plan`] says.
+/// Verifies the log in `dir` and, if it is corrupt, truncates it just before the corruption, as `plan` says.
 /// Returns `None` if the log was sound (nothing is changed then). The log must not be open.
 pub fn repair(dir: impl AsRef<Path>, options: &WalOptions) -> Result<Option<Repaired>, WalError> {
     repair_with(&StdFs, dir.as_ref(), options)
