@@ -152,6 +152,16 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Waits (up to 20 s) until [`write_until`] has a write acknowledged after the first `before`; `after` names
+/// what happened before, for the failure.
+pub async fn acknowledged_since(acked: &Mutex<Vec<String>>, before: usize, after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap_or_else(|e| e.into_inner()).len() <= before {
+        assert!(Instant::now() < deadline, "no write acknowledged within 20 s after {after}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Asserts that every path in `acked` is on each of the servers at the client addresses `servers` (node 1
 /// first), each read after a `sync` of `root` there, so that a follower still catching up is not taken for one
 /// that lost a write.

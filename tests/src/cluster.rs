@@ -342,6 +342,18 @@ impl Cluster {
         self.node(i).config.clone()
     }
 
+    /// Rewrites node `i`'s zoo.cfg with `lines`, each replacing earlier lines of its key; a line `key=` alone
+    /// removes the key. Takes effect at the node's next start.
+    pub fn set_config_lines(&self, i: usize, lines: &[String]) {
+        let path = self.config_path(i);
+        let text = std::fs::read_to_string(&path).expect("read a node's zoo.cfg");
+        let key = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_owned());
+        let replaced: Vec<Option<String>> = lines.iter().map(|l| key(l)).collect();
+        let mut out: Vec<String> = text.lines().filter(|l| !replaced.contains(&key(l))).map(str::to_owned).collect();
+        out.extend(lines.iter().filter(|l| !l.trim_end().ends_with('=')).cloned());
+        std::fs::write(&path, out.join("\n") + "\n").expect("write a node's zoo.cfg");
+    }
+
     /// The server the nodes run.
     pub fn server_kind(&self) -> &Server {
         &self.server

@@ -68,13 +68,15 @@ async fn quorum_tls_rolling_switch_identities_and_strangers() {
     for (step, lines) in steps {
         for i in 0..NODES {
             let before = acked.lock().unwrap().len();
-            let (c, certs, lines) = (cluster.clone(), certs.clone(), lines.iter().map(|l| l.to_string()).collect());
+            let mut config = certs.quorum_lines(i);
+            config.extend(lines.iter().map(|l| l.to_string()));
+            let c = cluster.clone();
             blocking(move || {
                 c.stop(i);
-                set_lines(&c, i, &certs.quorum_lines(i), lines);
+                c.set_config_lines(i, &config);
                 c.restart(i);
             });
-            acknowledged_since(&acked, before, &format!("{step} on node {}", i + 1)).await;
+            ensemble_tests::client::acknowledged_since(&acked, before, &format!("{step} on node {}", i + 1)).await;
         }
         eprintln!("t76: {step} on every server at {:?}", started.elapsed());
     }
@@ -124,7 +126,7 @@ async fn quorum_tls_rolling_switch_identities_and_strangers() {
         c.stop(follower);
         c.restart(follower);
     });
-    acknowledged_since(&acked, before, "the rotation").await;
+    ensemble_tests::client::acknowledged_since(&acked, before, "the rotation").await;
     serving(&cluster, "the rotation").await;
     eprintln!("t76: rotated every quorum certificate at {:?}", started.elapsed());
 
@@ -134,27 +136,6 @@ async fn quorum_tls_rolling_switch_identities_and_strangers() {
     let servers: Vec<String> = (0..NODES).map(|i| cluster.client_addr(i).to_string()).collect();
     ensemble_tests::client::assert_on_every_server(&servers, "/t76", &acked).await;
     eprintln!("t76: {} acknowledged writes, all on every node; {:?} in all", acked.len(), started.elapsed());
-}
-
-/// Rewrites node `i`'s zoo.cfg with the quorum keys (once) and `lines`, replacing earlier lines of their keys.
-fn set_lines(cluster: &Cluster, i: usize, keys: &[String], lines: Vec<String>) {
-    let path = cluster.config_path(i);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let key = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_owned());
-    let new: Vec<String> = keys.iter().chain(&lines).cloned().collect();
-    let replaced: Vec<Option<String>> = new.iter().map(|l| key(l)).collect();
-    let mut out: Vec<String> = text.lines().filter(|l| !replaced.contains(&key(l))).map(str::to_owned).collect();
-    out.extend(new);
-    std::fs::write(&path, out.join("\n") + "\n").unwrap();
-}
-
-/// Waits (up to 20 s) until the background writer has a write acknowledged after `before`.
-async fn acknowledged_since(acked: &Mutex<Vec<String>>, before: usize, after: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().unwrap().len() <= before {
-        assert!(Instant::now() < deadline, "no write acknowledged within 20 s after {after}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Every node runs and commits a write.

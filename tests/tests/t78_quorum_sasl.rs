@@ -69,10 +69,10 @@ async fn quorum_sasl_rolling_switch_wrong_password_and_strangers() {
             let (c, line) = (cluster.clone(), format!("{key}=true"));
             blocking(move || {
                 c.stop(i);
-                set_lines(&c, i, &[line]);
+                c.set_config_lines(i, &[line]);
                 c.restart(i);
             });
-            acknowledged_since(&acked, before, &format!("{key} on node {}", i + 1)).await;
+            ensemble_tests::client::acknowledged_since(&acked, before, &format!("{key} on node {}", i + 1)).await;
         }
         eprintln!("t78: {key}=true on every server at {:?}", started.elapsed());
     }
@@ -102,27 +102,6 @@ fn jaas_line(jaas: &Path) -> String {
     format!("java.security.auth.login.config={}", jaas.display())
 }
 
-/// Rewrites node `i`'s zoo.cfg with `lines`, replacing earlier lines of their keys; a line `key=` alone removes
-/// the key.
-fn set_lines(cluster: &Cluster, i: usize, lines: &[String]) {
-    let path = cluster.config_path(i);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let key = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_owned());
-    let replaced: Vec<Option<String>> = lines.iter().map(|l| key(l)).collect();
-    let mut out: Vec<String> = text.lines().filter(|l| !replaced.contains(&key(l))).map(str::to_owned).collect();
-    out.extend(lines.iter().filter(|l| !l.trim_end().ends_with('=')).cloned());
-    std::fs::write(&path, out.join("\n") + "\n").unwrap();
-}
-
-/// Waits (up to 20 s) until the background writer has a write acknowledged after `before`.
-async fn acknowledged_since(acked: &Mutex<Vec<String>>, before: usize, after: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().unwrap().len() <= before {
-        assert!(Instant::now() < deadline, "no write acknowledged within 20 s after {after}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Nodes `nodes` run and each commits a write.
 async fn serving(cluster: &Arc<Cluster>, nodes: &[usize], after: &str) {
     for &i in nodes {
@@ -139,7 +118,7 @@ async fn wrong_password_cannot_join(cluster: &Arc<Cluster>, ensemble: bool) {
     let c = cluster.clone();
     blocking(move || {
         c.stop(2);
-        set_lines(&c, 2, &["quorum.auth.learner.saslLoginContext=BadLearner".into()]);
+        c.set_config_lines(2, &["quorum.auth.learner.saslLoginContext=BadLearner".into()]);
         c.start_node(2);
     });
     let until = Instant::now() + Duration::from_secs(10);
@@ -162,7 +141,7 @@ async fn wrong_password_cannot_join(cluster: &Arc<Cluster>, ensemble: bool) {
     let c = cluster.clone();
     blocking(move || {
         c.stop(2);
-        set_lines(&c, 2, &["quorum.auth.learner.saslLoginContext=".into()]);
+        c.set_config_lines(2, &["quorum.auth.learner.saslLoginContext=".into()]);
         c.restart(2);
     });
 }

@@ -119,38 +119,24 @@ fn expect(frame: Frame, status: Status, user: &str) -> Result<Vec<u8>, ExchangeE
 mod tests {
     use super::*;
 
+    /// One exchange over an in-memory pipe: a listener knowing user `learner` with password `secret`, a dialer
+    /// presenting `password`; what each side concluded.
+    async fn exchange(password: &str) -> (Result<String, ExchangeError>, Result<(), ExchangeError>) {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let credentials = Credentials::new(&[("learner", "secret")], ("learner", "secret"));
+        tokio::join!(serve(&mut b, &credentials), learn(&mut a, "learner", password))
+    }
+
     #[tokio::test]
     async fn a_listed_user_with_its_password_is_proven_both_ways() {
-        let (a, b) = tokio::io::duplex(4096);
-        let credentials = Credentials::new(&[("learner", "secret")], ("learner", "secret"));
-        let (served, learned) = tokio::join!(
-            async move {
-                let mut b = b;
-                serve(&mut b, &credentials).await
-            },
-            async move {
-                let mut a = a;
-                learn(&mut a, "learner", "secret").await
-            }
-        );
+        let (served, learned) = exchange("secret").await;
         assert_eq!(served.unwrap(), "learner");
         learned.unwrap();
     }
 
     #[tokio::test]
     async fn a_wrong_password_is_refused_and_the_dialer_is_told() {
-        let (a, b) = tokio::io::duplex(4096);
-        let credentials = Credentials::new(&[("learner", "secret")], ("learner", "secret"));
-        let (served, learned) = tokio::join!(
-            async move {
-                let mut b = b;
-                serve(&mut b, &credentials).await
-            },
-            async move {
-                let mut a = a;
-                learn(&mut a, "learner", "guess").await
-            }
-        );
+        let (served, learned) = exchange("guess").await;
         let served = served.unwrap_err();
         assert!(!served.ends_connection() && served.to_string().contains("bad password"), "{served}");
         assert!(matches!(learned, Err(ExchangeError::Refused { .. })), "{learned:?}");
