@@ -318,6 +318,7 @@ impl Conn {
                 cxid: 0,
                 auth: Vec::new(),
                 request: tree::prep::Request::CreateSession { timeout: timeout_ms },
+                share: None,
             })
             .await?;
             loop {
@@ -554,6 +555,7 @@ impl Conn {
                     cxid: xid,
                     auth: self.auth.clone(),
                     request: prepared,
+                    share: None,
                 };
                 self.write_as_sent(item, op_code, body).await?;
             }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use replication::message::ServerId;
 use replication::peer::Role;
-use replication::runtime::{ForwardTo, Handle};
+use replication::runtime::{ForwardShare, ForwardTo, Handle};
 use tokio::sync::{mpsc, oneshot, watch};
 use tree::acl::Id;
 use tree::prep::{self, Caller, PrepOptions, Request};
@@ -55,6 +55,10 @@ pub enum Item {
         auth: Vec<Id>,
         /// The write.
         request: Request,
+        /// A follower's request holds its share of that follower's forwarded-bytes budget until it is prepared
+        /// (so the budget bounds the pipeline's queue too); `None` for this server's own clients, whose
+        /// requests the connection's budget (`throttle`) holds.
+        share: Option<ForwardShare>,
     },
     /// A client's sync: answered once every write proposed before it has committed.
     Sync {
@@ -230,7 +234,7 @@ impl Pipeline {
                     self.drop_request(old, session).await;
                 }
             }
-            Item::Write { origin, session, cxid, auth, request } => {
+            Item::Write { origin, session, cxid, auth, request, share: _ } => {
                 // ZooKeeper's checkSession: once a client re-attached its session elsewhere, a write that still
                 // comes from the old connection does not apply, and that connection is torn down (ZooKeeper
                 // treats SESSIONMOVED as a connection-level error, ZOOKEEPER-710). The attach already asked for

@@ -19,7 +19,7 @@ use replication::election::ElectionConfig;
 use replication::message::ServerId;
 use replication::peer::{PeerConfig, Role};
 use replication::quorum::Voters;
-use replication::runtime::{self, ForwardTo, Handle, ServerConfig};
+use replication::runtime::{self, ForwardTo, Forwarded, Handle, ServerConfig};
 use replication::security::PeerSecurity;
 use replication::transport::TransportConfig;
 use snapshot::policy::SnapPolicy;
@@ -304,6 +304,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         snapshots: Some(snap_dir.clone()),
         transport: TransportConfig {
             max_frame: limits.peer_frame,
+            // A follower forwards what its clients' budget lets it read (`throttle`), plus one frame per
+            // connection past it: twice the budget leaves room for those before a follower is taken as hostile.
+            forwarded_bytes: 2 * throttle::DEFAULT_MAX_BYTES as usize,
             security: peer_security,
             ..TransportConfig::default()
         },
@@ -513,8 +516,9 @@ async fn secured(ctx: Arc<Ctx>, tls: Arc<Tls>, stream: tokio::net::TcpStream, ad
 }
 
 /// Handles what other servers forward: requests and syncs (as leader), answers (as follower).
-async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::Bytes)>) {
-    while let Some((from, data)) = stream.recv().await {
+async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
+    // Every payload but a request gives its share back once handled; a request keeps it in the pipeline.
+    while let Some(Forwarded { from, data, share }) = stream.recv().await {
         let item = match Forward::decode(data) {
             Ok(item) => item,
             Err(error) => {
@@ -525,7 +529,8 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<(ServerId, bytes::B
         match item {
             Forward::Request { session, cxid, op, auth, body } => match crate::convert::decode(op, &body) {
                 Ok(request) => {
-                    let item = Item::Write { origin: Origin::Peer(from), session, cxid, auth, request };
+                    let item =
+                        Item::Write { origin: Origin::Peer(from), session, cxid, auth, request, share: Some(share) };
                     let _ = ctx.pipeline.send(item).await;
                 }
                 Err(error) => tracing::warn!(peer = from.0, %error, "undecodable forwarded request"),

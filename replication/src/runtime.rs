@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use wal::{Wal, WalError, Zxid};
 
 use crate::barrier::BarrierId;
@@ -41,7 +41,9 @@ use crate::monitor::{Monitor, SyncKind};
 use crate::peer::{Action, DurableState, Event, Learners, Peer, PeerConfig, Role};
 use crate::streams::{SnapshotPoint, SnapshotStream, TxnStream};
 use crate::sync::History;
-use crate::transport::{Inbound, SendQueues, TcpTransport, Transport, TransportConfig};
+use crate::transport::{
+    budget_permits, Inbound, InboundReceiver, SendQueues, TcpTransport, Transport, TransportConfig,
+};
 use snapshot::transfer::Incoming;
 
 /// Why a proposal did not commit.
@@ -76,8 +78,24 @@ pub struct Streams {
     /// Committed txns, in zxid order.
     pub committed: mpsc::Receiver<Committed>,
     /// `Forward` payloads from other servers.
-    pub forwarded: mpsc::Receiver<(ServerId, Bytes)>,
+    pub forwarded: mpsc::Receiver<Forwarded>,
 }
+
+/// A `Forward` payload from another server.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The server that sent it.
+    pub from: ServerId,
+    /// What it sent.
+    pub data: Bytes,
+    /// Its share of the sender's forwarded-bytes budget ([`crate::transport::TransportConfig::forwarded_bytes`]):
+    /// the node keeps it with whatever it made of the payload until it is done with that, and drops it then.
+    pub share: ForwardShare,
+}
+
+/// A forwarded payload's share of its sender's budget, given back when dropped.
+#[derive(Debug)]
+pub struct ForwardShare(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// Where a forwarded payload goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +276,12 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
     let epochs = EpochWriter::start(Arc::new(wal::fs::StdFs), config.dir.clone(), (accepted, current))
         .map_err(|e| WalError::Io { op: "start the epochs writer", path: config.dir.clone(), source: e })?;
+    let forward_budget = budget_permits(config.transport.forwarded_bytes);
+    let forward_budgets = config
+        .peers
+        .keys()
+        .map(|&peer| (peer, (Arc::new(Semaphore::new(forward_budget as usize)), forward_budget)))
+        .collect();
     let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
     let send_queues = transport.send_queues();
     let (proposals_tx, proposals) = mpsc::channel(1024);
@@ -275,6 +299,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         undelivered: BTreeMap::new(),
         committed_tx,
         forwarded_tx,
+        forward_budgets,
         snapshots: config.snapshots,
         incoming: None,
         transport,
@@ -313,7 +338,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
 
 /// What the server loop listens to besides its own appends and ticks.
 struct Inputs {
-    inbound: mpsc::Receiver<Inbound>,
+    inbound: InboundReceiver,
     proposals: mpsc::Receiver<(Bytes, Reply)>,
     barriers: mpsc::Receiver<oneshot::Sender<bool>>,
     forwards: mpsc::Receiver<(ForwardTo, Bytes)>,
@@ -335,7 +360,9 @@ struct Server {
     /// iterator scans a segment from its start).
     undelivered: BTreeMap<Zxid, Bytes>,
     committed_tx: mpsc::Sender<Committed>,
-    forwarded_tx: mpsc::Sender<(ServerId, Bytes)>,
+    forwarded_tx: mpsc::Sender<Forwarded>,
+    /// Each peer's budget of forwarded bytes the node has not finished with.
+    forward_budgets: BTreeMap<ServerId, (Arc<Semaphore>, u32)>,
     snapshots: Option<PathBuf>,
     /// A snapshot being received from the leader.
     incoming: Option<Receiving>,
@@ -475,12 +502,8 @@ impl Server {
     fn inbound_event(&self, inbound: Inbound) -> Option<Event> {
         Some(match inbound {
             Inbound::Message(from, Message::Forward { data }) => {
-                if let Err(mpsc::error::TrySendError::Full(_)) = self.forwarded_tx.try_send((from, data)) {
-                    tracing::warn!(
-                        server = self.me.0,
-                        peer = from.0,
-                        "forwarded requests queue full: dropping the peer"
-                    );
+                if let Err(why) = self.hand_over(from, data) {
+                    tracing::warn!(server = self.me.0, peer = from.0, why, "dropping the peer");
                     self.transport.disconnect(from);
                 }
                 return None;
@@ -489,6 +512,23 @@ impl Server {
             Inbound::Disconnected(peer) => Event::Disconnected(peer),
             Inbound::Connected(peer) => Event::Connected(peer),
         })
+    }
+
+    /// Hands a forwarded payload to the node, with its share of the sender's budget; refuses (never waits: the
+    /// node's pipeline may itself wait on this loop) when the queue or the sender's budget is full.
+    fn hand_over(&self, from: ServerId, data: Bytes) -> Result<(), &'static str> {
+        let (budget, size) = self.forward_budgets.get(&from).ok_or("a forward from an unknown peer")?;
+        // A payload larger than the whole budget still passes when none of the peer's is held.
+        let weight = budget_permits(data.len()).min(*size);
+        let share = budget
+            .clone()
+            .try_acquire_many_owned(weight)
+            .map_err(|_| "the peer's forwarded requests are over its budget of bytes")?;
+        let forwarded = Forwarded { from, data, share: ForwardShare(share) };
+        match self.forwarded_tx.try_send(forwarded) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err("forwarded requests queue full"),
+        }
     }
 
     /// A fault of this server's: never go on as if the failed write had worked (dropping the server closes

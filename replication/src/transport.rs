@@ -13,8 +13,11 @@
 //! - Each connection has a send queue bounded in messages and in bytes. A peer that does not drain it is
 //!   disconnected rather than buffered for without limit; it re-syncs when it reconnects. The bounds are large
 //!   (a million messages, 256 MiB): while a follower syncs, every proposal and commit for it waits behind its
-//!   sync stream, for as long as the snapshot takes to prepare and ship. Inbound messages go to one bounded channel, so a
-//!   slow node slows its peers' reads (back-pressure) instead of growing memory.
+//!   sync stream, for as long as the snapshot takes to prepare and ship.
+//! - Inbound messages go to one channel, each holding a share of its sender's byte budget
+//!   ([`TransportConfig::inbound_bytes`], per peer id, kept across that peer's reconnections) until the receiver
+//!   takes it out: a peer whose messages are not taken fast enough stops being read (TCP pushes back on it)
+//!   instead of growing memory, and its flood never holds up another peer's messages.
 //! - What a syncing follower needs (every txn it lacks, or a snapshot) goes as one [`MessageStream`]: the
 //!   connection's writer pulls its messages as the socket drains, on a blocking thread (they are read from
 //!   disk), so a long stream takes one slot of the queue and a bounded amount of memory, and whatever is sent
@@ -41,7 +44,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -201,8 +204,14 @@ pub struct TransportConfig {
     pub queue: usize,
     /// Bytes of messages queued per peer at most ([`Message::approximate_len`]; a stream counts as nothing).
     pub queue_bytes: usize,
-    /// Inbound messages queued at most (all peers together).
-    pub inbound: usize,
+    /// Bytes of inbound messages from one peer queued at most ([`Message::approximate_len`] plus the queue
+    /// entry's own size); a single larger message is still taken when none of that peer's is queued.
+    pub inbound_bytes: usize,
+    /// Bytes of [`Message::Forward`] payloads from one peer that the node has not finished with at most (the
+    /// runtime counts them from the inbound queue until the node drops the [`crate::runtime::Forwarded`]'s
+    /// share): a peer past it is dropped, as a peer whose forwards find the queue full is. A well-behaved
+    /// follower forwards no more than its own clients' budget allows, so the node sets this to that budget.
+    pub forwarded_bytes: usize,
     /// First and longest reconnect delays.
     pub backoff: (Duration, Duration),
     /// How connections are secured before the handshake; [`Plaintext`] by default.
@@ -215,7 +224,8 @@ impl std::fmt::Debug for TransportConfig {
             .field("max_frame", &self.max_frame)
             .field("queue", &self.queue)
             .field("queue_bytes", &self.queue_bytes)
-            .field("inbound", &self.inbound)
+            .field("inbound_bytes", &self.inbound_bytes)
+            .field("forwarded_bytes", &self.forwarded_bytes)
             .field("backoff", &self.backoff)
             .finish_non_exhaustive()
     }
@@ -227,7 +237,8 @@ impl Default for TransportConfig {
             max_frame: 2 << 20,
             queue: 1 << 20,
             queue_bytes: 256 << 20,
-            inbound: 16384,
+            inbound_bytes: 32 << 20,
+            forwarded_bytes: 100 << 20,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             security: Arc::new(Plaintext),
         }
@@ -246,7 +257,9 @@ struct Shared {
     me: ServerId,
     config: TransportConfig,
     links: Mutex<BTreeMap<ServerId, Link>>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: mpsc::UnboundedSender<Received>,
+    /// Each known peer's inbound byte budget ([`TransportConfig::inbound_bytes`]).
+    budgets: BTreeMap<ServerId, Arc<Semaphore>>,
     generation: std::sync::atomic::AtomicU64,
     handshakes: Arc<Semaphore>,
     refusals: Refusals,
@@ -272,13 +285,16 @@ impl TcpTransport {
         listener: TcpListener,
         peers: BTreeMap<ServerId, SocketAddr>,
         config: TransportConfig,
-    ) -> (TcpTransport, mpsc::Receiver<Inbound>) {
-        let (inbound, rx) = mpsc::channel(config.inbound);
+    ) -> (TcpTransport, InboundReceiver) {
+        let (inbound, rx) = mpsc::unbounded_channel();
+        let budget = budget_permits(config.inbound_bytes);
+        let budgets = peers.keys().map(|&peer| (peer, Arc::new(Semaphore::new(budget as usize)))).collect();
         let shared = Arc::new(Shared {
             me,
             config,
             links: Mutex::new(BTreeMap::new()),
             inbound,
+            budgets,
             generation: Default::default(),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             refusals: Refusals::new(),
@@ -288,7 +304,7 @@ impl TcpTransport {
         for (&peer, &addr) in peers.iter().filter(|(&p, _)| p < me) {
             tasks.push(tokio::spawn(dial(shared.clone(), peer, addr)).abort_handle());
         }
-        (TcpTransport { shared, tasks }, rx)
+        (TcpTransport { shared, tasks }, InboundReceiver { rx })
     }
 
     /// A view of the send queues, for monitoring.
@@ -366,9 +382,7 @@ impl Drop for TcpTransport {
 /// Stops a connection's tasks and reports it gone.
 fn close(shared: &Shared, peer: ServerId, link: Link) {
     link.tasks.iter().for_each(AbortHandle::abort);
-    // The inbound queue may be full; the report must not be lost, so it is sent from a task.
-    let inbound = shared.inbound.clone();
-    tokio::spawn(async move { inbound.send(Inbound::Disconnected(peer)).await });
+    report(shared, Inbound::Disconnected(peer));
 }
 
 async fn listen(shared: Arc<Shared>, listener: TcpListener, known: Vec<ServerId>) {
@@ -596,9 +610,9 @@ fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, do
         if registered.await.is_err() {
             return;
         }
-        let _ = reader_shared.inbound.send(Inbound::Connected(peer)).await;
+        report(&reader_shared, Inbound::Connected(peer));
         let ended = tokio::select! {
-            ended = read_frames(&reader_shared.inbound, peer, reader, first) => ended,
+            ended = read_frames(&reader_shared, peer, reader, first) => ended,
             _ = writer_failed.notified() => None,
         };
         match ended {
@@ -622,7 +636,7 @@ fn run(shared: Arc<Shared>, peer: ServerId, addr: SocketAddr, halves: Halves, do
             current
         };
         if gone {
-            let _ = reader_shared.inbound.send(Inbound::Disconnected(peer)).await;
+            report(&reader_shared, Inbound::Disconnected(peer));
         }
         let _ = done.send(());
     });
@@ -644,27 +658,69 @@ fn write_failed(peer: ServerId, error: DecodeError) {
 }
 
 /// Passes a connection's frames on (`first`, if the handshake read it, then the rest) until it ends; returns
-/// why, when a frame failed to decode or the socket failed.
+/// why, when a frame failed to decode or the socket failed. Each message waits for its share of the peer's
+/// budget before it is queued, and nothing more is read from the socket meanwhile.
 async fn read_frames(
-    inbound: &mpsc::Sender<Inbound>,
+    shared: &Shared,
     peer: ServerId,
     mut reader: Reader,
     first: Option<Message>,
 ) -> Option<DecodeError> {
-    if let Some(message) = first {
-        if inbound.send(Inbound::Message(peer, message)).await.is_err() {
+    let budget = shared.budgets.get(&peer).expect("only known peers connect").clone();
+    let max = budget_permits(shared.config.inbound_bytes);
+    let mut next = first;
+    loop {
+        let message = match next.take() {
+            Some(message) => message,
+            None => match reader.next().await? {
+                Ok(message) => message,
+                Err(error) => return Some(error),
+            },
+        };
+        let weight = budget_permits(inbound_weight(&message)).min(max);
+        // Closed only when the transport is dropped.
+        let share = budget.clone().acquire_many_owned(weight).await.ok()?;
+        if shared.inbound.send(Received { inbound: Inbound::Message(peer, message), _share: Some(share) }).is_err() {
             return None;
         }
     }
-    loop {
-        match reader.next().await? {
-            Ok(message) => {
-                if inbound.send(Inbound::Message(peer, message)).await.is_err() {
-                    return None;
-                }
-            }
-            Err(error) => return Some(error),
-        }
+}
+
+/// Queues a connection report. It holds no budget: a connection makes two at most.
+fn report(shared: &Shared, inbound: Inbound) {
+    let _ = shared.inbound.send(Received { inbound, _share: None });
+}
+
+/// What an inbound message counts against its sender's budget: its size and its queue entry's.
+fn inbound_weight(message: &Message) -> usize {
+    message.approximate_len() + std::mem::size_of::<Received>()
+}
+
+/// A budget in bytes as semaphore permits (which count in `u32`).
+pub(crate) fn budget_permits(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX).max(1)
+}
+
+/// A queued report, with the share of its sender's budget it holds until taken out.
+struct Received {
+    inbound: Inbound,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
+/// The receiving end of the inbound channel: taking a message out gives its bytes back to its sender's budget.
+pub struct InboundReceiver {
+    rx: mpsc::UnboundedReceiver<Received>,
+}
+
+impl InboundReceiver {
+    /// The next report; `None` once the transport is gone.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        self.rx.recv().await.map(|received| received.inbound)
+    }
+
+    /// The next report if one is queued.
+    pub fn try_recv(&mut self) -> Result<Inbound, mpsc::error::TryRecvError> {
+        self.rx.try_recv().map(|received| received.inbound)
     }
 }
 

@@ -9,22 +9,23 @@ use std::sync::Arc;
 
 use replication::message::{Message, ServerId};
 use replication::security::{BoxedStream, PeerIdentity, Upgrade};
-use replication::transport::{Inbound, LinkFault, SendError, TcpTransport, Transport, TransportConfig};
+use replication::transport::{
+    Inbound, InboundReceiver, LinkFault, SendError, TcpTransport, Transport, TransportConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::Receiver;
 use wal::Zxid;
 
 fn config() -> TransportConfig {
     TransportConfig { backoff: (Duration::from_millis(10), Duration::from_millis(100)), ..TransportConfig::default() }
 }
 
-async fn next(rx: &mut Receiver<Inbound>) -> Inbound {
+async fn next(rx: &mut InboundReceiver) -> Inbound {
     tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("transport event within 10 s").expect("open")
 }
 
 /// Waits until `rx` reports a connection to `peer`.
-async fn connected(rx: &mut Receiver<Inbound>, peer: ServerId) {
+async fn connected(rx: &mut InboundReceiver, peer: ServerId) {
     loop {
         if next(rx).await == Inbound::Connected(peer) {
             return;
@@ -222,6 +223,84 @@ async fn a_link_whose_writer_fails_is_dropped_and_reported() {
         }
     }
     drop(peer2);
+}
+
+/// A peer that sends faster than this server takes its messages in is read only as far as its byte budget:
+/// the rest waits in TCP (its writes block), memory holds at most the budget, and another peer's message is
+/// not held up behind the flood. Nothing of the flood is lost once the server takes it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_is_read_only_as_far_as_its_byte_budget() {
+    use bytes::BytesMut;
+    use replication::message::PeerCodec;
+    use tokio_util::codec::Encoder;
+    const BUDGET: usize = 1 << 20;
+    const PAYLOAD: usize = 64 << 10;
+    const FLOOD: usize = 1024; // 64 MiB: more than loopback's socket buffers hold, by far.
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a1 = l1.local_addr().unwrap();
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let peers: BTreeMap<ServerId, SocketAddr> =
+        [(ServerId(1), a1), (ServerId(2), nowhere), (ServerId(3), nowhere)].into();
+    let (_t1, mut rx1) =
+        TcpTransport::start(ServerId(1), l1, peers, TransportConfig { inbound_bytes: BUDGET, ..config() });
+    let frame = |message: Message| {
+        let mut wire = BytesMut::new();
+        PeerCodec::new(1 << 20).encode(message, &mut wire).unwrap();
+        wire
+    };
+    // This test is servers 2 and 3: they dial server 1 (the higher id dials).
+    let mut peer2 = TcpStream::connect(a1).await.unwrap();
+    peer2.write_u64(2).await.unwrap();
+    connected(&mut rx1, ServerId(2)).await;
+    let mut peer3 = TcpStream::connect(a1).await.unwrap();
+    peer3.write_u64(3).await.unwrap();
+    connected(&mut rx1, ServerId(3)).await;
+    let flood = tokio::spawn(async move {
+        for i in 0..FLOOD {
+            let data = vec![(i % 251) as u8; PAYLOAD].into();
+            peer2.write_all(&frame(Message::Forward { data })).await.unwrap();
+        }
+        peer2
+    });
+    // Nobody takes server 1's messages in for a while: the flood stalls on TCP.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!flood.is_finished(), "64 MiB went into a server that took none of it in");
+    peer3.write_all(&frame(Message::Ping { zxid: Zxid(7), round: 1 })).await.unwrap();
+    // Time for server 1 to read it before anything is taken in (which frees server 2's budget).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Server 3's ping was queued while server 2's budget was spent: at most a budget's worth of the flood is
+    // ahead of it.
+    let mut ahead = 0;
+    loop {
+        match next(&mut rx1).await {
+            Inbound::Message(ServerId(2), Message::Forward { data }) => {
+                assert_eq!(data.len(), PAYLOAD);
+                assert!(data.iter().all(|&b| b == (ahead % 251) as u8), "message {ahead} of the flood, in order");
+                ahead += 1;
+            }
+            Inbound::Message(ServerId(3), Message::Ping { zxid, .. }) => {
+                assert_eq!(zxid, Zxid(7));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        (1..=BUDGET / PAYLOAD).contains(&ahead),
+        "{ahead} flood messages of {PAYLOAD} bytes were queued ahead of another peer's, with a budget of {BUDGET}"
+    );
+    // Taken in, the whole flood arrives, in order.
+    let mut got = ahead;
+    while got < FLOOD {
+        match next(&mut rx1).await {
+            Inbound::Message(ServerId(2), Message::Forward { data }) => {
+                assert!(data.iter().all(|&b| b == (got % 251) as u8), "message {got} of the flood, in order");
+                got += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(tokio::time::timeout(Duration::from_secs(10), flood).await.expect("the flood was sent in the end"));
 }
 
 /// A toy [`PeerSecurity`]: the dialer sends one "proof" byte before its id, and the listener admits only the id

@@ -175,7 +175,66 @@ async fn every_server_streams_the_committed_txns_in_order_and_forwards_reach_the
     let follower = *servers.keys().find(|&&id| id != leader).unwrap();
     servers[&follower].forward(ForwardTo::Leader, Bytes::from_static(b"to the leader")).await;
     let got = tokio::time::timeout(Duration::from_secs(10), streams.get_mut(&leader).unwrap().forwarded.recv()).await;
-    assert_eq!(got.expect("in time"), Some((ServerId(follower), Bytes::from_static(b"to the leader"))));
+    let got = got.expect("in time").expect("open");
+    assert_eq!((got.from, got.data), (ServerId(follower), Bytes::from_static(b"to the leader")));
+}
+
+/// Forwarded payloads the node has not finished with count against their sender's budget: a peer past it is
+/// dropped (it cannot make this server hold more), and once the node is done with what it took, the peer's
+/// forwards are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_past_its_budget_of_forwarded_bytes_is_dropped() {
+    use bytes::BytesMut;
+    use replication::message::{Message, PeerCodec};
+    use replication::transport::TransportConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::Encoder;
+    const BUDGET: usize = 1 << 20;
+    const PAYLOAD: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let peers = BTreeMap::from([(ServerId(1), address), (ServerId(2), "127.0.0.1:9".parse().unwrap())]);
+    let config = ServerConfig {
+        peer: PeerConfig { voters: Voters::new([ServerId(1), ServerId(2)]), ..peer_config(1) },
+        listener,
+        peers,
+        dir: dir.path().join("1"),
+        wal: WalOptions::default(),
+        snapshots: None,
+        transport: TransportConfig { forwarded_bytes: BUDGET, ..TransportConfig::default() },
+        monitor: std::sync::Arc::new(()),
+    };
+    let (_handle, mut streams) = start(config).unwrap();
+    let forwards = |n: usize| {
+        let mut wire = BytesMut::new();
+        for i in 0..n {
+            let data = vec![i as u8; PAYLOAD].into();
+            PeerCodec::new(2 << 20).encode(Message::Forward { data }, &mut wire).unwrap();
+        }
+        wire
+    };
+    // This test is server 2; the node above the runtime takes nothing from the forwarded stream.
+    let mut peer2 = tokio::net::TcpStream::connect(address).await.unwrap();
+    peer2.write_u64(2).await.unwrap();
+    peer2.write_all(&forwards(BUDGET / PAYLOAD + 1)).await.unwrap();
+    // Server 1 sends it election notifications, then closes the link.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), peer2.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_)) | Ok(Err(_))), "a peer past its forwarded budget kept its link");
+    let mut taken = Vec::new();
+    while let Ok(forwarded) = streams.forwarded.try_recv() {
+        assert_eq!((forwarded.from, forwarded.data.len()), (ServerId(2), PAYLOAD));
+        taken.push(forwarded);
+    }
+    assert_eq!(taken.len(), BUDGET / PAYLOAD, "what fit the budget was handed over");
+    // Done with them: the budget is free again.
+    drop(taken);
+    let mut peer2 = tokio::net::TcpStream::connect(address).await.unwrap();
+    peer2.write_u64(2).await.unwrap();
+    peer2.write_all(&forwards(1)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), streams.forwarded.recv()).await.expect("in time");
+    assert_eq!(got.map(|f| (f.from, f.data.len())), Some((ServerId(2), PAYLOAD)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
