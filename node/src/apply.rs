@@ -19,10 +19,10 @@ use tree::tree::Applied;
 use tree::txn::{Txn, TxnRecord};
 use wal::Wal;
 
-use crate::digest;
 use crate::reply;
 use crate::shared::{Out, Shared};
 use crate::watch::Change;
+use crate::{digest, LATENCY};
 
 /// Where snapshots go and how many to keep.
 pub struct SnapshotSettings {
@@ -160,6 +160,7 @@ fn disk_failure(error: &snapshot::SnapshotError) -> bool {
 pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
     let TxnRecord { mut header, txn } = record;
     header.zxid = zxid;
+    tracing::trace!(target: LATENCY, session = header.client_id, cxid = header.cxid, zxid, "applying");
     let mut fired = Vec::new();
     {
         let mut tree = snapshot::write::lock_for_apply(&shared.tree);
@@ -192,6 +193,7 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
         shared.stats.instruments.commit_count.inc();
     }
     shared.applied.send_replace(zxid);
+    tracing::trace!(target: LATENCY, zxid, "applied");
 }
 
 /// Sends the leader's sample to the followers, or compares a follower's with the leader's.

@@ -549,6 +549,7 @@ impl Conn {
                     return Ok(());
                 };
                 self.push(Slot::Write { cxid: xid, started, update: true });
+                tracing::trace!(target: crate::LATENCY, session = self.session, cxid = xid, "request");
                 let item = Item::Write {
                     origin: Origin::Local,
                     session: self.session,
@@ -778,6 +779,10 @@ impl Conn {
         }
         let now_ms = self.ctx.shared.stats.started.elapsed().as_millis() as i64;
         counters.last_response_ms.store(now_ms, Ordering::Relaxed);
+        if update {
+            let cxid = frame.get(..4).map_or(0, |x| i32::from_be_bytes(x.try_into().expect("4 bytes")));
+            tracing::trace!(target: crate::LATENCY, session = self.session, cxid, "replied");
+        }
         self.send(frame).await
     }
 

@@ -326,6 +326,7 @@ impl Pipeline {
         }
         match self.handle.submit(bytes).await {
             Ok(outcome) => {
+                tracing::trace!(target: crate::LATENCY, session, cxid, "submitted");
                 self.submitted += 1;
                 self.shared.stats.proposal_sizes.record(size);
                 // Room is certain (at most WINDOW in flight), and `resolve` runs as long as the pipeline does.

@@ -15,6 +15,8 @@
 //!   Prometheus endpoint.
 #![deny(missing_docs)]
 
+pub use replication::LATENCY;
+
 pub mod admin;
 pub mod admission;
 pub mod apply;

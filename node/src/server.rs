@@ -529,6 +529,7 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
         match item {
             Forward::Request { session, cxid, op, auth, body } => match crate::convert::decode(op, &body) {
                 Ok(request) => {
+                    tracing::trace!(target: crate::LATENCY, session, cxid, "received");
                     let item =
                         Item::Write { origin: Origin::Peer(from), session, cxid, auth, request, share: Some(share) };
                     let _ = ctx.pipeline.send(item).await;

@@ -51,6 +51,11 @@ pub mod streams;
 pub mod sync;
 pub mod transport;
 
+/// The `tracing` target of the write path's timeline: TRACE events, each with the txn's `zxid` or the request's
+/// `session` and `cxid`, at every hand-off of a write (`scripts/latency-breakdown` turns them into where a
+/// lone client's write spends its time). Off unless `RUST_LOG` asks for `latency=trace`.
+pub const LATENCY: &str = "latency";
+
 /// The epochs file in a server's log directory, for the tools that lay out a data directory by hand
 /// (`ensemble import`) or read one (`ensemble export`).
 pub use epochs::{read_epochs, read_epochs_with, write_epochs, write_epochs_with, EpochsError};

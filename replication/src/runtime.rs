@@ -44,6 +44,7 @@ use crate::sync::History;
 use crate::transport::{
     budget_permits, Inbound, InboundReceiver, SendQueues, TcpTransport, Transport, TransportConfig,
 };
+use crate::LATENCY;
 use snapshot::transfer::Incoming;
 
 /// Why a proposal did not commit.
@@ -449,11 +450,13 @@ impl Server {
                         (ForwardTo::Leader, Role::Following(leader)) => leader,
                         (ForwardTo::Leader, _) => continue,
                     };
+                    tracing::trace!(target: LATENCY, server = self.me.0, "forwarding");
                     let _ = self.transport.send(to, Message::Forward { data });
                     continue;
                 }
                 Some(result) = next_durable(&mut self.durability) => match result {
                     Ok(zxid) => {
+                        tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "durable");
                         self.log.pending.retain(|&z, _| z > zxid);
                         Event::Persisted(zxid)
                     }
@@ -508,7 +511,18 @@ impl Server {
                 }
                 return None;
             }
-            Inbound::Message(from, m) => Event::Message(from, m),
+            Inbound::Message(from, m) => {
+                let seen = match &m {
+                    Message::Proposal { zxid, .. } => Some(("proposal", zxid)),
+                    Message::Ack { zxid } => Some(("ack", zxid)),
+                    Message::Commit { zxid } => Some(("commit", zxid)),
+                    _ => None,
+                };
+                if let Some((kind, zxid)) = seen {
+                    tracing::trace!(target: LATENCY, server = self.me.0, peer = from.0, zxid = zxid.0, kind, "received");
+                }
+                Event::Message(from, m)
+            }
             Inbound::Disconnected(peer) => Event::Disconnected(peer),
             Inbound::Connected(peer) => Event::Connected(peer),
         })
@@ -732,6 +746,7 @@ impl Server {
         if self.staged.len() >= MAX_STAGED {
             self.flush_appends().await.map_err(Fault::Local)?;
         }
+        tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "appended");
         self.log.zxids.push_back(zxid);
         self.undelivered.insert(zxid, txn.clone());
         self.log.pending.insert(zxid, txn.clone());
@@ -743,6 +758,7 @@ impl Server {
     async fn flush_appends(&mut self) -> Result<(), LocalFault> {
         let Some(&(last, _)) = self.staged.last() else { return Ok(()) };
         let staged = std::mem::take(&mut self.staged);
+        tracing::trace!(target: LATENCY, server = self.me.0, zxid = last.0, records = staged.len(), "handed");
         let pending = self.wal.append_batch_async(staged).await.map_err(|source| LocalFault::Wal {
             op: "append",
             zxid: last,
@@ -778,6 +794,7 @@ impl Server {
         if zxid <= self.delivered {
             return Ok(());
         }
+        tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "committed");
         let from = Zxid(self.delivered.0.saturating_add(1));
         let rest = match zxid.0.checked_add(1) {
             Some(after) => self.undelivered.split_off(&Zxid(after)),
