@@ -151,12 +151,12 @@ impl Iterator for SnapshotStream {
                     Err(error) => Some(Err(format!("prepare a snapshot at {committed}: {error}"))),
                 }
             }
-            Stage::Chunks { mut prepared, offset, then } => {
+            Stage::Chunks { prepared, offset, then } => {
                 if offset >= prepared.len {
                     self.stage = Stage::Txns(then);
                     return self.next();
                 }
-                match transfer::read_chunk(&mut prepared.file, offset, SNAPSHOT_CHUNK) {
+                match transfer::read_chunk(&*prepared.file, offset, SNAPSHOT_CHUNK) {
                     Ok(data) if !data.is_empty() => {
                         let next = offset + data.len() as u64;
                         let message = Message::SnapChunk { offset, data: Bytes::from(data) };

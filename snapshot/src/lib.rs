@@ -12,6 +12,12 @@
 //!   full verification (checksum, structure, digest), for `ensemble snapshot ...`.
 //! - [`policy::SnapPolicy`] says when to snapshot (ZooKeeper's randomised `snapCount`).
 //!
+//! # Filesystem
+//! Every file this crate writes or reads (snapshots, their retention, transfers in and out, recovery) goes
+//! through [`wal::fs::FileSystem`]: each entry point has a `_with(fs, ...)` twin, and the plain one runs on the
+//! real disk ([`wal::fs::StdFs`]). Tests run them on `wal::fs::SimFs`, which loses power
+//! (`tests/power_loss.rs`). Only [`inspect`], a read-only operator tool, opens files directly.
+//!
 //! # Failpoints
 //! With the `failpoints` feature, tests make these IO steps fail (`wal::failpoint!`: `return(EIO)`,
 //! `return(ENOSPC)`, and `return(short)` for a write that stops halfway on a full disk); without it they cost

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use tree::acl::{read_acls, Acl, AclId, OPEN_ACL_ID};
 use tree::jute::{JuteError, JuteRead};
 use tree::stat::StatPersisted;
 use tree::tree::{DataTree, Node};
 use wal::failpoint;
+use wal::fs::{FileSystem, StdFs};
 
 use crate::error::SnapshotError;
 use crate::format::{self, tag, Trailer};
@@ -29,40 +30,45 @@ pub struct Loaded {
     pub orphans: u64,
 }
 
-fn open(path: &Path) -> Result<std::fs::File, SnapshotError> {
+/// Opens and maps the whole snapshot at `path` (`populate`: read it all up front, for a full load).
+fn map(fs: &dyn FileSystem, path: &Path, populate: bool) -> Result<Bytes, SnapshotError> {
     let open = || {
         failpoint!("snapshot::open");
-        std::fs::File::open(path)
+        fs.open(path, false)
     };
-    open().map_err(|e| SnapshotError::io("open", path, e))
+    let file = open().map_err(|e| SnapshotError::io("open", path, e))?;
+    let map = || {
+        failpoint!("snapshot::mmap");
+        // On the real disk a memory map: snapshot files are written once, under a temporary name, and never
+        // modified after the rename (see `StdFs`'s SAFETY note).
+        file.map(populate)
+    };
+    map().map_err(|e| SnapshotError::io("mmap", path, e))
 }
 
 /// Checks the snapshot at `path` without building its tree: magic, version, length and the crc32c over the
 /// whole file. Returns its start zxid and trailer. What retention needs: a file that passes holds exactly the
 /// bytes its writer wrote.
 pub fn check(path: &Path) -> Result<(i64, Trailer), SnapshotError> {
-    let file = open(path)?;
-    let map = || {
-        failpoint!("snapshot::mmap");
-        // SAFETY: as in `load`: snapshot files are never modified after their rename.
-        unsafe { memmap2::MmapOptions::new().map(&file) }
-    };
-    let map = map().map_err(|e| SnapshotError::io("mmap", path, e))?;
+    check_with(&StdFs, path)
+}
+
+/// Like [`check`], on the filesystem `fs`.
+pub fn check_with(fs: &dyn FileSystem, path: &Path) -> Result<(i64, Trailer), SnapshotError> {
+    let map = map(fs, path, false)?;
     let (start, trailer, _) = format::verify(&map, path)?;
     Ok((start, trailer))
 }
 
 /// Reads and verifies the snapshot at `path`.
 pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
+    load_with(&StdFs, path)
+}
+
+/// Like [`load`], on the filesystem `fs`.
+pub fn load_with(fs: &dyn FileSystem, path: &Path) -> Result<Loaded, SnapshotError> {
     let started = Instant::now();
-    let file = open(path)?;
-    let map = || {
-        failpoint!("snapshot::mmap");
-        // SAFETY: snapshot files are written once, under a temporary name, and never modified after the rename;
-        // the map is dropped before this function returns.
-        unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-    };
-    let map = map().map_err(|e| SnapshotError::io("mmap", path, e))?;
+    let map = map(fs, path, true)?;
     let (start_zxid, trailer, mut records) = format::verify(&map, path)?;
     let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
     let mut tree = DataTree::empty();

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use tree::tree::DataTree;
 use tree::txn::TxnRecord;
+use wal::fs::{FileSystem, StdFs};
 use wal::{Wal, Zxid};
 
 use crate::dir;
@@ -37,12 +38,17 @@ pub struct Recovered {
 /// Start-up: finishes or discards what a crash interrupted (snapshot writes, snapshot installs from a leader,
 /// see [`crate::transfer`]), then rebuilds the tree from the snapshots in `snap_dir` and `wal`.
 pub fn recover(snap_dir: &Path, wal: &Wal) -> Result<(DataTree, Recovered), SnapshotError> {
-    let removed = dir::remove_partial(snap_dir)?;
+    recover_with(&StdFs, snap_dir, wal)
+}
+
+/// Like [`recover`], with the snapshots on the filesystem `fs` (the WAL is on its own).
+pub fn recover_with(fs: &dyn FileSystem, snap_dir: &Path, wal: &Wal) -> Result<(DataTree, Recovered), SnapshotError> {
+    let removed = dir::remove_partial_with(fs, snap_dir)?;
     if removed > 0 {
         tracing::warn!(removed, "deleted snapshots whose writing a crash interrupted");
     }
-    crate::transfer::finish_installs(snap_dir, wal)?;
-    recover_until(snap_dir, wal, None)
+    crate::transfer::finish_installs_with(fs, snap_dir, wal)?;
+    recover_until_with(fs, snap_dir, wal, None)
 }
 
 /// Rebuilds the tree from the snapshots in `snap_dir` and the WAL up to `until` (all of it with `None`),
@@ -52,9 +58,19 @@ pub fn recover(snap_dir: &Path, wal: &Wal) -> Result<(DataTree, Recovered), Snap
 /// WAL may already hold txns after the cut that the leader sent, and those reach the tree through the
 /// committed stream, not here.
 pub fn recover_until(snap_dir: &Path, wal: &Wal, until: Option<Zxid>) -> Result<(DataTree, Recovered), SnapshotError> {
+    recover_until_with(&StdFs, snap_dir, wal, until)
+}
+
+/// Like [`recover_until`], with the snapshots on the filesystem `fs`.
+pub fn recover_until_with(
+    fs: &dyn FileSystem,
+    snap_dir: &Path,
+    wal: &Wal,
+    until: Option<Zxid>,
+) -> Result<(DataTree, Recovered), SnapshotError> {
     let mut recovered = Recovered::default();
-    for (_, path) in dir::list(snap_dir)? {
-        match read::load(&path) {
+    for (_, path) in dir::list_with(fs, snap_dir)? {
+        match read::load_with(fs, &path) {
             // A snapshot that reflects txns past the cut (a TRUNC cut them, or a leader prepares an older
             // point) cannot serve: an older one can.
             Ok(loaded) if until.is_some_and(|until| loaded.trailer.end_zxid > zxid_i64(until)) => {

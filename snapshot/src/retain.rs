@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use wal::fs::{FileSystem, StdFs};
 use wal::{failpoint, Wal, Zxid};
 
 use crate::error::SnapshotError;
@@ -26,14 +27,19 @@ pub const DEFAULT_RETAIN: usize = 3;
 /// run of bad snapshots never costs the data that recovery needs; with fewer than `keep` valid ones, nothing
 /// is deleted.
 pub fn retain(snap_dir: &Path, wal: &Wal, keep: usize) -> Result<Retained, SnapshotError> {
+    retain_with(&StdFs, snap_dir, wal, keep)
+}
+
+/// Like [`retain`], with the snapshots on the filesystem `fs` (the WAL is on its own).
+pub fn retain_with(fs: &dyn FileSystem, snap_dir: &Path, wal: &Wal, keep: usize) -> Result<Retained, SnapshotError> {
     let keep = keep.max(1);
     let mut retained = Retained::default();
-    let snapshots = dir::list(snap_dir)?;
+    let snapshots = dir::list_with(fs, snap_dir)?;
     let mut oldest_kept = None;
     for (i, (zxid, path)) in snapshots.iter().enumerate() {
         // The checksum, not a full load: retention runs after every snapshot, and building N trees each time
         // cost a server a third of its CPU under a create-heavy load.
-        if read::check(path).is_err() {
+        if read::check_with(fs, path).is_err() {
             tracing::warn!(path = %path.display(), "retention: snapshot does not verify; not counted");
             continue;
         }
@@ -47,13 +53,13 @@ pub fn retain(snap_dir: &Path, wal: &Wal, keep: usize) -> Result<Retained, Snaps
     for (_, path) in &snapshots[index + 1..] {
         let delete = || {
             failpoint!("snapshot::delete");
-            std::fs::remove_file(path)
+            fs.remove(path)
         };
         delete().map_err(|e| SnapshotError::io("delete", path, e))?;
         retained.deleted.push(path.clone());
     }
     if !retained.deleted.is_empty() {
-        write::sync_dir(snap_dir)?;
+        write::sync_dir(fs, snap_dir)?;
     }
     let purge_point = Zxid(u64::try_from(start_zxid).unwrap_or(0).saturating_add(1));
     retained.wal_segments_purged = wal.purge_before(purge_point)?.wait()?.segments;

@@ -6,8 +6,7 @@
 //! for one short chunk, never for encoding or the disk.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use tree::tree::{Data, DataTree};
 use crate::error::SnapshotError;
 use crate::format::{self, tag, Trailer, END_MAGIC};
 use wal::failpoint;
+use wal::fs::{FileSystem, StdFs, WalFile};
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,9 +41,15 @@ pub struct SnapshotInfo {
 /// Nodes copied per read-lock hold.
 pub const DEFAULT_CHUNK: usize = 1024;
 
-/// A writer that checksums what goes through it.
+/// The bytes [`CrcWriter`] gathers before it writes them out: few large writes, as a `BufWriter` would do.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A sequential writer over a [`WalFile`] that buffers and checksums what goes through it.
 struct CrcWriter {
-    out: BufWriter<File>,
+    file: Box<dyn WalFile>,
+    buf: Vec<u8>,
+    /// Bytes written to the file so far (where the buffer goes next).
+    flushed: u64,
     crc: u32,
     bytes: u64,
     path: PathBuf,
@@ -51,19 +57,51 @@ struct CrcWriter {
 
 impl CrcWriter {
     fn write(&mut self, buf: &[u8]) -> Result<(), SnapshotError> {
+        #[cfg(feature = "failpoints")]
+        self.injected(buf)?;
         self.crc = crc32c::crc32c_append(self.crc, buf);
         self.bytes += buf.len() as u64;
-        let mut write = || {
-            failpoint!("snapshot::write", short: self.out.write_all(&buf[..buf.len() / 2]));
-            self.out.write_all(buf)
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The `snapshot::write` failpoint, per write call (as it fired over a `BufWriter`), so that a test can fail
+    /// the n-th; a short write writes half of `buf` where it was to go.
+    #[cfg(feature = "failpoints")]
+    fn injected(&self, buf: &[u8]) -> Result<(), SnapshotError> {
+        let (file, at) = (&self.file, self.flushed + self.buf.len() as u64);
+        let injected = || -> std::io::Result<()> {
+            failpoint!("snapshot::write", short: file.write_at(&buf[..buf.len() / 2], at));
+            Ok(())
         };
-        write().map_err(|e| SnapshotError::io("write", &self.path, e))
+        injected().map_err(|e| SnapshotError::io("write", &self.path, e))
+    }
+
+    /// Writes out what is buffered.
+    fn flush(&mut self) -> Result<(), SnapshotError> {
+        self.file.write_at(&self.buf, self.flushed).map_err(|e| SnapshotError::io("write", &self.path, e))?;
+        self.flushed += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
     }
 }
 
 /// Writes a fuzzy snapshot of `tree` into `dir`, copying `chunk` nodes per read-lock hold. Durable (file and
 /// directory entry) when it returns.
 pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<SnapshotInfo, SnapshotError> {
+    write_fuzzy_with(&StdFs, dir, tree, chunk)
+}
+
+/// Like [`write_fuzzy`], on the filesystem `fs` (a simulated one in tests: see [`wal::fs`]).
+pub fn write_fuzzy_with(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    tree: &RwLock<DataTree>,
+    chunk: usize,
+) -> Result<SnapshotInfo, SnapshotError> {
     let started = Instant::now();
     let (start_zxid, sessions) = {
         let t = read(tree);
@@ -73,11 +111,12 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
     let tmp = path.with_extension(format!("{:016x}.tmp", start_zxid));
     let create = || {
         failpoint!("snapshot::create");
-        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)
+        fs.create(&tmp)
     };
     let file = create().map_err(|e| SnapshotError::io("create", &tmp, e))?;
-    let mut unfinished = Unfinished(Some(tmp.clone()));
-    let mut out = CrcWriter { out: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0, path: tmp.clone() };
+    let mut unfinished = Unfinished { fs, tmp: Some(tmp.clone()) };
+    let buf = Vec::with_capacity(WRITE_BUFFER);
+    let mut out = CrcWriter { file, buf, flushed: 0, crc: 0, bytes: 0, path: tmp.clone() };
     out.write(&format::encode_header(start_zxid))?;
     let mut buf = Vec::with_capacity(1 << 20);
     for (&session, &timeout) in &sessions {
@@ -110,8 +149,10 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
     let crc = out.crc;
     out.write(&crc.to_be_bytes())?;
     out.write(&END_MAGIC)?;
-    let bytes = out.bytes;
-    let file = out.out.into_inner().map_err(|e| SnapshotError::io("write", &tmp, e.into_error()))?;
+    out.flush()?;
+    let (bytes, file) = (out.bytes, out.file);
+    // The data must be durable before the name is: a rename that reaches the disk before the data would leave a
+    // snapshot name over a torn file after a power cut.
     let sync = || {
         failpoint!("snapshot::fsync");
         file.sync_all()
@@ -119,11 +160,13 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
     sync().map_err(|e| SnapshotError::io("fsync", &tmp, e))?;
     let rename = || {
         failpoint!("snapshot::rename");
-        std::fs::rename(&tmp, &path)
+        fs.rename(&tmp, &path)
     };
     rename().map_err(|e| SnapshotError::io("rename", &tmp, e))?;
-    unfinished.0 = None;
-    sync_dir(dir)?;
+    unfinished.tmp = None;
+    // The rename is durable only once the directory is: until then a power cut may undo it, and a caller told
+    // the snapshot is written (retention then purges the WAL before it) would lose the txns it holds.
+    sync_dir(fs, dir)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(path = %path.display(), start_zxid = format!("{start_zxid:#x}"), end_zxid = format!("{end_zxid:#x}"), nodes, mb = bytes as f64 / 1e6, secs, "snapshot written");
     Ok(SnapshotInfo { path, start_zxid, end_zxid, digest, nodes, bytes })
@@ -131,12 +174,15 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
 
 /// The temporary file of a snapshot not renamed yet, deleted on drop: a failed write gives a full disk its space
 /// back at once (recovery would delete it too, see [`crate::dir::remove_partial`]).
-struct Unfinished(Option<PathBuf>);
+struct Unfinished<'a> {
+    fs: &'a dyn FileSystem,
+    tmp: Option<PathBuf>,
+}
 
-impl Drop for Unfinished {
+impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if let Some(tmp) = self.0.take() {
-            let _ = std::fs::remove_file(tmp);
+        if let Some(tmp) = self.tmp.take() {
+            let _ = self.fs.remove(&tmp);
         }
     }
 }
@@ -215,10 +261,10 @@ fn read(tree: &RwLock<DataTree>) -> std::sync::RwLockReadGuard<'_, DataTree> {
 }
 
 /// Makes a directory's entries durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(), SnapshotError> {
     let sync = || {
         failpoint!("snapshot::sync_dir");
-        File::open(dir)?.sync_all()
+        fs.sync_dir(dir)
     };
     sync().map_err(|e| SnapshotError::io("fsync directory", dir, e))
 }

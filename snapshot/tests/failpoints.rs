@@ -178,14 +178,14 @@ fn transfer_setup(dirs: &(tempfile::TempDir, tempfile::TempDir)) -> (Db, u64) {
 /// Receives the leader's consistent snapshot at its last zxid into the follower's transfer area.
 fn receive(leader: &Db, follower: &Db, faults: &[(&str, &str)]) -> Result<Zxid, SnapshotError> {
     let at = Zxid(*leader.zxid.lock().unwrap() as u64);
-    let mut prepared = transfer::prepare(&leader.snap_dir, &leader.wal, at).unwrap();
+    let prepared = transfer::prepare(&leader.snap_dir, &leader.wal, at).unwrap();
     for (point, action) in faults {
         fail::cfg(*point, action).unwrap();
     }
     let mut incoming = Incoming::create(&follower.snap_dir)?;
     let mut offset = 0;
     while offset < prepared.len {
-        let chunk = transfer::read_chunk(&mut prepared.file, offset, 1000).unwrap();
+        let chunk = transfer::read_chunk(&*prepared.file, offset, 1000).unwrap();
         incoming.write(offset, &chunk)?;
         offset += chunk.len() as u64;
     }

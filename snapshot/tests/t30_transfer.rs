@@ -43,11 +43,11 @@ fn committed(db: &Db) -> Zxid {
 
 /// Ships the leader's consistent snapshot to the follower's transfer area, in small chunks.
 fn receive(leader: &Db, follower: &Db) -> Zxid {
-    let mut prepared = transfer::prepare(&leader.snap_dir, &leader.wal, committed(leader)).unwrap();
+    let prepared = transfer::prepare(&leader.snap_dir, &leader.wal, committed(leader)).unwrap();
     let mut incoming = Incoming::create(&follower.snap_dir).unwrap();
     let mut offset = 0;
     while offset < prepared.len {
-        let chunk = transfer::read_chunk(&mut prepared.file, offset, 1000).unwrap();
+        let chunk = transfer::read_chunk(&*prepared.file, offset, 1000).unwrap();
         incoming.write(offset, &chunk).unwrap();
         offset += chunk.len() as u64;
     }
@@ -111,8 +111,8 @@ fn a_crash_between_the_log_restart_and_the_install_completes_the_install() {
 fn a_damaged_or_mislabelled_snapshot_is_refused_before_anything_changes() {
     let s = setup();
     let follower = reopen(&s.follower_dir);
-    let mut prepared = transfer::prepare(&s.leader.snap_dir, &s.leader.wal, committed(&s.leader)).unwrap();
-    let mut bytes = transfer::read_chunk(&mut prepared.file, 0, prepared.len as usize).unwrap();
+    let prepared = transfer::prepare(&s.leader.snap_dir, &s.leader.wal, committed(&s.leader)).unwrap();
+    let mut bytes = transfer::read_chunk(&*prepared.file, 0, prepared.len as usize).unwrap();
     assert_eq!(bytes.len() as u64, prepared.len);
 
     let mut wrong = Incoming::create(&follower.snap_dir).unwrap();

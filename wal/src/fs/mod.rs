@@ -1,5 +1,5 @@
-//! The filesystem seam: every file the log writes or reads goes through a [`FileSystem`], so that tests can run
-//! the log on a simulated disk that loses power (`SimFs`, feature `sim`) while the server runs on the real one
+//! The filesystem seam: every file the log (and the snapshot crate, the epochs file, the repair mark) writes or
+//! reads goes through a [`FileSystem`], so that tests can run them on a simulated disk that loses power (`SimFs`, feature `sim`) while the server runs on the real one
 //! ([`StdFs`]). Modelled on raft-engine's `env::FileSystem`, cut down to exactly the operations the log does.
 //!
 //! The failpoints (`wal::failpoint!`) stay at the log's call sites, above this seam, so they fire the same way on
@@ -41,7 +41,9 @@ pub trait FileSystem: Debug + Send + Sync {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
-    /// The names of the entries of `dir`, in no particular order.
+    /// Removes a directory and everything in it (the leftovers of a snapshot transfer a crash interrupted).
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The names of the entries of `dir` (files and directories), in no particular order.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Makes the creates, renames and removes in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;

@@ -41,6 +41,10 @@ impl FileSystem for StdFs {
         fs::remove_file(path)
     }
 
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir_all(dir)
+    }
+
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect()
     }
@@ -116,8 +120,9 @@ impl WalFile for StdFile {
         }
         // SAFETY: the log holds the directory lock, so no other writer of ours touches the file. The log never
         // shrinks a file that may be mapped below an offset a reader was told is valid: truncation rewrites into
-        // a new file and renames it, sealing only drops preallocated zeros past the durable end. Modification by
-        // a foreign process is outside the contract, as for every memory-mapped store.
+        // a new file and renames it, sealing only drops preallocated zeros past the durable end. Snapshot files
+        // (the other files mapped) are written once under a temporary name and never modified after their
+        // rename. Modification by a foreign process is outside the contract, as for every memory-mapped store.
         let map = unsafe { options.map(&self.0) }?;
         Ok(Bytes::from_owner(map))
     }
