@@ -45,14 +45,8 @@ impl Db {
     /// Preps, logs (durably) and applies a request.
     pub fn write(&self, session: i64, request: &Request) {
         let mut zxid = self.zxid.lock().unwrap();
-        let (op, txn) = prep(
-            &self.tree.read().unwrap(),
-            &Caller { session, auth: vec![] },
-            PrepOptions { ttl_enabled: true, enforce_quota: false },
-            request,
-        );
         *zxid += 1;
-        let record = TxnRecord { header: TxnHeader { client_id: session, cxid: 0, zxid: *zxid, time: *zxid, op }, txn };
+        let record = txn(&self.tree.read().unwrap(), *zxid, session, request);
         self.wal.append(Zxid(*zxid as u64), record.encode()).unwrap().wait().unwrap();
         self.tree.write().unwrap().apply(&record.header, &record.txn);
     }
@@ -64,6 +58,13 @@ impl Db {
     pub fn digest(&self) -> u64 {
         self.tree.read().unwrap().digest()
     }
+}
+
+/// Preps `request` of `session` against `tree` into the txn `zxid`.
+pub fn txn(tree: &DataTree, zxid: i64, session: i64, request: &Request) -> TxnRecord {
+    let (op, txn) =
+        prep(tree, &Caller { session, auth: vec![] }, PrepOptions { ttl_enabled: true, enforce_quota: false }, request);
+    TxnRecord { header: TxnHeader { client_id: session, cxid: 0, zxid, time: zxid, op }, txn }
 }
 
 /// `data`: a string, or `None` for null data.
@@ -91,17 +92,24 @@ pub fn delete(path: &str) -> Request {
 /// with empty and null data among the values.
 pub fn workload(db: &Db, from: usize, count: usize) {
     for i in from..from + count {
-        let dir = format!("/d{}", i % 7);
-        match i % 9 {
-            0 => db.write(0, &create(&dir, "", 0)),
-            1 | 2 => db.write(0, &create(&format!("{dir}/n{}", i % 13), &*format!("v{i}"), 0)),
-            3 if i % 2 == 0 => db.write(0, &set(&format!("{dir}/n{}", i % 13), None)),
-            3 => db.write(0, &set(&format!("{dir}/n{}", i % 13), &*format!("w{i}"))),
-            4 => db.write(0, &create(&format!("{dir}/s-"), None, 2)),
-            5 => db.write(0, &delete(&format!("{dir}/n{}", (i + 5) % 13))),
-            6 => db.write(100 + (i % 3) as i64, &Request::CreateSession { timeout: 10_000 }),
-            7 => db.write(100 + (i % 3) as i64, &create(&format!("/e{}", i % 5), "eph", 1)),
-            _ => db.write(100 + (i % 3) as i64, &Request::CloseSession),
-        }
+        let (session, request) = request(i);
+        db.write(session, &request);
+    }
+}
+
+/// The `i`-th request of [`workload`], with its session.
+pub fn request(i: usize) -> (i64, Request) {
+    let dir = format!("/d{}", i % 7);
+    let session = 100 + (i % 3) as i64;
+    match i % 9 {
+        0 => (0, create(&dir, "", 0)),
+        1 | 2 => (0, create(&format!("{dir}/n{}", i % 13), &*format!("v{i}"), 0)),
+        3 if i % 2 == 0 => (0, set(&format!("{dir}/n{}", i % 13), None)),
+        3 => (0, set(&format!("{dir}/n{}", i % 13), &*format!("w{i}"))),
+        4 => (0, create(&format!("{dir}/s-"), None, 2)),
+        5 => (0, delete(&format!("{dir}/n{}", (i + 5) % 13))),
+        6 => (session, Request::CreateSession { timeout: 10_000 }),
+        7 => (session, create(&format!("/e{}", i % 5), "eph", 1)),
+        _ => (session, Request::CloseSession),
     }
 }

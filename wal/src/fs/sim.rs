@@ -15,6 +15,10 @@
 //!   byte (pages reach the disk in any order). Its length is the durable one or the current one.
 //!
 //! - a directory created since its parent was last synced may vanish, with everything in it.
+//! - a rename from one directory to another is an unlink in the first and a link in the second, each resolved
+//!   with its own directory, except that the file never loses both names: the filesystem moves the entry in one
+//!   journal transaction, so a cut that loses the new name keeps the old one. It is durable once the target
+//!   directory is synced.
 //!
 //! Simplifications: a directory is never renamed (nothing does), its removal ([`FileSystem::remove_dir_all`], used
 //! only for the leftovers of a snapshot transfer, which the next start deletes again if they come back) is
@@ -52,6 +56,16 @@ struct State {
     /// The disk after the cut, once it happened.
     crashed: Option<Box<State>>,
     locks: BTreeSet<PathBuf>,
+    /// Renames across directories whose target directory was not synced since.
+    moves: Vec<Move>,
+}
+
+/// A rename from one directory to another, not durable yet.
+#[derive(Clone, Debug)]
+struct Move {
+    from: (PathBuf, String),
+    to: (PathBuf, String),
+    ino: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -225,6 +239,14 @@ impl State {
                 Dir { entries: entries.clone(), durable: entries, journal: Vec::new(), linked: true },
             );
         }
+        // A move whose new name was lost keeps its old one (see the module doc).
+        for Move { from, to, ino } in &self.moves {
+            let moved = dirs.get(&to.0).is_some_and(|d| d.entries.get(&to.1) == Some(ino));
+            if let Some(source) = dirs.get_mut(&from.0).filter(|d| !moved && !d.entries.contains_key(&from.1)) {
+                source.entries.insert(from.1.clone(), *ino);
+                source.durable.insert(from.1.clone(), *ino);
+            }
+        }
         let live: BTreeSet<u64> = dirs.values().flat_map(|d| d.entries.values().copied()).collect();
         let mut files = BTreeMap::new();
         for (&ino, file) in self.files.iter().filter(|(ino, _)| live.contains(ino)) {
@@ -243,6 +265,7 @@ impl State {
             crash_at: None,
             crashed: None,
             locks: BTreeSet::new(),
+            moves: Vec::new(),
         }
     }
 }
@@ -362,7 +385,14 @@ impl FileSystem for SimFs {
             let ino = state.lookup(from)?;
             let ((dir, from), (to_dir, to)) = (split(from)?, split(to)?);
             if dir != to_dir {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "rename across directories"));
+                state.dir(&to_dir)?;
+                for (dir, op) in [(&dir, DirOp::Unlink(from.clone())), (&to_dir, DirOp::Link(to.clone(), ino))] {
+                    let dir = state.dir_mut(dir)?;
+                    op.apply(&mut dir.entries);
+                    dir.journal.push(op);
+                }
+                state.moves.push(Move { from: (dir, from), to: (to_dir, to), ino });
+                return Ok(());
             }
             let dir = state.dir_mut(&dir)?;
             let op = DirOp::Rename(from, to, ino);
@@ -407,6 +437,7 @@ impl FileSystem for SimFs {
             let synced = state.dir_mut(dir)?;
             synced.durable = synced.entries.clone();
             synced.journal.clear();
+            state.moves.retain(|m| m.to.0 != dir);
             for (_, child) in state.dirs.iter_mut().filter(|(path, _)| path.parent() == Some(dir)) {
                 child.linked = true;
             }
@@ -639,6 +670,31 @@ mod tests {
         for seed in 0..20 {
             assert!(fs.crash_now_copy(seed).read_dir(Path::new("/log/out-1")).is_err(), "removed durably");
         }
+    }
+
+    #[test]
+    fn a_rename_across_directories_never_loses_both_names_and_is_durable_with_its_target() {
+        let fs = disk();
+        fs.create_dir_all(Path::new("/log/sub")).unwrap();
+        fs.sync_dir(Path::new(DIR)).unwrap();
+        let file = fs.create(Path::new("/log/sub/staged")).unwrap();
+        file.write_at(b"x", 0).unwrap();
+        file.sync_all().unwrap();
+        fs.sync_dir(Path::new("/log/sub")).unwrap();
+        fs.rename(Path::new("/log/sub/staged"), &path("installed")).unwrap();
+        assert!(fs.read(Path::new("/log/sub/staged")).is_err());
+        assert_eq!(fs.read(&path("installed")).unwrap(), b"x");
+        let outcome = |fs: &SimFs, seed| {
+            let after = fs.crash_now_copy(seed);
+            (after.read(Path::new("/log/sub/staged")).is_ok(), after.read(&path("installed")).is_ok())
+        };
+        let seen: BTreeSet<_> = (0..100).map(|seed| outcome(&fs, seed)).collect();
+        assert!(!seen.contains(&(false, false)), "{seen:?}");
+        assert!(seen.contains(&(true, false)) && seen.contains(&(false, true)), "{seen:?}");
+        fs.sync_dir(Path::new("/log/sub")).unwrap(); // the old name's removal durable: still kept until the target
+        assert!((0..100).all(|seed| outcome(&fs, seed) != (false, false)));
+        fs.sync_dir(Path::new(DIR)).unwrap();
+        assert!((0..100).all(|seed| outcome(&fs, seed) == (false, true)));
     }
 
     #[test]
