@@ -8,6 +8,8 @@
 //! - its tree holds every txn the workload had been told was durable: a WAL append that completed, or the
 //!   leader's snapshot once the WAL restarted after it (the protocol relies on the staged snapshot from then on);
 //!   a snapshot write or a retention that returned Ok must not cost any of them;
+//! - every snapshot whose write or install returned Ok is there and verifies (all but the newest two may be gone
+//!   if a retention was under way);
 //! - it holds nothing nobody wrote: its digest is the shared history's at its last zxid, and that zxid was
 //!   handed to the disk;
 //! - it takes the next snapshot.
@@ -21,9 +23,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use common::{request, txn};
@@ -42,6 +44,8 @@ const NODE_LOGS: i64 = 60;
 const INSTALL_AT: i64 = 80;
 /// The last txn of the shared history.
 const LAST: i64 = 95;
+/// Snapshots retention keeps.
+const KEEP: usize = 2;
 /// Bytes per transfer chunk: several chunks, so that a cut can land between them.
 const CHUNK: usize = 700;
 
@@ -58,10 +62,10 @@ fn fresh_disk() -> SimFs {
     fs
 }
 
-/// Tiny segments (a dozen txns each) so that retention purges some; no spare segments, so that a run does the
+/// Tiny segments (a few txns each) so that retention purges some; no spare segments, so that a run does the
 /// same IO steps every time (the WAL's own power-loss test covers spares).
 fn options() -> WalOptions {
-    WalOptions { segment_size: 2048, max_payload: 512, zero_fill: false, ..WalOptions::default() }
+    WalOptions { segment_size: 1024, max_payload: 512, zero_fill: false, ..WalOptions::default() }
 }
 
 /// The one history the ensemble commits: txn `z` is `records[z - 1]`.
@@ -127,6 +131,18 @@ struct Model {
     done: Vec<String>,
     /// WAL segments retention purged.
     purged: usize,
+    /// The snapshots (start zxids) whose write or install returned Ok, less those a completed retention deleted.
+    snapshots: BTreeSet<i64>,
+    /// A retention was under way when the power went: it may have deleted all but the newest [`KEEP`].
+    retaining: bool,
+}
+
+impl Model {
+    /// The snapshots that must be on the disk, whole, after a cut.
+    fn durable_snapshots(&self) -> Vec<i64> {
+        let keep = if self.retaining { KEEP } else { usize::MAX };
+        self.snapshots.iter().rev().take(keep).copied().collect()
+    }
 }
 
 /// A node on the simulated disk.
@@ -175,13 +191,20 @@ impl<'a> Node<'a> {
         let written = snapshot::write::write_fuzzy_with(self.fs, Path::new(SNAP), &self.tree, 4);
         let info = self.check("snapshot".into(), written)?;
         assert_eq!(info.end_zxid, self.model.acked);
+        self.model.snapshots.insert(info.start_zxid);
         Ok(())
     }
 
     fn retain(&mut self) -> Result<(), Off> {
-        let retained = snapshot::retain::retain_with(self.fs, Path::new(SNAP), self.wal(), 2);
-        let retained = self.check("retain 2".into(), retained)?;
+        self.model.retaining = true;
+        let retained = snapshot::retain::retain_with(self.fs, Path::new(SNAP), self.wal(), KEEP);
+        let retained = self.check("retain".into(), retained)?;
+        self.model.retaining = false;
         self.model.purged += retained.wal_segments_purged;
+        for deleted in &retained.deleted {
+            let name = deleted.file_name().unwrap().to_string_lossy();
+            self.model.snapshots.remove(&snapshot::format::parse_file_name(&name).unwrap());
+        }
         Ok(())
     }
 
@@ -202,6 +225,7 @@ impl<'a> Node<'a> {
         self.model.acked = INSTALL_AT;
         let installed = transfer::install_with(self.fs, Path::new(SNAP), zxid);
         self.check("install".into(), installed)?;
+        self.model.snapshots.insert(INSTALL_AT);
         *self.tree.write().unwrap() = self.history.tree_at(INSTALL_AT);
         Ok(())
     }
@@ -227,6 +251,8 @@ impl<'a> Node<'a> {
         self.snapshot()?;
         self.log(21..=40)?;
         self.snapshot()?;
+        // Nothing to delete yet: the purge relies on the two snapshots alone being durable.
+        self.retain()?;
         self.log(41..=50)?;
         self.snapshot()?;
         self.retain()?;
@@ -286,8 +312,19 @@ fn recover(fs: &SimFs, tally: &mut Tally) -> Result<(Wal, DataTree), String> {
     Ok((wal, tree))
 }
 
+/// Checks that every snapshot the node was told is written is on `fs` and verifies: retention counts on it
+/// before it purges the WAL, whether or not this recovery needs it.
+fn check_snapshots(fs: &SimFs, model: &Model, context: &str) {
+    let found: BTreeMap<i64, PathBuf> = snapshot::dir::list_with(fs, Path::new(SNAP)).unwrap().into_iter().collect();
+    for zxid in model.durable_snapshots() {
+        let path = found.get(&zxid).unwrap_or_else(|| panic!("{context}: snapshot {zxid:#x} is lost\n{model:?}"));
+        snapshot::read::check_with(fs, path).unwrap_or_else(|e| panic!("{context}: {e}\n{model:?}"));
+    }
+}
+
 /// Recovers from `fs` and checks the tree against what the node was told.
 fn recover_and_check(fs: &SimFs, history: &History, model: &Model, context: &str, tally: &mut Tally) {
+    check_snapshots(fs, model, context);
     let (wal, tree) = recover(fs, tally).unwrap_or_else(|e| panic!("{context}: recovery refused: {e}\n{model:?}"));
     let last = tree.last_zxid();
     assert!(last >= model.acked, "{context}: recovered to {last}, but {} was acknowledged\n{model:?}", model.acked);
