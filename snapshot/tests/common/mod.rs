@@ -104,7 +104,7 @@ pub fn request(i: usize) -> (i64, Request) {
     match i % 9 {
         0 => (0, create(&dir, "", 0)),
         1 | 2 => (0, create(&format!("{dir}/n{}", i % 13), &*format!("v{i}"), 0)),
-        3 if i % 2 == 0 => (0, set(&format!("{dir}/n{}", i % 13), None)),
+        3 if i.is_multiple_of(2) => (0, set(&format!("{dir}/n{}", i % 13), None)),
         3 => (0, set(&format!("{dir}/n{}", i % 13), &*format!("w{i}"))),
         4 => (0, create(&format!("{dir}/s-"), None, 2)),
         5 => (0, delete(&format!("{dir}/n{}", (i + 5) % 13))),
