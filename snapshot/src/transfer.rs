@@ -284,6 +284,7 @@ pub fn finish_installs_with(fs: &dyn FileSystem, snap_dir: &Path, wal: &Wal) -> 
                 tracing::warn!(file = %path.display(), "deleting the leftover of a snapshot transfer");
                 let remove = || {
                     failpoint!("snapshot::transfer_delete");
+                    // `prepare` makes the only directories here (a leader's copies, gone with its process).
                     if name.starts_with(OUTGOING_DIR) {
                         fs.remove_dir_all(&path)
                     } else {

@@ -6,7 +6,6 @@
 //! for one short chunk, never for encoding or the disk.
 
 use std::collections::HashSet;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
 //! Power loss on a simulated disk ([`SimFs`]) under snapshots: a node logs txns, writes fuzzy snapshots, runs
-//! retention (which deletes old snapshots and purges the WAL before them), receives a snapshot from its leader
-//! (SNAP: `Incoming` create, chunks, stage; the WAL's `restart_after`; `install`), restarts (WAL open,
-//! `recover_with`, which runs `finish_installs`), and goes on. The power is cut right after every IO step of that
-//! in turn, each cut resolved by several seeds (which unsynced writes and directory entries survive); then the
-//! node recovers from what the disk kept, and:
+//! retention (which deletes old snapshots and purges the WAL before them), gives up one transfer halfway and
+//! restarts (recovery deletes it), receives a snapshot from its leader (SNAP: `Incoming` create, chunks, stage;
+//! the WAL's `restart_after`; `install`), restarts (WAL open, `recover_with`, which runs `finish_installs`), and
+//! goes on. The power is cut right after every IO step of that in turn, each cut resolved by several seeds
+//! (which unsynced writes and directory entries survive); then the node recovers from what the disk kept, and:
 //!
 //! - its tree holds every txn the workload had been told was durable: a WAL append that completed, or the
 //!   leader's snapshot once the WAL restarted after it (the protocol relies on the staged snapshot from then on);
@@ -208,6 +208,16 @@ impl<'a> Node<'a> {
         Ok(())
     }
 
+    /// A transfer the leader gave up on: one chunk received, then the node restarts (recovery deletes it).
+    fn abandon_transfer(&mut self) -> Result<(), Off> {
+        let created = Incoming::create_with(Arc::new(self.fs.clone()), Path::new(SNAP));
+        let mut incoming = self.check("abandoned transfer create".into(), created)?;
+        let written = incoming.write(0, &self.history.snapshot[..CHUNK]);
+        self.check("abandoned transfer chunk".into(), written)?;
+        drop(incoming);
+        self.restart()
+    }
+
     /// SNAP: receive the leader's snapshot, stage it, restart the WAL after it, install it.
     fn install(&mut self) -> Result<(), Off> {
         let zxid = Zxid(INSTALL_AT as u64);
@@ -257,6 +267,7 @@ impl<'a> Node<'a> {
         self.snapshot()?;
         self.retain()?;
         self.log(51..=NODE_LOGS)?;
+        self.abandon_transfer()?;
         self.install()?;
         self.restart()?;
         self.log(INSTALL_AT + 1..=90)?;
