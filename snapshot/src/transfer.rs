@@ -175,11 +175,11 @@ impl Incoming {
     /// Like [`Incoming::create`], on the filesystem `fs`.
     pub fn create_with(fs: Fs, snap_dir: &Path) -> Result<Incoming, SnapshotError> {
         let dir = transfer_dir(snap_dir);
-        if fs.read_dir(&dir).is_err() {
-            fs.create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
-            // The staged snapshot's directory entry must survive a crash too.
-            sync_dir(&*fs, snap_dir)?;
-        }
+        fs.create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+        // The staged snapshot's directory must survive a power cut too: the WAL's restart drops the history
+        // before it. Synced every time, not only when this call made the directory: a process that died between
+        // the two leaves a directory the page cache shows and the disk may not hold (one fsync per transfer).
+        sync_dir(&*fs, snap_dir)?;
         let path = dir.join(INCOMING);
         let create = || {
             failpoint!("snapshot::transfer_create");

@@ -402,3 +402,28 @@ fn every_acknowledged_txn_survives_a_power_cut_at_every_io_step() {
     assert!(tally.cuts >= steps * seeds());
     assert!(tally.installs_finished > 0, "some cut came between the WAL's restart and the install");
 }
+
+/// A process that died between creating the transfer directory and the fsync of its parent leaves a directory
+/// the page cache shows and the disk may not hold. The next transfer must not take it as durable: once the WAL
+/// restarted after the staged snapshot, a power cut that takes the directory takes the only copy of the history.
+#[test]
+fn a_transfer_directory_left_by_a_crashed_process_is_made_durable_before_the_wal_relies_on_it() {
+    let history = History::new();
+    for seed in 0..16 {
+        let fs = fresh_disk();
+        let (wal, _) = Wal::open_with(Arc::new(fs.clone()), LOG, options()).unwrap();
+        let mut node =
+            Node { fs: &fs, wal: Some(wal), tree: RwLock::default(), history: &history, model: Model::default() };
+        assert!(node.log(1..=NODE_LOGS).is_ok());
+        fs.create_dir_all(&Path::new(SNAP).join("transfer")).unwrap();
+        let mut incoming = Incoming::create_with(Arc::new(fs.clone()), Path::new(SNAP)).unwrap();
+        for (i, chunk) in history.snapshot.chunks(CHUNK).enumerate() {
+            incoming.write((i * CHUNK) as u64, chunk).unwrap();
+        }
+        incoming.stage(Zxid(INSTALL_AT as u64)).unwrap();
+        node.wal().restart_after(Zxid(INSTALL_AT as u64)).unwrap().wait().unwrap();
+        let model = Model { acked: INSTALL_AT, issued: INSTALL_AT, ..Model::default() };
+        let disk = fs.crash_now(seed);
+        recover_and_check(&disk, &history, &model, &format!("seed {seed}"), &mut Tally::default());
+    }
+}
