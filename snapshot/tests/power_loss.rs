@@ -333,10 +333,11 @@ fn check_snapshots(fs: &SimFs, model: &Model, context: &str) {
     }
 }
 
-/// Recovers from `fs` and checks the tree against what the node was told.
-fn recover_and_check(fs: &SimFs, history: &History, model: &Model, context: &str, tally: &mut Tally) {
+/// Recovers from `fs` and checks the tree against what the node was told. Returns the IO steps recovery took.
+fn recover_and_check(fs: &SimFs, history: &History, model: &Model, context: &str, tally: &mut Tally) -> u64 {
     check_snapshots(fs, model, context);
     let (wal, tree) = recover(fs, tally).unwrap_or_else(|e| panic!("{context}: recovery refused: {e}\n{model:?}"));
+    let steps = fs.steps();
     let last = tree.last_zxid();
     assert!(last >= model.acked, "{context}: recovered to {last}, but {} was acknowledged\n{model:?}", model.acked);
     assert!(last <= model.issued, "{context}: recovered to {last}, but only {} was written\n{model:?}", model.issued);
@@ -349,6 +350,7 @@ fn recover_and_check(fs: &SimFs, history: &History, model: &Model, context: &str
     let written = snapshot::write::write_fuzzy_with(fs, Path::new(SNAP), &RwLock::new(tree), 4);
     written.unwrap_or_else(|e| panic!("{context}: snapshot after recovery: {e}"));
     drop(wal);
+    steps
 }
 
 /// Cuts the power after step `step` with `seed`, recovers, checks; then cuts again during a recovery.
@@ -359,8 +361,7 @@ fn crash_at(step: u64, seed: u64, history: &History, tally: &mut Tally) {
     let after = |fs: &SimFs| fs.crashed().unwrap_or_else(|| fs.crash_now(seed));
     let context = format!("cut after step {step}, seed {seed}, after {:?}", model.done.last());
     let disk = after(&fs);
-    recover_and_check(&disk, history, &model, &context, tally);
-    let recovery_steps = disk.steps();
+    let recovery_steps = recover_and_check(&disk, history, &model, &context, tally);
     tally.cuts += 1;
     if recovery_steps > 0 {
         let again = after(&fs);
@@ -368,7 +369,7 @@ fn crash_at(step: u64, seed: u64, history: &History, tally: &mut Tally) {
         again.crash_after(at, seed ^ 0x5eed);
         let _ = recover(&again, &mut Tally::default());
         let context = format!("{context}, cut again at recovery step {at}");
-        recover_and_check(&after(&again), history, &model, &context, tally);
+        let _ = recover_and_check(&after(&again), history, &model, &context, tally);
         tally.recovery_cuts += 1;
     }
 }
@@ -424,6 +425,6 @@ fn a_transfer_directory_left_by_a_crashed_process_is_made_durable_before_the_wal
         node.wal().restart_after(Zxid(INSTALL_AT as u64)).unwrap().wait().unwrap();
         let model = Model { acked: INSTALL_AT, issued: INSTALL_AT, ..Model::default() };
         let disk = fs.crash_now(seed);
-        recover_and_check(&disk, &history, &model, &format!("seed {seed}"), &mut Tally::default());
+        let _ = recover_and_check(&disk, &history, &model, &format!("seed {seed}"), &mut Tally::default());
     }
 }
