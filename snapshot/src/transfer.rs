@@ -271,6 +271,11 @@ pub fn finish_installs_with(fs: &dyn FileSystem, snap_dir: &Path, wal: &Wal) -> 
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SnapshotError::io("list", &dir, e)),
     };
+    // A crashed process may have moved a staged snapshot into place, or deleted leftovers, without the
+    // directory fsyncs that make it durable: the page cache shows it, the disk may not. Make it durable before
+    // this start relies on it (the snapshot directory first, which holds the new name, then this one).
+    sync_dir(fs, snap_dir)?;
+    sync_dir(fs, &dir)?;
     let mut installed = None;
     for name in names {
         let staged = name.strip_prefix("install.").and_then(|hex| u64::from_str_radix(hex, 16).ok()).map(Zxid);
