@@ -197,6 +197,9 @@ impl Writer {
             active.file.sync_data()?;
         }
         let fsync = started.elapsed();
+        // The write path's timeline (`replication::LATENCY`; this crate does not depend on that one).
+        let last = appends.last().map_or(0, |a| a.zxid.0);
+        tracing::trace!(target: "latency", zxid = last, records = appends.len(), us = fsync.as_micros() as u64, "fdatasync");
         self.shared.counters.batch(appends.len(), bytes, fsync);
         if let Some(observer) = &self.shared.options.on_batch {
             (observer.0)(appends.len(), fsync);
