@@ -29,7 +29,8 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 
-use super::{Connection, JavaAddr};
+use super::java::JavaAddr;
+use super::Connection;
 
 /// ZooKeeper's NIO factory buckets connection expiry by `zookeeper.nio.sessionlessCnxnTimeout` (default 10 s),
 /// which is also a connection's timeout before it has a session.
