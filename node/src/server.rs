@@ -522,7 +522,10 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
         let item = match Forward::decode(data) {
             Ok(item) => item,
             Err(error) => {
-                tracing::warn!(peer = from.0, %error, "undecodable forward from a peer");
+                // The peer's fault (a server forwards only what it encoded): drop its link, as for a frame that
+                // does not decode.
+                tracing::debug!(peer = from.0, %error, "undecodable forward from a peer");
+                ctx.handle.drop_peer(from, "it forwarded a payload that does not decode");
                 continue;
             }
         };
@@ -534,7 +537,11 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
                         Item::Write { origin: Origin::Peer(from), session, cxid, auth, request, share: Some(share) };
                     let _ = ctx.pipeline.send(item).await;
                 }
-                Err(error) => tracing::warn!(peer = from.0, %error, "undecodable forwarded request"),
+                Err(error) => {
+                    // A follower forwards a client's request only after decoding it itself.
+                    tracing::debug!(peer = from.0, %error, "undecodable forwarded request");
+                    ctx.handle.drop_peer(from, "it forwarded a client request that does not decode");
+                }
             },
             Forward::Sync { session, cxid } => {
                 let _ = ctx.pipeline.send(Item::Sync { origin: Origin::Peer(from), session, cxid }).await;

@@ -129,6 +129,7 @@ pub struct Handle {
     proposals: mpsc::Sender<(Bytes, Reply)>,
     barriers: mpsc::Sender<oneshot::Sender<bool>>,
     forwards: mpsc::Sender<(ForwardTo, Bytes)>,
+    misbehaved: mpsc::Sender<(ServerId, &'static str)>,
     /// The last zxid applied.
     pub applied: watch::Receiver<Zxid>,
     /// The peer's role and whether it serves.
@@ -165,6 +166,13 @@ impl Handle {
     pub async fn confirm_leadership(&self) -> bool {
         let (tx, rx) = oneshot::channel();
         self.barriers.send(tx).await.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// Drops the link to `peer`, which sent what the node above cannot use (a forwarded payload that does not
+    /// decode, say): its fault, logged with `why`; it reconnects and re-syncs. Best effort: a report that finds
+    /// the queue full is dropped (others like it are queued).
+    pub fn drop_peer(&self, peer: ServerId, why: &'static str) {
+        let _ = self.misbehaved.try_send((peer, why));
     }
 
     /// Sends `data` to another server as a [`Message::Forward`]; best effort (dropped with no connection).
@@ -288,6 +296,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let (proposals_tx, proposals) = mpsc::channel(1024);
     let (barriers_tx, barriers) = mpsc::channel(1024);
     let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
+    let (misbehaved_tx, misbehaved) = mpsc::channel(64);
     let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);
     let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
     let (applied_tx, applied) = watch::channel(durable.last_zxid);
@@ -323,11 +332,12 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         dir: config.dir.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
-    tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, barriers, forwards, stop }));
+    tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, barriers, forwards, misbehaved, stop }));
     let handle = Handle {
         proposals: proposals_tx,
         barriers: barriers_tx,
         forwards: forwards_tx,
+        misbehaved: misbehaved_tx,
         applied,
         role,
         learners,
@@ -343,6 +353,7 @@ struct Inputs {
     proposals: mpsc::Receiver<(Bytes, Reply)>,
     barriers: mpsc::Receiver<oneshot::Sender<bool>>,
     forwards: mpsc::Receiver<(ForwardTo, Bytes)>,
+    misbehaved: mpsc::Receiver<(ServerId, &'static str)>,
     stop: watch::Receiver<bool>,
 }
 
@@ -404,7 +415,7 @@ struct Server {
 
 impl Server {
     async fn run(mut self, config: PeerConfig, durable: DurableState, inputs: Inputs) {
-        let Inputs { mut inbound, mut proposals, mut barriers, mut forwards, mut stop } = inputs;
+        let Inputs { mut inbound, mut proposals, mut barriers, mut forwards, mut misbehaved, mut stop } = inputs;
         let tick = config.tick / 5;
         let (mut peer, actions) = Peer::new(config.clone(), durable, self.started.elapsed());
         // A peer starts out looking (the role watch starts there too, so no change reports it).
@@ -443,6 +454,11 @@ impl Server {
                 _ = ticker.tick() => {
                     self.log.trim();
                     Event::Tick(self.started.elapsed())
+                }
+                Some((culprit, why)) = misbehaved.recv() => {
+                    tracing::warn!(server = self.me.0, peer = culprit.0, why, "dropping the link to the peer");
+                    self.transport.disconnect(culprit);
+                    continue;
                 }
                 Some((to, data)) = forwards.recv() => {
                     let to = match (to, peer.role()) {

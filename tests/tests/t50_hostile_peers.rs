@@ -198,6 +198,59 @@ async fn hostile_bytes_on_the_quorum_port_never_take_a_server_down() {
     }
 }
 
+/// A peer frame that decodes but carries a forwarded payload that does not (from something claiming a server
+/// that dials this node) is that peer's fault: the node drops the link, as for a frame that does not decode,
+/// instead of logging and reading on. The claim replaced the real server's link (a connection that sends a frame
+/// that decodes does: the real server may have restarted), so that server reconnects, and the ensemble serves
+/// again with every acknowledged write. Against ZooKeeper the bytes are garbage and are closed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_payload_that_does_not_decode_drops_the_link() {
+    let cluster = Arc::new(blocking(|| Cluster::start(NODES)));
+    let ensemble = matches!(cluster.server(), Server::Ensemble(_));
+    let cs = cluster.connect_string();
+    connect(&cs).await.create("/t50f", b"", PERSISTENT).await.unwrap();
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+    let writer =
+        tokio::spawn(ensemble_tests::client::write_until(cs.clone(), "/t50f/bg-", stop.clone(), acked.clone()));
+    // Node 1 is dialed by node 3 in the real ensemble: claim to be node 3, then send one Forward frame (tag 17,
+    // a u32 length, the payload) whose payload starts with a kind no server sends.
+    let (target, claimed) = (0, NODES as u64);
+    let payload = [0xee_u8; 32];
+    let mut body = vec![17u8];
+    body.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&payload);
+    let mut bytes = claimed.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    bytes.extend(body);
+    match TcpStream::connect(cluster.quorum_addr(target)).await {
+        Ok(mut stream) => {
+            let _ = stream.write_all(&bytes).await;
+            let mut sink = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink)).await;
+            assert!(read.is_ok(), "node 1 kept the link of a peer whose forwarded payload does not decode");
+        }
+        // ZooKeeper's learners do not listen on the quorum port.
+        Err(error) => assert!(!ensemble, "node 1's quorum port: {error}"),
+    }
+    // The real node 3 reconnects; the ensemble serves through every node again.
+    blocking(|| cluster.wait_serving());
+    for i in 0..NODES {
+        let client = connect(&cluster.client_addr(i).to_string()).await;
+        let path = format!("/t50f/after-via-{}", i + 1);
+        client.create(&path, b"", PERSISTENT).await.unwrap_or_else(|e| panic!("write via node {}: {e}", i + 1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("the background writer");
+    let acked = acked.lock().unwrap().clone();
+    let servers: Vec<String> = (0..NODES).map(|i| cluster.client_addr(i).to_string()).collect();
+    ensemble_tests::client::assert_on_every_server(&servers, "/t50f", &acked).await;
+    if ensemble {
+        let log = cluster.log_text(target);
+        let line = log.lines().find(|l| l.contains("WARN") && l.contains("does not decode"));
+        assert!(line.is_some_and(|l| l.contains("peer=3")), "node 1 logged no dropped link naming the peer and why");
+    }
+}
+
 /// Each node logged the refusals with their reason, and no node went back to election.
 fn logged_with_reasons(cluster: &Cluster) {
     for i in 0..NODES {
