@@ -24,23 +24,7 @@ async fn a_server_whose_log_cannot_be_written_exits_and_the_others_go_on() {
     std::fs::remove_dir_all(cluster.node_dir(victim).join("log")).unwrap();
 
     // 4 KiB writes until the victim's 4 MiB segment has to roll (about 1000), and then some.
-    let data = vec![b'x'; 4096];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut written = 0;
-    while cluster.is_running(victim) {
-        assert!(Instant::now() < deadline, "node {} still runs after {written} writes of 4 KiB", victim + 1);
-        let creates = (written..written + 100).map(|i| {
-            let (path, data, writer) = (format!("/t45/n{i}"), &data, &writer);
-            async move { writer.create(&path, data, PERSISTENT).await.map(|_| ()) }
-        });
-        for result in futures_util::future::join_all(creates).await {
-            result.expect("the two healthy servers are a quorum: writes go on");
-        }
-        written += 100;
-        if written > 3000 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let written = write_until_exit(&cluster, victim, &writer, "/t45", &[b'x'; 4096], 100).await;
     let status = cluster.exit_status(victim).expect("it exited on its own");
     assert!(!status.success(), "node {} exited with {status} after its disk failed", victim + 1);
     let log = cluster.log_text(victim);
@@ -72,22 +56,40 @@ async fn a_server_whose_snapshots_cannot_be_written_exits_and_the_others_go_on()
     std::fs::write(&snapshots, b"not a directory").unwrap();
 
     // snapCount is 100: a few hundred writes ask the victim for a snapshot.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut written = 0;
-    while cluster.is_running(victim) {
-        assert!(Instant::now() < deadline, "node {} still runs after {written} writes", victim + 1);
-        let creates = (written..written + 50).map(|i| {
-            let (path, writer) = (format!("/t45s/n{i}"), &writer);
-            async move { writer.create(&path, b"x", PERSISTENT).await.map(|_| ()) }
-        });
-        for result in futures_util::future::join_all(creates).await {
-            result.expect("the two healthy servers are a quorum: writes go on");
-        }
-        written += 50;
-    }
+    write_until_exit(&cluster, victim, &writer, "/t45s", b"x", 50).await;
     let status = cluster.exit_status(victim).expect("it exited on its own");
     assert!(!status.success(), "node {} exited with {status} after its snapshot failed", victim + 1);
     let log = cluster.log_text(victim);
     assert!(log.contains("snapshot: "), "node {} does not say why it stopped:\n{log}", victim + 1);
     writer.create("/t45s/after", b"", PERSISTENT).await.unwrap();
+}
+
+/// Creates children of `parent` with `data`, `batch` at a time (each must succeed: the two healthy servers are a
+/// quorum), until node `victim` exits; fails after 60 s. Returns how many it created. Past 3,000 it paces itself,
+/// so that a victim slow to notice is not buried under writes.
+async fn write_until_exit(
+    cluster: &Cluster,
+    victim: usize,
+    writer: &zookeeper_client::Client,
+    parent: &str,
+    data: &[u8],
+    batch: usize,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0;
+    while cluster.is_running(victim) {
+        assert!(Instant::now() < deadline, "node {} still runs after {written} writes", victim + 1);
+        let creates = (written..written + batch).map(|i| {
+            let path = format!("{parent}/n{i}");
+            async move { writer.create(&path, data, PERSISTENT).await.map(|_| ()) }
+        });
+        for result in futures_util::future::join_all(creates).await {
+            result.expect("the two healthy servers are a quorum: writes go on");
+        }
+        written += batch;
+        if written > 3000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    written
 }
