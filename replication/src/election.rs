@@ -114,34 +114,36 @@ pub struct Election {
     candidate: bool,
 }
 
+/// What a server enters an election with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ballot {
+    /// The round: one above the last round this server took part in.
+    pub round: u64,
+    /// The last zxid its log holds; while it repairs, what its log held before the damage (it vouches for it).
+    pub last_zxid: Zxid,
+    /// Its current epoch.
+    pub epoch: Epoch,
+    /// Whether it may lead (`false` while it repairs its log from its peers: it then votes for others only).
+    pub candidate: bool,
+}
+
+impl Ballot {
+    /// A candidate's ballot.
+    pub fn candidate(round: u64, last_zxid: Zxid, epoch: Epoch) -> Ballot {
+        Ballot { round, last_zxid, epoch, candidate: true }
+    }
+}
+
 impl Election {
-    /// Starts an election in round `round` (one above the last round this server took part in), voting for
-    /// itself with its last logged zxid and epoch. Returns the notifications to send.
+    /// Starts an election with `ballot`, voting for itself (if a candidate). Returns the notifications to send.
     pub fn start(
         me: ServerId,
         voters: BTreeSet<ServerId>,
-        round: u64,
-        last_zxid: Zxid,
-        epoch: Epoch,
+        ballot: Ballot,
         config: ElectionConfig,
         now: Time,
     ) -> (Election, Vec<Command>) {
-        Election::start_as(me, voters, round, last_zxid, epoch, config, now, true)
-    }
-
-    /// [`Election::start`], for a server that is a `candidate` or not: one that is not (it repairs its log)
-    /// vouches for `last_zxid` (what its log held before the damage) and votes for others only.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start_as(
-        me: ServerId,
-        voters: BTreeSet<ServerId>,
-        round: u64,
-        last_zxid: Zxid,
-        epoch: Epoch,
-        config: ElectionConfig,
-        now: Time,
-        candidate: bool,
-    ) -> (Election, Vec<Command>) {
+        let Ballot { round, last_zxid, epoch, candidate } = ballot;
         let proposal = Vote { leader: me, zxid: last_zxid, epoch };
         let mut election = Election {
             me,

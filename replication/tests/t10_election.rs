@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use replication::election::{Command, Election, ElectionConfig, Outcome, Vote};
+use replication::election::{Ballot, Command, Election, ElectionConfig, Outcome, Vote};
 use replication::message::{Notification, PeerState, ServerId};
 use wal::{Epoch, Zxid};
 
@@ -47,8 +47,13 @@ impl Sim {
     fn start_as(&mut self, id: u64, voters: &[u64], zxid: u64, epoch: u32, candidate: bool) {
         let voters = voters.iter().map(|&v| ServerId(v)).collect();
         let config = ElectionConfig::default();
-        let (e, commands) =
-            Election::start_as(ServerId(id), voters, 1, Zxid(zxid), Epoch(epoch), config, self.now, candidate);
+        let (e, commands) = Election::start(
+            ServerId(id),
+            voters,
+            Ballot { round: 1, last_zxid: Zxid(zxid), epoch: Epoch(epoch), candidate },
+            config,
+            self.now,
+        );
         self.nodes.insert(ServerId(id), e);
         self.handle(ServerId(id), commands);
     }
@@ -288,7 +293,8 @@ fn a_decision_is_announced_and_undoes_a_quorum_of_stale_votes() {
     let t = Duration::ZERO;
 
     // Server 1 votes for 3, then hears 2 lead with its own vote for 2 and follows 2: it announces that.
-    let (mut one, _) = Election::start(ServerId(1), voters.clone(), 1, Zxid::ZERO, Epoch(0), config, t);
+    let (mut one, _) =
+        Election::start(ServerId(1), voters.clone(), Ballot::candidate(1, Zxid::ZERO, Epoch(0)), config, t);
     one.on_notification(looking(3, 3), t);
     let commands = one.on_notification(settled(2, 2, PeerState::Leading), t);
     assert_eq!(one.outcome().map(|o| o.leader), Some(ServerId(2)));
@@ -303,7 +309,7 @@ fn a_decision_is_announced_and_undoes_a_quorum_of_stale_votes() {
     assert_eq!(told, vec![(ServerId(2), following_two), (ServerId(3), following_two)], "{commands:?}");
 
     // Server 3 has a quorum for itself from 1's stale vote; 2's and 1's settled notifications turn it round.
-    let (mut three, _) = Election::start(ServerId(3), voters, 1, Zxid::ZERO, Epoch(0), config, t);
+    let (mut three, _) = Election::start(ServerId(3), voters, Ballot::candidate(1, Zxid::ZERO, Epoch(0)), config, t);
     three.on_notification(looking(1, 3), t);
     three.on_notification(settled(2, 2, PeerState::Leading), t);
     three.on_notification(following_two, t);

@@ -1,10 +1,11 @@
 //! The looking phase: votes from peers, the election's outcome, and going back to election.
 
 use super::actions::election_actions;
-use super::{Action, Peer, Role, State};
-use crate::election::{self, Election};
+use super::{Action, DurableState, Peer, Role, State};
+use crate::election::{self, Ballot, Election};
 use crate::leave::Leave;
 use crate::message::{Message, PeerState, ServerId};
+use wal::Zxid;
 
 impl Peer {
     pub(super) fn on_notification(&mut self, n: crate::message::Notification) -> Vec<Action> {
@@ -50,16 +51,8 @@ impl Peer {
         self.settled = None;
         self.early_infos.clear();
         let c = &self.config;
-        let (election, commands) = Election::start_as(
-            c.me,
-            c.voters.iter().collect(),
-            self.round,
-            self.durable.repairing.map_or(self.logged, |vouched| vouched.max(self.logged)),
-            self.durable.current_epoch,
-            c.election,
-            self.now,
-            self.durable.repairing.is_none(),
-        );
+        let ballot = ballot(self.round, self.logged, &self.durable);
+        let (election, commands) = Election::start(c.me, c.voters.iter().collect(), ballot, c.election, self.now);
         self.state = State::Looking(election);
         let mut actions = vec![Action::RoleChanged(Role::Looking)];
         actions.extend(election_actions(commands));
@@ -77,5 +70,16 @@ impl Peer {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+/// The ballot of a server whose log reaches `logged`: while it repairs, it vouches for what its log held before
+/// the damage and is no candidate (it must never lead, nor vote as if it lacked what it lost).
+pub(super) fn ballot(round: u64, logged: Zxid, durable: &DurableState) -> Ballot {
+    match durable.repairing {
+        Some(vouched) => {
+            Ballot { round, last_zxid: vouched.max(logged), epoch: durable.current_epoch, candidate: false }
+        }
+        None => Ballot::candidate(round, logged, durable.current_epoch),
     }
 }

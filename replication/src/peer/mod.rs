@@ -27,6 +27,7 @@ use wal::{Epoch, Zxid};
 use self::actions::election_actions;
 use self::following::{Follow, FollowPhase};
 use self::leading::Lead;
+use self::looking::ballot;
 use crate::barrier::{BarrierId, Barriers};
 use crate::broadcast::ProposeError;
 use crate::election::{Election, ElectionConfig, Outcome, Time};
@@ -222,16 +223,9 @@ impl Peer {
     /// when it could not carry out what the peer asked for because of another server's fault.
     pub fn restart(config: PeerConfig, durable: DurableState, applied: Zxid, now: Time) -> (Peer, Vec<Action>) {
         debug_assert!(applied <= durable.last_zxid);
-        let (election, commands) = Election::start_as(
-            config.me,
-            config.voters.iter().collect(),
-            1,
-            durable.repairing.map_or(durable.last_zxid, |vouched| vouched.max(durable.last_zxid)),
-            durable.current_epoch,
-            config.election,
-            now,
-            durable.repairing.is_none(),
-        );
+        let ballot = ballot(1, durable.last_zxid, &durable);
+        let (election, commands) =
+            Election::start(config.me, config.voters.iter().collect(), ballot, config.election, now);
         let peer = Peer {
             config,
             durable,
