@@ -563,7 +563,9 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
                 }
             }
             Forward::Digest { .. } if ctx.handle.role.borrow().0 != Role::Following(from) => {
-                tracing::warn!(peer = from.0, "a digest sample from a server this one does not follow: ignored");
+                // Benign (a sample from the previous leader, sent before this server moved on), and a peer could
+                // send any number of them: not worth a warning each.
+                tracing::debug!(peer = from.0, "a digest sample from a server this one does not follow: ignored");
             }
             Forward::Digest { zxid, digest } => {
                 if let Err(diverged) = lock(&ctx.shared.digests).leaders(zxid, digest) {
