@@ -62,7 +62,7 @@ async fn main() {
             Ok(()) | Err(zookeeper_client::Error::NodeExists) => created += 1,
             Err(e) => panic!("create under {parent}: {e}"),
         }
-        if created % 100_000 == 0 {
+        if created.is_multiple_of(100_000) {
             eprintln!("zkfill: {created} of {}", args.count);
         }
     }
