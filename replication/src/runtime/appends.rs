@@ -1,0 +1,114 @@
+//! The log's writes: staging appends and flushing them to the WAL, truncating, delivering committed txns.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use wal::{WalError, Zxid};
+
+use super::server::Server;
+use super::Committed;
+use crate::fault::{Fault, LocalFault};
+use crate::message::ServerId;
+use crate::LATENCY;
+
+impl Server {
+    /// Stages a txn for the WAL (`leader`: the server it came from, if not this one's own proposal). A txn too
+    /// large to log is refused here, so that it is blamed on the leader that sent it.
+    pub(super) async fn append(&mut self, zxid: Zxid, txn: Bytes, leader: Option<ServerId>) -> Result<(), Fault> {
+        let max = self.wal.max_payload();
+        if txn.len() > max {
+            return Err(Fault::wal("append", zxid, WalError::PayloadTooLarge { len: txn.len(), max }, leader));
+        }
+        if self.staged.len() >= MAX_STAGED {
+            self.flush_appends().await.map_err(Fault::Local)?;
+        }
+        tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "appended");
+        self.log.zxids.push_back(zxid);
+        self.undelivered.insert(zxid, txn.clone());
+        self.log.pending.insert(zxid, txn.clone());
+        self.staged.push((zxid, txn));
+        Ok(())
+    }
+
+    /// Hands the staged txns to the WAL as one batch (waiting for room in its queue).
+    pub(super) async fn flush_appends(&mut self) -> Result<(), LocalFault> {
+        let Some(&(last, _)) = self.staged.last() else { return Ok(()) };
+        let staged = std::mem::take(&mut self.staged);
+        tracing::trace!(target: LATENCY, server = self.me.0, zxid = last.0, records = staged.len(), "handed");
+        let pending = self.wal.append_batch_async(staged).await.map_err(|source| LocalFault::Wal {
+            op: "append",
+            zxid: last,
+            source,
+        })?;
+        self.durability.push_back(Box::pin(pending));
+        Ok(())
+    }
+
+    /// Cuts the log after `zxid`, as `leader` said.
+    pub(super) async fn truncate(&mut self, zxid: Zxid, leader: Option<ServerId>) -> Result<(), Fault> {
+        tracing::info!(after = %zxid, leader = leader.map(|l| l.0), "truncating the log (TRUNC): txns after this zxid never committed");
+        self.flush_appends().await.map_err(Fault::Local)?;
+        // Truncation runs behind every queued append: its completion means all of it is durable.
+        let truncation = self.wal.truncate_after(zxid).map_err(|e| Fault::wal("truncate after", zxid, e, leader))?;
+        truncation.await.map_err(|e| Fault::wal("truncate after", zxid, e, None))?;
+        self.durability.clear();
+        while self.log.zxids.back().is_some_and(|&z| z > zxid) {
+            self.log.zxids.pop_back();
+        }
+        self.log.pending.retain(|&z, _| z <= zxid);
+        self.undelivered.retain(|&z, _| z <= zxid);
+        if self.delivered > zxid {
+            self.delivered = zxid;
+            self.committed_tx.send(Committed::Rebuild(zxid)).await.map_err(|_| LocalFault::NodeGone)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the node every txn after the last one delivered up to `zxid`, from memory: every txn appended
+    /// since the start is held in `undelivered` until delivered, and a truncation cuts both.
+    pub(super) async fn deliver(&mut self, zxid: Zxid) -> Result<(), LocalFault> {
+        if zxid <= self.delivered {
+            return Ok(());
+        }
+        tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "committed");
+        let from = Zxid(self.delivered.0.saturating_add(1));
+        let rest = match zxid.0.checked_add(1) {
+            Some(after) => self.undelivered.split_off(&Zxid(after)),
+            None => BTreeMap::new(),
+        };
+        let batch = std::mem::replace(&mut self.undelivered, rest);
+        // The log and the held txns agree on what lies in (delivered, zxid]; if not, applying would skip txns.
+        let logged = self.log.zxids.iter().rev().skip_while(|&&z| z > zxid).take_while(|&&z| z >= from).count();
+        if batch.len() != logged || batch.keys().next().is_some_and(|&z| z < from) {
+            return Err(LocalFault::Undeliverable { from, to: zxid, logged, held: batch.len() });
+        }
+        self.send_committed(batch.into_iter().map(|(zxid, txn)| Committed::Txn { zxid, txn }).collect(), zxid).await;
+        Ok(())
+    }
+
+    async fn send_committed(&mut self, batch: Vec<Committed>, zxid: Zxid) {
+        for committed in batch {
+            if let Committed::Txn { zxid: z, .. } = committed {
+                assert!(
+                    z > self.delivered,
+                    "committed txns go to the node in zxid order: {z} after {}",
+                    self.delivered
+                );
+                self.delivered = z;
+            }
+            if self.committed_tx.send(committed).await.is_err() {
+                // Nobody consumes the stream (a bare runtime in tests): nothing to deliver to.
+                self.delivered = zxid;
+                break;
+            }
+        }
+    }
+
+    /// The txns appended but not durable yet, up to `until`.
+    pub(super) fn pending_until(&self, until: Zxid) -> Vec<(Zxid, Bytes)> {
+        self.log.pending.range(..=until).map(|(&z, txn)| (z, txn.clone())).collect()
+    }
+}
+
+/// Txns staged for the WAL at most before they are handed to it (a bound on one batch's size and latency).
+const MAX_STAGED: usize = 1024;

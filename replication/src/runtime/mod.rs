@@ -1,0 +1,309 @@
+//! The runtime that drives a [`Peer`] with real IO: the WAL, the epoch file, the TCP transport and a clock.
+//!
+//! One tokio task owns the peer and does what its actions say: appends go to the WAL (their durability comes
+//! back as [`Event::Persisted`], one event for everything that became durable together), epochs are written to
+//! a small file by a thread of their own before the peer hears they are durable, txn streams for
+//! syncing followers are read from the WAL (or from memory for txns not durable yet), and applied zxids are
+//! published. The caller proposes txns through the [`Handle`] and learns when each is committed.
+//!
+//! The node above reads two streams ([`Streams`]): every committed txn, in zxid order, with its bytes (and a
+//! [`Committed::Rebuild`] when a sync cut txns it had already been given at start-up, or installed a snapshot
+//! from the leader, so it must rebuild its tree from disk), and the [`Message::Forward`] payloads other servers sent (client requests a follower forwards to its
+//! leader, and the leader's answers). Both are bounded. The committed stream pushes back on this loop; forwarded
+//! payloads that find their queue full drop the sending peer's connection (it re-syncs) rather than block the
+//! loop, because the node's request pipeline itself waits on this loop.
+//!
+//! Errors say whose fault they are ([`crate::fault`]): this server's (its disk) stop the runtime, and the
+//! node with it; another server's drop the link to it and restart the peer from what is on disk (the peer may
+//! have moved on as if the failed action had been done), so this server re-elects and re-syncs. Disk work
+//! that may block (epoch fsyncs, the chunks of a snapshot from the leader, staging and installing it) runs
+//! off the runtime's worker threads.
+//!
+//! [`Peer`]: crate::peer::Peer
+//! [`Event::Persisted`]: crate::peer::Event::Persisted
+//! [`Message::Forward`]: crate::message::Message::Forward
+
+mod act;
+mod appends;
+mod log;
+mod server;
+mod snap;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use wal::{Wal, WalError, Zxid};
+
+use crate::broadcast::ProposeError;
+use crate::epochs::{read_epochs, EpochWriter};
+use crate::message::ServerId;
+use crate::monitor::Monitor;
+use crate::peer::{DurableState, Learners, PeerConfig, Role};
+use crate::transport::{budget_permits, SendQueues, TcpTransport, TransportConfig};
+
+use log::Log;
+use server::{Inputs, Server};
+
+/// Why a proposal did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The peer could not propose it.
+    #[error(transparent)]
+    Rejected(#[from] ProposeError),
+    /// Leadership changed before it committed; it may or may not be committed later.
+    #[error("leadership changed before the txn committed")]
+    Abandoned,
+}
+
+/// What the node applies, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// The txn at `zxid` is committed: apply it.
+    Txn {
+        /// Its zxid.
+        zxid: Zxid,
+        /// Its bytes, as proposed.
+        txn: Bytes,
+    },
+    /// Rebuild the tree from the snapshots and the log up to this zxid: the log was cut after it, and txns
+    /// after it that were applied at start-up (the whole durable log is replayed then) were never committed;
+    /// or a snapshot of the history up to it was installed from the leader, and the log restarted after it.
+    Rebuild(Zxid),
+}
+
+/// The streams a node consumes.
+pub struct Streams {
+    /// Committed txns, in zxid order.
+    pub committed: mpsc::Receiver<Committed>,
+    /// `Forward` payloads from other servers.
+    pub forwarded: mpsc::Receiver<Forwarded>,
+}
+
+/// A `Forward` payload from another server.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The server that sent it.
+    pub from: ServerId,
+    /// What it sent.
+    pub data: Bytes,
+    /// Its share of the sender's forwarded-bytes budget ([`crate::transport::TransportConfig::forwarded_bytes`]):
+    /// the node keeps it with whatever it made of the payload until it is done with that, and drops it then.
+    pub share: ForwardShare,
+}
+
+/// A forwarded payload's share of its sender's budget, given back when dropped.
+#[derive(Debug)]
+pub struct ForwardShare(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Where a forwarded payload goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardTo {
+    /// The current leader (dropped when there is none, or this server leads).
+    Leader,
+    /// One server.
+    Peer(ServerId),
+}
+
+type Reply = oneshot::Sender<Result<Zxid, CommitError>>;
+
+/// Bound of each stream to the node.
+const STREAM_BOUND: usize = 4096;
+
+/// What a leader knows of its learners, for monitoring (`mntr`): published after every step of the peer; the
+/// default (nothing) on a server that does not lead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnerView {
+    /// The learners connected, and which of them are synced.
+    pub learners: Learners,
+    /// When this server began to lead and serve (ZooKeeper's `Leader.getUptime` counts from there); `None`
+    /// unless it does.
+    pub leading_since: Option<Instant>,
+}
+
+/// A running server's handle.
+#[derive(Clone)]
+pub struct Handle {
+    proposals: mpsc::Sender<(Bytes, Reply)>,
+    barriers: mpsc::Sender<oneshot::Sender<bool>>,
+    forwards: mpsc::Sender<(ForwardTo, Bytes)>,
+    misbehaved: mpsc::Sender<(ServerId, &'static str)>,
+    /// The last zxid applied.
+    pub applied: watch::Receiver<Zxid>,
+    /// The peer's role and whether it serves.
+    pub role: watch::Receiver<(Role, bool)>,
+    /// The leader's view of its learners.
+    pub learners: watch::Receiver<LearnerView>,
+    /// The bytes queued for each peer.
+    pub send_queues: SendQueues,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl Handle {
+    /// Stops the server (its connections close; its WAL stays as it is on disk).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Proposes a txn (on the leader) and waits until it is committed.
+    pub async fn propose(&self, txn: Bytes) -> Result<Zxid, CommitError> {
+        self.submit(txn).await?.await.map_err(|_| CommitError::Abandoned)?
+    }
+
+    /// Queues a txn for proposal and returns at once with what will tell its fate: txns queued one after
+    /// another are proposed in that order.
+    pub async fn submit(&self, txn: Bytes) -> Result<oneshot::Receiver<Result<Zxid, CommitError>>, CommitError> {
+        let (tx, rx) = oneshot::channel();
+        self.proposals.send((txn, tx)).await.map_err(|_| CommitError::Abandoned)?;
+        Ok(rx)
+    }
+
+    /// Whether this server still leads: true once a quorum of voters (this one included) answered a heartbeat
+    /// sent after the call, false when it does not lead and serve or stops before (see [`crate::barrier`]). A
+    /// leader answers a `sync` only after this, so that the sync's reads see every write completed before it.
+    pub async fn confirm_leadership(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.barriers.send(tx).await.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// Drops the link to `peer`, which sent what the node above cannot use (a forwarded payload that does not
+    /// decode, say): its fault, logged with `why`; it reconnects and re-syncs. Best effort: a report that finds
+    /// the queue full is dropped (others like it are queued).
+    pub fn drop_peer(&self, peer: ServerId, why: &'static str) {
+        let _ = self.misbehaved.try_send((peer, why));
+    }
+
+    /// Sends `data` to another server as a [`Message::Forward`]; best effort (dropped with no connection).
+    ///
+    /// [`Message::Forward`]: crate::message::Message::Forward
+    pub async fn forward(&self, to: ForwardTo, data: Bytes) {
+        let _ = self.forwards.send((to, data)).await;
+    }
+}
+
+/// Where and how a server runs.
+pub struct ServerConfig {
+    /// The protocol settings.
+    pub peer: PeerConfig,
+    /// The peer port, already bound.
+    pub listener: TcpListener,
+    /// Every voter's peer address.
+    pub peers: BTreeMap<ServerId, SocketAddr>,
+    /// The data directory: `log/` for the WAL, `epochs` for the two epochs.
+    pub dir: PathBuf,
+    /// WAL options.
+    pub wal: wal::WalOptions,
+    /// The snapshot directory, for SNAP sync both ways (`None`: a follower that needs a snapshot is dropped,
+    /// and a snapshot from the leader is an error).
+    pub snapshots: Option<PathBuf>,
+    /// The peer connections' settings (the frame bound must hold the largest txn the node proposes).
+    pub transport: TransportConfig,
+    /// Told of elections and syncs, for the metrics (`Arc::new(())` ignores them).
+    pub monitor: Arc<dyn Monitor>,
+}
+
+type Durability = Pin<Box<dyn Future<Output = Result<Zxid, WalError>> + Send>>;
+
+/// Starts a server with its WAL at `dir/log`; returns its handle and streams. The server runs until the
+/// runtime shuts down or a fatal error.
+pub fn start(config: ServerConfig) -> Result<(Handle, Streams), WalError> {
+    wal::create_dir_durably(&config.dir)?;
+    let (wal, _) = Wal::open(config.dir.join("log"), config.wal.clone())?;
+    start_with_wal(config, Arc::new(wal))
+}
+
+/// Starts a server on a WAL the caller opened (and replayed into its tree: the committed stream starts after
+/// the WAL's last zxid).
+pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, Streams), WalError> {
+    // A process that crashed may have renamed or removed the epochs file or the repair mark without the
+    // directory fsync that makes it durable: the page cache shows it, the disk may not. Make what this start
+    // reads durable before acting on it, so that a later power cut cannot take back a promise made from it.
+    wal::sync_dir(&config.dir)?;
+    let (accepted, current) =
+        read_epochs(&config.dir).map_err(|e| WalError::Io { op: "read epochs", path: e.path, source: e.source })?;
+    let zxids: VecDeque<Zxid> = wal.iter_from(Zxid::ZERO).map(|r| r.map(|r| r.zxid)).collect::<Result<_, _>>()?;
+    let repairing = crate::repairing::read(&config.dir).map_err(|e| WalError::Io {
+        op: "read the repair mark",
+        path: config.dir.join("repairing"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    let durable = DurableState {
+        accepted_epoch: accepted,
+        current_epoch: current,
+        last_zxid: zxids.back().copied().or(wal.base()).unwrap_or(Zxid::ZERO),
+        repairing,
+    };
+    if let Some(vouched) = repairing {
+        tracing::warn!(server = config.peer.me.0, %vouched, last_zxid = %durable.last_zxid, "repairing: this server's log lost a damaged part; it takes it from the leader, and elects as no candidate until then");
+    }
+    let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
+    let epochs = EpochWriter::start(Arc::new(wal::fs::StdFs), config.dir.clone(), (accepted, current))
+        .map_err(|e| WalError::Io { op: "start the epochs writer", path: config.dir.clone(), source: e })?;
+    let forward_budget = budget_permits(config.transport.forwarded_bytes);
+    let forward_budgets = config
+        .peers
+        .keys()
+        .map(|&peer| (peer, (Arc::new(Semaphore::new(forward_budget as usize)), forward_budget)))
+        .collect();
+    let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
+    let send_queues = transport.send_queues();
+    let (proposals_tx, proposals) = mpsc::channel(1024);
+    let (barriers_tx, barriers) = mpsc::channel(1024);
+    let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
+    let (misbehaved_tx, misbehaved) = mpsc::channel(64);
+    let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);
+    let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
+    let (applied_tx, applied) = watch::channel(durable.last_zxid);
+    let (role_tx, role) = watch::channel((Role::Looking, false));
+    let (learners_tx, learners) = watch::channel(LearnerView::default());
+    let server = Server {
+        me: config.peer.me,
+        wal,
+        delivered: durable.last_zxid,
+        undelivered: BTreeMap::new(),
+        committed_tx,
+        forwarded_tx,
+        forward_budgets,
+        snapshots: config.snapshots,
+        incoming: None,
+        transport,
+        log,
+        durability: VecDeque::new(),
+        staged: Vec::new(),
+        epochs,
+        generation: 0,
+        waiters: BTreeMap::new(),
+        pending_proposal: VecDeque::new(),
+        barriers: BTreeMap::new(),
+        next_barrier: 0,
+        events: VecDeque::new(),
+        applied_tx,
+        role_tx,
+        learners_tx,
+        started: Instant::now(),
+        looking_since: Instant::now(),
+        monitor: config.monitor,
+        dir: config.dir.clone(),
+    };
+    let (shutdown, stop) = watch::channel(false);
+    tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, barriers, forwards, misbehaved, stop }));
+    let handle = Handle {
+        proposals: proposals_tx,
+        barriers: barriers_tx,
+        forwards: forwards_tx,
+        misbehaved: misbehaved_tx,
+        applied,
+        role,
+        learners,
+        send_queues,
+        shutdown: Arc::new(shutdown),
+    };
+    Ok((handle, Streams { committed, forwarded }))
+}
