@@ -180,11 +180,12 @@ impl Server {
         let ms = since_looking.as_millis() as u64;
         if before.0 != now.0 {
             self.monitor.elected(since_looking);
-            tracing::info!(role = %role, last_zxid = %durable.last_zxid, election_ms = ms, "leader elected");
+            // The target operators know these two lines by, whichever file of the runtime logs them.
+            tracing::info!(target: "replication::runtime", role = %role, last_zxid = %durable.last_zxid, election_ms = ms, "leader elected");
         }
         if now.1 && !before.1 {
             let applied = *self.applied_tx.borrow();
-            tracing::info!(role = %role, epoch = %durable.current_epoch, zxid = %applied, ms_since_looking = ms, "synced: serving");
+            tracing::info!(target: "replication::runtime", role = %role, epoch = %durable.current_epoch, zxid = %applied, ms_since_looking = ms, "synced: serving");
         }
     }
 
