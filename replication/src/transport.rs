@@ -210,7 +210,8 @@ pub struct TransportConfig {
     /// Bytes of [`Message::Forward`] payloads from one peer that the node has not finished with at most (the
     /// runtime counts them from the inbound queue until the node drops the [`crate::runtime::Forwarded`]'s
     /// share): a peer past it is dropped, as a peer whose forwards find the queue full is. A well-behaved
-    /// follower forwards no more than its own clients' budget allows, so the node sets this to that budget.
+    /// follower forwards no more than its own clients' budget allows (plus one frame per connection), so the
+    /// node sets this to twice that budget.
     pub forwarded_bytes: usize,
     /// First and longest reconnect delays.
     pub backoff: (Duration, Duration),
