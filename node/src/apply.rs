@@ -59,7 +59,24 @@ pub async fn run(
     mut snaps: SnapshotSettings,
 ) -> Result<(), ApplyError> {
     let snapshotting = Arc::new(AtomicBool::new(false));
-    while let Some(item) = committed.recv().await {
+    // The last zxid applied and not yet published on `shared.applied`: publishing wakes every sync and the
+    // leader's pipeline, so it is done once per burst of commits (and at least every `PUBLISH_EVERY` txns),
+    // never later than when the applier waits for more.
+    let mut unpublished: Option<(i64, usize)> = None;
+    loop {
+        let item = match committed.try_recv() {
+            Ok(item) => item,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if let Some((zxid, _)) = unpublished.take() {
+                    shared.applied.send_replace(zxid);
+                }
+                match committed.recv().await {
+                    Some(item) => item,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         match item {
             Committed::Txn { zxid, txn } => {
                 let record = TxnRecord::decode(&txn).map_err(|error| ApplyError::Undecodable { zxid, error })?;
@@ -67,6 +84,12 @@ pub async fn run(
                     tokio::task::block_in_place(|| apply_one(&shared, zxid.0 as i64, record));
                 } else {
                     apply_one(&shared, zxid.0 as i64, record);
+                }
+                let count = unpublished.map_or(0, |(_, count)| count) + 1;
+                unpublished = Some((zxid.0 as i64, count));
+                if count >= PUBLISH_EVERY {
+                    shared.applied.send_replace(zxid.0 as i64);
+                    unpublished = None;
                 }
                 if snaps.policy.txn_applied() {
                     if snapshotting.swap(true, Ordering::AcqRel) {
@@ -86,12 +109,17 @@ pub async fn run(
                     tokio::task::block_in_place(|| snapshot::recover::recover_until(&snaps.dir, &wal, Some(zxid)))?;
                 let (tree, recovered) = rebuilt;
                 *snapshot::write::lock_for_apply(&shared.tree) = tree;
+                // The rebuilt tree's zxid supersedes whatever was applied before it.
+                unpublished = None;
                 shared.applied.send_replace(recovered.last_zxid);
             }
         }
     }
     Ok(())
 }
+
+/// Txns applied at most before the applied zxid is published, in a burst that keeps the applier busy.
+const PUBLISH_EVERY: usize = 64;
 
 /// Whether applying `txn` may take long (a closeSession deletes every ephemeral of its session, any number of
 /// them; a multi has up to a frame's worth of ops): such a txn is applied off the runtime's threads, so that
@@ -156,7 +184,8 @@ fn disk_failure(error: &snapshot::SnapshotError) -> bool {
     matches!(error, snapshot::SnapshotError::Io { .. } | snapshot::SnapshotError::Wal(_))
 }
 
-/// Applies one txn, fires its watches and queues its reply, all under the tree's write lock.
+/// Applies one txn, fires its watches and queues its reply, all under the tree's write lock. The caller
+/// publishes the applied zxid.
 pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
     let TxnRecord { mut header, txn } = record;
     header.zxid = zxid;
@@ -192,7 +221,6 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
     if !shared.standalone && shared.leading.load(Ordering::Acquire) {
         shared.stats.instruments.commit_count.inc();
     }
-    shared.applied.send_replace(zxid);
     tracing::trace!(target: LATENCY, zxid, "applied");
 }
 

@@ -351,15 +351,34 @@ async fn resolve(
     failed: Arc<AtomicBool>,
     completed: Arc<watch::Sender<u64>>,
 ) {
-    while let Some((seq, outcome)) = outcomes.recv().await {
-        match outcome.await {
-            Ok(Ok(_)) => {}
-            outcome => {
-                tracing::debug!(?outcome, "a proposal failed: the speculative tree will be rebuilt");
-                failed.store(true, Ordering::Release);
-            }
+    // `None`: the runtime dropped the proposal without an answer.
+    let settle = |outcome: Option<Result<wal::Zxid, replication::runtime::CommitError>>| {
+        if !matches!(outcome, Some(Ok(_))) {
+            tracing::debug!(?outcome, "a proposal failed: the speculative tree will be rebuilt");
+            failed.store(true, Ordering::Release);
         }
-        completed.send_modify(|done| *done = (*done).max(seq));
+    };
+    let mut next = outcomes.recv().await;
+    while let Some((seq, outcome)) = next.take() {
+        settle(outcome.await.ok());
+        // Settle the proposals behind it that resolved with it (a commit covers many), then wake the waiters
+        // once for all of them.
+        let mut done = seq;
+        while let Ok((seq, mut outcome)) = outcomes.try_recv() {
+            match outcome.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    next = Some((seq, outcome));
+                    break;
+                }
+                Ok(result) => settle(Some(result)),
+                Err(oneshot::error::TryRecvError::Closed) => settle(None),
+            }
+            done = seq;
+        }
+        completed.send_modify(|completed| *completed = (*completed).max(done));
+        if next.is_none() {
+            next = outcomes.recv().await;
+        }
     }
 }
 

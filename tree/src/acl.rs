@@ -150,11 +150,19 @@ pub type AclId = i64;
 pub const OPEN_ACL_ID: AclId = -1;
 
 /// Interned ACL lists, reference-counted by the nodes that use them (ZooKeeper's `ReferenceCountedACLCache`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AclTable {
     by_id: BTreeMap<AclId, (Arc<[Acl]>, u64)>,
     by_list: HashMap<Arc<[Acl]>, AclId>,
     last: AclId,
+    /// `OPEN_ACL_UNSAFE`, built once: most nodes use it, and [`AclTable::get`] is on every write's path.
+    open: Arc<[Acl]>,
+}
+
+impl Default for AclTable {
+    fn default() -> Self {
+        AclTable { by_id: BTreeMap::new(), by_list: HashMap::new(), last: 0, open: open_acl_unsafe().into() }
+    }
 }
 
 impl AclTable {
@@ -188,7 +196,7 @@ impl AclTable {
     pub fn get(&self, id: AclId) -> Arc<[Acl]> {
         match self.by_id.get(&id) {
             Some((list, _)) => list.clone(),
-            None => open_acl_unsafe().into(),
+            None => self.open.clone(),
         }
     }
 

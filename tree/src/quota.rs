@@ -302,12 +302,10 @@ impl DataTree {
         self.add_usage(path, -1, -data_len(node));
     }
 
-    /// After the data of `path`, `before` bytes long, was set (`setData`'s quota part: the stats are rewritten
-    /// even when the length did not change, as ZooKeeper does).
-    pub(crate) fn quota_on_set(&mut self, path: &str, before: i64) {
-        if let Some(after) = self.nodes.get(path).map(data_len) {
-            self.add_usage(path, 0, after - before);
-        }
+    /// After the data of `path` was set from `before` bytes to `after` (`setData`'s quota part: the stats are
+    /// rewritten even when the length did not change, as ZooKeeper does).
+    pub(crate) fn quota_on_set(&mut self, path: &str, before: i64, after: i64) {
+        self.add_usage(path, 0, after - before);
     }
 
     fn add_quota_root(&mut self, root: String) {

@@ -319,16 +319,17 @@ impl DataTree {
     }
 
     fn set_data(&mut self, path: &str, data: &Data, version: i32, h: &TxnHeader) -> Applied {
-        let mut before = None;
+        let mut lengths = None;
         let stat = self.update(path, |n| {
-            before = Some(quota::data_len(n));
+            let before = quota::data_len(n);
             n.data = data.clone();
             n.stat.version = version;
             n.stat.mtime = h.time;
             n.stat.mzxid = h.zxid;
+            lengths = Some((before, quota::data_len(n)));
         });
-        if let Some(before) = before {
-            self.quota_on_set(path, before);
+        if let Some((before, after)) = lengths {
+            self.quota_on_set(path, before, after);
         }
         match stat {
             Some(stat) => Applied { stat: Some(stat), ..Applied::default() },
