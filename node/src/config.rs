@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wal::fs::FileSystem;
+
 /// What is wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -239,12 +241,17 @@ impl Config {
 
     /// Reads `path` and the `myid` in its `dataDir`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
+        Config::load_with(&wal::fs::StdFs, path)
+    }
+
+    /// Like [`Config::load`], on the filesystem `fs` (a simulated one in tests: a `myid` that a power cut
+    /// took or tore is an error naming the file, never another server's id).
+    pub fn load_with(fs: &dyn FileSystem, path: &Path) -> Result<Config, ConfigError> {
+        let text = read_text(fs, path)?;
         let mut config = Config::parse(&text)?;
         config.initial_config = Some(text);
         let myid = config.data_dir.join("myid");
-        match std::fs::read_to_string(&myid) {
+        match read_text(fs, &myid) {
             Ok(id) => {
                 let id = id.trim();
                 let parsed = id.parse::<u64>().ok().filter(|&n| (1..=254).contains(&n));
@@ -255,8 +262,8 @@ impl Config {
                     reason: "a server id from 1 to 254".into(),
                 })?);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ConfigError::Io { path: myid, source: e }),
+            Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         config.check_membership()?;
         Ok(config)
@@ -590,6 +597,26 @@ fn parse_server(line: usize, key: &str, value: &str) -> Result<ServerEntry, Conf
     })
 }
 
+/// The text of an operator's file (`zoo.cfg`, `myid`).
+fn read_text(fs: &dyn FileSystem, path: &Path) -> Result<String, ConfigError> {
+    let io = |source| ConfigError::Io { path: path.to_path_buf(), source };
+    let bytes = fs.read(path).map_err(io)?;
+    String::from_utf8(bytes).map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// Writes `myid` into `data_dir` durably (a temporary file, fsynced, renamed, and the directory fsynced), so
+/// that a power cut leaves either no `myid` or the whole id: a torn `12` read as `1` would make this server
+/// another's.
+pub fn write_myid(fs: &dyn FileSystem, data_dir: &Path, id: u64) -> std::io::Result<()> {
+    let (temporary, myid) = (data_dir.join("myid.tmp"), data_dir.join("myid"));
+    let file = fs.create(&temporary)?;
+    file.write_at(format!("{id}\n").as_bytes(), 0)?;
+    file.sync_all()?;
+    drop(file);
+    fs.rename(&temporary, &myid)?;
+    fs.sync_dir(data_dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,6 +690,55 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    /// A power cut at every IO step of writing `myid` (each resolved by several seeds): the server then reads
+    /// its whole id, or finds none and refuses to start naming `myid`; never a torn id (`12` read as `1` would
+    /// make it server 1).
+    #[test]
+    fn a_power_cut_while_myid_is_written_leaves_the_whole_id_or_none() {
+        use wal::fs::SimFs;
+        let (dir, data, cfg) = (Path::new("/srv"), Path::new("/srv/data"), Path::new("/srv/zoo.cfg"));
+        let members: String = (1..=12).map(|n| format!("server.{n}=h{n}:1:2\n")).collect();
+        let text = format!("dataDir=/srv/data\nclientPort=2181\n{members}");
+        let disk = || {
+            let fs = SimFs::new();
+            fs.create_dir_all(data).unwrap();
+            let file = fs.create(cfg).unwrap();
+            file.write_at(text.as_bytes(), 0).unwrap();
+            file.sync_all().unwrap();
+            fs.sync_dir(dir).unwrap();
+            fs.sync_dir(Path::new("/")).unwrap();
+            fs
+        };
+        let clean = disk();
+        let before = clean.steps();
+        write_myid(&clean, data, 12).unwrap();
+        let steps = clean.steps() - before;
+        assert!(steps >= 4, "create, write, fsync, rename, directory fsync: {steps} steps");
+        assert_eq!(Config::load_with(&clean.crash_now(0), cfg).unwrap().my_id, Some(12), "durable once written");
+        let (mut whole, mut none) = (0, 0);
+        for step in 1..=steps {
+            for seed in 0..16 {
+                let fs = disk();
+                fs.crash_after(fs.steps() + step, seed);
+                let written = write_myid(&fs, data, 12);
+                assert!(written.is_err() || step == steps, "only the cut fails the write");
+                let after = fs.crashed().expect("the power was cut");
+                match Config::load_with(&after, cfg) {
+                    Ok(config) => {
+                        assert_eq!(config.my_id, Some(12), "step {step} seed {seed}: another server's id");
+                        whole += 1;
+                    }
+                    Err(e) => {
+                        assert!(written.is_err(), "step {step} seed {seed}: a write that returned Ok was lost: {e}");
+                        assert!(e.to_string().contains("myid"), "step {step} seed {seed}: {e}");
+                        none += 1;
+                    }
+                }
+            }
+        }
+        assert!(whole > 0 && none > 0, "both outcomes happen: {whole} whole, {none} none");
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn admin_port(demo: &Demo, id: u64) -> u16 {
 fn write_config(demo: &Demo, id: u64, folder: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(folder).map_err(|e| format!("create {}: {e}", folder.display()))?;
     let folder = folder.canonicalize().map_err(|e| format!("{}: {e}", folder.display()))?;
-    std::fs::write(folder.join("myid"), format!("{id}\n")).map_err(|e| format!("write myid: {e}"))?;
+    node::config::write_myid(&wal::fs::StdFs, &folder, id).map_err(|e| format!("write myid: {e}"))?;
     let members: String = (1..=demo.nodes)
         .map(|n| {
             let q = demo.quorum_port + n as u16 - 1;
