@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use tree::acl::{read_acls, Acl, AclId, OPEN_ACL_ID};
 use tree::jute::{JuteError, JuteRead};
+use tree::load::{Loaded as LoadedTree, Loader};
 use tree::stat::StatPersisted;
 use tree::tree::{DataTree, Node};
 use wal::failpoint;
@@ -73,7 +74,8 @@ pub fn load_with(fs: &dyn FileSystem, path: &Path) -> Result<Loaded, SnapshotErr
     let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
     let mut tree = DataTree::empty();
     tree.set_last_zxid(start_zxid);
-    let (mut acls, mut nodes, mut sessions, mut orphans) = (HashMap::<AclId, Vec<Acl>>::new(), 0u64, 0u64, 0u64);
+    let mut loader = Loader::new(tree, usize::try_from(trailer.nodes).unwrap_or(usize::MAX));
+    let (mut acls, mut nodes, mut sessions) = (HashMap::<AclId, Vec<Acl>>::new(), 0u64, 0u64);
     let open = tree::acl::open_acl_unsafe();
     let total = trailer.nodes.max(1);
     loop {
@@ -84,7 +86,7 @@ pub fn load_with(fs: &dyn FileSystem, path: &Path) -> Result<Loaded, SnapshotErr
                 let (id, timeout) = (records.read_long(), records.read_int());
                 let (id, timeout) =
                     (id.map_err(|e| corrupt(e.to_string()))?, timeout.map_err(|e| corrupt(e.to_string()))?);
-                tree.load_session(id, timeout);
+                loader.tree_mut().load_session(id, timeout);
                 sessions += 1;
             }
             tag::ACL => {
@@ -97,11 +99,7 @@ pub fn load_with(fs: &dyn FileSystem, path: &Path) -> Result<Loaded, SnapshotErr
                     OPEN_ACL_ID => &open,
                     id => acls.get(&id).ok_or_else(|| corrupt(format!("{path_str} uses undefined ACL {id}")))?,
                 };
-                match tree.load_node(path_str.clone(), node, acl) {
-                    Ok(()) => {}
-                    Err(tree::code::Code::NoNode) => orphans += 1,
-                    Err(_) => return Err(corrupt(format!("{path_str} appears twice"))),
-                }
+                loader.node(path_str, node, acl);
                 nodes += 1;
                 if nodes.is_multiple_of((total / 10).max(100_000)) {
                     tracing::info!(path = %path.display(), nodes, total, "loading snapshot");
@@ -119,6 +117,7 @@ pub fn load_with(fs: &dyn FileSystem, path: &Path) -> Result<Loaded, SnapshotErr
             trailer.nodes, trailer.sessions
         )));
     }
+    let LoadedTree { mut tree, orphans } = loader.finish().map_err(|e| corrupt(e.to_string()))?;
     if tree.get("/").is_none() {
         return Err(corrupt("no root node".into()));
     }

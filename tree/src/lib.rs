@@ -32,6 +32,7 @@ pub mod acl;
 pub mod code;
 pub mod digest;
 pub mod jute;
+pub mod load;
 pub mod path;
 pub mod prep;
 pub mod quota;

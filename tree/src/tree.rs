@@ -99,7 +99,7 @@ impl Applied {
 #[derive(Clone, Debug)]
 pub struct DataTree {
     pub(crate) nodes: BTreeMap<String, Node>,
-    acls: AclTable,
+    pub(crate) acls: AclTable,
     sessions: BTreeMap<i64, i32>,
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
     /// Containers and TTL nodes: what the leader's reaper looks at, without walking the tree.
@@ -419,15 +419,21 @@ impl DataTree {
 
     fn insert(&mut self, path: String, mut node: Node) {
         debug_assert!(!self.nodes.contains_key(&path));
-        node.digest = node.compute_digest(&path);
+        self.register(&path, &mut node);
+        self.nodes.insert(path, node);
+    }
+
+    /// Counts a node going in at `path` (its digest, the data size, the ephemeral and reapable indexes); the
+    /// caller puts it in the map.
+    pub(crate) fn register(&mut self, path: &str, node: &mut Node) {
+        node.digest = node.compute_digest(path);
         self.digest = self.digest.wrapping_add(node.digest);
         self.data_size += (path.len() + node.bytes().len()) as u64;
         match OwnerKind::of(node.stat.ephemeral_owner) {
-            OwnerKind::Ephemeral(owner) => drop(self.ephemerals.entry(owner).or_default().insert(path.clone())),
-            OwnerKind::Container | OwnerKind::Ttl(_) => drop(self.reapable.insert(path.clone())),
+            OwnerKind::Ephemeral(owner) => drop(self.ephemerals.entry(owner).or_default().insert(path.to_owned())),
+            OwnerKind::Container | OwnerKind::Ttl(_) => drop(self.reapable.insert(path.to_owned())),
             OwnerKind::Persistent => {}
         }
-        self.nodes.insert(path, node);
     }
 
     fn remove(&mut self, path: &str) -> Option<Node> {
@@ -457,12 +463,29 @@ impl DataTree {
         if self.nodes.contains_key(&path) {
             return Err(Code::NodeExists);
         }
+        if path != "/" && !self.nodes.contains_key(path::parent(&path)) {
+            return Err(Code::NoNode);
+        }
+        let node = Node { acl: self.acls.intern(acl), ..node };
+        self.load_interned(path, node).map_err(|(code, _)| code)
+    }
+
+    /// [`DataTree::load_node`] for a node whose ACL is interned already (released again if it is refused, and
+    /// the path handed back).
+    pub(crate) fn load_interned(&mut self, path: String, node: Node) -> Result<(), (Code, String)> {
+        let refuse = |tree: &mut DataTree, code, path| {
+            tree.acls.release(node.acl);
+            Err((code, path))
+        };
+        if self.nodes.contains_key(&path) {
+            return refuse(self, Code::NodeExists, path);
+        }
         if path != "/" {
-            let parent = self.nodes.get_mut(path::parent(&path)).ok_or(Code::NoNode)?;
+            let Some(parent) = self.nodes.get_mut(path::parent(&path)) else { return refuse(self, Code::NoNode, path) };
             // Children are not part of a node's digest: the parent's digest stays as it is.
             parent.children.insert(path::name(&path).to_owned());
         }
-        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
+        let node = Node { children: BTreeSet::new(), ..node };
         self.insert(path, node);
         Ok(())
     }
