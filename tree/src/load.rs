@@ -122,7 +122,10 @@ enum Place {
 
 /// Each node's place, as taking the nodes in order would decide it.
 fn place(nodes: &[(String, Node)]) -> Vec<Place> {
-    let mut taken: HashMap<&str, usize> = HashMap::with_capacity(nodes.len());
+    // A fast hash (SipHash was most of this index's cost), with random keys: a faulty leader's snapshot cannot
+    // be crafted to make every path collide.
+    let mut taken: HashMap<&str, usize, ahash::RandomState> =
+        HashMap::with_capacity_and_hasher(nodes.len(), ahash::RandomState::new());
     nodes
         .iter()
         .enumerate()
