@@ -19,10 +19,8 @@ fn node() -> impl Strategy<Value = (String, Node, Vec<Acl>)> {
             .prop_map(|names| format!("/{}", names.join("/"))),
     ];
     let owner = prop_oneof![Just(0i64), Just(7), Just(9), Just(CONTAINER_OWNER)];
-    let acl = prop_oneof![
-        Just(open_acl_unsafe()),
-        Just(vec![Acl { perms: perms::READ, id: Id::new("digest", "u:x") }]),
-    ];
+    let acl =
+        prop_oneof![Just(open_acl_unsafe()), Just(vec![Acl { perms: perms::READ, id: Id::new("digest", "u:x") }]),];
     (path, owner, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)), acl, 1i64..100).prop_map(
         |(path, owner, data, acl, zxid)| {
             let stat = StatPersisted::created(zxid, zxid, owner);
@@ -62,10 +60,14 @@ fn check(nodes: &[(String, Node, Vec<Acl>)]) -> Result<(), TestCaseError> {
             prop_assert!(same_contents(&loaded, &expected), "different nodes");
             prop_assert_eq!(loaded.digest(), expected.digest());
             prop_assert_eq!(loaded.node_count(), expected.node_count());
-            let refs = |t: &DataTree| t.acl_table().entries().map(|(_, list, refs)| (list.to_vec(), refs)).collect::<Vec<_>>();
+            let refs =
+                |t: &DataTree| t.acl_table().entries().map(|(_, list, refs)| (list.to_vec(), refs)).collect::<Vec<_>>();
             prop_assert_eq!(refs(&loaded), refs(&expected), "ACL reference counts");
             for session in [7, 9] {
-                prop_assert_eq!(loaded.ephemerals(session).collect::<Vec<_>>(), expected.ephemerals(session).collect::<Vec<_>>());
+                prop_assert_eq!(
+                    loaded.ephemerals(session).collect::<Vec<_>>(),
+                    expected.ephemerals(session).collect::<Vec<_>>()
+                );
             }
             if loaded.get("/").is_some() {
                 prop_assert_eq!(loaded.validate(), Ok(()));
