@@ -59,24 +59,12 @@ pub async fn run(
     mut snaps: SnapshotSettings,
 ) -> Result<(), ApplyError> {
     let snapshotting = Arc::new(AtomicBool::new(false));
-    // The last zxid applied and not yet published on `shared.applied`: publishing wakes every sync and the
-    // leader's pipeline, so it is done once per burst of commits (and at least every `PUBLISH_EVERY` txns),
-    // never later than when the applier waits for more.
+    // The last zxid applied and not yet published on `shared.applied`, and how many txns it covers: publishing
+    // wakes every sync and the leader's pipeline, so it is done once per burst of commits (when none is waiting
+    // behind the last one), or every `PUBLISH_EVERY` txns in a long burst. `recv` (not `try_recv`) keeps the
+    // loop within tokio's cooperative budget, so that the tasks it wakes run.
     let mut unpublished: Option<(i64, usize)> = None;
-    loop {
-        let item = match committed.try_recv() {
-            Ok(item) => item,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if let Some((zxid, _)) = unpublished.take() {
-                    shared.applied.send_replace(zxid);
-                }
-                match committed.recv().await {
-                    Some(item) => item,
-                    None => break,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-        };
+    while let Some(item) = committed.recv().await {
         match item {
             Committed::Txn { zxid, txn } => {
                 let record = TxnRecord::decode(&txn).map_err(|error| ApplyError::Undecodable { zxid, error })?;
@@ -87,7 +75,7 @@ pub async fn run(
                 }
                 let count = unpublished.map_or(0, |(_, count)| count) + 1;
                 unpublished = Some((zxid.0 as i64, count));
-                if count >= PUBLISH_EVERY {
+                if count >= PUBLISH_EVERY || committed.is_empty() {
                     shared.applied.send_replace(zxid.0 as i64);
                     unpublished = None;
                 }
@@ -104,16 +92,21 @@ pub async fn run(
                 }
             }
             Committed::Rebuild(zxid) => {
+                // Answer what was applied before the rebuild, which may take seconds.
+                if let Some((applied, _)) = unpublished.take() {
+                    shared.applied.send_replace(applied);
+                }
                 tracing::warn!(%zxid, "a sync replaced the log (a cut, or a snapshot from the leader): rebuilding the tree");
                 let rebuilt =
                     tokio::task::block_in_place(|| snapshot::recover::recover_until(&snaps.dir, &wal, Some(zxid)))?;
                 let (tree, recovered) = rebuilt;
                 *snapshot::write::lock_for_apply(&shared.tree) = tree;
-                // The rebuilt tree's zxid supersedes whatever was applied before it.
-                unpublished = None;
                 shared.applied.send_replace(recovered.last_zxid);
             }
         }
+    }
+    if let Some((applied, _)) = unpublished {
+        shared.applied.send_replace(applied);
     }
     Ok(())
 }

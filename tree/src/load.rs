@@ -12,6 +12,7 @@
 //! loaded one by one with `load_node`, which also reports a path listed twice.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::acl::Acl;
 use crate::code::Code;
@@ -22,8 +23,9 @@ use crate::tree::{DataTree, Node};
 #[derive(Debug)]
 pub struct Loader {
     tree: DataTree,
-    /// The nodes given, in order, their ACLs interned in `tree`.
-    nodes: Vec<(String, Node)>,
+    /// The nodes given, in order, each with its ACL list: interned only when the node is taken, in order, so
+    /// that the ACL ids are the ones `load_node` gives (orphans take none).
+    nodes: Vec<(String, Node, Arc<[Acl]>)>,
     /// Whether every path so far was above the one before it.
     in_order: bool,
 }
@@ -50,8 +52,8 @@ impl Loader {
     /// through [`Loader::tree_mut`]).
     pub fn new(tree: DataTree, expected_nodes: usize) -> Loader {
         assert_eq!(tree.node_count(), 0, "a loader builds the map of nodes from nothing");
-        // The count comes from a file: reserve no more than a sane amount up front.
-        Loader { tree, nodes: Vec::with_capacity(expected_nodes.min(1 << 20)), in_order: true }
+        // The count comes from a file: reserve no more than a little up front, and grow with what arrives.
+        Loader { tree, nodes: Vec::with_capacity(expected_nodes.min(1 << 16)), in_order: true }
     }
 
     /// The tree being loaded, for what is not a node (sessions, the last zxid).
@@ -61,25 +63,36 @@ impl Loader {
 
     /// Adds a node (its children are filled in by the load).
     pub fn node(&mut self, path: String, node: Node, acl: &[Acl]) {
-        if self.nodes.last().is_some_and(|(last, _)| *last >= path) {
-            self.in_order = false;
-        }
+        // Most nodes share their list with the one before (the open ACL, a subtree's): share it, no allocation.
+        let acl = match self.nodes.last() {
+            Some((last, _, list)) => {
+                if *last >= path {
+                    self.in_order = false;
+                }
+                if **list == *acl {
+                    list.clone()
+                } else {
+                    acl.into()
+                }
+            }
+            None => acl.into(),
+        };
         let mut node = node;
-        node.acl = self.tree.acls.intern(acl);
         node.children = BTreeSet::new();
-        self.nodes.push((path, node));
+        self.nodes.push((path, node, acl));
     }
 
     /// Builds the tree.
     pub fn finish(self) -> Result<Loaded, Duplicate> {
         let Loader { mut tree, mut nodes, in_order } = self;
+        assert_eq!(tree.node_count(), 0, "nodes go through the loader, not around it");
         if !in_order {
             let mut orphans = 0;
-            for (path, node) in nodes {
-                match tree.load_interned(path, node) {
+            for (path, node, acl) in nodes {
+                match tree.load_node(path.clone(), node, &acl) {
                     Ok(()) => {}
-                    Err((Code::NoNode, _)) => orphans += 1,
-                    Err((_, path)) => return Err(Duplicate { path }),
+                    Err(Code::NoNode) => orphans += 1,
+                    Err(_) => return Err(Duplicate { path }),
                 }
             }
             return Ok(Loaded { tree, orphans });
@@ -87,25 +100,29 @@ impl Loader {
         let places = place(&nodes);
         let mut children: Vec<Vec<String>> = Vec::new();
         children.resize_with(nodes.len(), Vec::new);
-        for ((path, _), place) in nodes.iter().zip(&places) {
+        for ((path, _, _), place) in nodes.iter().zip(&places) {
             if let Place::Child(parent) = *place {
                 children[parent].push(path::name(path).to_owned());
             }
         }
         let mut orphans = 0;
-        for (((path, node), place), names) in nodes.iter_mut().zip(&places).zip(children) {
+        for (((path, node, acl), place), names) in nodes.iter_mut().zip(&places).zip(children) {
             if *place == Place::Orphan {
-                tree.acls.release(node.acl);
                 orphans += 1;
                 continue;
             }
+            node.acl = tree.acls.intern(acl);
             // Names under one parent come in path order, which is their order: the set is built in bulk.
             node.children = names.into_iter().collect();
             tree.register(path, node);
         }
-        // In path order already: the map is built in bulk, in the vector's own memory (no second copy).
+        // In path order already: the map is built in bulk from the taken nodes.
         let mut places = places.into_iter();
-        tree.nodes = nodes.into_iter().filter(|_| places.next() != Some(Place::Orphan)).collect();
+        tree.nodes = nodes
+            .into_iter()
+            .filter(|_| places.next() != Some(Place::Orphan))
+            .map(|(path, node, _)| (path, node))
+            .collect();
         Ok(Loaded { tree, orphans })
     }
 }
@@ -121,7 +138,7 @@ enum Place {
 }
 
 /// Each node's place, as taking the nodes in order would decide it.
-fn place(nodes: &[(String, Node)]) -> Vec<Place> {
+fn place(nodes: &[(String, Node, Arc<[Acl]>)]) -> Vec<Place> {
     // A fast hash (SipHash was most of this index's cost), with random keys: a faulty leader's snapshot cannot
     // be crafted to make every path collide.
     let mut taken: HashMap<&str, usize, ahash::RandomState> =
@@ -129,7 +146,7 @@ fn place(nodes: &[(String, Node)]) -> Vec<Place> {
     nodes
         .iter()
         .enumerate()
-        .map(|(i, (path, _))| {
+        .map(|(i, (path, _, _))| {
             let place = if path == "/" {
                 Place::Root
             } else {

@@ -463,29 +463,12 @@ impl DataTree {
         if self.nodes.contains_key(&path) {
             return Err(Code::NodeExists);
         }
-        if path != "/" && !self.nodes.contains_key(path::parent(&path)) {
-            return Err(Code::NoNode);
-        }
-        let node = Node { acl: self.acls.intern(acl), ..node };
-        self.load_interned(path, node).map_err(|(code, _)| code)
-    }
-
-    /// [`DataTree::load_node`] for a node whose ACL is interned already (released again if it is refused, and
-    /// the path handed back).
-    pub(crate) fn load_interned(&mut self, path: String, node: Node) -> Result<(), (Code, String)> {
-        let refuse = |tree: &mut DataTree, code, path| {
-            tree.acls.release(node.acl);
-            Err((code, path))
-        };
-        if self.nodes.contains_key(&path) {
-            return refuse(self, Code::NodeExists, path);
-        }
         if path != "/" {
-            let Some(parent) = self.nodes.get_mut(path::parent(&path)) else { return refuse(self, Code::NoNode, path) };
+            let parent = self.nodes.get_mut(path::parent(&path)).ok_or(Code::NoNode)?;
             // Children are not part of a node's digest: the parent's digest stays as it is.
             parent.children.insert(path::name(&path).to_owned());
         }
-        let node = Node { children: BTreeSet::new(), ..node };
+        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
         self.insert(path, node);
         Ok(())
     }

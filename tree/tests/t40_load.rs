@@ -1,5 +1,5 @@
 //! The bulk loader ([`tree::load::Loader`]) builds exactly the tree that `load_node` called on each node in turn
-//! builds: the same nodes, children, ACLs (and their reference counts), ephemeral and container indexes, digest
+//! builds: the same nodes, children, ACLs (their ids and reference counts too), ephemeral and container indexes, digest
 //! and data size, the same orphans left out, and a path listed twice refused; for nodes in path order (what a
 //! snapshot holds) and in any other order.
 
@@ -60,9 +60,13 @@ fn check(nodes: &[(String, Node, Vec<Acl>)]) -> Result<(), TestCaseError> {
             prop_assert!(same_contents(&loaded, &expected), "different nodes");
             prop_assert_eq!(loaded.digest(), expected.digest());
             prop_assert_eq!(loaded.node_count(), expected.node_count());
-            let refs =
-                |t: &DataTree| t.acl_table().entries().map(|(_, list, refs)| (list.to_vec(), refs)).collect::<Vec<_>>();
-            prop_assert_eq!(refs(&loaded), refs(&expected), "ACL reference counts");
+            // The same ids too (the table hands them out in order of first use).
+            let table = |t: &DataTree| {
+                t.acl_table().entries().map(|(id, list, refs)| (id, list.to_vec(), refs)).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(table(&loaded), table(&expected), "ACL table");
+            let ids = |t: &DataTree| t.nodes_after(None).map(|(p, n)| (p.clone(), n.acl)).collect::<Vec<_>>();
+            prop_assert_eq!(ids(&loaded), ids(&expected), "nodes' ACL ids");
             for session in [7, 9] {
                 prop_assert_eq!(
                     loaded.ephemerals(session).collect::<Vec<_>>(),
