@@ -78,6 +78,11 @@ pub fn sync_dir(dir: &std::path::Path) -> Result<()> {
     fsutil::sync_dir(&fs::StdFs, dir)
 }
 
+/// Like [`sync_dir`], on the filesystem `fs`.
+pub fn sync_dir_with(fs: &dyn fs::FileSystem, dir: &std::path::Path) -> Result<()> {
+    fsutil::sync_dir(fs, dir)
+}
+
 #[doc(hidden)]
 pub use fail as __fail;
 #[doc(hidden)]

@@ -57,9 +57,29 @@ pub struct Purged {
 pub struct Wal {
     shared: Arc<Shared>,
     view: Arc<Mutex<View>>,
-    writer: Option<thread::JoinHandle<()>>,
+    writer: WriterMode,
     dir: PathBuf,
     _lock: DirLock,
+}
+
+/// Where the writer runs.
+enum WriterMode {
+    /// On a thread of its own (production): appenders never wait for IO, and one fdatasync covers everything
+    /// queued while the previous one ran. `None` once joined.
+    Thread(Option<thread::JoinHandle<()>>),
+    /// On the caller's thread: right after each push if `each_push` ([`Wal::open_inline`]), else when
+    /// [`Wal::step`] is called ([`Wal::open_stepped`]).
+    Caller { writer: Box<Mutex<Writer>>, each_push: bool },
+}
+
+impl std::fmt::Debug for WriterMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriterMode::Thread(_) => "Thread",
+            WriterMode::Caller { each_push: true, .. } => "Inline",
+            WriterMode::Caller { each_push: false, .. } => "Stepped",
+        })
+    }
 }
 
 impl Wal {
@@ -71,8 +91,44 @@ impl Wal {
 
     /// Like [`Wal::open`], on the filesystem `fs` (a simulated one in tests: see [`crate::fs`]).
     pub fn open_with(fs: Fs, dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
+        Wal::open_mode(fs, dir.as_ref(), options, None)
+    }
+
+    /// Like [`Wal::open_with`], with no thread: each append, truncate, purge or restart is written (and
+    /// fsynced) on the caller's thread before the call returns, and its [`Pending`] is complete by then. The
+    /// writer's code and its invariants are the thread's (nothing completes `Ok` before the fdatasync that
+    /// covers it); only where it runs differs. For deterministic simulations, which must run every step on one
+    /// thread in an order the seed decides (a thread would race them, and keep a paused tokio clock from
+    /// advancing). No spare segment is zero-filled ahead (that takes a thread too): `zero_fill` is ignored.
+    pub fn open_inline(fs: Fs, dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
+        Wal::open_mode(fs, dir.as_ref(), options, Some(true))
+    }
+
+    /// Like [`Wal::open_inline`], but what is queued is done only when [`Wal::step`] is called: a simulation
+    /// decides when each write and its fdatasync happen, so that a crash can come between an append and its
+    /// durability, as it can on a real disk. Use the async appends only (a blocking append that finds the queue
+    /// full would wait for a step that its own thread must make).
+    pub fn open_stepped(fs: Fs, dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
+        Wal::open_mode(fs, dir.as_ref(), options, Some(false))
+    }
+
+    /// Does everything queued, on this thread, in a log opened with [`Wal::open_stepped`] (or `open_inline`, which
+    /// has nothing queued); nothing in a log with a writer thread.
+    pub fn step(&self) {
+        if let WriterMode::Caller { writer, .. } = &self.writer {
+            writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_queued();
+        }
+    }
+
+    /// `on_caller`: `None` for a writer thread; `Some(each_push)` for a writer on the caller's thread.
+    fn open_mode(
+        fs: Fs,
+        dir: &Path,
+        options: WalOptions,
+        on_caller: Option<bool>,
+    ) -> Result<(Wal, Recovery), WalError> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         create_dir_durably(&*fs, &dir)?;
         let lock = DirLock::acquire(&*fs, &dir)?;
         if options.sync == SyncMode::Never {
@@ -112,7 +168,8 @@ impl Wal {
         let shared = Arc::new(Shared::new(options, last_assigned));
         let view = Arc::new(Mutex::new(View::default()));
         let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1).max(base.map_or(1, |b| b.first_seq));
-        let spare = shared.options.zero_fill.then(|| Spare::new(fs.clone(), &dir, shared.options.segment_size));
+        let spare = (shared.options.zero_fill && on_caller.is_none())
+            .then(|| Spare::new(fs.clone(), &dir, shared.options.segment_size));
         let writer = Writer {
             fs,
             shared: shared.clone(),
@@ -129,11 +186,16 @@ impl Wal {
             last_batch: 0,
         };
         writer.publish();
-        let writer = thread::Builder::new()
-            .name("wal-writer".into())
-            .spawn(move || writer.run())
-            .map_err(|e| WalError::io("spawn writer thread", &dir, e))?;
-        Ok((Wal { shared, view, writer: Some(writer), dir, _lock: lock }, recovery))
+        let writer = if let Some(each_push) = on_caller {
+            WriterMode::Caller { writer: Box::new(Mutex::new(writer)), each_push }
+        } else {
+            let thread = thread::Builder::new()
+                .name("wal-writer".into())
+                .spawn(move || writer.run())
+                .map_err(|e| WalError::io("spawn writer thread", &dir, e))?;
+            WriterMode::Thread(Some(thread))
+        };
+        Ok((Wal { shared, view, writer, dir, _lock: lock }, recovery))
     }
 
     /// Queues an append of `payload` under `zxid`, blocking while the queue is full. The returned [`Pending`]
@@ -143,7 +205,7 @@ impl Wal {
     /// appended, or if the log has failed.
     pub fn append(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<Pending<Zxid>, WalError> {
         let payload = self.check_payload(payload.into())?;
-        self.shared.append_blocking(zxid, payload)
+        self.inline(self.shared.append_blocking(zxid, payload))
     }
 
     /// Queues a batch of appends at once, blocking while the queue has no room for all of it: one fsync covers
@@ -156,7 +218,7 @@ impl Wal {
         if records.is_empty() {
             return Err(WalError::EmptyBatch);
         }
-        self.shared.append_batch_blocking(records)
+        self.inline(self.shared.append_batch_blocking(records))
     }
 
     /// Like [`Wal::append`], but waits for room in the queue without blocking the thread.
@@ -182,11 +244,20 @@ impl Wal {
             let mut room = room;
             room.as_mut().enable();
             match self.shared.try_append(records)? {
-                Enqueue::Queued(pending) => return Ok(pending),
+                Enqueue::Queued(pending) => return self.inline(Ok(pending)),
                 Enqueue::Full(back) => records = back,
             }
             room.await;
         }
+    }
+
+    /// In the inline mode, does what was just queued before handing back `queued` (complete by then, so the
+    /// queue never fills); in the thread mode, hands it back as it is.
+    fn inline<T>(&self, queued: Result<T, WalError>) -> Result<T, WalError> {
+        if let WriterMode::Caller { each_push: true, .. } = &self.writer {
+            self.step();
+        }
+        queued
     }
 
     /// The largest payload an append takes ([`crate::WalOptions::max_payload`]).
@@ -213,7 +284,7 @@ impl Wal {
             state.last_assigned = state.last_assigned.min(zxid);
             Command::TruncateAfter { zxid, done }
         })?;
-        Ok(pending)
+        self.inline(Ok(pending))
     }
 
     /// Queues the deletion of every segment that holds only records below `zxid`. The segment holding `zxid`
@@ -221,7 +292,7 @@ impl Wal {
     pub fn purge_before(&self, zxid: Zxid) -> Result<Pending<Purged>, WalError> {
         let (done, pending) = Pending::new();
         self.shared.push_control(|_| Command::PurgeBefore { zxid, done })?;
-        Ok(pending)
+        self.inline(Ok(pending))
     }
 
     /// Queues the restart of the log after `zxid`: every record goes, and the log begins after `zxid` (a
@@ -234,7 +305,7 @@ impl Wal {
             state.last_assigned = zxid;
             Command::RestartAfter { zxid, done }
         })?;
-        Ok(pending)
+        self.inline(Ok(pending))
     }
 
     /// Where the log begins if it was restarted after a snapshot and not purged since: it holds every record
@@ -290,8 +361,8 @@ impl Drop for Wal {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.work.notify_all();
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
+        if let WriterMode::Thread(thread) = &mut self.writer {
+            if thread.take().is_some_and(|writer| writer.join().is_err()) {
                 tracing::error!("the WAL writer thread panicked");
             }
         }

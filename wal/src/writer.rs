@@ -2,7 +2,9 @@
 //!
 //! It takes every append queued since its last fsync (up to the optional batch caps), encodes them into one
 //! buffer, writes it with one `pwrite`, runs one `fdatasync`, publishes the new durable end to readers, and only
-//! then completes the appends. Truncate and purge run on this thread too, in queue order.
+//! then completes the appends. Truncate and purge run on this thread too, in queue order. In the inline mode
+//! ([`crate::Wal::open_inline`], for deterministic simulations) the same code runs on the appender's thread,
+//! right after each push, instead of on a thread of its own.
 //!
 //! # Invariants
 //! - An append is completed `Ok` only after an fdatasync that covers it returned success.
@@ -12,13 +14,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::error::WalError;
 use crate::fs::Fs;
 use crate::pending::Completion;
-use crate::queue::{Append, Command, Shared};
+use crate::queue::{Append, Command, QueueState, Shared};
 use crate::record::{self, Decoded};
 use crate::segment::format::{Seal, SegmentHeader, HEADER_LEN};
 use crate::segment::spare::Spare;
@@ -77,31 +79,46 @@ impl Writer {
     pub fn run(mut self) {
         let mut appends = Vec::new();
         while let Some(work) = self.next_work(&mut appends) {
-            let outcome = match work {
-                Work::Appends => {
-                    self.last_batch = appends.len();
-                    match self.write_batch(&mut appends) {
-                        Ok(()) => Ok(()),
-                        Err(error) => Err(self.fail(error, &mut appends)),
-                    }
-                }
-                Work::Control(Command::TruncateAfter { zxid, done }) => {
-                    let result = self.truncate_after(zxid);
-                    self.complete(done, result)
-                }
-                Work::Control(Command::PurgeBefore { zxid, done }) => {
-                    let result = self.purge_before(zxid);
-                    self.complete(done, result)
-                }
-                Work::Control(Command::RestartAfter { zxid, done }) => {
-                    let result = self.restart_after(zxid);
-                    self.complete(done, result)
-                }
-                Work::Control(Command::Append(_)) => unreachable!("appends come in batches"),
-            };
-            if outcome.is_err() {
+            if self.perform(work, &mut appends).is_err() {
                 return;
             }
+        }
+    }
+
+    /// Does everything queued now, on the caller's thread, and returns when the queue is empty (or the log has
+    /// failed): the inline mode ([`crate::Wal::open_inline`]), where each push runs its own IO before it returns.
+    pub fn run_queued(&mut self) {
+        let mut appends = Vec::new();
+        while let Some(work) = self.take_work(self.shared.lock(), &mut appends) {
+            if self.perform(work, &mut appends).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Does one batch of appends or one control command; an error has failed the log.
+    fn perform(&mut self, work: Work, appends: &mut Vec<Append>) -> Result<(), Arc<WalError>> {
+        match work {
+            Work::Appends => {
+                self.last_batch = appends.len();
+                match self.write_batch(appends) {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(self.fail(error, appends)),
+                }
+            }
+            Work::Control(Command::TruncateAfter { zxid, done }) => {
+                let result = self.truncate_after(zxid);
+                self.complete(done, result)
+            }
+            Work::Control(Command::PurgeBefore { zxid, done }) => {
+                let result = self.purge_before(zxid);
+                self.complete(done, result)
+            }
+            Work::Control(Command::RestartAfter { zxid, done }) => {
+                let result = self.restart_after(zxid);
+                self.complete(done, result)
+            }
+            Work::Control(Command::Append(_)) => unreachable!("appends come in batches"),
         }
     }
 
@@ -122,7 +139,6 @@ impl Writer {
 
     /// Waits for work: fills `appends` with a batch, or takes a control command. `None`: closed and drained.
     fn next_work(&self, appends: &mut Vec<Append>) -> Option<Work> {
-        let options = &self.shared.options;
         let mut state = self.shared.lock();
         if state.commands.is_empty() && !state.closed && self.last_batch <= SMALL_BATCH {
             let seen = self.shared.pushed.load(Ordering::Acquire);
@@ -137,6 +153,15 @@ impl Writer {
             state.writer_waiting = true;
             state = self.shared.work.wait(state).expect("WAL queue lock poisoned by a panic");
             state.writer_waiting = false;
+        }
+        self.take_work(state, appends)
+    }
+
+    /// Takes a batch of appends into `appends`, or a control command, from the queue; `None` if it is empty.
+    fn take_work(&self, mut state: MutexGuard<'_, QueueState>, appends: &mut Vec<Append>) -> Option<Work> {
+        let options = &self.shared.options;
+        if state.commands.is_empty() {
+            return None;
         }
         let (mut bytes, max_bytes) = (0, options.max_batch_bytes.unwrap_or(usize::MAX));
         let max_records = options.max_batch_records.unwrap_or(usize::MAX);
