@@ -7,7 +7,8 @@
 //! Written as tmp, fsync, rename, directory fsync. The writes run on a thread of their own, in the order they
 //! were asked for, so that a slow disk stalls neither the runtime's worker threads nor its loop (which goes on
 //! answering heartbeats meanwhile); the peer counts an epoch as promised from the moment it asks, and as
-//! durable only when told. Each write stores the highest epochs asked for so far, so a file on disk never goes
+//! durable only when told (in a simulation the write is done inline, and the peer still hears of it only as an
+//! event, as from the thread). Each write stores the highest epochs asked for so far, so a file on disk never goes
 //! back, whatever the order of the requests.
 
 use std::io;
@@ -131,17 +132,42 @@ impl EpochUpdate {
 /// A write done: for which generation of the peer, what it raised, and the epochs now durable.
 type Done = (u64, EpochUpdate, Result<(Epoch, Epoch), LocalFault>);
 
-/// The epochs writer thread, as the runtime sees it.
+/// The epochs writer, as the runtime sees it: a thread of its own, or (in a simulation) the caller's thread.
 pub(crate) struct EpochWriter {
-    requests: mpsc::Sender<(u64, EpochUpdate)>,
-    done: mpsc::Receiver<Done>,
+    mode: Mode,
     in_flight: usize,
     /// The epochs known durable.
     durable: (Epoch, Epoch),
 }
 
+enum Mode {
+    Thread {
+        requests: mpsc::Sender<(u64, EpochUpdate)>,
+        done: mpsc::Receiver<Done>,
+    },
+    /// Each write is done when it is asked for; its outcome waits here to be taken, as a thread's would.
+    Inline {
+        fs: Fs,
+        dir: PathBuf,
+        epochs: (Epoch, Epoch),
+        done: std::collections::VecDeque<Done>,
+    },
+}
+
 /// Writes queued at most (a peer asks for one or two per election).
 const QUEUE: usize = 64;
+
+/// Does one write: the highest epochs asked for so far, from `epochs`.
+fn write(fs: &dyn FileSystem, dir: &Path, epochs: &mut (Epoch, Epoch), generation: u64, update: EpochUpdate) -> Done {
+    let (accepted, current) = update.apply(*epochs);
+    let written = write_epochs_with(fs, dir, accepted, current)
+        .map(|()| (accepted, current))
+        .map_err(|source| LocalFault::Epochs { accepted, current, source });
+    if written.is_ok() {
+        *epochs = (accepted, current);
+    }
+    (generation, update, written)
+}
 
 impl EpochWriter {
     /// Starts the thread for the epochs file in `dir` on `fs`, which holds `durable` now.
@@ -151,24 +177,29 @@ impl EpochWriter {
         std::thread::Builder::new().name("epochs".into()).spawn(move || {
             let mut epochs = durable;
             while let Some((generation, update)) = rx.blocking_recv() {
-                let (accepted, current) = update.apply(epochs);
-                let written = write_epochs_with(&*fs, &dir, accepted, current)
-                    .map(|()| (accepted, current))
-                    .map_err(|source| LocalFault::Epochs { accepted, current, source });
-                if written.is_ok() {
-                    epochs = (accepted, current);
-                }
-                if done_tx.blocking_send((generation, update, written)).is_err() {
+                if done_tx.blocking_send(write(&*fs, &dir, &mut epochs, generation, update)).is_err() {
                     return;
                 }
             }
         })?;
-        Ok(EpochWriter { requests, done, in_flight: 0, durable })
+        Ok(EpochWriter { mode: Mode::Thread { requests, done }, in_flight: 0, durable })
+    }
+
+    /// A writer with no thread: each write is done (fsynced) inside [`EpochWriter::request`], for deterministic
+    /// simulations (see `wal::Wal::open_inline`). The peer still hears of it only from [`EpochWriter::next`].
+    pub(crate) fn inline(fs: Fs, dir: PathBuf, durable: (Epoch, Epoch)) -> EpochWriter {
+        let mode = Mode::Inline { fs, dir, epochs: durable, done: Default::default() };
+        EpochWriter { mode, in_flight: 0, durable }
     }
 
     /// Queues a write for the peer of `generation`.
     pub(crate) async fn request(&mut self, generation: u64, update: EpochUpdate) -> Result<(), LocalFault> {
-        self.requests.send((generation, update)).await.map_err(|_| LocalFault::EpochsWriterGone)?;
+        match &mut self.mode {
+            Mode::Thread { requests, .. } => {
+                requests.send((generation, update)).await.map_err(|_| LocalFault::EpochsWriterGone)?
+            }
+            Mode::Inline { fs, dir, epochs, done } => done.push_back(write(&**fs, dir, epochs, generation, update)),
+        }
         self.in_flight += 1;
         Ok(())
     }
@@ -179,7 +210,10 @@ impl EpochWriter {
         if self.in_flight == 0 {
             return std::future::pending().await;
         }
-        let (generation, update, written) = self.done.recv().await.ok_or(LocalFault::EpochsWriterGone)?;
+        let (generation, update, written) = match &mut self.mode {
+            Mode::Thread { done, .. } => done.recv().await.ok_or(LocalFault::EpochsWriterGone)?,
+            Mode::Inline { done, .. } => done.pop_front().ok_or(LocalFault::EpochsWriterGone)?,
+        };
         self.in_flight -= 1;
         self.durable = written?;
         Ok((generation, update))

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use snapshot::transfer::{self, Prepared};
+use wal::fs::{Fs, StdFs};
 use wal::{Wal, WalIter, Zxid};
 
 use crate::message::Message;
@@ -109,6 +110,8 @@ enum Stage {
 /// SNAP with the snapshot's zxid and size, its chunks, then the txns after it (see [`TxnStream`]).
 pub struct SnapshotStream {
     wal: Arc<Wal>,
+    /// The filesystem of the snapshots (the real one unless [`SnapshotStream::on`] says otherwise).
+    fs: Fs,
     stage: Stage,
 }
 
@@ -123,7 +126,13 @@ impl SnapshotStream {
         until: Zxid,
         commit_up_to: Zxid,
     ) -> SnapshotStream {
-        SnapshotStream { wal, stage: Stage::Prepare { snap_dir, point, until, commit_up_to, pending } }
+        let stage = Stage::Prepare { snap_dir, point, until, commit_up_to, pending };
+        SnapshotStream { wal, fs: Arc::new(StdFs), stage }
+    }
+
+    /// The same stream, with the snapshots on the filesystem `fs`.
+    pub fn on(self, fs: Fs) -> SnapshotStream {
+        SnapshotStream { fs, ..self }
     }
 }
 
@@ -135,13 +144,13 @@ impl Iterator for SnapshotStream {
             Stage::Prepare { snap_dir, point, until, commit_up_to, pending } => {
                 let committed = match point {
                     SnapshotPoint::Delivered(zxid) => zxid,
-                    SnapshotPoint::NewestSnapshot => match transfer::newest_snapshot_end(&snap_dir) {
+                    SnapshotPoint::NewestSnapshot => match transfer::newest_snapshot_end_with(&*self.fs, &snap_dir) {
                         Ok(Some(end)) => end.min(self.wal.end()),
                         Ok(None) => return Some(Err("no snapshot to ship".to_owned())),
                         Err(error) => return Some(Err(format!("find the newest snapshot: {error}"))),
                     },
                 };
-                match transfer::prepare(&snap_dir, &self.wal, committed) {
+                match transfer::prepare_with(&*self.fs, &snap_dir, &self.wal, committed) {
                     Ok(prepared) => {
                         let message = Message::Snap { zxid: prepared.zxid, total_bytes: prepared.len };
                         let then = TxnStream::new(&self.wal, pending, prepared.zxid, until, commit_up_to);

@@ -310,19 +310,21 @@ impl TcpTransport {
 
     /// A view of the send queues, for monitoring.
     pub fn send_queues(&self) -> SendQueues {
-        SendQueues(self.shared.clone())
+        SendQueues(Some(self.shared.clone()))
     }
 }
 
 /// The bytes waiting in each connected peer's send queue ([`Message::approximate_len`]; a stream being sent
-/// counts as nothing), read on demand.
-#[derive(Clone)]
-pub struct SendQueues(Arc<Shared>);
+/// counts as nothing), read on demand. The default view shows none (a transport with no queues of its own, such
+/// as a simulated network).
+#[derive(Clone, Default)]
+pub struct SendQueues(Option<Arc<Shared>>);
 
 impl SendQueues {
     /// Each connected peer, with the bytes queued for it.
     pub fn bytes(&self) -> Vec<(ServerId, usize)> {
-        let links = self.0.links.lock().expect("transport lock poisoned by a panic");
+        let Some(shared) = &self.0 else { return Vec::new() };
+        let links = shared.links.lock().expect("transport lock poisoned by a panic");
         links.iter().map(|(&peer, link)| (peer, link.queued_bytes.load(Ordering::Relaxed))).collect()
     }
 }
@@ -713,7 +715,27 @@ pub struct InboundReceiver {
     rx: mpsc::UnboundedReceiver<Received>,
 }
 
+/// The sending end of an inbound channel, for a transport other than [`TcpTransport`] (a simulated network):
+/// what it reports holds no budget, so that transport bounds its own traffic.
+#[derive(Clone)]
+pub struct InboundSender {
+    tx: mpsc::UnboundedSender<Received>,
+}
+
+impl InboundSender {
+    /// Reports `inbound` to the receiver; false once the receiver is gone.
+    pub fn send(&self, inbound: Inbound) -> bool {
+        self.tx.send(Received { inbound, _share: None }).is_ok()
+    }
+}
+
 impl InboundReceiver {
+    /// A new inbound channel, for a transport of one's own.
+    pub fn channel() -> (InboundSender, InboundReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (InboundSender { tx }, InboundReceiver { rx })
+    }
+
     /// The next report; `None` once the transport is gone.
     pub async fn recv(&mut self) -> Option<Inbound> {
         self.rx.recv().await.map(|received| received.inbound)

@@ -1,6 +1,6 @@
 //! Carrying out the peer's actions, restarting the peer after a peer's fault, and publishing its role.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use wal::Zxid;
 
@@ -13,7 +13,6 @@ use crate::monitor::SyncKind;
 use crate::peer::{Action, DurableState, Peer, PeerConfig, Role};
 use crate::streams::TxnStream;
 use crate::sync::History;
-use crate::transport::Transport;
 
 impl Server {
     /// Carries out the peer's actions. A peer's fault drops the link to it and starts the peer over from what
@@ -145,11 +144,9 @@ impl Server {
                     }
                 }
                 Action::Repaired => {
-                    let dir = self.dir.clone();
-                    tokio::task::spawn_blocking(move || crate::repairing::clear(&dir))
-                        .await
-                        .map_err(|e| Fault::task("clear the repair mark", e))?
-                        .map_err(LocalFault::Repairing)?;
+                    let (fs, dir) = (self.fs.clone(), self.dir.clone());
+                    let cleared = move || crate::repairing::clear_with(&*fs, &dir);
+                    self.blocking.run("clear the repair mark", cleared).await?.map_err(LocalFault::Repairing)?;
                 }
             }
         }
@@ -194,7 +191,7 @@ impl Server {
         self.learners_tx.send_if_modified(|view| {
             let leading_since = match (leading, view.leading_since) {
                 (true, Some(since)) => Some(since),
-                (true, None) => Some(Instant::now()),
+                (true, None) => Some(Instant::now().into_std()),
                 (false, _) => None,
             };
             let now = LearnerView { learners: peer.learners(), leading_since };

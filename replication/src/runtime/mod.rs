@@ -19,15 +19,22 @@
 //! that may block (epoch fsyncs, the chunks of a snapshot from the leader, staging and installing it) runs
 //! off the runtime's worker threads.
 //!
+//! All of that IO goes through [`Io`]: production's ([`start_with_wal`]) or a simulation's ([`start_with_io`]),
+//! which runs this same code on a simulated disk and network (`tests/t60_simulation.rs`). The clock is tokio's
+//! (`tokio::time`), which is the system's in production and a paused, auto-advancing one in a simulation.
+//!
 //! [`Peer`]: crate::peer::Peer
 //! [`Event::Persisted`]: crate::peer::Event::Persisted
 //! [`Message::Forward`]: crate::message::Message::Forward
 
 mod act;
 mod appends;
+mod io;
 mod log;
 mod server;
 mod snap;
+
+pub use io::{Blocking, Io};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -40,10 +47,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 use wal::{Wal, WalError, Zxid};
 
 use crate::broadcast::ProposeError;
-use crate::epochs::{read_epochs, EpochWriter};
+use crate::epochs::EpochWriter;
 use crate::message::ServerId;
 use crate::monitor::Monitor;
 use crate::peer::{DurableState, Learners, PeerConfig, Role};
@@ -144,12 +152,19 @@ pub struct Handle {
     /// The bytes queued for each peer.
     pub send_queues: SendQueues,
     shutdown: Arc<watch::Sender<bool>>,
+    task: AbortHandle,
 }
 
 impl Handle {
     /// Stops the server (its connections close; its WAL stays as it is on disk).
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Stops the server at once, wherever its task waits, as a crash would (a simulation's; the disk is left
+    /// exactly as the last write left it). The task is dropped the next time the runtime gets to it.
+    pub fn abort(&self) {
+        self.task.abort();
     }
 
     /// Proposes a txn (on the leader) and waits until it is committed.
@@ -209,6 +224,22 @@ pub struct ServerConfig {
     pub monitor: Arc<dyn Monitor>,
 }
 
+/// What a server needs besides its IO (see [`start_with_io`]).
+pub struct RuntimeConfig {
+    /// The protocol settings.
+    pub peer: PeerConfig,
+    /// The data directory: `epochs` and the repair mark (the WAL is the caller's).
+    pub dir: PathBuf,
+    /// The snapshot directory, for SNAP sync both ways (see [`ServerConfig::snapshots`]).
+    pub snapshots: Option<PathBuf>,
+    /// Every other server, observers too: each gets a budget of forwarded bytes.
+    pub peers: Vec<ServerId>,
+    /// Each peer's budget of forwarded bytes ([`TransportConfig::forwarded_bytes`]).
+    pub forwarded_bytes: usize,
+    /// Told of elections and syncs.
+    pub monitor: Arc<dyn Monitor>,
+}
+
 type Durability = Pin<Box<dyn Future<Output = Result<Zxid, WalError>> + Send>>;
 
 /// Starts a server with its WAL at `dir/log`; returns its handle and streams. The server runs until the
@@ -220,16 +251,37 @@ pub fn start(config: ServerConfig) -> Result<(Handle, Streams), WalError> {
 }
 
 /// Starts a server on a WAL the caller opened (and replayed into its tree: the committed stream starts after
-/// the WAL's last zxid).
+/// the WAL's last zxid), with the real IO ([`Io::tcp`]).
 pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, Streams), WalError> {
+    let forwarded_bytes = config.transport.forwarded_bytes;
+    let peers = config.peers.keys().copied().collect();
+    let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
+    let runtime = RuntimeConfig {
+        peer: config.peer,
+        dir: config.dir,
+        snapshots: config.snapshots,
+        peers,
+        forwarded_bytes,
+        monitor: config.monitor,
+    };
+    start_with_io(runtime, wal, Io::tcp(transport, inbound))
+}
+
+/// Starts a server on a WAL the caller opened, doing its IO through `io` (a simulation's disk, network and
+/// inline blocking work; see [`Io`]). The WAL must be on `io.fs`.
+pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Handle, Streams), WalError> {
+    let Io { fs, transport, inbound, send_queues, blocking } = io;
     // A process that crashed may have renamed or removed the epochs file or the repair mark without the
     // directory fsync that makes it durable: the page cache shows it, the disk may not. Make what this start
     // reads durable before acting on it, so that a later power cut cannot take back a promise made from it.
-    wal::sync_dir(&config.dir)?;
-    let (accepted, current) =
-        read_epochs(&config.dir).map_err(|e| WalError::Io { op: "read epochs", path: e.path, source: e.source })?;
+    wal::sync_dir_with(&*fs, &config.dir)?;
+    let (accepted, current) = crate::epochs::read_epochs_with(&*fs, &config.dir).map_err(|e| WalError::Io {
+        op: "read epochs",
+        path: e.path,
+        source: e.source,
+    })?;
     let zxids: VecDeque<Zxid> = wal.iter_from(Zxid::ZERO).map(|r| r.map(|r| r.zxid)).collect::<Result<_, _>>()?;
-    let repairing = crate::repairing::read(&config.dir).map_err(|e| WalError::Io {
+    let repairing = crate::repairing::read_with(&*fs, &config.dir).map_err(|e| WalError::Io {
         op: "read the repair mark",
         path: config.dir.join("repairing"),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
@@ -240,20 +292,22 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         last_zxid: zxids.back().copied().or(wal.base()).unwrap_or(Zxid::ZERO),
         repairing,
     };
+    let me = config.peer.me;
     if let Some(vouched) = repairing {
-        tracing::warn!(server = config.peer.me.0, %vouched, last_zxid = %durable.last_zxid, "repairing: this server's log lost a damaged part; it takes it from the leader, and elects as no candidate until then");
+        tracing::warn!(server = me.0, %vouched, last_zxid = %durable.last_zxid, "repairing: this server's log lost a damaged part; it takes it from the leader, and elects as no candidate until then");
     }
     let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
-    let epochs = EpochWriter::start(Arc::new(wal::fs::StdFs), config.dir.clone(), (accepted, current))
-        .map_err(|e| WalError::Io { op: "start the epochs writer", path: config.dir.clone(), source: e })?;
-    let forward_budget = budget_permits(config.transport.forwarded_bytes);
+    let epochs = match blocking {
+        Blocking::Threads => EpochWriter::start(fs.clone(), config.dir.clone(), (accepted, current))
+            .map_err(|e| WalError::Io { op: "start the epochs writer", path: config.dir.clone(), source: e })?,
+        Blocking::Inline => EpochWriter::inline(fs.clone(), config.dir.clone(), (accepted, current)),
+    };
+    let forward_budget = budget_permits(config.forwarded_bytes);
     let forward_budgets = config
         .peers
-        .keys()
+        .iter()
         .map(|&peer| (peer, (Arc::new(Semaphore::new(forward_budget as usize)), forward_budget)))
         .collect();
-    let (transport, inbound) = TcpTransport::start(config.peer.me, config.listener, config.peers, config.transport);
-    let send_queues = transport.send_queues();
     let (proposals_tx, proposals) = mpsc::channel(1024);
     let (barriers_tx, barriers) = mpsc::channel(1024);
     let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
@@ -263,8 +317,9 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
     let (applied_tx, applied) = watch::channel(durable.last_zxid);
     let (role_tx, role) = watch::channel((Role::Looking, false));
     let (learners_tx, learners) = watch::channel(LearnerView::default());
+    let now = tokio::time::Instant::now();
     let server = Server {
-        me: config.peer.me,
+        me,
         wal,
         delivered: durable.last_zxid,
         undelivered: BTreeMap::new(),
@@ -274,6 +329,8 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         snapshots: config.snapshots,
         incoming: None,
         transport,
+        fs,
+        blocking,
         log,
         durability: VecDeque::new(),
         staged: Vec::new(),
@@ -287,13 +344,14 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         applied_tx,
         role_tx,
         learners_tx,
-        started: Instant::now(),
-        looking_since: Instant::now(),
+        started: now,
+        looking_since: now,
         monitor: config.monitor,
         dir: config.dir.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
-    tokio::spawn(server.run(config.peer, durable, Inputs { inbound, proposals, barriers, forwards, misbehaved, stop }));
+    let inputs = Inputs { inbound, proposals, barriers, forwards, misbehaved, stop };
+    let task = tokio::spawn(server.run(config.peer, durable, inputs)).abort_handle();
     let handle = Handle {
         proposals: proposals_tx,
         barriers: barriers_tx,
@@ -304,6 +362,7 @@ pub fn start_with_wal(config: ServerConfig, wal: Arc<Wal>) -> Result<(Handle, St
         learners,
         send_queues,
         shutdown: Arc::new(shutdown),
+        task,
     };
     Ok((handle, Streams { committed, forwarded }))
 }

@@ -3,20 +3,21 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::time::Instant;
+use wal::fs::Fs;
 use wal::{Wal, WalError, Zxid};
 
-use super::{Committed, Durability, ForwardShare, ForwardTo, Forwarded, LearnerView, Log, Reply};
+use super::{Blocking, Committed, Durability, ForwardShare, ForwardTo, Forwarded, LearnerView, Log, Reply};
 use crate::barrier::BarrierId;
 use crate::epochs::EpochWriter;
 use crate::fault::LocalFault;
 use crate::message::{Message, ServerId};
 use crate::monitor::Monitor;
 use crate::peer::{DurableState, Event, Peer, PeerConfig, Role};
-use crate::transport::{budget_permits, Inbound, InboundReceiver, TcpTransport, Transport};
+use crate::transport::{budget_permits, Inbound, InboundReceiver, Transport};
 use crate::LATENCY;
 use snapshot::transfer::Incoming;
 
@@ -51,7 +52,13 @@ pub(super) struct Server {
     pub(super) snapshots: Option<PathBuf>,
     /// A snapshot being received from the leader.
     pub(super) incoming: Option<Receiving>,
-    pub(super) transport: TcpTransport,
+    /// A trait object: one virtual call per message is nothing beside encoding it, and the server's code stays
+    /// free of a type parameter that only the simulation varies.
+    pub(super) transport: Box<dyn Transport>,
+    /// The filesystem of the data directory and the snapshots.
+    pub(super) fs: Fs,
+    /// Where blocking disk work runs.
+    pub(super) blocking: Blocking,
     pub(super) log: Log,
     /// Appends in flight, oldest first.
     pub(super) durability: VecDeque<Durability>,
@@ -77,6 +84,7 @@ pub(super) struct Server {
     pub(super) applied_tx: watch::Sender<Zxid>,
     pub(super) role_tx: watch::Sender<(Role, bool)>,
     pub(super) learners_tx: watch::Sender<LearnerView>,
+    /// When the server started: ticks carry the time since (tokio's clock, so a simulation's paused one).
     pub(super) started: Instant,
     /// When this server last began looking for a leader: the election and sync times an operator reads in
     /// the log are measured from it.
@@ -97,6 +105,12 @@ impl Server {
             return self.stop(fault);
         }
         let mut ticker = tokio::time::interval(tick);
+        // The inputs are polled in a fixed order (`biased`), so that a seeded simulation replays exactly (an
+        // unbiased select picks at random). Stopping comes first; then what only this server's own work makes
+        // ready, a bounded amount each (durability, epoch writes, the tick, misbehaving peers); then the inputs
+        // others can keep full: the peers' messages and the node's requests take turns, so that neither a
+        // flood from the peers nor one from the node starves the other.
+        let mut node_first = false;
         loop {
             while let Some(event) = self.events.pop_front() {
                 let actions = peer.handle(event, &self.log);
@@ -107,42 +121,11 @@ impl Server {
             if let Err(fault) = self.flush_appends().await {
                 return self.stop(fault);
             }
+            node_first = !node_first;
+            let node_waits = !proposals.is_empty() || !barriers.is_empty() || !forwards.is_empty();
             let event = tokio::select! {
-                Some(first) = inbound.recv() => {
-                    // Take what else has arrived too, so that its appends go to the WAL as one batch; counted
-                    // in messages, not events, so that a stream of forwarded requests (no event) cannot keep
-                    // the loop from its other inputs.
-                    let (mut next, mut taken) = (Some(first), 1);
-                    while let Some(inbound_message) = next.take() {
-                        if let Some(event) = self.inbound_event(inbound_message) {
-                            self.events.push_back(event);
-                        }
-                        if taken < MAX_EVENTS_AT_ONCE {
-                            next = inbound.try_recv().ok();
-                            taken += 1;
-                        }
-                    }
-                    continue;
-                }
-                _ = ticker.tick() => {
-                    self.log.trim();
-                    Event::Tick(self.started.elapsed())
-                }
-                Some((culprit, why)) = misbehaved.recv() => {
-                    tracing::warn!(server = self.me.0, peer = culprit.0, why, "dropping the link to the peer");
-                    self.transport.disconnect(culprit);
-                    continue;
-                }
-                Some((to, data)) = forwards.recv() => {
-                    let to = match (to, peer.role()) {
-                        (ForwardTo::Peer(id), _) => id,
-                        (ForwardTo::Leader, Role::Following(leader)) => leader,
-                        (ForwardTo::Leader, _) => continue,
-                    };
-                    tracing::trace!(target: LATENCY, server = self.me.0, "forwarding");
-                    let _ = self.transport.send(to, Message::Forward { data });
-                    continue;
-                }
+                biased;
+                _ = stop.changed() => return,
                 Some(result) = next_durable(&mut self.durability) => match result {
                     Ok(zxid) => {
                         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "durable");
@@ -160,7 +143,31 @@ impl Server {
                     Ok(_) => continue,
                     Err(fault) => return self.stop(fault),
                 },
-                _ = stop.changed() => return,
+                _ = ticker.tick() => {
+                    self.log.trim();
+                    Event::Tick(self.started.elapsed())
+                }
+                Some((culprit, why)) = misbehaved.recv() => {
+                    tracing::warn!(server = self.me.0, peer = culprit.0, why, "dropping the link to the peer");
+                    self.transport.disconnect(culprit);
+                    continue;
+                }
+                Some(first) = inbound.recv(), if !(node_first && node_waits) => {
+                    // Take what else has arrived too, so that its appends go to the WAL as one batch; counted
+                    // in messages, not events, so that a stream of forwarded requests (no event) cannot keep
+                    // the loop from its other inputs.
+                    let (mut next, mut taken) = (Some(first), 1);
+                    while let Some(inbound_message) = next.take() {
+                        if let Some(event) = self.inbound_event(inbound_message) {
+                            self.events.push_back(event);
+                        }
+                        if taken < MAX_EVENTS_AT_ONCE {
+                            next = inbound.try_recv().ok();
+                            taken += 1;
+                        }
+                    }
+                    continue;
+                }
                 Some(first) = proposals.recv() => {
                     // Take the proposals waiting behind it too: their appends go to the WAL as one batch.
                     let mut next = Some(first);
@@ -183,6 +190,16 @@ impl Server {
                     let id = BarrierId(self.next_barrier);
                     self.barriers.insert(id, waiting);
                     Event::Barrier(id)
+                }
+                Some((to, data)) = forwards.recv() => {
+                    let to = match (to, peer.role()) {
+                        (ForwardTo::Peer(id), _) => id,
+                        (ForwardTo::Leader, Role::Following(leader)) => leader,
+                        (ForwardTo::Leader, _) => continue,
+                    };
+                    tracing::trace!(target: LATENCY, server = self.me.0, "forwarding");
+                    let _ = self.transport.send(to, Message::Forward { data });
+                    continue;
                 }
                 else => return,
             };

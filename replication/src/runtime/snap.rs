@@ -8,7 +8,6 @@ use super::Committed;
 use crate::fault::{Fault, LocalFault, PeerFault};
 use crate::message::ServerId;
 use crate::streams::{SnapshotPoint, SnapshotStream};
-use crate::transport::Transport;
 use snapshot::transfer::Incoming;
 
 impl Server {
@@ -27,7 +26,8 @@ impl Server {
         };
         tracing::info!(follower = to.0, ?point, %until, "sending a snapshot");
         let pending = self.pending_until(until);
-        let stream = SnapshotStream::new(self.wal.clone(), snap_dir, point, pending, until, commit_up_to);
+        let stream =
+            SnapshotStream::new(self.wal.clone(), snap_dir, point, pending, until, commit_up_to).on(self.fs.clone());
         let _ = self.transport.send_stream(to, Box::new(stream));
     }
 
@@ -42,17 +42,17 @@ impl Server {
             let fault = PeerFault::ChunkOutOfOrder { got: offset, expected };
             return Err(Fault::Peer { peer: leader, fault });
         }
-        let stored = tokio::task::spawn_blocking(move || {
+        let fs = self.fs.clone();
+        let store = move || {
             let mut file = match receiving {
                 Some(receiving) => receiving.file,
-                None => Incoming::create(&dir)?,
+                None => Incoming::create_with(fs, &dir)?,
             };
             file.write(offset, &data)?;
             let next = offset.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
             Ok(Receiving { file, next })
-        })
-        .await
-        .map_err(|e| Fault::task("store a snapshot chunk", e))?;
+        };
+        let stored = self.blocking.run("store a snapshot chunk", store).await?;
         self.incoming = Some(stored.map_err(|e| Fault::snapshot("store a chunk", e, leader))?);
         Ok(())
     }
@@ -64,9 +64,9 @@ impl Server {
         let dir = self.snapshots.clone().ok_or(LocalFault::NoSnapshotDirectory)?;
         let receiving = self.incoming.take().ok_or(Fault::Peer { peer: leader, fault: PeerFault::ChunkWithoutSnap })?;
         // A snapshot that does not verify is the leader's fault; nothing has changed on disk but a staging file.
-        tokio::task::spawn_blocking(move || receiving.file.stage(zxid))
-            .await
-            .map_err(|e| Fault::task("stage the leader's snapshot", e))?
+        self.blocking
+            .run("stage the leader's snapshot", move || receiving.file.stage(zxid))
+            .await?
             .map_err(|e| Fault::snapshot("stage", e, leader))?;
         self.flush_appends().await.map_err(Fault::Local)?;
         let restart = self.wal.restart_after(zxid).map_err(|e| Fault::wal("restart the log after", zxid, e, None))?;
@@ -77,9 +77,9 @@ impl Server {
         self.log.pending.clear();
         self.undelivered.clear();
         // Past the commit point: whatever fails now is this server's disk.
-        let installed = tokio::task::spawn_blocking(move || snapshot::transfer::install(&dir, zxid))
-            .await
-            .map_err(|e| Fault::task("install the leader's snapshot", e))?;
+        let fs = self.fs.clone();
+        let install = move || snapshot::transfer::install_with(&*fs, &dir, zxid);
+        let installed = self.blocking.run("install the leader's snapshot", install).await?;
         installed.map_err(|source| LocalFault::Snapshot { op: "install", source })?;
         self.delivered = zxid;
         // Nobody consumes the stream in a bare runtime (tests): nothing to rebuild then.
