@@ -109,8 +109,10 @@ impl Server {
         // unbiased select picks at random). Stopping comes first; then what only this server's own work makes
         // ready, a bounded amount each (durability, epoch writes, the tick, misbehaving peers); then the inputs
         // others can keep full: the peers' messages and the node's requests take turns, so that neither a
-        // flood from the peers nor one from the node starves the other.
-        let mut node_first = false;
+        // flood from the peers nor one from the node starves the other; and among the node's requests,
+        // proposals, barriers (syncs) and forwards take the lead in turn, so that a stream of writes does not
+        // hold back a sync, nor a stream of syncs the writes.
+        let (mut node_first, mut node_lead) = (false, 0u8);
         loop {
             while let Some(event) = self.events.pop_front() {
                 let actions = peer.handle(event, &self.log);
@@ -122,7 +124,10 @@ impl Server {
                 return self.stop(fault);
             }
             node_first = !node_first;
+            node_lead = (node_lead + 1) % 3;
             let node_waits = !proposals.is_empty() || !barriers.is_empty() || !forwards.is_empty();
+            let barriers_lead = node_lead == 1 && !barriers.is_empty();
+            let forwards_lead = node_lead == 2 && !forwards.is_empty();
             let event = tokio::select! {
                 biased;
                 _ = stop.changed() => return,
@@ -168,7 +173,7 @@ impl Server {
                     }
                     continue;
                 }
-                Some(first) = proposals.recv() => {
+                Some(first) = proposals.recv(), if !barriers_lead && !forwards_lead => {
                     // Take the proposals waiting behind it too: their appends go to the WAL as one batch.
                     let mut next = Some(first);
                     while let Some((txn, reply)) = next.take() {
@@ -180,7 +185,7 @@ impl Server {
                     }
                     continue;
                 }
-                Some(first) = barriers.recv() => {
+                Some(first) = barriers.recv(), if !forwards_lead => {
                     let mut waiting = vec![first];
                     while waiting.len() < MAX_EVENTS_AT_ONCE {
                         let Ok(next) = barriers.try_recv() else { break };
