@@ -4,6 +4,9 @@
 //! - `fsync_path/wal_append_durable/<size>/<writers>`: that many tokio tasks (on a 2-worker runtime, as in the
 //!   node), each appending and awaiting durability before its next append. Elements/s = durable appends/s.
 //! - `fsync_path/wal_append_durable_threads/<size>/<writers>`: the same from OS threads with blocking waits.
+//! - `fsync_path/wal_append_sync_threads/<size>/<writers>` and `wal_append_sync_tasks/<size>/<writers>` (1 and
+//!   8 writers): the same with `Wal::append_sync` and `SyncAppend::wait` / `wait_async` (leader/follower group
+//!   commit: a waiter that finds the writer idle writes and fsyncs itself).
 //! - `fsync_path/raft_engine_durable/<size>/<writers>` (feature `raft-engine`): the same on tikv's raft-engine.
 //! - `wal_recover/open_256MiB` next to `wal_recover/read_crc32c_256MiB`: opening (verifying) a 256 MiB log, and
 //!   a plain sequential read + crc32c of the same files.
@@ -87,6 +90,40 @@ fn run_tasks(
     started.elapsed().mul_f64(iters as f64 / (per_task * writers as u64) as f64)
 }
 
+/// [`run_tasks`] with `append_sync` and `wait_async`.
+fn run_sync_tasks(
+    rt: &tokio::runtime::Runtime,
+    log: &Arc<Wal>,
+    next: &Arc<Mutex<u64>>,
+    size: usize,
+    writers: usize,
+    iters: u64,
+) -> Duration {
+    let per_task = iters.div_ceil(writers as u64);
+    let started = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let (log, next, payload) = (log.clone(), next.clone(), vec![0xcd; size]);
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        let queued = {
+                            let mut n = next.lock().unwrap();
+                            *n += 1;
+                            log.append_sync(Zxid(*n), payload.clone()).unwrap()
+                        };
+                        queued.wait_async().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    started.elapsed().mul_f64(iters as f64 / (per_task * writers as u64) as f64)
+}
+
 fn fsync_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     let dir = bench_dir();
@@ -121,6 +158,25 @@ fn fsync_path(c: &mut Criterion) {
                     })
                 })
             });
+            if writers <= 8 {
+                let id = BenchmarkId::new("wal_append_sync_threads", format!("{size}B/{writers}"));
+                group.bench_function(id, |b| {
+                    b.iter_custom(|iters| {
+                        run_writers(writers, iters, |_| {
+                            let queued = {
+                                let mut n = next.lock().unwrap();
+                                *n += 1;
+                                log.append_sync(Zxid(*n), payload.clone()).unwrap()
+                            };
+                            queued.wait().unwrap();
+                        })
+                    })
+                });
+                let id = BenchmarkId::new("wal_append_sync_tasks", format!("{size}B/{writers}"));
+                group.bench_function(id, |b| {
+                    b.iter_custom(|iters| run_sync_tasks(&rt, &log, &next, size, writers, iters))
+                });
+            }
             #[cfg(feature = "raft-engine")]
             raft_engine_bench::durable(&mut group, &dir, size, writers);
         }

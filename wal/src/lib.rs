@@ -63,7 +63,7 @@ pub use repair::{repair, repair_with, RepairPlan, Repaired};
 pub use scan::TornTail;
 pub use stats::WalStats;
 pub use view::{Record, WalIter};
-pub use wal::{Purged, Recovery, Wal};
+pub use wal::{Purged, Recovery, SyncAppend, Wal};
 pub use zxid::{Epoch, Zxid};
 
 /// Creates `dir` and any missing parents so that they survive a power cut: each new directory's parent is

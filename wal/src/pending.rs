@@ -26,6 +26,11 @@ impl<T> Pending<T> {
         (tx, Pending { rx })
     }
 
+    /// Whether the outcome is in (a [`Pending::wait`] would not block).
+    pub(crate) fn is_done(&mut self) -> bool {
+        !self.rx.is_empty() || self.rx.is_terminated()
+    }
+
     /// Blocks the thread until the operation is durable or has failed.
     ///
     /// # Panics

@@ -72,6 +72,9 @@ pub(crate) struct QueueState {
     pub closed: bool,
     /// The writer is waiting on `work` (so a push must wake it; otherwise it will look on its own).
     pub writer_waiting: bool,
+    /// Someone is doing the log's IO: the writer thread, or an appender that found it idle
+    /// ([`crate::SyncAppend::wait`]). Whoever sets it has the writer to itself until it clears it.
+    pub io_busy: bool,
     /// Blocking appenders waiting on `room`.
     pub room_waiters: usize,
 }
@@ -109,6 +112,7 @@ impl Shared {
             failed: None,
             closed: false,
             writer_waiting: false,
+            io_busy: false,
             room_waiters: 0,
         };
         Shared {
@@ -138,6 +142,42 @@ impl Shared {
         let bytes = records.iter().map(|(_, p)| p.len()).sum();
         let state = self.wait_for_room(bytes, records.len())?;
         self.push(state, records)
+    }
+
+    /// Blocks while the queue is full, then queues the append without waking the writer thread: the caller is
+    /// about to wait for it, and does the IO itself if nobody is doing it by then ([`Shared::try_claim_io`]), or
+    /// wakes the thread ([`Shared::wake_writer`]) if it does not wait after all.
+    pub fn append_quietly(&self, zxid: Zxid, payload: Bytes) -> Result<Pending<Zxid>, WalError> {
+        let state = self.wait_for_room(payload.len(), 1)?;
+        self.push_waking(state, vec![(zxid, payload)], false)
+    }
+
+    /// Claims the IO ([`QueueState::io_busy`]) if nobody is doing it and there is work; the caller then does the
+    /// queued work and gives it back with [`Shared::release_io`].
+    pub fn try_claim_io(&self) -> bool {
+        let mut state = self.lock();
+        let claim = !state.io_busy && !state.commands.is_empty();
+        state.io_busy |= claim;
+        claim
+    }
+
+    /// Wakes the writer thread if it sleeps while work is queued and nobody does it.
+    pub fn wake_writer(&self) {
+        let state = self.lock();
+        if !state.io_busy && !state.commands.is_empty() && state.writer_waiting {
+            self.work.notify_one();
+        }
+    }
+
+    /// Gives the IO back after [`Shared::try_claim_io`] claimed it, waking the writer thread for whatever was
+    /// queued meanwhile.
+    pub fn release_io(&self) {
+        let mut state = self.lock();
+        debug_assert!(state.io_busy, "the IO was claimed");
+        state.io_busy = false;
+        if !state.commands.is_empty() && state.writer_waiting {
+            self.work.notify_one();
+        }
     }
 
     /// Queues the records (one append, or a batch covered by one fsync) if there is room for all of them.
@@ -186,10 +226,16 @@ impl Shared {
 
     /// Queues `records` (zxids increasing, all above the last one queued) and wakes the writer; the `Pending`
     /// completes once the last of them is durable. Nothing is queued if a zxid is out of order.
-    fn push(
+    fn push(&self, state: MutexGuard<'_, QueueState>, records: Vec<(Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
+        self.push_waking(state, records, true)
+    }
+
+    /// [`Shared::push`], waking a waiting writer thread only if `wake`.
+    fn push_waking(
         &self,
         mut state: MutexGuard<'_, QueueState>,
         records: Vec<(Zxid, Bytes)>,
+        wake: bool,
     ) -> Result<Pending<Zxid>, WalError> {
         let mut last = state.last_assigned;
         for &(zxid, _) in &records {
@@ -208,7 +254,7 @@ impl Shared {
             state.commands.push_back(Command::Append(Append { zxid, payload, done }));
         }
         self.pushed.fetch_add(1, Ordering::Release);
-        if state.writer_waiting {
+        if wake && state.writer_waiting {
             self.work.notify_one();
         }
         Ok(pending)

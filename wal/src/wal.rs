@@ -65,8 +65,9 @@ pub struct Wal {
 /// Where the writer runs.
 enum WriterMode {
     /// On a thread of its own (production): appenders never wait for IO, and one fdatasync covers everything
-    /// queued while the previous one ran. `None` once joined.
-    Thread(Option<thread::JoinHandle<()>>),
+    /// queued while the previous one ran; or on an appender's thread that waits for its record anyway and finds
+    /// the writer idle ([`Wal::append_sync`]). The thread is `None` once joined.
+    Thread { writer: Arc<Mutex<Writer>>, thread: Option<thread::JoinHandle<()>> },
     /// On the caller's thread: right after each push if `each_push` ([`Wal::open_inline`]), else when
     /// [`Wal::step`] is called ([`Wal::open_stepped`]).
     Caller { writer: Box<Mutex<Writer>>, each_push: bool },
@@ -75,7 +76,7 @@ enum WriterMode {
 impl std::fmt::Debug for WriterMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            WriterMode::Thread(_) => "Thread",
+            WriterMode::Thread { .. } => "Thread",
             WriterMode::Caller { each_push: true, .. } => "Inline",
             WriterMode::Caller { each_push: false, .. } => "Stepped",
         })
@@ -189,11 +190,13 @@ impl Wal {
         let writer = if let Some(each_push) = on_caller {
             WriterMode::Caller { writer: Box::new(Mutex::new(writer)), each_push }
         } else {
+            let writer = Arc::new(Mutex::new(writer));
+            let (for_thread, queue) = (writer.clone(), shared.clone());
             let thread = thread::Builder::new()
                 .name("wal-writer".into())
-                .spawn(move || writer.run())
+                .spawn(move || Writer::run_thread(for_thread, queue))
                 .map_err(|e| WalError::io("spawn writer thread", &dir, e))?;
-            WriterMode::Thread(Some(thread))
+            WriterMode::Thread { writer, thread: Some(thread) }
         };
         Ok((Wal { shared, view, writer, dir, _lock: lock }, recovery))
     }
@@ -206,6 +209,35 @@ impl Wal {
     pub fn append(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<Pending<Zxid>, WalError> {
         let payload = self.check_payload(payload.into())?;
         self.inline(self.shared.append_blocking(zxid, payload))
+    }
+
+    /// Queues an append of `payload` under `zxid`, blocking while the queue is full, for a caller that waits for
+    /// it next ([`SyncAppend::wait`]): leader/follower group commit, as raft-engine and LevelDB do. If no one is
+    /// writing the log when the caller waits, the write and the fdatasync run on the caller's thread (a lone
+    /// appender pays one fdatasync and no hand-off to the writer thread and back), covering whatever else is
+    /// queued; otherwise the record joins the next batch of whoever writes. The writer thread is not woken for it
+    /// (unless the `SyncAppend` is dropped without waiting). Same guarantees as [`Wal::append`].
+    pub fn append_sync(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<SyncAppend<'_>, WalError> {
+        let payload = self.check_payload(payload.into())?;
+        match &self.writer {
+            WriterMode::Thread { writer, .. } => {
+                let pending = self.shared.append_quietly(zxid, payload)?;
+                Ok(SyncAppend { shared: &self.shared, writer: Some(writer), pending: Some(pending) })
+            }
+            WriterMode::Caller { .. } => {
+                let pending = self.append(zxid, payload)?;
+                // Inline: done by now; stepped: done now.
+                self.step();
+                Ok(SyncAppend { shared: &self.shared, writer: None, pending: Some(pending) })
+            }
+        }
+    }
+
+    /// [`Wal::append_sync`] and [`SyncAppend::wait`] in one call, for a lone appender (concurrent ones must
+    /// queue in zxid order: each takes its zxid and calls `append_sync` under its own lock, then waits outside
+    /// it).
+    pub fn append_durable(&self, zxid: Zxid, payload: impl Into<Bytes>) -> Result<Zxid, WalError> {
+        self.append_sync(zxid, payload)?.wait()
     }
 
     /// Queues a batch of appends at once, blocking while the queue has no room for all of it: one fsync covers
@@ -357,11 +389,65 @@ impl Wal {
     }
 }
 
+/// An append queued by [`Wal::append_sync`], to wait for.
+#[must_use = "an append is durable only once it is waited for"]
+pub struct SyncAppend<'a> {
+    shared: &'a Shared,
+    /// The writer the caller may run (`None`: the log has no writer thread).
+    writer: Option<&'a Mutex<Writer>>,
+    /// `None` once waited for.
+    pending: Option<Pending<Zxid>>,
+}
+
+impl SyncAppend<'_> {
+    /// Blocks until the record is durable (or the log failed), doing the log's queued IO on this thread if
+    /// nobody is doing it.
+    ///
+    /// # Panics
+    /// Inside an async runtime: use [`SyncAppend::wait_async`] there.
+    pub fn wait(mut self) -> Result<Zxid, WalError> {
+        let mut pending = self.pending.take().expect("waited for once");
+        if let Some(writer) = self.writer {
+            if !pending.is_done() && self.shared.try_claim_io() {
+                writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_claimed(|| pending.is_done());
+                self.shared.release_io();
+            } else {
+                // Someone else writes; a writer thread asleep must take this record.
+                self.shared.wake_writer();
+            }
+        }
+        pending.wait()
+    }
+
+    /// [`SyncAppend::wait`] from a task of a multi-threaded tokio runtime: the IO, when this task does it, runs
+    /// in [`tokio::task::block_in_place`] (the worker's other tasks move to another thread meanwhile). On any
+    /// other runtime it wakes the writer thread and awaits the record.
+    pub async fn wait_async(mut self) -> Result<Zxid, WalError> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            return tokio::task::block_in_place(|| self.wait());
+        }
+        let pending = self.pending.take().expect("waited for once");
+        self.shared.wake_writer();
+        pending.await
+    }
+}
+
+impl Drop for SyncAppend<'_> {
+    /// Not waited for: the writer thread takes the record (it was queued without waking it).
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            self.shared.wake_writer();
+        }
+    }
+}
+
 impl Drop for Wal {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.work.notify_all();
-        if let WriterMode::Thread(thread) = &mut self.writer {
+        if let WriterMode::Thread { thread, .. } = &mut self.writer {
             if thread.take().is_some_and(|writer| writer.join().is_err()) {
                 tracing::error!("the WAL writer thread panicked");
             }

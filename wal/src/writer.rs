@@ -4,7 +4,9 @@
 //! buffer, writes it with one `pwrite`, runs one `fdatasync`, publishes the new durable end to readers, and only
 //! then completes the appends. Truncate and purge run on this thread too, in queue order. In the inline mode
 //! ([`crate::Wal::open_inline`], for deterministic simulations) the same code runs on the appender's thread,
-//! right after each push, instead of on a thread of its own.
+//! right after each push, instead of on a thread of its own. In the thread mode, an appender that waits for
+//! its record and finds nobody writing runs the same code on its own thread ([`crate::SyncAppend::wait`]):
+//! whoever does the IO holds `io_busy` in the queue's state, so exactly one writes at a time.
 //!
 //! # Invariants
 //! - An append is completed `Ok` only after an fdatasync that covers it returned success.
@@ -75,10 +77,49 @@ pub(crate) struct Writer {
 const SMALL_BATCH: usize = 2;
 
 impl Writer {
-    /// Runs until the log is closed and its queue drained, or until it fails.
-    pub fn run(mut self) {
+    /// The writer thread: does the queued work whenever an appender is not doing it itself
+    /// ([`QueueState::io_busy`]), until the log is closed and its queue drained, or until it fails.
+    pub fn run_thread(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
         let mut appends = Vec::new();
-        while let Some(work) = self.next_work(&mut appends) {
+        let mut last_batch = 0;
+        loop {
+            let mut state = shared.lock();
+            if state.commands.is_empty() && !state.closed && last_batch <= SMALL_BATCH {
+                let seen = shared.pushed.load(Ordering::Acquire);
+                drop(state);
+                spin_for_work(&shared, seen);
+                state = shared.lock();
+            }
+            while state.commands.is_empty() || state.io_busy {
+                if state.closed && state.commands.is_empty() {
+                    return;
+                }
+                state.writer_waiting = true;
+                state = shared.work.wait(state).expect("WAL queue lock poisoned by a panic");
+                state.writer_waiting = false;
+            }
+            state.io_busy = true;
+            let mut writer = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let work = writer.take_work(state, &mut appends).expect("the queue is not empty");
+            let failed = writer.perform(work, &mut appends).is_err();
+            last_batch = writer.last_batch;
+            drop(writer);
+            shared.lock().io_busy = false;
+            if failed {
+                return;
+            }
+        }
+    }
+
+    /// Does the queued work on an appender's thread, after [`Shared::try_claim_io`] claimed the IO, until
+    /// `done` says the appender's own record is durable (or failed) or the queue is empty; the caller then
+    /// releases the IO ([`Shared::release_io`]), and the writer thread takes whatever is left. Leader/follower
+    /// group commit: a lone appender that finds the writer idle writes and fsyncs on its own thread, with no
+    /// hand-off to the writer thread and back; appenders that arrive meanwhile are covered by its next fsync.
+    pub fn run_claimed(&mut self, mut done: impl FnMut() -> bool) {
+        let mut appends = Vec::new();
+        while !done() {
+            let Some(work) = self.take_work(self.shared.lock(), &mut appends) else { return };
             if self.perform(work, &mut appends).is_err() {
                 return;
             }
@@ -137,26 +178,6 @@ impl Writer {
         }
     }
 
-    /// Waits for work: fills `appends` with a batch, or takes a control command. `None`: closed and drained.
-    fn next_work(&self, appends: &mut Vec<Append>) -> Option<Work> {
-        let mut state = self.shared.lock();
-        if state.commands.is_empty() && !state.closed && self.last_batch <= SMALL_BATCH {
-            let seen = self.shared.pushed.load(Ordering::Acquire);
-            drop(state);
-            self.spin_for_work(seen);
-            state = self.shared.lock();
-        }
-        while state.commands.is_empty() {
-            if state.closed {
-                return None;
-            }
-            state.writer_waiting = true;
-            state = self.shared.work.wait(state).expect("WAL queue lock poisoned by a panic");
-            state.writer_waiting = false;
-        }
-        self.take_work(state, appends)
-    }
-
     /// Takes a batch of appends into `appends`, or a control command, from the queue; `None` if it is empty.
     fn take_work(&self, mut state: MutexGuard<'_, QueueState>, appends: &mut Vec<Append>) -> Option<Work> {
         let options = &self.shared.options;
@@ -183,21 +204,6 @@ impl Writer {
         drop(state);
         self.shared.wake_appenders(blocking_waiters);
         Some(work)
-    }
-
-    /// Spins for a moment, waiting for a push after `seen`, before the caller sleeps on the condition variable.
-    /// Waking a sleeping thread costs tens of microseconds on a VM, a fifth of an fdatasync: a lone appender
-    /// that appends again right after its record was durable finds the writer still awake. The queue is empty
-    /// only under low load, so the spin costs CPU only then, and at most `idle_spin` per batch.
-    fn spin_for_work(&self, seen: u64) {
-        let spin = self.shared.options.idle_spin;
-        if spin.is_zero() {
-            return;
-        }
-        let started = Instant::now();
-        while self.shared.pushed.load(Ordering::Acquire) == seen && started.elapsed() < spin {
-            std::hint::spin_loop();
-        }
     }
 
     fn write_batch(&mut self, appends: &mut Vec<Append>) -> Result<(), WalError> {
@@ -448,4 +454,19 @@ fn cut_after(seg: &SegmentView, zxid: Zxid, max_payload: usize) -> Result<(u64, 
     }
     assert!(last != Zxid::ZERO, "a kept segment starts at or below the truncation point");
     Ok((offset as u64, last))
+}
+
+/// Spins for a moment, waiting for a push after `seen`, before the caller sleeps on the condition variable.
+/// Waking a sleeping thread costs tens of microseconds on a VM, a fifth of an fdatasync: a lone appender
+/// that appends again right after its record was durable finds the writer still awake. The queue is empty
+/// only under low load, so the spin costs CPU only then, and at most `idle_spin` per batch.
+fn spin_for_work(shared: &Shared, seen: u64) {
+    let spin = shared.options.idle_spin;
+    if spin.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    while shared.pushed.load(Ordering::Acquire) == seen && started.elapsed() < spin {
+        std::hint::spin_loop();
+    }
 }
