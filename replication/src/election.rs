@@ -7,6 +7,13 @@
 //! higher round restarts the tally. Servers that have already settled answer with the established leader, and a
 //! late joiner follows it once a quorum of them agree and the leader itself confirms it leads.
 //!
+//! Settled servers agree when they name the same leader in the same epoch, whatever round and zxid they report
+//! (ZooKeeper's `Vote.equals` for servers out of election, ZOOKEEPER-1732): members of one leadership can have
+//! settled in different rounds and on different votes (a follower decides on the leader's LEADING answer of a
+//! round the leader has since left, and the leader, re-elected in the next round, takes it up). Once synced,
+//! each answers with the epoch the leader established ([`Outcome::established`]), which names that leadership
+//! alone: no two leaders ever establish the same epoch.
+//!
 //! Time is passed in ([`Time`]), never read, so simulations replay exactly. Notifications are re-sent on a
 //! timeout that doubles from `initial_timeout` up to `max_timeout` while no decision is made.
 //!
@@ -47,6 +54,12 @@ impl Vote {
     pub fn beats(&self, other: &Vote) -> bool {
         (self.epoch, self.zxid, self.leader) > (other.epoch, other.zxid, other.leader)
     }
+
+    /// Whether two settled servers' votes name the same leadership: the same leader and epoch. Their zxids and
+    /// rounds may differ (see the module doc).
+    pub fn same_leadership(&self, other: &Vote) -> bool {
+        (self.leader, self.epoch) == (other.leader, other.epoch)
+    }
 }
 
 /// Election timing.
@@ -81,6 +94,17 @@ pub struct Outcome {
     pub round: u64,
     /// This server's new state.
     pub state: PeerState,
+}
+
+impl Outcome {
+    /// The outcome a server answers looking ones with once its leader established `epoch` (a follower synced
+    /// with it, a leader a quorum synced with): the vote's epoch becomes that epoch. Without this, members of one
+    /// leadership that settled on different votes (see the module doc) report different epochs for ever, and a
+    /// late joiner never sees a quorum agree (ZooKeeper's `QuorumPeer.updateElectionVote`).
+    pub fn established(self, epoch: Epoch) -> Outcome {
+        debug_assert!(epoch >= self.vote.epoch, "established {epoch:?} below the vote {:?}", self.vote);
+        Outcome { vote: Vote { epoch, ..self.vote }, ..self }
+    }
 }
 
 /// What the caller must do.
@@ -258,20 +282,22 @@ impl Election {
             return Vec::new();
         }
         self.settled.insert(n.sender, (vote, n.election_epoch, n.state));
-        let agreeing: BTreeMap<ServerId, Vote> = self
-            .settled
-            .iter()
-            .filter(|(_, (v, round, _))| *v == vote && *round == n.election_epoch)
-            .map(|(s, (v, _, _))| (*s, *v))
-            .collect();
+        // Settled on another server: those naming the same leadership agree (see the module doc). Settled on this
+        // one, which is looking: only votes of its own round count, as they may still make it lead.
+        let agrees = |v: &Vote, round: u64| match vote.leader == self.me {
+            true => *v == vote && round == n.election_epoch,
+            false => v.same_leadership(&vote),
+        };
+        let agreeing: BTreeMap<ServerId, Vote> =
+            self.settled.iter().filter(|(_, (v, round, _))| agrees(v, *round)).map(|(s, _)| (*s, vote)).collect();
         // ZooKeeper's checkLeader: another leader must say itself that it leads; if the vote is for us, the round
         // must be ours.
         let leader_confirms = if vote.leader == self.me {
             n.election_epoch == self.round
         } else {
-            self.settled.get(&vote.leader).is_some_and(|(v, _, s)| *v == vote && *s == PeerState::Leading)
+            self.settled.get(&vote.leader).is_some_and(|(v, _, s)| v.same_leadership(&vote) && *s == PeerState::Leading)
         };
-        let mut with_me = agreeing.clone();
+        let mut with_me = agreeing;
         with_me.insert(self.me, vote);
         if leader_confirms && self.quorum_agrees(&with_me, &vote) {
             self.round = n.election_epoch;

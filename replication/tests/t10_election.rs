@@ -316,3 +316,41 @@ fn a_decision_is_announced_and_undoes_a_quorum_of_stale_votes() {
     assert_eq!(three.outcome().map(|o| o.leader), Some(ServerId(2)), "follows 2 before its finalize wait ends");
     assert!(three.on_tick(t + config.finalize_wait * 2).is_empty(), "and never leads");
 }
+
+/// Seed 183 of the whole-ensemble simulation: followers 1 and 2 settled on leader 3 from its LEADING answer of
+/// round 1, which it had left; re-elected in round 2, 3 took them up. Synced, all three answer with the epoch 3
+/// established (6), but with different rounds and zxids. A late joiner must follow them (ZooKeeper compares only
+/// the leader and its epoch, ZOOKEEPER-1732); it used to wait for the same round and zxid, for ever.
+#[test]
+fn a_late_joiner_follows_a_leadership_whose_members_settled_in_different_rounds() {
+    let voters: BTreeSet<ServerId> = (1..=5).map(ServerId).collect();
+    let config = ElectionConfig::default();
+    let t = Duration::ZERO;
+    let answer = |sender: u64, zxid: u64, epoch: u32, round: u64, state| Notification {
+        leader: ServerId(3),
+        zxid: Zxid(zxid),
+        peer_epoch: Epoch(epoch),
+        election_epoch: round,
+        state,
+        sender: ServerId(sender),
+    };
+    let joiner = || {
+        let ballot = Ballot::candidate(2, Zxid(0x5_0000_0002), Epoch(5));
+        Election::start(ServerId(4), voters.clone(), ballot, config, t).0
+    };
+
+    let mut four = joiner();
+    four.on_notification(answer(1, 0x2_0000_0018, 6, 1, PeerState::Following), t);
+    four.on_notification(answer(2, 0x2_0000_0018, 6, 1, PeerState::Following), t);
+    assert_eq!(four.outcome(), None, "the leader has not said itself that it leads");
+    four.on_notification(answer(3, 0x5_0000_0002, 6, 2, PeerState::Leading), t);
+    let outcome = four.outcome().expect("follows the leadership a quorum (with itself) reports");
+    assert_eq!((outcome.leader, outcome.state), (ServerId(3), PeerState::Following));
+
+    // Safety: members of another leadership of the same server (another epoch) never count together.
+    let mut four = joiner();
+    four.on_notification(answer(1, 0x2_0000_0018, 5, 1, PeerState::Following), t);
+    four.on_notification(answer(2, 0x2_0000_0018, 5, 1, PeerState::Following), t);
+    four.on_notification(answer(3, 0x5_0000_0002, 6, 2, PeerState::Leading), t);
+    assert_eq!(four.outcome(), None, "two of epoch 5 and a leader of epoch 6 are no quorum of either");
+}

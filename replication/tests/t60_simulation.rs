@@ -395,19 +395,16 @@ async fn simulate(seed: u64) -> Outcome {
 }
 
 /// Seeds that fail for a bug found and not fixed yet, each with a test of its own (ignored until it passes) so
-/// that the default run stays a gate for everything else. `SIM_SEED=<n>` still runs them.
-///
-/// - 183: two of five servers never rejoin an established ensemble (liveness). Two followers settled on the
-///   leader from its stale LEADING notifications of the previous round (in flight when it went back to
-///   looking), so they keep answering looking servers with that old vote (round 1, epoch 3) while the leader
-///   answers with the vote it won round 2 with (epoch 5); a late joiner follows only once a quorum of settled
-///   servers report the same vote and round (`Election::on_settled`), which never happens, and the two stay
-///   looking with every connection up. ZooKeeper compares only the leader and its epoch there (ZOOKEEPER-1732);
-///   the epochs differ here too, so the fix must also refresh a settled server's answer once it has synced.
-const KNOWN_FAILURES: &[u64] = &[183];
+/// that the default run stays a gate for everything else. `SIM_SEED=<n>` still runs them. None at present.
+const KNOWN_FAILURES: &[u64] = &[];
 
+/// Seed 183 found a liveness bug: two of five servers never rejoined an established ensemble. Two followers had
+/// settled on the leader from its LEADING answer of a round it had left (it took them up once re-elected in the
+/// next round), so they answered looking servers with another round, zxid and epoch than the leader did, and a
+/// late joiner waited for a quorum reporting the same vote and round for ever. Settled servers now answer with
+/// the epoch their leader established and agree on the leader and that epoch alone (ZOOKEEPER-1732; see
+/// `replication::election`).
 #[test]
-#[ignore = "known liveness bug: late joiners and stale settled votes (see KNOWN_FAILURES)"]
 fn seed_183_late_joiners_rejoin_an_established_ensemble() {
     run(183);
 }

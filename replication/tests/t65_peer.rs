@@ -349,3 +349,60 @@ fn a_barrier_fails_when_the_leader_stops_leading_and_on_a_follower() {
     let actions = follower.handle(Event::Message(ServerId(2), Message::Ping { zxid: Zxid::ZERO, round: 41 }), &Empty);
     assert!(matches!(actions[..], [Action::Send(ServerId(2), Message::Ping { round: 41, .. })]), "{actions:?}");
 }
+
+/// The answer `peer` gives a looking server 3 (ZooKeeper's reply to a LOOKING notification).
+fn answer_to_looking(peer: &mut Peer) -> Notification {
+    let looking = Notification {
+        leader: ServerId(3),
+        zxid: Zxid::ZERO,
+        peer_epoch: Epoch(0),
+        election_epoch: 7,
+        state: PeerState::Looking,
+        sender: ServerId(3),
+    };
+    let actions = peer.handle(Event::Message(ServerId(3), Message::Notification(looking)), &Empty);
+    match actions.as_slice() {
+        [Action::Send(ServerId(3), Message::Notification(n))] => *n,
+        other => panic!("no single answer: {other:?}"),
+    }
+}
+
+/// Seed 183 of the simulation, at the peer: members of one leadership may have settled on different votes
+/// (different rounds, zxids and epochs), so once synced each answers looking servers with the epoch its leader
+/// established, and a late joiner sees them agree (ZOOKEEPER-1732, `QuorumPeer.updateElectionVote`).
+#[test]
+fn settled_servers_answer_with_the_epoch_their_leader_established() {
+    // Follower 1 settled on leader 2's vote of epoch 0; it synced in epoch 1.
+    let mut follower = synced_follower();
+    let n = answer_to_looking(&mut follower);
+    assert_eq!((n.leader, n.peer_epoch, n.state), (ServerId(2), Epoch(1), PeerState::Following), "{n:?}");
+
+    // Leader 1 won with its vote of epoch 1; a quorum synced in epoch 2.
+    let mut leader = serving_leader();
+    let n = answer_to_looking(&mut leader);
+    assert_eq!((n.leader, n.peer_epoch, n.state), (ServerId(1), Epoch(2), PeerState::Leading), "{n:?}");
+}
+
+/// Before the leader has a quorum synced, it still answers with the vote it won with: the epoch it proposes is
+/// not established yet.
+#[test]
+fn a_leader_answers_with_its_elected_vote_until_a_quorum_synced() {
+    let z = Zxid::new(Epoch(1), 5);
+    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
+    let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
+    for sender in [2, 3] {
+        let vote = Notification {
+            leader: ServerId(1),
+            zxid: z,
+            peer_epoch: Epoch(1),
+            election_epoch: 1,
+            state: PeerState::Looking,
+            sender: ServerId(sender),
+        };
+        peer.handle(Event::Message(ServerId(sender), Message::Notification(vote)), &Empty);
+    }
+    peer.handle(Event::Tick(config().tick * 3), &Empty);
+    assert_eq!(peer.role(), Role::Leading);
+    let n = answer_to_looking(&mut peer);
+    assert_eq!((n.leader, n.peer_epoch, n.zxid, n.state), (ServerId(1), Epoch(1), z, PeerState::Leading), "{n:?}");
+}

@@ -123,6 +123,9 @@ impl Peer {
         };
         let (broadcast, commands) = sync.into_broadcast();
         f.phase = FollowPhase::Broadcast(broadcast);
+        // Synced: the current epoch is the leader's, durable before NEWLEADER was acknowledged. Answer looking
+        // servers with it, as the leader and its other followers do (see `Outcome::established`).
+        self.settled = self.settled.map(|o| o.established(self.durable.current_epoch));
         let mut actions = self.follower_sync_actions(commands);
         // The leader's history up to NEWLEADER is durable here (it was acknowledged), and committed.
         if let Some(vouched) = self.durable.repairing.take() {

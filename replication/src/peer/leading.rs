@@ -202,6 +202,9 @@ impl Peer {
             match command {
                 leader_sync::Command::StartBroadcast(followers) => {
                     let epoch = l.epoch.expect("established");
+                    // A quorum synced: answer looking servers with the epoch established, as the synced followers
+                    // do (see `Outcome::established`).
+                    self.settled = self.settled.map(|o| o.established(epoch));
                     let b = l.broadcast.get_or_insert_with(|| {
                         LeaderBroadcast::new(
                             self.config.me,

@@ -202,7 +202,8 @@ pub struct Peer {
     round: u64,
     now: Time,
     state: State,
-    /// The last election outcome, to answer looking peers with.
+    /// The last election outcome, to answer looking peers with; its epoch becomes the one the leader established
+    /// once this server synced with it or, leading, a quorum synced ([`Outcome::established`]).
     settled: Option<Outcome>,
     /// FOLLOWERINFOs that arrived while this server was still electing: a follower can decide on this leader
     /// before the leader itself has (it waits `finalize_wait` for better votes). Taken up if this server leads,
