@@ -7,7 +7,11 @@
 //! of one that does not: their errors are ignored, as ZooKeeper ignores NODEEXISTS and NONODE there).
 //!
 //! Digests, where ZooKeeper recorded them (3.6+): the snapshot's at the zxid its copy ended, and after that
-//! point each txn's. A mismatch refuses the import: the tree rebuilt here is not the one ZooKeeper had.
+//! point each txn's. A mismatch refuses the import: the tree rebuilt here is not the one ZooKeeper had. One
+//! exception, ZooKeeper's own race: the snapshot's digest is the one of the last txn whose application had
+//! finished when the copy ended, while the next txn may already have changed nodes the copy took. Its replay
+//! rewrites those, so a snapshot digest that does not match is judged by the next txn's digest (which must
+//! match); with no txn after it, the mismatch stands and refuses the import. ZooKeeper itself only logs it.
 //!
 //! Unlike ZooKeeper, which logs and carries on, a gap in the zxids (a log file missing) and a snapshot whose
 //! digest zxid the logs never reach are refused: both mean txns are missing.
@@ -103,7 +107,10 @@ pub fn restore(sources: &Sources, max_len: u64, progress: &mut dyn FnMut(u64)) -
     for log in &logs {
         replay.log(log, max_len, progress)?;
     }
-    let Replay { tree, replayed, digests_checked, pending, .. } = replay;
+    let Replay { tree, replayed, digests_checked, pending, unsettled, .. } = replay;
+    if let Some(mismatch) = unsettled {
+        return Err(mismatch);
+    }
     if let Some(digest) = pending {
         let reason = format!(
             "{} reflects txns up to {:#x}, but the logs end at {:#x}: txns are missing",
@@ -207,6 +214,9 @@ struct Replay {
     pending: Option<snapshot::ZxidDigest>,
     /// Whether the tree is past the fuzzy part, so that each txn's digest must match.
     exact: bool,
+    /// The snapshot's digest did not match when replay reached its zxid: the error it is unless the next txn's
+    /// digest matches (see the module doc).
+    unsettled: Option<ZkDataError>,
 }
 
 impl Replay {
@@ -214,7 +224,8 @@ impl Replay {
         // ZooKeeper ignores a digest of another version or from before the snapshot's zxid (a new leader's
         // snapshot at epoch|0).
         let pending = meta.digest.filter(|d| d.version == DIGEST_VERSION && d.zxid > 0 && d.zxid >= zxid);
-        let mut replay = Replay { tree, last: zxid, replayed: 0, digests_checked: 0, pending, exact: false };
+        let mut replay =
+            Replay { tree, last: zxid, replayed: 0, digests_checked: 0, pending, exact: false, unsettled: None };
         replay.check_snapshot_digest(file, meta.bytes)?;
         Ok(replay)
     }
@@ -227,7 +238,7 @@ impl Replay {
         self.digests_checked += 1;
         if digest.digest != self.tree.digest() {
             let kind = Corruption::Digest { zxid: digest.zxid, recorded: digest.digest, computed: self.tree.digest() };
-            return Err(ZkDataError::corrupt(file, offset, kind));
+            self.unsettled = Some(ZkDataError::corrupt(file, offset, kind));
         }
         Ok(())
     }
@@ -269,6 +280,9 @@ impl Replay {
                         let kind = Corruption::Digest { zxid, recorded: d.digest, computed: self.tree.digest() };
                         return Err(ZkDataError::corrupt(path, entry.offset, kind));
                     }
+                    // The tree is ZooKeeper's again: a snapshot digest that did not match caught this txn in
+                    // flight.
+                    self.unsettled = None;
                 }
                 _ => {}
             }
@@ -485,6 +499,62 @@ mod tests {
             .unwrap();
         let err = zk.restore().unwrap_err();
         assert!(matches!(err.corruption(), Some((_, _, Corruption::Digest { recorded: 42, .. }))), "{err}");
+    }
+
+    /// A snapshot as ZooKeeper writes one when a txn is in flight as its copy ends: named and digested at
+    /// `zxid` (the last txn whose application had finished), holding the nodes as the tree holds them now.
+    fn snapshot_caught_in_flight(zk: &Zk, nodes: &DataTree, zxid: i64, digest: u64) {
+        use crate::snapshot::{SnapshotWriter, ZxidDigest};
+        let path = zk.path().join(files::snapshot_name(zxid));
+        let sessions: Vec<(i64, i32)> = nodes.sessions().iter().map(|(&id, &timeout)| (id, timeout)).collect();
+        let mut out = SnapshotWriter::new(std::io::BufWriter::new(File::create(path).unwrap()), &sessions).unwrap();
+        let acls: Vec<_> = nodes.acl_table().entries().map(|(id, list, _)| (id, list)).collect();
+        out.acls(acls.into_iter()).unwrap();
+        for (path, node) in nodes.nodes_after(None) {
+            out.node(path, node.data.as_deref(), node.acl, &node.stat).unwrap();
+        }
+        let (mut file, _) = out.finish(ZxidDigest { zxid, version: DIGEST_VERSION, digest }).unwrap();
+        file.flush().unwrap();
+    }
+
+    /// ZooKeeper's race: the snapshot's digest is the last finished txn's, its nodes already hold part of the
+    /// next one. Replaying that txn makes the tree ZooKeeper's again, and its digest says so.
+    #[test]
+    fn a_snapshot_that_caught_the_next_txn_in_flight_is_settled_by_that_txn() {
+        let mut zk = Zk::new();
+        fill(&mut zk, 0, 6);
+        let (zxid, digest) = (zk.tree.last_zxid(), zk.tree.digest());
+        zk.set("/n2", b"in flight");
+        snapshot_caught_in_flight(&zk, &zk.tree, zxid, digest);
+        zk.roll();
+        let restored = zk.restore().unwrap();
+        assert!(same_contents(&restored.tree, &zk.tree));
+        assert_eq!(restored.tree.digest(), zk.tree.digest());
+    }
+
+    /// The same mismatch with no txn after it to settle it, or with one whose replay does not make the tree
+    /// ZooKeeper's (a node the snapshot holds differently and the txn does not touch): refused.
+    #[test]
+    fn a_snapshot_digest_that_no_txn_settles_is_refused() {
+        let mut zk = Zk::new();
+        fill(&mut zk, 0, 6);
+        let (zxid, digest) = (zk.tree.last_zxid(), zk.tree.digest());
+        // A change the snapshot holds and no txn explains (ZooKeeper's tree never had it).
+        let mut copy = zk.tree.clone();
+        let header = TxnHeader { client_id: 0, cxid: 0, zxid: zxid + 1, time: 0, op: op::SET_DATA };
+        copy.apply(&header, &tree::txn::Txn::SetData { path: "/n2".into(), data: None, version: 9 });
+        snapshot_caught_in_flight(&zk, &copy, zxid, digest);
+        zk.roll();
+        let err = zk.restore().unwrap_err();
+        assert!(
+            matches!(err.corruption(), Some((_, _, Corruption::Digest { recorded, .. })) if *recorded == digest),
+            "{err}"
+        );
+        // A txn after it that touches another node does not settle it.
+        zk.set("/n3", b"after");
+        zk.roll();
+        let err = zk.restore().unwrap_err();
+        assert!(matches!(err.corruption(), Some((_, _, Corruption::Digest { .. }))), "{err}");
     }
 
     #[test]
