@@ -14,48 +14,16 @@
 //! `cargo bench -p ensemble-benches --bench fsync_pair` (env `ROUNDS`, default 30; `BLOCK`, appends per block,
 //! default 100; data in `ENSEMBLE_BENCH_DIR`, default `target/bench-data`).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ensemble_benches::bench_dir;
+use ensemble_benches::{bench_dir, RawFdatasync};
 use wal::{Wal, WalOptions, Zxid};
 
 const RAW_FILE: u64 = 64 << 20;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Raw `pwrite` + `fdatasync` of one record's bytes into a written-through file.
-struct Raw {
-    file: std::fs::File,
-    offset: u64,
-    _dir: tempfile::TempDir,
-}
-
-impl Raw {
-    fn new(parent: &std::path::Path) -> Raw {
-        let dir = tempfile::tempdir_in(parent).unwrap();
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.path().join("raw")).unwrap();
-        let zeros = vec![0u8; 1 << 20];
-        for i in 0..RAW_FILE / zeros.len() as u64 {
-            file.write_all_at(&zeros, i * zeros.len() as u64).unwrap();
-        }
-        file.sync_all().unwrap();
-        Raw { file, offset: 0, _dir: dir }
-    }
-
-    fn write_sync(&mut self, buf: &[u8]) {
-        if self.offset + buf.len() as u64 > RAW_FILE {
-            self.offset = 0;
-        }
-        self.file.write_all_at(buf, self.offset).unwrap();
-        self.file.sync_data().unwrap();
-        self.offset += buf.len() as u64;
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -127,13 +95,13 @@ fn main() {
         if filter.as_deref().is_some_and(|f| !size.to_string().contains(f)) {
             continue;
         }
-        let mut raw = Raw::new(&dir);
+        let mut raw = RawFdatasync::written_through(&dir, RAW_FILE);
         let record = vec![0xab; size + wal::record::RECORD_HEADER_LEN];
         let payload = vec![0xcd; size];
         let tmp = tempfile::tempdir_in(&dir).unwrap();
         let log = Arc::new(Wal::open(tmp.path(), WalOptions::default()).unwrap().0);
         let mut next = 0u64;
-        let raw_block = |raw: &mut Raw| {
+        let raw_block = |raw: &mut RawFdatasync| {
             let started = Instant::now();
             for _ in 0..n {
                 raw.write_sync(&record);

@@ -56,12 +56,12 @@ fn report_batching(log: &Wal) {
 }
 
 /// Runs about `iters` durable appends in total from `writers` tokio tasks; returns the time for exactly `iters`.
+/// `sync`: with `append_sync` and `wait_async` instead of `append` and `.await`.
 fn run_tasks(
     rt: &tokio::runtime::Runtime,
     log: &Arc<Wal>,
     next: &Arc<Mutex<u64>>,
-    size: usize,
-    writers: usize,
+    (size, writers, sync): (usize, usize, bool),
     iters: u64,
 ) -> Duration {
     let per_task = iters.div_ceil(writers as u64);
@@ -72,47 +72,22 @@ fn run_tasks(
                 let (log, next, payload) = (log.clone(), next.clone(), vec![0xcd; size]);
                 tokio::spawn(async move {
                     for _ in 0..per_task {
-                        let pending = {
-                            // Zxids are handed out in append order; the queue never fills here, so this never blocks.
-                            let mut n = next.lock().unwrap();
-                            *n += 1;
-                            log.append(Zxid(*n), payload.clone()).unwrap()
-                        };
-                        pending.await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-    started.elapsed().mul_f64(iters as f64 / (per_task * writers as u64) as f64)
-}
-
-/// [`run_tasks`] with `append_sync` and `wait_async`.
-fn run_sync_tasks(
-    rt: &tokio::runtime::Runtime,
-    log: &Arc<Wal>,
-    next: &Arc<Mutex<u64>>,
-    size: usize,
-    writers: usize,
-    iters: u64,
-) -> Duration {
-    let per_task = iters.div_ceil(writers as u64);
-    let started = Instant::now();
-    rt.block_on(async {
-        let tasks: Vec<_> = (0..writers)
-            .map(|_| {
-                let (log, next, payload) = (log.clone(), next.clone(), vec![0xcd; size]);
-                tokio::spawn(async move {
-                    for _ in 0..per_task {
-                        let queued = {
-                            let mut n = next.lock().unwrap();
-                            *n += 1;
-                            log.append_sync(Zxid(*n), payload.clone()).unwrap()
-                        };
-                        queued.wait_async().await.unwrap();
+                        // Zxids are handed out in append order; the queue never fills here, so this never blocks.
+                        if sync {
+                            let queued = {
+                                let mut n = next.lock().unwrap();
+                                *n += 1;
+                                log.append_sync(Zxid(*n), payload.clone()).unwrap()
+                            };
+                            queued.wait_async().await.unwrap();
+                        } else {
+                            let pending = {
+                                let mut n = next.lock().unwrap();
+                                *n += 1;
+                                log.append(Zxid(*n), payload.clone()).unwrap()
+                            };
+                            pending.await.unwrap();
+                        }
                     }
                 })
             })
@@ -142,7 +117,9 @@ fn fsync_path(c: &mut Criterion) {
             let log = Arc::new(Wal::open(tmp.path(), WalOptions::default()).unwrap().0);
             let next = Arc::new(Mutex::new(0u64));
             let id = BenchmarkId::new("wal_append_durable", format!("{size}B/{writers}"));
-            group.bench_function(id, |b| b.iter_custom(|iters| run_tasks(&rt, &log, &next, size, writers, iters)));
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| run_tasks(&rt, &log, &next, (size, writers, false), iters))
+            });
             report_batching(&log);
             let payload = vec![0xcd; size];
             let id = BenchmarkId::new("wal_append_durable_threads", format!("{size}B/{writers}"));
@@ -174,7 +151,7 @@ fn fsync_path(c: &mut Criterion) {
                 });
                 let id = BenchmarkId::new("wal_append_sync_tasks", format!("{size}B/{writers}"));
                 group.bench_function(id, |b| {
-                    b.iter_custom(|iters| run_sync_tasks(&rt, &log, &next, size, writers, iters))
+                    b.iter_custom(|iters| run_tasks(&rt, &log, &next, (size, writers, true), iters))
                 });
             }
             #[cfg(feature = "raft-engine")]

@@ -53,6 +53,22 @@ impl RawFdatasync {
         RawFdatasync { file, offset: 0, capacity, _dir: dir }
     }
 
+    /// Like [`RawFdatasync::new`], with every block written once and fsynced, as the WAL zero-fills its
+    /// segments: a first write into an unwritten extent makes fdatasync commit the journal too, so this is the
+    /// baseline for overwrites.
+    pub fn written_through(parent: &Path, capacity: u64) -> RawFdatasync {
+        let raw = RawFdatasync::new(parent, capacity);
+        let zeros = vec![0u8; 1 << 20];
+        let mut offset = 0;
+        while offset < capacity {
+            let len = zeros.len().min((capacity - offset) as usize);
+            raw.file.write_all_at(&zeros[..len], offset).unwrap();
+            offset += len as u64;
+        }
+        raw.file.sync_all().unwrap();
+        raw
+    }
+
     /// Writes `buf` at the next offset (wrapping around the preallocated file) and fdatasyncs.
     pub fn write_sync(&mut self, buf: &[u8]) {
         if self.offset + buf.len() as u64 > self.capacity {
