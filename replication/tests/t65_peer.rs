@@ -269,9 +269,13 @@ fn a_leader_counts_its_learners_and_which_of_them_are_synced() {
     assert_eq!(peer.learners(), learners(0, 0, 0), "a server that does not lead has no learners");
 }
 
-/// Drives peer 1 to lead and serve epoch 2 with voter 2 synced and observer 4 connected (voter 3 away).
-fn serving_leader() -> Peer {
-    let z = Zxid::new(Epoch(1), 5);
+/// The last zxid of the leader [`elected_leader`] makes.
+const LEADER_ZXID: Zxid = Zxid::new(Epoch(1), 5);
+
+/// Drives peer 1 (last zxid [`LEADER_ZXID`], epoch 1) to win the election on the votes of 2 and 3: leading, no
+/// follower synced yet.
+fn elected_leader() -> Peer {
+    let z = LEADER_ZXID;
     let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
     let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
     for sender in [2, 3] {
@@ -286,6 +290,14 @@ fn serving_leader() -> Peer {
         peer.handle(Event::Message(ServerId(sender), Message::Notification(vote)), &Empty);
     }
     peer.handle(Event::Tick(config().tick * 3), &Empty);
+    assert_eq!(peer.role(), Role::Leading);
+    peer
+}
+
+/// Drives peer 1 to lead and serve epoch 2 with voter 2 synced and observer 4 connected (voter 3 away).
+fn serving_leader() -> Peer {
+    let z = LEADER_ZXID;
+    let mut peer = elected_leader();
     let from = |peer: &mut Peer, id: u64, m: Message| peer.handle(Event::Message(ServerId(id), m), &Empty);
     for id in [2, 4] {
         from(&mut peer, id, Message::FollowerInfo { accepted_epoch: Epoch(1), last_zxid: Zxid::ZERO });
@@ -387,22 +399,7 @@ fn settled_servers_answer_with_the_epoch_their_leader_established() {
 /// not established yet.
 #[test]
 fn a_leader_answers_with_its_elected_vote_until_a_quorum_synced() {
-    let z = Zxid::new(Epoch(1), 5);
-    let durable = DurableState { accepted_epoch: Epoch(1), current_epoch: Epoch(1), last_zxid: z, repairing: None };
-    let (mut peer, _) = Peer::new(config(), durable, Duration::ZERO);
-    for sender in [2, 3] {
-        let vote = Notification {
-            leader: ServerId(1),
-            zxid: z,
-            peer_epoch: Epoch(1),
-            election_epoch: 1,
-            state: PeerState::Looking,
-            sender: ServerId(sender),
-        };
-        peer.handle(Event::Message(ServerId(sender), Message::Notification(vote)), &Empty);
-    }
-    peer.handle(Event::Tick(config().tick * 3), &Empty);
-    assert_eq!(peer.role(), Role::Leading);
+    let (mut peer, z) = (elected_leader(), LEADER_ZXID);
     let n = answer_to_looking(&mut peer);
     assert_eq!((n.leader, n.peer_epoch, n.zxid, n.state), (ServerId(1), Epoch(1), z, PeerState::Leading), "{n:?}");
 }
