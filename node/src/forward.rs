@@ -73,7 +73,7 @@ pub enum Forward {
 impl Forward {
     /// Encodes the item.
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.size_hint());
         match self {
             Forward::Request { session, cxid, op, auth, body } => {
                 out.push(1);
@@ -120,6 +120,27 @@ impl Forward {
             }
         }
         Bytes::from(out)
+    }
+
+    /// How many bytes it encodes to: the buffer's capacity, so that encoding allocates once (exact, which the
+    /// round-trip test checks).
+    fn size_hint(&self) -> usize {
+        match self {
+            Forward::Request { auth, body, .. } => {
+                1 + 8
+                    + 4
+                    + 4
+                    + 4
+                    + auth.iter().map(|id| 8 + id.scheme.len() + id.id.len()).sum::<usize>()
+                    + 4
+                    + body.len()
+            }
+            Forward::Touch(sessions) => 1 + 4 + 8 * sessions.len(),
+            Forward::Sync { .. } => 1 + 8 + 4,
+            Forward::Synced { .. } => 1 + 8 + 4 + 8,
+            Forward::Dropped(_) | Forward::Attached(_) => 1 + 8,
+            Forward::Digest { .. } => 1 + 8 + 8,
+        }
     }
 
     /// Decodes an item; all of `buf` must be used.
@@ -196,6 +217,7 @@ mod tests {
     proptest! {
         #[test]
         fn items_round_trip(item in item()) {
+            prop_assert_eq!(item.encode().len(), item.size_hint(), "the size hint is exact");
             prop_assert_eq!(Forward::decode(item.encode()).unwrap(), item);
         }
 

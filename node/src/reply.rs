@@ -19,7 +19,8 @@ pub const NOTIFICATION_XID: i32 = -1;
 
 /// A reply frame: the header, then the body when `err` is 0.
 pub fn frame(xid: i32, zxid: i64, err: Code, body: &Response) -> Bytes {
-    let mut out = Vec::with_capacity(64);
+    // The header is 16 bytes.
+    let mut out = Vec::with_capacity(16 + if err == Code::Ok { body.size_hint() } else { 0 });
     ReplyHeader { xid, zxid, err: err.value() }.write(&mut out);
     if err == Code::Ok {
         body.write(&mut out);

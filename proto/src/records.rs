@@ -356,6 +356,26 @@ fn write_multi_header(out: &mut Vec<u8>, op: i32, done: bool, err: i32) {
 }
 
 impl Response {
+    /// How many bytes the body encodes to, for a buffer's starting capacity (one allocation per reply on every
+    /// request's path): exact for the replies of reads and writes, which a test checks; a guess for the rest.
+    pub fn size_hint(&self) -> usize {
+        const STAT: usize = 68;
+        let string = |s: &str| 4 + s.len();
+        let strings = |v: &[String]| 4 + v.iter().map(|s| string(s)).sum::<usize>();
+        match self {
+            Response::Create { path } | Response::Sync { path } => string(path),
+            Response::Create2 { path, .. } => string(path) + STAT,
+            Response::Stat(_) => STAT,
+            Response::GetData { data, .. } => 4 + data.as_ref().map_or(0, |d| d.len()) + STAT,
+            Response::GetChildren { children } | Response::Ephemerals(children) => strings(children),
+            Response::GetChildren2 { children, .. } => strings(children) + STAT,
+            Response::WatcherEvent { path, .. } => 4 + 4 + string(path),
+            Response::AllChildrenNumber(_) | Response::ErrorCode(_) => 4,
+            Response::Empty => 0,
+            _ => 64,
+        }
+    }
+
     /// Decodes the body of a successful reply to a request with op code `op`.
     pub fn read(op: i32, buf: &mut impl Buf) -> Result<Response, JuteError> {
         Ok(match op {
@@ -574,6 +594,30 @@ mod tests {
                 let mut out = Vec::new();
                 response.write(&mut out);
                 prop_assert_eq!(Response::read(op, &mut &out[..]).unwrap(), response);
+            }
+        }
+
+        #[test]
+        fn the_size_hint_of_read_and_write_replies_is_exact(path in "/[a-z]{0,30}", names in strings(), data in data()) {
+            let stat = Stat::default();
+            let cases = [
+                Response::Create { path: path.clone() },
+                Response::Create2 { path: path.clone(), stat },
+                Response::Sync { path: path.clone() },
+                Response::Stat(stat),
+                Response::GetData { data, stat },
+                Response::GetChildren { children: names.clone() },
+                Response::GetChildren2 { children: names.clone(), stat },
+                Response::Ephemerals(names),
+                Response::WatcherEvent { event_type: 1, state: 3, path },
+                Response::AllChildrenNumber(7),
+                Response::ErrorCode(0),
+                Response::Empty,
+            ];
+            for response in cases {
+                let mut out = Vec::new();
+                response.write(&mut out);
+                prop_assert_eq!(out.len(), response.size_hint(), "{:?}", response);
             }
         }
     }

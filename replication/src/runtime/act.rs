@@ -58,7 +58,7 @@ impl Server {
         while let Some(result) = next_durable(&mut self.durability).await {
             let zxid = self.log.zxids.back().copied().unwrap_or(Zxid::ZERO);
             let durable = result.map_err(|source| LocalFault::Wal { op: "make durable up to", zxid, source })?;
-            self.log.pending.retain(|&z, _| z > durable);
+            self.log.pending.forget_through(durable);
         }
         let (accepted_epoch, current_epoch) = self.epochs.drain().await?;
         self.generation += 1;

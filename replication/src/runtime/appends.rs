@@ -1,7 +1,5 @@
 //! The log's writes: staging appends and flushing them to the WAL, truncating, delivering committed txns.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use wal::{WalError, Zxid};
 
@@ -24,8 +22,8 @@ impl Server {
         }
         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "appended");
         self.log.zxids.push_back(zxid);
-        self.undelivered.insert(zxid, txn.clone());
-        self.log.pending.insert(zxid, txn.clone());
+        self.undelivered.push(zxid, txn.clone());
+        self.log.pending.push(zxid, txn.clone());
         self.staged.push((zxid, txn));
         Ok(())
     }
@@ -55,8 +53,8 @@ impl Server {
         while self.log.zxids.back().is_some_and(|&z| z > zxid) {
             self.log.zxids.pop_back();
         }
-        self.log.pending.retain(|&z, _| z <= zxid);
-        self.undelivered.retain(|&z, _| z <= zxid);
+        self.log.pending.cut_after(zxid);
+        self.undelivered.cut_after(zxid);
         if self.delivered > zxid {
             self.delivered = zxid;
             self.committed_tx.send(Committed::Rebuild(zxid)).await.map_err(|_| LocalFault::NodeGone)?;
@@ -72,14 +70,10 @@ impl Server {
         }
         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "committed");
         let from = Zxid(self.delivered.0.saturating_add(1));
-        let rest = match zxid.0.checked_add(1) {
-            Some(after) => self.undelivered.split_off(&Zxid(after)),
-            None => BTreeMap::new(),
-        };
-        let batch = std::mem::replace(&mut self.undelivered, rest);
+        let batch = self.undelivered.take_through(zxid);
         // The log and the held txns agree on what lies in (delivered, zxid]; if not, applying would skip txns.
         let logged = self.log.zxids.iter().rev().skip_while(|&&z| z > zxid).take_while(|&&z| z >= from).count();
-        if batch.len() != logged || batch.keys().next().is_some_and(|&z| z < from) {
+        if batch.len() != logged || batch.first().is_some_and(|&(z, _)| z < from) {
             return Err(LocalFault::Undeliverable { from, to: zxid, logged, held: batch.len() });
         }
         self.send_committed(batch.into_iter().map(|(zxid, txn)| Committed::Txn { zxid, txn }).collect(), zxid).await;
@@ -106,7 +100,7 @@ impl Server {
 
     /// The txns appended but not durable yet, up to `until`.
     pub(super) fn pending_until(&self, until: Zxid) -> Vec<(Zxid, Bytes)> {
-        self.log.pending.range(..=until).map(|(&z, txn)| (z, txn.clone())).collect()
+        self.log.pending.through(until).cloned().collect()
     }
 }
 

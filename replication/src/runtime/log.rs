@@ -1,11 +1,11 @@
 //! The log as the peer sees it: the [`History`] view over the WAL and the txns not durable yet.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use wal::{Wal, Zxid};
 
+use super::held::Held;
 use crate::sync::History;
 
 /// The log as the peer sees it: every zxid in the WAL, plus txns not durable yet, after the snapshot the WAL
@@ -16,7 +16,7 @@ use crate::sync::History;
 pub(super) struct Log {
     pub(super) wal: Arc<Wal>,
     pub(super) zxids: VecDeque<Zxid>,
-    pub(super) pending: BTreeMap<Zxid, Bytes>,
+    pub(super) pending: Held,
 }
 
 impl Log {

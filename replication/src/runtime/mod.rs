@@ -29,10 +29,13 @@
 
 mod act;
 mod appends;
+mod held;
 mod io;
 mod log;
 mod server;
 mod snap;
+
+use held::Held;
 
 pub use io::{Blocking, Io};
 
@@ -296,7 +299,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
     if let Some(vouched) = repairing {
         tracing::warn!(server = me.0, %vouched, last_zxid = %durable.last_zxid, "repairing: this server's log lost a damaged part; it takes it from the leader, and elects as no candidate until then");
     }
-    let log = Log { wal: wal.clone(), zxids, pending: BTreeMap::new() };
+    let log = Log { wal: wal.clone(), zxids, pending: Held::default() };
     let epochs = match blocking {
         Blocking::Threads => EpochWriter::start(fs.clone(), config.dir.clone(), (accepted, current))
             .map_err(|e| WalError::Io { op: "start the epochs writer", path: config.dir.clone(), source: e })?,
@@ -322,7 +325,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
         me,
         wal,
         delivered: durable.last_zxid,
-        undelivered: BTreeMap::new(),
+        undelivered: Held::default(),
         committed_tx,
         forwarded_tx,
         forward_budgets,

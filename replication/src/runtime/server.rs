@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use wal::fs::Fs;
 use wal::{Wal, WalError, Zxid};
 
+use super::held::Held;
 use super::{Blocking, Committed, Durability, ForwardShare, ForwardTo, Forwarded, LearnerView, Log, Reply};
 use crate::barrier::BarrierId;
 use crate::epochs::EpochWriter;
@@ -44,7 +45,7 @@ pub(super) struct Server {
     pub(super) delivered: Zxid,
     /// Txns appended and not yet handed to the node, so that delivering them never reads the WAL (whose
     /// iterator scans a segment from its start).
-    pub(super) undelivered: BTreeMap<Zxid, Bytes>,
+    pub(super) undelivered: Held,
     pub(super) committed_tx: mpsc::Sender<Committed>,
     pub(super) forwarded_tx: mpsc::Sender<Forwarded>,
     /// Each peer's budget of forwarded bytes the node has not finished with.
@@ -134,7 +135,7 @@ impl Server {
                 Some(result) = next_durable(&mut self.durability) => match result {
                     Ok(zxid) => {
                         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "durable");
-                        self.log.pending.retain(|&z, _| z > zxid);
+                        self.log.pending.forget_through(zxid);
                         Event::Persisted(zxid)
                     }
                     Err(source) => {
