@@ -17,6 +17,8 @@
 //! The body of a Request is the client's own request body (as `zookeeper.jute` encodes it for `op`), so the
 //! leader decodes it with the same code as a request from its own clients.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 use tree::acl::Id;
 use tree::jute::{JuteError, JuteRead, JuteWrite};
@@ -35,7 +37,7 @@ pub enum Forward {
         /// The op code.
         op: i32,
         /// The identities the session authenticated as.
-        auth: Vec<Id>,
+        auth: Arc<[Id]>,
         /// The request body.
         body: Bytes,
     },
@@ -81,7 +83,7 @@ impl Forward {
                 out.write_int(*cxid);
                 out.write_int(*op);
                 out.write_int(auth.len() as i32);
-                for id in auth {
+                for id in auth.iter() {
                     out.write_string(&id.scheme);
                     out.write_string(&id.id);
                 }
@@ -155,10 +157,9 @@ impl Forward {
                 let count = count(b.read_int()?, b.remaining())?;
                 let mut auth = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let scheme = b.read_string()?;
-                    auth.push(Id::new(&scheme, &b.read_string()?));
+                    auth.push(Id { scheme: b.read_string()?, id: b.read_string()? });
                 }
-                Forward::Request { session, cxid, op, auth, body: b.read_buffer()? }
+                Forward::Request { session, cxid, op, auth: auth.into(), body: b.read_buffer()? }
             }
             2 => {
                 let count = count(b.read_int()?, b.remaining() / 8)?;
@@ -199,7 +200,13 @@ mod tests {
         let id = ("[a-z]{0,6}", "[a-z:=]{0,12}").prop_map(|(s, i)| Id::new(&s, &i));
         prop_oneof![
             (any::<i64>(), any::<i32>(), any::<i32>(), proptest::collection::vec(id, 0..3), any::<Vec<u8>>()).prop_map(
-                |(session, cxid, op, auth, body)| Forward::Request { session, cxid, op, auth, body: body.into() }
+                |(session, cxid, op, auth, body)| Forward::Request {
+                    session,
+                    cxid,
+                    op,
+                    auth: auth.into(),
+                    body: body.into()
+                }
             ),
             proptest::collection::vec(any::<i64>(), 0..5).prop_map(Forward::Touch),
             (any::<i64>(), any::<i32>()).prop_map(|(session, cxid)| Forward::Sync { session, cxid }),

@@ -52,7 +52,7 @@ pub enum Item {
         /// The client's xid.
         cxid: i32,
         /// The session's identities.
-        auth: Vec<Id>,
+        auth: Arc<[Id]>,
         /// The write.
         request: Request,
         /// A follower's request holds its share of that follower's forwarded-bytes budget until it is prepared
@@ -289,7 +289,7 @@ impl Pipeline {
     }
 
     /// Prepares and proposes one write; false when this server cannot (it does not lead).
-    async fn propose(&mut self, session: SessionId, cxid: i32, auth: Vec<Id>, request: &Request) -> bool {
+    async fn propose(&mut self, session: SessionId, cxid: i32, auth: Arc<[Id]>, request: &Request) -> bool {
         let (options, limit) = (self.options, self.shared.limits.txn);
         let Some(spec) = self.spec().await else { return false };
         let caller = Caller { session, auth };
@@ -442,7 +442,7 @@ impl Pipeline {
             })
             .map(|(path, _)| path.clone())
             .collect();
-        let system = vec![Id::new("super", "")];
+        let system: Arc<[Id]> = Arc::from([Id::new("super", "")]);
         for path in doomed {
             tracing::debug!(path, "deleting an empty container or an expired TTL node");
             self.propose(0, 0, system.clone(), &Request::Delete { path, version: -1 }).await;
@@ -461,7 +461,7 @@ impl Pipeline {
         for session in expired {
             tracing::info!(session = format_args!("0x{session:x}"), "session expired");
             self.sessions.remove(&session);
-            self.propose(session, 0, Vec::new(), &Request::CloseSession).await;
+            self.propose(session, 0, Arc::from([]), &Request::CloseSession).await;
         }
     }
 }

@@ -102,8 +102,9 @@ pub enum Request {
 pub struct Caller {
     /// The session id.
     pub session: i64,
-    /// The identities the session authenticated as (`ip:...`, `digest:...`, `super:...`).
-    pub auth: Vec<Id>,
+    /// The identities the session authenticated as (`ip:...`, `digest:...`, `super:...`): shared, since every
+    /// request of the session carries them.
+    pub auth: Arc<[Id]>,
 }
 
 /// Limits that prep enforces.

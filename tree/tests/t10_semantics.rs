@@ -182,9 +182,9 @@ fn a_multi_is_all_or_nothing_with_zookeepers_per_op_results() {
 #[test]
 fn acls_are_enforced_and_auth_expands_to_the_callers_ids() {
     let mut h = Harness::new();
-    let bob = Caller { session: 1, auth: vec![Id::new("digest", "bob:hash")] };
-    let eve = Caller { session: 2, auth: vec![Id::new("digest", "eve:hash")] };
-    let root = Caller { session: 3, auth: vec![Id::new("super", "admin")] };
+    let bob = Caller { session: 1, auth: vec![Id::new("digest", "bob:hash")].into() };
+    let eve = Caller { session: 2, auth: vec![Id::new("digest", "eve:hash")].into() };
+    let root = Caller { session: 3, auth: vec![Id::new("super", "admin")].into() };
     let only_bob = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }];
     assert_eq!(h.write(&bob, &create_with("/bob", "", PERSISTENT, only_bob.clone())).code(), Code::Ok);
     let stored = h.tree.acl_of(h.tree.get("/bob").unwrap()).to_vec();
@@ -272,7 +272,10 @@ fn replicas_applying_the_same_txns_agree_and_replay_is_idempotent() {
 #[test]
 fn an_acl_list_that_would_expand_past_the_bound_is_invalid_and_duplicates_go() {
     let mut h = Harness::new();
-    let many = Caller { session: 1, auth: (0..1000).map(|i| Id::new("digest", &format!("u{i}:hash"))).collect() };
+    let many = Caller {
+        session: 1,
+        auth: (0..1000).map(|i| Id::new("digest", &format!("u{i}:hash"))).collect::<Vec<_>>().into(),
+    };
     // 100 `auth` entries with distinct perms: 100,000 entries once expanded.
     let exploding: Vec<Acl> = (0..100).map(|p| Acl { perms: p, id: Id::new("auth", "") }).collect();
     assert_eq!(h.write(&many, &create_with("/boom", "", PERSISTENT, exploding)).code(), Code::InvalidAcl);

@@ -167,11 +167,13 @@ impl Conn {
     }
 
     fn add_identities(&mut self, ids: Vec<Id>) {
+        let mut auth = self.auth.to_vec();
         for id in ids {
-            if !self.auth.contains(&id) {
-                self.auth.push(id);
+            if !auth.contains(&id) {
+                auth.push(id);
             }
         }
+        self.auth = auth.into();
     }
 
     /// Sends the replies due before it, then `frame`, and closes the connection (`reason` is logged).

@@ -104,7 +104,7 @@ impl Conn {
                 origin: Origin::Local,
                 session: self.session,
                 cxid: 0,
-                auth: Vec::new(),
+                auth: std::sync::Arc::from([]),
                 request: tree::prep::Request::CreateSession { timeout: timeout_ms },
                 share: None,
             })

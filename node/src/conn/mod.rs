@@ -164,7 +164,8 @@ struct Conn {
     writer: Writer,
     session: SessionId,
     timeout: Duration,
-    auth: Vec<Id>,
+    /// Shared with every write it queues (a clone is a reference count, not a copy of the strings).
+    auth: Arc<[Id]>,
     slots: VecDeque<Slot>,
     /// Each request's share of the server's budget, in step with `slots`.
     tickets: VecDeque<Ticket>,

@@ -62,8 +62,12 @@ impl Db {
 
 /// Preps `request` of `session` against `tree` into the txn `zxid`.
 pub fn txn(tree: &DataTree, zxid: i64, session: i64, request: &Request) -> TxnRecord {
-    let (op, txn) =
-        prep(tree, &Caller { session, auth: vec![] }, PrepOptions { ttl_enabled: true, enforce_quota: false }, request);
+    let (op, txn) = prep(
+        tree,
+        &Caller { session, auth: Vec::new().into() },
+        PrepOptions { ttl_enabled: true, enforce_quota: false },
+        request,
+    );
     TxnRecord { header: TxnHeader { client_id: session, cxid: 0, zxid, time: zxid, op }, txn }
 }
 
