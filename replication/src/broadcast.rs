@@ -101,7 +101,8 @@ impl LeaderBroadcast {
         debug_assert!(zxid > self.last_proposed);
         self.last_proposed = zxid;
         self.in_flight.push_back(zxid);
-        let mut commands = vec![Command::Append(zxid, txn.clone())];
+        let mut commands = Vec::with_capacity(1 + self.followers.len());
+        commands.push(Command::Append(zxid, txn.clone()));
         commands.extend(self.followers.iter().map(|&f| Command::Send(f, Message::Proposal { zxid, txn: txn.clone() })));
         Ok((zxid, commands))
     }

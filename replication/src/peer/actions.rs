@@ -43,12 +43,15 @@ pub(super) fn leader_sync_actions(commands: Vec<leader_sync::Command>) -> Vec<Ac
 }
 
 pub(super) fn broadcast_actions(commands: Vec<broadcast::Command>) -> Vec<Action> {
-    commands
-        .into_iter()
-        .map(|c| match c {
+    commands.into_iter().map(Action::from).collect()
+}
+
+impl From<broadcast::Command> for Action {
+    fn from(command: broadcast::Command) -> Action {
+        match command {
             broadcast::Command::Send(to, m) => Action::Send(to, m),
             broadcast::Command::Append(z, t) => Action::Append(z, t),
             broadcast::Command::Apply(z) => Action::Apply(z),
-        })
-        .collect()
+        }
+    }
 }

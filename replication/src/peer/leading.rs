@@ -230,7 +230,9 @@ impl Peer {
         };
         match b.propose(txn) {
             Ok((zxid, commands)) => {
-                let mut actions = broadcast_actions(commands);
+                // Sized once: this runs for every write.
+                let mut actions = Vec::with_capacity(commands.len() + 1);
+                actions.extend(commands.into_iter().map(Action::from));
                 actions.push(Action::Proposed(zxid));
                 actions
             }
