@@ -146,7 +146,13 @@ impl Forward {
     }
 
     /// Decodes an item; all of `buf` must be used.
-    pub fn decode(mut buf: Bytes) -> Result<Forward, JuteError> {
+    pub fn decode(buf: Bytes) -> Result<Forward, JuteError> {
+        Forward::decode_with(buf, &mut AuthMemo::default())
+    }
+
+    /// [`Forward::decode`], sharing a request's identities with an equal list `memo` holds (and remembering
+    /// them there if it holds none).
+    pub fn decode_with(mut buf: Bytes, memo: &mut AuthMemo) -> Result<Forward, JuteError> {
         let b = &mut buf;
         if !b.has_remaining() {
             return Err(JuteError::Invalid("empty forward".into()));
@@ -154,12 +160,8 @@ impl Forward {
         let item = match b.get_u8() {
             1 => {
                 let (session, cxid, op) = (b.read_long()?, b.read_int()?, b.read_int()?);
-                let count = count(b.read_int()?, b.remaining())?;
-                let mut auth = Vec::with_capacity(count);
-                for _ in 0..count {
-                    auth.push(Id { scheme: b.read_string()?, id: b.read_string()? });
-                }
-                Forward::Request { session, cxid, op, auth: auth.into(), body: b.read_buffer()? }
+                let auth = memo.ids(b)?;
+                Forward::Request { session, cxid, op, auth, body: b.read_buffer()? }
             }
             2 => {
                 let count = count(b.read_int()?, b.remaining() / 8)?;
@@ -181,6 +183,58 @@ impl Forward {
         }
         Ok(item)
     }
+}
+
+/// The identity lists lately decoded from forwarded requests, by their encoding. Every write a follower forwards
+/// carries its session's list, and most sessions share theirs (`ip:` the client's host, or none), so the leader
+/// shares a list it holds rather than decoding it into new strings for every write. Bounded: the last
+/// [`AuthMemo::LISTS`] distinct lists, each a copy of at most one request's auth bytes.
+#[derive(Debug, Default)]
+pub struct AuthMemo {
+    lists: std::collections::VecDeque<(Bytes, Arc<[Id]>)>,
+}
+
+impl AuthMemo {
+    /// Distinct lists held at most.
+    pub const LISTS: usize = 16;
+
+    /// Reads a request's identities (`count`, then a scheme and an id string each) from `b`.
+    fn ids(&mut self, b: &mut Bytes) -> Result<Arc<[Id]>, JuteError> {
+        let encoded = auth_extent(b)?;
+        if let Some((_, ids)) = self.lists.iter().find(|(seen, _)| seen[..] == b[..encoded]) {
+            b.advance(encoded);
+            return Ok(ids.clone());
+        }
+        let mut raw = b.split_to(encoded);
+        // A copy, not a slice: a slice would keep the whole network buffer it came in alive.
+        let key = Bytes::copy_from_slice(&raw);
+        let count = count(raw.read_int()?, raw.remaining())?;
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            ids.push(Id { scheme: raw.read_string()?, id: raw.read_string()? });
+        }
+        let ids: Arc<[Id]> = ids.into();
+        if self.lists.len() == Self::LISTS {
+            self.lists.pop_front();
+        }
+        self.lists.push_back((key, ids.clone()));
+        Ok(ids)
+    }
+}
+
+/// How many bytes the identity list at the start of `b` takes (its count and two strings per identity),
+/// checked against what `b` holds.
+fn auth_extent(b: &Bytes) -> Result<usize, JuteError> {
+    let mut at = &b[..];
+    let count = count(at.read_int()?, at.remaining())?;
+    for _ in 0..count * 2 {
+        let len = at.read_len()?.unwrap_or(0);
+        if len > at.remaining() {
+            return Err(JuteError::Invalid(format!("a string of {len} bytes with {} left", at.remaining())));
+        }
+        at.advance(len);
+    }
+    Ok(b.len() - at.remaining())
 }
 
 /// A count read from the wire, refused when it is negative or larger than the bytes left could hold.
@@ -221,11 +275,50 @@ mod tests {
         ]
     }
 
+    fn request(auth: &[Id]) -> Forward {
+        Forward::Request { session: 7, cxid: 1, op: 5, auth: auth.into(), body: Bytes::from_static(b"body") }
+    }
+
+    fn auth_of(item: Forward) -> Arc<[Id]> {
+        let Forward::Request { auth, .. } = item else { panic!("a request") };
+        auth
+    }
+
+    #[test]
+    fn a_list_seen_lately_is_shared_and_the_memo_stays_bounded() {
+        let mut memo = AuthMemo::default();
+        let ip = [Id::new("ip", "10.0.0.1")];
+        let first = auth_of(Forward::decode_with(request(&ip).encode(), &mut memo).unwrap());
+        let again = auth_of(Forward::decode_with(request(&ip).encode(), &mut memo).unwrap());
+        assert!(Arc::ptr_eq(&first, &again), "the second request shares the first one's list");
+        let other = auth_of(Forward::decode_with(request(&[Id::new("ip", "10.0.0.2")]).encode(), &mut memo).unwrap());
+        assert_eq!(&other[..], &[Id::new("ip", "10.0.0.2")]);
+        for host in 0..3 * AuthMemo::LISTS {
+            let ids = [Id::new("ip", &format!("10.1.0.{host}")), Id::new("digest", "u:h")];
+            let decoded = auth_of(Forward::decode_with(request(&ids).encode(), &mut memo).unwrap());
+            assert_eq!(&decoded[..], &ids);
+            assert!(memo.lists.len() <= AuthMemo::LISTS);
+        }
+        let evicted = auth_of(Forward::decode_with(request(&ip).encode(), &mut memo).unwrap());
+        assert_eq!(&evicted[..], &ip);
+        assert!(!Arc::ptr_eq(&first, &evicted), "a list pushed out of the memo is decoded afresh");
+    }
+
     proptest! {
         #[test]
         fn items_round_trip(item in item()) {
             prop_assert_eq!(item.encode().len(), item.size_hint(), "the size hint is exact");
             prop_assert_eq!(Forward::decode(item.encode()).unwrap(), item);
+        }
+
+        /// Through one memo, as the leader decodes a stream of forwards: the same items as without it.
+        #[test]
+        fn items_decoded_through_a_memo_round_trip(items in proptest::collection::vec(item(), 0..40)) {
+            let mut memo = AuthMemo::default();
+            for item in items {
+                prop_assert_eq!(Forward::decode_with(item.encode(), &mut memo).unwrap(), item);
+                prop_assert!(memo.lists.len() <= AuthMemo::LISTS);
+            }
         }
 
         #[test]

@@ -30,7 +30,7 @@ use wal::{SyncMode, Wal, WalOptions};
 use crate::admission::{Admission, Permit};
 use crate::apply::{self, SnapshotSettings};
 use crate::config::Config;
-use crate::forward::Forward;
+use crate::forward::{AuthMemo, Forward};
 use crate::leader::{self, Item, Origin};
 use crate::limits::Limits;
 use crate::repair;
@@ -518,8 +518,9 @@ async fn secured(ctx: Arc<Ctx>, tls: Arc<Tls>, stream: tokio::net::TcpStream, ad
 /// Handles what other servers forward: requests and syncs (as leader), answers (as follower).
 async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
     // Every payload but a request gives its share back once handled; a request keeps it in the pipeline.
+    let mut memo = AuthMemo::default();
     while let Some(Forwarded { from, data, share }) = stream.recv().await {
-        let item = match Forward::decode(data) {
+        let item = match Forward::decode_with(data, &mut memo) {
             Ok(item) => item,
             Err(error) => {
                 // The peer's fault (a server forwards only what it encoded): drop its link, as for a frame that
