@@ -17,6 +17,11 @@ impl Server {
         if txn.len() > max {
             return Err(Fault::wal("append", zxid, WalError::PayloadTooLarge { len: txn.len(), max }, leader));
         }
+        // As the WAL would refuse it when the batch is flushed, but here, before the txn is held in zxid order
+        // (`Held` asserts that order): the peer checks its leader's streams, so this is a second guard.
+        if let Some(&last) = self.log.zxids.back().filter(|&&last| zxid <= last) {
+            return Err(Fault::wal("append", zxid, WalError::ZxidNotIncreasing { zxid, last }, leader));
+        }
         if self.staged.len() >= MAX_STAGED {
             self.flush_appends().await.map_err(Fault::Local)?;
         }
