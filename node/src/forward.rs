@@ -187,37 +187,46 @@ impl Forward {
 
 /// The identity lists lately decoded from forwarded requests, by their encoding. Every write a follower forwards
 /// carries its session's list, and most sessions share theirs (`ip:` the client's host, or none), so the leader
-/// shares a list it holds rather than decoding it into new strings for every write. Bounded: the last
-/// [`AuthMemo::LISTS`] distinct lists, each a copy of at most one request's auth bytes.
+/// shares a list it holds rather than decoding it into new strings for every write. Bounded: the
+/// [`AuthMemo::LISTS`] lists used last, each of at most [`AuthMemo::MAX_LIST_BYTES`] (a larger one is decoded for
+/// its request alone, as before).
 #[derive(Debug, Default)]
 pub struct AuthMemo {
+    /// Least recently used first.
     lists: std::collections::VecDeque<(Bytes, Arc<[Id]>)>,
 }
 
 impl AuthMemo {
     /// Distinct lists held at most.
     pub const LISTS: usize = 16;
+    /// The largest encoding of a list held (an `ip:` identity takes about 30 bytes).
+    pub const MAX_LIST_BYTES: usize = 1024;
 
     /// Reads a request's identities (`count`, then a scheme and an id string each) from `b`.
     fn ids(&mut self, b: &mut Bytes) -> Result<Arc<[Id]>, JuteError> {
         let encoded = auth_extent(b)?;
-        if let Some((_, ids)) = self.lists.iter().find(|(seen, _)| seen[..] == b[..encoded]) {
+        if let Some(i) = self.lists.iter().position(|(seen, _)| seen[..] == b[..encoded]) {
             b.advance(encoded);
-            return Ok(ids.clone());
+            let used = self.lists.remove(i).expect("found at i");
+            let ids = used.1.clone();
+            self.lists.push_back(used);
+            return Ok(ids);
         }
         let mut raw = b.split_to(encoded);
         // A copy, not a slice: a slice would keep the whole network buffer it came in alive.
-        let key = Bytes::copy_from_slice(&raw);
+        let key = if encoded <= Self::MAX_LIST_BYTES { Bytes::copy_from_slice(&raw) } else { Bytes::new() };
         let count = count(raw.read_int()?, raw.remaining())?;
         let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
             ids.push(Id { scheme: raw.read_string()?, id: raw.read_string()? });
         }
         let ids: Arc<[Id]> = ids.into();
-        if self.lists.len() == Self::LISTS {
-            self.lists.pop_front();
+        if encoded <= Self::MAX_LIST_BYTES {
+            if self.lists.len() == Self::LISTS {
+                self.lists.pop_front();
+            }
+            self.lists.push_back((key, ids.clone()));
         }
-        self.lists.push_back((key, ids.clone()));
         Ok(ids)
     }
 }
@@ -302,6 +311,30 @@ mod tests {
         let evicted = auth_of(Forward::decode_with(request(&ip).encode(), &mut memo).unwrap());
         assert_eq!(&evicted[..], &ip);
         assert!(!Arc::ptr_eq(&first, &evicted), "a list pushed out of the memo is decoded afresh");
+    }
+
+    #[test]
+    fn the_list_used_last_stays_while_others_come_and_go() {
+        let mut memo = AuthMemo::default();
+        let ip = [Id::new("ip", "10.0.0.1")];
+        let kept = auth_of(Forward::decode_with(request(&ip).encode(), &mut memo).unwrap());
+        for host in 0..4 * AuthMemo::LISTS {
+            let other = [Id::new("ip", &format!("10.2.0.{host}"))];
+            Forward::decode_with(request(&other).encode(), &mut memo).unwrap();
+            // The busy session writes between the others.
+            let again = auth_of(Forward::decode_with(request(&ip).encode(), &mut memo).unwrap());
+            assert!(Arc::ptr_eq(&kept, &again), "evicted after {host} other hosts");
+        }
+    }
+
+    #[test]
+    fn a_large_list_is_decoded_for_its_request_alone() {
+        // A peer sending frame-sized lists must not make the leader hold 16 of them.
+        let mut memo = AuthMemo::default();
+        let large = [Id::new("digest", &"u".repeat(AuthMemo::MAX_LIST_BYTES))];
+        let decoded = auth_of(Forward::decode_with(request(&large).encode(), &mut memo).unwrap());
+        assert_eq!(&decoded[..], &large);
+        assert!(memo.lists.is_empty(), "a list over MAX_LIST_BYTES is not held");
     }
 
     proptest! {

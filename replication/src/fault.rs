@@ -111,7 +111,8 @@ pub enum PeerFault {
         #[source]
         source: SnapshotError,
     },
-    /// A txn this server's WAL refuses to log (over the record size limit): nothing was written.
+    /// A txn this server's WAL refuses to log (over the record size limit, or not above the last zxid logged):
+    /// nothing was written.
     #[error("it sent txn {zxid}, which this server cannot log: {source}")]
     UnloggableTxn {
         /// The txn's zxid.
@@ -152,7 +153,7 @@ impl Fault {
     /// Only a refusal that wrote nothing and that the sender caused is the sender's fault.
     pub fn wal(op: &'static str, zxid: Zxid, source: WalError, leader: Option<ServerId>) -> Fault {
         match (leader, source) {
-            (Some(peer), source @ WalError::PayloadTooLarge { .. }) => {
+            (Some(peer), source @ (WalError::PayloadTooLarge { .. } | WalError::ZxidNotIncreasing { .. })) => {
                 Fault::Peer { peer, fault: PeerFault::UnloggableTxn { zxid, source } }
             }
             (Some(peer), source @ WalError::TruncateBelowBase { .. }) => {
@@ -206,6 +207,10 @@ mod tests {
         assert!(matches!(Fault::wal("append", Zxid(1), big, leader), Fault::Peer { .. }));
         let own = WalError::PayloadTooLarge { len: 10, max: 5 };
         assert!(matches!(Fault::wal("append", Zxid(1), own, None), Fault::Local(_)), "our own proposal: ours");
+        let stale = WalError::ZxidNotIncreasing { zxid: Zxid(2), last: Zxid(2) };
+        assert!(matches!(Fault::wal("append", Zxid(2), stale, leader), Fault::Peer { .. }));
+        let own = WalError::ZxidNotIncreasing { zxid: Zxid(2), last: Zxid(2) };
+        assert!(matches!(Fault::wal("append", Zxid(2), own, None), Fault::Local(_)), "our own proposal: ours");
         let below = WalError::TruncateBelowBase { zxid: Zxid(1), base: Zxid(4) };
         assert!(matches!(Fault::wal("truncate", Zxid(1), below, leader), Fault::Peer { .. }));
         let failed = WalError::Io { op: "fdatasync", path: "log".into(), source: io() };

@@ -7,6 +7,7 @@ use super::server::Server;
 use super::Committed;
 use crate::fault::{Fault, LocalFault};
 use crate::message::ServerId;
+use crate::sync::History;
 use crate::LATENCY;
 
 impl Server {
@@ -18,8 +19,9 @@ impl Server {
             return Err(Fault::wal("append", zxid, WalError::PayloadTooLarge { len: txn.len(), max }, leader));
         }
         // As the WAL would refuse it when the batch is flushed, but here, before the txn is held in zxid order
-        // (`Held` asserts that order): the peer checks its leader's streams, so this is a second guard.
-        if let Some(&last) = self.log.zxids.back().filter(|&&last| zxid <= last) {
+        // (`Held` asserts that order), and blamed on the leader that sent it: the peer checks its leader's
+        // streams, so this is a second guard. The log's last zxid is its base after a snapshot install.
+        if let Some(last) = self.log.last().filter(|&last| zxid <= last) {
             return Err(Fault::wal("append", zxid, WalError::ZxidNotIncreasing { zxid, last }, leader));
         }
         if self.staged.len() >= MAX_STAGED {

@@ -50,19 +50,31 @@ impl Held {
     /// Takes out every txn up to `zxid`, in order.
     pub(super) fn take_through(&mut self, zxid: Zxid) -> Vec<(Zxid, Bytes)> {
         let n = self.count_through(zxid);
-        self.txns.drain(..n).collect()
+        let taken = self.txns.drain(..n).collect();
+        self.shrink();
+        taken
     }
 
     /// Forgets every txn up to `zxid`.
     pub(super) fn forget_through(&mut self, zxid: Zxid) {
         let n = self.count_through(zxid);
         self.txns.drain(..n);
+        self.shrink();
     }
 
     /// Forgets every txn after `zxid` (a truncation).
     pub(super) fn cut_after(&mut self, zxid: Zxid) {
         let n = self.count_through(zxid);
         self.txns.truncate(n);
+        self.shrink();
+    }
+
+    /// Gives back most of the room a burst left (a long DIFF sync holds every txn until the follower is up to
+    /// date): a deque keeps its largest capacity otherwise, for the life of the process.
+    fn shrink(&mut self) {
+        if self.txns.capacity() > SHRINK_ABOVE && self.txns.len() < self.txns.capacity() / 4 {
+            self.txns.shrink_to(self.txns.len() * 2);
+        }
     }
 
     /// The txns up to `zxid`, in order.
@@ -73,8 +85,12 @@ impl Held {
     /// Forgets everything.
     pub(super) fn clear(&mut self) {
         self.txns.clear();
+        self.shrink();
     }
 }
+
+/// Capacity (in txns) a deque keeps however few it holds: what a steady stream of writes uses.
+const SHRINK_ABOVE: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -142,6 +158,21 @@ mod tests {
                 prop_assert_eq!(through, expected);
             }
         }
+    }
+
+    #[test]
+    fn the_room_a_burst_took_is_given_back() {
+        let mut held = Held::default();
+        for z in 1..=100_000 {
+            held.push(Zxid(z), Bytes::new());
+        }
+        held.forget_through(Zxid(99_990));
+        assert!(held.txns.capacity() <= 2 * SHRINK_ABOVE, "capacity {} for 10 txns", held.txns.capacity());
+        for z in 100_001..=200_000 {
+            held.push(Zxid(z), Bytes::new());
+        }
+        held.clear();
+        assert!(held.txns.capacity() <= SHRINK_ABOVE, "capacity {} after a clear", held.txns.capacity());
     }
 
     #[test]
