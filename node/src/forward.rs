@@ -212,9 +212,7 @@ impl AuthMemo {
             self.lists.push_back(used);
             return Ok(ids);
         }
-        let mut raw = b.split_to(encoded);
-        // A copy, not a slice: a slice would keep the whole network buffer it came in alive.
-        let key = if encoded <= Self::MAX_LIST_BYTES { Bytes::copy_from_slice(&raw) } else { Bytes::new() };
+        let mut raw = &b[..encoded];
         let count = count(raw.read_int()?, raw.remaining())?;
         let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
@@ -225,8 +223,10 @@ impl AuthMemo {
             if self.lists.len() == Self::LISTS {
                 self.lists.pop_front();
             }
-            self.lists.push_back((key, ids.clone()));
+            // A copy, not a slice: a slice would keep the whole network buffer it came in alive.
+            self.lists.push_back((Bytes::copy_from_slice(&b[..encoded]), ids.clone()));
         }
+        b.advance(encoded);
         Ok(ids)
     }
 }
