@@ -180,13 +180,14 @@ fn disk_failure(error: &snapshot::SnapshotError) -> bool {
 /// Applies one txn, fires its watches and queues its reply, all under the tree's write lock. The caller
 /// publishes the applied zxid.
 pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
-    let TxnRecord { mut header, txn } = record;
+    let TxnRecord { mut header, mut txn } = record;
     header.zxid = zxid;
     tracing::trace!(target: LATENCY, session = header.client_id, cxid = header.cxid, zxid, "applying");
     let mut fired = Vec::new();
     {
         let mut tree = snapshot::write::lock_for_apply(&shared.tree);
-        let applied = tree.apply(&header, &txn);
+        // The txn's data goes into the tree; the txn keeps what the watches and the reply need.
+        let applied = tree.apply_moving_data(&header, &mut txn);
         let mut watches = shared.watches();
         changes(header.op, &txn, &applied, &mut |change| watches.trigger(change, &mut fired));
         drop(watches);

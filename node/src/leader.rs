@@ -298,8 +298,8 @@ impl Pipeline {
             let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
             // The real zxid is the runtime's to give; the speculative tree only needs one above its last.
             let header = TxnHeader { client_id: session, cxid, zxid: spec.last_zxid() + 1, time, op: txn_op };
-            let (record, bytes) = fit(TxnRecord { header, txn }, limit)?;
-            spec.apply(&record.header, &record.txn);
+            let (mut record, bytes) = fit(TxnRecord { header, txn }, limit)?;
+            spec.apply_moving_data(&record.header, &mut record.txn);
             Some(bytes)
         };
         // Closing a session walks all its ephemerals (any number of them): off the runtime's threads, so that

@@ -161,7 +161,7 @@ fn replay(
             .map_err(|e| SnapshotError::BadTxn { zxid: zxid_i64(record.zxid), reason: e.to_string() })?;
         // The WAL's zxid is the txn's: the leader prepares a txn before the zxid is given.
         txn.header.zxid = zxid_i64(record.zxid);
-        tree.apply(&txn.header, &txn.txn);
+        tree.apply_moving_data(&txn.header, &mut txn.txn);
         recovered.replayed += 1;
         if let Some((end, expected)) = pending_check.filter(|&(end, _)| txn.header.zxid >= end) {
             verify_digest(tree, end, expected, snapshot)?;

@@ -10,7 +10,8 @@ use common::*;
 use proptest::prelude::*;
 use tree::code::Code;
 use tree::prep::Request;
-use tree::tree::DataTree;
+use tree::tree::{same_contents, DataTree};
+use tree::txn::{Txn, TxnRecord};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -208,6 +209,38 @@ proptest! {
             let expected = model.apply(&op);
             prop_assert_eq!(applied.code(), expected, "{:?}", op);
             check_against(&h.tree, &model)?;
+        }
+    }
+
+    /// The applier's way of applying (the txn's data moved into the tree, not shared) builds the same tree,
+    /// answers the same, leaves the txn as it was but for its data, and leaves the tree the data's only owner.
+    #[test]
+    fn moving_the_data_in_builds_the_same_tree(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut h = Harness::new();
+        let mut moved = DataTree::new();
+        for op in &ops {
+            let op = normalize(op);
+            let (session, req) = request(&op);
+            let applied = h.write(&caller(session), &req);
+            let record = h.log.last().expect("the write was logged");
+            // A copy of the data's bytes, as the applier decodes it: nothing else shares it.
+            let mut txn = TxnRecord::decode(&record.encode()).expect("txn round trip").txn;
+            let moved_applied = moved.apply_moving_data(&record.header, &mut txn);
+            prop_assert_eq!(&moved_applied, &applied, "{:?}", op);
+            prop_assert!(same_contents(&h.tree, &moved), "{:?}", op);
+            prop_assert_eq!(moved.digest(), h.tree.digest());
+            moved.validate().map_err(TestCaseError::fail)?;
+            let mut expected = record.txn.clone();
+            if let Txn::Create { data, .. } | Txn::SetData { data, .. } = &mut expected {
+                *data = None;
+            }
+            prop_assert_eq!(&txn, &expected);
+            if let (None, Txn::Create { path, .. } | Txn::SetData { path, .. }) = (applied.err, &record.txn) {
+                let node = moved.get(path).expect("applied");
+                // (Empty data decodes to a static buffer, which nobody owns.)
+                let owned = node.data.as_ref().is_none_or(|d| d.is_empty() || d.is_unique());
+                prop_assert!(owned, "{} shares its data", path);
+            }
         }
     }
 
