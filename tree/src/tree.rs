@@ -95,6 +95,11 @@ impl Applied {
     }
 }
 
+/// The data a create or setData puts in the tree: the data moved out of its txn, else a share of the txn's.
+fn own(moved: Option<Data>, data: &Data) -> Data {
+    moved.unwrap_or_else(|| data.clone())
+}
+
 /// The znode tree, its sessions and its digest.
 #[derive(Clone, Debug)]
 pub struct DataTree {
@@ -237,15 +242,13 @@ impl DataTree {
         let applied = match txn {
             Txn::Create { path, data, acl, ephemeral, parent_cversion } => {
                 let owner = if *ephemeral { h.client_id } else { 0 };
-                self.create(path, moved.unwrap_or_else(|| data.clone()), acl, owner, *parent_cversion, h)
+                self.create(path, own(moved, data), acl, owner, *parent_cversion, h)
             }
             Txn::CreateContainer { path, data, acl, parent_cversion } => {
-                self.create(path, moved.unwrap_or_else(|| data.clone()), acl, CONTAINER_OWNER, *parent_cversion, h)
+                self.create(path, own(moved, data), acl, CONTAINER_OWNER, *parent_cversion, h)
             }
             Txn::CreateTtl { path, data, acl, parent_cversion, ttl } => match OwnerKind::ttl_owner(*ttl) {
-                Some(owner) => {
-                    self.create(path, moved.unwrap_or_else(|| data.clone()), acl, owner, *parent_cversion, h)
-                }
+                Some(owner) => self.create(path, own(moved, data), acl, owner, *parent_cversion, h),
                 None => Applied::err(Code::BadArguments),
             },
             _ => return self.apply_other(h, txn, moved),
@@ -262,9 +265,7 @@ impl DataTree {
         match txn {
             Txn::Create { .. } | Txn::CreateContainer { .. } | Txn::CreateTtl { .. } => self.apply_op(h, txn, moved),
             Txn::Delete { path } => self.delete(path, h.zxid),
-            Txn::SetData { path, data, version } => {
-                self.set_data(path, moved.unwrap_or_else(|| data.clone()), *version, h)
-            }
+            Txn::SetData { path, data, version } => self.set_data(path, own(moved, data), *version, h),
             Txn::SetAcl { path, acl, version } => self.set_acl(path, acl, *version),
             Txn::Check { path, .. } => Applied { path: Some(path.clone()), ..Applied::default() },
             Txn::CreateSession { timeout } => {
