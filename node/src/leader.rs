@@ -3,17 +3,18 @@
 //!
 //! Prepared txns take effect only when they commit, yet each write must be checked against every write before
 //! it, committed or not (two creates of one path, two sequential creates under one parent). So the pipeline
-//! keeps a *speculative* tree: the committed tree when this server began to lead, with every txn it proposed
-//! since applied to it at once. When a proposal fails (leadership is lost), the speculative tree is dropped
-//! and rebuilt from the committed tree when needed.
+//! keeps the changes of its proposals that the committed tree has not applied yet ([`Pending`], ZooKeeper's
+//! outstanding changes) and preps against the committed tree through them. Once the tree applied a proposal,
+//! its changes are retired. When a proposal fails (leadership is lost), the changes are dropped, and the
+//! pipeline waits for the tree to apply the whole committed history before it preps again.
 //!
 //! The leader also expires sessions (ZooKeeper's `SessionTracker`): every server touches the sessions of its
 //! connections, and a session not touched within its timeout is closed through a closeSession txn. And it
 //! deletes empty containers and expired TTL nodes (ZooKeeper's `ContainerManager`), through ordinary deletes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,9 +23,9 @@ use replication::peer::Role;
 use replication::runtime::{ForwardShare, ForwardTo, Handle};
 use tokio::sync::{mpsc, oneshot, watch};
 use tree::acl::Id;
-use tree::prep::{self, Caller, PrepOptions, Request};
+use tree::pending::Pending;
+use tree::prep::{self, Caller, PrepOptions, Prepared, Request};
 use tree::stat::OwnerKind;
-use tree::tree::DataTree;
 use tree::txn::{Txn, TxnHeader, TxnRecord};
 
 use crate::forward::Forward;
@@ -95,16 +96,19 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, items: mpsc::Receiver<Item
         (shared.config.tick, shared.config.extended_types, shared.config.enforce_quota);
     let failed = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(watch::channel(0).0);
+    let committed = Arc::new(Mutex::new(VecDeque::new()));
     let (outcomes, resolving) = mpsc::channel(WINDOW);
     // Resolving runs beside the pipeline in this task (not a task of its own, which nothing would supervise):
     // the pipeline waits for it (the window, syncs) while it handles an item, and it ends once the pipeline has
     // ended and dropped its sender.
-    let resolving = resolve(resolving, failed.clone(), completed.clone());
+    let resolving = resolve(resolving, failed.clone(), completed.clone(), committed.clone());
     let pipeline = Pipeline {
         shared,
         role: handle.role.clone(),
         handle,
-        spec: None,
+        ready: false,
+        pending: Pending::new(),
+        committed,
         failed,
         submitted: 0,
         completed,
@@ -134,12 +138,18 @@ impl Tracked {
 struct Pipeline {
     shared: Arc<Shared>,
     handle: Handle,
-    /// The role, watched: any change since the speculative tree was built makes it stale (another leader may
-    /// have committed txns meanwhile, even if none of ours failed).
+    /// The role, watched: any change since the pipeline became ready makes its pending changes stale (another
+    /// leader may have committed txns meanwhile, even if none of ours failed).
     role: watch::Receiver<(Role, bool)>,
-    /// The committed tree plus every txn proposed since; `None` until needed or after a failure.
-    spec: Option<DataTree>,
-    /// Set by a proposal that failed: the speculative tree is wrong from there on.
+    /// Whether the committed tree had applied this leader's whole committed history when the pipeline last
+    /// began to prep, and nothing failed since.
+    ready: bool,
+    /// The changes of this leader's proposals that the committed tree has not applied yet.
+    pending: Pending,
+    /// Each committed proposal's zxid, in order, from [`resolve`]: once the tree has applied a zxid, the
+    /// proposal's pending changes retire.
+    committed: Arc<Mutex<VecDeque<(u64, i64)>>>,
+    /// Set by a proposal that failed: the pending changes are wrong from there on.
     failed: Arc<AtomicBool>,
     /// Proposals submitted, and the count of those resolved (committed or failed, in order).
     submitted: u64,
@@ -172,17 +182,20 @@ impl Pipeline {
         *self.handle.role.borrow() == (Role::Leading, true)
     }
 
-    /// The speculative tree, built from the committed tree once it has applied everything this leader's
-    /// history committed.
-    async fn spec(&mut self) -> Option<&mut DataTree> {
+    /// Whether the pipeline can prep: it leads, and the committed tree has applied everything this leader's
+    /// history committed before it began (waited for after a start or a failure; the session tracker is
+    /// rebuilt from the tree then).
+    async fn ready(&mut self) -> bool {
         let role_changed = self.role.has_changed().unwrap_or(true);
         if self.failed.swap(false, Ordering::AcqRel) || role_changed || !self.leading() {
-            self.spec = None;
+            self.ready = false;
+            self.pending.clear();
+            lock(&self.committed).clear();
         }
         if !self.leading() {
-            return None;
+            return false;
         }
-        if self.spec.is_none() {
+        if !self.ready {
             let target = self.handle.applied.borrow().0 as i64;
             let mut applied = self.shared.applied.subscribe();
             let deadline = tokio::time::sleep(self.shared.config.tick * self.shared.config.init_limit);
@@ -192,21 +205,40 @@ impl Pipeline {
                     break;
                 }
                 tokio::select! {
-                    changed = applied.changed() => if changed.is_err() { return None },
+                    changed = applied.changed() => if changed.is_err() { return false },
                     _ = &mut deadline => {
                         tracing::warn!(target, "the tree did not catch up with the committed history in time");
-                        return None;
+                        return false;
                     }
                 }
             }
             self.role.borrow_and_update();
-            let tree = self.shared.tree().clone();
+            let tree = self.shared.tree();
             let now = Instant::now();
             self.sessions = tree.sessions().iter().map(|(&s, &t)| (s, Tracked::new(t, now))).collect();
             tracing::info!(zxid = tree.last_zxid(), sessions = self.sessions.len(), "leading: pipeline ready");
-            self.spec = Some(tree);
+            self.ready = true;
         }
-        self.spec.as_mut()
+        true
+    }
+
+    /// Retires the pending changes of the proposals the committed tree has applied.
+    fn retire(&mut self) {
+        // Read before the tree (the caller locks it after): the tree has applied at least this much.
+        let applied = *self.shared.applied.borrow();
+        let mut committed = lock(&self.committed);
+        let mut retired = None;
+        while let Some(&(seq, zxid)) = committed.front() {
+            if zxid > applied {
+                break;
+            }
+            committed.pop_front();
+            retired = Some(seq);
+        }
+        drop(committed);
+        if let Some(seq) = retired {
+            self.pending.retire(seq);
+        }
     }
 
     async fn handle(&mut self, item: Item) {
@@ -221,7 +253,7 @@ impl Pipeline {
             }
             Item::Sessions(reply) => {
                 // As the tracker stands this term (a leader that has not built it yet tracks nothing).
-                let current = self.spec().await.is_some();
+                let current = self.ready().await;
                 let sessions = self.sessions.iter().filter(|_| current).map(|(&s, t)| (s, t.deadline)).collect();
                 let _ = reply.send(sessions);
             }
@@ -239,8 +271,8 @@ impl Pipeline {
                 // comes from the old connection does not apply, and that connection is torn down (ZooKeeper
                 // treats SESSIONMOVED as a connection-level error, ZOOKEEPER-710). The attach already asked for
                 // the close; this covers the writes that reach the leader before it happened.
-                // (After `spec()`: a new term rebuilds the session table, owners included.)
-                let current = self.spec().await.is_some();
+                // (After `ready()`: a new term rebuilds the session table, owners included.)
+                let current = self.ready().await;
                 let moved =
                     current && self.sessions.get(&session).and_then(|t| t.owner).is_some_and(|owner| owner != origin);
                 if moved {
@@ -291,16 +323,21 @@ impl Pipeline {
     /// Prepares and proposes one write; false when this server cannot (it does not lead).
     async fn propose(&mut self, session: SessionId, cxid: i32, auth: Arc<[Id]>, request: &Request) -> bool {
         let (options, limit) = (self.options, self.shared.limits.txn);
-        let Some(spec) = self.spec().await else { return false };
+        if !self.ready().await {
+            return false;
+        }
+        self.retire();
         let caller = Caller { session, auth };
-        let mut prepare = || {
-            let (txn_op, txn) = prep::prep(spec, &caller, options, request);
+        let (shared, pending) = (&self.shared, &self.pending);
+        let prepare = || {
+            let tree = shared.tree();
+            let Prepared { op, txn, changes } = prep::prep_over(&tree, pending, &caller, options, request);
             let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            // The real zxid is the runtime's to give; the speculative tree only needs one above its last.
-            let header = TxnHeader { client_id: session, cxid, zxid: spec.last_zxid() + 1, time, op: txn_op };
-            let (mut record, bytes) = fit(TxnRecord { header, txn }, limit)?;
-            spec.apply_moving_data(&record.header, &mut record.txn);
-            Some(bytes)
+            // The zxid is the runtime's to give (the applier and a replay take it from the log), not this one.
+            let header = TxnHeader { client_id: session, cxid, zxid: tree.last_zxid() + 1, time, op };
+            drop(tree);
+            let (_, bytes) = fit(TxnRecord { header, txn }, limit)?;
+            Some((bytes, changes))
         };
         // Closing a session walks all its ephemerals (any number of them): off the runtime's threads, so that
         // heartbeats and other clients go on meanwhile.
@@ -308,7 +345,7 @@ impl Pipeline {
             Request::CloseSession => tokio::task::block_in_place(prepare),
             _ => prepare(),
         };
-        let Some(bytes) = prepared else { return false };
+        let Some((bytes, changes)) = prepared else { return false };
         match request {
             Request::CreateSession { timeout } => {
                 self.sessions.insert(session, Tracked::new(*timeout, Instant::now()));
@@ -328,6 +365,7 @@ impl Pipeline {
             Ok(outcome) => {
                 tracing::trace!(target: crate::LATENCY, session, cxid, "submitted");
                 self.submitted += 1;
+                self.pending.absorb(self.submitted, changes);
                 self.shared.stats.proposal_sizes.record(size);
                 // Room is certain (at most WINDOW in flight), and `resolve` runs as long as the pipeline does.
                 self.outcomes.send((self.submitted, outcome)).await.expect("resolve outlives the pipeline's sender");
@@ -345,22 +383,25 @@ impl Pipeline {
 type Outcome = oneshot::Receiver<Result<wal::Zxid, replication::runtime::CommitError>>;
 
 /// Counts proposals as they resolve, in order (one task for all of them, not one per proposal): a failure
-/// marks the speculative tree stale, and `completed` moves on either way (syncs and the window wait on it).
+/// marks the pipeline's pending changes stale, a commit tells the pipeline the proposal's zxid (`committed`),
+/// and `completed` moves on either way (syncs and the window wait on it).
 async fn resolve(
     mut outcomes: mpsc::Receiver<(u64, Outcome)>,
     failed: Arc<AtomicBool>,
     completed: Arc<watch::Sender<u64>>,
+    committed: Arc<Mutex<VecDeque<(u64, i64)>>>,
 ) {
     // `None`: the runtime dropped the proposal without an answer.
-    let settle = |outcome: Option<Result<wal::Zxid, replication::runtime::CommitError>>| {
-        if !matches!(outcome, Some(Ok(_))) {
-            tracing::debug!(?outcome, "a proposal failed: the speculative tree will be rebuilt");
+    let settle = |seq: u64, outcome: Option<Result<wal::Zxid, replication::runtime::CommitError>>| match outcome {
+        Some(Ok(zxid)) => lock(&committed).push_back((seq, zxid.0 as i64)),
+        outcome => {
+            tracing::debug!(?outcome, "a proposal failed: the pending changes will be dropped");
             failed.store(true, Ordering::Release);
         }
     };
     let mut next = outcomes.recv().await;
     while let Some((seq, outcome)) = next.take() {
-        settle(outcome.await.ok());
+        settle(seq, outcome.await.ok());
         // Settle the proposals behind it that resolved with it (a commit covers many), then wake the waiters
         // once for all of them.
         let mut done = seq;
@@ -370,8 +411,8 @@ async fn resolve(
                     next = Some((seq, outcome));
                     break;
                 }
-                Ok(result) => settle(Some(result)),
-                Err(oneshot::error::TryRecvError::Closed) => settle(None),
+                Ok(result) => settle(seq, Some(result)),
+                Err(oneshot::error::TryRecvError::Closed) => settle(seq, None),
             }
             done = seq;
         }
@@ -423,25 +464,32 @@ impl Pipeline {
 
     /// Deletes containers whose last child went (or that never had one, past `maxNeverUsedIntervalMs`) and TTL
     /// nodes without children unchanged for longer than their TTL. Once per `znode.container.checkIntervalMs`,
-    /// it looks at the speculative tree's containers and TTL nodes only (the tree indexes them).
+    /// it looks at the committed tree's containers and TTL nodes only (the tree indexes them), past those a
+    /// pending proposal changed (a child on its way, say): their delete waits for the next check.
     async fn reap(&mut self) {
         let max_never_used = self.shared.config.container_max_never_used.as_millis() as i64;
         if !self.leading() {
             return;
         }
-        let Some(spec) = self.spec().await else { return };
+        if !self.ready().await {
+            return;
+        }
+        self.retire();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let doomed: Vec<String> = spec
-            .containers_and_ttls()
-            .filter(|(_, node)| node.children.is_empty())
-            .filter(|(_, node)| match OwnerKind::of(node.stat.ephemeral_owner) {
-                OwnerKind::Container if node.stat.cversion > 0 => true,
-                OwnerKind::Container => max_never_used > 0 && now - node.stat.ctime > max_never_used,
-                OwnerKind::Ttl(ttl) => now - node.stat.mtime > ttl,
-                _ => false,
-            })
-            .map(|(path, _)| path.clone())
-            .collect();
+        let doomed: Vec<String> = {
+            let tree = self.shared.tree();
+            tree.containers_and_ttls()
+                .filter(|(path, _)| !self.pending.touches(path))
+                .filter(|(_, node)| node.children.is_empty())
+                .filter(|(_, node)| match OwnerKind::of(node.stat.ephemeral_owner) {
+                    OwnerKind::Container if node.stat.cversion > 0 => true,
+                    OwnerKind::Container => max_never_used > 0 && now - node.stat.ctime > max_never_used,
+                    OwnerKind::Ttl(ttl) => now - node.stat.mtime > ttl,
+                    _ => false,
+                })
+                .map(|(path, _)| path.clone())
+                .collect()
+        };
         let system: Arc<[Id]> = Arc::from([Id::new("super", "")]);
         for path in doomed {
             tracing::debug!(path, "deleting an empty container or an expired TTL node");
@@ -451,8 +499,8 @@ impl Pipeline {
 
     /// Closes sessions whose deadline passed.
     async fn expire(&mut self) {
-        // Building the speculative tree also starts the session deadlines of a new leader.
-        if !self.leading() || self.spec().await.is_none() {
+        // Becoming ready also starts the session deadlines of a new leader.
+        if !self.leading() || !self.ready().await {
             return;
         }
         let now = Instant::now();

@@ -34,6 +34,7 @@ pub mod digest;
 pub mod jute;
 pub mod load;
 pub mod path;
+pub mod pending;
 pub mod prep;
 pub mod quota;
 pub mod stat;

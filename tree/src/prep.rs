@@ -2,7 +2,8 @@
 //! here, on the leader, and the txn carries the outcome (the new version, the sequential name, the parent's new
 //! cversion). A failed check becomes an error txn, which still takes a zxid, as in ZooKeeper.
 //!
-//! The ops of a multi see the effects of the ops before them, through an [`Overlay`] of pending changes.
+//! Prep reads the committed tree through an [`Overlay`]: the changes of proposals the tree has not applied yet
+//! ([`Pending`]), and the changes of the ops before it in the same multi.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use crate::acl::{self, perms, Acl, Id};
 use crate::code::{op, Code};
 use crate::path::{self, validate_path};
+use crate::pending::{Changes, Pending, View};
 use crate::quota;
 use crate::stat::{OwnerKind, CONTAINER_OWNER};
 use crate::tree::{Data, DataTree};
@@ -117,37 +119,30 @@ pub struct PrepOptions {
     pub enforce_quota: bool,
 }
 
-/// A node as prep sees it: the tree's state plus the pending changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct View {
-    version: i32,
-    cversion: i32,
-    aversion: i32,
-    owner: i64,
-    children: usize,
-    /// Shared with the tree's ACL table unless a pending change set it.
-    acl: Arc<[Acl]>,
-    /// Its data length, for the quota check of a setData.
-    data_len: usize,
-}
-
-/// Pending changes over a tree: `None` marks a node deleted.
+/// What prep reads: the committed tree, the changes of proposals not yet applied to it, and the changes this
+/// request made so far.
 pub struct Overlay<'a> {
     tree: &'a DataTree,
-    changes: HashMap<String, Option<View>>,
-    /// Whether changes are kept: only the ops of a multi read what an op before them changed (a single op
-    /// reads everything before it sets anything), so a single op keeps none.
-    record: bool,
+    pending: &'a Pending,
+    /// This request's changes, in order.
+    changes: Vec<(Arc<str>, Option<View>)>,
+    /// The latest of `changes` per path, for requests whose later steps read what earlier ones changed (the ops
+    /// of a multi, the deletes of a closeSession); `None` for a single op, which reads everything before it sets
+    /// anything.
+    own: Option<HashMap<Arc<str>, Option<View>>>,
 }
 
 impl<'a> Overlay<'a> {
-    /// No pending changes; `record`: keep the changes, for the ops of a multi that follow.
-    pub fn new(tree: &'a DataTree, record: bool) -> Overlay<'a> {
-        Overlay { tree, changes: HashMap::new(), record }
+    fn new(tree: &'a DataTree, pending: &'a Pending, request: &Request) -> Overlay<'a> {
+        let own = matches!(request, Request::Multi(_) | Request::CloseSession).then(HashMap::new);
+        Overlay { tree, pending, changes: Vec::new(), own }
     }
 
     fn get(&self, path: &str) -> Option<View> {
-        if let Some(change) = self.changes.get(path) {
+        if let Some(change) = self.own.as_ref().and_then(|own| own.get(path)) {
+            return change.clone();
+        }
+        if let Some(change) = self.pending.get(path) {
             return change.clone();
         }
         let node = self.tree.get(path)?;
@@ -163,22 +158,58 @@ impl<'a> Overlay<'a> {
     }
 
     fn set(&mut self, path: &str, view: Option<View>) {
-        if self.record {
-            self.changes.insert(path.to_owned(), view);
+        let path: Arc<str> = Arc::from(path);
+        if let Some(own) = &mut self.own {
+            own.insert(path.clone(), view.clone());
         }
+        self.changes.push((path, view));
     }
+
+    /// The ephemerals of `session` as of the pending proposals, in path order.
+    fn ephemerals(&self, session: i64) -> Vec<String> {
+        let committed = self.tree.ephemerals(session).filter(|p| self.pending.get(p).is_none());
+        let mut paths: Vec<String> = committed.chain(self.pending.ephemerals_of(session)).map(str::to_owned).collect();
+        paths.sort_unstable();
+        paths
+    }
+}
+
+/// A request turned into a txn.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The txn's op code.
+    pub op: i32,
+    /// The txn.
+    pub txn: Txn,
+    /// What it changes, for [`Pending::absorb`] once it is proposed.
+    pub changes: Changes,
 }
 
 /// Turns `request` into a txn (its op code and body); a failed check gives an error txn.
 pub fn prep(tree: &DataTree, caller: &Caller, options: PrepOptions, request: &Request) -> (i32, Txn) {
-    let mut overlay = Overlay::new(tree, matches!(request, Request::Multi(_)));
-    if let Request::Multi(ops) = request {
-        return (op::MULTI, prep_multi(&mut overlay, caller, options, ops));
-    }
-    match prep_one(&mut overlay, caller, options, request) {
-        Ok(pair) => pair,
-        Err(code) => (op::ERROR, Txn::Error { err: code.value() }),
-    }
+    let Prepared { op, txn, .. } = prep_over(tree, &Pending::new(), caller, options, request);
+    (op, txn)
+}
+
+/// [`prep`] against `tree` with the `pending` changes of proposals it has not applied yet on top; also returns
+/// the request's own changes. Quotas are checked against `tree` alone, as ZooKeeper checks them against its
+/// committed tree.
+pub fn prep_over(
+    tree: &DataTree,
+    pending: &Pending,
+    caller: &Caller,
+    options: PrepOptions,
+    request: &Request,
+) -> Prepared {
+    let mut overlay = Overlay::new(tree, pending, request);
+    let (op, txn) = match request {
+        Request::Multi(ops) => (op::MULTI, prep_multi(&mut overlay, caller, options, ops)),
+        _ => prep_one(&mut overlay, caller, options, request).unwrap_or_else(|code| {
+            overlay.changes.clear();
+            (op::ERROR, Txn::Error { err: code.value() })
+        }),
+    };
+    Prepared { op, txn, changes: Changes(overlay.changes) }
 }
 
 fn prep_multi(overlay: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, ops: &[Request]) -> Txn {
@@ -201,6 +232,10 @@ fn prep_multi(overlay: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, 
             })
         })
         .collect();
+    if failed {
+        // The multi fails as a whole: none of its ops' changes happen.
+        overlay.changes.clear();
+    }
     Txn::Multi(txns)
 }
 
@@ -237,7 +272,15 @@ fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request:
         }
         Request::CreateSession { timeout } => Ok((op::CREATE_SESSION, Txn::CreateSession { timeout: *timeout })),
         Request::CloseSession => {
-            let paths: Vec<String> = o.tree.ephemerals(caller.session).map(str::to_owned).collect();
+            let paths = o.ephemerals(caller.session);
+            for path in &paths {
+                // As the tree deletes each: the parent loses a child (its cversion stays).
+                let parent_path = path::parent(path);
+                if let Some(parent) = o.get(parent_path) {
+                    o.set(parent_path, Some(View { children: parent.children.saturating_sub(1), ..parent }));
+                }
+                o.set(path, None);
+            }
             Ok((op::CLOSE_SESSION, Txn::CloseSession { paths }))
         }
         Request::Multi(_) => Err(Code::BadArguments),
@@ -306,7 +349,9 @@ fn prep_create(
             )
         }
     };
-    o.set(parent_path, Some(View { cversion: parent_cversion, children: parent.children + 1, ..parent }));
+    // The tree raises the cversion only (at the wrap, it stays).
+    let cversion = parent_cversion.max(parent.cversion);
+    o.set(parent_path, Some(View { cversion, children: parent.children + 1, ..parent }));
     o.set(
         &path,
         Some(View {

@@ -1,0 +1,140 @@
+//! The leader preps each write against its committed tree plus the changes of its proposals that tree has not
+//! applied yet ([`Pending`]). Model test: for any stream of writes, and any lag between proposing and applying,
+//! that gives exactly the txns prep gives against a tree that applied every earlier txn at once.
+
+mod common;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use common::*;
+use proptest::prelude::*;
+use tree::acl::{Acl, Id};
+use tree::code::op;
+use tree::pending::Pending;
+use tree::prep::{prep, prep_over, Prepared, Request};
+use tree::tree::{same_contents, DataTree};
+use tree::txn::{TxnHeader, TxnRecord};
+
+fn path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0..2u8).prop_map(|a| format!("/n{a}")),
+        (0..2u8, 0..2u8).prop_map(|(a, b)| format!("/n{a}/m{b}")),
+        (0..2u8, 0..2u8).prop_map(|(a, b)| format!("/n{a}/m{b}/k")),
+    ]
+}
+
+/// World ACLs with any permissions: a setAcl that takes CREATE or WRITE away makes later writes fail.
+fn acl() -> impl Strategy<Value = Vec<Acl>> {
+    prop_oneof![
+        3 => Just(tree::acl::open_acl_unsafe()),
+        1 => (0..32i32).prop_map(|perms| vec![Acl { perms, id: Id::anyone() }]),
+    ]
+}
+
+fn create() -> impl Strategy<Value = Request> {
+    let kind = prop_oneof![
+        (Just(op::CREATE), 0..4i32, Just(-1i64)),
+        (Just(op::CREATE2), 0..4i32, Just(-1i64)),
+        (Just(op::CREATE_CONTAINER), Just(4i32), Just(-1i64)),
+        (Just(op::CREATE_TTL), 5..7i32, Just(60_000i64)),
+    ];
+    (path(), kind, acl(), proptest::option::of("[a-z]{0,3}")).prop_map(|(path, (op, flags, ttl), acl, data)| {
+        Request::Create { op, path, data: data.map(Bytes::from), acl, flags, ttl }
+    })
+}
+
+fn simple() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        4 => create(),
+        2 => (path(), -1..3i32).prop_map(|(path, version)| Request::Delete { path, version }),
+        2 => (path(), proptest::option::of("[a-z]{0,3}"), -1..3i32)
+            .prop_map(|(path, data, version)| Request::SetData { path, data: data.map(Bytes::from), version }),
+        1 => (path(), acl(), -1..2i32).prop_map(|(path, acl, version)| Request::SetAcl { path, acl, version }),
+        1 => (path(), -1..3i32).prop_map(|(path, version)| Request::Check { path, version }),
+    ]
+}
+
+/// A write from one of three sessions.
+fn write() -> impl Strategy<Value = (i64, Request)> {
+    let request = prop_oneof![
+        8 => simple(),
+        2 => proptest::collection::vec(simple(), 1..4).prop_map(Request::Multi),
+        1 => Just(Request::CreateSession { timeout: 30_000 }),
+        1 => Just(Request::CloseSession),
+    ];
+    (1..4i64, request)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prepping_over_pending_changes_is_prepping_over_the_applied_tree(
+        writes in proptest::collection::vec((write(), 0..8usize), 1..80),
+    ) {
+        drive(&writes)?;
+    }
+}
+
+#[test]
+fn a_pending_close_empties_the_parents_of_its_ephemerals() {
+    let open = tree::acl::open_acl_unsafe();
+    let create = |path: &str, flags| Request::Create {
+        op: op::CREATE,
+        path: path.into(),
+        data: None,
+        acl: open.clone(),
+        flags,
+        ttl: -1,
+    };
+    let writes = [
+        ((1, create("/n0", 0)), 0),
+        ((2, create("/n0/e", 1)), 0),
+        // The close stays unapplied while the parent's delete is prepped.
+        ((2, Request::CloseSession), 8),
+        ((1, Request::Delete { path: "/n0".into(), version: -1 }), 8),
+    ];
+    drive(&writes).unwrap();
+}
+
+/// Preps each write both ways and compares; each write comes with how many proposals may stay unapplied after
+/// it (the committed tree's lag).
+fn drive(writes: &[((i64, Request), usize)]) -> Result<(), TestCaseError> {
+    let options = tree::prep::PrepOptions { ttl_enabled: true, enforce_quota: false };
+    // The oracle: every txn applied as soon as it is prepped.
+    let mut eager = DataTree::new();
+    // The leader's way: a committed tree that lags, and the changes it has not applied.
+    let (mut committed, mut pending) = (DataTree::new(), Pending::new());
+    let mut unapplied: VecDeque<(u64, TxnRecord)> = VecDeque::new();
+    for (seq, ((session, request), lag)) in (1u64..).zip(writes) {
+        let caller = caller(*session);
+        let expected = prep(&eager, &caller, options, request);
+        let Prepared { op, txn, changes } = prep_over(&committed, &pending, &caller, options, request);
+        prop_assert_eq!(
+            &(op, txn.clone()),
+            &expected,
+            "write {} ({:?}) with {} unapplied",
+            seq,
+            request,
+            unapplied.len()
+        );
+        let zxid = (1i64 << 32) + seq as i64;
+        let record = TxnRecord { header: TxnHeader { client_id: *session, cxid: 0, zxid, time: zxid, op }, txn };
+        eager.apply(&record.header, &record.txn);
+        pending.absorb(seq, changes);
+        unapplied.push_back((seq, record));
+        while unapplied.len() > *lag {
+            let (seq, record) = unapplied.pop_front().expect("not empty");
+            committed.apply(&record.header, &record.txn);
+            pending.retire(seq);
+        }
+    }
+    while let Some((seq, record)) = unapplied.pop_front() {
+        committed.apply(&record.header, &record.txn);
+        pending.retire(seq);
+    }
+    prop_assert!(pending.is_empty(), "{} paths still pending with everything applied", pending.len());
+    prop_assert!(same_contents(&committed, &eager));
+    Ok(())
+}
