@@ -8,10 +8,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use replication::runtime::Committed;
 use snapshot::policy::SnapPolicy;
+use snapshot::retain::Retention;
 use tokio::sync::mpsc;
 use tree::code::op;
 use tree::path;
@@ -28,8 +29,8 @@ use crate::{digest, LATENCY};
 pub struct SnapshotSettings {
     /// The snapshot directory.
     pub dir: PathBuf,
-    /// Snapshots kept (and the WAL they need).
-    pub retain: usize,
+    /// Which snapshots are kept (and the WAL they need), and which of them verified already.
+    pub retention: Arc<Mutex<Retention>>,
     /// When to take one.
     pub policy: SnapPolicy,
 }
@@ -128,10 +129,11 @@ fn heavy(txn: &Txn) -> bool {
 /// Takes a fuzzy snapshot on a thread of its own. A panic there fails the server (with the reason) rather than
 /// leave it without snapshots for good.
 fn spawn_snapshot(shared: &Arc<Shared>, wal: &Arc<Wal>, snaps: &SnapshotSettings, busy: &Arc<AtomicBool>) {
-    let (shared, wal, dir, retain, busy) = (shared.clone(), wal.clone(), snaps.dir.clone(), snaps.retain, busy.clone());
+    let (shared, wal, dir, busy) = (shared.clone(), wal.clone(), snaps.dir.clone(), busy.clone());
+    let retention = snaps.retention.clone();
     std::thread::spawn(move || {
         let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            take_snapshot(&shared, &wal, &dir, retain);
+            take_snapshot(&shared, &wal, &dir, &retention);
         }));
         if taken.is_err() {
             shared.fail("the snapshot writer panicked (see the log above)".to_owned());
@@ -144,11 +146,12 @@ fn spawn_snapshot(shared: &Arc<Shared>, wal: &Arc<Wal>, snaps: &SnapshotSettings
 /// each needs a session with tens of thousands of ephemerals).
 const SNAPSHOT_ATTEMPTS: usize = 3;
 
-fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usize) {
+fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retention: &Mutex<Retention>) {
     for attempt in 1..=SNAPSHOT_ATTEMPTS {
         let started = std::time::Instant::now();
         match snapshot::write::write_fuzzy(dir, &shared.tree, 1024) {
             Ok(info) => {
+                crate::shared::lock(retention).written(&info);
                 shared.stats.instruments.snapshot(started.elapsed(), info.bytes);
                 tracing::info!(?info, "snapshot written");
                 break;
@@ -163,7 +166,7 @@ fn take_snapshot(shared: &Shared, wal: &Wal, dir: &std::path::Path, retain: usiz
             }
         }
     }
-    match snapshot::retain::retain(dir, wal, retain) {
+    match crate::shared::lock(retention).run(dir, wal) {
         Ok(retained) => tracing::debug!(?retained, "retention"),
         Err(error) if disk_failure(&error) => shared.fail(format!("snapshot retention: {error}")),
         Err(error) => tracing::warn!(%error, "snapshot retention failed"),

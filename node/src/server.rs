@@ -23,6 +23,7 @@ use replication::runtime::{self, ForwardTo, Forwarded, Handle, ServerConfig};
 use replication::security::PeerSecurity;
 use replication::transport::TransportConfig;
 use snapshot::policy::SnapPolicy;
+use snapshot::retain::Retention;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use wal::{SyncMode, Wal, WalOptions};
@@ -345,7 +346,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
     let snaps = SnapshotSettings {
         dir: snap_dir.clone(),
-        retain: config.snap_retain_count.max(3),
+        retention: Arc::new(Mutex::new(Retention::new(config.snap_retain_count.max(3)))),
         policy: SnapPolicy::new(config.snap_count, my_id),
     };
     let (pipeline, items) = mpsc::channel(leader::QUEUE);

@@ -18,7 +18,7 @@ use tree::tree::{Data, DataTree};
 use crate::error::SnapshotError;
 use crate::format::{self, tag, Trailer, END_MAGIC};
 use wal::failpoint;
-use wal::fs::{FileSystem, StdFs, WalFile};
+use wal::fs::{FileSystem, StdFs, WalFile, DIRECT_ALIGN};
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,13 +40,18 @@ pub struct SnapshotInfo {
 /// Nodes copied per read-lock hold.
 pub const DEFAULT_CHUNK: usize = 1024;
 
-/// The bytes [`CrcWriter`] gathers before it writes them out: few large writes, as a `BufWriter` would do.
+/// The bytes [`CrcWriter`] gathers before it writes them out: few large writes, each a whole number of
+/// [`DIRECT_ALIGN`] blocks from an aligned buffer, which a file from [`FileSystem::create_direct`] takes without
+/// a copy in the page cache (a buffered write of a 100 MB snapshot costs 20 to 40 times the CPU here).
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// A sequential writer over a [`WalFile`] that buffers and checksums what goes through it.
 struct CrcWriter {
     file: Box<dyn WalFile>,
-    buf: Vec<u8>,
+    /// `WRITE_BUFFER` bytes from `start` are the buffer, aligned to `DIRECT_ALIGN`; `filled` of them hold data.
+    storage: Vec<u8>,
+    start: usize,
+    filled: usize,
     /// Bytes written to the file so far (where the buffer goes next).
     flushed: u64,
     crc: u32,
@@ -55,14 +60,27 @@ struct CrcWriter {
 }
 
 impl CrcWriter {
-    fn write(&mut self, buf: &[u8]) -> Result<(), SnapshotError> {
+    fn new(file: Box<dyn WalFile>, path: PathBuf) -> CrcWriter {
+        let storage = vec![0; WRITE_BUFFER + DIRECT_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        assert!(start < DIRECT_ALIGN, "a byte buffer can always be aligned within one block");
+        CrcWriter { file, storage, start, filled: 0, flushed: 0, crc: 0, bytes: 0, path }
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), SnapshotError> {
         #[cfg(feature = "failpoints")]
-        self.injected(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, buf);
-        self.bytes += buf.len() as u64;
-        self.buf.extend_from_slice(buf);
-        if self.buf.len() >= WRITE_BUFFER {
-            self.flush()?;
+        self.injected(data)?;
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.bytes += data.len() as u64;
+        while !data.is_empty() {
+            let n = data.len().min(WRITE_BUFFER - self.filled);
+            let at = self.start + self.filled;
+            self.storage[at..at + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == WRITE_BUFFER {
+                self.write_out(WRITE_BUFFER)?;
+            }
         }
         Ok(())
     }
@@ -71,7 +89,7 @@ impl CrcWriter {
     /// the n-th; a short write writes half of `buf` where it was to go.
     #[cfg(feature = "failpoints")]
     fn injected(&self, buf: &[u8]) -> Result<(), SnapshotError> {
-        let (file, at) = (&self.file, self.flushed + self.buf.len() as u64);
+        let (file, at) = (&self.file, self.flushed + self.filled as u64);
         let injected = || -> std::io::Result<()> {
             failpoint!("snapshot::write", short: file.write_at(&buf[..buf.len() / 2], at));
             Ok(())
@@ -79,12 +97,25 @@ impl CrcWriter {
         injected().map_err(|e| SnapshotError::io("write", &self.path, e))
     }
 
-    /// Writes out what is buffered.
-    fn flush(&mut self) -> Result<(), SnapshotError> {
-        self.file.write_at(&self.buf, self.flushed).map_err(|e| SnapshotError::io("write", &self.path, e))?;
-        self.flushed += self.buf.len() as u64;
-        self.buf.clear();
+    /// Writes out the first `len` bytes of the buffer (a whole number of blocks) and empties it.
+    fn write_out(&mut self, len: usize) -> Result<(), SnapshotError> {
+        debug_assert!(len.is_multiple_of(DIRECT_ALIGN) && len >= self.filled);
+        let block = &self.storage[self.start..self.start + len];
+        self.file.write_at(block, self.flushed).map_err(|e| SnapshotError::io("write", &self.path, e))?;
+        self.flushed += len as u64;
+        self.filled = 0;
         Ok(())
+    }
+
+    /// Writes out what is buffered, its last block padded with zeros, then cuts the file back to the bytes
+    /// written.
+    fn finish(&mut self) -> Result<(), SnapshotError> {
+        if self.filled > 0 {
+            let padded = self.filled.next_multiple_of(DIRECT_ALIGN);
+            self.storage[self.start + self.filled..self.start + padded].fill(0);
+            self.write_out(padded)?;
+        }
+        self.file.set_len(self.bytes).map_err(|e| SnapshotError::io("truncate", &self.path, e))
     }
 }
 
@@ -110,12 +141,11 @@ pub fn write_fuzzy_with(
     let tmp = path.with_extension(format!("{:016x}.tmp", start_zxid));
     let create = || {
         failpoint!("snapshot::create");
-        fs.create(&tmp)
+        fs.create_direct(&tmp)
     };
     let file = create().map_err(|e| SnapshotError::io("create", &tmp, e))?;
     let mut unfinished = Unfinished { fs, tmp: Some(tmp.clone()) };
-    let buf = Vec::with_capacity(WRITE_BUFFER);
-    let mut out = CrcWriter { file, buf, flushed: 0, crc: 0, bytes: 0, path: tmp.clone() };
+    let mut out = CrcWriter::new(file, tmp.clone());
     out.write(&format::encode_header(start_zxid))?;
     let mut buf = Vec::with_capacity(1 << 20);
     for (&session, &timeout) in &sessions {
@@ -148,7 +178,7 @@ pub fn write_fuzzy_with(
     let crc = out.crc;
     out.write(&crc.to_be_bytes())?;
     out.write(&END_MAGIC)?;
-    out.flush()?;
+    out.finish()?;
     let (bytes, file) = (out.bytes, out.file);
     // The data must be durable before the name is: a rename that reaches the disk before the data would leave a
     // snapshot name over a torn file after a power cut.

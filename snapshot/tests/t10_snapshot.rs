@@ -309,3 +309,51 @@ fn a_snapshot_spanning_a_close_that_names_no_ephemerals_is_abandoned() {
     let after = snapshot::write::write_fuzzy(dir.path(), &tree, 1024).expect("the next snapshot is kept");
     assert_eq!(after.start_zxid, close);
 }
+
+#[test]
+fn retention_reads_each_snapshot_once_per_process_and_a_new_process_reads_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    let mut infos = Vec::new();
+    for round in 0..2 {
+        workload(&db, round * 100, 100);
+        infos.push(db.snapshot(16));
+    }
+    let mut retention = snapshot::retain::Retention::new(2);
+    let first = retention.run(&db.snap_dir, &db.wal).unwrap();
+    assert_eq!(first.kept, vec![infos[1].path.clone(), infos[0].path.clone()]);
+    // One bit flipped in a snapshot this process verified already (same length): not read again, still kept.
+    let mut bytes = std::fs::read(&infos[0].path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&infos[0].path, &bytes).unwrap();
+    let again = retention.run(&db.snap_dir, &db.wal).unwrap();
+    assert_eq!(again.kept, first.kept);
+    // A new snapshot is read (and verifies); a process that starts afresh reads every one and sees the flip.
+    workload(&db, 200, 100);
+    infos.push(db.snapshot(16));
+    let third = retention.run(&db.snap_dir, &db.wal).unwrap();
+    assert_eq!(third.kept, vec![infos[2].path.clone(), infos[1].path.clone()]);
+    assert_eq!(third.deleted, vec![infos[0].path.clone()]);
+    std::fs::write(&infos[1].path, b"ENSNAP\r\n\0\0\0\x01 garbage").unwrap();
+    let fresh = snapshot::retain::Retention::new(2).run(&db.snap_dir, &db.wal).unwrap();
+    assert_eq!(fresh.kept, vec![infos[2].path.clone()], "the damaged snapshot no longer counts");
+    assert!(fresh.deleted.is_empty(), "with fewer than two valid snapshots, nothing is deleted");
+}
+
+#[test]
+fn retention_does_not_read_back_a_snapshot_its_process_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(dir.path());
+    workload(&db, 0, 100);
+    let info = db.snapshot(16);
+    let mut retention = snapshot::retain::Retention::new(1);
+    retention.written(&info);
+    // Damaged after the write (same length): the writer's own checksum stands, so it is not read.
+    let mut bytes = std::fs::read(&info.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&info.path, &bytes).unwrap();
+    assert_eq!(retention.run(&db.snap_dir, &db.wal).unwrap().kept, vec![info.path.clone()]);
+    assert!(snapshot::retain::Retention::new(1).run(&db.snap_dir, &db.wal).unwrap().kept.is_empty());
+}

@@ -133,6 +133,9 @@ mod tests {
         fn size(&self) -> io::Result<u64> {
             Ok(0)
         }
+        fn set_len(&self, _: u64) -> io::Result<()> {
+            Ok(())
+        }
         fn allocate(&self, _: u64) -> io::Result<()> {
             Ok(())
         }

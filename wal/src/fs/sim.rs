@@ -516,6 +516,14 @@ impl WalFile for SimFile {
         self.fs.read_state(|state| Ok(state.files.get(&self.ino).map_or(0, |f| f.data.len() as u64)))
     }
 
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        self.fs.step(|state| {
+            state.file(self.ino)?.data.resize(len, 0);
+            Ok(())
+        })
+    }
+
     fn allocate(&self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         self.fs.step(|state| {

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
@@ -22,11 +23,23 @@ impl FileSystem for StdFs {
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        Ok(Box::new(StdFile(file)))
+        Ok(Box::new(StdFile::new(file)))
+    }
+
+    fn create_direct(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT);
+        match options.open(path) {
+            Ok(file) => Ok(Box::new(StdFile { file, direct: AtomicBool::new(true) })),
+            // A filesystem without direct IO (tmpfs) refuses the flag.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.create(path),
+            Err(e) => Err(e),
+        }
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn WalFile>> {
-        Ok(Box::new(StdFile(OpenOptions::new().read(true).write(write).open(path)?)))
+        Ok(Box::new(StdFile::new(OpenOptions::new().read(true).write(write).open(path)?)))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -67,17 +80,48 @@ impl FileSystem for StdFs {
 
 /// A file of [`StdFs`].
 #[derive(Debug)]
-struct StdFile(File);
+struct StdFile {
+    file: File,
+    /// Opened with `O_DIRECT`, and no write has needed it cleared yet.
+    direct: AtomicBool,
+}
+
+impl StdFile {
+    fn new(file: File) -> StdFile {
+        StdFile { file, direct: AtomicBool::new(false) }
+    }
+
+    /// Turns direct IO off: a write it refused (`EINVAL`: not aligned, or a filesystem that takes the flag but
+    /// not the writes) is then buffered like any other.
+    fn stop_direct(&self) -> io::Result<()> {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: fcntl only reads its integer arguments; the descriptor is open for the calls' duration.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.direct.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+}
 
 impl WalFile for StdFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        match self.file.write_all_at(buf, offset) {
+            // A direct write that failed part way wrote whole blocks before it; writing it all again is the same.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.direct.load(Ordering::Relaxed) => {
+                self.stop_direct()?;
+                self.file.write_all_at(buf, offset)
+            }
+            done => done,
+        }
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            match self.0.read_at(&mut buf[done..], offset + done as u64)? {
+            match self.file.read_at(&mut buf[done..], offset + done as u64)? {
                 0 => break,
                 n => done += n,
             }
@@ -86,21 +130,25 @@ impl WalFile for StdFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
+        self.file.sync_all()
     }
 
     fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
         let len_off = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // SAFETY: fallocate only reads its integer arguments; the descriptor is open for the call's duration.
-        let rc = unsafe { libc::fallocate(self.0.as_raw_fd(), 0, 0, len_off) };
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len_off) };
         if rc == 0 {
             return Ok(());
         }
@@ -123,11 +171,45 @@ impl WalFile for StdFile {
         // a new file and renames it, sealing only drops preallocated zeros past the durable end. Snapshot files
         // (the other files mapped) are written once under a temporary name and never modified after their
         // rename. Modification by a foreign process is outside the contract, as for every memory-mapped store.
-        let map = unsafe { options.map(&self.0) }?;
+        let map = unsafe { options.map(&self.file) }?;
         Ok(Bytes::from_owner(map))
     }
 
     fn map_is_live(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::DIRECT_ALIGN;
+    use super::*;
+
+    /// A page-aligned buffer of `len` bytes, filled with `byte`.
+    fn aligned(len: usize, byte: u8) -> memmap2::MmapMut {
+        let mut map = memmap2::MmapMut::map_anon(len).unwrap();
+        map.fill(byte);
+        map
+    }
+
+    #[test]
+    fn a_direct_file_takes_aligned_blocks_a_padded_tail_and_unaligned_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        let file = StdFs.create_direct(&path).unwrap();
+        file.write_at(&aligned(2 * DIRECT_ALIGN, 1), 0).unwrap();
+        // The tail: padded to a whole block, then cut back.
+        file.write_at(&aligned(DIRECT_ALIGN, 2), 2 * DIRECT_ALIGN as u64).unwrap();
+        file.set_len(2 * DIRECT_ALIGN as u64 + 10).unwrap();
+        // Not aligned at all (where direct IO refuses it, the file falls back to buffered writes).
+        file.write_at(b"xyz", 5).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 2 * DIRECT_ALIGN + 10);
+        assert_eq!(&bytes[..5], &[1; 5]);
+        assert_eq!(&bytes[5..8], b"xyz");
+        assert!(bytes[8..2 * DIRECT_ALIGN].iter().all(|&b| b == 1));
+        assert!(bytes[2 * DIRECT_ALIGN..].iter().all(|&b| b == 2));
     }
 }
