@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -157,6 +158,7 @@ pub fn write_fuzzy_with(
     let (mut nodes, mut cursor, mut acls_written) = (0u64, None::<String>, HashSet::<AclId>::new());
     let mut copied = Vec::with_capacity(chunk);
     loop {
+        let_applies_go_first();
         copy_chunk(&read(tree), cursor.as_deref(), chunk, &mut acls_written, &mut copied);
         let Some(last) = copied.last() else { break };
         cursor = Some(last.path.clone());
@@ -274,18 +276,40 @@ pub fn lock_for_apply(tree: &RwLock<DataTree>) -> std::sync::RwLockWriteGuard<'_
     if let Ok(guard) = tree.try_write() {
         return guard;
     }
+    APPLIES_WAITING.fetch_add(1, Ordering::AcqRel);
     let started = Instant::now();
-    loop {
+    let guard = loop {
         match tree.try_write() {
-            Ok(guard) => return guard,
-            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < Duration::from_micros(50) => {
-                std::hint::spin_loop()
-            }
+            Ok(guard) => break guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < SPIN => std::hint::spin_loop(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                return tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                break tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
+    };
+    APPLIES_WAITING.fetch_sub(1, Ordering::AcqRel);
+    guard
+}
+
+/// How long an apply spins for the write lock, and a snapshot chunk waits for a waiting apply, before sleeping
+/// or going ahead.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Applies spinning in [`lock_for_apply`] (in this process, whatever the tree). The snapshot writer lets them
+/// go first: between two chunks its read lock is free for only the microsecond or two it takes to encode, and
+/// an apply polling with `try_write` could miss that gap again and again (p99 of applies during a snapshot
+/// 65 us against 7 us without, once the writer no longer waited on the page cache).
+static APPLIES_WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits (spinning, up to [`SPIN`]) while an apply waits for the write lock.
+fn let_applies_go_first() {
+    if APPLIES_WAITING.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let started = Instant::now();
+    while APPLIES_WAITING.load(Ordering::Acquire) > 0 && started.elapsed() < SPIN {
+        std::hint::spin_loop();
     }
 }
 
