@@ -124,11 +124,12 @@ pub struct PrepOptions {
 pub struct Overlay<'a> {
     tree: &'a DataTree,
     pending: &'a Pending,
-    /// This request's changes, in order.
+    /// A single op's changes (at most two: the node and its parent), for a single op reads everything before
+    /// it sets anything.
     changes: Vec<(Arc<str>, Option<View>)>,
-    /// The latest of `changes` per path, for requests whose later steps read what earlier ones changed (the ops
-    /// of a multi, the deletes of a closeSession); `None` for a single op, which reads everything before it sets
-    /// anything.
+    /// For requests whose later steps read what earlier ones changed (the ops of a multi, the deletes of a
+    /// closeSession): the latest change per path, and only that (a multi that sets one path a thousand times
+    /// leaves one pending change, not a thousand).
     own: Option<HashMap<Arc<str>, Option<View>>>,
 }
 
@@ -158,11 +159,31 @@ impl<'a> Overlay<'a> {
     }
 
     fn set(&mut self, path: &str, view: Option<View>) {
-        let path: Arc<str> = Arc::from(path);
-        if let Some(own) = &mut self.own {
-            own.insert(path.clone(), view.clone());
+        match &mut self.own {
+            Some(own) => match own.get_mut(path) {
+                Some(change) => *change = view,
+                None => {
+                    own.insert(Arc::from(path), view);
+                }
+            },
+            None => self.changes.push((Arc::from(path), view)),
         }
-        self.changes.push((path, view));
+    }
+
+    /// Drops the changes made so far (the request fails).
+    fn discard(&mut self) {
+        self.changes.clear();
+        if let Some(own) = &mut self.own {
+            own.clear();
+        }
+    }
+
+    /// The request's changes, one per path.
+    fn into_changes(self) -> Changes {
+        match self.own {
+            Some(own) => Changes(own.into_iter().collect()),
+            None => Changes(self.changes),
+        }
     }
 
     /// The ephemerals of `session` as of the pending proposals, in path order.
@@ -205,11 +226,11 @@ pub fn prep_over(
     let (op, txn) = match request {
         Request::Multi(ops) => (op::MULTI, prep_multi(&mut overlay, caller, options, ops)),
         _ => prep_one(&mut overlay, caller, options, request).unwrap_or_else(|code| {
-            overlay.changes.clear();
+            overlay.discard();
             (op::ERROR, Txn::Error { err: code.value() })
         }),
     };
-    Prepared { op, txn, changes: Changes(overlay.changes) }
+    Prepared { op, txn, changes: overlay.into_changes() }
 }
 
 fn prep_multi(overlay: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, ops: &[Request]) -> Txn {
@@ -234,7 +255,7 @@ fn prep_multi(overlay: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, 
         .collect();
     if failed {
         // The multi fails as a whole: none of its ops' changes happen.
-        overlay.changes.clear();
+        overlay.discard();
     }
     Txn::Multi(txns)
 }

@@ -138,3 +138,24 @@ fn drive(writes: &[((i64, Request), usize)]) -> Result<(), TestCaseError> {
     prop_assert!(same_contents(&committed, &eager));
     Ok(())
 }
+
+#[test]
+fn a_multi_leaves_one_pending_change_per_path() {
+    let options = tree::prep::PrepOptions { ttl_enabled: false, enforce_quota: false };
+    let mut committed = DataTree::new();
+    let create = Request::Create {
+        op: op::CREATE,
+        path: "/a".into(),
+        data: None,
+        acl: tree::acl::open_acl_unsafe(),
+        flags: 0,
+        ttl: -1,
+    };
+    let (op, txn) = prep(&committed, &caller(1), options, &create);
+    committed.apply(&TxnHeader { client_id: 1, cxid: 0, zxid: 1, time: 1, op }, &txn);
+    // A hostile client's multi: one path set a thousand times, in a txn of a few KiB.
+    let sets = (0..1000).map(|_| Request::SetData { path: "/a".into(), data: None, version: -1 }).collect();
+    let prepared = prep_over(&committed, &Pending::new(), &caller(1), options, &Request::Multi(sets));
+    assert_eq!(prepared.op, op::MULTI);
+    assert_eq!(prepared.changes.len(), 1);
+}
