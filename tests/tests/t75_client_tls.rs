@@ -9,10 +9,10 @@
 //! keeps serving; with `client.portUnification=true` the plaintext port serves TLS clients too; the key store is reloaded when it changes, and kept when the new file is bad (Ensemble only).
 //! Runs against Apache ZooKeeper 3.8 too (`ENSEMBLE_TESTS_SERVER=zookeeper`).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ensemble_tests::process::Server;
@@ -360,9 +360,19 @@ fn kazoo_script(hosts: &str, tls: &str, statements: &str) -> String {
     )
 }
 
-/// Runs a python3 script: its output when it succeeds, else its output as the error.
+/// Runs a python3 script: its output when it succeeds, else its output as the error. The script goes in on
+/// stdin: the check after the rotation names every acknowledged write, which on a fast machine is more than one
+/// command-line argument may hold (128 KiB).
 fn python(script: &str) -> Result<String, String> {
-    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3 runs");
+    let mut child = Command::new("python3")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().expect("piped").write_all(script.as_bytes()).expect("the script goes to python3");
+    let out = child.wait_with_output().expect("python3 runs");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
         Ok(text)
