@@ -226,16 +226,7 @@ impl Pipeline {
     fn retire(&mut self) {
         // Read before the tree (the caller locks it after): the tree has applied at least this much.
         let applied = *self.shared.applied.borrow();
-        let mut committed = lock(&self.committed);
-        let mut retired = None;
-        while let Some(&(seq, zxid)) = committed.front() {
-            if zxid > applied {
-                break;
-            }
-            committed.pop_front();
-            retired = Some(seq);
-        }
-        drop(committed);
+        let retired = applied_through(&mut lock(&self.committed), applied);
         if let Some(seq) = retired {
             self.pending.retire(seq);
         }
@@ -379,6 +370,20 @@ impl Pipeline {
     }
 }
 
+/// Pops the committed proposals (sequence number, zxid; in order) whose zxid the tree has applied, and returns
+/// the last one's sequence number: the changes of it and of every proposal before it may retire.
+fn applied_through(committed: &mut VecDeque<(u64, i64)>, applied: i64) -> Option<u64> {
+    let mut retired = None;
+    while let Some(&(seq, zxid)) = committed.front() {
+        if zxid > applied {
+            break;
+        }
+        committed.pop_front();
+        retired = Some(seq);
+    }
+    retired
+}
+
 /// What tells a proposal's fate.
 type Outcome = oneshot::Receiver<Result<wal::Zxid, replication::runtime::CommitError>>;
 
@@ -511,5 +516,21 @@ impl Pipeline {
             self.sessions.remove(&session);
             self.propose(session, 0, Arc::from([]), &Request::CloseSession).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proposal_retires_once_the_tree_has_applied_its_zxid_not_when_it_commits() {
+        let mut committed: VecDeque<(u64, i64)> = [(1, 10), (2, 11), (3, 13)].into();
+        assert_eq!(applied_through(&mut committed, 9), None, "nothing applied yet");
+        assert_eq!(applied_through(&mut committed, 11), Some(2));
+        assert_eq!(committed, VecDeque::from([(3, 13)]), "the proposal not applied stays");
+        assert_eq!(applied_through(&mut committed, 12), None);
+        assert_eq!(applied_through(&mut committed, 13), Some(3));
+        assert!(committed.is_empty());
     }
 }
