@@ -14,13 +14,14 @@
 //! - Zxids on disk strictly increase (checked at enqueue, asserted here).
 //! - A segment is sealed (its records fsynced) before the next one, which records the seal, is created.
 
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::error::WalError;
-use crate::fs::Fs;
+use crate::fs::{Fs, WalFile};
 use crate::pending::Completion;
 use crate::queue::{Append, Command, QueueState, Shared};
 use crate::record::{self, Decoded};
@@ -405,15 +406,49 @@ impl Writer {
         let mut purged = Purged::default();
         while self.segments.len() > 1 && self.segments[1].first_zxid <= zxid {
             let gone = self.segments.remove(0);
-            file::remove(&*self.fs, &gone.path)?;
-            fsutil::sync_dir(&*self.fs, &self.dir)?;
             purged.segments += 1;
             purged.bytes += gone.end;
             // The log no longer holds every record after its base.
             self.base = None;
+            // Readers take the view without it from here on, and the published view lets go of its bytes.
             self.publish();
+            self.discard(gone)?;
+            fsutil::sync_dir(&*self.fs, &self.dir)?;
         }
         Ok(purged)
+    }
+
+    /// Gets rid of a purged segment (durable with the next sync of the directory): it becomes the next spare if
+    /// none is under way and nothing in this process still holds bytes of it, else it is deleted. Renamed first,
+    /// so that no one can map it by its name any more, then checked: a reader holding an earlier view (or a
+    /// slice of it) keeps the segment's bytes as they were, so such a segment is deleted, never overwritten.
+    fn discard(&mut self, gone: SegmentView) -> Result<(), WalError> {
+        let SegmentView { path, data, .. } = gone;
+        drop(data);
+        let Some(spare) = self.spare.as_mut().filter(|spare| spare.is_idle()) else {
+            return file::remove(&*self.fs, &path);
+        };
+        file::rename(&*self.fs, &path, spare.path())?;
+        let spare_path = spare.path().to_path_buf();
+        let recyclable = || -> io::Result<Option<Box<dyn WalFile>>> {
+            let file = self.fs.open(&spare_path, true)?;
+            Ok((!file.is_mapped()? && file.size()? == spare.capacity()).then_some(file))
+        };
+        match recyclable() {
+            Ok(Some(file)) => {
+                // The rename must be durable before the first zero is: a power cut could otherwise undo it and
+                // leave the segment's name on a half-zeroed file, which the next open would find in the log.
+                fsutil::sync_dir(&*self.fs, &self.dir)?;
+                tracing::debug!(segment = %path.display(), "recycling a purged segment as the next spare");
+                spare.recycle(file);
+                Ok(())
+            }
+            Ok(None) => file::remove(&*self.fs, &spare_path),
+            Err(error) => {
+                tracing::warn!(%error, segment = %path.display(), "could not recycle a purged segment; deleting it");
+                file::remove(&*self.fs, &spare_path)
+            }
+        }
     }
 
     /// Fails the log: this batch, everything queued, and everything that comes later.

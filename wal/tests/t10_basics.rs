@@ -399,3 +399,42 @@ fn a_record_over_a_lowered_limit_stays_readable_and_is_never_cut_as_torn() {
     assert_eq!(records[1].payload.len(), 90_000);
     assert!(log.append(Zxid(3), vec![3; 2000]).is_err(), "appends still obey the lowered limit");
 }
+
+/// The segment files in `dir`, by inode number.
+fn by_inode(dir: &std::path::Path) -> std::collections::HashMap<u64, std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    segments(dir).into_iter().map(|p| (std::fs::metadata(&p).unwrap().ino(), p)).collect()
+}
+
+#[test]
+fn purged_segments_come_back_as_zeroed_spares_but_never_under_a_reader_holding_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), tiny());
+    let (mut next, mut recycled) = (1u64, 0);
+    for round in 0..40 {
+        append_all(&log, next..next + 60);
+        next += 60;
+        // Every other round, a reader holds the records of the segments about to go.
+        let held = (round % 2 == 1).then(|| all(&log));
+        let before = by_inode(dir.path());
+        log.purge_before(Zxid(next - 30)).unwrap().wait().unwrap();
+        append_all(&log, next..next + 60);
+        next += 60;
+        // A file that was one segment before the purge and is another now was recycled.
+        recycled +=
+            by_inode(dir.path()).iter().filter(|(ino, path)| before.get(ino).is_some_and(|p| p != *path)).count();
+        if let Some(held) = held {
+            for record in &held {
+                assert_eq!(record.payload, payload(record.zxid), "a held record of {} was overwritten", record.zxid);
+            }
+        }
+        let first = log.first_zxid().unwrap().0;
+        assert_eq!(zxids(&log), (first..next).collect::<Vec<_>>(), "round {round}");
+    }
+    assert!(recycled > 0, "no purged segment was ever recycled");
+    drop(log);
+    let log = open(dir.path(), tiny());
+    assert_eq!(log.last_zxid(), Some(Zxid(next - 1)));
+    let first = log.first_zxid().unwrap().0;
+    assert_eq!(zxids(&log), (first..next).collect::<Vec<_>>(), "after a reopen");
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+mod mapped;
 #[cfg(any(test, feature = "sim"))]
 mod sim;
 mod std_fs;
@@ -86,4 +87,10 @@ pub trait WalFile: Debug + Send + Sync {
     /// Whether bytes from [`WalFile::map`] show later writes (a shared memory map does; a copy does not, and the
     /// writer then maps again after each write).
     fn map_is_live(&self) -> bool;
+    /// Whether bytes of a [`WalFile::map`] of this file (through any handle) are still alive in this process: a
+    /// file not mapped can be overwritten in place without changing bytes a reader holds. By default `true`,
+    /// which never allows that.
+    fn is_mapped(&self) -> io::Result<bool> {
+        Ok(true)
+    }
 }

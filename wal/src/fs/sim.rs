@@ -542,6 +542,11 @@ impl WalFile for SimFile {
     fn map_is_live(&self) -> bool {
         false
     }
+
+    fn is_mapped(&self) -> io::Result<bool> {
+        // Maps are copies: overwriting the file never changes bytes a reader holds.
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

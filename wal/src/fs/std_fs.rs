@@ -172,7 +172,11 @@ impl WalFile for StdFile {
         // (the other files mapped) are written once under a temporary name and never modified after their
         // rename. Modification by a foreign process is outside the contract, as for every memory-mapped store.
         let map = unsafe { options.map(&self.file) }?;
-        Ok(Bytes::from_owner(map))
+        super::mapped::register(&self.file, map)
+    }
+
+    fn is_mapped(&self) -> io::Result<bool> {
+        super::mapped::is_mapped(&self.file)
     }
 
     fn map_is_live(&self) -> bool {

@@ -6,6 +6,12 @@
 //! blocks, so fdatasync flushes data only. Zeroing 64 MiB takes far longer than an fsync, so it happens here,
 //! off the append path; rolling then costs a header write, an fdatasync and a rename. If the spare is not ready
 //! when the log rolls, the writer creates the segment the plain way (fallocate only) and carries on.
+//!
+//! A purged segment becomes the next spare when none is under way ([`Spare::recycle`]): zeroed in place, it
+//! reuses the page-cache pages the segment already had instead of taking fresh ones. On a virtual machine a page
+//! the guest has not touched lately can cost far more than the copy into it (zeroing a new 64 MiB file took
+//! 0.43 s of CPU on the development VM, the same file in place 0.01-0.02 s), and under a steady write load the
+//! spare's fresh pages were a tenth of the servers' CPU.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,9 +79,36 @@ impl Spare {
         if self.job.is_some() {
             return;
         }
-        let (fs, path, capacity, cancel) = (self.fs.clone(), self.path.clone(), self.capacity, self.cancel.clone());
-        let job =
-            std::thread::Builder::new().name("wal-spare".into()).spawn(move || prepare(&fs, &path, capacity, &cancel));
+        let (fs, path, capacity) = (self.fs.clone(), self.path.clone(), self.capacity);
+        self.start(move |cancel| {
+            let file = fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+            fsutil::preallocate(&*file, capacity).map_err(|e| WalError::io("preallocate", &path, e))?;
+            fill(file, &path, capacity, cancel)
+        });
+    }
+
+    /// Whether no spare is being prepared or ready: [`Spare::recycle`] would take a file.
+    pub fn is_idle(&self) -> bool {
+        self.job.is_none()
+    }
+
+    /// Makes `file`, a purged segment already renamed to [`Spare::path`] and no longer mapped by anyone
+    /// ([`WalFile::is_mapped`]), the next spare by zeroing it in place. It must be idle and the file exactly the
+    /// spare's capacity.
+    pub fn recycle(&mut self, file: Box<dyn WalFile>) {
+        assert!(self.is_idle(), "a spare is under way already");
+        let (path, capacity) = (self.path.clone(), self.capacity);
+        self.start(move |cancel| fill(file, &path, capacity, cancel));
+    }
+
+    /// The capacity of a spare.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn start(&mut self, work: impl FnOnce(&AtomicBool) -> Result<Box<dyn WalFile>, WalError> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        let job = std::thread::Builder::new().name("wal-spare".into()).spawn(move || work(&cancel));
         match job {
             Ok(job) => self.job = Some(job),
             Err(error) => tracing::warn!(%error, "could not start the spare segment thread"),
@@ -92,10 +125,10 @@ impl Drop for Spare {
     }
 }
 
-fn prepare(fs: &Fs, path: &Path, capacity: u64, cancel: &AtomicBool) -> Result<Box<dyn WalFile>, WalError> {
+/// Zeros `file` (allocated to `capacity` bytes) from start to end, durably.
+fn fill(file: Box<dyn WalFile>, path: &Path, capacity: u64, cancel: &AtomicBool) -> Result<Box<dyn WalFile>, WalError> {
     let io = |op| move |e| WalError::io(op, path, e);
-    let file = fs.create(path).map_err(io("create"))?;
-    fsutil::preallocate(&*file, capacity).map_err(io("preallocate"))?;
+    let started = std::time::Instant::now();
     let mut at = 0;
     while at < capacity {
         if cancel.load(Ordering::Relaxed) {
@@ -109,5 +142,6 @@ fn prepare(fs: &Fs, path: &Path, capacity: u64, cancel: &AtomicBool) -> Result<B
         at = end;
     }
     file.sync_all().map_err(io("fsync"))?;
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), "spare segment zero-filled");
     Ok(file)
 }
