@@ -121,7 +121,7 @@ impl Loader {
         tree.nodes = nodes
             .into_iter()
             .filter(|_| places.next() != Some(Place::Orphan))
-            .map(|(path, node, _)| (path, node))
+            .map(|(path, node, _)| (path, Box::new(node)))
             .collect();
         Ok(Loaded { tree, orphans })
     }

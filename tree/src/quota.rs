@@ -284,7 +284,7 @@ impl DataTree {
 
     /// After `path` was created (`createNode`'s quota part).
     pub(crate) fn quota_on_create(&mut self, path: &str) {
-        let Some(len) = self.nodes.get(path).map(data_len) else { return };
+        let Some(len) = self.get(path).map(data_len) else { return };
         if let Some(root) = quota_root_of(path, LIMIT_NODE) {
             self.add_quota_root(root.to_owned());
         }
