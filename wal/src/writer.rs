@@ -419,9 +419,10 @@ impl Writer {
     }
 
     /// Gets rid of a purged segment (durable with the next sync of the directory): it becomes the next spare if
-    /// none is under way and nothing in this process still holds bytes of it, else it is deleted. Renamed first,
-    /// so that no one can map it by its name any more, then checked: a reader holding an earlier view (or a
-    /// slice of it) keeps the segment's bytes as they were, so such a segment is deleted, never overwritten.
+    /// none is under way and no reader still holds it, else it is deleted. Renamed first, so that no reader can
+    /// find it by its name any more, then checked ([`WalFile::is_held`]): a reader holding an earlier view, a
+    /// slice of one, or the file itself (`ensemble wal dump` in another process) keeps the segment's bytes as
+    /// they were, so such a segment is deleted, never overwritten.
     fn discard(&mut self, gone: SegmentView) -> Result<(), WalError> {
         let SegmentView { path, data, .. } = gone;
         drop(data);
@@ -432,7 +433,7 @@ impl Writer {
         let spare_path = spare.path().to_path_buf();
         let recyclable = || -> io::Result<Option<Box<dyn WalFile>>> {
             let file = self.fs.open(&spare_path, true)?;
-            Ok((!file.is_mapped()? && file.size()? == spare.capacity()).then_some(file))
+            Ok((!file.is_held()? && file.size()? == spare.capacity()).then_some(file))
         };
         match recyclable() {
             Ok(Some(file)) => {

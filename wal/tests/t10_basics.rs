@@ -414,8 +414,15 @@ fn purged_segments_come_back_as_zeroed_spares_but_never_under_a_reader_holding_t
     for round in 0..40 {
         append_all(&log, next..next + 60);
         next += 60;
-        // Every other round, a reader holds the records of the segments about to go.
-        let held = (round % 2 == 1).then(|| all(&log));
+        // Some rounds, a reader holds the records of the segments about to go: the log's own (an earlier view),
+        // or an inspection's, which opens the files read-only as `ensemble wal dump` does from another process.
+        let held = match round % 3 {
+            1 => Some(all(&log)),
+            2 => Some(
+                wal::inspect(dir.path(), &tiny()).unwrap().records(Zxid::ZERO).collect::<Result<Vec<_>, _>>().unwrap(),
+            ),
+            _ => None,
+        };
         let before = by_inode(dir.path());
         log.purge_before(Zxid(next - 30)).unwrap().wait().unwrap();
         append_all(&log, next..next + 60);

@@ -1,75 +1,96 @@
-//! The memory maps of files alive in this process, by file identity, so that a file can be told apart as safe
-//! to overwrite in place: the log recycles a purged segment as its next spare ([`crate::segment::spare`]) only
-//! when no reader still holds bytes of it.
+//! Readers that announce themselves, so that a file can be told apart as safe to overwrite in place: the log
+//! recycles a purged segment as its next spare ([`crate::segment::spare`]) only when no reader, in this process
+//! or another (`ensemble wal dump` against a running server), still holds bytes of it.
 //!
-//! A map stays registered until the last [`Bytes`] sharing it drops (the registration is the map's owner), so a
-//! slice a reader kept of a segment keeps that segment from being recycled under it.
+//! The announcement is a shared `flock` on a descriptor of the reader's own:
+//! - every memory map holds one until the last [`Bytes`] sharing it drops ([`map`]);
+//! - a read-only open ([`open_read_only`]) holds one while the file is open, taken before the reader looks at
+//!   the file and followed by a check that the name still leads to it: a segment renamed away (to be recycled)
+//!   between the reader's open and its lock reads as gone, as a deleted one would;
+//! - the writer overwrites a file only if it can take an exclusive lock at once ([`is_locked_by_a_reader`]), and
+//!   renames it away before that check, so no reader can find it by name afterwards.
+//!
+//! Locks are per open file description, so each lock is taken on a fresh one (`/proc/self/fd/N`), never on a
+//! descriptor another holder shares. Without `flock` (or `/proc`) every file counts as read: none is recycled.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::path::Path;
 
 use bytes::Bytes;
 
-/// A file's identity: its device and inode (unique while the file is open or mapped).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct FileId {
-    dev: u64,
-    ino: u64,
+/// A fresh open file description of `file` (read-only), for a lock of its own.
+fn reopen(file: &File) -> io::Result<File> {
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
-impl FileId {
-    fn of(file: &File) -> io::Result<FileId> {
-        let meta = file.metadata()?;
-        Ok(FileId { dev: meta.dev(), ino: meta.ino() })
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    // SAFETY: flock only reads its integer arguments.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
-/// Live maps per file. One entry per mapped file, so it is bounded by the files the process maps at once.
-static LIVE: Mutex<Option<HashMap<FileId, usize>>> = Mutex::new(None);
-
-fn live() -> std::sync::MutexGuard<'static, Option<HashMap<FileId, usize>>> {
-    // The counts stay consistent whatever panicked while holding the lock: every update is one statement.
-    LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Whether `error` says the filesystem has no `flock`.
+fn unsupported(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS))
 }
 
-/// A memory map registered as live until it drops.
-struct Registered {
+/// A shared lock on a description of its own (`None`: the filesystem has no locks), held until it drops.
+fn shared_lock(file: &File) -> io::Result<Option<File>> {
+    // Without `/proc` there is no fresh description to lock; the writer then cannot lock one either, and
+    // counts every file as read.
+    let Ok(own) = reopen(file) else { return Ok(None) };
+    match flock(&own, libc::LOCK_SH) {
+        Ok(()) => Ok(Some(own)),
+        Err(e) if unsupported(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A memory map and the shared lock that announces it.
+struct Announced {
     map: memmap2::Mmap,
-    id: FileId,
+    _lock: Option<File>,
 }
 
-impl AsRef<[u8]> for Registered {
+impl AsRef<[u8]> for Announced {
     fn as_ref(&self) -> &[u8] {
         &self.map
     }
 }
 
-impl Drop for Registered {
-    fn drop(&mut self) {
-        let mut live = live();
-        let counts = live.as_mut().expect("a registered map has an entry");
-        let count = counts.get_mut(&self.id).expect("a registered map has an entry");
-        *count -= 1;
-        if *count == 0 {
-            counts.remove(&self.id);
-        }
+/// `map` of `file` as bytes, announced until the last of them drops.
+pub(super) fn map(file: &File, map: memmap2::Mmap) -> io::Result<Bytes> {
+    let lock = shared_lock(file)?;
+    Ok(Bytes::from_owner(Announced { map, _lock: lock }))
+}
+
+/// Opens `path` read-only, announced while the returned lock is held (keep it with the file).
+pub(super) fn open_read_only(path: &Path) -> io::Result<(File, Option<File>)> {
+    let file = File::open(path)?;
+    let lock = shared_lock(&file)?;
+    let (opened, named) = (file.metadata()?, std::fs::metadata(path)?);
+    if (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "the file was renamed or removed as it was opened"));
     }
+    Ok((file, lock))
 }
 
-/// `map` of `file` as bytes, registered as live until the last of them drops.
-pub(super) fn register(file: &File, map: memmap2::Mmap) -> io::Result<Bytes> {
-    let id = FileId::of(file)?;
-    *live().get_or_insert_with(HashMap::new).entry(id).or_insert(0) += 1;
-    Ok(Bytes::from_owner(Registered { map, id }))
-}
-
-/// Whether bytes of a memory map of `file` are alive in this process.
-pub(super) fn is_mapped(file: &File) -> io::Result<bool> {
-    let id = FileId::of(file)?;
-    Ok(live().as_ref().is_some_and(|counts| counts.contains_key(&id)))
+/// Whether a reader holds `file` (or the filesystem cannot say).
+pub(super) fn is_locked_by_a_reader(file: &File) -> io::Result<bool> {
+    let Ok(own) = reopen(file) else { return Ok(true) };
+    match flock(&own, libc::LOCK_EX | libc::LOCK_NB) {
+        // Released as `own` closes: the caller renamed the file away already, so no new reader can announce
+        // itself on it.
+        Ok(()) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) || unsupported(&e) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -77,24 +98,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_is_mapped_until_the_last_slice_of_every_map_drops() {
+    fn a_file_is_held_while_a_slice_of_any_map_or_a_read_only_open_lives() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"0123456789").unwrap();
-        let file = File::open(&path).unwrap();
-        let other = File::create(dir.path().join("g")).unwrap();
-        assert!(!is_mapped(&file).unwrap());
-        // SAFETY: a private test file nothing else writes.
-        let map = |f: &File| register(f, unsafe { memmap2::Mmap::map(f) }.unwrap()).unwrap();
-        let (first, second) = (map(&file), map(&file));
+        let writer = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        assert!(!is_locked_by_a_reader(&writer).unwrap());
+        // SAFETY: a private test file nothing writes while it is mapped.
+        let mapped = |f: &File| map(f, unsafe { memmap2::Mmap::map(f) }.unwrap()).unwrap();
+        let (first, second) = (mapped(&writer), mapped(&writer));
         let slice = first.slice(2..4);
-        drop(first);
-        assert!(is_mapped(&file).unwrap());
-        drop(second);
-        // A second descriptor of the same file sees the same identity.
-        assert!(is_mapped(&File::open(&path).unwrap()).unwrap(), "the slice still holds the first map");
-        assert!(!is_mapped(&other).unwrap());
+        drop((first, second));
+        assert!(is_locked_by_a_reader(&writer).unwrap(), "the slice still holds its map");
+        // Checking does not take the file from the reader.
+        assert!(is_locked_by_a_reader(&writer).unwrap());
         drop(slice);
-        assert!(!is_mapped(&file).unwrap());
+        assert!(!is_locked_by_a_reader(&writer).unwrap());
+        let (reader, lock) = open_read_only(&path).unwrap();
+        assert!(is_locked_by_a_reader(&writer).unwrap(), "an open reader holds it");
+        drop((reader, lock));
+        assert!(!is_locked_by_a_reader(&writer).unwrap());
     }
 }

@@ -87,10 +87,10 @@ pub trait WalFile: Debug + Send + Sync {
     /// Whether bytes from [`WalFile::map`] show later writes (a shared memory map does; a copy does not, and the
     /// writer then maps again after each write).
     fn map_is_live(&self) -> bool;
-    /// Whether bytes of a [`WalFile::map`] of this file (through any handle) are still alive in this process: a
-    /// file not mapped can be overwritten in place without changing bytes a reader holds. By default `true`,
-    /// which never allows that.
-    fn is_mapped(&self) -> io::Result<bool> {
+    /// Whether a reader may still hold bytes of this file: a [`WalFile::map`] of it whose bytes are alive, or a
+    /// read-only [`FileSystem::open`], in this process or another. A file no one holds can be overwritten in
+    /// place without changing bytes a reader sees. By default `true`, which never allows that.
+    fn is_held(&self) -> io::Result<bool> {
         Ok(true)
     }
 }

@@ -543,7 +543,7 @@ impl WalFile for SimFile {
         false
     }
 
-    fn is_mapped(&self) -> io::Result<bool> {
+    fn is_held(&self) -> io::Result<bool> {
         // Maps are copies: overwriting the file never changes bytes a reader holds.
         Ok(false)
     }

@@ -31,7 +31,7 @@ impl FileSystem for StdFs {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT);
         match options.open(path) {
-            Ok(file) => Ok(Box::new(StdFile { file, direct: AtomicBool::new(true) })),
+            Ok(file) => Ok(Box::new(StdFile { direct: AtomicBool::new(true), ..StdFile::new(file) })),
             // A filesystem without direct IO (tmpfs) refuses the flag.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.create(path),
             Err(e) => Err(e),
@@ -39,7 +39,11 @@ impl FileSystem for StdFs {
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn WalFile>> {
-        Ok(Box::new(StdFile::new(OpenOptions::new().read(true).write(write).open(path)?)))
+        if write {
+            return Ok(Box::new(StdFile::new(OpenOptions::new().read(true).write(true).open(path)?)));
+        }
+        let (file, read_lock) = super::mapped::open_read_only(path)?;
+        Ok(Box::new(StdFile { _read_lock: read_lock, ..StdFile::new(file) }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -84,11 +88,13 @@ struct StdFile {
     file: File,
     /// Opened with `O_DIRECT`, and no write has needed it cleared yet.
     direct: AtomicBool,
+    /// Opened read-only: the shared lock that tells the log a reader holds it (see [`super::mapped`]).
+    _read_lock: Option<File>,
 }
 
 impl StdFile {
     fn new(file: File) -> StdFile {
-        StdFile { file, direct: AtomicBool::new(false) }
+        StdFile { file, direct: AtomicBool::new(false), _read_lock: None }
     }
 
     /// Turns direct IO off: a write it refused (`EINVAL`: not aligned, or a filesystem that takes the flag but
@@ -172,11 +178,11 @@ impl WalFile for StdFile {
         // (the other files mapped) are written once under a temporary name and never modified after their
         // rename. Modification by a foreign process is outside the contract, as for every memory-mapped store.
         let map = unsafe { options.map(&self.file) }?;
-        super::mapped::register(&self.file, map)
+        super::mapped::map(&self.file, map)
     }
 
-    fn is_mapped(&self) -> io::Result<bool> {
-        super::mapped::is_mapped(&self.file)
+    fn is_held(&self) -> io::Result<bool> {
+        super::mapped::is_locked_by_a_reader(&self.file)
     }
 
     fn map_is_live(&self) -> bool {

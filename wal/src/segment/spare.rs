@@ -93,7 +93,7 @@ impl Spare {
     }
 
     /// Makes `file`, a purged segment already renamed to [`Spare::path`] and no longer mapped by anyone
-    /// ([`WalFile::is_mapped`]), the next spare by zeroing it in place. It must be idle and the file exactly the
+    /// ([`WalFile::is_held`]), the next spare by zeroing it in place. It must be idle and the file exactly the
     /// spare's capacity.
     pub fn recycle(&mut self, file: Box<dyn WalFile>) {
         assert!(self.is_idle(), "a spare is under way already");
