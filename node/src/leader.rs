@@ -473,9 +473,7 @@ impl Pipeline {
     /// pending proposal changed (a child on its way, say): their delete waits for the next check.
     async fn reap(&mut self) {
         let max_never_used = self.shared.config.container_max_never_used.as_millis() as i64;
-        if !self.leading() {
-            return;
-        }
+        // Not leading, `ready` lets go of the pending changes.
         if !self.ready().await {
             return;
         }
@@ -504,8 +502,9 @@ impl Pipeline {
 
     /// Closes sessions whose deadline passed.
     async fn expire(&mut self) {
-        // Becoming ready also starts the session deadlines of a new leader.
-        if !self.leading() || !self.ready().await {
+        // Becoming ready also starts the session deadlines of a new leader; a deposed one, which may get no
+        // other item that would, lets go of its pending changes here.
+        if !self.ready().await {
             return;
         }
         let now = Instant::now();
