@@ -40,14 +40,18 @@ fn unsupported(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS))
 }
 
-/// A shared lock on a description of its own (`None`: the filesystem has no locks), held until it drops.
+/// A shared lock on a description of its own, held until it drops (`None`: none could be had).
+///
+/// Never waits: an exclusive holder is either the log's writer checking a file it renamed away already (which
+/// a reader's name check then reports gone) or a lock file (`LOCK`, held by a running server for as long as it
+/// runs), and a reader must not hang on either.
 fn shared_lock(file: &File) -> io::Result<Option<File>> {
     // Without `/proc` there is no fresh description to lock; the writer then cannot lock one either, and
     // counts every file as read.
     let Ok(own) = reopen(file) else { return Ok(None) };
-    match flock(&own, libc::LOCK_SH) {
+    match flock(&own, libc::LOCK_SH | libc::LOCK_NB) {
         Ok(()) => Ok(Some(own)),
-        Err(e) if unsupported(&e) => Ok(None),
+        Err(e) if unsupported(&e) || e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -96,6 +100,18 @@ pub(super) fn is_locked_by_a_reader(file: &File) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_of_an_exclusively_locked_file_does_not_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        let holder = File::create(&path).unwrap();
+        flock(&holder, libc::LOCK_EX).unwrap();
+        let (reader, lock) = open_read_only(&path).unwrap();
+        assert!(lock.is_none(), "no shared lock beside an exclusive one");
+        // SAFETY: a private test file nothing writes.
+        assert!(map(&reader, unsafe { memmap2::Mmap::map(&reader) }.unwrap()).unwrap().is_empty());
+    }
 
     #[test]
     fn a_file_is_held_while_a_slice_of_any_map_or_a_read_only_open_lives() {
