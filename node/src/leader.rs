@@ -318,7 +318,10 @@ impl Pipeline {
             return false;
         }
         self.retire();
-        let caller = Caller { session, auth };
+        // A session the tracker does not know (expired, or closed by a write before this one) writes nothing but its
+        // close; session 0 is the server's own (the reaper's deletes).
+        let expired = session != 0 && !self.sessions.contains_key(&session);
+        let caller = Caller { session, auth, expired };
         let (shared, pending) = (&self.shared, &self.pending);
         let prepare = || {
             let tree = shared.tree();

@@ -25,6 +25,7 @@ async fn sessions_on_three_nodes() {
     s.run("watches are set again on reconnect", SECTION_TIMEOUT, set_watches(cluster.clone())).await;
     s.run("a session is reopened only with its password", SECTION_TIMEOUT, password(cluster.clone())).await;
     s.run("a moved session's old connection writes nothing", SECTION_TIMEOUT, moved_writes(cluster.clone())).await;
+    s.run("writes behind a session's close apply nothing", SECTION_TIMEOUT, behind_close(cluster.clone())).await;
     s.run("the session of a dead follower expires", SECTION_TIMEOUT, dead_follower(cluster.clone())).await;
     s.finish();
 }
@@ -166,6 +167,8 @@ async fn set_watches(cluster: Arc<Cluster>) {
 async fn password(cluster: Arc<Cluster>) {
     let mut first = RawSession::connect(cluster.client_addr(0), 10_000).await.unwrap();
     assert!(first.session_id != 0 && first.timeout_ms == 10_000 && first.password.len() == 16);
+    let created = first.request(op::CREATE2, Body::new().string("/t20/pw").buffer(b"").open_acl().int(0)).await;
+    assert_eq!(created.map(|r| r.err).ok(), Some(0), "the probe node is created");
     let mut wrong = first.password.clone();
     wrong[0] ^= 0xff;
     let mut refused = RawSession::reconnect(cluster.client_addr(1), 10_000, first.session_id, &wrong).await.unwrap();
@@ -173,12 +176,13 @@ async fn password(cluster: Arc<Cluster>) {
     assert!(refused.closed_by_server().await, "the server keeps a refused connection open");
     let moved = RawSession::reconnect(cluster.client_addr(2), 10_000, first.session_id, &first.password).await.unwrap();
     assert_eq!((moved.session_id, moved.timeout_ms), (first.session_id, 10_000));
-    // The session moved: the old connection no longer serves it. ZooKeeper answers its next request
-    // SESSIONMOVED and closes it; Ensemble closes it as soon as the leader learns of the move.
+    // The session moved: the old connection no longer writes for it. ZooKeeper answers its next write
+    // SESSIONMOVED and closes it (it still serves reads there until then); Ensemble closes it as soon as the
+    // leader learns of the move.
+    let probe = || Body::new().string("/t20/pw").buffer(b"").int(-1);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let exists = Body::new().string("/").boolean(false);
-        match first.request(op::EXISTS, exists).await {
+        match first.request(op::SET_DATA, probe()).await {
             Err(_) => break,
             Ok(reply) if reply.err == -118 => {
                 assert!(first.closed_by_server().await, "SESSIONMOVED, then the connection closes");
@@ -212,6 +216,34 @@ async fn moved_writes(cluster: Arc<Cluster>) {
         let check = connect(&cluster.connect_string()).await;
         assert_eq!(check.check_stat(&stale).await.unwrap(), None, "round {round}: the old connection's write applied");
         old = new;
+    }
+}
+
+/// ZooKeeper's checkSession (ZOOKEEPER-1208): writes a client pipelines behind its closeSession reach the
+/// leader after the close, and must not apply: an ephemeral created then would belong to no live session and
+/// stay forever. ZooKeeper answers them SESSIONEXPIRED, or closes the connection first.
+async fn behind_close(cluster: Arc<Cluster>) {
+    let leader = blocking(|| cluster.leader());
+    let follower = blocking(|| cluster.followers())[0];
+    connect(&cluster.connect_string()).await.create("/t20/bc", b"", PERSISTENT).await.unwrap();
+    let create = |path: &str, flags: i32| Body::new().string(path).buffer(b"").open_acl().int(flags);
+    for (name, server) in [("leader", leader), ("follower", follower)] {
+        let addr = cluster.client_addr(server);
+        let mut raw = RawSession::connect(addr, 10_000).await.unwrap();
+        let (ephemeral, persistent) = (format!("/t20/bc/{name}-e"), format!("/t20/bc/{name}-p"));
+        raw.send(op::CLOSE_SESSION, Body::new()).await.unwrap();
+        let e = raw.send(op::CREATE2, create(&ephemeral, 1)).await.unwrap();
+        let p = raw.send(op::CREATE2, create(&persistent, 0)).await.unwrap();
+        while let Ok(Ok((xid, reply))) = tokio::time::timeout(Duration::from_secs(10), raw.next_reply()).await {
+            if xid == e || xid == p {
+                assert_eq!(reply.err, -112, "{name}: a create behind the close answered {}", reply.err);
+            }
+        }
+        // A write from another session on the same server goes to the leader behind the closed session's.
+        let check = connect(&addr.to_string()).await;
+        check.create(&format!("/t20/bc/{name}-marker"), b"", PERSISTENT).await.unwrap();
+        assert_eq!(check.check_stat(&ephemeral).await.unwrap(), None, "{name}: an ephemeral outlived its session");
+        assert_eq!(check.check_stat(&persistent).await.unwrap(), None, "{name}: a closed session wrote");
     }
 }
 

@@ -107,6 +107,10 @@ pub struct Caller {
     /// The identities the session authenticated as (`ip:...`, `digest:...`, `super:...`): shared, since every
     /// request of the session carries them.
     pub auth: Arc<[Id]>,
+    /// The session is gone: it expired, or its close was prepared before this write (ZooKeeper's
+    /// `checkSession`). Every write of it but a close fails with SESSIONEXPIRED; without the check, an
+    /// ephemeral created behind its owner's close would outlive it forever (ZOOKEEPER-1208).
+    pub expired: bool,
 }
 
 /// Limits that prep enforces.
@@ -261,6 +265,10 @@ fn prep_multi(overlay: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, 
 }
 
 fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request: &Request) -> Result<(i32, Txn), Code> {
+    // (A multi's first op fails so, and the rest with RUNTIMEINCONSISTENCY, as ZooKeeper checks per op.)
+    if caller.expired && !matches!(request, Request::CreateSession { .. } | Request::CloseSession) {
+        return Err(Code::SessionExpired);
+    }
     match request {
         Request::Create { op, path, data, acl, flags, ttl } => {
             prep_create(o, caller, options, *op, path, data, acl, *flags, *ttl)

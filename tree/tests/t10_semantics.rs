@@ -126,6 +126,35 @@ fn ephemerals_belong_to_their_session_and_go_with_it() {
 }
 
 #[test]
+fn an_expired_session_writes_nothing_but_its_close() {
+    let mut h = Harness::new();
+    let s = 0x100;
+    h.write(&caller(s), &Request::CreateSession { timeout: 10_000 });
+    h.write(&caller(0), &create("/x", "0", PERSISTENT));
+    let digest = h.tree.digest();
+    let gone = Caller { expired: true, ..caller(s) };
+    for request in [
+        create("/x/e", "", EPHEMERAL),
+        create("/x/p", "", PERSISTENT),
+        set("/x", "1", -1),
+        delete("/x", -1),
+        Request::SetAcl { path: "/x".into(), acl: tree::acl::open_acl_unsafe(), version: -1 },
+        Request::Check { path: "/x".into(), version: -1 },
+    ] {
+        assert_eq!(h.write(&gone, &request).code(), Code::SessionExpired, "{request:?}");
+    }
+    // ZooKeeper checks the session per op of a multi: the first fails so, the rest with RUNTIMEINCONSISTENCY.
+    let multi = h.write(&gone, &Request::Multi(vec![create("/x/m", "", PERSISTENT), set("/x", "2", -1)]));
+    let codes: Vec<Code> = multi.multi.iter().map(|r| r.code()).collect();
+    assert_eq!(codes, vec![Code::SessionExpired, Code::RuntimeInconsistency]);
+    assert_eq!(h.tree.digest(), digest, "nothing changed");
+    // Its close still applies (an expiry and the client's own close can both be on their way).
+    h.write(&caller(s), &create("/x/mine", "", EPHEMERAL));
+    assert_eq!(h.write(&gone, &Request::CloseSession).code(), Code::Ok);
+    assert!(h.tree.get("/x/mine").is_none() && !h.tree.sessions().contains_key(&s));
+}
+
+#[test]
 fn a_close_that_names_no_ephemerals_deletes_them_all_reports_them_and_is_marked_unlisted() {
     let mut h = Harness::new();
     let (s1, s2) = (0x100, 0x200);
@@ -182,9 +211,9 @@ fn a_multi_is_all_or_nothing_with_zookeepers_per_op_results() {
 #[test]
 fn acls_are_enforced_and_auth_expands_to_the_callers_ids() {
     let mut h = Harness::new();
-    let bob = Caller { session: 1, auth: vec![Id::new("digest", "bob:hash")].into() };
-    let eve = Caller { session: 2, auth: vec![Id::new("digest", "eve:hash")].into() };
-    let root = Caller { session: 3, auth: vec![Id::new("super", "admin")].into() };
+    let bob = Caller { session: 1, auth: vec![Id::new("digest", "bob:hash")].into(), expired: false };
+    let eve = Caller { session: 2, auth: vec![Id::new("digest", "eve:hash")].into(), expired: false };
+    let root = Caller { session: 3, auth: vec![Id::new("super", "admin")].into(), expired: false };
     let only_bob = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }];
     assert_eq!(h.write(&bob, &create_with("/bob", "", PERSISTENT, only_bob.clone())).code(), Code::Ok);
     let stored = h.tree.acl_of(h.tree.get("/bob").unwrap()).to_vec();
@@ -275,6 +304,7 @@ fn an_acl_list_that_would_expand_past_the_bound_is_invalid_and_duplicates_go() {
     let many = Caller {
         session: 1,
         auth: (0..1000).map(|i| Id::new("digest", &format!("u{i}:hash"))).collect::<Vec<_>>().into(),
+        expired: false,
     };
     // 100 `auth` entries with distinct perms: 100,000 entries once expanded.
     let exploding: Vec<Acl> = (0..100).map(|p| Acl { perms: p, id: Id::new("auth", "") }).collect();

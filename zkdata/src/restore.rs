@@ -328,7 +328,7 @@ mod tests {
         }
 
         fn request(&mut self, request: Request) {
-            let caller = Caller { session: self.session, auth: Vec::new().into() };
+            let caller = Caller { session: self.session, auth: Vec::new().into(), expired: false };
             let (op, txn) =
                 prep(&self.tree, &caller, PrepOptions { ttl_enabled: true, enforce_quota: false }, &request);
             let zxid = self.tree.last_zxid() + 1;

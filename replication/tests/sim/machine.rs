@@ -33,7 +33,7 @@ pub fn txn(n: u64) -> Bytes {
         flags: 0,
         ttl: -1,
     };
-    let caller = Caller { session: 0, auth: Vec::new().into() };
+    let caller = Caller { session: 0, auth: Vec::new().into(), expired: false };
     let options = PrepOptions { ttl_enabled: false, enforce_quota: false };
     let (op, txn) = prep(&DataTree::new(), &caller, options, &request);
     let header = TxnHeader { client_id: 0, cxid: 0, zxid: 0, time: 0, op };

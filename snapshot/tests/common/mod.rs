@@ -64,7 +64,7 @@ impl Db {
 pub fn txn(tree: &DataTree, zxid: i64, session: i64, request: &Request) -> TxnRecord {
     let (op, txn) = prep(
         tree,
-        &Caller { session, auth: Vec::new().into() },
+        &Caller { session, auth: Vec::new().into(), expired: false },
         PrepOptions { ttl_enabled: true, enforce_quota: false },
         request,
     );

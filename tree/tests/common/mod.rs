@@ -85,7 +85,7 @@ impl Harness {
 }
 
 pub fn caller(session: i64) -> Caller {
-    Caller { session, auth: Vec::new().into() }
+    Caller { session, auth: Vec::new().into(), expired: false }
 }
 
 pub fn create(path: &str, data: &str, flags: i32) -> Request {
