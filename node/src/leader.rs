@@ -90,6 +90,12 @@ pub const QUEUE: usize = 4096;
 /// proposal refused.
 pub const WINDOW: usize = 1000;
 
+/// Heap bytes of pending changes past which the pipeline preps nothing more until the tree has applied (and the
+/// pipeline retired) enough: the window bounds proposals in flight by count, this bounds what the leader keeps
+/// of them by size (a multi of tiny creates weighs several times its txn here). A single request may pass it
+/// (a closeSession of many ephemerals); the next waits.
+pub const PENDING_BYTES: usize = 64 << 20;
+
 /// Runs the pipeline until its queue closes.
 pub async fn run(shared: Arc<Shared>, handle: Handle, items: mpsc::Receiver<Item>) {
     let (tick, ttl_enabled, enforce_quota) =
@@ -232,6 +238,27 @@ impl Pipeline {
         }
     }
 
+    /// Waits until the pending changes weigh at most [`PENDING_BYTES`]; false if this server stops leading
+    /// meanwhile.
+    async fn drain(&mut self) -> bool {
+        let mut applied = self.shared.applied.subscribe();
+        tracing::debug!(bytes = self.pending.bytes(), "pending changes over their budget: waiting for applies");
+        loop {
+            self.retire();
+            if self.pending.bytes() <= PENDING_BYTES {
+                return true;
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return false },
+                // A failed proposal or a new role drops the changes instead (`ready`), and applies stop then.
+                _ = tokio::time::sleep(self.shared.config.tick) => {}
+            }
+            if !self.ready().await {
+                return false;
+            }
+        }
+    }
+
     async fn handle(&mut self, item: Item) {
         match item {
             Item::Touch(sessions) => {
@@ -318,6 +345,9 @@ impl Pipeline {
             return false;
         }
         self.retire();
+        if self.pending.bytes() > PENDING_BYTES && !self.drain().await {
+            return false;
+        }
         // A session the tracker does not know (expired, or closed by a write before this one) writes nothing but its
         // close; session 0 is the server's own (the reaper's deletes).
         let expired = session != 0 && !self.sessions.contains_key(&session);

@@ -11,8 +11,12 @@
 //!   (`None`: deleted), tagged with that proposal.
 //! - `order` lists every `(seq, path)` absorbed and not yet retired, in non-decreasing seq order; each path in
 //!   `latest` has an entry in `order` with its tag.
+//! - `owned` indexes exactly the paths of `latest` whose change is a node with a non-zero owner, by owner (a
+//!   closeSession looks up its pending ephemerals there, not by scanning every change).
+//! - `bytes` is the [`weight`] of what `latest`, `order` and `owned` hold: the leader bounds it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::mem::size_of;
 use std::sync::Arc;
 
 use crate::acl::Acl;
@@ -54,11 +58,42 @@ struct Change {
     seq: u64,
 }
 
+impl Change {
+    /// The node's owner, if it is a node with one.
+    fn owner(&self) -> Option<i64> {
+        self.view.as_ref().map(|v| v.owner).filter(|&owner| owner != 0)
+    }
+}
+
 /// The changes of pending proposals, by path.
 #[derive(Debug, Default)]
 pub struct Pending {
     latest: HashMap<Arc<str>, Change>,
     order: VecDeque<(u64, Arc<str>)>,
+    /// The paths of `latest` that are nodes with an owner (ephemerals, containers, TTL nodes), by owner.
+    owned: HashMap<i64, HashSet<Arc<str>>>,
+    /// Approximate heap bytes held, by [`weight`].
+    bytes: usize,
+}
+
+/// What each entry costs, roughly (hash tables' spare room aside): an `order` entry owns its path's allocation;
+/// a `latest` entry is a table slot plus the ACL list a setACL gave it; an `owned` entry is a slot.
+mod weight {
+    use super::*;
+
+    pub(super) fn order(path: &str) -> usize {
+        size_of::<(u64, Arc<str>)>() + 2 * size_of::<usize>() + path.len()
+    }
+
+    pub(super) fn latest(change: &Change) -> usize {
+        let acl = change
+            .view
+            .as_ref()
+            .map_or(0, |v| v.acl.iter().map(|a| size_of::<Acl>() + a.id.scheme.len() + a.id.id.len()).sum::<usize>());
+        size_of::<(Arc<str>, Change)>() + acl
+    }
+
+    pub(super) const OWNED: usize = size_of::<Arc<str>>();
 }
 
 /// Capacity kept once empty: a closeSession of a session with many ephemerals fills the maps for a moment, and
@@ -81,10 +116,17 @@ impl Pending {
         self.latest.is_empty()
     }
 
+    /// Approximate heap bytes the pending changes hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Forgets every change (the proposals failed: the committed tree is the truth again).
     pub fn clear(&mut self) {
         self.latest.clear();
         self.order.clear();
+        self.owned.clear();
+        self.bytes = 0;
         self.shrink();
     }
 
@@ -100,10 +142,7 @@ impl Pending {
 
     /// The paths a pending proposal created as an ephemeral of `session` (and no later one deleted).
     pub(crate) fn ephemerals_of(&self, session: i64) -> impl Iterator<Item = &str> {
-        self.latest
-            .iter()
-            .filter(move |(_, c)| c.view.as_ref().is_some_and(|v| v.owner == session))
-            .map(|(path, _)| &**path)
+        self.owned.get(&session).into_iter().flatten().map(|path| &**path)
     }
 
     /// Adds the changes of proposal `seq`, which must not be older than any absorbed before.
@@ -112,8 +151,16 @@ impl Pending {
             assert!(seq >= last, "proposal {seq} absorbed after {last}");
         }
         for (path, view) in changes.0 {
+            self.bytes += weight::order(&path);
             self.order.push_back((seq, path.clone()));
-            self.latest.insert(path, Change { view, seq });
+            let change = Change { view, seq };
+            self.bytes += weight::latest(&change);
+            if let Some(owner) = change.owner() {
+                self.own(owner, path.clone());
+            }
+            if let Some(old) = self.latest.insert(path.clone(), change) {
+                self.forget(&path, &old);
+            }
         }
     }
 
@@ -124,14 +171,63 @@ impl Pending {
                 break;
             }
             let (tag, path) = self.order.pop_front().expect("front exists");
+            self.bytes -= weight::order(&path);
             // A later proposal that touched the path re-tagged it: its change stays.
             if self.latest.get(&path).is_some_and(|change| change.seq == tag) {
-                self.latest.remove(&path);
+                let change = self.latest.remove(&path).expect("just found");
+                self.forget(&path, &change);
             }
         }
         if self.order.is_empty() {
+            debug_assert_eq!(self.bytes, 0, "nothing pending weighs nothing");
             self.shrink();
         }
+    }
+
+    /// Indexes `path` under its owner.
+    fn own(&mut self, owner: i64, path: Arc<str>) {
+        if self.owned.entry(owner).or_default().insert(path) {
+            self.bytes += weight::OWNED;
+        }
+    }
+
+    /// Takes out of the weight and the owner index a change that left `latest` (replaced or retired); the index
+    /// keeps `path` if the change that replaced it has the same owner.
+    fn forget(&mut self, path: &str, change: &Change) {
+        self.bytes -= weight::latest(change);
+        let Some(owner) = change.owner() else { return };
+        if self.latest.get(path).and_then(Change::owner) == Some(owner) {
+            return;
+        }
+        let paths = self.owned.get_mut(&owner).expect("an owned change is indexed");
+        assert!(paths.remove(path), "an owned change is indexed");
+        self.bytes -= weight::OWNED;
+        if paths.is_empty() {
+            self.owned.remove(&owner);
+        }
+    }
+
+    /// Checks the invariants (tests call it after each step).
+    pub fn check(&self) -> Result<(), String> {
+        let mut owned: HashMap<i64, HashSet<Arc<str>>> = HashMap::new();
+        for (path, change) in &self.latest {
+            if let Some(owner) = change.owner() {
+                owned.entry(owner).or_default().insert(path.clone());
+            }
+            if !self.order.iter().any(|(seq, p)| *seq == change.seq && p == path) {
+                return Err(format!("{path} has no order entry for its tag {}", change.seq));
+            }
+        }
+        if owned != self.owned {
+            return Err(format!("owner index {:?}, changes say {owned:?}", self.owned));
+        }
+        let bytes = self.order.iter().map(|(_, p)| weight::order(p)).sum::<usize>()
+            + self.latest.values().map(weight::latest).sum::<usize>()
+            + self.owned.values().map(|paths| paths.len() * weight::OWNED).sum::<usize>();
+        if bytes != self.bytes {
+            return Err(format!("weight {} recorded, {bytes} held", self.bytes));
+        }
+        Ok(())
     }
 
     fn shrink(&mut self) {
@@ -140,6 +236,9 @@ impl Pending {
         }
         if self.order.capacity() > KEEP_CAPACITY {
             self.order.shrink_to(KEEP_CAPACITY);
+        }
+        if self.owned.capacity() > KEEP_CAPACITY {
+            self.owned.shrink_to(KEEP_CAPACITY);
         }
     }
 }
@@ -171,6 +270,60 @@ mod tests {
         pending.retire(3);
         assert!(pending.is_empty());
         assert!(pending.order.is_empty());
+    }
+
+    fn owned(version: i32, owner: i64) -> Option<View> {
+        Some(View { owner, ..view(version) })
+    }
+
+    #[test]
+    fn the_owner_index_and_the_weight_follow_each_paths_latest_change() {
+        let mut pending = Pending::new();
+        let one = |path: &str, view: Option<View>| Changes(vec![(Arc::from(path), view)]);
+        pending.absorb(1, one("/e", owned(0, 7)));
+        pending.absorb(1, one("/f", owned(0, 7)));
+        pending.absorb(2, one("/e", owned(1, 7)));
+        pending.check().unwrap();
+        let mine = |p: &Pending, s| {
+            let mut paths: Vec<&str> = p.ephemerals_of(s).collect();
+            paths.sort_unstable();
+            paths.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(mine(&pending, 7), ["/e", "/f"]);
+        // Deleted, then recreated by another session: the index follows.
+        pending.absorb(3, one("/f", None));
+        assert_eq!(mine(&pending, 7), ["/e"]);
+        pending.absorb(4, one("/f", owned(0, 8)));
+        assert_eq!((mine(&pending, 7), mine(&pending, 8)), (vec!["/e".to_owned()], vec!["/f".to_owned()]));
+        pending.check().unwrap();
+        let weight = pending.bytes();
+        pending.retire(2);
+        pending.check().unwrap();
+        assert!(pending.bytes() < weight, "retiring gives weight back");
+        assert_eq!(mine(&pending, 7), Vec::<String>::new(), "/e retired: the tree says it now");
+        assert_eq!(mine(&pending, 8), ["/f"]);
+        pending.retire(4);
+        pending.check().unwrap();
+        assert_eq!((pending.bytes(), pending.owned.len()), (0, 0));
+        pending.absorb(5, one("/g", owned(0, 9)));
+        pending.clear();
+        pending.check().unwrap();
+        assert_eq!(pending.bytes(), 0);
+    }
+
+    #[test]
+    fn the_weight_counts_paths_and_acls() {
+        let mut pending = Pending::new();
+        let long = "/".to_owned() + &"p".repeat(10_000);
+        pending.absorb(1, Changes(vec![(Arc::from(long.as_str()), Some(view(0)))]));
+        assert!(pending.bytes() > 10_000, "{}", pending.bytes());
+        let acl: Arc<[Acl]> = (0..100)
+            .map(|i| Acl { perms: 31, id: crate::acl::Id::new("digest", &format!("user{i}:{}", "h".repeat(100))) })
+            .collect();
+        let before = pending.bytes();
+        pending.absorb(2, Changes(vec![(Arc::from("/a"), Some(View { acl, ..view(0) }))]));
+        assert!(pending.bytes() - before > 100 * 100, "{}", pending.bytes() - before);
+        pending.check().unwrap();
     }
 
     #[test]

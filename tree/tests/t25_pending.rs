@@ -123,11 +123,13 @@ fn drive(writes: &[((i64, Request), usize)]) -> Result<(), TestCaseError> {
         let record = TxnRecord { header: TxnHeader { client_id: *session, cxid: 0, zxid, time: zxid, op }, txn };
         eager.apply(&record.header, &record.txn);
         pending.absorb(seq, changes);
+        pending.check().map_err(TestCaseError::fail)?;
         unapplied.push_back((seq, record));
         while unapplied.len() > *lag {
             let (seq, record) = unapplied.pop_front().expect("not empty");
             committed.apply(&record.header, &record.txn);
             pending.retire(seq);
+            pending.check().map_err(TestCaseError::fail)?;
         }
     }
     while let Some((seq, record)) = unapplied.pop_front() {
@@ -135,6 +137,7 @@ fn drive(writes: &[((i64, Request), usize)]) -> Result<(), TestCaseError> {
         pending.retire(seq);
     }
     prop_assert!(pending.is_empty(), "{} paths still pending with everything applied", pending.len());
+    prop_assert_eq!(pending.bytes(), 0, "nothing pending weighs nothing");
     prop_assert!(same_contents(&committed, &eager));
     Ok(())
 }
