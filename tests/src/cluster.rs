@@ -12,7 +12,8 @@ use crate::fourlw::{self, Mode};
 use crate::ports::free_ports;
 use crate::process::{self, Server};
 
-/// How a cluster is configured. `Options::default()` is 3 nodes with a 200 ms tick.
+/// How a cluster is configured. `Options::default()` is 3 nodes with ZooKeeper's sample timing (`tickTime=2000`,
+/// `initLimit=10`, `syncLimit=5`) and its default session bounds (2 to 20 ticks).
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Number of nodes; 1 is a standalone server (no `server.N` lines, no `myid`).
@@ -27,7 +28,8 @@ pub struct Options {
     pub snap_count: u64,
     /// `preAllocSize` in KiB: small, so that WAL segments roll over during the tests.
     pub prealloc_kib: u64,
-    /// `maxSessionTimeout` in milliseconds (the minimum stays ZooKeeper's 2 ticks).
+    /// `maxSessionTimeout` in milliseconds (the minimum stays ZooKeeper's 2 ticks); ZooKeeper's 20 ticks unless a
+    /// test says otherwise.
     pub max_session_timeout_ms: u64,
     /// How long [`Cluster::start`] and the other waits give the nodes to serve.
     pub start_timeout: Duration,
@@ -70,12 +72,12 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             nodes: 3,
-            tick_ms: 200,
+            tick_ms: 2000,
             init_limit: 10,
             sync_limit: 5,
             snap_count: 100,
             prealloc_kib: 2048,
-            max_session_timeout_ms: 30_000,
+            max_session_timeout_ms: 40_000,
             start_timeout: Duration::from_secs(60),
             observers: 0,
             config: Vec::new(),

@@ -257,9 +257,10 @@ async fn ping(cluster: Arc<Cluster>) {
     assert_eq!(RawSession::connect(addr, 1).await.unwrap().timeout_ms, 2 * tick);
     assert_eq!(RawSession::connect(addr, 10_000_000).await.unwrap().timeout_ms, max);
 
-    let mut raw = RawSession::connect(addr, 1500).await.unwrap();
+    // The shortest session the harness's ZooKeeper timing allows.
+    let mut raw = RawSession::connect(addr, 2 * tick).await.unwrap();
     let timeout = Duration::from_millis(u64::try_from(raw.timeout_ms).unwrap());
-    assert_eq!(timeout, Duration::from_millis(1500));
+    assert_eq!(timeout, Duration::from_millis(2 * tick as u64));
     let create = Body::new().string("/t15/pinged").buffer(b"").open_acl().int(1);
     assert_eq!(raw_request(&mut raw, op::CREATE2, create).await, err::OK);
     eventually("the leader has the ephemeral", Duration::from_secs(5), || async {
@@ -282,10 +283,11 @@ async fn ping(cluster: Arc<Cluster>) {
     .await;
     assert!(silent.elapsed() >= timeout / 2, "expired {:?} after the last ping", silent.elapsed());
     assert!(raw.closed_by_server().await, "the server keeps the connection of an expired session open");
-    // And the Rust client pings by itself through idle periods longer than its session timeout. 2 s, not less:
-    // the client gives up on a request after 2/5 of it, and a create waits for two fsyncs, which on a busy
-    // shared disk took over 400 ms once (scripts/test, 2026-12-01).
-    let idle = connect_with(&cluster.connect_string(), Duration::from_millis(2000)).await;
+    // And the Rust client pings by itself through idle periods longer than its session timeout (the shortest
+    // one again).
+    let shortest = Duration::from_millis(2 * tick as u64);
+    let idle = connect_with(&cluster.connect_string(), shortest).await;
+    assert_eq!(idle.session_timeout(), shortest);
     idle.create("/t15/idle", b"", EPHEMERAL).await.unwrap();
     let mut states = idle.state_watcher();
     let changed = tokio::time::timeout(3 * idle.session_timeout(), states.changed()).await;

@@ -53,9 +53,11 @@ async fn expiry(cluster: Arc<Cluster>) {
     let follower = blocking(|| cluster.followers())[0];
     let proxy = Proxy::start(cluster.client_addr(follower)).await;
     let observer = connect(&cluster.connect_string()).await;
-    let c = connect_with(&proxy.connect_string(), Duration::from_secs(2)).await;
+    // The shortest session ZooKeeper's default bounds allow: 2 ticks.
+    let shortest = Duration::from_millis(2 * cluster.options().tick_ms);
+    let c = connect_with(&proxy.connect_string(), shortest).await;
     let timeout = c.session_timeout();
-    assert_eq!(timeout, Duration::from_secs(2));
+    assert_eq!(timeout, shortest);
     c.create("/t20/exp", b"", PERSISTENT).await.unwrap();
     c.create("/t20/exp/e", b"", EPHEMERAL).await.unwrap();
     catch_up(&observer, &c).await;
@@ -251,7 +253,9 @@ async fn dead_follower(cluster: Arc<Cluster>) {
     let leader = blocking(|| cluster.leader());
     let follower = blocking(|| cluster.followers())[0];
     let observer = connect(&cluster.client_addr(leader).to_string()).await;
-    let c = connect_with(&cluster.client_addr(follower).to_string(), Duration::from_secs(2)).await;
+    let c =
+        connect_with(&cluster.client_addr(follower).to_string(), Duration::from_millis(2 * cluster.options().tick_ms))
+            .await;
     c.create("/t20/dead", b"", PERSISTENT).await.unwrap();
     c.create("/t20/dead/e", b"", EPHEMERAL).await.unwrap();
     catch_up(&observer, &c).await;

@@ -130,6 +130,9 @@ fn start(config: &Config) -> Rig {
         namespaces: (0..config.nodes).map(|i| network.namespace(i).to_string()).collect(),
         ips: (0..config.nodes).map(|i| network.ip(i)).collect(),
     };
+    // A 200 ms tick, not ZooKeeper's 2 s: a partition or a pause is noticed after syncLimit ticks, and sessions
+    // last 2 ticks at least; faults of a few seconds (`DURATIONS`) must outlast both, so that a leader is deposed
+    // and pinned sessions expire within one (at 2 s ticks each fault would last over 10 s).
     let options =
         Options { nodes: config.nodes, tick_ms: 200, sync_limit: 5, netns: Some(netns), ..Options::default() };
     Rig { cluster: Cluster::start_with(options), network: Mutex::new(network) }
