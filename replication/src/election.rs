@@ -222,6 +222,9 @@ impl Election {
         if !self.voters.contains(&n.sender) {
             return Vec::new();
         }
+        // It looks again: what it said when it followed or led no longer holds (a leader that lost its quorum
+        // must not confirm its leadership, nor a former follower count towards it, from an old answer).
+        self.settled.remove(&n.sender);
         // A repairing server's vote for itself is no candidacy: neither adopted nor counted.
         let counts = !(n.state == PeerState::Repairing && vote.leader == n.sender);
         let mut commands = Vec::new();

@@ -354,3 +354,29 @@ fn a_late_joiner_follows_a_leadership_whose_members_settled_in_different_rounds(
     four.on_notification(answer(3, 0x5_0000_0002, 6, 2, PeerState::Leading), t);
     assert_eq!(four.outcome(), None, "two of epoch 5 and a leader of epoch 6 are no quorum of either");
 }
+
+/// A leader that lost its quorum looks again; a server still looking must not follow it on the strength of its
+/// old LEADING answer and a follower that has not noticed yet.
+#[test]
+fn a_leader_that_looks_again_no_longer_confirms_its_old_leadership() {
+    // Five voters: the leader's answer and this server's own vote are no quorum without a follower's.
+    let voters: BTreeSet<ServerId> = (1..=5).map(ServerId).collect();
+    let config = ElectionConfig::default();
+    let t = Duration::ZERO;
+    let notification = |sender: u64, round: u64, state| Notification {
+        leader: ServerId(3),
+        zxid: Zxid::ZERO,
+        peer_epoch: Epoch(1),
+        election_epoch: round,
+        state,
+        sender: ServerId(sender),
+    };
+    let (mut one, _) = Election::start(ServerId(1), voters, Ballot::candidate(1, Zxid::ZERO, Epoch(0)), config, t);
+    one.on_notification(notification(3, 1, PeerState::Leading), t);
+    one.on_notification(notification(3, 2, PeerState::Looking), t);
+    one.on_notification(notification(2, 1, PeerState::Following), t);
+    assert_eq!(one.outcome(), None, "followed a leader that is looking");
+    // Once it leads again and says so, the follower's answer and its own make a quorum.
+    one.on_notification(notification(3, 2, PeerState::Leading), t);
+    assert_eq!(one.outcome().map(|o| (o.leader, o.state)), Some((ServerId(3), PeerState::Following)));
+}
