@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod children;
 pub mod code;
 pub mod digest;
 pub mod jute;

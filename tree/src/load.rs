@@ -11,10 +11,11 @@
 //! counted. Nodes that do not come in strictly increasing path order (not what the writer produces) are
 //! loaded one by one with `load_node`, which also reports a path listed twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::acl::Acl;
+use crate::children::Children;
 use crate::code::Code;
 use crate::path;
 use crate::tree::{DataTree, Node};
@@ -78,7 +79,7 @@ impl Loader {
             None => acl.into(),
         };
         let mut node = node;
-        node.children = BTreeSet::new();
+        node.children = Children::new();
         self.nodes.push((path, node, acl));
     }
 

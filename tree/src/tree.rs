@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use crate::acl::{self, Acl, AclId, AclTable, OPEN_ACL_ID};
+use crate::children::Children;
 use crate::code::{op, Code};
 use crate::digest::node_digest;
 use crate::path;
@@ -41,16 +42,19 @@ pub struct Node {
     /// Its metadata.
     pub stat: StatPersisted,
     /// The names of its children.
-    pub children: BTreeSet<String>,
+    pub children: Children,
     /// What it adds to the tree's digest under its path, kept up to date by the tree (as ZooKeeper's
     /// `DataNode` caches its digest): a change subtracts it instead of hashing the node as it was.
     digest: u64,
 }
 
+// Nodes are allocated one by one (boxed in the map): 128 bytes is mimalloc's size class below 160.
+const _: () = assert!(std::mem::size_of::<Node>() <= 128);
+
 impl Node {
     /// A node without children (a tree inserting it fills in its digest).
     pub fn new(data: Data, acl: AclId, stat: StatPersisted) -> Node {
-        Node { data, acl, stat, children: BTreeSet::new(), digest: 0 }
+        Node { data, acl, stat, children: Children::new(), digest: 0 }
     }
 
     /// Its data's bytes (none for null data).
@@ -496,7 +500,7 @@ impl DataTree {
             // Children are not part of a node's digest: the parent's digest stays as it is.
             parent.children.insert(path::name(&path).to_owned());
         }
-        let node = Node { acl: self.acls.intern(acl), children: BTreeSet::new(), ..node };
+        let node = Node { acl: self.acls.intern(acl), children: Children::new(), ..node };
         self.insert(path, node);
         Ok(())
     }
