@@ -14,6 +14,7 @@ pub type Iter<'a> = std::iter::Flatten<std::option::IntoIter<std::collections::b
 
 /// A node's children, by name, in byte order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // The point: one word inline where most nodes have no children.
 pub struct Children(Option<Box<BTreeSet<String>>>);
 
 impl Children {
