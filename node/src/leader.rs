@@ -6,7 +6,8 @@
 //! keeps the changes of its proposals that the committed tree has not applied yet ([`Pending`], ZooKeeper's
 //! outstanding changes) and preps against the committed tree through them. Once the tree applied a proposal,
 //! its changes are retired. When a proposal fails (leadership is lost), the changes are dropped, and the
-//! pipeline waits for the tree to apply the whole committed history before it preps again.
+//! pipeline waits for every proposal in flight to resolve and for the tree to apply the whole committed history
+//! before it preps again.
 //!
 //! The leader also expires sessions (ZooKeeper's `SessionTracker`): every server touches the sessions of its
 //! connections, and a session not touched within its timeout is closed through a closeSession txn. And it
@@ -173,6 +174,7 @@ impl Pipeline {
         let mut expiry = tokio::time::interval(tick / 2);
         let mut reaping = tokio::time::interval(self.shared.config.container_check_interval);
         loop {
+            let started = Instant::now();
             tokio::select! {
                 item = items.recv() => match item {
                     Some(item) => self.handle(item).await,
@@ -181,6 +183,21 @@ impl Pipeline {
                 _ = expiry.tick() => self.expire().await,
                 _ = reaping.tick() => self.reap().await,
             }
+            self.excuse(started.elapsed());
+        }
+    }
+
+    /// Pushes every session's deadline back by `stalled`, the time the pipeline just spent on one item, if that
+    /// was long enough to matter (a wait for the window, for applies, a large closeSession): touches wait in its
+    /// queue meanwhile, and no session may expire because the leader was not listening. (ZooKeeper's tracker
+    /// hears touches as requests arrive; here they come through the same queue as the writes.)
+    fn excuse(&mut self, stalled: Duration) {
+        if stalled < self.shared.config.tick / 4 {
+            return;
+        }
+        tracing::debug!(?stalled, sessions = self.sessions.len(), "the pipeline stalled: session deadlines move back");
+        for tracked in self.sessions.values_mut() {
+            tracked.deadline += stalled;
         }
     }
 
@@ -189,8 +206,8 @@ impl Pipeline {
     }
 
     /// Whether the pipeline can prep: it leads, and the committed tree has applied everything this leader's
-    /// history committed before it began (waited for after a start or a failure; the session tracker is
-    /// rebuilt from the tree then).
+    /// history committed before it began (waited for after a start or a failure, once every proposal in flight
+    /// has resolved; the session tracker is rebuilt from the tree then).
     async fn ready(&mut self) -> bool {
         let role_changed = self.role.has_changed().unwrap_or(true);
         if self.failed.swap(false, Ordering::AcqRel) || role_changed || !self.leading() {
@@ -202,10 +219,23 @@ impl Pipeline {
             return false;
         }
         if !self.ready {
-            let target = self.handle.applied.borrow().0 as i64;
-            let mut applied = self.shared.applied.subscribe();
             let deadline = tokio::time::sleep(self.shared.config.tick * self.shared.config.init_limit);
             tokio::pin!(deadline);
+            // Every proposal submitted so far resolves first (commits or fails): one that committed after the
+            // pipeline began to prep again would change the tree under preps that did not see it.
+            let (submitted, mut completed) = (self.submitted, self.completed.subscribe());
+            tokio::select! {
+                done = completed.wait_for(|&done| done >= submitted) => if done.is_err() { return false },
+                _ = &mut deadline => {
+                    tracing::warn!(submitted, "the proposals in flight did not resolve in time");
+                    return false;
+                }
+            }
+            // What they committed is in the history the tree must reach; their failures are accounted for.
+            lock(&self.committed).clear();
+            self.failed.store(false, Ordering::Release);
+            let target = self.handle.applied.borrow().0 as i64;
+            let mut applied = self.shared.applied.subscribe();
             loop {
                 if *applied.borrow_and_update() >= target {
                     break;
@@ -540,10 +570,19 @@ impl Pipeline {
         if !self.ready().await {
             return;
         }
-        let now = Instant::now();
+        let started = Instant::now();
         let expired: Vec<SessionId> =
-            self.sessions.iter().filter(|(_, t)| t.deadline <= now).map(|(&s, _)| s).collect();
+            self.sessions.iter().filter(|(_, t)| t.deadline <= started).map(|(&s, _)| s).collect();
         for session in expired {
+            // A close may wait (the window, applies) while touches queue up: past a quarter tick the rest wait for
+            // the next round, after the queue was heard and the stall excused. A rebuilt tracker (a new term
+            // began in a wait) may not hold the session, or give it a new deadline.
+            if started.elapsed() >= self.shared.config.tick / 4 {
+                break;
+            }
+            if self.sessions.get(&session).is_none_or(|t| t.deadline > started) {
+                continue;
+            }
             tracing::info!(session = format_args!("0x{session:x}"), "session expired");
             self.sessions.remove(&session);
             self.propose(session, 0, Arc::from([]), &Request::CloseSession).await;

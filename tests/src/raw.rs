@@ -237,6 +237,20 @@ impl RawSession {
         Ok(xid)
     }
 
+    /// Sends requests in one write (the server reads them together) without waiting for replies; returns their
+    /// xids.
+    pub async fn send_all(&mut self, requests: Vec<(i32, Body)>) -> std::io::Result<Vec<i32>> {
+        let mut bytes = Vec::new();
+        let mut xids = Vec::new();
+        for (op, body) in requests {
+            xids.push(self.next_xid);
+            bytes.extend_from_slice(&request_frame(self.next_xid, op, body));
+            self.next_xid += 1;
+        }
+        self.stream.write_all(&bytes).await?;
+        Ok(xids)
+    }
+
     /// The next reply, whatever its xid (watch events are collected and ping replies skipped on the way).
     pub async fn next_reply(&mut self) -> std::io::Result<(i32, Reply)> {
         self.next(None).await

@@ -233,9 +233,14 @@ async fn behind_close(cluster: Arc<Cluster>) {
         let addr = cluster.client_addr(server);
         let mut raw = RawSession::connect(addr, 10_000).await.unwrap();
         let (ephemeral, persistent) = (format!("/t20/bc/{name}-e"), format!("/t20/bc/{name}-p"));
-        raw.send(op::CLOSE_SESSION, Body::new()).await.unwrap();
-        let e = raw.send(op::CREATE2, create(&ephemeral, 1)).await.unwrap();
-        let p = raw.send(op::CREATE2, create(&persistent, 0)).await.unwrap();
+        // One write: the server reads the creates before the close can commit and end the connection.
+        let requests = vec![
+            (op::CLOSE_SESSION, Body::new()),
+            (op::CREATE2, create(&ephemeral, 1)),
+            (op::CREATE2, create(&persistent, 0)),
+        ];
+        let xids = raw.send_all(requests).await.unwrap();
+        let (e, p) = (xids[1], xids[2]);
         while let Ok(Ok((xid, reply))) = tokio::time::timeout(Duration::from_secs(10), raw.next_reply()).await {
             if xid == e || xid == p {
                 assert_eq!(reply.err, -112, "{name}: a create behind the close answered {}", reply.err);
