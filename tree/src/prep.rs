@@ -265,8 +265,10 @@ fn prep_multi(overlay: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, 
 }
 
 fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request: &Request) -> Result<(i32, Txn), Code> {
-    // (A multi's first op fails so, and the rest with RUNTIMEINCONSISTENCY, as ZooKeeper checks per op.)
-    if caller.expired && !matches!(request, Request::CreateSession { .. } | Request::CloseSession) {
+    // (A multi's first op fails so, and the rest with RUNTIMEINCONSISTENCY, as ZooKeeper checks per op. A create
+    // checks its mode and TTL first, as ZooKeeper's validateCreateRequest does.)
+    let exempt = matches!(request, Request::CreateSession { .. } | Request::CloseSession | Request::Create { .. });
+    if caller.expired && !exempt {
         return Err(Code::SessionExpired);
     }
     match request {
@@ -338,6 +340,9 @@ fn prep_create(
     }
     if path.rfind('/').is_none() || path.contains('\0') {
         return Err(Code::BadArguments);
+    }
+    if caller.expired {
+        return Err(Code::SessionExpired);
     }
     let acl = fix_acl(acl, caller)?;
     let parent_path = path::parent(path);

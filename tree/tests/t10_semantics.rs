@@ -147,6 +147,8 @@ fn an_expired_session_writes_nothing_but_its_close() {
     let multi = h.write(&gone, &Request::Multi(vec![create("/x/m", "", PERSISTENT), set("/x", "2", -1)]));
     let codes: Vec<Code> = multi.multi.iter().map(|r| r.code()).collect();
     assert_eq!(codes, vec![Code::SessionExpired, Code::RuntimeInconsistency]);
+    // A create's mode and TTL are checked first, as in ZooKeeper.
+    assert_eq!(h.write(&gone, &create("/x/bad", "", 99)).code(), Code::BadArguments);
     assert_eq!(h.tree.digest(), digest, "nothing changed");
     // Its close still applies (an expiry and the client's own close can both be on their way).
     h.write(&caller(s), &create("/x/mine", "", EPHEMERAL));
