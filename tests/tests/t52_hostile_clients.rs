@@ -54,6 +54,7 @@ async fn floods_on_three_nodes() {
     let mut s = Sections::new();
     s.run("no attack (the baseline)", SECTION_TIMEOUT, baseline(cluster.clone())).await;
     s.run("50 clients with 1,000 writes outstanding each", SECTION_TIMEOUT, flood(cluster.clone())).await;
+    s.run("8 clients pipeline 512 KiB writes through followers", SECTION_TIMEOUT, large_flood(cluster.clone())).await;
     s.run("a client that sends and never reads", SECTION_TIMEOUT, never_reads(cluster.clone())).await;
     s.run("a client that trickles a frame", SECTION_TIMEOUT, trickle(cluster.clone())).await;
     s.run("10,000 idle connections", SECTION_TIMEOUT, idle_connections(cluster.clone())).await;
@@ -361,6 +362,43 @@ async fn flood(cluster: Arc<Cluster>) {
     under_attack(&cluster, "/t52f/steady-flood", attack).await;
     let (_, stat) = setup.get_data("/t52f/flood").await.expect("read");
     assert_eq!(stat.version, 50_000, "every flooded write was applied once");
+}
+
+/// 8 connections on the followers each pipeline 50 setData of 512 KiB without reading, then read every reply:
+/// 200 MiB offered, twice what a server holds in requests at once (`largeRequestMaxBytes`), all of it forwarded
+/// to the leader. The followers stop reading from their clients, the leader from its followers (the forwarded
+/// bytes budget), and the peak memory check at the end bounds what each held. Apache ZooKeeper 3.8 takes up to
+/// `globalOutstandingLimit` requests of any size into a heap of 512 MiB here, so it gets 64 KiB values.
+async fn large_flood(cluster: Arc<Cluster>) {
+    let value_len = if zookeeper(&cluster) { 64 << 10 } else { 512 << 10 };
+    let followers = blocking(|| cluster.followers());
+    let setup = connect(&cluster.connect_string()).await;
+    let attack = async {
+        let mut tasks = Vec::new();
+        for c in 0..8 {
+            let path = format!("/t52f/large-flood-{c}");
+            setup.create(&path, b"", PERSISTENT).await.expect("create");
+            let addr = cluster.client_addr(followers[c % followers.len()]);
+            tasks.push(tokio::spawn(async move {
+                let mut session = RawSession::connect(addr, 30_000).await.expect("flood session");
+                let writes: Vec<(i32, Body)> = (0..50u8)
+                    .map(|i| (op::SET_DATA, Body::new().string(&path).buffer(&vec![i; value_len]).int(-1)))
+                    .collect();
+                session.send_all(writes).await.expect("send");
+                for _ in 0..50 {
+                    let (_, reply) = session.next_reply().await.expect("a reply to the flood");
+                    assert_eq!(reply.err, 0);
+                }
+                path
+            }));
+        }
+        for task in tasks {
+            let path = task.await.expect("a flooding client got every reply");
+            let (data, stat) = setup.get_data(&path).await.expect("read back");
+            assert_eq!((stat.version, data.len(), data[0]), (50, value_len, 49), "{path}");
+        }
+    };
+    under_attack(&cluster, "/t52f/steady-large-flood", attack).await;
 }
 
 /// A client pipelines reads of a 100 KB node and never reads a reply: the server stops reading from it (its
