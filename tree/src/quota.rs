@@ -282,9 +282,8 @@ impl DataTree {
         }
     }
 
-    /// After `path` was created (`createNode`'s quota part).
-    pub(crate) fn quota_on_create(&mut self, path: &str) {
-        let Some(len) = self.get(path).map(data_len) else { return };
+    /// After a node with `len` bytes of data was created at `path` (`createNode`'s quota part).
+    pub(crate) fn quota_on_create(&mut self, path: &str, len: i64) {
         if let Some(root) = quota_root_of(path, LIMIT_NODE) {
             self.add_quota_root(root.to_owned());
         }

@@ -296,23 +296,27 @@ impl DataTree {
         h: &TxnHeader,
     ) -> Applied {
         let parent_path = path::parent(path);
-        let Some(parent) = self.nodes.get(parent_path) else { return Applied::err(Code::NoNode) };
-        if path == "/" || self.nodes.contains_key(path) {
+        let Some(parent) = self.nodes.get_mut(parent_path) else { return Applied::err(Code::NoNode) };
+        // A parent lists exactly its children (the tree's first invariant), so the insert into its set says
+        // whether the node exists: two searches of the map per create, not four (a profile of a create load had
+        // the map's searches at a third of the apply).
+        if path == "/" || !parent.children.insert(path::name(path).to_owned()) {
             return Applied::err(Code::NodeExists);
         }
         let cversion = if parent_cversion == -1 { parent.stat.cversion.wrapping_add(1) } else { parent_cversion };
-        self.update(parent_path, |parent| {
-            parent.children.insert(path::name(path).to_owned());
-            if cversion > parent.stat.cversion {
-                parent.stat.cversion = cversion;
-                parent.stat.pzxid = h.zxid;
-            }
-        });
+        if cversion > parent.stat.cversion {
+            parent.stat.cversion = cversion;
+            parent.stat.pzxid = h.zxid;
+        }
+        // The parent's data is unchanged, and so is the data size.
+        let before = parent.digest;
+        parent.digest = parent.compute_digest(parent_path);
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(parent.digest);
         let acl = self.acls.intern(acl);
         let node = Node::new(data, acl, StatPersisted::created(h.zxid, h.time, owner));
-        let stat = node.client_stat();
+        let (stat, len) = (node.client_stat(), quota::data_len(&node));
         self.insert(path.to_owned(), node);
-        self.quota_on_create(path);
+        self.quota_on_create(path, len);
         Applied { path: Some(path.to_owned()), stat: Some(stat), ..Applied::default() }
     }
 

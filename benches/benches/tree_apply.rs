@@ -1,0 +1,114 @@
+//! Applying creates to a large tree, as every server does for each committed create.
+//!
+//! - `tree_apply/create/<n>`: a create of a 100-byte znode under one parent that already has `n` children,
+//!   named as `zkload --op create` names them (four clients' `n<client>-<seq>` under `/zkload-<hex>`), applied
+//!   to a tree that holds those `n` nodes.
+//! - `tree_apply/map_insert/<n>` (the baseline, measured in the same run): the same paths inserted into a bare
+//!   `BTreeMap<String, Box<[u8; 120]>>` of the same size, the floor of any ordered map keyed by path.
+//!
+//! Each sample deletes the nodes it created once its clock has stopped, so every sample sees `n` children.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tree::code::op;
+use tree::tree::DataTree;
+use tree::txn::{Txn, TxnHeader};
+
+/// The server's allocator (`node/src/main.rs`): the apply allocates a node, its path and its name per create.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SIZES: [usize; 2] = [10_000, 500_000];
+const ROOT: &str = "/zkload-5f3a9c21d04e7b68";
+const CLIENTS: usize = 4;
+
+/// The `i`th path zkload's create load makes.
+fn path(i: usize) -> String {
+    format!("{ROOT}/n{}-{}", i % CLIENTS, i / CLIENTS)
+}
+
+fn create(path: String, data: &Bytes) -> Txn {
+    Txn::Create {
+        path,
+        data: Some(data.clone()),
+        acl: tree::acl::open_acl_unsafe(),
+        ephemeral: false,
+        parent_cversion: -1,
+    }
+}
+
+fn header(zxid: i64) -> TxnHeader {
+    TxnHeader { client_id: 1, cxid: 0, zxid, time: zxid, op: op::CREATE }
+}
+
+/// A tree with the root's parent and its first `n` children.
+fn build(n: usize, data: &Bytes) -> DataTree {
+    let mut tree = DataTree::new();
+    let root = Txn::Create {
+        path: ROOT.into(),
+        data: Some(Bytes::new()),
+        acl: tree::acl::open_acl_unsafe(),
+        ephemeral: false,
+        parent_cversion: -1,
+    };
+    assert_eq!(tree.apply(&header(1), &root).err, None);
+    for i in 0..n {
+        let applied = tree.apply(&header(2 + i as i64), &create(path(i), data));
+        assert_eq!(applied.err, None);
+    }
+    tree
+}
+
+fn apply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tree_apply");
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    let data = Bytes::from(vec![b'x'; 100]);
+    for n in SIZES {
+        let (mut tree, mut zxid) = (build(n, &data), 2 + n as i64);
+        group.bench_function(BenchmarkId::new("create", n), |b| {
+            b.iter_custom(|iters| {
+                // The txns are decoded before the apply in a server too: made outside the clock.
+                let mut txns: Vec<Txn> = (0..iters as usize).map(|k| create(path(n + k), &data)).collect();
+                let start = Instant::now();
+                for txn in &mut txns {
+                    zxid += 1;
+                    let applied = tree.apply_moving_data(&header(zxid), txn);
+                    debug_assert_eq!(applied.err, None);
+                }
+                let elapsed = start.elapsed();
+                // Back to `n` children, off the clock.
+                for k in 0..iters as usize {
+                    zxid += 1;
+                    let applied = tree.apply(&header(zxid), &Txn::Delete { path: path(n + k) });
+                    assert_eq!(applied.err, None);
+                }
+                elapsed
+            })
+        });
+        drop(tree);
+        let mut map: BTreeMap<String, Box<[u8; 120]>> = (0..n).map(|i| (path(i), Box::new([0; 120]))).collect();
+        group.bench_function(BenchmarkId::new("map_insert", n), |b| {
+            b.iter_custom(|iters| {
+                let keys: Vec<String> = (0..iters as usize).map(|k| path(n + k)).collect();
+                let start = Instant::now();
+                for key in &keys {
+                    map.insert(key.clone(), Box::new([0; 120]));
+                }
+                let elapsed = start.elapsed();
+                for key in &keys {
+                    map.remove(key);
+                }
+                assert_eq!(map.len(), n);
+                elapsed
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, apply);
+criterion_main!(benches);
