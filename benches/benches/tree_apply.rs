@@ -3,6 +3,7 @@
 //! - `tree_apply/create/<n>`: a create of a 100-byte znode under one parent that already has `n` children,
 //!   named as `zkload --op create` names them (four clients' `n<client>-<seq>` under `/zkload-<hex>`), applied
 //!   to a tree that holds those `n` nodes.
+//! - `tree_apply/delete/<n>`: the delete of one of those creates (made off the clock), back down to `n`.
 //! - `tree_apply/map_insert/<n>` (the baseline, measured in the same run): the same paths inserted into a bare
 //!   `BTreeMap<String, Box<[u8; 120]>>` of the same size, the floor of any ordered map keyed by path.
 //!
@@ -86,6 +87,25 @@ fn apply(c: &mut Criterion) {
                     let applied = tree.apply(&header(zxid), &Txn::Delete { path: path(n + k) });
                     assert_eq!(applied.err, None);
                 }
+                elapsed
+            })
+        });
+        group.bench_function(BenchmarkId::new("delete", n), |b| {
+            b.iter_custom(|iters| {
+                for k in 0..iters as usize {
+                    zxid += 1;
+                    let mut txn = create(path(n + k), &data);
+                    assert_eq!(tree.apply_moving_data(&header(zxid), &mut txn).err, None);
+                }
+                let txns: Vec<Txn> = (0..iters as usize).map(|k| Txn::Delete { path: path(n + k) }).collect();
+                let start = Instant::now();
+                for txn in &txns {
+                    zxid += 1;
+                    let applied = tree.apply(&header(zxid), txn);
+                    debug_assert_eq!(applied.err, None);
+                }
+                let elapsed = start.elapsed();
+                assert_eq!(tree.get(&path(n)).map(|_| ()), None);
                 elapsed
             })
         });

@@ -322,17 +322,27 @@ impl DataTree {
 
     fn delete(&mut self, path: &str, zxid: i64) -> Applied {
         let parent_path = path::parent(path);
-        if path == "/" || !self.nodes.contains_key(parent_path) {
+        let parent = match self.nodes.get_mut(parent_path) {
+            Some(parent) if path != "/" => parent,
+            _ => return Applied::err(Code::NoNode),
+        };
+        // As for a create, the parent's set says whether the node exists. Its pzxid moves either way (a replay
+        // over a fuzzy snapshot that no longer holds the node); its data does not, nor does the data size.
+        let listed = parent.children.remove(path::name(path));
+        parent.stat.pzxid = parent.stat.pzxid.max(zxid);
+        let before = parent.digest;
+        parent.digest = parent.compute_digest(parent_path);
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(parent.digest);
+        if !listed {
             return Applied::err(Code::NoNode);
         }
-        self.update(parent_path, |parent| {
-            parent.children.remove(path::name(path));
-            parent.stat.pzxid = parent.stat.pzxid.max(zxid);
-        });
-        if !self.nodes.contains_key(path) {
-            return Applied::err(Code::NoNode);
+        // Only a replay over a fuzzy snapshot deletes a node that still has children.
+        if self.get(path).is_some_and(|node| !node.children.is_empty()) {
+            self.remove_subtree(path);
+        } else if let Some(node) = self.remove(path) {
+            self.acls.release(node.acl);
+            self.quota_on_delete(path, &node);
         }
-        self.remove_subtree(path);
         Applied::default()
     }
 

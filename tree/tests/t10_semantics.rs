@@ -301,6 +301,42 @@ fn replicas_applying_the_same_txns_agree_and_replay_is_idempotent() {
 }
 
 #[test]
+fn a_replayed_create_or_delete_answers_as_zookeeper_and_moves_only_the_parent() {
+    // The apply answers from the parent's children set (a parent lists exactly its children): a create of a
+    // node that exists and a delete of one that does not must still say so and change nothing else.
+    let mut tree = tree::tree::DataTree::new();
+    let header = |zxid: i64, op: i32| TxnHeader { client_id: 1, cxid: 0, zxid, time: zxid, op };
+    let create = |path: &str| Txn::Create {
+        path: path.into(),
+        data: Some(Bytes::from_static(b"x")),
+        acl: tree::acl::open_acl_unsafe(),
+        ephemeral: false,
+        parent_cversion: -1,
+    };
+    let delete = |path: &str| Txn::Delete { path: path.into() };
+    assert_eq!(tree.apply(&header(1, op::CREATE), &create("/p")).code(), Code::Ok);
+    assert_eq!(tree.apply(&header(2, op::CREATE), &create("/p/c")).code(), Code::Ok);
+    let (digest, nodes) = (tree.digest(), tree.node_count());
+    assert_eq!(tree.apply(&header(3, op::CREATE), &create("/p/c")).code(), Code::NodeExists);
+    assert_eq!(tree.get("/p/c").unwrap().stat.czxid, 2, "the replayed create replaced the node");
+    assert_eq!(tree.get("/p").unwrap().children.len(), 1);
+    assert_eq!(tree.node_count(), nodes);
+    tree.validate().unwrap();
+    assert_ne!(tree.digest(), digest, "the parent's cversion moves forward, as ZooKeeper's replay does");
+
+    assert_eq!(tree.apply(&header(4, op::DELETE), &delete("/p/c")).code(), Code::Ok);
+    assert!(tree.get("/p/c").is_none());
+    let digest = tree.digest();
+    assert_eq!(tree.apply(&header(5, op::DELETE), &delete("/p/c")).code(), Code::NoNode);
+    assert_eq!(tree.get("/p").unwrap().stat.pzxid, 5, "the parent's pzxid moves even when the node is gone");
+    assert_eq!(tree.apply(&header(6, op::DELETE), &delete("/nothing/here")).code(), Code::NoNode);
+    assert_eq!(tree.apply(&header(7, op::DELETE), &delete("/")).code(), Code::NoNode);
+    assert_eq!(tree.node_count(), nodes - 1);
+    tree.validate().unwrap();
+    assert_ne!(tree.digest(), digest);
+}
+
+#[test]
 fn an_acl_list_that_would_expand_past_the_bound_is_invalid_and_duplicates_go() {
     let mut h = Harness::new();
     let many = Caller {
