@@ -4,6 +4,7 @@
 //!   named as `zkload --op create` names them (four clients' `n<client>-<seq>` under `/zkload-<hex>`), applied
 //!   to a tree that holds those `n` nodes.
 //! - `tree_apply/delete/<n>`: the delete of one of those creates (made off the clock), back down to `n`.
+//! - `tree_apply/prep_create/<n>`: the leader's prep of the next such create (nothing pending).
 //! - `tree_apply/map_insert/<n>` (the baseline, measured in the same run): the same paths inserted into a bare
 //!   `BTreeMap<String, Box<[u8; 120]>>` of the same size, the floor of any ordered map keyed by path.
 //!
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tree::code::op;
+use tree::prep::{prep, Caller, PrepOptions, Request};
 use tree::tree::DataTree;
 use tree::txn::{Txn, TxnHeader};
 
@@ -109,6 +111,20 @@ fn apply(c: &mut Criterion) {
                 elapsed
             })
         });
+        // The leader's side of the same create: prep (checks, ACL fix-up, the txn) against the committed tree.
+        let caller = Caller { session: 1, ..Caller::default() };
+        let options = PrepOptions { ttl_enabled: false, enforce_quota: true };
+        let request = Request::Create {
+            op: op::CREATE,
+            path: path(n),
+            data: Some(data.clone()),
+            acl: tree::acl::open_acl_unsafe(),
+            flags: 0,
+            ttl: -1,
+        };
+        assert_eq!(prep(&tree, &caller, options, &request).0, op::CREATE);
+        group
+            .bench_function(BenchmarkId::new("prep_create", n), |b| b.iter(|| prep(&tree, &caller, options, &request)));
         drop(tree);
         let mut map: BTreeMap<String, Box<[u8; 120]>> = (0..n).map(|i| (path(i), Box::new([0; 120]))).collect();
         group.bench_function(BenchmarkId::new("map_insert", n), |b| {

@@ -454,6 +454,9 @@ fn check_acl(acl: &[Acl], perm: i32, caller: &Caller) -> Result<(), Code> {
 /// could make millions. (Far past what any txn can carry anyway: the leader refuses a txn over its size limit.)
 pub const MAX_ACL_ENTRIES: usize = 1 << 16;
 
+/// Up to this many entries, [`fix_acl`] finds repeats by scanning what it kept.
+const SCAN_DEDUP: usize = 16;
+
 /// `fixupACL`: removes duplicates, expands `auth` to the caller's identities, refuses what is invalid (and a
 /// list that would expand past [`MAX_ACL_ENTRIES`]).
 fn fix_acl(acl: &[Acl], caller: &Caller) -> Result<Vec<Acl>, Code> {
@@ -488,7 +491,16 @@ fn fix_acl(acl: &[Acl], caller: &Caller) -> Result<Vec<Acl>, Code> {
             return Err(Code::InvalidAcl);
         }
         for e in expanded {
-            if seen.insert(e.clone()) {
+            // Nearly every list is an entry or two: a scan, not a hash set, until the list grows.
+            let fresh = if fixed.len() < SCAN_DEDUP {
+                !fixed.contains(&e)
+            } else {
+                if seen.is_empty() {
+                    seen.extend(fixed.iter().cloned());
+                }
+                seen.insert(e.clone())
+            };
+            if fresh {
                 fixed.push(e);
             }
         }

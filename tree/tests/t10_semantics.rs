@@ -352,4 +352,16 @@ fn an_acl_list_that_would_expand_past_the_bound_is_invalid_and_duplicates_go() {
     let twice = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }; 50];
     assert_eq!(h.write(&many, &create_with("/ok", "", PERSISTENT, twice)).code(), Code::Ok);
     assert_eq!(h.tree.acl_of(h.tree.get("/ok").unwrap()).len(), 1000);
+    // A short list (scanned, not hashed) as well as a long one (past the scan, with repeats on both sides).
+    let anyone = Acl { perms: perms::ALL, id: Id::anyone() };
+    let reader = Acl { perms: perms::READ, id: Id::new("digest", "u1:hash") };
+    let short = vec![anyone.clone(), reader.clone(), anyone.clone(), reader.clone()];
+    assert_eq!(h.write(&many, &create_with("/short", "", PERSISTENT, short)).code(), Code::Ok);
+    assert_eq!(&*h.tree.acl_of(h.tree.get("/short").unwrap()), &[anyone.clone(), reader.clone()]);
+    let distinct: Vec<Acl> =
+        (0..40).map(|i| Acl { perms: perms::READ, id: Id::new("digest", &format!("v{i}:h")) }).collect();
+    let long: Vec<Acl> = distinct.iter().chain(&distinct).chain([&anyone, &anyone]).cloned().collect();
+    assert_eq!(h.write(&many, &create_with("/long", "", PERSISTENT, long)).code(), Code::Ok);
+    let kept: Vec<Acl> = distinct.into_iter().chain([anyone]).collect();
+    assert_eq!(&*h.tree.acl_of(h.tree.get("/long").unwrap()), &kept[..]);
 }
