@@ -5,6 +5,7 @@
 //!   to a tree that holds those `n` nodes.
 //! - `tree_apply/delete/<n>`: the delete of one of those creates (made off the clock), back down to `n`.
 //! - `tree_apply/prep_create/<n>`: the leader's prep of the next such create (nothing pending).
+//! - `tree_apply/close_session/200000`: a session's close deleting its 200,000 ephemerals.
 //! - `tree_apply/map_insert/<n>` (the baseline, measured in the same run): the same paths inserted into a bare
 //!   `BTreeMap<String, Box<[u8; 120]>>` of the same size, the floor of any ordered map keyed by path.
 //!
@@ -146,5 +147,45 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply);
+/// `tree_apply/close_session/200000`: the close of a session that owns 200,000 ephemerals under one parent
+/// (the hostile-client suite's t52 closes such sessions), its txn naming every one. Building the tree is off the
+/// clock.
+fn close_session(c: &mut Criterion) {
+    const EPHEMERALS: usize = 200_000;
+    const SESSION: i64 = 7;
+    let mut group = c.benchmark_group("tree_apply");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(EPHEMERALS as u64));
+    let data = Bytes::from(vec![b'x'; 100]);
+    let mut base = build(0, &data);
+    let mut zxid = 2;
+    assert_eq!(base.apply(&header(zxid), &Txn::CreateSession { timeout: 30_000 }).err, None);
+    for i in 0..EPHEMERALS {
+        zxid += 1;
+        let txn = Txn::Create {
+            path: path(i),
+            data: Some(data.clone()),
+            acl: tree::acl::open_acl_unsafe(),
+            ephemeral: true,
+            parent_cversion: -1,
+        };
+        let header = TxnHeader { client_id: SESSION, ..header(zxid) };
+        assert_eq!(base.apply(&header, &txn).err, None);
+    }
+    let close = Txn::CloseSession { paths: (0..EPHEMERALS).map(path).collect() };
+    let header = TxnHeader { client_id: SESSION, op: op::CLOSE_SESSION, ..header(zxid + 1) };
+    group.bench_function(BenchmarkId::new("close_session", EPHEMERALS), |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut tree| {
+                assert_eq!(tree.apply(&header, &close).deleted.len(), EPHEMERALS);
+                tree
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, apply, close_session);
 criterion_main!(benches);
