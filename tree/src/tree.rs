@@ -298,7 +298,7 @@ impl DataTree {
         let parent_path = path::parent(path);
         let Some(parent) = self.nodes.get_mut(parent_path) else { return Applied::err(Code::NoNode) };
         // A parent lists exactly its children (the tree's first invariant), so the insert into its set says
-        // whether the node exists: two searches of the map per create, not four (a profile of a create load had
+        // whether the node exists: two searches of the map per create, not five (a profile of a create load had
         // the map's searches at a third of the apply).
         if path == "/" || !parent.children.insert(path::name(path).to_owned()) {
             return Applied::err(Code::NodeExists);
