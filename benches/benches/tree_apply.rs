@@ -1,4 +1,5 @@
-//! Applying creates to a large tree, as every server does for each committed create.
+//! Applying creates and deletes to a large tree, as every server does for each committed one, and the leader's
+//! prep of a create.
 //!
 //! - `tree_apply/create/<n>`: a create of a 100-byte znode under one parent that already has `n` children,
 //!   named as `zkload --op create` names them (four clients' `n<client>-<seq>` under `/zkload-<hex>`), applied
@@ -34,14 +35,8 @@ fn path(i: usize) -> String {
     format!("{ROOT}/n{}-{}", i % CLIENTS, i / CLIENTS)
 }
 
-fn create(path: String, data: &Bytes) -> Txn {
-    Txn::Create {
-        path,
-        data: Some(data.clone()),
-        acl: tree::acl::open_acl_unsafe(),
-        ephemeral: false,
-        parent_cversion: -1,
-    }
+fn create(path: String, data: &Bytes, ephemeral: bool) -> Txn {
+    Txn::Create { path, data: Some(data.clone()), acl: tree::acl::open_acl_unsafe(), ephemeral, parent_cversion: -1 }
 }
 
 fn header(zxid: i64) -> TxnHeader {
@@ -51,16 +46,9 @@ fn header(zxid: i64) -> TxnHeader {
 /// A tree with the root's parent and its first `n` children.
 fn build(n: usize, data: &Bytes) -> DataTree {
     let mut tree = DataTree::new();
-    let root = Txn::Create {
-        path: ROOT.into(),
-        data: Some(Bytes::new()),
-        acl: tree::acl::open_acl_unsafe(),
-        ephemeral: false,
-        parent_cversion: -1,
-    };
-    assert_eq!(tree.apply(&header(1), &root).err, None);
+    assert_eq!(tree.apply(&header(1), &create(ROOT.into(), &Bytes::new(), false)).err, None);
     for i in 0..n {
-        let applied = tree.apply(&header(2 + i as i64), &create(path(i), data));
+        let applied = tree.apply(&header(2 + i as i64), &create(path(i), data, false));
         assert_eq!(applied.err, None);
     }
     tree
@@ -73,10 +61,11 @@ fn apply(c: &mut Criterion) {
     let data = Bytes::from(vec![b'x'; 100]);
     for n in SIZES {
         let (mut tree, mut zxid) = (build(n, &data), 2 + n as i64);
+        let nodes = tree.node_count();
         group.bench_function(BenchmarkId::new("create", n), |b| {
             b.iter_custom(|iters| {
                 // The txns are decoded before the apply in a server too: made outside the clock.
-                let mut txns: Vec<Txn> = (0..iters as usize).map(|k| create(path(n + k), &data)).collect();
+                let mut txns: Vec<Txn> = (0..iters as usize).map(|k| create(path(n + k), &data, false)).collect();
                 let start = Instant::now();
                 for txn in &mut txns {
                     zxid += 1;
@@ -84,6 +73,7 @@ fn apply(c: &mut Criterion) {
                     debug_assert_eq!(applied.err, None);
                 }
                 let elapsed = start.elapsed();
+                assert_eq!(tree.node_count(), nodes + iters as usize);
                 // Back to `n` children, off the clock.
                 for k in 0..iters as usize {
                     zxid += 1;
@@ -97,7 +87,7 @@ fn apply(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 for k in 0..iters as usize {
                     zxid += 1;
-                    let mut txn = create(path(n + k), &data);
+                    let mut txn = create(path(n + k), &data, false);
                     assert_eq!(tree.apply_moving_data(&header(zxid), &mut txn).err, None);
                 }
                 let txns: Vec<Txn> = (0..iters as usize).map(|k| Txn::Delete { path: path(n + k) }).collect();
@@ -108,7 +98,7 @@ fn apply(c: &mut Criterion) {
                     debug_assert_eq!(applied.err, None);
                 }
                 let elapsed = start.elapsed();
-                assert_eq!(tree.get(&path(n)).map(|_| ()), None);
+                assert_eq!(tree.node_count(), nodes);
                 elapsed
             })
         });
@@ -162,15 +152,8 @@ fn close_session(c: &mut Criterion) {
     assert_eq!(base.apply(&header(zxid), &Txn::CreateSession { timeout: 30_000 }).err, None);
     for i in 0..EPHEMERALS {
         zxid += 1;
-        let txn = Txn::Create {
-            path: path(i),
-            data: Some(data.clone()),
-            acl: tree::acl::open_acl_unsafe(),
-            ephemeral: true,
-            parent_cversion: -1,
-        };
         let header = TxnHeader { client_id: SESSION, ..header(zxid) };
-        assert_eq!(base.apply(&header, &txn).err, None);
+        assert_eq!(base.apply(&header, &create(path(i), &data, true)).err, None);
     }
     let close = Txn::CloseSession { paths: (0..EPHEMERALS).map(path).collect() };
     let header = TxnHeader { client_id: SESSION, op: op::CLOSE_SESSION, ..header(zxid + 1) };
