@@ -7,6 +7,8 @@
 //! - `tree_apply/delete/<n>`: the delete of one of those creates (made off the clock), back down to `n`.
 //! - `tree_apply/prep_create/<n>`: the leader's prep of the next such create (nothing pending).
 //! - `tree_apply/close_session/200000`: a session's close deleting its 200,000 ephemerals.
+//! - `tree_apply/prep_close_session/200000`: the leader's prep of that close (the txn listing the 200,000 and
+//!   their pending deletes).
 //! - `tree_apply/map_insert/<n>` (the baseline, measured in the same run): the same paths inserted into a bare
 //!   `BTreeMap<String, Box<[u8; 120]>>` of the same size, the floor of any ordered map keyed by path.
 //!
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tree::code::op;
-use tree::prep::{prep, Caller, PrepOptions, Request};
+use tree::pending::Pending;
+use tree::prep::{prep, prep_over, Caller, PrepOptions, Request};
 use tree::tree::DataTree;
 use tree::txn::{Txn, TxnHeader};
 
@@ -155,6 +158,16 @@ fn close_session(c: &mut Criterion) {
         let header = TxnHeader { client_id: SESSION, ..header(zxid) };
         assert_eq!(base.apply(&header, &create(path(i), &data, true)).err, None);
     }
+    let caller = Caller { session: SESSION, ..Caller::default() };
+    let options = PrepOptions { ttl_enabled: false, enforce_quota: true };
+    let pending = Pending::new();
+    group.bench_function(BenchmarkId::new("prep_close_session", EPHEMERALS), |b| {
+        b.iter(|| {
+            let prepared = prep_over(&base, &pending, &caller, options, &Request::CloseSession);
+            assert_eq!(prepared.changes.len(), EPHEMERALS + 1);
+            prepared
+        })
+    });
     let close = Txn::CloseSession { paths: (0..EPHEMERALS).map(path).collect() };
     let header = TxnHeader { client_id: SESSION, op: op::CLOSE_SESSION, ..header(zxid + 1) };
     group.bench_function(BenchmarkId::new("close_session", EPHEMERALS), |b| {

@@ -384,12 +384,21 @@ impl Pipeline {
         let caller = Caller { session, auth, expired };
         let (shared, pending) = (&self.shared, &self.pending);
         let prepare = || {
-            let tree = shared.tree();
-            let Prepared { op, txn, changes } = prep::prep_over(&tree, pending, &caller, options, request);
+            let (Prepared { op, txn, changes }, last_zxid) = match request {
+                // A session's ephemerals may be any number: the walk lets go of the tree now and then, so that
+                // the applier does not wait for all of it.
+                Request::CloseSession => {
+                    let prepared = prep::close::prep_close(|| shared.tree(), pending, session);
+                    (prepared, shared.tree().last_zxid())
+                }
+                _ => {
+                    let tree = shared.tree();
+                    (prep::prep_over(&tree, pending, &caller, options, request), tree.last_zxid())
+                }
+            };
             let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
             // The zxid is the runtime's to give (the applier and a replay take it from the log), not this one.
-            let header = TxnHeader { client_id: session, cxid, zxid: tree.last_zxid() + 1, time, op };
-            drop(tree);
+            let header = TxnHeader { client_id: session, cxid, zxid: last_zxid + 1, time, op };
             let (_, bytes) = fit(TxnRecord { header, txn }, limit)?;
             Some((bytes, changes))
         };

@@ -17,6 +17,8 @@ use crate::stat::{OwnerKind, CONTAINER_OWNER};
 use crate::tree::{Data, DataTree};
 use crate::txn::Txn;
 
+pub mod close;
+
 /// How a node is created (`CreateMode` flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -131,15 +133,14 @@ pub struct Overlay<'a> {
     /// A single op's changes (at most two: the node and its parent), for a single op reads everything before
     /// it sets anything.
     changes: Vec<(Arc<str>, Option<View>)>,
-    /// For requests whose later steps read what earlier ones changed (the ops of a multi, the deletes of a
-    /// closeSession): the latest change per path, and only that (a multi that sets one path a thousand times
-    /// leaves one pending change, not a thousand).
+    /// For a multi, whose later ops read what earlier ones changed: the latest change per path, and only that
+    /// (a multi that sets one path a thousand times leaves one pending change, not a thousand).
     own: Option<HashMap<Arc<str>, Option<View>>>,
 }
 
 impl<'a> Overlay<'a> {
     fn new(tree: &'a DataTree, pending: &'a Pending, request: &Request) -> Overlay<'a> {
-        let own = matches!(request, Request::Multi(_) | Request::CloseSession).then(HashMap::new);
+        let own = matches!(request, Request::Multi(_)).then(HashMap::new);
         Overlay { tree, pending, changes: Vec::new(), own }
     }
 
@@ -147,19 +148,7 @@ impl<'a> Overlay<'a> {
         if let Some(change) = self.own.as_ref().and_then(|own| own.get(path)) {
             return change.clone();
         }
-        if let Some(change) = self.pending.get(path) {
-            return change.clone();
-        }
-        let node = self.tree.get(path)?;
-        Some(View {
-            version: node.stat.version,
-            cversion: node.stat.cversion,
-            aversion: node.stat.aversion,
-            owner: node.stat.ephemeral_owner,
-            children: node.children.len(),
-            acl: self.tree.acl_of(node),
-            data_len: quota::data_len(node) as usize,
-        })
+        view(self.tree, self.pending, path)
     }
 
     fn set(&mut self, path: &str, view: Option<View>) {
@@ -189,14 +178,23 @@ impl<'a> Overlay<'a> {
             None => Changes(self.changes),
         }
     }
+}
 
-    /// The ephemerals of `session` as of the pending proposals, in path order.
-    fn ephemerals(&self, session: i64) -> Vec<String> {
-        let committed = self.tree.ephemerals(session).filter(|p| self.pending.get(p).is_none());
-        let mut paths: Vec<String> = committed.chain(self.pending.ephemerals_of(session)).map(str::to_owned).collect();
-        paths.sort_unstable();
-        paths
+/// A node as the committed tree with the `pending` changes on top has it.
+fn view(tree: &DataTree, pending: &Pending, path: &str) -> Option<View> {
+    if let Some(change) = pending.get(path) {
+        return change.clone();
     }
+    let node = tree.get(path)?;
+    Some(View {
+        version: node.stat.version,
+        cversion: node.stat.cversion,
+        aversion: node.stat.aversion,
+        owner: node.stat.ephemeral_owner,
+        children: node.children.len(),
+        acl: tree.acl_of(node),
+        data_len: quota::data_len(node) as usize,
+    })
 }
 
 /// A request turned into a txn.
@@ -218,7 +216,8 @@ pub fn prep(tree: &DataTree, caller: &Caller, options: PrepOptions, request: &Re
 
 /// [`prep`] against `tree` with the `pending` changes of proposals it has not applied yet on top; also returns
 /// the request's own changes. Quotas are checked against `tree` alone, as ZooKeeper checks them against its
-/// committed tree.
+/// committed tree. (A leader preps a closeSession with [`close::prep_close`], which lets go of the tree's lock
+/// now and then; this holds `tree` throughout.)
 pub fn prep_over(
     tree: &DataTree,
     pending: &Pending,
@@ -226,6 +225,9 @@ pub fn prep_over(
     options: PrepOptions,
     request: &Request,
 ) -> Prepared {
+    if let Request::CloseSession = request {
+        return close::prep_close(|| tree, pending, caller.session);
+    }
     let mut overlay = Overlay::new(tree, pending, request);
     let (op, txn) = match request {
         Request::Multi(ops) => (op::MULTI, prep_multi(&mut overlay, caller, options, ops)),
@@ -302,19 +304,8 @@ fn prep_one(o: &mut Overlay<'_>, caller: &Caller, options: PrepOptions, request:
             Ok((op::CHECK, Txn::Check { path: path.clone(), version: next }))
         }
         Request::CreateSession { timeout } => Ok((op::CREATE_SESSION, Txn::CreateSession { timeout: *timeout })),
-        Request::CloseSession => {
-            let paths = o.ephemerals(caller.session);
-            for path in &paths {
-                // As the tree deletes each: the parent loses a child (its cversion stays).
-                let parent_path = path::parent(path);
-                if let Some(parent) = o.get(parent_path) {
-                    o.set(parent_path, Some(View { children: parent.children.saturating_sub(1), ..parent }));
-                }
-                o.set(path, None);
-            }
-            Ok((op::CLOSE_SESSION, Txn::CloseSession { paths }))
-        }
-        Request::Multi(_) => Err(Code::BadArguments),
+        // `prep_over` preps these itself (a multi's ops are the other requests).
+        Request::CloseSession | Request::Multi(_) => Err(Code::BadArguments),
     }
 }
 

@@ -14,6 +14,7 @@
 //! ZooKeeper changes (the parent's cversion and pzxid move only forward).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use bytes::Bytes;
 
@@ -185,6 +186,17 @@ impl DataTree {
     /// The ephemeral nodes of `session`.
     pub fn ephemerals(&self, session: i64) -> impl Iterator<Item = &str> {
         self.ephemerals.get(&session).into_iter().flatten().map(String::as_str)
+    }
+
+    /// The ephemerals of `session` after the path `after` (all of them for `None`), in path order: a walk that
+    /// lets go of the tree's lock now and then resumes where it stopped.
+    pub fn ephemerals_after<'a>(&'a self, session: i64, after: Option<&'a str>) -> impl Iterator<Item = &'a str> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.ephemerals
+            .get(&session)
+            .into_iter()
+            .flat_map(move |set| set.range::<str, _>((from, Bound::Unbounded)))
+            .map(String::as_str)
     }
 
     /// The sessions that own ephemeral nodes, in id order.

@@ -1,9 +1,11 @@
 //! The leader preps each write against its committed tree plus the changes of its proposals that tree has not
 //! applied yet ([`Pending`]). Model test: for any stream of writes, and any lag between proposing and applying,
-//! that gives exactly the txns prep gives against a tree that applied every earlier txn at once.
+//! that gives exactly the txns prep gives against a tree that applied every earlier txn at once; a closeSession's
+//! prep gives them even when the tree applies proposals between the holds of its walk.
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -12,6 +14,7 @@ use proptest::prelude::*;
 use tree::acl::{Acl, Id};
 use tree::code::op;
 use tree::pending::Pending;
+use tree::prep::close::prep_close_in_slices;
 use tree::prep::{prep, prep_over, Prepared, Request};
 use tree::tree::{same_contents, DataTree};
 use tree::txn::{TxnHeader, TxnRecord};
@@ -91,9 +94,13 @@ fn a_pending_close_empties_the_parents_of_its_ephemerals() {
     let writes = [
         ((1, create("/n0", 0)), 0),
         ((2, create("/n0/e", 1)), 0),
-        // The close stays unapplied while the parent's delete is prepped.
+        ((2, create("/n0/f", 1)), 0),
+        ((1, create("/n1", 0)), 0),
+        ((2, create("/n1/e", 1)), 0),
+        // The close stays unapplied while the parents' deletes are prepped: each lost all its children.
         ((2, Request::CloseSession), 8),
         ((1, Request::Delete { path: "/n0".into(), version: -1 }), 8),
+        ((1, Request::Delete { path: "/n1".into(), version: -1 }), 8),
     ];
     drive(&writes).unwrap();
 }
@@ -105,12 +112,31 @@ fn drive(writes: &[((i64, Request), usize)]) -> Result<(), TestCaseError> {
     // The oracle: every txn applied as soon as it is prepped.
     let mut eager = DataTree::new();
     // The leader's way: a committed tree that lags, and the changes it has not applied.
-    let (mut committed, mut pending) = (DataTree::new(), Pending::new());
+    let (committed, mut pending) = (RefCell::new(DataTree::new()), Pending::new());
     let mut unapplied: VecDeque<(u64, TxnRecord)> = VecDeque::new();
     for (seq, ((session, request), lag)) in (1u64..).zip(writes) {
         let caller = caller(*session);
         let expected = prep(&eager, &caller, options, request);
-        let Prepared { op, txn, changes } = prep_over(&committed, &pending, &caller, options, request);
+        let Prepared { op, txn, changes } = match request {
+            Request::CloseSession => {
+                // The leader's walk lets go of the tree between holds (of one or two paths here), and the tree
+                // applies a proposal in each gap; the leader retires none while it preps.
+                let mut applied_meanwhile = None;
+                let read = || {
+                    if let Some((seq, record)) = unapplied.pop_front() {
+                        committed.borrow_mut().apply(&record.header, &record.txn);
+                        applied_meanwhile = Some(seq);
+                    }
+                    committed.borrow()
+                };
+                let prepared = prep_close_in_slices(read, &pending, *session, 1 + seq as usize % 2);
+                if let Some(seq) = applied_meanwhile {
+                    pending.retire(seq);
+                }
+                prepared
+            }
+            _ => prep_over(&committed.borrow(), &pending, &caller, options, request),
+        };
         prop_assert_eq!(
             &(op, txn.clone()),
             &expected,
@@ -127,11 +153,12 @@ fn drive(writes: &[((i64, Request), usize)]) -> Result<(), TestCaseError> {
         unapplied.push_back((seq, record));
         while unapplied.len() > *lag {
             let (seq, record) = unapplied.pop_front().expect("not empty");
-            committed.apply(&record.header, &record.txn);
+            committed.borrow_mut().apply(&record.header, &record.txn);
             pending.retire(seq);
             pending.check().map_err(TestCaseError::fail)?;
         }
     }
+    let mut committed = committed.into_inner();
     while let Some((seq, record)) = unapplied.pop_front() {
         committed.apply(&record.header, &record.txn);
         pending.retire(seq);
