@@ -7,8 +7,6 @@
 //! - `tree_apply/delete/<n>`: the delete of one of those creates (made off the clock), back down to `n`.
 //! - `tree_apply/prep_create/<n>`: the leader's prep of the next such create (nothing pending).
 //! - `tree_apply/close_session/200000`: a session's close deleting its 200,000 ephemerals.
-//! - `tree_apply/close_session_in_steps/200000`: the same close in steps of 256 deletes, as the server's
-//!   applier applies it (letting go of the tree's lock between steps).
 //! - `tree_apply/prep_close_session/200000`: the leader's prep of that close (the txn listing the 200,000 and
 //!   their pending deletes).
 //! - `tree_apply/map_insert/<n>` (the baseline, measured in the same run): the same paths inserted into a bare
@@ -24,7 +22,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use tree::code::op;
 use tree::pending::Pending;
 use tree::prep::{prep, prep_over, Caller, PrepOptions, Request};
-use tree::tree::{CloseProgress, DataTree};
+use tree::tree::DataTree;
 use tree::txn::{Txn, TxnHeader};
 
 /// The server's allocator (`node/src/main.rs`): the apply allocates a node, its path and its name per create.
@@ -177,22 +175,6 @@ fn close_session(c: &mut Criterion) {
             || base.clone(),
             |mut tree| {
                 assert_eq!(tree.apply(&header, &close).deleted.len(), EPHEMERALS);
-                tree
-            },
-            criterion::BatchSize::LargeInput,
-        )
-    });
-    // The server's applier: steps of 256 deletes, each under a hold of its own.
-    group.bench_function(BenchmarkId::new("close_session_in_steps", EPHEMERALS), |b| {
-        let Txn::CloseSession { paths } = &close else { unreachable!("built as a close") };
-        b.iter_batched(
-            || base.clone(),
-            |mut tree| {
-                let (mut progress, mut deleted) = (CloseProgress::default(), 0);
-                while !progress.done() {
-                    deleted += tree.close_session_step(&header, paths, &mut progress, 256).deleted.len();
-                }
-                assert_eq!(deleted, EPHEMERALS);
                 tree
             },
             criterion::BatchSize::LargeInput,

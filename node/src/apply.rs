@@ -16,7 +16,7 @@ use snapshot::retain::Retention;
 use tokio::sync::mpsc;
 use tree::code::op;
 use tree::path;
-use tree::tree::{Applied, CloseProgress};
+use tree::tree::Applied;
 use tree::txn::{Txn, TxnRecord};
 use wal::Wal;
 
@@ -180,22 +180,17 @@ fn disk_failure(error: &snapshot::SnapshotError) -> bool {
     matches!(error, snapshot::SnapshotError::Io { .. } | snapshot::SnapshotError::Wal(_))
 }
 
-/// Applies one txn, fires its watches and queues its reply, all under the tree's write lock (a closeSession in
-/// steps, each under a hold of its own: see [`CLOSE_STEP`]). The caller publishes the applied zxid.
+/// Applies one txn, fires its watches and queues its reply, all under the tree's write lock. The caller
+/// publishes the applied zxid.
 pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
     let TxnRecord { mut header, mut txn } = record;
     header.zxid = zxid;
     tracing::trace!(target: LATENCY, session = header.client_id, cxid = header.cxid, zxid, "applying");
     let mut fired = Vec::new();
-    let mut closing = CloseProgress::default();
-    loop {
+    {
         let mut tree = snapshot::write::lock_for_apply(&shared.tree);
-        let applied = match &txn {
-            Txn::CloseSession { paths } => tree.close_session_step(&header, paths, &mut closing, CLOSE_STEP),
-            // The txn's data goes into the tree; the txn keeps what the watches and the reply need.
-            _ => tree.apply_moving_data(&header, &mut txn),
-        };
-        // A change's watches fire in the hold that makes it: a client told of it reads what it was told.
+        // The txn's data goes into the tree; the txn keeps what the watches and the reply need.
+        let applied = tree.apply_moving_data(&header, &mut txn);
         let mut watches = shared.watches();
         changes(header.op, &txn, &applied, &mut |change| watches.trigger(change, &mut fired));
         drop(watches);
@@ -204,12 +199,6 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
             if let Some(conn) = conns.get(&session) {
                 conn.send(Out::Event(reply::event(event_type, &path)));
             }
-        }
-        if matches!(txn, Txn::CloseSession { .. }) && !closing.done() {
-            drop((conns, tree));
-            // Readers and the snapshot writer waiting for the lock take it now (this runs off the runtime).
-            std::thread::yield_now();
-            continue;
         }
         if let Some(conn) = conns.get(&header.client_id) {
             reply_to(conn, zxid, header.cxid, header.op, &txn, &applied);
@@ -224,7 +213,6 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
                 log.pop_front();
             }
         }
-        break;
     }
     // ZooKeeper's `commit_count` counts the commits a leader sends (`Leader.commit`); a standalone server has none.
     if !shared.standalone && shared.leading.load(Ordering::Acquire) {
@@ -232,11 +220,6 @@ pub fn apply_one(shared: &Shared, zxid: i64, record: TxnRecord) {
     }
     tracing::trace!(target: LATENCY, zxid, "applied");
 }
-
-/// The most deletes of a closeSession applied in one hold of the tree's write lock (a hold is then about 0.3
-/// ms): a session may own any number of ephemerals, and every read on this server waits while the applier
-/// holds the lock. Between steps readers see some of them gone, as ZooKeeper's do while it deletes them.
-const CLOSE_STEP: usize = 256;
 
 /// Sends the leader's sample to the followers, or compares a follower's with the leader's.
 fn check_digest(shared: &Shared, zxid: i64, digest: u64) {

@@ -167,7 +167,10 @@ pub fn write_fuzzy_with(
         encode(&copied, &mut buf);
         out.write(&buf)?;
     }
-    let (end_zxid, digest, unlisted_close) = settled_end(tree);
+    let (end_zxid, digest, unlisted_close) = {
+        let t = read(tree);
+        (t.last_zxid(), t.digest(), t.last_unlisted_close())
+    };
     if unlisted_close > start_zxid {
         return Err(SnapshotError::Unreplayable { start_zxid, zxid: unlisted_close });
     }
@@ -262,20 +265,6 @@ fn encode(nodes: &[CopiedNode], buf: &mut Vec<u8>) {
         buf.write_nullable_buffer(node.data.as_deref());
         buf.write_long(node.acl);
         node.stat.write(buf);
-    }
-}
-
-/// The tree's last zxid, digest and last unlisted close, read when no closeSession is part-way through its
-/// steps (its digest is then neither the zxid before the close's nor the close's, and a recovery that checks
-/// it would reject the snapshot). The applier goes on between reads, so the wait ends.
-fn settled_end(tree: &RwLock<DataTree>) -> (i64, u64, i64) {
-    loop {
-        let t = read(tree);
-        if !t.applying_close() {
-            return (t.last_zxid(), t.digest(), t.last_unlisted_close());
-        }
-        drop(t);
-        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

@@ -310,54 +310,6 @@ fn a_snapshot_spanning_a_close_that_names_no_ephemerals_is_abandoned() {
     assert_eq!(after.start_zxid, close);
 }
 
-/// The applier applies a close in steps, letting go of the tree between them; a snapshot whose copy ends
-/// between two steps waits for the last one before it records its end (zxid and digest), or its own recovery
-/// would find a digest that is neither zxid's.
-#[test]
-fn a_snapshot_does_not_record_its_end_between_a_closes_steps() {
-    use tree::tree::CloseProgress;
-    use tree::txn::Txn;
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::create(dir.path()));
-    let session = 0x100;
-    db.write(session, &tree::prep::Request::CreateSession { timeout: 10_000 });
-    db.write(0, &create("/p", "", 0));
-    for i in 0..20 {
-        db.write(session, &create(&format!("/p/e{i:02}"), "", 1));
-    }
-    // Logged durably, then applied a step at a time, as the node's applier does.
-    let record = {
-        let mut zxid = db.zxid.lock().unwrap();
-        *zxid += 1;
-        txn(&db.tree.read().unwrap(), *zxid, session, &tree::prep::Request::CloseSession)
-    };
-    db.wal.append(wal::Zxid(record.header.zxid as u64), record.encode()).unwrap().wait().unwrap();
-    let Txn::CloseSession { paths } = record.txn.clone() else { unreachable!("a close preps to a close") };
-    assert_eq!(paths.len(), 20, "the close lists its ephemerals");
-    let mut progress = CloseProgress::default();
-    db.tree.write().unwrap().close_session_step(&record.header, &paths, &mut progress, 5);
-    let applier = {
-        let (db, header) = (db.clone(), record.header);
-        std::thread::spawn(move || {
-            // Long enough for the snapshot below to reach its end while the close is part-way.
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            while !progress.done() {
-                db.tree.write().unwrap().close_session_step(&header, &paths, &mut progress, 5);
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        })
-    };
-    let info = db.snapshot(1024);
-    applier.join().unwrap();
-    assert_eq!((info.start_zxid, info.end_zxid), (record.header.zxid - 1, record.header.zxid));
-    let live = db.tree.read().unwrap().clone();
-    drop(Arc::try_unwrap(db).ok().expect("sole owner"));
-    let (db, recovered) = Db::open(dir.path()).expect("the snapshot recovers and checks its digest");
-    assert_eq!(recovered.snapshot.as_ref(), Some(&info.path));
-    assert!(same_contents(&db.tree.read().unwrap(), &live));
-    assert_eq!(db.tree.read().unwrap().ephemeral_count(), 0);
-}
-
 #[test]
 fn retention_reads_each_snapshot_once_per_process_and_a_new_process_reads_them_all() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,9 +27,6 @@ use crate::quota::{self, QuotaIndex};
 use crate::stat::{OwnerKind, Stat, StatPersisted, CONTAINER_OWNER};
 use crate::txn::{Txn, TxnHeader};
 
-mod close;
-pub use close::CloseProgress;
-
 /// A znode's data. `None` is ZooKeeper's null data (a jute buffer of length -1, what `create(path, null)`
 /// writes), kept apart from empty data through txns, the tree, snapshots and replies: clients tell them apart
 /// (the Java client's `getData` returns `null`, kazoo's `None`). Both have length 0 in the stat and the same
@@ -127,8 +124,6 @@ pub struct DataTree {
     last_zxid: i64,
     /// The zxid of the last closeSession that deleted ephemerals its txn did not list (0: none).
     unlisted_close: i64,
-    /// A closeSession is part-way through its steps.
-    applying_close: bool,
     /// The quota roots (see [`crate::quota`]).
     pub(crate) quotas: QuotaIndex,
 }
@@ -297,7 +292,7 @@ impl DataTree {
                 self.sessions.insert(h.client_id, *timeout);
                 Applied::default()
             }
-            Txn::CloseSession { paths } => self.close_session(h, paths),
+            Txn::CloseSession { paths } => self.close_session(h.client_id, paths, h.zxid),
             Txn::Error { err } => Applied::err(Code::from_value(*err).unwrap_or(Code::SystemError)),
             Txn::Multi(ops) => self.multi(h, ops),
         }
@@ -411,17 +406,26 @@ impl DataTree {
         Applied { stat, ..Applied::default() }
     }
 
-    fn close_session(&mut self, header: &TxnHeader, paths: &[String]) -> Applied {
-        let mut progress = CloseProgress::default();
-        let applied = self.close_session_step(header, paths, &mut progress, usize::MAX);
-        assert!(progress.done(), "a step without a bound applies the whole close");
-        applied
-    }
-
-    /// Whether a closeSession is part-way through its steps ([`DataTree::close_session_step`]): the tree is then
-    /// between two zxids, and its digest is neither's.
-    pub fn applying_close(&self) -> bool {
-        self.applying_close
+    fn close_session(&mut self, session: i64, paths: &[String], zxid: i64) -> Applied {
+        self.sessions.remove(&session);
+        // The txn's list first, as ZooKeeper does: a delete bumps the parent's pzxid even when a fuzzy snapshot
+        // no longer holds the node. Then whatever this replica still indexes under the session: everything, for
+        // a txn proposed without its list (a session with more ephemerals than a txn can name).
+        let mut deleted = Vec::new();
+        for p in paths {
+            if self.delete(p, zxid).err.is_none() {
+                deleted.push(p.clone());
+            }
+        }
+        let leftovers: Vec<String> = self.ephemerals.get(&session).into_iter().flatten().cloned().collect();
+        if !leftovers.is_empty() {
+            self.unlisted_close = zxid;
+        }
+        for p in leftovers {
+            self.delete(&p, zxid);
+            deleted.push(p);
+        }
+        Applied { deleted, ..Applied::default() }
     }
 
     /// The zxid of the last closeSession that deleted ephemerals its txn did not name (0: none since this tree
@@ -549,7 +553,6 @@ impl DataTree {
             digest: 0,
             last_zxid: 0,
             unlisted_close: 0,
-            applying_close: false,
             quotas: QuotaIndex::default(),
         }
     }

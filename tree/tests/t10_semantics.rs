@@ -8,7 +8,6 @@ use tree::acl::{perms, Acl, Id};
 use tree::code::{op, Code};
 use tree::prep::{Caller, Request};
 use tree::stat::OwnerKind;
-use tree::tree::CloseProgress;
 use tree::txn::{Txn, TxnHeader};
 
 const PERSISTENT: i32 = 0;
@@ -183,89 +182,6 @@ fn a_close_that_names_no_ephemerals_deletes_them_all_reports_them_and_is_marked_
     assert_eq!(h.tree.ephemeral_count(), 0);
     assert!(!h.tree.sessions().contains_key(&s1));
     assert_eq!(h.tree.last_unlisted_close(), h.zxid);
-}
-
-/// The applier applies a close in steps of a few hundred deletes, letting go of the tree between them.
-#[test]
-fn a_close_applied_in_steps_ends_as_the_whole_apply_does_and_moves_the_zxid_at_its_last_step() {
-    for (unlisted, step) in [(false, 1), (false, 2), (false, 7), (true, 1), (true, 3), (true, 100)] {
-        let mut h = Harness::new();
-        let (s1, s2) = (0x100, 0x200);
-        h.write(&caller(s1), &Request::CreateSession { timeout: 10_000 });
-        h.write(&caller(s2), &Request::CreateSession { timeout: 10_000 });
-        for parent in ["/a", "/a/c", "/b"] {
-            h.write(&caller(0), &create(parent, "", PERSISTENT));
-        }
-        for i in 0..5 {
-            h.write(&caller(s1), &create(&format!("/a/e{i}"), "", EPHEMERAL));
-        }
-        for path in ["/b/e0", "/b/e1", "/a/c/e0"] {
-            h.write(&caller(s1), &create(path, "", EPHEMERAL));
-        }
-        h.write(&caller(s2), &create("/a/x", "", EPHEMERAL));
-        let (_, listed) = tree::prep::prep(&h.tree, &caller(s1), h.options, &Request::CloseSession);
-        let txn = if unlisted { Txn::CloseSession { paths: Vec::new() } } else { listed };
-        let Txn::CloseSession { paths } = &txn else { unreachable!("a close preps to a close") };
-        h.zxid += 1;
-        let header = TxnHeader { client_id: s1, cxid: 0, zxid: h.zxid, time: 1, op: op::CLOSE_SESSION };
-        let mut whole = h.tree.clone();
-        let expected = whole.apply(&header, &txn);
-        assert_eq!(expected.deleted.len(), 8);
-
-        let before = h.tree.last_zxid();
-        let (mut progress, mut deleted) = (CloseProgress::default(), Vec::new());
-        while !progress.done() {
-            let applied = h.tree.close_session_step(&header, paths, &mut progress, step);
-            assert!(applied.deleted.len() <= step, "a step deletes at most its bound");
-            deleted.extend(applied.deleted);
-            h.tree.validate().unwrap_or_else(|e| panic!("between steps of {step}: {e}"));
-            if !progress.done() {
-                assert_eq!(h.tree.last_zxid(), before, "the zxid moves at the last step");
-                assert!(h.tree.applying_close());
-            }
-        }
-        assert_eq!(deleted, expected.deleted, "steps of {step} delete what the whole apply does, in its order");
-        assert!(tree::tree::same_contents(&h.tree, &whole), "steps of {step}");
-        assert_eq!(h.tree.digest(), whole.digest());
-        assert_eq!(
-            (h.tree.last_zxid(), h.tree.last_unlisted_close()),
-            (whole.last_zxid(), whole.last_unlisted_close())
-        );
-        assert!(!h.tree.applying_close());
-    }
-}
-
-/// A fuzzy snapshot begun while a listed close is part-way through its steps starts before the close (the
-/// zxid has not moved yet), so the replay redoes the whole close over a copy that holds some of its deletes.
-#[test]
-fn a_fuzzy_copy_begun_between_a_closes_steps_replays_to_the_live_tree() {
-    let mut h = Harness::new();
-    let s = 0x100;
-    h.write(&caller(s), &Request::CreateSession { timeout: 10_000 });
-    for parent in ["/a", "/b"] {
-        h.write(&caller(0), &create(parent, "", PERSISTENT));
-    }
-    for i in 0..6 {
-        h.write(&caller(s), &create(&format!("/a/e{i}"), "", EPHEMERAL));
-        h.write(&caller(s), &create(&format!("/b/e{i}"), "", EPHEMERAL));
-    }
-    let (close_op, txn) = tree::prep::prep(&h.tree, &caller(s), h.options, &Request::CloseSession);
-    h.zxid += 1;
-    let header = TxnHeader { client_id: s, cxid: 0, zxid: h.zxid, time: 1, op: close_op };
-    let Txn::CloseSession { paths } = &txn else { unreachable!("a close preps to a close") };
-    let mut progress = CloseProgress::default();
-    assert_eq!(h.tree.close_session_step(&header, paths, &mut progress, 3).deleted.len(), 3);
-    let start = h.tree.last_zxid();
-    assert!(start < header.zxid);
-    let mut copy = h.fuzzy_copy(2, |h| {
-        h.tree.close_session_step(&header, paths, &mut progress, 3);
-        !progress.done()
-    });
-    while !progress.done() {
-        h.tree.close_session_step(&header, paths, &mut progress, 3);
-    }
-    h.log.push(tree::txn::TxnRecord { header, txn: txn.clone() });
-    h.replay_onto(&mut copy, start).unwrap();
 }
 
 #[test]
