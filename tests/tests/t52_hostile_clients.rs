@@ -117,21 +117,47 @@ async fn steady_writer(cs: String, path: String, stop: Arc<AtomicBool>) -> Vec<D
     latencies
 }
 
-/// Runs `attack` while a well-behaved client writes to `path`; fails if one of its writes fails or none
-/// completes, and prints its latencies.
+/// Reads the root's data from the server at `addr` until `stop`, one read at a time; every read must succeed.
+/// Returns the latencies. (Reads are served by the server itself: they wait only for what holds its tree.)
+async fn steady_reader(addr: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let client = connect_with(&addr, Duration::from_secs(30)).await;
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        client.get_data("/").await.unwrap_or_else(|e| panic!("a well-behaved read failed during the attack: {e}"));
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    latencies
+}
+
+/// Runs `attack` while a well-behaved client writes to `path` and another reads from the last server; fails if
+/// one of their requests fails or no write completes, and prints their latencies.
 async fn under_attack<F: std::future::Future<Output = ()>>(cluster: &Cluster, path: &str, attack: F) {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(steady_writer(cluster.connect_string(), path.to_owned(), stop.clone()));
+    let reader_addr = cluster.client_addr(cluster.len() - 1).to_string();
+    let reader = tokio::spawn(steady_reader(reader_addr, stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     attack.await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut latencies = writer.await.expect("the well-behaved writer");
-    assert!(!latencies.is_empty(), "the well-behaved client committed nothing during the attack");
+    let writes = writer.await.expect("the well-behaved writer");
+    assert!(!writes.is_empty(), "the well-behaved client committed nothing during the attack");
+    print_latencies(&format!("writer on {path}"), "writes", writes);
+    let reads = reader.await.expect("the well-behaved reader");
+    print_latencies(&format!("reader of node {}", cluster.len()), "reads", reads);
+}
+
+fn print_latencies(who: &str, what: &str, mut latencies: Vec<Duration>) {
+    if latencies.is_empty() {
+        eprintln!("  well-behaved {who}: no {what}");
+        return;
+    }
     latencies.sort();
     let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
     let (p50, max) = (latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
-    eprintln!("  well-behaved writer on {path}: {} writes, p50 {p50:?}, p99 {p99:?}, max {max:?}", latencies.len());
+    eprintln!("  well-behaved {who}: {} {what}, p50 {p50:?}, p99 {p99:?}, max {max:?}", latencies.len());
 }
 
 // ---- probes ----------------------------------------------------------------------------------------------
