@@ -184,6 +184,60 @@ fn a_close_that_names_no_ephemerals_deletes_them_all_reports_them_and_is_marked_
     assert_eq!(h.tree.last_unlisted_close(), h.zxid);
 }
 
+/// A close deletes runs of siblings with one search for their parent and takes the session's index out
+/// whole; whatever its list says, it must end as deleting each listed path one by one, then each ephemeral the
+/// session still owns, would (what it did before). Lists a leader never makes stand in for a replay over a
+/// fuzzy snapshot, where a listed path may be gone, another session's, or a node with children.
+#[test]
+fn a_close_ends_as_deleting_its_list_then_the_sessions_leftovers_one_by_one() {
+    let lists: [&[&str]; 6] = [
+        &["/p/a", "/p/b", "/p/c", "/q/e"],
+        &["/p/a"],
+        &[],
+        &["/p/b", "/q/e", "/p/a", "/p/c"],
+        &["/", "/p/zz", "/p/a", "/p/a", "/q/other", "/r", "/p/b"],
+        &["/r/k", "/q/e", "/p/c"],
+    ];
+    for list in lists {
+        let mut h = Harness::new();
+        let (s1, s2) = (0x100, 0x200);
+        h.write(&caller(s1), &Request::CreateSession { timeout: 10_000 });
+        h.write(&caller(s2), &Request::CreateSession { timeout: 10_000 });
+        for parent in ["/p", "/q", "/r", "/r/k"] {
+            h.write(&caller(0), &create(parent, "x", PERSISTENT));
+        }
+        for path in ["/p/a", "/p/b", "/p/c", "/q/e"] {
+            h.write(&caller(s1), &create(path, "data", EPHEMERAL));
+        }
+        h.write(&caller(s2), &create("/q/other", "", EPHEMERAL));
+        h.zxid += 1;
+        let header = TxnHeader { client_id: s1, cxid: 0, zxid: h.zxid, time: 1, op: op::CLOSE_SESSION };
+        let paths: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+
+        // The oracle: each listed path deleted alone, then what the session still owns, in path order.
+        let mut oracle = h.tree.clone();
+        let delete = |tree: &mut tree::tree::DataTree, path: &str| {
+            tree.apply(&TxnHeader { op: op::DELETE, ..header }, &Txn::Delete { path: path.into() })
+        };
+        let mut expected: Vec<String> =
+            paths.iter().filter(|p| delete(&mut oracle, p).err.is_none()).cloned().collect();
+        let leftovers: Vec<String> = oracle.ephemerals(s1).map(str::to_owned).collect();
+        for path in &leftovers {
+            delete(&mut oracle, path);
+        }
+        expected.extend(leftovers.iter().cloned());
+        oracle.apply(&header, &Txn::CloseSession { paths: Vec::new() });
+
+        let applied = h.tree.apply(&header, &Txn::CloseSession { paths: paths.clone() });
+        h.tree.validate().unwrap_or_else(|e| panic!("after closing with {list:?}: {e}"));
+        assert_eq!(applied.deleted, expected, "closing with {list:?}");
+        assert!(tree::tree::same_contents(&h.tree, &oracle), "closing with {list:?}");
+        assert_eq!(h.tree.digest(), oracle.digest(), "closing with {list:?}");
+        assert_eq!(h.tree.ephemerals(s1).count(), 0);
+        assert_eq!(h.tree.last_unlisted_close() == h.zxid, !leftovers.is_empty(), "closing with {list:?}");
+    }
+}
+
 #[test]
 fn a_multi_is_all_or_nothing_with_zookeepers_per_op_results() {
     let mut h = Harness::new();
