@@ -349,14 +349,29 @@ impl DataTree {
         if !listed {
             return Applied::err(Code::NoNode);
         }
-        // Only a replay over a fuzzy snapshot deletes a node that still has children.
-        if self.get(path).is_some_and(|node| !node.children.is_empty()) {
-            self.remove_subtree(path);
-        } else if let Some(node) = self.remove(path) {
-            self.acls.release(node.acl);
-            self.quota_on_delete(path, &node);
-        }
+        self.remove_unlisted(path);
         Applied::default()
+    }
+
+    /// Removes the node at `path`, which its parent no longer lists, and, should it have any (only a replay
+    /// over a fuzzy snapshot deletes a node that still has children), its descendants. Returns its owner (0 if
+    /// there was no node). One search of the map: the key's copy costs less than a second search.
+    fn remove_unlisted(&mut self, path: &str) -> i64 {
+        match self.nodes.entry(path.to_owned()) {
+            Entry::Occupied(e) if e.get().children.is_empty() => {
+                let (_, node) = e.remove_entry();
+                self.forget(path, &node);
+                self.acls.release(node.acl);
+                self.quota_on_delete(path, &node);
+                node.stat.ephemeral_owner
+            }
+            Entry::Occupied(e) => {
+                let owner = e.get().stat.ephemeral_owner;
+                self.remove_subtree(path);
+                owner
+            }
+            Entry::Vacant(_) => 0,
+        }
     }
 
     /// Removes `path` and, should any exist (only a replay over a fuzzy snapshot can leave some), its
@@ -456,23 +471,7 @@ impl DataTree {
             parent.digest = parent.compute_digest(parent_path);
             self.digest = self.digest.wrapping_sub(before).wrapping_add(parent.digest);
             for p in listed {
-                // One search of the map per node (the key's copy costs less than a second search).
-                let owner = match self.nodes.entry(p.clone()) {
-                    Entry::Occupied(e) if e.get().children.is_empty() => {
-                        let (_, node) = e.remove_entry();
-                        self.forget(p, &node);
-                        self.acls.release(node.acl);
-                        self.quota_on_delete(p, &node);
-                        node.stat.ephemeral_owner
-                    }
-                    // Only a replay over a fuzzy snapshot deletes a node that still has children.
-                    Entry::Occupied(e) => {
-                        let owner = e.get().stat.ephemeral_owner;
-                        self.remove_subtree(p);
-                        owner
-                    }
-                    Entry::Vacant(_) => 0,
-                };
+                let owner = self.remove_unlisted(p);
                 gone(p, owner);
             }
         }
