@@ -74,10 +74,37 @@ pub fn cost(path: &str) -> usize {
     2 * path.len() + 128
 }
 
+/// The sessions watching one path, by kind.
+#[derive(Debug, Default)]
+struct PathWatches([BTreeSet<SessionId>; 4]);
+
+impl PathWatches {
+    fn of(&self, kind: Kind) -> &BTreeSet<SessionId> {
+        &self.0[kind as usize]
+    }
+
+    fn of_mut(&mut self, kind: Kind) -> &mut BTreeSet<SessionId> {
+        &mut self.0[kind as usize]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(BTreeSet::is_empty)
+    }
+
+    /// The sessions with a data watch of any kind (all but child watches: ZooKeeper's data watch manager).
+    fn data(&self) -> impl Iterator<Item = &SessionId> {
+        [Kind::Data, Kind::Persistent, Kind::Recursive].into_iter().flat_map(|kind| self.of(kind))
+    }
+}
+
 /// All watches on this server.
+///
+/// Invariant: every entry of `by_path` holds a session (an emptied one is removed), and `by_path` and
+/// `by_session` hold the same watches.
 #[derive(Debug, Default)]
 pub struct Watches {
-    by_path: HashMap<(Kind, String), BTreeSet<SessionId>>,
+    /// By path: a change looks its path up once, with no key to allocate.
+    by_path: HashMap<String, PathWatches>,
     by_session: HashMap<SessionId, BTreeSet<(Kind, String)>>,
     /// Paths with recursive watches, for the walk up from a changed path.
     recursive: BTreeMap<String, usize>,
@@ -95,8 +122,7 @@ impl Watches {
     /// is not added, and the session is noted ([`Watches::take_refused`]): its connection is closed, which drops
     /// its watches.
     pub fn add(&mut self, session: SessionId, kind: Kind, path: &str) {
-        let key = (kind, path.to_owned());
-        if self.by_path.get(&key).is_some_and(|sessions| sessions.contains(&session)) {
+        if self.has(session, kind, path) {
             return;
         }
         let cost = cost(path);
@@ -107,8 +133,8 @@ impl Watches {
         }
         *self.bytes.entry(session).or_default() += cost;
         self.total_bytes += cost;
-        self.by_path.entry(key.clone()).or_default().insert(session);
-        self.by_session.entry(session).or_default().insert(key);
+        self.by_path.entry(path.to_owned()).or_default().of_mut(kind).insert(session);
+        self.by_session.entry(session).or_default().insert((kind, path.to_owned()));
         if kind == Kind::Recursive {
             *self.recursive.entry(path.to_owned()).or_default() += 1;
         }
@@ -126,21 +152,20 @@ impl Watches {
 
     /// Whether `session` has a watch of `kind` on `path`.
     pub fn has(&self, session: SessionId, kind: Kind, path: &str) -> bool {
-        self.by_path.get(&(kind, path.to_owned())).is_some_and(|s| s.contains(&session))
+        self.by_path.get(path).is_some_and(|w| w.of(kind).contains(&session))
     }
 
     /// Removes one watch; whether it existed.
     pub fn remove(&mut self, session: SessionId, kind: Kind, path: &str) -> bool {
-        let key = (kind, path.to_owned());
-        let Some(sessions) = self.by_path.get_mut(&key) else { return false };
-        if !sessions.remove(&session) {
+        let Some(watches) = self.by_path.get_mut(path) else { return false };
+        if !watches.of_mut(kind).remove(&session) {
             return false;
         }
-        if sessions.is_empty() {
-            self.by_path.remove(&key);
+        if watches.is_empty() {
+            self.by_path.remove(path);
         }
         if let Some(keys) = self.by_session.get_mut(&session) {
-            keys.remove(&key);
+            keys.remove(&(kind, path.to_owned()));
             if keys.is_empty() {
                 self.by_session.remove(&session);
             }
@@ -184,22 +209,27 @@ impl Watches {
             // No watch anywhere (a write-heavy load often has none): skip the lookups and their owned keys.
             return;
         }
+        let (fired, mut persistent): (Vec<(Kind, SessionId)>, Vec<SessionId>) = match self.by_path.get(path) {
+            Some(watches) => (
+                one_shot
+                    .iter()
+                    .flat_map(|&kind| watches.of(kind).iter().map(move |&session| (kind, session)))
+                    .collect(),
+                watches.of(Kind::Persistent).iter().copied().collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let mut told = BTreeSet::new();
-        for &kind in one_shot {
-            let key = (kind, path.to_owned());
-            for session in self.by_path.get(&key).cloned().unwrap_or_default() {
-                self.remove(session, kind, path);
-                if told.insert(session) {
-                    out.push((session, event, path.to_owned()));
-                }
+        for (kind, session) in fired {
+            self.remove(session, kind, path);
+            if told.insert(session) {
+                out.push((session, event, path.to_owned()));
             }
         }
-        let mut persistent: Vec<SessionId> =
-            self.by_path.get(&(Kind::Persistent, path.to_owned())).into_iter().flatten().copied().collect();
         if event != event::NODE_CHILDREN_CHANGED && !self.recursive.is_empty() {
             for ancestor in ancestors_or_self(path) {
                 if self.recursive.contains_key(ancestor) {
-                    persistent.extend(self.by_path.get(&(Kind::Recursive, ancestor.to_owned())).into_iter().flatten());
+                    persistent.extend(self.by_path.get(ancestor).into_iter().flat_map(|w| w.of(Kind::Recursive)));
                 }
             }
         }
@@ -214,11 +244,9 @@ impl Watches {
     /// watch manager), paths in order, for `wchc`.
     pub fn data_watches_by_session(&self) -> Vec<(SessionId, Vec<String>)> {
         let mut by_session: BTreeMap<SessionId, BTreeSet<String>> = BTreeMap::new();
-        for ((kind, path), sessions) in &self.by_path {
-            if *kind != Kind::Child {
-                for session in sessions {
-                    by_session.entry(*session).or_default().insert(path.clone());
-                }
+        for (path, watches) in &self.by_path {
+            for session in watches.data() {
+                by_session.entry(*session).or_default().insert(path.clone());
             }
         }
         by_session.into_iter().map(|(s, paths)| (s, paths.into_iter().collect())).collect()
@@ -227,9 +255,10 @@ impl Watches {
     /// Each path with data watches and the sessions watching it, for `wchp`.
     pub fn data_watches_by_path(&self) -> Vec<(String, Vec<SessionId>)> {
         let mut by_path: BTreeMap<String, BTreeSet<SessionId>> = BTreeMap::new();
-        for ((kind, path), sessions) in &self.by_path {
-            if *kind != Kind::Child {
-                by_path.entry(path.clone()).or_default().extend(sessions);
+        for (path, watches) in &self.by_path {
+            let sessions: BTreeSet<SessionId> = watches.data().copied().collect();
+            if !sessions.is_empty() {
+                by_path.insert(path.clone(), sessions);
             }
         }
         by_path.into_iter().map(|(p, sessions)| (p, sessions.into_iter().collect())).collect()
@@ -237,9 +266,8 @@ impl Watches {
 
     /// (watches, watched paths, sessions with watches), for `wchs` and `mntr`.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let watches = self.by_path.values().map(BTreeSet::len).sum();
-        let paths: BTreeSet<&str> = self.by_path.keys().map(|(_, p)| p.as_str()).collect();
-        (watches, paths.len(), self.by_session.len())
+        let watches = self.by_path.values().flat_map(|w| &w.0).map(BTreeSet::len).sum();
+        (watches, self.by_path.len(), self.by_session.len())
     }
 }
 
