@@ -83,7 +83,7 @@ pub async fn catch_up(reader: &Client, writer: &Client) {
     }
     let (_, seq) = writer.create(&format!("{DIR}/m-"), b"", SEQUENTIAL).await.expect("create a marker");
     let marker = format!("{DIR}/m-{seq}");
-    eventually(&format!("the reader's node has {marker}"), Duration::from_secs(15), || async {
+    eventually(&format!("the reader's node has {marker}"), Duration::from_secs(30), || async {
         reader.check_stat(&marker).await.ok().flatten().map(|_| ())
     })
     .await;

@@ -462,14 +462,15 @@ impl Cluster {
         unsafe { libc::kill(pid, signal) };
     }
 
-    /// SIGTERMs node `i` and waits up to 10 s for it to exit; fails the test if it does not.
+    /// SIGTERMs node `i` and waits up to 30 s for it to exit (generous: a loaded CI machine, and a node that is
+    /// electing or has just lost its quorum when the others stopped); fails the test if it does not.
     pub fn stop(&self, i: usize) -> ExitStatus {
         let mut node = self.node(i);
         let mut child = node.child.take().unwrap_or_else(|| panic!("node {} does not run", i + 1));
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on the pid of a child this process has not reaped yet, so the pid is still ours.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return status;
@@ -478,7 +479,7 @@ impl Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
                 drop(node);
-                self.fail(&format!("node {} did not exit within 10 s of SIGTERM (SIGKILLed)", i + 1));
+                self.fail(&format!("node {} did not exit within 30 s of SIGTERM (SIGKILLed)", i + 1));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
