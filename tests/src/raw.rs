@@ -279,11 +279,12 @@ impl RawSession {
         }
     }
 
-    /// Whether the server has closed the connection (reads until EOF or 5 s; events read are kept).
+    /// Whether the server has closed the connection (reads until EOF or 20 s with nothing read, generous for a
+    /// loaded machine: a server that closes answers at once; events read are kept).
     pub async fn closed_by_server(&mut self) -> bool {
         let mut buf = [0u8; 256];
         loop {
-            match tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut buf)).await {
+            match tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
                 Ok(Ok(_)) => continue,
                 Err(_) => return false,

@@ -93,11 +93,12 @@ fn all_running(cluster: &Cluster) {
     }
 }
 
-/// Writes through `cs` until `stop`, one at a time; every write must succeed. Returns the latencies.
-async fn steady_writer(cs: String, path: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
+/// Writes through `cs` until `stop`, one at a time; every write must succeed; `wrote` goes true once one did.
+/// Returns the latencies.
+async fn steady_writer(cs: String, path: String, stop: Arc<AtomicBool>, wrote: Arc<AtomicBool>) -> Vec<Duration> {
     // The longest session the harness allows: its client gives up on a reply after a share of it, and a
     // close of 200,000 ephemerals holds every write back for a second or two (longer on a loaded machine).
-    let client = connect_with(&cs, Duration::from_secs(30)).await;
+    let client = connect_with(&cs, Duration::from_secs(40)).await;
     client.create(&path, b"", PERSISTENT).await.expect("the well-behaved client's node");
     let mut latencies = Vec::new();
     for i in 0u64.. {
@@ -110,6 +111,7 @@ async fn steady_writer(cs: String, path: String, stop: Arc<AtomicBool>) -> Vec<D
             .await
             .unwrap_or_else(|e| panic!("a well-behaved write failed during the attack: {e}"));
         latencies.push(started.elapsed());
+        wrote.store(true, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_, stat) = client.get_data(&path).await.expect("read back");
@@ -134,11 +136,16 @@ async fn steady_reader(addr: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
 /// Runs `attack` while a well-behaved client writes to `path` and another reads from the last server; fails if
 /// one of their requests fails or no write completes, and prints their latencies.
 async fn under_attack<F: std::future::Future<Output = ()>>(cluster: &Cluster, path: &str, attack: F) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(steady_writer(cluster.connect_string(), path.to_owned(), stop.clone()));
+    let (stop, wrote) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let writer = tokio::spawn(steady_writer(cluster.connect_string(), path.to_owned(), stop.clone(), wrote.clone()));
     let reader_addr = cluster.client_addr(cluster.len() - 1).to_string();
     let reader = tokio::spawn(steady_reader(reader_addr, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The attack starts once the writer is under way (connecting can take a while on a loaded machine).
+    eventually("the well-behaved writer's first write", Duration::from_secs(30), || async {
+        wrote.load(Ordering::Relaxed).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     attack.await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -213,7 +220,10 @@ async fn huge_close(cluster: Arc<Cluster>, explicit: bool) {
     let dir = if explicit { "/t52/close" } else { "/t52/expire" };
     let observer = connect(&cluster.connect_string()).await;
     observer.create(dir, b"", PERSISTENT).await.expect("the directory");
-    let mut owner = RawSession::connect(cluster.client_addr(1), 4000).await.expect("the owner's session");
+    // A raw session sends no pings: long enough to outlast the set-up below on a loaded machine (and, for the
+    // expiry, short enough that the leader expires it soon after it goes).
+    let timeout_ms = if explicit { 30_000 } else { 10_000 };
+    let mut owner = RawSession::connect(cluster.client_addr(1), timeout_ms).await.expect("the owner's session");
     const PER_MULTI: usize = 5000;
     for batch in 0..count / PER_MULTI {
         let paths = (batch * PER_MULTI..(batch + 1) * PER_MULTI).map(|i| format!("{dir}/ephemeral-node-number-{i:08}"));
@@ -236,15 +246,21 @@ async fn huge_close(cluster: Arc<Cluster>, explicit: bool) {
 
     let attack = async {
         if explicit {
-            match owner.request(op::CLOSE_SESSION, Body::new()).await {
-                Ok(reply) => assert_eq!(reply.err, 0),
+            // (Its own deadline: the close of 200,000 ephemerals waits for the leader's prep and every apply.)
+            let xid = owner.send(op::CLOSE_SESSION, Body::new()).await.expect("send the close");
+            let reply = match tokio::time::timeout(Duration::from_secs(60), owner.next_reply()).await {
+                Ok(reply) => reply,
+                Err(_) => panic!("closeSession unanswered within 60 s"),
+            };
+            match reply {
+                Ok((answered, reply)) => assert_eq!((answered, reply.err), (xid, 0)),
                 // ZooKeeper, busy closing 40,000 nodes, sometimes closes the connection before the reply goes
                 // out; what follows checks that the session is gone all the same.
                 Err(e) if zookeeper(&cluster) => eprintln!("  ZooKeeper closed the connection unanswered: {e}"),
                 Err(e) => panic!("closeSession unanswered: {e}"),
             }
         } else {
-            drop(owner); // gone without a word: the leader expires it after 4 s
+            drop(owner); // gone without a word: the leader expires it after 10 s
         }
     };
     under_attack(&cluster, &format!("{dir}-steady"), attack).await;

@@ -436,11 +436,12 @@ impl DataTree {
             deleted.push(path.to_owned());
         });
         // The list names every ephemeral the session had when the leader prepared the close, and nothing can
-        // be added to a closing session, so usually nothing is left; a replay over a fuzzy snapshot can differ.
-        let leftovers: Vec<String> = if owned_deleted == owned.len() {
-            Vec::new()
-        } else if owned_deleted == 0 {
+        // be added to a closing session, so usually nothing is left; a replay over a fuzzy snapshot can differ
+        // (and a listed node's subtree may have held some of the session's: they went uncounted).
+        let leftovers: Vec<String> = if paths.is_empty() {
             owned.into_iter().collect()
+        } else if owned_deleted == owned.len() {
+            Vec::new()
         } else {
             let still = |p: &String| self.nodes.get(p).is_some_and(|n| n.stat.ephemeral_owner == session);
             owned.into_iter().filter(still).collect()
@@ -448,7 +449,21 @@ impl DataTree {
         if !leftovers.is_empty() {
             self.unlisted_close = zxid;
         }
-        self.delete_in_sibling_runs(&leftovers, zxid, |_, _| {});
+        // A leftover its parent does not list stays, and stays indexed (only a tree that broke its invariants
+        // has one).
+        let (mut kept, mut next) = (Vec::new(), 0);
+        self.delete_in_sibling_runs(&leftovers, zxid, |path, _| {
+            while leftovers[next] != path {
+                kept.push(next);
+                next += 1;
+            }
+            next += 1;
+        });
+        kept.extend(next..leftovers.len());
+        if !kept.is_empty() {
+            let index = self.ephemerals.entry(session).or_default();
+            index.extend(kept.into_iter().map(|i| leftovers[i].clone()));
+        }
         deleted.extend(leftovers);
         Applied { deleted, ..Applied::default() }
     }

@@ -190,13 +190,17 @@ fn a_close_that_names_no_ephemerals_deletes_them_all_reports_them_and_is_marked_
 /// fuzzy snapshot, where a listed path may be gone, another session's, or a node with children.
 #[test]
 fn a_close_ends_as_deleting_its_list_then_the_sessions_leftovers_one_by_one() {
-    let lists: [&[&str]; 6] = [
-        &["/p/a", "/p/b", "/p/c", "/q/e"],
+    let lists: [&[&str]; 8] = [
+        &["/p/a", "/p/b", "/p/c", "/q/e", "/r/k/e"],
         &["/p/a"],
         &[],
-        &["/p/b", "/q/e", "/p/a", "/p/c"],
+        &["/p/b", "/q/e", "/r/k/e", "/p/a", "/p/c"],
         &["/", "/p/zz", "/p/a", "/p/a", "/q/other", "/r", "/p/b"],
+        // A node with children that is not the session's, whose subtree holds one of the session's.
+        &["/r"],
         &["/r/k", "/q/e", "/p/c"],
+        // Not a path at all: "a" takes /a off the root's list, and /a can then no longer be deleted.
+        &["a"],
     ];
     for list in lists {
         let mut h = Harness::new();
@@ -206,7 +210,7 @@ fn a_close_ends_as_deleting_its_list_then_the_sessions_leftovers_one_by_one() {
         for parent in ["/p", "/q", "/r", "/r/k"] {
             h.write(&caller(0), &create(parent, "x", PERSISTENT));
         }
-        for path in ["/p/a", "/p/b", "/p/c", "/q/e"] {
+        for path in ["/p/a", "/p/b", "/p/c", "/q/e", "/r/k/e", "/a"] {
             h.write(&caller(s1), &create(path, "data", EPHEMERAL));
         }
         h.write(&caller(s2), &create("/q/other", "", EPHEMERAL));
@@ -226,14 +230,20 @@ fn a_close_ends_as_deleting_its_list_then_the_sessions_leftovers_one_by_one() {
             delete(&mut oracle, path);
         }
         expected.extend(leftovers.iter().cloned());
+        let index = |t: &tree::tree::DataTree| t.ephemerals(s1).map(str::to_owned).collect::<Vec<_>>();
+        let expected_index = index(&oracle);
+        // (Only for the session table: with nothing left to delete, as in every case but "a".)
         oracle.apply(&header, &Txn::CloseSession { paths: Vec::new() });
 
         let applied = h.tree.apply(&header, &Txn::CloseSession { paths: paths.clone() });
-        h.tree.validate().unwrap_or_else(|e| panic!("after closing with {list:?}: {e}"));
+        if list.iter().all(|p| p.starts_with('/')) {
+            h.tree.validate().unwrap_or_else(|e| panic!("after closing with {list:?}: {e}"));
+            assert_eq!(h.tree.ephemerals(s1).count(), 0);
+        }
         assert_eq!(applied.deleted, expected, "closing with {list:?}");
         assert!(tree::tree::same_contents(&h.tree, &oracle), "closing with {list:?}");
         assert_eq!(h.tree.digest(), oracle.digest(), "closing with {list:?}");
-        assert_eq!(h.tree.ephemerals(s1).count(), 0);
+        assert_eq!(index(&h.tree), expected_index, "closing with {list:?}: the session's index");
         assert_eq!(h.tree.last_unlisted_close() == h.zxid, !leftovers.is_empty(), "closing with {list:?}");
     }
 }
