@@ -460,6 +460,8 @@ impl DataTree {
             next += 1;
         });
         kept.extend(next..leftovers.len());
+        // (One whose node went with another's subtree is gone from the index too, as a removal takes it out.)
+        kept.retain(|&i| self.nodes.contains_key(&leftovers[i]));
         if !kept.is_empty() {
             let index = self.ephemerals.entry(session).or_default();
             index.extend(kept.into_iter().map(|i| leftovers[i].clone()));

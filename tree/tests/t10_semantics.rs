@@ -248,6 +248,35 @@ fn a_close_ends_as_deleting_its_list_then_the_sessions_leftovers_one_by_one() {
     }
 }
 
+/// A replay can meet what no leader makes: an ephemeral with a child (applied here past prep, which refuses
+/// it). A close that finds both must end as one-by-one deletes do: the child goes with its parent, and out of
+/// the session's index with it.
+#[test]
+fn a_close_whose_leftover_has_a_child_leaves_the_index_as_one_by_one_deletes_do() {
+    let mut h = Harness::new();
+    let s = 0x100;
+    h.write(&caller(s), &Request::CreateSession { timeout: 10_000 });
+    h.write(&caller(0), &create("/p", "", PERSISTENT));
+    h.write(&caller(s), &create("/p/x", "", EPHEMERAL));
+    h.zxid += 1;
+    let child = Txn::Create {
+        path: "/p/x/y".into(),
+        data: Some(Bytes::new()),
+        acl: tree::acl::open_acl_unsafe(),
+        ephemeral: true,
+        parent_cversion: -1,
+    };
+    let header = TxnHeader { client_id: s, cxid: 0, zxid: h.zxid, time: 1, op: op::CREATE };
+    assert_eq!(h.tree.apply(&header, &child).err, None);
+    h.zxid += 1;
+    let header = TxnHeader { client_id: s, cxid: 0, zxid: h.zxid, time: 1, op: op::CLOSE_SESSION };
+    let applied = h.tree.apply(&header, &Txn::CloseSession { paths: Vec::new() });
+    assert_eq!(applied.deleted, ["/p/x", "/p/x/y"]);
+    assert!(h.tree.get("/p/x/y").is_none());
+    assert_eq!(h.tree.ephemerals(s).count(), 0, "the index lists no node that is gone");
+    h.tree.validate().unwrap();
+}
+
 #[test]
 fn a_multi_is_all_or_nothing_with_zookeepers_per_op_results() {
     let mut h = Harness::new();
