@@ -382,11 +382,12 @@ async fn flood(cluster: Arc<Cluster>) {
     let setup = connect(&cluster.connect_string()).await;
     setup.create("/t52f/flood", b"", PERSISTENT).await.expect("create");
     let attack = async {
+        // Every session before any flooding: one opened later would wait behind the others' 50,000 writes.
+        let connects = (0..50).map(|c| RawSession::connect(cluster.client_addr(c % 3), 30_000));
         let mut tasks = Vec::new();
-        for c in 0..50 {
-            let addr = cluster.client_addr(c % 3);
+        for session in futures_util::future::join_all(connects).await {
+            let mut session = session.expect("flood session");
             tasks.push(tokio::spawn(async move {
-                let mut session = RawSession::connect(addr, 30_000).await.expect("flood session");
                 for i in 0..1000u32 {
                     let body = Body::new().string("/t52f/flood").buffer(&i.to_be_bytes()).int(-1);
                     session.send(op::SET_DATA, body).await.expect("send");
@@ -422,12 +423,13 @@ async fn large_flood(cluster: Arc<Cluster>) {
         setup.create(&format!("/t52f/large-flood-{c}"), b"", PERSISTENT).await.expect("create");
     }
     let attack = async {
+        // Every session before any flooding: one opened later would wait behind up to 100 MiB of the others'.
+        let connects = (0..8).map(|c| RawSession::connect(cluster.client_addr(followers[c % followers.len()]), 30_000));
         let mut tasks = Vec::new();
-        for c in 0..8 {
+        for (c, session) in futures_util::future::join_all(connects).await.into_iter().enumerate() {
             let path = format!("/t52f/large-flood-{c}");
-            let addr = cluster.client_addr(followers[c % followers.len()]);
+            let mut session = session.expect("flood session");
             tasks.push(tokio::spawn(async move {
-                let mut session = RawSession::connect(addr, 30_000).await.expect("flood session");
                 let writes: Vec<(i32, Body)> = (0..50u8)
                     .map(|i| (op::SET_DATA, Body::new().string(&path).buffer(&vec![i; value_len]).int(-1)))
                     .collect();
