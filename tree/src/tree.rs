@@ -449,22 +449,17 @@ impl DataTree {
         if !leftovers.is_empty() {
             self.unlisted_close = zxid;
         }
-        // A leftover its parent does not list stays, and stays indexed (only a tree that broke its invariants
-        // has one).
-        let (mut kept, mut next) = (Vec::new(), 0);
-        self.delete_in_sibling_runs(&leftovers, zxid, |path, _| {
-            while leftovers[next] != path {
-                kept.push(next);
-                next += 1;
+        let mut gone = 0;
+        self.delete_in_sibling_runs(&leftovers, zxid, |_, _| gone += 1);
+        if gone < leftovers.len() {
+            // A leftover whose parent no longer lists it (only a tree that broke its invariants has one) stays,
+            // and stays indexed, as a node is indexed until it is removed.
+            let still =
+                leftovers.iter().filter(|p| self.nodes.get(*p).is_some_and(|n| n.stat.ephemeral_owner == session));
+            let still: Vec<String> = still.cloned().collect();
+            if !still.is_empty() {
+                self.ephemerals.entry(session).or_default().extend(still);
             }
-            next += 1;
-        });
-        kept.extend(next..leftovers.len());
-        // (One whose node went with another's subtree is gone from the index too, as a removal takes it out.)
-        kept.retain(|&i| self.nodes.contains_key(&leftovers[i]));
-        if !kept.is_empty() {
-            let index = self.ephemerals.entry(session).or_default();
-            index.extend(kept.into_iter().map(|i| leftovers[i].clone()));
         }
         deleted.extend(leftovers);
         Applied { deleted, ..Applied::default() }

@@ -12,8 +12,7 @@
 //! borrowed for the whole prep). So the tree seen through `pending` is the same before, between and after the
 //! holds, and every read below goes through `pending` first.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -49,22 +48,11 @@ pub fn prep_close_in_slices<G: Deref<Target = DataTree>>(
     paths.sort_unstable();
     // An ephemeral has no children, so no listed path is another's parent: each parent loses exactly its listed
     // children, and every path is deleted once.
-    let mut parents: Vec<(&str, usize)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut lost_children: BTreeMap<&str, usize> = BTreeMap::new();
     for p in &paths {
-        let parent = path::parent(p);
-        match parents.last_mut() {
-            // Siblings are mostly next to each other in path order.
-            Some((seen, lost)) if *seen == parent => *lost += 1,
-            _ => match index.entry(parent) {
-                Entry::Occupied(at) => parents[*at.get()].1 += 1,
-                Entry::Vacant(at) => {
-                    at.insert(parents.len());
-                    parents.push((parent, 1));
-                }
-            },
-        }
+        *lost_children.entry(path::parent(p)).or_default() += 1;
     }
+    let parents: Vec<(&str, usize)> = lost_children.into_iter().collect();
     let mut changes = Vec::with_capacity(paths.len() + parents.len());
     for chunk in parents.chunks(slice) {
         let tree = read();
