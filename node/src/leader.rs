@@ -168,20 +168,33 @@ struct Pipeline {
     options: PrepOptions,
 }
 
+/// What woke the pipeline.
+enum Wake {
+    Item(Item),
+    Expire,
+    Reap,
+}
+
 impl Pipeline {
     /// Handles items until the queue closes, expiring sessions and reaping nodes on their timers.
     async fn run(mut self, mut items: mpsc::Receiver<Item>, tick: Duration) {
         let mut expiry = tokio::time::interval(tick / 2);
         let mut reaping = tokio::time::interval(self.shared.config.container_check_interval);
         loop {
-            let started = Instant::now();
-            tokio::select! {
+            let wake = tokio::select! {
                 item = items.recv() => match item {
-                    Some(item) => self.handle(item).await,
+                    Some(item) => Wake::Item(item),
                     None => return,
                 },
-                _ = expiry.tick() => self.expire().await,
-                _ = reaping.tick() => self.reap().await,
+                _ = expiry.tick() => Wake::Expire,
+                _ = reaping.tick() => Wake::Reap,
+            };
+            // Only the work counts as a stall, never the wait for it: an idle pipeline must not hold off expiry.
+            let started = Instant::now();
+            match wake {
+                Wake::Item(item) => self.handle(item).await,
+                Wake::Expire => self.expire().await,
+                Wake::Reap => self.reap().await,
             }
             self.excuse(started.elapsed());
         }

@@ -13,7 +13,8 @@ use crate::ports::free_ports;
 use crate::process::{self, Server};
 
 /// How a cluster is configured. `Options::default()` is 3 nodes with ZooKeeper's sample timing (`tickTime=2000`,
-/// `initLimit=10`, `syncLimit=5`) and its default session bounds (2 to 20 ticks).
+/// `initLimit=10`, `syncLimit=5`), its default session bounds (2 to 20 ticks) and its defaults for everything
+/// else: a test that needs another setting sets it and says why ([`Options::small_files`] for the usual one).
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Number of nodes; 1 is a standalone server (no `server.N` lines, no `myid`).
@@ -24,9 +25,10 @@ pub struct Options {
     pub init_limit: u32,
     /// `syncLimit`, in ticks.
     pub sync_limit: u32,
-    /// `snapCount`: small, so that snapshots are taken during the tests.
+    /// `snapCount`: ZooKeeper's 100,000 by default.
     pub snap_count: u64,
-    /// `preAllocSize` in KiB: small, so that WAL segments roll over during the tests.
+    /// `preAllocSize` in KiB: ZooKeeper's 64 MiB by default (Ensemble's WAL segments: a log's first is 4 MiB,
+    /// each next one twice the one before, up to this size).
     pub prealloc_kib: u64,
     /// `maxSessionTimeout` in milliseconds (the minimum stays ZooKeeper's 2 ticks); ZooKeeper's 20 ticks unless a
     /// test says otherwise.
@@ -68,6 +70,15 @@ pub struct Netns {
     pub ips: Vec<Ipv4Addr>,
 }
 
+impl Options {
+    /// ZooKeeper's defaults but for `snapCount` 100 and `preAllocSize` 4 MiB (Ensemble's smallest segment): for
+    /// tests of snapshots, log rolls, purges and the recovery from them, which a test's few thousand writes would
+    /// not reach under the defaults (a snapshot every 50,000 to 100,000 txns, segments growing to 64 MiB).
+    pub fn small_files() -> Options {
+        Options { snap_count: 100, prealloc_kib: 4096, ..Options::default() }
+    }
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {
@@ -75,8 +86,8 @@ impl Default for Options {
             tick_ms: 2000,
             init_limit: 10,
             sync_limit: 5,
-            snap_count: 100,
-            prealloc_kib: 2048,
+            snap_count: 100_000,
+            prealloc_kib: 65_536,
             max_session_timeout_ms: 40_000,
             start_timeout: Duration::from_secs(60),
             observers: 0,
@@ -546,7 +557,6 @@ fn write_node_files(options: &Options, extra: &[String], dir: &Path, i: usize, p
     let mut cfg = format!(
         "tickTime={}\ninitLimit={}\nsyncLimit={}\ndataDir={}\ndataLogDir={}\nclientPort={}\n\
          clientPortAddress={}\nsnapCount={}\npreAllocSize={}\nmaxSessionTimeout={}\n\
-         znode.container.checkIntervalMs=300\nextendedTypesEnabled=true\n\
          # The AdminServer is on by default on port 8080: several nodes on one machine would clash, so it is off\n\
          # unless a test turns it on with a port per node (Options::node_config; t72_admin).\n\
          admin.enableServer=false\n",

@@ -19,7 +19,8 @@ pub enum Server {
 /// Settings that Apache ZooKeeper reads only as Java system properties (`Boolean.getBoolean("readonlymode.enabled")`;
 /// a zoo.cfg line would become `zookeeper.readonlymode.enabled`; the JAAS file of SASL), which Ensemble takes
 /// as zoo.cfg keys.
-pub const SYSTEM_PROPERTIES: [&str; 2] = ["readonlymode.enabled", "java.security.auth.login.config"];
+pub const SYSTEM_PROPERTIES: [&str; 3] =
+    ["readonlymode.enabled", "java.security.auth.login.config", "znode.container.checkIntervalMs"];
 
 /// The classpath of Debian's ZooKeeper server, with a log4j binding so that it logs.
 /// Jetty 9, the servlet API and Jackson (Debian's jars) let its AdminServer start when a test turns it on
@@ -77,7 +78,7 @@ impl Server {
             }
             Server::ZooKeeper => {
                 let mut cmd = Command::new("java");
-                cmd.args(["-Xms64m", "-Xmx512m", "-Dzookeeper.extendedTypesEnabled=true"])
+                cmd.args(["-Xms64m", "-Xmx512m"])
                     .arg("-Dzookeeper.admin.enableServer=false")
                     .args(properties)
                     .arg(format!("-Dlog4j.configuration=file:{}", dir.join("log4j.properties").display()))

@@ -20,7 +20,14 @@ const SECTION_TIMEOUT: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_operations_on_three_nodes() {
     // The four-letter-word section asks `ruok` and `cons`, which ZooKeeper's default whitelist (`srvr`) refuses.
-    let options = Options { config: vec!["4lw.commands.whitelist=*".into()], ..Options::default() };
+    let config = vec![
+        "4lw.commands.whitelist=*".into(),
+        // createTTL and the reaping of TTL nodes: ZooKeeper has TTL nodes off by default.
+        "extendedTypesEnabled=true".into(),
+        // The reaping section waits for the container manager, which by default looks once a minute.
+        "znode.container.checkIntervalMs=300".into(),
+    ];
+    let options = Options { config, ..Options::default() };
     let cluster = Arc::new(blocking(|| Cluster::start_with(options)));
     let cs = cluster.connect_string();
     let setup = connect(&cs).await;
@@ -467,8 +474,7 @@ async fn follower_writes(cluster: Arc<Cluster>) {
 }
 
 /// The leader deletes a container once its last child is gone and a TTL node left unchanged past its TTL
-/// (ZooKeeper's ContainerManager); the harness sets `znode.container.checkIntervalMs=300`. ZooKeeper reads that
-/// setting from a Java system property, not zoo.cfg, so against ZooKeeper this checks only what holds at once.
+/// (ZooKeeper's ContainerManager), which this test's cluster runs every 300 ms.
 async fn reaping(cluster: Arc<Cluster>) {
     let c = connect(&cluster.connect_string()).await;
     c.create("/t10/reap", b"", PERSISTENT).await.unwrap();
@@ -481,9 +487,6 @@ async fn reaping(cluster: Arc<Cluster>) {
     let long = CreateMode::Persistent.with_acls(Acls::anyone_all()).with_ttl(Duration::from_secs(3600));
     c.create("/t10/reap/ttl-long", b"", &long).await.unwrap();
     c.delete("/t10/reap/used/child", None).await.unwrap();
-    if matches!(cluster.server(), ensemble_tests::process::Server::ZooKeeper) {
-        return;
-    }
     eventually("the emptied container and the expired TTL node are gone", Duration::from_secs(20), || {
         let c = &c;
         async move {

@@ -257,7 +257,8 @@ fn srvr_while_electing(cluster: &Cluster, dead: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crashes_lose_no_acknowledged_write() {
-    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 50, ..Options::default() })));
+    // Snapshots and segment rolls between the crashes, so that recovery starts from a snapshot and a log.
+    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 50, ..Options::small_files() })));
     let cs = cluster.connect_string();
     let setup = connect(&cs).await;
     setup.create("/t30", b"", PERSISTENT).await.unwrap();

@@ -98,7 +98,7 @@ async fn a_follower_killed_during_its_snapshot_sync_loses_nothing() {
 /// A 3-node cluster whose follower `away` (down) missed `WRITES` writes of 4 KiB, enough for the leader's log to
 /// be purged past it: (cluster, leader, away, a client on the leader).
 async fn follower_left_behind() -> (Arc<Cluster>, usize, usize, Client) {
-    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::default() })));
+    let cluster = Arc::new(blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::small_files() })));
     let leader = blocking(|| cluster.leader());
     let away = blocking(|| cluster.followers())[0];
     let writer = connect(&cluster.client_addr(leader).to_string()).await;

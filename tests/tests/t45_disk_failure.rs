@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use ensemble_tests::client::PERSISTENT;
 use ensemble_tests::process::Server;
-use ensemble_tests::{blocking, connect, Cluster};
+use ensemble_tests::{blocking, connect, Cluster, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_whose_log_cannot_be_written_exits_and_the_others_go_on() {
-    let cluster = blocking(|| Cluster::start(3));
+    // 4 MiB segments: the victim must need a new one soon.
+    let cluster = blocking(|| Cluster::start_with(Options::small_files()));
     if !matches!(cluster.server(), Server::Ensemble(_)) {
         // ZooKeeper keeps running with a deleted log directory until it next rolls its log; not comparable.
         eprintln!("t45: Ensemble only (the failure mode is this server's choice)");
@@ -48,7 +49,7 @@ async fn a_server_whose_log_cannot_be_written_exits_and_the_others_go_on() {
 /// running without snapshots, or trusting one whose fsync failed. The others go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_whose_snapshots_cannot_be_written_exits_and_the_others_go_on() {
-    let cluster = blocking(|| Cluster::start(3));
+    let cluster = blocking(|| Cluster::start_with(Options::small_files()));
     if !matches!(cluster.server(), Server::Ensemble(_)) {
         eprintln!("t45: Ensemble only (the failure mode is this server's choice)");
         return;

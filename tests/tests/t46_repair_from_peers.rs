@@ -17,7 +17,7 @@ use std::time::Duration;
 use ensemble_tests::client::PERSISTENT;
 use ensemble_tests::fourlw::Mode;
 use ensemble_tests::process::Server;
-use ensemble_tests::{blocking, connect, eventually, Cluster};
+use ensemble_tests::{blocking, connect, eventually, Cluster, Options};
 use wal::record::{self, Decoded};
 use wal::segment::format::{parse_file_name, HEADER_LEN};
 use wal::Zxid;
@@ -25,9 +25,10 @@ use wal::Zxid;
 /// What the test wrote and had acknowledged: path to data.
 type Written = BTreeMap<String, Vec<u8>>;
 
-/// A 3-node cluster, if the servers under test are Ensemble's.
+/// A 3-node cluster, if the servers under test are Ensemble's: with 4 MiB segments and a snapshot every 100
+/// txns, so that segments are sealed and purged, and snapshots taken, within a few megabytes of writes.
 fn ensemble_cluster() -> Option<Cluster> {
-    let cluster = blocking(|| Cluster::start(3));
+    let cluster = blocking(|| Cluster::start_with(Options::small_files()));
     if matches!(cluster.server(), Server::Ensemble(_)) {
         return Some(cluster);
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ensemble_tests::client::PERSISTENT;
 use ensemble_tests::process::Server;
 use ensemble_tests::raw::{self, op, Body, RawSession};
-use ensemble_tests::{blocking, connect, connect_with, eventually, Cluster, Sections};
+use ensemble_tests::{blocking, connect, connect_with, eventually, Cluster, Options, Sections};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -33,7 +33,8 @@ fn zookeeper(cluster: &Cluster) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_clients_on_three_nodes() {
-    let cluster = Arc::new(blocking(|| Cluster::start(3)));
+    // Snapshots and segment rolls every few values for "large values while snapshots are taken".
+    let cluster = Arc::new(blocking(|| Cluster::start_with(Options::small_files())));
     connect(&cluster.connect_string()).await.create("/t52", b"", PERSISTENT).await.unwrap();
     let mut s = Sections::new();
     s.run("probes and half-open connections leave no trace", SECTION_TIMEOUT, probes(cluster.clone())).await;

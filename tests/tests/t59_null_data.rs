@@ -39,7 +39,8 @@ const EXPECTED: [(&str, Option<&[u8]>); 9] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn null_data_survives_every_layer() {
     require_tools();
-    let cluster = blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::default() }));
+    // Small segments, so that the leader's log is purged past the follower that is away (a SNAP sync).
+    let cluster = blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::small_files() }));
     let leader = blocking(|| cluster.leader());
     let mut raw = RawSession::connect(cluster.client_addr(leader), 10_000).await.unwrap();
     create(&mut raw, "/t59", Some(b"")).await;

@@ -102,7 +102,12 @@ fn options(nodes: usize) -> Options {
         nodes,
         zookeeper_flags: Vec::new(),
         server: Some(Server::ZooKeeper),
+        // Several snapshots and log files (ZooKeeper starts a new log at each snapshot) for the door to read and
+        // write.
         snap_count: 100,
+        prealloc_kib: 4096,
+        // TTL nodes among the fill: ZooKeeper has them off by default.
+        config: vec!["extendedTypesEnabled=true".into()],
         // The fill's session owns ephemerals and is left open: it must outlive every move (each server start
         // gives it its full timeout again).
         max_session_timeout_ms: 120_000,

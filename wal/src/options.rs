@@ -18,8 +18,14 @@ pub enum SyncMode {
 #[derive(Clone, Debug)]
 pub struct WalOptions {
     /// The size a segment is preallocated to; the log rolls to a new segment when the next record does not fit.
-    /// Default 64 MiB, like ZooKeeper's `preAllocSize`.
+    /// Default 64 MiB, like ZooKeeper's `preAllocSize`. A log's first segment is smaller
+    /// ([`WalOptions::first_segment_size`]) and each next one twice the one before, up to this size.
     pub segment_size: u64,
+    /// The size of the first segment of an empty log (capped at `segment_size`, raised to hold the largest
+    /// record). Segments are zero-filled before use, so this is what a new server writes before its first
+    /// append is durable, and what a server that never writes much keeps on disk: ZooKeeper's sparse 64 MiB
+    /// log files cost it neither. Default 4 MiB.
+    pub first_segment_size: u64,
     /// The largest payload accepted. Default 1 MiB + 1 KiB: ZooKeeper's `jute.maxbuffer` plus its allowance for
     /// the txn header.
     pub max_payload: usize,
@@ -69,6 +75,7 @@ impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
             segment_size: 64 << 20,
+            first_segment_size: 4 << 20,
             max_payload: DEFAULT_MAX_PAYLOAD,
             sync: SyncMode::Fdatasync,
             zero_fill: true,
@@ -88,10 +95,22 @@ impl WalOptions {
         self.max_payload.max(READ_CEILING)
     }
 
+    /// The size of the segment after one of `previous` bytes (`None`: the log's first): twice the previous, at
+    /// least `first_segment_size` and room for the largest record, at most `segment_size`.
+    pub fn next_segment_size(&self, previous: Option<u64>) -> u64 {
+        let grown = previous.map_or(self.first_segment_size, |p| p.saturating_mul(2));
+        grown.max(self.first_segment_size).max(self.largest_segment_need()).min(self.segment_size)
+    }
+
+    /// The bytes a segment needs to hold one record of `max_payload`.
+    fn largest_segment_need(&self) -> u64 {
+        (HEADER_LEN + RECORD_HEADER_LEN) as u64 + self.max_payload as u64
+    }
+
     /// Checks that the options fit together.
     pub fn validate(&self) -> Result<(), WalError> {
         let invalid = |m: String| Err(WalError::InvalidOptions(m));
-        let largest = (HEADER_LEN + RECORD_HEADER_LEN) as u64 + self.max_payload as u64;
+        let largest = self.largest_segment_need();
         if self.max_payload > u32::MAX as usize {
             return invalid(format!("max_payload {} does not fit the record's 32-bit length", self.max_payload));
         }

@@ -169,8 +169,7 @@ impl Wal {
         let shared = Arc::new(Shared::new(options, last_assigned));
         let view = Arc::new(Mutex::new(View::default()));
         let next_seq = active.as_ref().map_or(1, |a| a.header.seq + 1).max(base.map_or(1, |b| b.first_seq));
-        let spare = (shared.options.zero_fill && on_caller.is_none())
-            .then(|| Spare::new(fs.clone(), &dir, shared.options.segment_size));
+        let spare = (shared.options.zero_fill && on_caller.is_none()).then(|| Spare::new(fs.clone(), &dir));
         let writer = Writer {
             fs,
             shared: shared.clone(),
@@ -542,7 +541,9 @@ fn remove_restart_leftovers(fs: &dyn FileSystem, dir: &Path, first_seq: u64) -> 
 /// Opens the last segment for appending at its end.
 fn reopen_active(fs: &dyn FileSystem, last: &scan::ScannedSegment, options: &WalOptions) -> Result<Active, WalError> {
     let file = SegmentFile::open(fs, &last.path)?;
-    file.ensure_capacity(options.segment_size)?;
+    // Not to `segment_size`: what fallocate adds is unwritten, and each append into it would make fdatasync commit
+    // the filesystem's journal too. The next segment grows instead.
+    file.ensure_capacity(options.next_segment_size(None))?;
     let capacity = file.file_len()?;
     Ok(Active { file, header: last.header, end: last.end, capacity, last_zxid: last.last_zxid.expect("not empty") })
 }

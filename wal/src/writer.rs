@@ -238,7 +238,7 @@ impl Writer {
         }
         if let Some(spare) = self.spare.as_mut().filter(|_| active.end > active.capacity / 2) {
             // The next segment will be needed: zero it now, while half of this one is still free.
-            spare.prepare();
+            spare.prepare(self.shared.options.next_segment_size(Some(active.capacity)));
         }
         self.refresh_active()?;
         self.publish_active();
@@ -295,17 +295,19 @@ impl Writer {
         Ok(())
     }
 
-    /// Creates the segment with `header`: from the spare if it is ready, else the plain way.
+    /// Creates the segment with `header`, to follow the active one (if any): from the spare if it is ready, else
+    /// the plain way.
     fn create_segment(&mut self, header: &SegmentHeader) -> Result<SegmentFile, WalError> {
+        let capacity = self.shared.options.next_segment_size(self.active.as_ref().map(|a| a.capacity));
         if let Some(spare) = &mut self.spare {
             // The first segment waits for its spare (a one-off delay at the first append); a roll does not.
-            let file = if self.active.is_none() { spare.wait() } else { spare.take_ready() };
+            let file = if self.active.is_none() { spare.wait(capacity) } else { spare.take_ready() };
             if let Some(file) = file {
                 return SegmentFile::from_spare(&*self.fs, &self.dir, header, file, spare.path());
             }
             tracing::debug!("spare segment not ready; creating one without zero-fill");
         }
-        SegmentFile::create(&*self.fs, &self.dir, header, &[], self.shared.options.segment_size)
+        SegmentFile::create(&*self.fs, &self.dir, header, &[], capacity)
     }
 
     /// Brings the readers' bytes of the active segment up to date with what was written (a no-op for a memory
@@ -431,9 +433,11 @@ impl Writer {
         };
         file::rename(&*self.fs, &path, spare.path())?;
         let spare_path = spare.path().to_path_buf();
+        // Only a segment of the size the next one will have: the log's first, smaller segments are deleted.
+        let capacity = self.shared.options.next_segment_size(self.active.as_ref().map(|a| a.capacity));
         let recyclable = || -> io::Result<Option<Box<dyn WalFile>>> {
             let file = self.fs.open(&spare_path, true)?;
-            Ok((!file.is_held()? && file.size()? == spare.capacity()).then_some(file))
+            Ok((!file.is_held()? && file.size()? == capacity).then_some(file))
         };
         match recyclable() {
             Ok(Some(file)) => {
@@ -441,7 +445,7 @@ impl Writer {
                 // leave the segment's name on a half-zeroed file, which the next open would find in the log.
                 fsutil::sync_dir(&*self.fs, &self.dir)?;
                 tracing::debug!(segment = %path.display(), "recycling a purged segment as the next spare");
-                spare.recycle(file);
+                spare.recycle(file, capacity);
                 Ok(())
             }
             Ok(None) => file::remove(&*self.fs, &spare_path),

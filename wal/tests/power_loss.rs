@@ -41,10 +41,19 @@ fn fresh_disk() -> SimFs {
 }
 
 /// Tiny segments (a few records each) so that rolls, spares and purges happen many times; with `zero_fill` off,
-/// new segments are created the plain way instead of from a spare.
+/// new segments are created the plain way instead of from a spare. A log's first segment has room for one record
+/// of `max_payload`, and the next ones double up to `segment_size`.
 fn options(zero_fill: bool) -> WalOptions {
     let idle_spin = std::time::Duration::ZERO;
-    WalOptions { segment_size: 1024, max_payload: 96, idle_spin, zero_fill, ..WalOptions::default() }
+    let first_segment_size = 0;
+    WalOptions {
+        segment_size: 1024,
+        first_segment_size,
+        max_payload: 96,
+        idle_spin,
+        zero_fill,
+        ..WalOptions::default()
+    }
 }
 
 /// The payload of `zxid` appended in `era` (the number of truncates and restarts completed before): distinct

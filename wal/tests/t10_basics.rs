@@ -445,3 +445,38 @@ fn purged_segments_come_back_as_zeroed_spares_but_never_under_a_reader_holding_t
     let first = log.first_zxid().unwrap().0;
     assert_eq!(zxids(&log), (first..next).collect::<Vec<_>>(), "after a reopen");
 }
+
+#[test]
+fn a_new_log_doubles_its_segments_up_to_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_size: 16384, first_segment_size: 2048, ..tiny() };
+    let sizes = |dir: &std::path::Path| -> Vec<u64> {
+        segments(dir).iter().map(|p| std::fs::metadata(p).unwrap().len()).collect()
+    };
+    let log = open(dir.path(), options.clone());
+    append_all(&log, 1..=3);
+    assert_eq!(sizes(dir.path()), [2048]);
+    // A reopened log goes on in its last segment without extending it (what fallocate adds is unwritten, and each
+    // append into it would cost a journal commit), and grows from there.
+    drop(log);
+    let log = open(dir.path(), options.clone());
+    append_all(&log, 4..=400);
+    let grown = sizes(dir.path());
+    assert!(grown.len() >= 6, "{grown:?}");
+    assert_eq!(grown[..5], [2048, 4096, 8192, 16384, 16384], "{grown:?}");
+    assert!(grown[4..].iter().all(|&s| s == 16384), "{grown:?}");
+    // Just after a roll the spare is idle, so the purge offers it the smallest segment first. Whether the spare is
+    // a recycled segment or a new file, the segments after the purge are full size.
+    let mut next = 401;
+    let count = segments(dir.path()).len();
+    while segments(dir.path()).len() == count {
+        append_all(&log, next..=next);
+        next += 1;
+    }
+    // The record that rolled the log opens its last segment.
+    log.purge_before(Zxid(next - 1)).unwrap().wait().unwrap();
+    assert!(sizes(dir.path()).iter().all(|&len| len == 16384), "{:?}", sizes(dir.path()));
+    append_all(&log, next..next + 400);
+    assert!(sizes(dir.path()).iter().all(|&len| len == 16384), "{:?}", sizes(dir.path()));
+    assert_eq!(zxids(&log), (log.first_zxid().unwrap().0..next + 400).collect::<Vec<_>>());
+}

@@ -33,15 +33,14 @@ const PIECE: u64 = 1 << 20;
 pub struct Spare {
     fs: Fs,
     path: PathBuf,
-    capacity: u64,
     cancel: Arc<AtomicBool>,
     job: Option<JoinHandle<Result<Box<dyn WalFile>, WalError>>>,
 }
 
 impl Spare {
-    /// A preparer of spares of `capacity` bytes in `dir`; it starts working at the first [`Spare::prepare`].
-    pub fn new(fs: Fs, dir: &Path, capacity: u64) -> Spare {
-        Spare { fs, path: dir.join(SPARE_FILE), capacity, cancel: Arc::new(AtomicBool::new(false)), job: None }
+    /// A preparer of spares in `dir`; it starts working at the first [`Spare::prepare`].
+    pub fn new(fs: Fs, dir: &Path) -> Spare {
+        Spare { fs, path: dir.join(SPARE_FILE), cancel: Arc::new(AtomicBool::new(false)), job: None }
     }
 
     /// The path of the spare file.
@@ -55,12 +54,17 @@ impl Spare {
         if !self.job.as_ref()?.is_finished() {
             return None;
         }
-        self.wait()
+        self.join()
     }
 
-    /// Prepares the spare if nobody has yet, and waits for it (`None`: preparing it failed).
-    pub fn wait(&mut self) -> Option<Box<dyn WalFile>> {
-        self.prepare();
+    /// Prepares a spare of `capacity` bytes if nobody has started one yet, and waits for it (`None`: preparing it
+    /// failed). A spare started earlier keeps the size it was started with.
+    pub fn wait(&mut self, capacity: u64) -> Option<Box<dyn WalFile>> {
+        self.prepare(capacity);
+        self.join()
+    }
+
+    fn join(&mut self) -> Option<Box<dyn WalFile>> {
         match self.job.take()?.join() {
             Ok(Ok(file)) => Some(file),
             Ok(Err(error)) => {
@@ -74,12 +78,12 @@ impl Spare {
         }
     }
 
-    /// Starts preparing the next spare, unless one is being prepared or ready.
-    pub fn prepare(&mut self) {
+    /// Starts preparing the next spare, of `capacity` bytes, unless one is being prepared or ready.
+    pub fn prepare(&mut self, capacity: u64) {
         if self.job.is_some() {
             return;
         }
-        let (fs, path, capacity) = (self.fs.clone(), self.path.clone(), self.capacity);
+        let (fs, path) = (self.fs.clone(), self.path.clone());
         self.start(move |cancel| {
             let file = fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
             fsutil::preallocate(&*file, capacity).map_err(|e| WalError::io("preallocate", &path, e))?;
@@ -92,18 +96,12 @@ impl Spare {
         self.job.is_none()
     }
 
-    /// Makes `file`, a purged segment already renamed to [`Spare::path`] and no longer mapped by anyone
-    /// ([`WalFile::is_held`]), the next spare by zeroing it in place. It must be idle and the file exactly the
-    /// spare's capacity.
-    pub fn recycle(&mut self, file: Box<dyn WalFile>) {
+    /// Makes `file`, a purged segment of `capacity` bytes already renamed to [`Spare::path`] and no longer mapped
+    /// by anyone ([`WalFile::is_held`]), the next spare by zeroing it in place. It must be idle.
+    pub fn recycle(&mut self, file: Box<dyn WalFile>, capacity: u64) {
         assert!(self.is_idle(), "a spare is under way already");
-        let (path, capacity) = (self.path.clone(), self.capacity);
+        let path = self.path.clone();
         self.start(move |cancel| fill(file, &path, capacity, cancel));
-    }
-
-    /// The capacity of a spare.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
     }
 
     fn start(&mut self, work: impl FnOnce(&AtomicBool) -> Result<Box<dyn WalFile>, WalError> + Send + 'static) {
