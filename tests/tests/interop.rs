@@ -35,8 +35,10 @@ fn require_tools() {
 #[test]
 fn kazoo_and_zkcli_sessions() {
     require_tools();
-    // kazoo's session asks `ruok`, which ZooKeeper's default whitelist (`srvr` only) refuses.
-    let options = Options { config: vec!["4lw.commands.whitelist=*".into()], ..Options::default() };
+    // kazoo's session asks `ruok`, which ZooKeeper's default whitelist (`srvr` only) refuses; zkCli's session
+    // creates a TTL node, which ZooKeeper has off by default.
+    let config = vec!["4lw.commands.whitelist=*".into(), "extendedTypesEnabled=true".into()];
+    let options = Options { config, ..Options::default() };
     let cluster = Cluster::start_with(options);
     let cs = cluster.connect_string();
 
