@@ -625,6 +625,91 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use replication::runtime::{Detached, Reply};
+    use tree::code::op;
+    use tree::tree::DataTree;
+
+    const TICK: Duration = Duration::from_millis(100);
+
+    /// A leader's pipeline on a detached replication handle (the test plays the replication runtime), with
+    /// ZooKeeper's defaults but a 100 ms tick; its queue and the handle's other ends.
+    fn pipeline() -> (mpsc::Sender<Item>, Detached) {
+        let text = format!("tickTime={}\ndataDir=/nonexistent\nclientPort=2181\n", TICK.as_millis());
+        let config = Arc::new(crate::config::Config::parse(&text).expect("a valid config"));
+        let sasl = crate::sasl::Sasl::load(&config.sasl).expect("no SASL");
+        let (shared, _digests) =
+            Shared::new(config, (1, false), (DataTree::new(), 0), sasl, crate::shared::Stats::default());
+        let (handle, detached) = Handle::detached((Role::Leading, true));
+        let (items, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(shared, handle, queue));
+        (items, detached)
+    }
+
+    fn create_session(session: SessionId, timeout_ms: i32) -> Item {
+        let request = Request::CreateSession { timeout: timeout_ms };
+        Item::Write { origin: Origin::Local, session, cxid: 0, auth: Arc::from([]), request, share: None }
+    }
+
+    /// The next proposal within `within`, decoded, with its reply.
+    async fn proposal(detached: &mut Detached, within: Duration) -> Option<(TxnHeader, Reply)> {
+        let (bytes, reply) = tokio::time::timeout(within, detached.proposals.recv()).await.ok()??;
+        Some((TxnRecord::decode(&bytes).expect("a txn").header, reply))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_leader_expires_a_session_nobody_touches_and_not_one_that_is_touched() {
+        let (items, mut detached) = pipeline();
+        let timeout = Duration::from_millis(300);
+        items.send(create_session(0x51, timeout.as_millis() as i32)).await.unwrap();
+        items.send(create_session(0x52, timeout.as_millis() as i32)).await.unwrap();
+        let created = Instant::now();
+        for (i, session) in [0x51, 0x52].into_iter().enumerate() {
+            let (header, reply) = proposal(&mut detached, Duration::from_secs(5)).await.expect("the createSession");
+            assert_eq!((header.op, header.client_id), (op::CREATE_SESSION, session));
+            let _ = reply.send(Ok(wal::Zxid(i as u64 + 1)));
+        }
+        // 0x52 is touched every tick; 0x51 is not, and the pipeline has nothing else to do.
+        let touching = {
+            let items = items.clone();
+            tokio::spawn(async move {
+                loop {
+                    items.send(Item::Touch(vec![0x52])).await.unwrap();
+                    tokio::time::sleep(TICK).await;
+                }
+            })
+        };
+        let (header, _reply) = proposal(&mut detached, Duration::from_secs(3)).await.expect("0x51 expires");
+        assert_eq!((header.op, header.client_id), (op::CLOSE_SESSION, 0x51));
+        let waited = created.elapsed();
+        assert!(waited >= timeout, "expired after {waited:?}, before its {timeout:?} timeout");
+        // Still touched after ten timeouts' worth: no close.
+        assert!(proposal(&mut detached, 10 * timeout).await.is_none(), "a touched session expired");
+        touching.abort();
+        let (header, _reply) = proposal(&mut detached, Duration::from_secs(3)).await.expect("0x52 expires once left");
+        assert_eq!((header.op, header.client_id), (op::CLOSE_SESSION, 0x52));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_prepared_before_the_role_changed_is_not_proposed() {
+        let (items, mut detached) = pipeline();
+        // A full window: the next write is prepared, then waits for room.
+        let mut replies = Vec::new();
+        for session in 1..=WINDOW as i64 {
+            items.send(create_session(session, 4000)).await.unwrap();
+            replies.push(proposal(&mut detached, Duration::from_secs(5)).await.expect("a proposal").1);
+        }
+        items.send(create_session(WINDOW as i64 + 1, 4000)).await.unwrap();
+        assert!(proposal(&mut detached, Duration::from_millis(300)).await.is_none(), "proposed past the window");
+        // The leader loses its quorum meanwhile (it looks for a leader again), and the window's proposals commit.
+        detached.role.send((Role::Looking, false)).unwrap();
+        for (zxid, reply) in replies.into_iter().enumerate() {
+            let _ = reply.send(Ok(wal::Zxid(zxid as u64 + 1)));
+        }
+        assert!(
+            proposal(&mut detached, Duration::from_secs(1)).await.is_none(),
+            "a write prepared under the old role was proposed"
+        );
+    }
 
     #[test]
     fn a_proposal_retires_once_the_tree_has_applied_its_zxid_not_when_it_commits() {

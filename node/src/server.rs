@@ -7,12 +7,12 @@
 //!             ◄──────────── replies and watch events, per connection ◄────────────────────────┘
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use replication::election::ElectionConfig;
@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use wal::{SyncMode, Wal, WalOptions};
 
-use crate::admission::{Admission, Permit};
+use crate::admission::Permit;
 use crate::apply::{self, SnapshotSettings};
 use crate::config::Config;
 use crate::forward::{AuthMemo, Forward};
@@ -37,9 +37,8 @@ use crate::limits::Limits;
 use crate::repair;
 use crate::sasl::quorum::security::QuorumSasl;
 use crate::sasl::quorum::Credentials;
-use crate::session::SessionIds;
 use crate::shared::{lock, Out, Shared, Stats};
-use crate::throttle::{self, Throttle};
+use crate::throttle;
 use crate::tls::quorum::QuorumTls;
 use crate::tls::Tls;
 use tree::acl::Id;
@@ -315,34 +314,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
 
-    let (applied, _) = watch::channel(recovered.last_zxid);
-    let (digests_out, digests_in) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        config: config.clone(),
-        my_id,
-        standalone,
-        tree: RwLock::new(tree),
-        watches: Mutex::default(),
-        conns: Mutex::new(HashMap::new()),
-        admission: Admission::new(config.max_client_cnxns, config.max_cnxns),
-        limits,
-        throttle: Throttle::new(config.global_outstanding_limit.into(), throttle::DEFAULT_MAX_BYTES),
-        applied,
-        syncs: Mutex::new(HashMap::new()),
-        session_ids: SessionIds::new(my_id),
-        super_digest: config.super_digest.clone(),
-        sasl,
-        stats,
-        next_conn: AtomicU64::new(1),
-        leading: AtomicBool::new(false),
-        digests: Mutex::default(),
-        digests_out,
-        halt: watch::channel(None).0,
-        fatal: watch::channel(None).0,
-        trace_mask: AtomicI64::new(crate::fourlw::DEFAULT_TRACE_MASK),
-        digest_log: Mutex::default(),
-        read_only: crate::read_only::ReadOnly::new(config.read_only_mode),
-    });
+    let (shared, digests_in) =
+        Shared::new(config.clone(), (my_id, standalone), (tree, recovered.last_zxid), sasl, stats);
 
     let snaps = SnapshotSettings {
         dir: snap_dir.clone(),

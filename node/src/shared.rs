@@ -455,6 +455,47 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of server `my_id` with `config`, over `tree` (recovered up to zxid `applied`), and the receiving
+    /// end of [`Shared::digests_out`].
+    pub fn new(
+        config: Arc<Config>,
+        (my_id, standalone): (u64, bool),
+        (tree, applied): (DataTree, i64),
+        sasl: crate::sasl::Sasl,
+        stats: Stats,
+    ) -> (Arc<Shared>, mpsc::UnboundedReceiver<(i64, u64)>) {
+        use crate::admission::Admission;
+        use crate::throttle::{self, Throttle};
+        let (digests_out, digests_in) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            my_id,
+            standalone,
+            applied: watch::channel(applied).0,
+            tree: RwLock::new(tree),
+            watches: Mutex::default(),
+            conns: Mutex::new(HashMap::new()),
+            admission: Admission::new(config.max_client_cnxns, config.max_cnxns),
+            limits: crate::limits::Limits::new(&config),
+            throttle: Throttle::new(config.global_outstanding_limit.into(), throttle::DEFAULT_MAX_BYTES),
+            syncs: Mutex::new(HashMap::new()),
+            session_ids: SessionIds::new(my_id),
+            super_digest: config.super_digest.clone(),
+            sasl,
+            stats,
+            next_conn: AtomicU64::new(1),
+            leading: AtomicBool::new(false),
+            digests: Mutex::default(),
+            digests_out,
+            halt: watch::channel(None).0,
+            fatal: watch::channel(None).0,
+            trace_mask: AtomicI64::new(crate::fourlw::DEFAULT_TRACE_MASK),
+            digest_log: Mutex::default(),
+            read_only: crate::read_only::ReadOnly::new(config.read_only_mode),
+            config,
+        });
+        (shared, digests_in)
+    }
+
     /// The tree, for reading.
     ///
     /// The applier holds the write lock for as long as a txn takes, which for a closeSession with a huge number

@@ -50,7 +50,9 @@ async fn hostile_clients_on_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn floods_on_three_nodes() {
-    let cluster = Arc::new(blocking(|| Cluster::start(3)));
+    // Snapshots and purges every few hundred writes, so that they run under the floods and count against the
+    // servers' memory bound.
+    let cluster = Arc::new(blocking(|| Cluster::start_with(Options::small_files())));
     connect(&cluster.connect_string()).await.create("/t52f", b"", PERSISTENT).await.unwrap();
     let mut s = Sections::new();
     s.run("no attack (the baseline)", SECTION_TIMEOUT, baseline(cluster.clone())).await;

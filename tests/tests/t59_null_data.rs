@@ -42,7 +42,9 @@ async fn null_data_survives_every_layer() {
     // Small segments, so that the leader's log is purged past the follower that is away (a SNAP sync).
     let cluster = blocking(|| Cluster::start_with(Options { snap_count: 1000, ..Options::small_files() }));
     let leader = blocking(|| cluster.leader());
-    let mut raw = RawSession::connect(cluster.client_addr(leader), 10_000).await.unwrap();
+    // The longest session the default bounds allow: this one sends no pings, and waits through two zkCli.sh runs
+    // and a kazoo run before its next request.
+    let mut raw = RawSession::connect(cluster.client_addr(leader), 40_000).await.unwrap();
     create(&mut raw, "/t59", Some(b"")).await;
     create(&mut raw, "/t59/null", None).await;
     create(&mut raw, "/t59/empty", Some(b"")).await;

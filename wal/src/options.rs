@@ -19,7 +19,8 @@ pub enum SyncMode {
 pub struct WalOptions {
     /// The size a segment is preallocated to; the log rolls to a new segment when the next record does not fit.
     /// Default 64 MiB, like ZooKeeper's `preAllocSize`. A log's first segment is smaller
-    /// ([`WalOptions::first_segment_size`]) and each next one twice the one before, up to this size.
+    /// ([`WalOptions::first_segment_size`]) and each next one twice the one before, up to this size (or the same
+    /// size, when the one before was created while its zero-filled spare was still being prepared).
     pub segment_size: u64,
     /// The size of the first segment of an empty log (capped at `segment_size`, raised to hold the largest
     /// record). Segments are zero-filled before use, so this is what a new server writes before its first

@@ -92,7 +92,8 @@ pub fn repair_with(fs: &dyn FileSystem, dir: &Path, options: &WalOptions) -> Res
     }
     if let Some(cut) = plan.cut_at {
         let records = &bad.data[HEADER_LEN..usize::try_from(cut).expect("mapped")];
-        SegmentFile::create(fs, dir, &bad.header, records, options.segment_size.max(cut))?;
+        // A log's first size, as a reopened segment gets (`reopen_active`): the next segment grows from there.
+        SegmentFile::create(fs, dir, &bad.header, records, options.next_segment_size(None).max(cut))?;
     }
     Ok(Some(Repaired {
         corruption: plan.corruption,

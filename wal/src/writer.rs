@@ -363,7 +363,9 @@ impl Writer {
     /// Makes `seg` the active segment again, cut just after `zxid`.
     fn reopen_tail(&mut self, seg: &SegmentView, zxid: Zxid) -> Result<(), WalError> {
         let (cut, last_zxid) = cut_after(seg, zxid, self.shared.options.read_limit())?;
-        let capacity = self.shared.options.segment_size;
+        // As a reopened segment (`reopen_active`): not fallocated up to `segment_size`, whose unwritten extents
+        // would make each fdatasync commit the journal; the next segment grows instead.
+        let capacity = self.shared.options.next_segment_size(None);
         let file = SegmentFile::open(&*self.fs, &seg.path)?;
         let header = file.read_header()?;
         let file = if cut < seg.end {

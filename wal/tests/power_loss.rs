@@ -19,7 +19,8 @@
 //! repair) must end with exactly the records before the damage.
 //!
 //! `WAL_POWER_LOSS_SEEDS=N` sets the seeds per crash point (default 3); `WAL_POWER_LOSS_VERBOSE=1` prints each
-//! refusal. Odd seeds run without spare segments (new segments created the plain way).
+//! refusal. Odd seeds run without spare segments (new segments created the plain way); seeds with bit 1 clear grow
+//! the log's segments from one record's room up to full size.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -41,11 +42,12 @@ fn fresh_disk() -> SimFs {
 }
 
 /// Tiny segments (a few records each) so that rolls, spares and purges happen many times; with `zero_fill` off,
-/// new segments are created the plain way instead of from a spare. A log's first segment has room for one record
-/// of `max_payload`, and the next ones double up to `segment_size`.
-fn options(zero_fill: bool) -> WalOptions {
+/// new segments are created the plain way instead of from a spare. With `grow`, a log's first segment has room
+/// for one record of `max_payload` and the next ones double up to `segment_size`; without, every segment is full
+/// size (and every purged one can be recycled).
+fn options(zero_fill: bool, grow: bool) -> WalOptions {
     let idle_spin = std::time::Duration::ZERO;
-    let first_segment_size = 0;
+    let first_segment_size = if grow { 0 } else { 1024 };
     WalOptions {
         segment_size: 1024,
         first_segment_size,
@@ -331,12 +333,15 @@ fn reopen_and_check(fs: &SimFs, options: &WalOptions, model: &Model, context: &s
 /// Cuts the power after step `step` with `seed`, recovers, checks; then cuts again during a recovery. Odd seeds
 /// run without spares.
 fn crash_at(step: u64, seed: u64, tally: &mut Tally) {
-    let options = options(seed & 1 == 0);
+    let options = options(seed & 1 == 0, seed & 2 == 0);
     let fs = fresh_disk();
     fs.crash_after(fs.steps() + step, seed);
     let model = run(&fs, &options);
     let after = |fs: &SimFs| fs.crashed().unwrap_or_else(|| fs.crash_now(seed));
-    let context = format!("cut after step {step}, seed {seed}, zero_fill {}", options.zero_fill);
+    let context = format!(
+        "cut after step {step}, seed {seed}, zero_fill {}, first segment {}",
+        options.zero_fill, options.first_segment_size
+    );
     let disk = after(&fs);
     let log = reopen_and_check(&disk, &options, &model, &context, tally);
     let recovery_steps = disk.steps();
@@ -361,7 +366,7 @@ fn every_acknowledged_write_survives_a_power_cut_at_every_io_step() {
     let seeds: u64 = std::env::var("WAL_POWER_LOSS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let clean = fresh_disk();
     let setup = clean.steps();
-    let model = run(&clean, &options(true));
+    let model = run(&clean, &options(true, false));
     assert!(
         model.uncertain.is_none() && model.done.len() == 4 + RECYCLING_ROUNDS,
         "the clean run completes: {model:?}"
@@ -387,7 +392,7 @@ fn every_acknowledged_write_survives_a_power_cut_at_every_io_step() {
 /// Returns the disk and the zxid of the damaged record.
 fn damaged_log(count: u64) -> (SimFs, u64) {
     let fs = fresh_disk();
-    let (log, _) = Wal::open_with(Arc::new(fs.clone()), DIR, options(false)).unwrap();
+    let (log, _) = Wal::open_with(Arc::new(fs.clone()), DIR, options(false, false)).unwrap();
     for zxid in 1..=count {
         log.append(Zxid(zxid), payload(zxid, 0)).unwrap().wait().unwrap();
     }
@@ -412,7 +417,7 @@ fn a_repair_cut_short_by_a_power_cut_is_finished_by_the_next_one() {
     let count = 60;
     let (clean, damaged) = damaged_log(count);
     let before = clean.steps();
-    assert!(matches!(wal::repair_with(&clean, Path::new(DIR), &options(false)), Ok(Some(_))));
+    assert!(matches!(wal::repair_with(&clean, Path::new(DIR), &options(false, false)), Ok(Some(_))));
     let steps = clean.steps() - before;
     let seeds: u64 = std::env::var("WAL_POWER_LOSS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let mut cuts = 0;
@@ -421,13 +426,13 @@ fn a_repair_cut_short_by_a_power_cut_is_finished_by_the_next_one() {
             let (fs, _) = damaged_log(count);
             fs.crash_after(fs.steps() + step, seed);
             // Fails, or succeeds when the cut comes right after its last step.
-            let _ = wal::repair_with(&fs, Path::new(DIR), &options(false));
+            let _ = wal::repair_with(&fs, Path::new(DIR), &options(false, false));
             let disk: Arc<dyn FileSystem> = Arc::new(fs.crashed().expect("cut"));
-            let log = match Wal::open_with(disk.clone(), DIR, options(false)) {
+            let log = match Wal::open_with(disk.clone(), DIR, options(false, false)) {
                 Ok((log, _)) => log,
                 Err(WalError::Corruption { .. }) => {
-                    wal::repair_with(&*disk, Path::new(DIR), &options(false)).expect("repair again");
-                    Wal::open_with(disk, DIR, options(false)).expect("open after the repair").0
+                    wal::repair_with(&*disk, Path::new(DIR), &options(false, false)).expect("repair again");
+                    Wal::open_with(disk, DIR, options(false, false)).expect("open after the repair").0
                 }
                 Err(e) => panic!("repair cut after step {step}, seed {seed}: open refused with {e}"),
             };

@@ -123,7 +123,8 @@ pub enum ForwardTo {
     Peer(ServerId),
 }
 
-type Reply = oneshot::Sender<Result<Zxid, CommitError>>;
+/// What tells a submitted txn's submitter its fate.
+pub type Reply = oneshot::Sender<Result<Zxid, CommitError>>;
 
 /// Bound of each stream to the node.
 const STREAM_BOUND: usize = 4096;
@@ -155,10 +156,48 @@ pub struct Handle {
     /// The bytes queued for each peer.
     pub send_queues: SendQueues,
     shutdown: Arc<watch::Sender<bool>>,
-    task: AbortHandle,
+    /// The server's task (`None`: a [`Handle::detached`] one).
+    task: Option<AbortHandle>,
+}
+
+/// The server's ends of a [`Handle::detached`]: a test plays the server with them.
+pub struct Detached {
+    /// Each txn submitted, with what tells its submitter its fate (dropped: the txn is abandoned).
+    pub proposals: mpsc::Receiver<(Bytes, Reply)>,
+    /// Each `confirm_leadership`, to answer.
+    pub barriers: mpsc::Receiver<oneshot::Sender<bool>>,
+    /// Each payload forwarded.
+    pub forwards: mpsc::Receiver<(ForwardTo, Bytes)>,
+    /// The last zxid applied, as the handle shows it.
+    pub applied: watch::Sender<Zxid>,
+    /// The role, as the handle shows it.
+    pub role: watch::Sender<(Role, bool)>,
 }
 
 impl Handle {
+    /// A handle with no server behind it, showing `role`, and the ends that play the server: for tests of what
+    /// runs above a server (the node's request pipeline).
+    pub fn detached(role: (Role, bool)) -> (Handle, Detached) {
+        let (proposals_tx, proposals) = mpsc::channel(STREAM_BOUND);
+        let (barriers_tx, barriers) = mpsc::channel(STREAM_BOUND);
+        let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
+        let (applied_tx, applied) = watch::channel(Zxid::ZERO);
+        let (role_tx, role) = watch::channel(role);
+        let handle = Handle {
+            proposals: proposals_tx,
+            barriers: barriers_tx,
+            forwards: forwards_tx,
+            misbehaved: mpsc::channel(1).0,
+            applied,
+            role,
+            learners: watch::channel(LearnerView::default()).1,
+            send_queues: SendQueues::default(),
+            shutdown: Arc::new(watch::channel(false).0),
+            task: None,
+        };
+        (handle, Detached { proposals, barriers, forwards, applied: applied_tx, role: role_tx })
+    }
+
     /// Stops the server (its connections close; its WAL stays as it is on disk).
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -167,7 +206,9 @@ impl Handle {
     /// Stops the server at once, wherever its task waits, as a crash would (a simulation's; the disk is left
     /// exactly as the last write left it). The task is dropped the next time the runtime gets to it.
     pub fn abort(&self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 
     /// Proposes a txn (on the leader) and waits until it is committed.
@@ -354,7 +395,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
     };
     let (shutdown, stop) = watch::channel(false);
     let inputs = Inputs { inbound, proposals, barriers, forwards, misbehaved, stop };
-    let task = tokio::spawn(server.run(config.peer, durable, inputs)).abort_handle();
+    let task = Some(tokio::spawn(server.run(config.peer, durable, inputs)).abort_handle());
     let handle = Handle {
         proposals: proposals_tx,
         barriers: barriers_tx,
