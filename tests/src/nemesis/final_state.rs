@@ -34,9 +34,27 @@ pub async fn collect(cluster: &Cluster, registers: usize, sessions: &[SessionFat
     }
 }
 
-/// One server's state through `client` (after a sync, so it has applied every write committed before).
+/// One server's state through `client` (after a sync, so it has applied every write committed before). A read
+/// that fails (the connection lost while a restarted server rejoins, an election) is tried again within the bound.
 async fn read(client: &Client, registers: usize) -> ServerState {
     let bound = Duration::from_secs(10);
+    let deadline = Instant::now() + bound;
+    loop {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), read_once(client, registers))
+            .await
+        {
+            Ok(Ok(state)) => return state,
+            Ok(Err(e)) if Instant::now() < deadline => {
+                eprintln!("nemesis: reading a server's state after healing: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Err(e)) => panic!("reading a server's state after healing: {e} (still, after {bound:?})"),
+            Err(_) => panic!("reading a server's state after healing took over {bound:?}"),
+        }
+    }
+}
+
+async fn read_once(client: &Client, registers: usize) -> Result<ServerState, zookeeper_client::Error> {
     let state = async {
         client.sync("/").await?;
         let mut state = ServerState::default();
@@ -54,9 +72,5 @@ async fn read(client: &Client, registers: usize) -> ServerState {
         }
         Ok::<_, zookeeper_client::Error>(state)
     };
-    match tokio::time::timeout(bound, state).await {
-        Ok(Ok(state)) => state,
-        Ok(Err(e)) => panic!("reading a server's state after healing: {e}"),
-        Err(_) => panic!("reading a server's state after healing took over {bound:?}"),
-    }
+    state.await
 }

@@ -41,13 +41,27 @@ pub fn ephemeral_path() -> String {
     format!("{ROOT}/eph")
 }
 
-/// Creates the workload's nodes (through `client`, on a healthy cluster).
+/// Creates the workload's nodes (through `client`, on a healthy cluster). A create whose connection was lost is
+/// tried again for up to 30 s, and NodeExists after such a retry means the lost attempt made it.
 pub async fn setup(client: &Client, registers: usize) {
     let mut paths = vec![ROOT.to_string(), set_path(), ephemeral_path()];
     paths.extend((0..registers).map(register_path));
     for path in paths {
         let data = if path.starts_with(&format!("{ROOT}/r")) { INITIAL_VALUE } else { "" };
-        client.create(&path, data.as_bytes(), PERSISTENT).await.unwrap_or_else(|e| panic!("create {path}: {e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut retried = false;
+        loop {
+            match client.create(&path, data.as_bytes(), PERSISTENT).await {
+                Ok(_) => break,
+                Err(zookeeper_client::Error::NodeExists) if retried => break,
+                Err(e @ zookeeper_client::Error::ConnectionLoss) if std::time::Instant::now() < deadline => {
+                    eprintln!("nemesis: create {path}: {e}; trying again");
+                    retried = true;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("create {path}: {e}"),
+            }
+        }
     }
 }
 
@@ -166,6 +180,13 @@ pub async fn set_client(who: Identity, rec: Recorder, stop: Arc<AtomicBool>) {
 pub struct Held {
     client: Client,
     path: String,
+}
+
+impl Held {
+    /// Its session.
+    pub fn session(&self) -> i64 {
+        self.client.session_id().0
+    }
 }
 
 /// Sessions, each with an ephemeral `eph/c<id>-s<n>`, until `stop`: returns the fates of the sessions seen
