@@ -100,6 +100,7 @@ pub async fn run(config: &Config) -> Report {
     let rows = availability::rows(&availability::acks(&history.events), &windows);
     eprintln!("nemesis: availability, {} nodes, seed {}:\n{}", config.nodes, config.seed, availability::table(&rows));
     eprintln!("nemesis: {}", outcomes(&history));
+    assert_tested(&history, config);
     let mut anomalies = checker::check(&history);
     if matches!(rig.cluster.server(), crate::process::Server::ZooKeeper) {
         // ZooKeeper 3.8's sync is not a quorum barrier: a leader cut off with a minority may answer it with a
@@ -128,6 +129,37 @@ fn outcomes(history: &History) -> String {
     let [cas, read, create] =
         counts.map(|[ok, failed, unknown]| format!("{ok} ok, {failed} failed, {unknown} indeterminate"));
     format!("setData: {cas}; getData: {read}; create: {create}; ephemeral sessions expired: {expired}")
+}
+
+/// Fails a run that could not have found anything: an operation of some kind never succeeded, no read after a
+/// sync succeeded, or (with 3 faults or more) no fault reached a client: no operation indeterminate and no
+/// pinned session expired.
+fn assert_tested(history: &History, config: &Config) {
+    // Per event: (kind, how it ended), as `outcomes` counts them; kind 1 only for reads after a sync.
+    let ends: Vec<(usize, usize)> = history
+        .events
+        .iter()
+        .map(|event| match &event.op {
+            Op::Cas { outcome, .. } => (0, ended(outcome)),
+            Op::Read { outcome, synced, .. } => (if *synced { 1 } else { 3 }, ended(outcome)),
+            Op::Create { outcome, .. } => (2, ended(outcome)),
+        })
+        .collect();
+    let ok = |kind| ends.iter().filter(|&&(k, end)| k == kind && end == 0).count();
+    let (cas, synced_reads, creates) = (ok(0), ok(1), ok(2));
+    assert!(
+        cas > 0 && synced_reads > 0 && creates > 0,
+        "seed {}: setData {cas}, getData after sync {synced_reads}, create {creates} succeeded: the history says little",
+        config.seed
+    );
+    let indeterminate = ends.iter().filter(|&&(_, end)| end == 2).count();
+    let expired = history.sessions.iter().filter(|s| s.expired).count();
+    assert!(
+        config.steps < 3 || indeterminate + expired > 0,
+        "seed {}: {} faults, yet no operation was indeterminate and no session expired: no fault reached a client",
+        config.seed,
+        config.steps
+    );
 }
 
 fn ended<T>(outcome: &Outcome<T>) -> usize {
