@@ -179,10 +179,18 @@ fn start(config: &Config) -> Rig {
     };
     // A 200 ms tick, not ZooKeeper's 2 s: a partition or a pause is noticed after syncLimit ticks, and sessions
     // last 2 ticks at least; faults of a few seconds (`DURATIONS`) must outlast both, so that a leader is deposed
-    // and pinned sessions expire within one (at 2 s ticks each fault would last over 10 s). Small snapshots and
-    // segments: the killed nodes recover from a snapshot and a log, and lagging ones may sync by SNAP.
-    let options =
-        Options { nodes: config.nodes, tick_ms: 200, sync_limit: 5, netns: Some(netns), ..Options::small_files() };
+    // and pinned sessions expire within one (at 2 s ticks each fault would last over 10 s). Small segments and a
+    // snapshot every 1,000 txns (about one a second here): the killed nodes recover from a snapshot and a log, and
+    // lagging ones may sync by SNAP. Every 100 txns, the eight servers of the two runs snapshot a growing tree
+    // back to back on two cores.
+    let options = Options {
+        nodes: config.nodes,
+        tick_ms: 200,
+        sync_limit: 5,
+        netns: Some(netns),
+        snap_count: 1000,
+        ..Options::small_files()
+    };
     Rig { cluster: Cluster::start_with(options), network: Mutex::new(network) }
 }
 
