@@ -156,7 +156,9 @@ mod tests {
     /// Needs root (as the integration tests do): makes a network, cuts and heals a pair, and drops it.
     #[test]
     fn a_network_is_made_cut_healed_and_removed() {
-        let mut net = Network::create(200, 2);
+        // A one-digit tag, as t90's: interface names (`nmv<pid>-<tag>-<i>p`) must fit Linux's 15 characters
+        // with a 7-digit pid.
+        let mut net = Network::create(9, 2);
         let ns = net.namespace(0).to_string();
         net.cut(&[(0, 1)]);
         let routes = output(&["-n", &ns, "route", "show"]);
