@@ -118,19 +118,28 @@ pub async fn run(config: &Config) -> Report {
 }
 
 /// How the operations ended, and how many sessions expired: a run where nothing failed tested little.
-fn outcomes(history: &History) -> String {
-    let mut counts = [[0usize; 3]; 3];
+/// How each kind of operation ended, `[setData, getData, create]` by `[ok, failed, indeterminate]`, and how many
+/// reads after a sync succeeded.
+fn tally(history: &History) -> ([[usize; 3]; 3], usize) {
+    let (mut counts, mut synced_reads) = ([[0usize; 3]; 3], 0);
     for event in &history.events {
         let (kind, ended) = match &event.op {
             Op::Cas { outcome, .. } => (0, ended(outcome)),
-            Op::Read { outcome, .. } => (1, ended(outcome)),
+            Op::Read { outcome, synced, .. } => {
+                synced_reads += usize::from(*synced && ended(outcome) == 0);
+                (1, ended(outcome))
+            }
             Op::Create { outcome, .. } => (2, ended(outcome)),
         };
         counts[kind][ended] += 1;
     }
+    (counts, synced_reads)
+}
+
+fn outcomes(history: &History) -> String {
     let expired = history.sessions.iter().filter(|s| s.expired).count();
     let [cas, read, create] =
-        counts.map(|[ok, failed, unknown]| format!("{ok} ok, {failed} failed, {unknown} indeterminate"));
+        tally(history).0.map(|[ok, failed, unknown]| format!("{ok} ok, {failed} failed, {unknown} indeterminate"));
     format!("setData: {cas}; getData: {read}; create: {create}; ephemeral sessions expired: {expired}")
 }
 
@@ -138,24 +147,14 @@ fn outcomes(history: &History) -> String {
 /// sync succeeded, or (with 3 faults or more) no fault reached a client: no operation indeterminate and no
 /// pinned session expired.
 fn assert_tested(history: &History, config: &Config) {
-    // Per event: (kind, how it ended), as `outcomes` counts them; kind 1 only for reads after a sync.
-    let ends: Vec<(usize, usize)> = history
-        .events
-        .iter()
-        .map(|event| match &event.op {
-            Op::Cas { outcome, .. } => (0, ended(outcome)),
-            Op::Read { outcome, synced, .. } => (if *synced { 1 } else { 3 }, ended(outcome)),
-            Op::Create { outcome, .. } => (2, ended(outcome)),
-        })
-        .collect();
-    let ok = |kind| ends.iter().filter(|&&(k, end)| k == kind && end == 0).count();
-    let (cas, synced_reads, creates) = (ok(0), ok(1), ok(2));
+    let (counts, synced_reads) = tally(history);
+    let [[cas, ..], _, [creates, ..]] = counts;
     assert!(
         cas > 0 && synced_reads > 0 && creates > 0,
         "seed {}: setData {cas}, getData after sync {synced_reads}, create {creates} succeeded: the history says little",
         config.seed
     );
-    let indeterminate = ends.iter().filter(|&&(_, end)| end == 2).count();
+    let indeterminate: usize = counts.iter().map(|[_, _, unknown]| unknown).sum();
     let expired = history.sessions.iter().filter(|s| s.expired).count();
     assert!(
         config.steps < 3 || indeterminate + expired > 0,
@@ -184,8 +183,8 @@ fn start(config: &Config) -> Rig {
     // last 2 ticks at least; faults of a few seconds (`DURATIONS`) must outlast both, so that a leader is deposed
     // and pinned sessions expire within one (at 2 s ticks each fault would last over 10 s). Small segments and a
     // snapshot every 1,000 txns (about one a second here): the killed nodes recover from a snapshot and a log, and
-    // lagging ones may sync by SNAP. Every 100 txns, the eight servers of the two runs snapshot a growing tree
-    // back to back on two cores.
+    // lagging ones may sync by SNAP. At every 100 txns the servers snapshotted a growing tree back to back on two
+    // cores.
     let options = Options {
         nodes: config.nodes,
         tick_ms: 200,
