@@ -9,11 +9,12 @@
 //! pipeline waits for every proposal in flight to resolve and for the tree to apply the whole committed history
 //! before it preps again.
 //!
-//! The leader also expires sessions (ZooKeeper's `SessionTracker`): every server touches the sessions of its
-//! connections, and a session not touched within its timeout is closed through a closeSession txn. And it
-//! deletes empty containers and expired TTL nodes (ZooKeeper's `ContainerManager`), through ordinary deletes.
+//! The leader also expires sessions: every server touches the sessions of its connections in the
+//! [`Tracker`](crate::tracker::Tracker), and the pipeline closes a session not touched within its timeout
+//! through a closeSession txn. And it deletes empty containers and expired TTL nodes (ZooKeeper's
+//! `ContainerManager`), through ordinary deletes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -57,10 +58,6 @@ pub enum Item {
         auth: Arc<[Id]>,
         /// The write.
         request: Request,
-        /// A follower's request holds its share of that follower's forwarded-bytes budget until it is prepared
-        /// (so the budget bounds the pipeline's queue too); `None` for this server's own clients, whose
-        /// requests the connection's budget (`throttle`) holds.
-        share: Option<ForwardShare>,
     },
     /// A client's sync: answered once every write proposed before it has committed.
     Sync {
@@ -71,10 +68,6 @@ pub enum Item {
         /// The client's xid.
         cxid: i32,
     },
-    /// Sessions with client activity.
-    Touch(Vec<SessionId>),
-    /// `dump` asks for every tracked session and when it expires unless touched.
-    Sessions(oneshot::Sender<Vec<(SessionId, Instant)>>),
     /// A client re-attached its session on this server: its connection on any other server must close.
     Attach {
         /// The server it attached on.
@@ -84,8 +77,48 @@ pub enum Item {
     },
 }
 
-/// Bound of the pipeline's queue.
-pub const QUEUE: usize = 4096;
+/// The sending end of the pipeline's queue.
+///
+/// The queue is not bounded in count: what it holds is bounded in bytes where it comes from, so that the handler
+/// of what followers forward never waits for it (ZooKeeper's request queue is unbounded too, and its learner
+/// handlers never block on it). A follower's item holds its share of that follower's forwarded-bytes budget until
+/// the pipeline has handled it; the share counts the payload's bytes and its queue entries
+/// ([`replication::runtime::FORWARD_ENTRY_WEIGHT`]). This server's clients' requests hold their throttle tickets
+/// until answered ([`crate::throttle`]), and a handshake's attach is one per connection.
+#[derive(Clone, Debug)]
+pub struct Queue(mpsc::UnboundedSender<Queued>);
+
+/// The receiving end of the pipeline's queue.
+pub type Items = mpsc::UnboundedReceiver<Queued>;
+
+/// An item in the queue, with the share of its follower's budget it holds, if it came from one.
+#[derive(Debug)]
+pub struct Queued {
+    item: Item,
+    share: Option<ForwardShare>,
+}
+
+/// The pipeline is gone: this server is shutting down.
+#[derive(Debug)]
+pub struct Stopped;
+
+impl Queue {
+    /// A queue and its receiving end.
+    pub fn new() -> (Queue, Items) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Queue(tx), rx)
+    }
+
+    /// Queues an item from this server's clients.
+    pub fn local(&self, item: Item) -> Result<(), Stopped> {
+        self.0.send(Queued { item, share: None }).map_err(|_| Stopped)
+    }
+
+    /// Queues a follower's item with its share of that follower's budget (a pipeline that is gone drops it).
+    pub fn forwarded(&self, item: Item, share: ForwardShare) {
+        let _ = self.0.send(Queued { item, share: Some(share) });
+    }
+}
 
 /// Proposals in flight at most (the replication window): the pipeline waits for commits rather than have a
 /// proposal refused.
@@ -98,7 +131,7 @@ pub const WINDOW: usize = 1000;
 pub const PENDING_BYTES: usize = 64 << 20;
 
 /// Runs the pipeline until its queue closes.
-pub async fn run(shared: Arc<Shared>, handle: Handle, items: mpsc::Receiver<Item>) {
+pub async fn run(shared: Arc<Shared>, handle: Handle, items: Items) {
     let (tick, ttl_enabled, enforce_quota) =
         (shared.config.tick, shared.config.extended_types, shared.config.enforce_quota);
     let failed = Arc::new(AtomicBool::new(false));
@@ -120,26 +153,9 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, items: mpsc::Receiver<Item
         submitted: 0,
         completed,
         outcomes,
-        sessions: HashMap::new(),
         options: PrepOptions { ttl_enabled, enforce_quota },
     };
     tokio::join!(pipeline.run(items, tick), resolving);
-}
-
-/// A session as the leader tracks it.
-struct Tracked {
-    timeout: Duration,
-    /// When it expires unless touched.
-    deadline: Instant,
-    /// The server its client last attached on.
-    owner: Option<Origin>,
-}
-
-impl Tracked {
-    fn new(timeout_ms: i32, now: Instant) -> Tracked {
-        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        Tracked { timeout, deadline: now + timeout, owner: None }
-    }
 }
 
 struct Pipeline {
@@ -163,54 +179,41 @@ struct Pipeline {
     completed: Arc<watch::Sender<u64>>,
     /// Each submitted proposal's fate, in submission order, for [`resolve`].
     outcomes: mpsc::Sender<(u64, Outcome)>,
-    /// The sessions this leader tracks.
-    sessions: HashMap<SessionId, Tracked>,
     options: PrepOptions,
 }
 
 /// What woke the pipeline.
 enum Wake {
-    Item(Item),
+    Item(Queued),
     Expire,
     Reap,
 }
 
 impl Pipeline {
     /// Handles items until the queue closes, expiring sessions and reaping nodes on their timers.
-    async fn run(mut self, mut items: mpsc::Receiver<Item>, tick: Duration) {
+    async fn run(mut self, mut items: Items, tick: Duration) {
         let mut expiry = tokio::time::interval(tick / 2);
         let mut reaping = tokio::time::interval(self.shared.config.container_check_interval);
         loop {
+            // The timers first: under a steady load, items are always ready, and expiry must keep its time.
             let wake = tokio::select! {
-                item = items.recv() => match item {
-                    Some(item) => Wake::Item(item),
-                    None => return,
-                },
+                biased;
                 _ = expiry.tick() => Wake::Expire,
                 _ = reaping.tick() => Wake::Reap,
+                queued = items.recv() => match queued {
+                    Some(queued) => Wake::Item(queued),
+                    None => return,
+                },
             };
-            // Only the work counts as a stall, never the wait for it: an idle pipeline must not hold off expiry.
-            let started = Instant::now();
             match wake {
-                Wake::Item(item) => self.handle(item).await,
+                // A follower's share is given back once its item is handled (a write prepared and proposed).
+                Wake::Item(Queued { item, share }) => {
+                    self.handle(item).await;
+                    drop(share);
+                }
                 Wake::Expire => self.expire().await,
                 Wake::Reap => self.reap().await,
             }
-            self.excuse(started.elapsed());
-        }
-    }
-
-    /// Pushes every session's deadline back by `stalled`, the time the pipeline just spent on one item, if that
-    /// was long enough to matter (a wait for the window, for applies, a large closeSession): touches wait in its
-    /// queue meanwhile, and no session may expire because the leader was not listening. (ZooKeeper's tracker
-    /// hears touches as requests arrive; here they come through the same queue as the writes.)
-    fn excuse(&mut self, stalled: Duration) {
-        if stalled < self.shared.config.tick / 4 {
-            return;
-        }
-        tracing::debug!(?stalled, sessions = self.sessions.len(), "the pipeline stalled: session deadlines move back");
-        for tracked in self.sessions.values_mut() {
-            tracked.deadline += stalled;
         }
     }
 
@@ -227,6 +230,7 @@ impl Pipeline {
             self.ready = false;
             self.pending.clear();
             lock(&self.committed).clear();
+            self.shared.tracker.stop();
         }
         if !self.leading() {
             return false;
@@ -263,9 +267,9 @@ impl Pipeline {
             }
             self.role.borrow_and_update();
             let tree = self.shared.tree();
-            let now = Instant::now();
-            self.sessions = tree.sessions().iter().map(|(&s, &t)| (s, Tracked::new(t, now))).collect();
-            tracing::info!(zxid = tree.last_zxid(), sessions = self.sessions.len(), "leading: pipeline ready");
+            self.shared.tracker.start(tree.sessions().iter().map(|(&s, &t)| (s, t)), Instant::now());
+            let sessions = self.shared.tracker.len();
+            tracing::info!(zxid = tree.last_zxid(), sessions, "leading: pipeline ready");
             self.ready = true;
         }
         true
@@ -304,47 +308,29 @@ impl Pipeline {
 
     async fn handle(&mut self, item: Item) {
         match item {
-            Item::Touch(sessions) => {
-                let now = Instant::now();
-                for s in sessions {
-                    if let Some(tracked) = self.sessions.get_mut(&s) {
-                        tracked.deadline = now + tracked.timeout;
-                    }
-                }
-            }
-            Item::Sessions(reply) => {
-                // As the tracker stands this term (a leader that has not built it yet tracks nothing).
-                let current = self.ready().await;
-                let sessions = self.sessions.iter().filter(|_| current).map(|(&s, t)| (s, t.deadline)).collect();
-                let _ = reply.send(sessions);
-            }
             Item::Attach { origin, session } => {
                 // The session moved: its connection on the old server is closed (ZooKeeper answers that one's
                 // requests SESSIONMOVED), so that one server at a time serves it.
-                let old = self.sessions.get_mut(&session).and_then(|t| t.owner.replace(origin));
-                if let Some(old) = old.filter(|&old| old != origin) {
+                if let Some(old) = self.shared.tracker.attach(session, origin) {
                     tracing::debug!(session = format_args!("0x{session:x}"), ?old, ?origin, "session moved");
                     self.drop_request(old, session).await;
                 }
             }
-            Item::Write { origin, session, cxid, auth, request, share: _ } => {
+            Item::Write { origin, session, cxid, auth, request } => {
                 // ZooKeeper's checkSession: once a client re-attached its session elsewhere, a write that still
                 // comes from the old connection does not apply, and that connection is torn down (ZooKeeper
                 // treats SESSIONMOVED as a connection-level error, ZOOKEEPER-710). The attach already asked for
                 // the close; this covers the writes that reach the leader before it happened.
                 // (After `ready()`: a new term rebuilds the session table, owners included.)
                 let current = self.ready().await;
-                let moved =
-                    current && self.sessions.get(&session).and_then(|t| t.owner).is_some_and(|owner| owner != origin);
+                let moved = current && self.shared.tracker.owner(session).is_some_and(|owner| owner != origin);
                 if moved {
                     tracing::debug!(session = format_args!("0x{session:x}"), ?origin, "a write from a moved session");
                     self.drop_request(origin, session).await;
                 } else if !self.propose(session, cxid, auth, &request).await {
                     self.drop_request(origin, session).await;
                 } else if matches!(request, Request::CreateSession { .. }) {
-                    if let Some(tracked) = self.sessions.get_mut(&session) {
-                        tracked.owner = Some(origin);
-                    }
+                    self.shared.tracker.attach(session, origin);
                 }
             }
             Item::Sync { origin, session, cxid } => {
@@ -393,7 +379,7 @@ impl Pipeline {
         }
         // A session the tracker does not know (expired, or closed by a write before this one) writes nothing but its
         // close; session 0 is the server's own (the reaper's deletes).
-        let expired = session != 0 && !self.sessions.contains_key(&session);
+        let expired = session != 0 && !self.shared.tracker.contains(session);
         let caller = Caller { session, auth, expired };
         let (shared, pending) = (&self.shared, &self.pending);
         let prepare = || {
@@ -423,12 +409,8 @@ impl Pipeline {
         };
         let Some((bytes, changes)) = prepared else { return false };
         match request {
-            Request::CreateSession { timeout } => {
-                self.sessions.insert(session, Tracked::new(*timeout, Instant::now()));
-            }
-            Request::CloseSession => {
-                self.sessions.remove(&session);
-            }
+            Request::CreateSession { timeout } => self.shared.tracker.add(session, *timeout, Instant::now()),
+            Request::CloseSession => self.shared.tracker.remove(session),
             _ => {}
         }
         let bytes = Bytes::from(bytes);
@@ -602,21 +584,11 @@ impl Pipeline {
         if !self.ready().await {
             return;
         }
-        let started = Instant::now();
-        let expired: Vec<SessionId> =
-            self.sessions.iter().filter(|(_, t)| t.deadline <= started).map(|(&s, _)| s).collect();
-        for session in expired {
-            // A close may wait (the window, applies) while touches queue up: past a quarter tick the rest wait for
-            // the next round, after the queue was heard and the stall excused. A rebuilt tracker (a new term
-            // began in a wait) may not hold the session, or give it a new deadline.
-            if started.elapsed() >= self.shared.config.tick / 4 {
-                break;
-            }
-            if self.sessions.get(&session).is_none_or(|t| t.deadline > started) {
-                continue;
-            }
+        // Taken out of the tracker at once: a touch that comes while a close waits (for the window, for applies)
+        // finds its session closing. A close not proposed (this server stopped leading meanwhile) is the next
+        // leader's to decide, from the tree.
+        for session in self.shared.tracker.expire(Instant::now()) {
             tracing::info!(session = format_args!("0x{session:x}"), "session expired");
-            self.sessions.remove(&session);
             self.propose(session, 0, Arc::from([]), &Request::CloseSession).await;
         }
     }
@@ -632,22 +604,22 @@ mod tests {
     const TICK: Duration = Duration::from_millis(100);
 
     /// A leader's pipeline on a detached replication handle (the test plays the replication runtime), with
-    /// ZooKeeper's defaults but a 100 ms tick; its queue and the handle's other ends.
-    fn pipeline() -> (mpsc::Sender<Item>, Detached) {
+    /// ZooKeeper's defaults but a 100 ms tick; its queue, its server's state and the handle's other ends.
+    fn pipeline() -> (Queue, Arc<Shared>, Detached) {
         let text = format!("tickTime={}\ndataDir=/nonexistent\nclientPort=2181\n", TICK.as_millis());
         let config = Arc::new(crate::config::Config::parse(&text).expect("a valid config"));
         let sasl = crate::sasl::Sasl::load(&config.sasl).expect("no SASL");
         let (shared, _digests) =
             Shared::new(config, (1, false), (DataTree::new(), 0), sasl, crate::shared::Stats::default());
         let (handle, detached) = Handle::detached((Role::Leading, true));
-        let (items, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(shared, handle, queue));
-        (items, detached)
+        let (items, queue) = Queue::new();
+        tokio::spawn(run(shared.clone(), handle, queue));
+        (items, shared, detached)
     }
 
     fn create_session(session: SessionId, timeout_ms: i32) -> Item {
         let request = Request::CreateSession { timeout: timeout_ms };
-        Item::Write { origin: Origin::Local, session, cxid: 0, auth: Arc::from([]), request, share: None }
+        Item::Write { origin: Origin::Local, session, cxid: 0, auth: Arc::from([]), request }
     }
 
     /// The next proposal within `within`, decoded, with its reply.
@@ -656,12 +628,59 @@ mod tests {
         Some((TxnRecord::decode(&bytes).expect("a txn").header, reply))
     }
 
+    /// Touches the session every tick, as its server's toucher would while its client is active.
+    async fn touch_every_tick(shared: Arc<Shared>, session: SessionId) {
+        loop {
+            shared.tracker.touch(&[session], Instant::now());
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_slowed_by_its_disk_expires_a_silent_session_on_time_and_keeps_a_touched_one() {
+        let (items, shared, mut detached) = pipeline();
+        let timeout = Duration::from_millis(300);
+        items.local(create_session(0x51, timeout.as_millis() as i32)).unwrap();
+        items.local(create_session(0x52, timeout.as_millis() as i32)).unwrap();
+        let created = Instant::now();
+        let touching = tokio::spawn(touch_every_tick(shared, 0x52));
+        // A steady load of writes (sessions that do not expire in this test) on a disk that commits one txn per
+        // 40 ms once the window is full: every write the pipeline handles then waits that long for room.
+        const WRITES: i64 = WINDOW as i64 + 100;
+        for session in 0x1000..0x1000 + WRITES {
+            items.local(create_session(session, 60_000)).unwrap();
+        }
+        let mut in_flight = VecDeque::new();
+        let mut closed = Vec::new();
+        let mut zxid = 0;
+        while created.elapsed() < Duration::from_secs(3) {
+            if in_flight.len() >= WINDOW {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                let reply: Reply = in_flight.pop_front().expect("a full window");
+                zxid += 1;
+                let _ = reply.send(Ok(wal::Zxid(zxid)));
+            }
+            let Some((header, reply)) = proposal(&mut detached, Duration::from_millis(200)).await else { continue };
+            if header.op == op::CLOSE_SESSION {
+                closed.push((header.client_id, created.elapsed()));
+            }
+            in_flight.push_back(reply);
+        }
+        touching.abort();
+        assert!(zxid > 20, "the writes kept the window full for the whole run: {zxid} committed");
+        let [(0x51, after)] = closed[..] else { panic!("0x51, and only 0x51, is closed: {closed:x?}") };
+        // Its timeout, half a tick for the expiry round, and the waits for room of the write in hand and of the
+        // close (40 ms each), with room for a busy machine.
+        let late = timeout + 2 * TICK + Duration::from_millis(300);
+        assert!(after >= timeout && after < late, "0x51 closed after {after:?}, not within {timeout:?} to {late:?}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_leader_expires_a_session_nobody_touches_and_not_one_that_is_touched() {
-        let (items, mut detached) = pipeline();
+        let (items, shared, mut detached) = pipeline();
         let timeout = Duration::from_millis(300);
-        items.send(create_session(0x51, timeout.as_millis() as i32)).await.unwrap();
-        items.send(create_session(0x52, timeout.as_millis() as i32)).await.unwrap();
+        items.local(create_session(0x51, timeout.as_millis() as i32)).unwrap();
+        items.local(create_session(0x52, timeout.as_millis() as i32)).unwrap();
         let created = Instant::now();
         for (i, session) in [0x51, 0x52].into_iter().enumerate() {
             let (header, reply) = proposal(&mut detached, Duration::from_secs(5)).await.expect("the createSession");
@@ -669,15 +688,7 @@ mod tests {
             let _ = reply.send(Ok(wal::Zxid(i as u64 + 1)));
         }
         // 0x52 is touched every tick; 0x51 is not, and the pipeline has nothing else to do.
-        let touching = {
-            let items = items.clone();
-            tokio::spawn(async move {
-                loop {
-                    items.send(Item::Touch(vec![0x52])).await.unwrap();
-                    tokio::time::sleep(TICK).await;
-                }
-            })
-        };
+        let touching = tokio::spawn(touch_every_tick(shared, 0x52));
         let (header, _reply) = proposal(&mut detached, Duration::from_secs(3)).await.expect("0x51 expires");
         assert_eq!((header.op, header.client_id), (op::CLOSE_SESSION, 0x51));
         let waited = created.elapsed();
@@ -691,14 +702,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_prepared_before_the_role_changed_is_not_proposed() {
-        let (items, mut detached) = pipeline();
+        let (items, _shared, mut detached) = pipeline();
         // A full window: the next write is prepared, then waits for room.
         let mut replies = Vec::new();
         for session in 1..=WINDOW as i64 {
-            items.send(create_session(session, 4000)).await.unwrap();
+            items.local(create_session(session, 4000)).unwrap();
             replies.push(proposal(&mut detached, Duration::from_secs(5)).await.expect("a proposal").1);
         }
-        items.send(create_session(WINDOW as i64 + 1, 4000)).await.unwrap();
+        items.local(create_session(WINDOW as i64 + 1, 4000)).unwrap();
         assert!(proposal(&mut detached, Duration::from_millis(300)).await.is_none(), "proposed past the window");
         // The leader loses its quorum meanwhile (it looks for a leader again), and the window's proposals commit.
         detached.role.send((Role::Looking, false)).unwrap();

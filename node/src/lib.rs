@@ -6,7 +6,8 @@
 //! - [`server`]: one server, wiring recovery, the replication runtime and the tasks below.
 //! - [`frame`]: the client port's framing; [`conn`]: a client connection (handshake, requests, ordered replies, events); [`reads`] serves reads,
 //!   [`convert`] turns writes into what the leader prepares, [`reply`] builds the frames.
-//! - [`leader`]: the leader's request pipeline and session expiry; [`forward`]: what followers send it.
+//! - [`leader`]: the leader's request pipeline and session expiry; [`tracker`]: the sessions' deadlines;
+//!   [`forward`]: what followers send the leader.
 //! - [`apply`]: committed txns into the tree, their watch events and replies; [`watch`]: who to tell.
 //! - [`session`], [`auth`]: session ids and passwords, digest authentication.
 //! - [`digest`]: the divergence check (tree digests compared with the leader's).
@@ -44,4 +45,5 @@ pub mod session;
 pub mod shared;
 pub mod throttle;
 pub mod tls;
+pub mod tracker;
 pub mod watch;

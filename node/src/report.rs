@@ -10,13 +10,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use replication::peer::Role;
 use replication::runtime::LearnerView;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use crate::fourlw::dump::{round_to_next_interval, Sessions, CONNECTION_EXPIRY_INTERVAL_MS};
 use crate::fourlw::{self, Connection, Dump, LeaderStats, Mode, Report, WatchSummary};
-use crate::leader::Item;
 use crate::server::Ctx;
-use crate::session::SessionId;
 use crate::shared::Stats;
 
 /// The word the first four bytes of a connection spell, if any.
@@ -42,12 +39,7 @@ where
             _ => return,
         }
     }
-    // A leader's session tracker lives in its pipeline, which is asked before the blocking part.
-    let expiring = match word {
-        "dump" if whitelisted(&ctx, word) && ctx.leading() => leader_sessions(&ctx).await,
-        _ => None,
-    };
-    let answer = tokio::task::spawn_blocking(move || answer(&ctx, word, asker, expiring)).await;
+    let answer = tokio::task::spawn_blocking(move || answer(&ctx, word, asker)).await;
     let Ok(text) = answer else { return };
     let written = tokio::time::timeout(ANSWER_TIMEOUT, async {
         stream.write_all(text.as_bytes()).await?;
@@ -65,22 +57,7 @@ fn whitelisted(ctx: &Ctx, word: &str) -> bool {
         || config.four_letter_words.iter().any(|w| w == "*" || w == word)
 }
 
-/// The leader pipeline's sessions and their deadlines; `None` if it does not answer in time.
-pub(crate) async fn leader_sessions(ctx: &Ctx) -> Option<Vec<(SessionId, Instant)>> {
-    let (reply, sessions) = oneshot::channel();
-    let asked = async {
-        ctx.pipeline.send(Item::Sessions(reply)).await.ok()?;
-        sessions.await.ok()
-    };
-    tokio::time::timeout(ANSWER_TIMEOUT, asked).await.ok().flatten()
-}
-
-fn answer(
-    ctx: &Ctx,
-    word: &'static str,
-    asker: Option<SocketAddr>,
-    expiring: Option<Vec<(SessionId, Instant)>>,
-) -> String {
+fn answer(ctx: &Ctx, word: &'static str, asker: Option<SocketAddr>) -> String {
     if !whitelisted(ctx, word) {
         return fourlw::not_whitelisted(word);
     }
@@ -94,7 +71,7 @@ fn answer(
         "wchc" => report.watches_by_session = ctx.shared.watches().data_watches_by_session(),
         "wchp" => report.watches_by_path = ctx.shared.watches().data_watches_by_path(),
         "hash" => report.digest_log = crate::shared::lock(&ctx.shared.digest_log).iter().copied().collect(),
-        "dump" => report.dump = dump(ctx, expiring, &report.connections),
+        "dump" => report.dump = dump(ctx, &report.connections),
         _ => {}
     }
     fourlw::answer(word, &report).unwrap_or_else(|| fourlw::not_whitelisted(word))
@@ -181,13 +158,14 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
     }
 }
 
-/// What `dump` shows: a leader's (or standalone server's) session expiry queue as `expiring` gives it, else the
+/// What `dump` shows: a leader's (or standalone server's) session expiry queue as its tracker has it, else the
 /// sessions in the tree with their timeouts; every session's ephemerals; and `connections` by when ZooKeeper's
 /// NIO factory would expire them (a connection's last reply, or its start, plus its session timeout, or 10 s
 /// without a session). Expiry times are bucketed on this server's monotonic clock, as ZooKeeper's
 /// `ExpiryQueue` does, then shown on the wall clock.
-pub(crate) fn dump(ctx: &Ctx, expiring: Option<Vec<(SessionId, Instant)>>, connections: &[Connection]) -> Dump {
+pub(crate) fn dump(ctx: &Ctx, connections: &[Connection]) -> Dump {
     let shared = &ctx.shared;
+    let expiring = ctx.leading().then(|| shared.tracker.deadlines());
     let (now, started) = (Instant::now(), shared.stats.started);
     let now_mono = millis(now.saturating_duration_since(started)) as i64;
     let now_wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| millis(d) as i64);

@@ -82,7 +82,7 @@ pub struct Ctx {
     /// The replication runtime.
     pub handle: Handle,
     /// The leader pipeline's queue (used while this server leads).
-    pub pipeline: mpsc::Sender<Item>,
+    pub pipeline: leader::Queue,
     /// The client address.
     pub client_addr: SocketAddr,
     /// Where snapshots and the log live, for `dirs` and `conf`.
@@ -322,7 +322,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         retention: Arc::new(Mutex::new(Retention::new(config.snap_retain_count.max(3)))),
         policy: SnapPolicy::new(config.snap_count, my_id),
     };
-    let (pipeline, items) = mpsc::channel(leader::QUEUE);
+    let (pipeline, items) = leader::Queue::new();
     let ctx =
         Arc::new(Ctx { shared: shared.clone(), handle: handle.clone(), pipeline, client_addr, snap_dir, log_dir, wal });
     let (stop, stopped) = watch::channel(false);
@@ -491,7 +491,8 @@ async fn secured(ctx: Arc<Ctx>, tls: Arc<Tls>, stream: tokio::net::TcpStream, ad
 
 /// Handles what other servers forward: requests and syncs (as leader), answers (as follower).
 async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
-    // Every payload but a request gives its share back once handled; a request keeps it in the pipeline.
+    // A payload for the pipeline keeps its share there until handled; every other one gives it back at once.
+    // Nothing here waits (the pipeline's queue is bounded by the shares): a touch behind a write is heard at once.
     let mut memo = AuthMemo::default();
     while let Some(Forwarded { from, data, share }) = stream.recv().await {
         let item = match Forward::decode_with(data, &mut memo) {
@@ -508,9 +509,8 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
             Forward::Request { session, cxid, op, auth, body } => match crate::convert::decode(op, &body) {
                 Ok(request) => {
                     tracing::trace!(target: crate::LATENCY, session, cxid, "received");
-                    let item =
-                        Item::Write { origin: Origin::Peer(from), session, cxid, auth, request, share: Some(share) };
-                    let _ = ctx.pipeline.send(item).await;
+                    let item = Item::Write { origin: Origin::Peer(from), session, cxid, auth, request };
+                    ctx.pipeline.forwarded(item, share);
                 }
                 Err(error) => {
                     // A follower forwards a client's request only after decoding it itself.
@@ -519,13 +519,11 @@ async fn forwarded(ctx: Arc<Ctx>, mut stream: mpsc::Receiver<Forwarded>) {
                 }
             },
             Forward::Sync { session, cxid } => {
-                let _ = ctx.pipeline.send(Item::Sync { origin: Origin::Peer(from), session, cxid }).await;
+                ctx.pipeline.forwarded(Item::Sync { origin: Origin::Peer(from), session, cxid }, share);
             }
-            Forward::Touch(sessions) => {
-                let _ = ctx.pipeline.send(Item::Touch(sessions)).await;
-            }
+            Forward::Touch(sessions) => ctx.shared.tracker.touch(&sessions, Instant::now()),
             Forward::Attached(session) => {
-                let _ = ctx.pipeline.send(Item::Attach { origin: Origin::Peer(from), session }).await;
+                ctx.pipeline.forwarded(Item::Attach { origin: Origin::Peer(from), session }, share);
             }
             Forward::Synced { session, cxid, zxid } => {
                 if let Some(waiter) = lock(&ctx.shared.syncs).remove(&(session, cxid)) {
@@ -579,7 +577,7 @@ async fn touches(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         // In bounded pieces: a server may hold any number of sessions, a peer frame only so many.
         for sessions in sessions.chunks(TOUCH_CHUNK) {
             if ctx.leading() {
-                let _ = ctx.pipeline.send(Item::Touch(sessions.to_vec())).await;
+                ctx.shared.tracker.touch(sessions, Instant::now());
             } else if ctx.serving() {
                 ctx.handle.forward(ForwardTo::Leader, Forward::Touch(sessions.to_vec()).encode()).await;
             }

@@ -452,6 +452,8 @@ pub struct Shared {
     pub fatal: watch::Sender<Option<String>>,
     /// Read-only mode (`readonlymode.enabled`): whether this server serves read-only now, and its sessions.
     pub read_only: crate::read_only::ReadOnly,
+    /// The sessions this server tracks while it leads ([`crate::tracker`]).
+    pub tracker: crate::tracker::Tracker,
 }
 
 impl Shared {
@@ -491,6 +493,7 @@ impl Shared {
             trace_mask: AtomicI64::new(crate::fourlw::DEFAULT_TRACE_MASK),
             digest_log: Mutex::default(),
             read_only: crate::read_only::ReadOnly::new(config.read_only_mode),
+            tracker: crate::tracker::Tracker::default(),
             config,
         });
         (shared, digests_in)

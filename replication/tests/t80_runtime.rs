@@ -217,7 +217,9 @@ async fn a_peer_past_its_budget_of_forwarded_bytes_is_dropped() {
     // This test is server 2; the node above the runtime takes nothing from the forwarded stream.
     let mut peer2 = tokio::net::TcpStream::connect(address).await.unwrap();
     peer2.write_u64(2).await.unwrap();
-    peer2.write_all(&forwards(BUDGET / PAYLOAD + 1)).await.unwrap();
+    // Each payload weighs its bytes and its queue entries.
+    let fit = BUDGET / (PAYLOAD + replication::runtime::FORWARD_ENTRY_WEIGHT);
+    peer2.write_all(&forwards(fit + 1)).await.unwrap();
     // Server 1 sends it election notifications, then closes the link.
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), peer2.read_to_end(&mut rest)).await;
@@ -227,7 +229,7 @@ async fn a_peer_past_its_budget_of_forwarded_bytes_is_dropped() {
         assert_eq!((forwarded.from, forwarded.data.len()), (ServerId(2), PAYLOAD));
         taken.push(forwarded);
     }
-    assert_eq!(taken.len(), BUDGET / PAYLOAD, "what fit the budget was handed over");
+    assert_eq!(taken.len(), fit, "what fit the budget was handed over");
     // Done with them: the budget is free again.
     drop(taken);
     let mut peer2 = tokio::net::TcpStream::connect(address).await.unwrap();

@@ -5,14 +5,13 @@
 //! Not implemented (answered as unknown): `system_properties` (Java's system properties; Ensemble's settings
 //! are all in `zoo.cfg`).
 
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use replication::peer::Role;
 use serde_json::{json, Map, Value};
 
 use crate::fourlw::{self, Connection, Mode, Report};
 use crate::server::Ctx;
-use crate::session::SessionId;
 
 /// Each command's names, the primary first, as `Commands.java` registers them.
 pub const COMMANDS: [&[&str]; 25] = [
@@ -68,7 +67,7 @@ fn response(command: &str, error: Option<String>, mut keys: Map<String, Value>) 
 /// Runs the command called `name` (`Commands.runCommand`). Reads `/proc` and the data directories: call it
 /// off the runtime's threads.
 /// `trace_mask` is the request's `traceMask` parameter, which `set_trace_mask` takes.
-pub fn run(ctx: &Ctx, name: &str, trace_mask: Option<&str>, expiring: Option<Vec<(SessionId, Instant)>>) -> Value {
+pub fn run(ctx: &Ctx, name: &str, trace_mask: Option<&str>) -> Value {
     let Some(primary) = primary_name(name) else {
         return response(name, Some(format!("Unknown command: {name}")), Map::new());
     };
@@ -89,7 +88,7 @@ pub fn run(ctx: &Ctx, name: &str, trace_mask: Option<&str>, expiring: Option<Vec
         "watches" => report.watches_by_session = ctx.shared.watches().data_watches_by_session(),
         "watches_by_path" => report.watches_by_path = ctx.shared.watches().data_watches_by_path(),
         "hash" => report.digest_log = crate::shared::lock(&ctx.shared.digest_log).iter().copied().collect(),
-        "dump" => report.dump = crate::report::dump(ctx, expiring, &report.connections),
+        "dump" => report.dump = crate::report::dump(ctx, &report.connections),
         _ => {}
     }
     let keys = match primary {

@@ -83,15 +83,8 @@ impl crate::http::Handler for Endpoint {
 impl Endpoint {
     async fn command(&self, name: &str, trace_mask: Option<String>) -> Response<Full<Bytes>> {
         let ctx = self.ctx.clone();
-        let primary = commands::primary_name(name);
-        // A leader's session tracker lives in its pipeline, which is asked before the blocking part.
-        let expiring = match primary {
-            Some("dump") if ctx.leading() => crate::report::leader_sessions(&ctx).await,
-            _ => None,
-        };
         let name = name.to_owned();
-        let answer =
-            tokio::task::spawn_blocking(move || commands::run(&ctx, &name, trace_mask.as_deref(), expiring)).await;
+        let answer = tokio::task::spawn_blocking(move || commands::run(&ctx, &name, trace_mask.as_deref())).await;
         match answer {
             Ok(json) => {
                 let text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into());

@@ -125,7 +125,6 @@ impl Conn {
                     cxid: xid,
                     auth: self.auth.clone(),
                     request: prepared,
-                    share: None,
                 };
                 self.write_as_sent(item, op_code, body).await?;
             }

@@ -106,7 +106,6 @@ impl Conn {
                 cxid: 0,
                 auth: std::sync::Arc::from([]),
                 request: tree::prep::Request::CreateSession { timeout: timeout_ms },
-                share: None,
             })
             .await?;
             loop {
@@ -197,7 +196,7 @@ impl Conn {
     async fn attach(&self) -> Result<(), Closed> {
         if self.ctx.leading() {
             let item = Item::Attach { origin: Origin::Local, session: self.session };
-            return self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server);
+            return self.ctx.pipeline.local(item).map_err(|_| Closed::Server);
         }
         let attached = Forward::Attached(self.session).encode();
         self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, attached).await;

@@ -14,7 +14,7 @@ impl Conn {
     /// Sends a write to the leader: this server's pipeline, or forwarded.
     pub(super) async fn write(&self, item: Item) -> Result<(), Closed> {
         if self.ctx.leading() {
-            return self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server);
+            return self.ctx.pipeline.local(item).map_err(|_| Closed::Server);
         }
         let Item::Write { session, cxid, auth, request, .. } = item else { return Ok(()) };
         let (op_code, body) = crate::convert::encode(&request);
@@ -28,7 +28,7 @@ impl Conn {
     /// follower need not encode the request again.
     pub(super) async fn write_as_sent(&self, item: Item, op_code: i32, body: Bytes) -> Result<(), Closed> {
         if self.ctx.leading() {
-            return self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server);
+            return self.ctx.pipeline.local(item).map_err(|_| Closed::Server);
         }
         let Item::Write { session, cxid, auth, request, .. } = item else { return Ok(()) };
         debug_assert_eq!(crate::convert::decode(op_code, &body).ok().as_ref(), Some(&request), "forwarded as sent");
@@ -44,7 +44,7 @@ impl Conn {
         lock(&shared.syncs).insert((self.session, xid), tx);
         let item = Item::Sync { origin: Origin::Local, session: self.session, cxid: xid };
         if self.ctx.leading() {
-            self.ctx.pipeline.send(item).await.map_err(|_| Closed::Server)?;
+            self.ctx.pipeline.local(item).map_err(|_| Closed::Server)?;
         } else {
             let forward = Forward::Sync { session: self.session, cxid: xid }.encode();
             self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, forward).await;

@@ -114,6 +114,11 @@ pub struct Forwarded {
 #[derive(Debug)]
 pub struct ForwardShare(#[allow(dead_code)] OwnedSemaphorePermit);
 
+/// What a forwarded payload weighs in its sender's budget beside its bytes: the queue entries that hold it on its
+/// way (this runtime's stream to the node, the node's pipeline) and what the node decodes it into beyond its
+/// bytes. Without it a peer could queue millions of payloads of a few bytes each (syncs) within its budget.
+pub const FORWARD_ENTRY_WEIGHT: usize = 256;
+
 /// Where a forwarded payload goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardTo {

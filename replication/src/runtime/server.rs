@@ -245,7 +245,7 @@ impl Server {
     fn hand_over(&self, from: ServerId, data: Bytes) -> Result<(), &'static str> {
         let (budget, size) = self.forward_budgets.get(&from).ok_or("a forward from an unknown peer")?;
         // A payload larger than the whole budget still passes when none of the peer's is held.
-        let weight = budget_permits(data.len()).min(*size);
+        let weight = budget_permits(data.len() + super::FORWARD_ENTRY_WEIGHT).min(*size);
         let share = budget
             .clone()
             .try_acquire_many_owned(weight)
