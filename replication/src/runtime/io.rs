@@ -45,7 +45,7 @@ pub struct Io {
     /// The filesystem of the data directory (epochs, repair mark) and the snapshots; the WAL's is the caller's.
     pub fs: Fs,
     /// Sending to peers.
-    pub transport: Box<dyn Transport>,
+    pub transport: Arc<dyn Transport>,
     /// What the transport reports: connections and messages.
     pub inbound: InboundReceiver,
     /// The transport's send queues, for monitoring (`SendQueues::default()` for none).
@@ -58,6 +58,6 @@ impl Io {
     /// The real IO: the OS's filesystem, a started TCP transport, tokio's blocking threads.
     pub fn tcp(transport: TcpTransport, inbound: InboundReceiver) -> Io {
         let send_queues = transport.send_queues();
-        Io { fs: Arc::new(StdFs), transport: Box::new(transport), inbound, send_queues, blocking: Blocking::Threads }
+        Io { fs: Arc::new(StdFs), transport: Arc::new(transport), inbound, send_queues, blocking: Blocking::Threads }
     }
 }

@@ -55,10 +55,11 @@ use wal::{Wal, WalError, Zxid};
 
 use crate::broadcast::ProposeError;
 use crate::epochs::EpochWriter;
-use crate::message::ServerId;
+use crate::message::{Message, ServerId};
 use crate::monitor::Monitor;
 use crate::peer::{DurableState, Learners, PeerConfig, Role};
-use crate::transport::{budget_permits, SendQueues, TcpTransport, TransportConfig};
+use crate::transport::{budget_permits, SendQueues, TcpTransport, Transport, TransportConfig};
+use crate::LATENCY;
 
 use log::Log;
 use server::{Inputs, Server};
@@ -150,7 +151,7 @@ pub struct LearnerView {
 pub struct Handle {
     proposals: mpsc::Sender<(Bytes, Reply)>,
     barriers: mpsc::Sender<oneshot::Sender<bool>>,
-    forwards: mpsc::Sender<(ForwardTo, Bytes)>,
+    forwards: Forwards,
     misbehaved: mpsc::Sender<(ServerId, &'static str)>,
     /// The last zxid applied.
     pub applied: watch::Receiver<Zxid>,
@@ -163,6 +164,16 @@ pub struct Handle {
     shutdown: Arc<watch::Sender<bool>>,
     /// The server's task (`None`: a [`Handle::detached`] one).
     task: Option<AbortHandle>,
+}
+
+/// Where a handle's forwarded payloads go.
+#[derive(Clone)]
+enum Forwards {
+    /// Straight to the server's transport, not through its loop (which would only relay them: a wake-up less
+    /// for every request a follower forwards); `me` names this server in the logs.
+    Transport { me: ServerId, transport: Arc<dyn Transport> },
+    /// To a test playing the server ([`Handle::detached`]).
+    Detached(mpsc::Sender<(ForwardTo, Bytes)>),
 }
 
 /// The server's ends of a [`Handle::detached`]: a test plays the server with them.
@@ -191,7 +202,7 @@ impl Handle {
         let handle = Handle {
             proposals: proposals_tx,
             barriers: barriers_tx,
-            forwards: forwards_tx,
+            forwards: Forwards::Detached(forwards_tx),
             misbehaved: mpsc::channel(1).0,
             applied,
             role,
@@ -244,11 +255,26 @@ impl Handle {
         let _ = self.misbehaved.try_send((peer, why));
     }
 
-    /// Sends `data` to another server as a [`Message::Forward`]; best effort (dropped with no connection).
+    /// Sends `data` to another server as a [`Message::Forward`]; best effort (dropped with no connection, or
+    /// to the leader when this server follows none). The transport queues it without waiting, bounded in bytes
+    /// per peer: a peer that does not read loses its link.
     ///
     /// [`Message::Forward`]: crate::message::Message::Forward
     pub async fn forward(&self, to: ForwardTo, data: Bytes) {
-        let _ = self.forwards.send((to, data)).await;
+        match &self.forwards {
+            Forwards::Transport { me, transport } => {
+                let to = match (to, self.role.borrow().0) {
+                    (ForwardTo::Peer(id), _) => id,
+                    (ForwardTo::Leader, Role::Following(leader)) => leader,
+                    (ForwardTo::Leader, _) => return,
+                };
+                tracing::trace!(target: LATENCY, server = me.0, "forwarding");
+                let _ = transport.send(to, Message::Forward { data });
+            }
+            Forwards::Detached(forwards) => {
+                let _ = forwards.send((to, data)).await;
+            }
+        }
     }
 }
 
@@ -359,7 +385,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
         .collect();
     let (proposals_tx, proposals) = mpsc::channel(1024);
     let (barriers_tx, barriers) = mpsc::channel(1024);
-    let (forwards_tx, forwards) = mpsc::channel(STREAM_BOUND);
+    let forwards = Forwards::Transport { me, transport: transport.clone() };
     let (misbehaved_tx, misbehaved) = mpsc::channel(64);
     let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);
     let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
@@ -399,12 +425,12 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
         dir: config.dir.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
-    let inputs = Inputs { inbound, proposals, barriers, forwards, misbehaved, stop };
+    let inputs = Inputs { inbound, proposals, barriers, misbehaved, stop };
     let task = Some(tokio::spawn(server.run(config.peer, durable, inputs)).abort_handle());
     let handle = Handle {
         proposals: proposals_tx,
         barriers: barriers_tx,
-        forwards: forwards_tx,
+        forwards,
         misbehaved: misbehaved_tx,
         applied,
         role,

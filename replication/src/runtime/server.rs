@@ -11,7 +11,7 @@ use wal::fs::Fs;
 use wal::{Wal, WalError, Zxid};
 
 use super::held::Held;
-use super::{Blocking, Committed, Durability, ForwardShare, ForwardTo, Forwarded, LearnerView, Log, Reply};
+use super::{Blocking, Committed, Durability, ForwardShare, Forwarded, LearnerView, Log, Reply};
 use crate::barrier::BarrierId;
 use crate::epochs::EpochWriter;
 use crate::fault::LocalFault;
@@ -27,7 +27,6 @@ pub(super) struct Inputs {
     pub(super) inbound: InboundReceiver,
     pub(super) proposals: mpsc::Receiver<(Bytes, Reply)>,
     pub(super) barriers: mpsc::Receiver<oneshot::Sender<bool>>,
-    pub(super) forwards: mpsc::Receiver<(ForwardTo, Bytes)>,
     pub(super) misbehaved: mpsc::Receiver<(ServerId, &'static str)>,
     pub(super) stop: watch::Receiver<bool>,
 }
@@ -55,7 +54,7 @@ pub(super) struct Server {
     pub(super) incoming: Option<Receiving>,
     /// A trait object: one virtual call per message is nothing beside encoding it, and the server's code stays
     /// free of a type parameter that only the simulation varies.
-    pub(super) transport: Box<dyn Transport>,
+    pub(super) transport: Arc<dyn Transport>,
     /// The filesystem of the data directory and the snapshots.
     pub(super) fs: Fs,
     /// Where blocking disk work runs.
@@ -97,7 +96,7 @@ pub(super) struct Server {
 
 impl Server {
     pub(super) async fn run(mut self, config: PeerConfig, durable: DurableState, inputs: Inputs) {
-        let Inputs { mut inbound, mut proposals, mut barriers, mut forwards, mut misbehaved, mut stop } = inputs;
+        let Inputs { mut inbound, mut proposals, mut barriers, mut misbehaved, mut stop } = inputs;
         let tick = config.tick / 5;
         let (mut peer, actions) = Peer::new(config.clone(), durable, self.started.elapsed());
         // A peer starts out looking (the role watch starts there too, so no change reports it).
@@ -111,9 +110,10 @@ impl Server {
         // ready, a bounded amount each (durability, epoch writes, the tick, misbehaving peers); then the inputs
         // others can keep full: the peers' messages and the node's requests take turns, so that neither a
         // flood from the peers nor one from the node starves the other; and among the node's requests,
-        // proposals, barriers (syncs) and forwards take the lead in turn, so that a stream of writes does not
-        // hold back a sync, nor a stream of syncs the writes.
-        let (mut node_first, mut node_lead) = (false, 0u8);
+        // proposals and barriers (syncs) take the lead in turn, so that a stream of writes does not hold back a
+        // sync, nor a stream of syncs the writes. (What the node forwards goes to the transport directly:
+        // [`super::Handle::forward`].)
+        let (mut node_first, mut barriers_first) = (false, false);
         loop {
             while let Some(event) = self.events.pop_front() {
                 let actions = peer.handle(event, &self.log);
@@ -125,10 +125,9 @@ impl Server {
                 return self.stop(fault);
             }
             node_first = !node_first;
-            node_lead = (node_lead + 1) % 3;
-            let node_waits = !proposals.is_empty() || !barriers.is_empty() || !forwards.is_empty();
-            let barriers_lead = node_lead == 1 && !barriers.is_empty();
-            let forwards_lead = node_lead == 2 && !forwards.is_empty();
+            barriers_first = !barriers_first;
+            let node_waits = !proposals.is_empty() || !barriers.is_empty();
+            let barriers_lead = barriers_first && !barriers.is_empty();
             let event = tokio::select! {
                 biased;
                 _ = stop.changed() => return,
@@ -174,7 +173,7 @@ impl Server {
                     }
                     continue;
                 }
-                Some(first) = proposals.recv(), if !barriers_lead && !forwards_lead => {
+                Some(first) = proposals.recv(), if !barriers_lead => {
                     // Take the proposals waiting behind it too: their appends go to the WAL as one batch.
                     let mut next = Some(first);
                     while let Some((txn, reply)) = next.take() {
@@ -186,7 +185,7 @@ impl Server {
                     }
                     continue;
                 }
-                Some(first) = barriers.recv(), if !forwards_lead => {
+                Some(first) = barriers.recv() => {
                     let mut waiting = vec![first];
                     while waiting.len() < MAX_EVENTS_AT_ONCE {
                         let Ok(next) = barriers.try_recv() else { break };
@@ -196,16 +195,6 @@ impl Server {
                     let id = BarrierId(self.next_barrier);
                     self.barriers.insert(id, waiting);
                     Event::Barrier(id)
-                }
-                Some((to, data)) = forwards.recv() => {
-                    let to = match (to, peer.role()) {
-                        (ForwardTo::Peer(id), _) => id,
-                        (ForwardTo::Leader, Role::Following(leader)) => leader,
-                        (ForwardTo::Leader, _) => continue,
-                    };
-                    tracing::trace!(target: LATENCY, server = self.me.0, "forwarding");
-                    let _ = self.transport.send(to, Message::Forward { data });
-                    continue;
                 }
                 else => return,
             };

@@ -138,7 +138,7 @@ impl SimServer {
         };
         let io = Io {
             fs,
-            transport: Box::new(transport),
+            transport: std::sync::Arc::new(transport),
             inbound,
             send_queues: SendQueues::default(),
             blocking: Blocking::Inline,
