@@ -13,9 +13,10 @@ use super::checker;
 use super::final_state;
 use super::history::{secs, History, MinorityWindow, Op, Outcome, Recorder, SessionFate};
 use super::netns::{self, Network};
-use super::schedule::{self, Actions, Step};
+use super::schedule::{self, Actions, Fault, Step};
 use super::workload::{self, Held, Identity};
 use crate::cluster::{Cluster, Netns, Options};
+use crate::fourlw::Mode;
 use crate::{blocking, connect};
 
 /// What one run does.
@@ -246,9 +247,25 @@ async fn inject(rig: &Rig, rec: &Recorder, step: &Step) -> (Window, Option<Minor
     let label = format!("{:?} ({}, {:.1} s)", step.fault, actions, step.duration.as_secs_f64());
     blocking(|| apply(rig, &actions));
     let start = rec.now();
-    tokio::time::sleep(step.duration).await;
+    // A fault of the leader alone leaves a quorum of the others, which elect one of themselves within the fault
+    // (it outlasts syncLimit ticks and an election): watched, so that a fault that missed the leader (it moved
+    // before the fault, or the rig cut the wrong node) fails the run instead of passing for one.
+    let deposes = matches!(step.fault, Fault::IsolateLeader | Fault::PauseLeader | Fault::KillLeader);
+    let (until, mut successor) = (tokio::time::Instant::now() + step.duration, None);
+    while let Some(left) = until.checked_duration_since(tokio::time::Instant::now()).filter(|d| !d.is_zero()) {
+        if deposes && successor.is_none() {
+            successor =
+                blocking(|| (0..n).filter(|&i| i != leader).find(|&i| rig.cluster.mode(i) == Some(Mode::Leader)));
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    }
     let heal = rec.now();
     blocking(|| undo(rig, &actions));
+    assert!(
+        !deposes || successor.is_some(),
+        "{label}: no other node led within the fault: it missed the leader (node {})",
+        leader + 1
+    );
     let minority = schedule::minority(n, &actions);
     let minority = (!minority.is_empty()).then_some(MinorityWindow { minority, from: start, to: heal });
     let deadline = tokio::time::Instant::now() + RECOVERY_TIMEOUT;
