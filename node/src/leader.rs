@@ -628,6 +628,15 @@ mod tests {
         Some((TxnRecord::decode(&bytes).expect("a txn").header, reply))
     }
 
+    /// A pipeline asked to create sessions 0x51 and 0x52 with `timeout`, and when it was asked.
+    fn two_sessions(timeout: Duration) -> (Queue, Arc<Shared>, Detached, Instant) {
+        let (items, shared, detached) = pipeline();
+        for session in [0x51, 0x52] {
+            items.local(create_session(session, timeout.as_millis() as i32)).unwrap();
+        }
+        (items, shared, detached, Instant::now())
+    }
+
     /// Touches the session every tick, as its server's toucher would while its client is active.
     async fn touch_every_tick(shared: Arc<Shared>, session: SessionId) {
         loop {
@@ -638,11 +647,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_slowed_by_its_disk_expires_a_silent_session_on_time_and_keeps_a_touched_one() {
-        let (items, shared, mut detached) = pipeline();
         let timeout = Duration::from_millis(300);
-        items.local(create_session(0x51, timeout.as_millis() as i32)).unwrap();
-        items.local(create_session(0x52, timeout.as_millis() as i32)).unwrap();
-        let created = Instant::now();
+        let (items, shared, mut detached, created) = two_sessions(timeout);
         let touching = tokio::spawn(touch_every_tick(shared, 0x52));
         // A steady load of writes (sessions that do not expire in this test) on a disk that commits one txn per
         // 40 ms once the window is full: every write the pipeline handles then waits that long for room.
@@ -677,11 +683,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_leader_expires_a_session_nobody_touches_and_not_one_that_is_touched() {
-        let (items, shared, mut detached) = pipeline();
         let timeout = Duration::from_millis(300);
-        items.local(create_session(0x51, timeout.as_millis() as i32)).unwrap();
-        items.local(create_session(0x52, timeout.as_millis() as i32)).unwrap();
-        let created = Instant::now();
+        let (_items, shared, mut detached, created) = two_sessions(timeout);
         for (i, session) in [0x51, 0x52].into_iter().enumerate() {
             let (header, reply) = proposal(&mut detached, Duration::from_secs(5)).await.expect("the createSession");
             assert_eq!((header.op, header.client_id), (op::CREATE_SESSION, session));
