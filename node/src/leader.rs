@@ -194,6 +194,10 @@ impl Pipeline {
     async fn run(mut self, mut items: Items, tick: Duration) {
         let mut expiry = tokio::time::interval(tick / 2);
         let mut reaping = tokio::time::interval(self.shared.config.container_check_interval);
+        // A round that overran (closes waiting for the window) is not made up for by a burst of rounds, which the
+        // timers' precedence below would run back to back ahead of every item.
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reaping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // The timers first: under a steady load, items are always ready, and expiry must keep its time.
             let wake = tokio::select! {
