@@ -33,6 +33,7 @@ use tree::txn::{Txn, TxnHeader, TxnRecord};
 use crate::forward::Forward;
 use crate::session::SessionId;
 use crate::shared::{lock, Out, Shared};
+use crate::throttle::Ticket;
 
 /// Where a request came from: this server's own clients or a follower's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,23 +80,33 @@ pub enum Item {
 
 /// The sending end of the pipeline's queue.
 ///
-/// The queue is not bounded in count: what it holds is bounded in bytes where it comes from, so that the handler
-/// of what followers forward never waits for it (ZooKeeper's request queue is unbounded too, and its learner
-/// handlers never block on it). A follower's item holds its share of that follower's forwarded-bytes budget until
-/// the pipeline has handled it; the share counts the payload's bytes and its queue entries
-/// ([`replication::runtime::FORWARD_ENTRY_WEIGHT`]). This server's clients' requests hold their throttle tickets
-/// until answered ([`crate::throttle`]), and a handshake's attach is one per connection.
+/// The queue is not bounded in count: every item holds a share of a budget in bytes until the pipeline is done
+/// with it ([`Hold`]), so that the handler of what followers forward never waits for the queue (ZooKeeper's
+/// request queue is unbounded too, and its learner handlers never block on it) while what it holds stays
+/// bounded: by each follower's forwarded-bytes budget, and by this server's client budget ([`crate::throttle`]).
 #[derive(Clone, Debug)]
 pub struct Queue(mpsc::UnboundedSender<Queued>);
 
 /// The receiving end of the pipeline's queue.
 pub type Items = mpsc::UnboundedReceiver<Queued>;
 
-/// An item in the queue, with the share of its follower's budget it holds, if it came from one.
+/// An item in the queue, with the budget share it holds.
 #[derive(Debug)]
 pub struct Queued {
     item: Item,
-    share: Option<ForwardShare>,
+    hold: Hold,
+}
+
+/// The budget share a queued item holds until the pipeline is done with it: a write until it is proposed (or
+/// refused), a sync until it is answered.
+#[derive(Debug)]
+pub enum Hold {
+    /// A follower's item: its share of that follower's forwarded-bytes budget, which counts the payload's bytes
+    /// and its queue entries ([`replication::runtime::FORWARD_ENTRY_WEIGHT`]).
+    Forwarded(ForwardShare),
+    /// This server's client's: the request's ticket, shared with its connection (which gives its part back
+    /// when it answers or closes), so that a connection that closed still counts for what it queued.
+    Local(Arc<Ticket>),
 }
 
 /// The pipeline is gone: this server is shutting down.
@@ -109,14 +120,14 @@ impl Queue {
         (Queue(tx), rx)
     }
 
-    /// Queues an item from this server's clients.
-    pub fn local(&self, item: Item) -> Result<(), Stopped> {
-        self.0.send(Queued { item, share: None }).map_err(|_| Stopped)
+    /// Queues an item from this server's clients, with its request's ticket.
+    pub fn local(&self, item: Item, ticket: Arc<Ticket>) -> Result<(), Stopped> {
+        self.0.send(Queued { item, hold: Hold::Local(ticket) }).map_err(|_| Stopped)
     }
 
     /// Queues a follower's item with its share of that follower's budget (a pipeline that is gone drops it).
     pub fn forwarded(&self, item: Item, share: ForwardShare) {
-        let _ = self.0.send(Queued { item, share: Some(share) });
+        let _ = self.0.send(Queued { item, hold: Hold::Forwarded(share) });
     }
 }
 
@@ -153,6 +164,7 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, items: Items) {
         submitted: 0,
         completed,
         outcomes,
+        closing: VecDeque::new(),
         options: PrepOptions { ttl_enabled, enforce_quota },
     };
     tokio::join!(pipeline.run(items, tick), resolving);
@@ -179,6 +191,8 @@ struct Pipeline {
     completed: Arc<watch::Sender<u64>>,
     /// Each submitted proposal's fate, in submission order, for [`resolve`].
     outcomes: mpsc::Sender<(u64, Outcome)>,
+    /// Expired sessions whose close is yet to be proposed, in the order they expired.
+    closing: VecDeque<SessionId>,
     options: PrepOptions,
 }
 
@@ -210,11 +224,7 @@ impl Pipeline {
                 },
             };
             match wake {
-                // A follower's share is given back once its item is handled (a write prepared and proposed).
-                Wake::Item(Queued { item, share }) => {
-                    self.handle(item).await;
-                    drop(share);
-                }
+                Wake::Item(Queued { item, hold }) => self.handle(item, hold).await,
                 Wake::Expire => self.expire().await,
                 Wake::Reap => self.reap().await,
             }
@@ -235,6 +245,7 @@ impl Pipeline {
             self.pending.clear();
             lock(&self.committed).clear();
             self.shared.tracker.stop();
+            self.closing.clear();
         }
         if !self.leading() {
             return false;
@@ -310,7 +321,9 @@ impl Pipeline {
         }
     }
 
-    async fn handle(&mut self, item: Item) {
+    /// Handles an item; its budget share is given back once it is done (a write proposed or refused, a sync
+    /// answered).
+    async fn handle(&mut self, item: Item, hold: Hold) {
         match item {
             Item::Attach { origin, session } => {
                 // The session moved: its connection on the old server is closed (ZooKeeper answers that one's
@@ -341,6 +354,7 @@ impl Pipeline {
                 let (target, mut completed) = (self.submitted, self.completed.subscribe());
                 let (shared, handle) = (self.shared.clone(), self.handle.clone());
                 tokio::spawn(async move {
+                    let _hold = hold;
                     // A learner's sync that has to wait counts in `zk_pending_syncs` until it is answered.
                     let waits = matches!(origin, Origin::Peer(_)) && *completed.borrow() < target;
                     let _pending = waits.then(|| shared.stats.learner_syncs.wait_for(target));
@@ -412,11 +426,6 @@ impl Pipeline {
             _ => prepare(),
         };
         let Some((bytes, changes)) = prepared else { return false };
-        match request {
-            Request::CreateSession { timeout } => self.shared.tracker.add(session, *timeout, Instant::now()),
-            Request::CloseSession => self.shared.tracker.remove(session),
-            _ => {}
-        }
         let bytes = Bytes::from(bytes);
         let size = bytes.len();
         let (submitted, mut completed) = (self.submitted, self.completed.subscribe());
@@ -437,6 +446,12 @@ impl Pipeline {
                 self.submitted += 1;
                 self.pending.absorb(self.submitted, changes);
                 self.shared.stats.proposal_sizes.record(size);
+                // ZooKeeper's tracker learns of a session as its create is prepared, and forgets it as its close is.
+                match request {
+                    Request::CreateSession { timeout } => self.shared.tracker.add(session, *timeout, Instant::now()),
+                    Request::CloseSession => self.shared.tracker.remove(session),
+                    _ => {}
+                }
                 // Room is certain (at most WINDOW in flight), and `resolve` runs as long as the pipeline does.
                 self.outcomes.send((self.submitted, outcome)).await.expect("resolve outlives the pipeline's sender");
                 true
@@ -589,10 +604,24 @@ impl Pipeline {
             return;
         }
         // Taken out of the tracker at once: a touch that comes while a close waits (for the window, for applies)
-        // finds its session closing. A close not proposed (this server stopped leading meanwhile) is the next
-        // leader's to decide, from the tree.
-        for session in self.shared.tracker.expire(Instant::now()) {
+        // finds its session closing, as ZooKeeper's finds it.
+        let started = Instant::now();
+        for session in self.shared.tracker.expire(started) {
             tracing::info!(session = format_args!("0x{session:x}"), "session expired");
+            self.closing.push_back(session);
+        }
+        // A quarter tick of closes per round at most (each may wait for the window or for applies): the items
+        // take turns with them, and the rest wait for the next round.
+        while started.elapsed() < self.shared.config.tick / 4 {
+            let Some(session) = self.closing.pop_front() else { break };
+            // A close not proposed in its term is not this term's to make: a new term's tracker (`ready()`
+            // rebuilds it, and drops the closes due) gave every session of the tree a fresh timeout.
+            if !self.ready().await {
+                break;
+            }
+            if self.shared.tracker.contains(session) {
+                continue;
+            }
             self.propose(session, 0, Arc::from([]), &Request::CloseSession).await;
         }
     }
@@ -621,6 +650,11 @@ mod tests {
         (items, shared, detached)
     }
 
+    /// A request's budget share (of a budget of its own: these tests do not exercise the throttle).
+    fn ticket() -> Arc<Ticket> {
+        Arc::new(crate::throttle::Throttle::new(u64::MAX, u64::MAX).take(0))
+    }
+
     fn create_session(session: SessionId, timeout_ms: i32) -> Item {
         let request = Request::CreateSession { timeout: timeout_ms };
         Item::Write { origin: Origin::Local, session, cxid: 0, auth: Arc::from([]), request }
@@ -636,7 +670,7 @@ mod tests {
     fn two_sessions(timeout: Duration) -> (Queue, Arc<Shared>, Detached, Instant) {
         let (items, shared, detached) = pipeline();
         for session in [0x51, 0x52] {
-            items.local(create_session(session, timeout.as_millis() as i32)).unwrap();
+            items.local(create_session(session, timeout.as_millis() as i32), ticket()).unwrap();
         }
         (items, shared, detached, Instant::now())
     }
@@ -658,7 +692,7 @@ mod tests {
         // 40 ms once the window is full: every write the pipeline handles then waits that long for room.
         const WRITES: i64 = WINDOW as i64 + 100;
         for session in 0x1000..0x1000 + WRITES {
-            items.local(create_session(session, 60_000)).unwrap();
+            items.local(create_session(session, 60_000), ticket()).unwrap();
         }
         let mut in_flight = VecDeque::new();
         let mut closed = Vec::new();
@@ -713,10 +747,10 @@ mod tests {
         // A full window: the next write is prepared, then waits for room.
         let mut replies = Vec::new();
         for session in 1..=WINDOW as i64 {
-            items.local(create_session(session, 4000)).unwrap();
+            items.local(create_session(session, 4000), ticket()).unwrap();
             replies.push(proposal(&mut detached, Duration::from_secs(5)).await.expect("a proposal").1);
         }
-        items.local(create_session(WINDOW as i64 + 1, 4000)).unwrap();
+        items.local(create_session(WINDOW as i64 + 1, 4000), ticket()).unwrap();
         assert!(proposal(&mut detached, Duration::from_millis(300)).await.is_none(), "proposed past the window");
         // The leader loses its quorum meanwhile (it looks for a leader again), and the window's proposals commit.
         detached.role.send((Role::Looking, false)).unwrap();
@@ -727,6 +761,38 @@ mod tests {
             proposal(&mut detached, Duration::from_secs(1)).await.is_none(),
             "a write prepared under the old role was proposed"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_connections_queued_writes_count_in_the_budget_until_the_pipeline_is_done_with_them() {
+        let (items, shared, mut detached) = pipeline();
+        // A full window: the pipeline waits with the next write in hand.
+        let mut replies = Vec::new();
+        for session in 1..=WINDOW as i64 {
+            items.local(create_session(session, 4000), ticket()).unwrap();
+            replies.push(proposal(&mut detached, Duration::from_secs(5)).await.expect("a proposal").1);
+        }
+        // A client queues ten writes and its connection closes, giving back its part of their tickets.
+        let throttle = shared.throttle.clone();
+        for session in 0..10 {
+            let ticket = Arc::new(throttle.take(100));
+            items.local(create_session(0x5000 + session, 4000), ticket.clone()).unwrap();
+            drop(ticket);
+        }
+        tokio::time::sleep(TICK).await;
+        assert_eq!(throttle.in_flight(), (10, 1000), "queued writes count until the pipeline is done with them");
+        for (zxid, reply) in replies.into_iter().enumerate() {
+            let _ = reply.send(Ok(wal::Zxid(zxid as u64 + 1)));
+        }
+        // Their replies are kept: a dropped one fails its proposal, and the pipeline starts over.
+        let mut replies = Vec::new();
+        for _ in 0..10 {
+            let (header, reply) = proposal(&mut detached, Duration::from_secs(5)).await.expect("a queued write");
+            assert_eq!(header.op, op::CREATE_SESSION);
+            replies.push(reply);
+        }
+        tokio::time::sleep(TICK).await;
+        assert_eq!(throttle.in_flight(), (0, 0), "proposed: their budget is back");
     }
 
     #[test]

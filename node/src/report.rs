@@ -165,7 +165,7 @@ pub fn report(ctx: &Ctx, asker: Option<SocketAddr>) -> Report {
 /// `ExpiryQueue` does, then shown on the wall clock.
 pub(crate) fn dump(ctx: &Ctx, connections: &[Connection]) -> Dump {
     let shared = &ctx.shared;
-    let expiring = ctx.leading().then(|| shared.tracker.deadlines());
+    let expiring = ctx.leading().then(|| shared.tracker.deadlines()).flatten();
     let (now, started) = (Instant::now(), shared.stats.started);
     let now_mono = millis(now.saturating_duration_since(started)) as i64;
     let now_wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| millis(d) as i64);

@@ -305,7 +305,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         transport: TransportConfig {
             max_frame: limits.peer_frame,
             // A follower forwards what its clients' budget lets it read (`throttle`), plus one frame per
-            // connection past it: twice the budget leaves room for those before a follower is taken as hostile.
+            // connection past it, each weighing 256 B more here (`FORWARD_ENTRY_WEIGHT`): twice the budget
+            // leaves room for those before a follower is taken as hostile.
             forwarded_bytes: 2 * throttle::DEFAULT_MAX_BYTES as usize,
             security: peer_security,
             ..TransportConfig::default()

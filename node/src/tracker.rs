@@ -22,7 +22,8 @@ use crate::shared::lock;
 /// The sessions a leader tracks.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    sessions: Mutex<HashMap<SessionId, Tracked>>,
+    /// `None` until the pipeline starts the tracker for its term, and again once it stops it.
+    sessions: Mutex<Option<HashMap<SessionId, Tracked>>>,
 }
 
 /// A session as the leader tracks it.
@@ -38,33 +39,38 @@ struct Tracked {
 impl Tracker {
     /// Tracks `sessions` (id, timeout in ms) from `now`, in place of whatever it tracked: a new term's tracker.
     pub fn start(&self, sessions: impl IntoIterator<Item = (SessionId, i32)>, now: Instant) {
-        *lock(&self.sessions) = sessions.into_iter().map(|(s, t)| (s, Tracked::new(t, now))).collect();
+        *lock(&self.sessions) = Some(sessions.into_iter().map(|(s, t)| (s, Tracked::new(t, now))).collect());
     }
 
     /// Tracks nothing: this server no longer leads (or must rebuild its tracker).
     pub fn stop(&self) {
-        lock(&self.sessions).clear();
+        *lock(&self.sessions) = None;
     }
 
-    /// Tracks a new session, with its whole timeout from `now`.
+    /// Tracks a new session, with its whole timeout from `now` (if the tracker is started).
     pub fn add(&self, session: SessionId, timeout_ms: i32, now: Instant) {
-        lock(&self.sessions).insert(session, Tracked::new(timeout_ms, now));
+        if let Some(sessions) = lock(&self.sessions).as_mut() {
+            sessions.insert(session, Tracked::new(timeout_ms, now));
+        }
     }
 
     /// Stops tracking a session (it is closing).
     pub fn remove(&self, session: SessionId) {
-        lock(&self.sessions).remove(&session);
+        if let Some(sessions) = lock(&self.sessions).as_mut() {
+            sessions.remove(&session);
+        }
     }
 
     /// Whether the session is tracked (neither expired nor closed).
     pub fn contains(&self, session: SessionId) -> bool {
-        lock(&self.sessions).contains_key(&session)
+        lock(&self.sessions).as_ref().is_some_and(|sessions| sessions.contains_key(&session))
     }
 
     /// Clients of these sessions were active until `now`: each has its whole timeout again. Sessions not tracked
     /// (closing, unknown, or a tracker not started) are left alone.
     pub fn touch(&self, sessions: &[SessionId], now: Instant) {
         let mut tracked = lock(&self.sessions);
+        let Some(tracked) = tracked.as_mut() else { return };
         for session in sessions {
             if let Some(tracked) = tracked.get_mut(session) {
                 tracked.deadline = tracked.deadline.max(now + tracked.timeout);
@@ -76,7 +82,9 @@ impl Tracker {
     /// them. A touch that comes after finds them gone, as ZooKeeper's finds a closing session.
     pub fn expire(&self, now: Instant) -> Vec<SessionId> {
         let mut expired = Vec::new();
-        lock(&self.sessions).retain(|&session, tracked| {
+        let mut sessions = lock(&self.sessions);
+        let Some(sessions) = sessions.as_mut() else { return expired };
+        sessions.retain(|&session, tracked| {
             let alive = tracked.deadline > now;
             if !alive {
                 expired.push(session);
@@ -90,28 +98,29 @@ impl Tracker {
     /// if another (that server's connection must close).
     pub fn attach(&self, session: SessionId, origin: Origin) -> Option<Origin> {
         let mut sessions = lock(&self.sessions);
-        let old = sessions.get_mut(&session).and_then(|t| t.owner.replace(origin));
+        let old = sessions.as_mut()?.get_mut(&session).and_then(|t| t.owner.replace(origin));
         old.filter(|&old| old != origin)
     }
 
     /// The server the session's client last attached on, if known.
     pub fn owner(&self, session: SessionId) -> Option<Origin> {
-        lock(&self.sessions).get(&session).and_then(|t| t.owner)
+        lock(&self.sessions).as_ref()?.get(&session).and_then(|t| t.owner)
     }
 
-    /// Every tracked session and when it expires unless touched (`dump`).
-    pub fn deadlines(&self) -> Vec<(SessionId, Instant)> {
-        lock(&self.sessions).iter().map(|(&s, t)| (s, t.deadline)).collect()
+    /// Every tracked session and when it expires unless touched (`dump`); `None` while the tracker is not
+    /// started (a leader whose pipeline has not become ready: the tree's sessions are what it knows).
+    pub fn deadlines(&self) -> Option<Vec<(SessionId, Instant)>> {
+        Some(lock(&self.sessions).as_ref()?.iter().map(|(&s, t)| (s, t.deadline)).collect())
     }
 
     /// How many sessions are tracked.
     pub fn len(&self) -> usize {
-        lock(&self.sessions).len()
+        lock(&self.sessions).as_ref().map_or(0, HashMap::len)
     }
 
     /// Whether no session is tracked.
     pub fn is_empty(&self) -> bool {
-        lock(&self.sessions).is_empty()
+        self.len() == 0
     }
 }
 
@@ -149,7 +158,7 @@ mod tests {
         tracker.touch(&[1], t0 + 50 * MS);
         // A touch measured earlier (a follower's, say) handled after a newer one.
         tracker.touch(&[1], t0 + 10 * MS);
-        assert_eq!(tracker.deadlines(), vec![(1, t0 + 150 * MS)]);
+        assert_eq!(tracker.deadlines(), Some(vec![(1, t0 + 150 * MS)]));
     }
 
     #[test]
@@ -163,7 +172,11 @@ mod tests {
         assert_eq!(tracker.owner(1), Some(peer));
         assert_eq!(tracker.attach(7, peer), None, "an unknown session");
         tracker.stop();
-        assert!(tracker.deadlines().is_empty());
+        assert_eq!(tracker.deadlines(), None, "a stopped tracker knows no deadlines");
+        tracker.add(9, 100, t0);
+        tracker.touch(&[9], t0);
+        assert!(!tracker.contains(9) && tracker.expire(t0 + 200 * MS).is_empty(), "a stopped tracker takes nothing");
+        tracker.start([], t0);
         tracker.add(9, 100, t0);
         assert!(tracker.contains(9));
         tracker.remove(9);

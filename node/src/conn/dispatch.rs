@@ -1,6 +1,7 @@
 //! Request dispatch: each request frame read, authenticated and queued as a slot (or answered at once).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,9 +17,9 @@ use crate::reply;
 impl Conn {
     /// Takes one request frame into the server's budget and handles it.
     pub(super) async fn take(&mut self, frame: Bytes) -> Result<(), Closed> {
-        let ticket = self.ctx.shared.throttle.take(frame.len());
+        // Before the request is handled: a write or a sync shares it with its item in the leader's pipeline.
+        self.tickets.push_back(Arc::new(self.ctx.shared.throttle.take(frame.len())));
         self.request(frame).await?;
-        self.tickets.push_back(ticket);
         debug_assert_eq!(self.tickets.len(), self.slots.len(), "one ticket per request in flight");
         Ok(())
     }

@@ -17,6 +17,10 @@ use crate::reply;
 use crate::session;
 use crate::shared::Out;
 
+/// What a handshake's item for the leader's pipeline (a createSession, an attach) weighs in the server's budget:
+/// about the size of a connect request.
+const HANDSHAKE_WEIGHT: usize = 64;
+
 impl Conn {
     pub(super) async fn handshake(&mut self) -> Result<(), Closed> {
         let frame = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.reader.next()).await {
@@ -100,14 +104,16 @@ impl Conn {
         if request.session_id == 0 {
             self.session = shared.session_ids.next();
             self.register();
-            self.write(Item::Write {
+            let item = Item::Write {
                 origin: Origin::Local,
                 session: self.session,
                 cxid: 0,
                 auth: std::sync::Arc::from([]),
                 request: tree::prep::Request::CreateSession { timeout: timeout_ms },
-            })
-            .await?;
+            };
+            // A request of the server's budget like any other: a client that connects and drops at once must
+            // not queue creates in the pipeline beyond it.
+            self.write(item, std::sync::Arc::new(shared.throttle.take(HANDSHAKE_WEIGHT))).await?;
             loop {
                 match tokio::time::timeout(self.timeout.max(HANDSHAKE_TIMEOUT), self.inbox.recv()).await {
                     Ok(Some(Out::SessionCreated)) => return Ok(true),
@@ -196,7 +202,8 @@ impl Conn {
     async fn attach(&self) -> Result<(), Closed> {
         if self.ctx.leading() {
             let item = Item::Attach { origin: Origin::Local, session: self.session };
-            return self.ctx.pipeline.local(item).map_err(|_| Closed::Server);
+            let ticket = std::sync::Arc::new(self.ctx.shared.throttle.take(HANDSHAKE_WEIGHT));
+            return self.ctx.pipeline.local(item, ticket).map_err(|_| Closed::Server);
         }
         let attached = Forward::Attached(self.session).encode();
         self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, attached).await;

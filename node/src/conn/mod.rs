@@ -167,8 +167,10 @@ struct Conn {
     /// Shared with every write it queues (a clone is a reference count, not a copy of the strings).
     auth: Arc<[Id]>,
     slots: VecDeque<Slot>,
-    /// Each request's share of the server's budget, in step with `slots`.
-    tickets: VecDeque<Ticket>,
+    /// Each request's share of the server's budget, in step with `slots`; a write or sync's is shared with its
+    /// item in the leader's pipeline (given back once both are done, so that a closed connection's items still
+    /// count until the pipeline has taken them).
+    tickets: VecDeque<Arc<Ticket>>,
     /// The server asked this connection to close: it does once the ready replies are out.
     closing: bool,
     /// Set while the connection holds a read-only session: the read-only mode's changes, for the connection

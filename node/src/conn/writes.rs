@@ -1,5 +1,7 @@
 //! Writes and syncs: handed to this server's leader pipeline or forwarded to the leader.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use proto::records::Response;
 use tree::code::Code;
@@ -9,12 +11,14 @@ use crate::forward::Forward;
 use crate::leader::{Item, Origin};
 use crate::reply;
 use crate::shared::{lock, Out};
+use crate::throttle::Ticket;
 
 impl Conn {
-    /// Sends a write to the leader: this server's pipeline, or forwarded.
-    pub(super) async fn write(&self, item: Item) -> Result<(), Closed> {
+    /// Sends a write to the leader: this server's pipeline (where `ticket` holds its share of the server's
+    /// budget until the pipeline has taken it), or forwarded.
+    pub(super) async fn write(&self, item: Item, ticket: Arc<Ticket>) -> Result<(), Closed> {
         if self.ctx.leading() {
-            return self.ctx.pipeline.local(item).map_err(|_| Closed::Server);
+            return self.ctx.pipeline.local(item, ticket).map_err(|_| Closed::Server);
         }
         let Item::Write { session, cxid, auth, request, .. } = item else { return Ok(()) };
         let (op_code, body) = crate::convert::encode(&request);
@@ -28,13 +32,18 @@ impl Conn {
     /// follower need not encode the request again.
     pub(super) async fn write_as_sent(&self, item: Item, op_code: i32, body: Bytes) -> Result<(), Closed> {
         if self.ctx.leading() {
-            return self.ctx.pipeline.local(item).map_err(|_| Closed::Server);
+            return self.ctx.pipeline.local(item, self.ticket()).map_err(|_| Closed::Server);
         }
         let Item::Write { session, cxid, auth, request, .. } = item else { return Ok(()) };
         debug_assert_eq!(crate::convert::decode(op_code, &body).ok().as_ref(), Some(&request), "forwarded as sent");
         let forward = Forward::Request { session, cxid, op: op_code, auth, body };
         self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, forward.encode()).await;
         Ok(())
+    }
+
+    /// The budget share of the request being handled (`take` queued it before handling the request).
+    fn ticket(&self) -> Arc<Ticket> {
+        self.tickets.back().cloned().expect("a request in hand holds a ticket")
     }
 
     /// A sync: ask the leader for a barrier, wait until this server applied up to it, then reply.
@@ -44,7 +53,7 @@ impl Conn {
         lock(&shared.syncs).insert((self.session, xid), tx);
         let item = Item::Sync { origin: Origin::Local, session: self.session, cxid: xid };
         if self.ctx.leading() {
-            self.ctx.pipeline.local(item).map_err(|_| Closed::Server)?;
+            self.ctx.pipeline.local(item, self.ticket()).map_err(|_| Closed::Server)?;
         } else {
             let forward = Forward::Sync { session: self.session, cxid: xid }.encode();
             self.ctx.handle.forward(replication::runtime::ForwardTo::Leader, forward).await;
