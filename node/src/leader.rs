@@ -741,15 +741,22 @@ mod tests {
         assert_eq!((header.op, header.client_id), (op::CLOSE_SESSION, 0x52));
     }
 
+    /// Has the pipeline propose a window's worth of createSessions (sessions 1 to WINDOW), and returns their
+    /// replies, unanswered.
+    async fn fill_the_window(items: &Queue, detached: &mut Detached) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        for session in 1..=WINDOW as i64 {
+            items.local(create_session(session, 4000), ticket()).unwrap();
+            replies.push(proposal(detached, Duration::from_secs(5)).await.expect("a proposal").1);
+        }
+        replies
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_prepared_before_the_role_changed_is_not_proposed() {
         let (items, _shared, mut detached) = pipeline();
         // A full window: the next write is prepared, then waits for room.
-        let mut replies = Vec::new();
-        for session in 1..=WINDOW as i64 {
-            items.local(create_session(session, 4000), ticket()).unwrap();
-            replies.push(proposal(&mut detached, Duration::from_secs(5)).await.expect("a proposal").1);
-        }
+        let replies = fill_the_window(&items, &mut detached).await;
         items.local(create_session(WINDOW as i64 + 1, 4000), ticket()).unwrap();
         assert!(proposal(&mut detached, Duration::from_millis(300)).await.is_none(), "proposed past the window");
         // The leader loses its quorum meanwhile (it looks for a leader again), and the window's proposals commit.
@@ -767,11 +774,7 @@ mod tests {
     async fn a_closed_connections_queued_writes_count_in_the_budget_until_the_pipeline_is_done_with_them() {
         let (items, shared, mut detached) = pipeline();
         // A full window: the pipeline waits with the next write in hand.
-        let mut replies = Vec::new();
-        for session in 1..=WINDOW as i64 {
-            items.local(create_session(session, 4000), ticket()).unwrap();
-            replies.push(proposal(&mut detached, Duration::from_secs(5)).await.expect("a proposal").1);
-        }
+        let replies = fill_the_window(&items, &mut detached).await;
         // A client queues ten writes and its connection closes, giving back its part of their tickets.
         let throttle = shared.throttle.clone();
         for session in 0..10 {
