@@ -97,6 +97,21 @@ pub struct Queued {
     hold: Hold,
 }
 
+impl Hold {
+    /// Whether the item is a client's write or sync whose connection closed (it held the request's ticket):
+    /// nobody waits for its answer. A closeSession still closes; a handshake's items are the queue's alone.
+    fn is_stale(&self, item: &Item) -> bool {
+        let Hold::Local(ticket) = self else { return false };
+        let request = match item {
+            Item::Write { request, .. } => Some(request),
+            Item::Sync { .. } => None,
+            Item::Attach { .. } => return false,
+        };
+        let kept = matches!(request, Some(Request::CloseSession | Request::CreateSession { .. }));
+        !kept && Arc::strong_count(ticket) == 1
+    }
+}
+
 /// The budget share a queued item holds until the pipeline is done with it: a write until it is proposed (or
 /// refused), a sync until it is answered.
 #[derive(Debug)]
@@ -165,6 +180,7 @@ pub async fn run(shared: Arc<Shared>, handle: Handle, items: Items) {
         completed,
         outcomes,
         closing: VecDeque::new(),
+        term: 0,
         options: PrepOptions { ttl_enabled, enforce_quota },
     };
     tokio::join!(pipeline.run(items, tick), resolving);
@@ -193,6 +209,9 @@ struct Pipeline {
     outcomes: mpsc::Sender<(u64, Outcome)>,
     /// Expired sessions whose close is yet to be proposed, in the order they expired.
     closing: VecDeque<SessionId>,
+    /// Counts the times the pipeline started over (a new role, a failed proposal): what one term prepared or
+    /// decided is not the next one's.
+    term: u64,
     options: PrepOptions,
 }
 
@@ -224,6 +243,14 @@ impl Pipeline {
                 },
             };
             match wake {
+                Wake::Item(Queued { item, hold }) if hold.is_stale(&item) => {
+                    // ZooKeeper's request throttler drops a request whose connection closed the same way
+                    // (`zookeeper.request_throttle_drop_stale`), a closeSession excepted.
+                    tracing::debug!(?item, "a request whose connection closed: dropped");
+                    if let Item::Sync { session, cxid, .. } = item {
+                        lock(&self.shared.syncs).remove(&(session, cxid));
+                    }
+                }
                 Wake::Item(Queued { item, hold }) => self.handle(item, hold).await,
                 Wake::Expire => self.expire().await,
                 Wake::Reap => self.reap().await,
@@ -246,6 +273,7 @@ impl Pipeline {
             lock(&self.committed).clear();
             self.shared.tracker.stop();
             self.closing.clear();
+            self.term += 1;
         }
         if !self.leading() {
             return false;
@@ -344,7 +372,7 @@ impl Pipeline {
                 if moved {
                     tracing::debug!(session = format_args!("0x{session:x}"), ?origin, "a write from a moved session");
                     self.drop_request(origin, session).await;
-                } else if !self.propose(session, cxid, auth, &request).await {
+                } else if !self.propose(session, cxid, auth, &request, None).await {
                     self.drop_request(origin, session).await;
                 } else if matches!(request, Request::CreateSession { .. }) {
                     self.shared.tracker.attach(session, origin);
@@ -385,14 +413,25 @@ impl Pipeline {
         }
     }
 
-    /// Prepares and proposes one write; false when this server cannot (it does not lead).
-    async fn propose(&mut self, session: SessionId, cxid: i32, auth: Arc<[Id]>, request: &Request) -> bool {
+    /// Prepares and proposes one write; false when this server cannot (it does not lead). With `term`, only in
+    /// that term of the pipeline (an expired session's close: a new term gave the session a fresh timeout).
+    async fn propose(
+        &mut self,
+        session: SessionId,
+        cxid: i32,
+        auth: Arc<[Id]>,
+        request: &Request,
+        term: Option<u64>,
+    ) -> bool {
         let (options, limit) = (self.options, self.shared.limits.txn);
         if !self.ready().await {
             return false;
         }
         self.retire();
         if self.pending.bytes() > PENDING_BYTES && !self.drain().await {
+            return false;
+        }
+        if term.is_some_and(|term| term != self.term) {
             return false;
         }
         // A session the tracker does not know (expired, or closed by a write before this one) writes nothing but its
@@ -446,10 +485,16 @@ impl Pipeline {
                 self.submitted += 1;
                 self.pending.absorb(self.submitted, changes);
                 self.shared.stats.proposal_sizes.record(size);
-                // ZooKeeper's tracker learns of a session as its create is prepared, and forgets it as its close is.
+                // Once submitted (ZooKeeper's tracker does it as the request is prepared; here a prepared write that
+                // is not proposed would leave a session tracked until the pipeline starts over). The pipeline
+                // handles one item at a time, so the next write of the session already sees it.
                 match request {
                     Request::CreateSession { timeout } => self.shared.tracker.add(session, *timeout, Instant::now()),
-                    Request::CloseSession => self.shared.tracker.remove(session),
+                    Request::CloseSession => {
+                        self.shared.tracker.remove(session);
+                        // Its client closed it first: no second close when it comes due.
+                        self.closing.retain(|&s| s != session);
+                    }
                     _ => {}
                 }
                 // Room is certain (at most WINDOW in flight), and `resolve` runs as long as the pipeline does.
@@ -592,7 +637,7 @@ impl Pipeline {
         let system: Arc<[Id]> = Arc::from([Id::new("super", "")]);
         for path in doomed {
             tracing::debug!(path, "deleting an empty container or an expired TTL node");
-            self.propose(0, 0, system.clone(), &Request::Delete { path, version: -1 }).await;
+            self.propose(0, 0, system.clone(), &Request::Delete { path, version: -1 }, None).await;
         }
     }
 
@@ -622,7 +667,8 @@ impl Pipeline {
             if self.shared.tracker.contains(session) {
                 continue;
             }
-            self.propose(session, 0, Arc::from([]), &Request::CloseSession).await;
+            let term = Some(self.term);
+            self.propose(session, 0, Arc::from([]), &Request::CloseSession, term).await;
         }
     }
 }
@@ -771,31 +817,44 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_closed_connections_queued_writes_count_in_the_budget_until_the_pipeline_is_done_with_them() {
+    async fn a_closed_connections_queued_writes_count_in_the_budget_until_dropped_unproposed() {
         let (items, shared, mut detached) = pipeline();
         // A full window: the pipeline waits with the next write in hand.
         let replies = fill_the_window(&items, &mut detached).await;
-        // A client queues ten writes and its connection closes, giving back its part of their tickets.
+        // A client's write waits for room, its connection open; another client queues ten writes behind it, and
+        // its connection closes, giving back its part of their tickets.
         let throttle = shared.throttle.clone();
+        let delete = |session| Item::Write {
+            origin: Origin::Local,
+            session,
+            cxid: 1,
+            auth: Arc::from([]),
+            request: Request::Delete { path: "/a".into(), version: -1 },
+        };
+        let open = Arc::new(throttle.take(100));
+        items.local(delete(0x6000), open.clone()).unwrap();
+        tokio::time::sleep(TICK).await;
         for session in 0..10 {
             let ticket = Arc::new(throttle.take(100));
-            items.local(create_session(0x5000 + session, 4000), ticket.clone()).unwrap();
+            items.local(delete(0x5000 + session), ticket.clone()).unwrap();
             drop(ticket);
         }
         tokio::time::sleep(TICK).await;
-        assert_eq!(throttle.in_flight(), (10, 1000), "queued writes count until the pipeline is done with them");
+        assert_eq!(throttle.in_flight(), (11, 1100), "queued writes count until the pipeline is done with them");
         for (zxid, reply) in replies.into_iter().enumerate() {
             let _ = reply.send(Ok(wal::Zxid(zxid as u64 + 1)));
         }
-        // Their replies are kept: a dropped one fails its proposal, and the pipeline starts over.
-        let mut replies = Vec::new();
-        for _ in 0..10 {
-            let (header, reply) = proposal(&mut detached, Duration::from_secs(5)).await.expect("a queued write");
-            assert_eq!(header.op, op::CREATE_SESSION);
-            replies.push(reply);
+        // The open connection's write is proposed; the closed one's are dropped unproposed.
+        let mut proposed = Vec::new();
+        while let Some((header, reply)) = proposal(&mut detached, Duration::from_millis(500)).await {
+            proposed.push((header.op, header.client_id));
+            let _ = reply.send(Ok(wal::Zxid(WINDOW as u64 + proposed.len() as u64)));
         }
-        tokio::time::sleep(TICK).await;
-        assert_eq!(throttle.in_flight(), (0, 0), "proposed: their budget is back");
+        // (A delete of a node that is not there: an error txn, as ZooKeeper proposes it.)
+        assert_eq!(proposed, [(op::ERROR, 0x6000)], "only the open connection's write was proposed");
+        assert_eq!(throttle.in_flight(), (1, 100), "the dropped writes gave their budget back");
+        drop(open);
+        assert_eq!(throttle.in_flight(), (0, 0));
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! `zookeeper.largeRequestMaxBytes`).
 //!
 //! Past either bound, connections stop reading (TCP pushes back on their clients) until answers go out, except
-//! a connection with nothing in flight, which may always have one request read: a flood from some clients then
-//! delays a well-behaved client by one request's turn, never starves it. So the work held is at most the bounds
-//! plus one frame (`jute.maxbuffer`) per connection.
+//! a connection with nothing in flight, which may still have one request read: a flood from some clients then
+//! delays a well-behaved client by one request's turn, never starves it. That exception ends at twice the byte
+//! bound ([`HARD_LIMIT_FACTOR`]): clients that connect, send a large request and close, again and again, leave
+//! their requests queued at a leader that waits (for a full window, an election), and no number of connections
+//! may take the server's memory past that. So the bytes held are at most twice the bound plus one frame
+//! (`jute.maxbuffer`) per connection that was reading at the moment it was reached.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +32,9 @@ pub struct Ticket {
 /// Bytes of requests in flight at most, ZooKeeper's `zookeeper.largeRequestMaxBytes` default.
 pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
 
+/// Past this many times the byte bound, not even a connection with nothing in flight reads.
+pub const HARD_LIMIT_FACTOR: u64 = 2;
+
 impl Throttle {
     /// A budget of `max_requests` requests and `max_bytes` bytes.
     pub fn new(max_requests: u64, max_bytes: u64) -> Arc<Throttle> {
@@ -37,9 +43,11 @@ impl Throttle {
 
     /// Whether a connection that has `in_flight` requests of its own may read another.
     pub fn admits(&self, in_flight: usize) -> bool {
-        in_flight == 0
-            || (self.requests.load(Ordering::Relaxed) < self.max_requests
-                && self.bytes.load(Ordering::Relaxed) < self.max_bytes)
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        if in_flight == 0 {
+            return bytes < self.max_bytes.saturating_mul(HARD_LIMIT_FACTOR);
+        }
+        self.requests.load(Ordering::Relaxed) < self.max_requests && bytes < self.max_bytes
     }
 
     /// Takes a request of `bytes` into the budget.
@@ -77,7 +85,10 @@ mod tests {
         assert!(throttle.admits(5));
         let big = throttle.take(1000);
         assert!(!throttle.admits(1), "the byte budget is spent");
-        drop(big);
+        assert!(throttle.admits(0), "a connection with nothing in flight still gets one in");
+        let bigger = throttle.take(1000);
+        assert!(!throttle.admits(0), "past twice the byte budget, nobody reads");
+        drop((big, bigger));
         assert_eq!(throttle.in_flight(), (0, 0), "every ticket gave its share back");
     }
 }

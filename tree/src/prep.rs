@@ -109,7 +109,7 @@ pub struct Caller {
     /// The identities the session authenticated as (`ip:...`, `digest:...`, `super:...`): shared, since every
     /// request of the session carries them.
     pub auth: Arc<[Id]>,
-    /// The session is gone: it expired, or its close was prepared before this write (ZooKeeper's
+    /// The session is gone: it expired, or its close was proposed before this write (ZooKeeper's
     /// `checkSession`). Every write of it but a close fails with SESSIONEXPIRED; without the check, an
     /// ephemeral created behind its owner's close would outlive it forever (ZOOKEEPER-1208).
     pub expired: bool,

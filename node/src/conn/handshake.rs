@@ -18,8 +18,8 @@ use crate::session;
 use crate::shared::Out;
 
 /// What a handshake's item for the leader's pipeline (a createSession, an attach) weighs in the server's budget:
-/// about the size of a connect request.
-const HANDSHAKE_WEIGHT: usize = 64;
+/// about what the item takes in memory while it waits in the queue.
+const HANDSHAKE_WEIGHT: usize = 512;
 
 impl Conn {
     pub(super) async fn handshake(&mut self) -> Result<(), Closed> {
@@ -102,6 +102,7 @@ impl Conn {
     async fn read_write_session(&mut self, request: &ConnectRequest, timeout_ms: i32) -> Result<bool, Closed> {
         let shared = self.ctx.shared.clone();
         if request.session_id == 0 {
+            self.overloaded()?;
             self.session = shared.session_ids.next();
             self.register();
             let item = Item::Write {
@@ -198,9 +199,19 @@ impl Conn {
         }
     }
 
+    /// Refuses a client while the server's budget is past its hard limit (clients that connect and go, again and
+    /// again, while the leader waits would otherwise queue a createSession each): it reconnects later.
+    fn overloaded(&self) -> Result<(), Closed> {
+        match self.ctx.shared.throttle.admits(0) {
+            true => Ok(()),
+            false => Err(Closed::Refused("the server holds more requests than its budget".into())),
+        }
+    }
+
     /// Tells the leader the session re-attached here, so that its connection on another server closes.
     async fn attach(&self) -> Result<(), Closed> {
         if self.ctx.leading() {
+            self.overloaded()?;
             let item = Item::Attach { origin: Origin::Local, session: self.session };
             let ticket = std::sync::Arc::new(self.ctx.shared.throttle.take(HANDSHAKE_WEIGHT));
             return self.ctx.pipeline.local(item, ticket).map_err(|_| Closed::Server);
