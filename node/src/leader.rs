@@ -97,6 +97,18 @@ pub struct Queued {
     hold: Hold,
 }
 
+/// The budget share a queued item holds until the pipeline is done with it: a write until it is proposed (or
+/// refused), a sync until it is answered.
+#[derive(Debug)]
+pub enum Hold {
+    /// A follower's item: its share of that follower's forwarded-bytes budget, which counts the payload's bytes
+    /// and its queue entries ([`replication::runtime::FORWARD_ENTRY_WEIGHT`]).
+    Forwarded(ForwardShare),
+    /// This server's client's: the request's ticket, shared with its connection (which gives its part back
+    /// when it answers or closes), so that a connection that closed still counts for what it queued.
+    Local(Arc<Ticket>),
+}
+
 impl Hold {
     /// Whether the item is a client's write or sync whose connection closed (it held the request's ticket):
     /// nobody waits for its answer. A closeSession still closes; a handshake's items are the queue's alone.
@@ -110,18 +122,6 @@ impl Hold {
         let kept = matches!(request, Some(Request::CloseSession | Request::CreateSession { .. }));
         !kept && Arc::strong_count(ticket) == 1
     }
-}
-
-/// The budget share a queued item holds until the pipeline is done with it: a write until it is proposed (or
-/// refused), a sync until it is answered.
-#[derive(Debug)]
-pub enum Hold {
-    /// A follower's item: its share of that follower's forwarded-bytes budget, which counts the payload's bytes
-    /// and its queue entries ([`replication::runtime::FORWARD_ENTRY_WEIGHT`]).
-    Forwarded(ForwardShare),
-    /// This server's client's: the request's ticket, shared with its connection (which gives its part back
-    /// when it answers or closes), so that a connection that closed still counts for what it queued.
-    Local(Arc<Ticket>),
 }
 
 /// The pipeline is gone: this server is shutting down.

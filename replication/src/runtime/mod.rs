@@ -118,8 +118,8 @@ pub struct ForwardShare(#[allow(dead_code)] OwnedSemaphorePermit);
 /// What a forwarded payload weighs in its sender's budget beside its bytes: the queue entries that hold it on its
 /// way (this runtime's stream to the node, the node's pipeline) and the fixed part of what the node decodes it
 /// into. Without it a peer could queue millions of payloads of a few bytes each (syncs) within its budget. (A
-/// decoded request can still weigh a few times its bytes, a multi of many tiny ops say: the budget bounds the
-/// memory to that multiple.)
+/// decoded request can still weigh a few times its bytes, a multi of many tiny ops say, and a sync waits for its
+/// answer in a task of its own: the budget bounds the memory to that multiple.)
 pub const FORWARD_ENTRY_WEIGHT: usize = 256;
 
 /// Where a forwarded payload goes.
