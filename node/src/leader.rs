@@ -766,6 +766,53 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mass_expiry_on_a_slow_disk_lets_a_clients_write_through_between_its_closes() {
+        let (items, _shared, mut detached) = pipeline();
+        // 200 sessions of 300 ms, committed at once and then silent.
+        const DOOMED: i64 = 200;
+        for session in 1..=DOOMED {
+            items.local(create_session(session, 300), ticket()).unwrap();
+            let (_, reply) = proposal(&mut detached, Duration::from_secs(5)).await.expect("a createSession");
+            let _ = reply.send(Ok(wal::Zxid(session as u64)));
+        }
+        // A full window of long sessions, then a disk that commits one txn per 30 ms: each close waits that long.
+        let mut in_flight: VecDeque<Reply> = VecDeque::new();
+        for session in 0x1000..0x1000 + WINDOW as i64 {
+            items.local(create_session(session, 60_000), ticket()).unwrap();
+            in_flight.push_back(proposal(&mut detached, Duration::from_secs(5)).await.expect("a createSession").1);
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The sessions have expired; a client's write comes now.
+        let write = Item::Write {
+            origin: Origin::Local,
+            session: 0x1000,
+            cxid: 1,
+            auth: Arc::from([]),
+            request: Request::Delete { path: "/a".into(), version: -1 },
+        };
+        // (Its connection stays open: it holds the request's ticket too.)
+        let open = ticket();
+        items.local(write, open.clone()).unwrap();
+        let (queued, mut closes, mut zxid) = (Instant::now(), 0, DOOMED as u64);
+        let waited = loop {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            zxid += 1;
+            let _ = in_flight.pop_front().expect("a full window").send(Ok(wal::Zxid(zxid)));
+            let (header, reply) = proposal(&mut detached, Duration::from_secs(2)).await.expect("a close or the write");
+            in_flight.push_back(reply);
+            match (header.op, header.client_id) {
+                (op::CLOSE_SESSION, _) => closes += 1,
+                (_, 0x1000) => break queued.elapsed(),
+                other => panic!("an unexpected proposal {other:?}"),
+            }
+            assert!(closes < DOOMED, "every close went before the write");
+        };
+        // Closes take a quarter tick per round (about one at 30 ms each), and the write its turn after one.
+        assert!(closes < DOOMED / 4, "{closes} closes went before the write, which waited {waited:?}");
+        drop(open);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_leader_expires_a_session_nobody_touches_and_not_one_that_is_touched() {
         let timeout = Duration::from_millis(300);
         let (_items, shared, mut detached, created) = two_sessions(timeout);
