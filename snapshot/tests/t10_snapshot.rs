@@ -32,17 +32,29 @@ fn a_snapshot_taken_while_writes_go_on_recovers_to_the_live_tree() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Db::create(dir.path()));
     workload(&db, 0, 400);
+    // The writer goes on until a snapshot was fuzzy (a write landed between its chunks) and one more was taken
+    // after it, however the two threads are scheduled: a fixed count of writes may all land between snapshots on a
+    // busy machine.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let db = db.clone();
-        std::thread::spawn(move || workload(&db, 400, 400))
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut from = 400;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                workload(&db, from, 50);
+                from += 50;
+            }
+        })
     };
     // Small chunks, many of them, so that writes land between them.
-    let mut infos = Vec::new();
-    while !writer.is_finished() {
+    let (mut infos, deadline) = (Vec::new(), std::time::Instant::now() + std::time::Duration::from_secs(60));
+    while !infos.iter().any(|i: &snapshot::write::SnapshotInfo| i.end_zxid > i.start_zxid) {
+        assert!(std::time::Instant::now() < deadline, "no snapshot was fuzzy in 60 s of writes");
         infos.push(db.snapshot(2));
     }
+    infos.push(db.snapshot(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
-    assert!(infos.iter().any(|i| i.end_zxid > i.start_zxid), "some snapshot must have been fuzzy");
     let live_digest = db.digest();
     let live = db.tree.read().unwrap().clone();
     drop(Arc::try_unwrap(db).ok().expect("sole owner"));
