@@ -102,7 +102,7 @@ impl Conn {
     async fn read_write_session(&mut self, request: &ConnectRequest, timeout_ms: i32) -> Result<bool, Closed> {
         let shared = self.ctx.shared.clone();
         if request.session_id == 0 {
-            self.overloaded()?;
+            let ticket = self.handshake_ticket()?;
             self.session = shared.session_ids.next();
             self.register();
             let item = Item::Write {
@@ -112,9 +112,7 @@ impl Conn {
                 auth: std::sync::Arc::from([]),
                 request: tree::prep::Request::CreateSession { timeout: timeout_ms },
             };
-            // A request of the server's budget like any other: a client that connects and drops at once must
-            // not queue creates in the pipeline beyond it.
-            self.write(item, std::sync::Arc::new(shared.throttle.take(HANDSHAKE_WEIGHT))).await?;
+            self.write(item, ticket).await?;
             loop {
                 match tokio::time::timeout(self.timeout.max(HANDSHAKE_TIMEOUT), self.inbox.recv()).await {
                     Ok(Some(Out::SessionCreated)) => return Ok(true),
@@ -199,21 +197,22 @@ impl Conn {
         }
     }
 
-    /// Refuses a client while the server's budget is past its hard limit (clients that connect and go, again and
-    /// again, while the leader waits would otherwise queue a createSession each): it reconnects later.
-    fn overloaded(&self) -> Result<(), Closed> {
-        match self.ctx.shared.throttle.admits(0) {
-            true => Ok(()),
-            false => Err(Closed::Refused("the server holds more requests than its budget".into())),
+    /// The budget share of a handshake's item for the leader's pipeline, a request like any other, so that
+    /// clients that connect and go, again and again, while the leader waits cannot queue items beyond the budget;
+    /// refused (the client reconnects later) while the server's budget is past its hard limit.
+    fn handshake_ticket(&self) -> Result<std::sync::Arc<crate::throttle::Ticket>, Closed> {
+        let throttle = &self.ctx.shared.throttle;
+        if !throttle.admits(0) {
+            return Err(Closed::Refused("the server holds more requests than its budget".into()));
         }
+        Ok(std::sync::Arc::new(throttle.take(HANDSHAKE_WEIGHT)))
     }
 
     /// Tells the leader the session re-attached here, so that its connection on another server closes.
     async fn attach(&self) -> Result<(), Closed> {
         if self.ctx.leading() {
-            self.overloaded()?;
+            let ticket = self.handshake_ticket()?;
             let item = Item::Attach { origin: Origin::Local, session: self.session };
-            let ticket = std::sync::Arc::new(self.ctx.shared.throttle.take(HANDSHAKE_WEIGHT));
             return self.ctx.pipeline.local(item, ticket).map_err(|_| Closed::Server);
         }
         let attached = Forward::Attached(self.session).encode();
