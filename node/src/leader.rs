@@ -158,31 +158,11 @@ pub const PENDING_BYTES: usize = 64 << 20;
 
 /// Runs the pipeline until its queue closes.
 pub async fn run(shared: Arc<Shared>, handle: Handle, items: Items) {
-    let (tick, ttl_enabled, enforce_quota) =
-        (shared.config.tick, shared.config.extended_types, shared.config.enforce_quota);
-    let failed = Arc::new(AtomicBool::new(false));
-    let completed = Arc::new(watch::channel(0).0);
-    let committed = Arc::new(Mutex::new(VecDeque::new()));
-    let (outcomes, resolving) = mpsc::channel(WINDOW);
+    let tick = shared.config.tick;
     // Resolving runs beside the pipeline in this task (not a task of its own, which nothing would supervise):
     // the pipeline waits for it (the window, syncs) while it handles an item, and it ends once the pipeline has
     // ended and dropped its sender.
-    let resolving = resolve(resolving, failed.clone(), completed.clone(), committed.clone());
-    let pipeline = Pipeline {
-        shared,
-        role: handle.role.clone(),
-        handle,
-        ready: false,
-        pending: Pending::new(),
-        committed,
-        failed,
-        submitted: 0,
-        completed,
-        outcomes,
-        closing: VecDeque::new(),
-        term: 0,
-        options: PrepOptions { ttl_enabled, enforce_quota },
-    };
+    let (pipeline, resolving) = Pipeline::new(shared, handle);
     tokio::join!(pipeline.run(items, tick), resolving);
 }
 
@@ -215,6 +195,13 @@ struct Pipeline {
     options: PrepOptions,
 }
 
+/// How often the pipeline expires sessions, and the granularity of their deadlines in the tracker: half a tick. A
+/// deadline rounds up by less than that, and the next round comes less than that after, so a session expires less
+/// than a tick after its timeout, as in ZooKeeper (its deadlines round up to a tick, its expirer wakes on time).
+fn expiry_interval(tick: Duration) -> Duration {
+    tick / 2
+}
+
 /// What woke the pipeline.
 enum Wake {
     Item(Queued),
@@ -223,9 +210,36 @@ enum Wake {
 }
 
 impl Pipeline {
+    /// A pipeline that has not begun to prep, and the resolving of its proposals, which must run beside it.
+    fn new(shared: Arc<Shared>, handle: Handle) -> (Pipeline, impl std::future::Future<Output = ()>) {
+        let options =
+            PrepOptions { ttl_enabled: shared.config.extended_types, enforce_quota: shared.config.enforce_quota };
+        let failed = Arc::new(AtomicBool::new(false));
+        let completed = Arc::new(watch::channel(0).0);
+        let committed = Arc::new(Mutex::new(VecDeque::new()));
+        let (outcomes, resolving) = mpsc::channel(WINDOW);
+        let resolving = resolve(resolving, failed.clone(), completed.clone(), committed.clone());
+        let pipeline = Pipeline {
+            shared,
+            role: handle.role.clone(),
+            handle,
+            ready: false,
+            pending: Pending::new(),
+            committed,
+            failed,
+            submitted: 0,
+            completed,
+            outcomes,
+            closing: VecDeque::new(),
+            term: 0,
+            options,
+        };
+        (pipeline, resolving)
+    }
+
     /// Handles items until the queue closes, expiring sessions and reaping nodes on their timers.
     async fn run(mut self, mut items: Items, tick: Duration) {
-        let mut expiry = tokio::time::interval(tick / 2);
+        let mut expiry = tokio::time::interval(expiry_interval(tick));
         let mut reaping = tokio::time::interval(self.shared.config.container_check_interval);
         // A round that overran (closes waiting for the window) is not made up for by a burst of rounds, which the
         // timers' precedence below would run back to back ahead of every item.
@@ -310,7 +324,8 @@ impl Pipeline {
             }
             self.role.borrow_and_update();
             let tree = self.shared.tree();
-            self.shared.tracker.start(tree.sessions().iter().map(|(&s, &t)| (s, t)), Instant::now());
+            let sessions = tree.sessions().iter().map(|(&s, &t)| (s, t));
+            self.shared.tracker.start(sessions, Instant::now(), expiry_interval(self.shared.config.tick));
             let sessions = self.shared.tracker.len();
             tracing::info!(zxid = tree.last_zxid(), sessions, "leading: pipeline ready");
             self.ready = true;
@@ -685,15 +700,19 @@ mod tests {
     /// A leader's pipeline on a detached replication handle (the test plays the replication runtime), with
     /// ZooKeeper's defaults but a 100 ms tick; its queue, its server's state and the handle's other ends.
     fn pipeline() -> (Queue, Arc<Shared>, Detached) {
-        let text = format!("tickTime={}\ndataDir=/nonexistent\nclientPort=2181\n", TICK.as_millis());
-        let config = Arc::new(crate::config::Config::parse(&text).expect("a valid config"));
-        let sasl = crate::sasl::Sasl::load(&config.sasl).expect("no SASL");
-        let (shared, _digests) =
-            Shared::new(config, (1, false), (DataTree::new(), 0), sasl, crate::shared::Stats::default());
+        let shared = server();
         let (handle, detached) = Handle::detached((Role::Leading, true));
         let (items, queue) = Queue::new();
         tokio::spawn(run(shared.clone(), handle, queue));
         (items, shared, detached)
+    }
+
+    /// A leader's state, with ZooKeeper's defaults but a 100 ms tick, and an empty tree.
+    fn server() -> Arc<Shared> {
+        let text = format!("tickTime={}\ndataDir=/nonexistent\nclientPort=2181\n", TICK.as_millis());
+        let config = Arc::new(crate::config::Config::parse(&text).expect("a valid config"));
+        let sasl = crate::sasl::Sasl::load(&config.sasl).expect("no SASL");
+        Shared::new(config, (1, false), (DataTree::new(), 0), sasl, crate::shared::Stats::default()).0
     }
 
     /// A request's budget share (of a budget of its own: these tests do not exercise the throttle).
@@ -726,6 +745,47 @@ mod tests {
         loop {
             shared.tracker.touch(&[session], Instant::now());
             tokio::time::sleep(TICK).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expiry_close_decided_in_one_term_is_not_proposed_in_the_next() {
+        let (handle, mut detached) = Handle::detached((Role::Leading, true));
+        let (mut pipeline, resolving) = Pipeline::new(server(), handle);
+        tokio::spawn(resolving);
+        assert!(pipeline.ready().await, "leading");
+        let decided = pipeline.term;
+        // The role goes and comes back (an election this server won again) between the round that found 0x51
+        // expired and its close: the new term's tracker gave every session a fresh timeout.
+        detached.role.send((Role::Looking, false)).unwrap();
+        detached.role.send((Role::Leading, true)).unwrap();
+        let close = Request::CloseSession;
+        let proposed = pipeline.propose(0x51, 0, Arc::from([]), &close, Some(decided)).await;
+        assert!(!proposed, "a close decided in the term before");
+        assert!(pipeline.term != decided, "a new term");
+        assert!(proposal(&mut detached, 3 * TICK).await.is_none(), "nothing proposed");
+        let now = Some(pipeline.term);
+        assert!(pipeline.propose(0x51, 0, Arc::from([]), &close, now).await, "the same close decided in this term");
+        let (header, _reply) = proposal(&mut detached, 3 * TICK).await.expect("proposed");
+        assert_eq!((header.op, header.client_id), (op::CLOSE_SESSION, 0x51));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_holds_its_requests_budget_share_until_it_is_answered() {
+        let (items, shared, mut detached) = pipeline();
+        let (waiter, answer) = oneshot::channel();
+        lock(&shared.syncs).insert((0x51, 7), waiter);
+        let ticket = ticket();
+        items.local(Item::Sync { origin: Origin::Local, session: 0x51, cxid: 7 }, ticket.clone()).unwrap();
+        // The sync waits for the barrier that confirms this server still leads.
+        let barrier = tokio::time::timeout(3 * TICK, detached.barriers.recv()).await.expect("a barrier").unwrap();
+        assert_eq!(Arc::strong_count(&ticket), 2, "the waiting sync holds the ticket");
+        barrier.send(true).unwrap();
+        tokio::time::timeout(3 * TICK, answer).await.expect("answered").expect("a zxid");
+        let released = Instant::now();
+        while Arc::strong_count(&ticket) != 1 {
+            assert!(released.elapsed() < 3 * TICK, "the answered sync still holds the ticket");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

@@ -11,7 +11,7 @@
 //! ([`Tracker::start`]), adds and removes sessions as it prepares their creates and closes, expires them, and
 //! empties it when it stops leading ([`Tracker::stop`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,29 @@ use crate::shared::lock;
 #[derive(Debug, Default)]
 pub struct Tracker {
     /// `None` until the pipeline starts the tracker for its term, and again once it stops it.
-    sessions: Mutex<Option<HashMap<SessionId, Tracked>>>,
+    sessions: Mutex<Option<Sessions>>,
+}
+
+/// Sessions examined per hold of the lock in an expiry round: between holds, touches waiting for the lock may take it.
+const EXAMINED_PER_HOLD: usize = 4096;
+
+/// A term's sessions, filed in buckets by deadline, as ZooKeeper's `ExpiryQueue` files them, but lazily.
+///
+/// A session is filed under its deadline rounded up to the next multiple of `granularity` after `origin`. A touch
+/// only moves its deadline on (a map lookup: a busy server touches every active session each half tick, and
+/// moving each between buckets costs ten times that). An expiry round takes out the buckets that are due and
+/// examines their sessions: one whose deadline passed expires, one that was touched since it was filed is filed
+/// again under its deadline. So a round examines only the sessions filed under its time, never every session,
+/// and a session is examined at most once per timeout.
+///
+/// Invariants: a session is in `tracked` exactly when it is in the bucket its `Tracked::bucket` names; no bucket
+/// is empty; a session's bucket is at or before its deadline rounded up (a touch only moves the deadline on).
+#[derive(Debug)]
+struct Sessions {
+    origin: Instant,
+    granularity: Duration,
+    tracked: HashMap<SessionId, Tracked>,
+    buckets: BTreeMap<Instant, HashSet<SessionId>>,
 }
 
 /// A session as the leader tracks it.
@@ -32,14 +54,23 @@ struct Tracked {
     timeout: Duration,
     /// When it expires unless touched.
     deadline: Instant,
+    /// The bucket it is filed in: its deadline when it was filed, rounded up.
+    bucket: Instant,
     /// The server its client last attached on.
     owner: Option<Origin>,
 }
 
 impl Tracker {
     /// Tracks `sessions` (id, timeout in ms) from `now`, in place of whatever it tracked: a new term's tracker.
-    pub fn start(&self, sessions: impl IntoIterator<Item = (SessionId, i32)>, now: Instant) {
-        *lock(&self.sessions) = Some(sessions.into_iter().map(|(s, t)| (s, Tracked::new(t, now))).collect());
+    /// Deadlines are filed to `granularity` (at least a millisecond): [`Tracker::expire`] returns a session less
+    /// than that after its deadline if called every `granularity`, never before its deadline.
+    pub fn start(&self, sessions: impl IntoIterator<Item = (SessionId, i32)>, now: Instant, granularity: Duration) {
+        let granularity = granularity.max(Duration::from_millis(1));
+        let mut started = Sessions { origin: now, granularity, tracked: HashMap::new(), buckets: BTreeMap::new() };
+        for (session, timeout_ms) in sessions {
+            started.add(session, timeout_ms, now);
+        }
+        *lock(&self.sessions) = Some(started);
     }
 
     /// Tracks nothing: this server no longer leads (or must rebuild its tracker).
@@ -50,72 +81,71 @@ impl Tracker {
     /// Tracks a new session, with its whole timeout from `now` (if the tracker is started).
     pub fn add(&self, session: SessionId, timeout_ms: i32, now: Instant) {
         if let Some(sessions) = lock(&self.sessions).as_mut() {
-            sessions.insert(session, Tracked::new(timeout_ms, now));
+            sessions.add(session, timeout_ms, now);
         }
     }
 
     /// Stops tracking a session (it is closing).
     pub fn remove(&self, session: SessionId) {
         if let Some(sessions) = lock(&self.sessions).as_mut() {
-            sessions.remove(&session);
+            sessions.remove(session);
         }
     }
 
     /// Whether the session is tracked (neither expired nor closed).
     pub fn contains(&self, session: SessionId) -> bool {
-        lock(&self.sessions).as_ref().is_some_and(|sessions| sessions.contains_key(&session))
+        lock(&self.sessions).as_ref().is_some_and(|sessions| sessions.tracked.contains_key(&session))
     }
 
     /// Clients of these sessions were active until `now`: each has its whole timeout again. Sessions not tracked
-    /// (closing, unknown, or a tracker not started) are left alone.
+    /// (closing, unknown, or a tracker not started) are left alone. A touch measured earlier than one already
+    /// handled (a follower's, say) never brings a deadline forward.
     pub fn touch(&self, sessions: &[SessionId], now: Instant) {
         let mut tracked = lock(&self.sessions);
         let Some(tracked) = tracked.as_mut() else { return };
         for session in sessions {
-            if let Some(tracked) = tracked.get_mut(session) {
+            if let Some(tracked) = tracked.tracked.get_mut(session) {
                 tracked.deadline = tracked.deadline.max(now + tracked.timeout);
             }
         }
     }
 
-    /// Stops tracking every session whose deadline is at or before `now`, and returns them: the caller closes
-    /// them. A touch that comes after finds them gone, as ZooKeeper's finds a closing session.
+    /// Stops tracking every session whose deadline is at or before `now` and whose bucket is due, and returns
+    /// them: the caller closes them. A touch that comes after finds them gone, as ZooKeeper's finds a closing
+    /// session. The lock is let go every [`EXAMINED_PER_HOLD`] sessions, so touches may go in between.
     pub fn expire(&self, now: Instant) -> Vec<SessionId> {
         let mut expired = Vec::new();
-        let mut sessions = lock(&self.sessions);
-        let Some(sessions) = sessions.as_mut() else { return expired };
-        sessions.retain(|&session, tracked| {
-            let alive = tracked.deadline > now;
-            if !alive {
-                expired.push(session);
+        loop {
+            let mut sessions = lock(&self.sessions);
+            let Some(sessions) = sessions.as_mut() else { return expired };
+            if !sessions.examine(now, EXAMINED_PER_HOLD, &mut expired) {
+                return expired;
             }
-            alive
-        });
-        expired
+        }
     }
 
     /// Records that the session's client attached on `origin`, and returns the server it was attached on before,
     /// if another (that server's connection must close).
     pub fn attach(&self, session: SessionId, origin: Origin) -> Option<Origin> {
         let mut sessions = lock(&self.sessions);
-        let old = sessions.as_mut()?.get_mut(&session).and_then(|t| t.owner.replace(origin));
+        let old = sessions.as_mut()?.tracked.get_mut(&session).and_then(|t| t.owner.replace(origin));
         old.filter(|&old| old != origin)
     }
 
     /// The server the session's client last attached on, if known.
     pub fn owner(&self, session: SessionId) -> Option<Origin> {
-        lock(&self.sessions).as_ref()?.get(&session).and_then(|t| t.owner)
+        lock(&self.sessions).as_ref()?.tracked.get(&session).and_then(|t| t.owner)
     }
 
     /// Every tracked session and when it expires unless touched (`dump`); `None` while the tracker is not
     /// started (a leader whose pipeline has not become ready: the tree's sessions are what it knows).
     pub fn deadlines(&self) -> Option<Vec<(SessionId, Instant)>> {
-        Some(lock(&self.sessions).as_ref()?.iter().map(|(&s, t)| (s, t.deadline)).collect())
+        Some(lock(&self.sessions).as_ref()?.tracked.iter().map(|(&s, t)| (s, t.deadline)).collect())
     }
 
     /// How many sessions are tracked.
     pub fn len(&self) -> usize {
-        lock(&self.sessions).as_ref().map_or(0, HashMap::len)
+        lock(&self.sessions).as_ref().map_or(0, |sessions| sessions.tracked.len())
     }
 
     /// Whether no session is tracked.
@@ -124,23 +154,85 @@ impl Tracker {
     }
 }
 
-impl Tracked {
-    fn new(timeout_ms: i32, now: Instant) -> Tracked {
+impl Sessions {
+    /// The bucket of a session due at `deadline`: the first multiple of the granularity after the origin that is
+    /// not before it.
+    fn bucket(&self, deadline: Instant) -> Instant {
+        let since = deadline.saturating_duration_since(self.origin).as_nanos();
+        let step = self.granularity.as_nanos();
+        let rounded = since.div_ceil(step) * step;
+        // u64 nanoseconds last 584 years from the tracker's start.
+        self.origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+    }
+
+    fn add(&mut self, session: SessionId, timeout_ms: i32, now: Instant) {
+        self.remove(session);
         let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        Tracked { timeout, deadline: now + timeout, owner: None }
+        let deadline = now + timeout;
+        let bucket = self.bucket(deadline);
+        self.tracked.insert(session, Tracked { timeout, deadline, bucket, owner: None });
+        self.buckets.entry(bucket).or_default().insert(session);
+    }
+
+    fn remove(&mut self, session: SessionId) {
+        let Some(tracked) = self.tracked.remove(&session) else { return };
+        if let Some(filed) = self.buckets.get_mut(&tracked.bucket) {
+            filed.remove(&session);
+            if filed.is_empty() {
+                self.buckets.remove(&tracked.bucket);
+            }
+        }
+    }
+
+    /// Examines up to `budget` sessions of the buckets due at `now`: those whose deadline passed go to `expired`,
+    /// the others are filed again under their deadline. Returns whether due buckets are left.
+    fn examine(&mut self, now: Instant, mut budget: usize, expired: &mut Vec<SessionId>) -> bool {
+        while let Some(mut due) = self.buckets.first_entry() {
+            if *due.key() > now {
+                return false;
+            }
+            if budget == 0 {
+                return true;
+            }
+            let taken: Vec<SessionId> = due.get().iter().take(budget).copied().collect();
+            budget -= taken.len();
+            for session in &taken {
+                due.get_mut().remove(session);
+            }
+            if due.get().is_empty() {
+                due.remove();
+            }
+            for session in taken {
+                let Some(tracked) = self.tracked.get_mut(&session) else { continue };
+                if tracked.deadline <= now {
+                    self.tracked.remove(&session);
+                    expired.push(session);
+                } else {
+                    // Touched since it was filed: its deadline is after `now`, and so is its new bucket.
+                    let deadline = tracked.deadline;
+                    let bucket = self.bucket(deadline);
+                    if let Some(tracked) = self.tracked.get_mut(&session) {
+                        tracked.bucket = bucket;
+                    }
+                    self.buckets.entry(bucket).or_default().insert(session);
+                }
+            }
+        }
+        false
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn a_touched_session_outlives_its_timeout_and_an_untouched_one_expires_once() {
         let (tracker, t0) = (Tracker::default(), Instant::now());
-        tracker.start([(1, 100), (2, 100)], t0);
+        tracker.start([(1, 100), (2, 100)], t0, MS);
         tracker.touch(&[2, 3], t0 + 80 * MS);
         assert_eq!(tracker.expire(t0 + 99 * MS), Vec::<SessionId>::new(), "nothing is due yet");
         assert_eq!(tracker.expire(t0 + 100 * MS), vec![1]);
@@ -154,7 +246,7 @@ mod tests {
     #[test]
     fn a_late_touch_never_brings_a_deadline_forward() {
         let (tracker, t0) = (Tracker::default(), Instant::now());
-        tracker.start([(1, 100)], t0);
+        tracker.start([(1, 100)], t0, MS);
         tracker.touch(&[1], t0 + 50 * MS);
         // A touch measured earlier (a follower's, say) handled after a newer one.
         tracker.touch(&[1], t0 + 10 * MS);
@@ -164,7 +256,7 @@ mod tests {
     #[test]
     fn an_attach_elsewhere_names_the_old_server_and_a_stopped_tracker_tracks_nothing() {
         let (tracker, t0) = (Tracker::default(), Instant::now());
-        tracker.start([(1, 100)], t0);
+        tracker.start([(1, 100)], t0, MS);
         assert_eq!(tracker.attach(1, Origin::Local), None, "first attach");
         assert_eq!(tracker.attach(1, Origin::Local), None, "same server");
         let peer = Origin::Peer(replication::message::ServerId(2));
@@ -176,10 +268,122 @@ mod tests {
         tracker.add(9, 100, t0);
         tracker.touch(&[9], t0);
         assert!(!tracker.contains(9) && tracker.expire(t0 + 200 * MS).is_empty(), "a stopped tracker takes nothing");
-        tracker.start([], t0);
+        tracker.start([], t0, MS);
         tracker.add(9, 100, t0);
         assert!(tracker.contains(9));
         tracker.remove(9);
         assert!(!tracker.contains(9));
+    }
+
+    #[test]
+    fn a_session_is_examined_when_its_bucket_is_due_and_expires_only_past_its_deadline() {
+        let (tracker, t0) = (Tracker::default(), Instant::now());
+        tracker.start([(1, 120), (2, 100)], t0, 50 * MS);
+        assert_eq!(tracker.expire(t0 + 99 * MS), Vec::<SessionId>::new());
+        assert_eq!(tracker.expire(t0 + 100 * MS), vec![2], "100 ms is on a bucket's edge");
+        tracker.touch(&[1], t0 + 20 * MS);
+        assert_eq!(tracker.expire(t0 + 149 * MS), Vec::<SessionId>::new(), "its bucket (150 ms) is not due");
+        tracker.touch(&[1], t0 + 40 * MS);
+        assert_eq!(tracker.expire(t0 + 150 * MS), Vec::<SessionId>::new(), "touched: due at 160 ms, filed at 200");
+        assert_eq!(tracker.expire(t0 + 199 * MS), Vec::<SessionId>::new());
+        assert_eq!(tracker.expire(t0 + 200 * MS), vec![1]);
+        assert!(tracker.is_empty());
+    }
+
+    #[test]
+    fn a_round_over_more_sessions_than_one_hold_examines_them_all() {
+        let (tracker, t0) = (Tracker::default(), Instant::now());
+        let n = 3 * EXAMINED_PER_HOLD as i64 + 7;
+        tracker.start((0..n).map(|s| (s, 100)), t0, 10 * MS);
+        let odd: Vec<SessionId> = (0..n).filter(|s| s % 2 == 1).collect();
+        tracker.touch(&odd, t0 + 50 * MS);
+        let mut expired = tracker.expire(t0 + 100 * MS);
+        expired.sort_unstable();
+        assert_eq!(expired, (0..n).filter(|s| s % 2 == 0).collect::<Vec<_>>(), "the untouched half, all of it");
+        assert_eq!(tracker.len(), odd.len());
+        let mut expired = tracker.expire(t0 + 150 * MS);
+        expired.sort_unstable();
+        assert_eq!(expired, odd, "then the touched half");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(SessionId, i32),
+        Touch(Vec<SessionId>),
+        Remove(SessionId),
+        /// Time moves on this many ms, then the tracker expires what is due.
+        Expire(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let session = 0..12i64;
+        prop_oneof![
+            (session.clone(), 0..400i32).prop_map(|(s, t)| Op::Add(s, t)),
+            proptest::collection::vec(session.clone(), 0..4).prop_map(Op::Touch),
+            session.prop_map(Op::Remove),
+            (0..150u32).prop_map(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// A session expires in the first round at or after its deadline rounded up, never before its deadline,
+        /// and the buckets keep the tracker's invariants.
+        #[test]
+        fn the_buckets_expire_sessions_on_time(
+            granularity in 1..60u32,
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let (tracker, t0) = (Tracker::default(), Instant::now());
+            let granularity = granularity * MS;
+            tracker.start([], t0, granularity);
+            let round = |at: Duration| {
+                let step = granularity.as_nanos();
+                Duration::from_nanos((at.as_nanos().div_ceil(step) * step) as u64)
+            };
+            // Session -> (timeout, deadline), both from t0.
+            let mut model: HashMap<SessionId, (Duration, Duration)> = HashMap::new();
+            let mut now = Duration::ZERO;
+            for op in ops {
+                match op {
+                    Op::Add(s, timeout) => {
+                        tracker.add(s, timeout, t0 + now);
+                        model.insert(s, (Duration::from_millis(timeout as u64), now + Duration::from_millis(timeout as u64)));
+                    }
+                    Op::Touch(sessions) => {
+                        tracker.touch(&sessions, t0 + now);
+                        for s in sessions {
+                            if let Some((timeout, deadline)) = model.get_mut(&s) {
+                                *deadline = (*deadline).max(now + *timeout);
+                            }
+                        }
+                    }
+                    Op::Remove(s) => {
+                        tracker.remove(s);
+                        model.remove(&s);
+                    }
+                    Op::Expire(ms) => {
+                        now += ms * MS;
+                        let expired: HashSet<SessionId> = tracker.expire(t0 + now).into_iter().collect();
+                        for (s, &(_, deadline)) in &model {
+                            prop_assert!(!expired.contains(s) || deadline <= now, "{} expired early", s);
+                            prop_assert!(expired.contains(s) || round(deadline) > now, "{} expired late", s);
+                        }
+                        prop_assert!(expired.iter().all(|s| model.contains_key(s)), "only tracked sessions expire");
+                        model.retain(|s, _| !expired.contains(s));
+                    }
+                }
+                let guard = lock(&tracker.sessions);
+                let sessions = guard.as_ref().expect("started");
+                let filed: usize = sessions.buckets.values().map(HashSet::len).sum();
+                prop_assert!(sessions.buckets.values().all(|b| !b.is_empty()), "no empty bucket");
+                prop_assert_eq!(filed, sessions.tracked.len());
+                prop_assert_eq!(sessions.tracked.len(), model.len());
+                for (s, tracked) in &sessions.tracked {
+                    prop_assert!(sessions.buckets[&tracked.bucket].contains(s));
+                    prop_assert_eq!(tracked.deadline, t0 + model[s].1);
+                    prop_assert!(tracked.bucket <= t0 + round(model[s].1), "filed after its rounded deadline");
+                }
+            }
+        }
     }
 }
