@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::history::{secs, Event, History, Micros, Op, Outcome, INITIAL_VALUE};
+use super::history::{secs, Event, History, Micros, MinorityWindow, Op, Outcome, INITIAL_VALUE};
 
 /// What kind of rule a history broke.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -316,6 +316,19 @@ fn check_set(history: &History, found: &mut Vec<Anomaly>) {
     }
 }
 
+/// The minority windows with a server that ran, yet no write through one that ran was invoked within them: no
+/// client tried the minority there (the pinned clients were stuck or gone), so the run did not test that the
+/// minority stopped acknowledging, whatever the minority-ack rule found. (A paused or killed server acknowledges
+/// nothing, and its clients' calls may well hang until the heal.)
+pub fn untested_minorities(history: &History) -> Vec<&MinorityWindow> {
+    let tried = |w: &MinorityWindow, e: &Event| {
+        let write = matches!(e.op, Op::Cas { .. } | Op::Create { .. });
+        write && (w.from..=w.to).contains(&e.invoke) && e.pinned.is_some_and(|s| w.running.contains(&s))
+    };
+    let tested = |w: &MinorityWindow| history.events.iter().any(|e| tried(w, e));
+    history.minority_windows.iter().filter(|w| !w.running.is_empty() && !tested(w)).collect()
+}
+
 fn check_minority(history: &History, found: &mut Vec<Anomaly>) {
     for window in &history.minority_windows {
         for event in &history.events {
@@ -357,7 +370,7 @@ fn check_ephemerals(history: &History, found: &mut Vec<Anomaly>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::history::{MinorityWindow, ServerState, SessionFate};
+    use super::super::history::{ServerState, SessionFate};
     use super::*;
 
     fn event(client: usize, session: i64, invoke: Micros, complete: Micros, op: Op) -> Event {
@@ -498,11 +511,35 @@ mod tests {
     fn an_ack_from_a_minority_is_caught() {
         let mut h = good();
         h.events[1].pinned = Some(2);
-        h.minority_windows.push(MinorityWindow { minority: vec![2], from: 15, to: 100 });
+        h.minority_windows.push(MinorityWindow { minority: vec![2], running: vec![2], from: 15, to: 100 });
         assert_eq!(kinds(&h), vec![Kind::MinorityAck]);
         // A write that began before the cut may have committed through the majority.
         h.minority_windows[0].from = 21;
         assert_eq!(kinds(&h), vec![]);
+    }
+
+    #[test]
+    fn a_minority_window_without_a_write_through_the_minority_tested_nothing() {
+        let mut h = good();
+        h.minority_windows.push(MinorityWindow { minority: vec![2, 3], running: vec![2], from: 15, to: 100 });
+        assert_eq!(untested_minorities(&h).len(), 1, "no event is pinned to server 2");
+        // Server 3 was paused or killed: a write through it says nothing of the rule.
+        h.events[2].pinned = Some(3);
+        assert_eq!(untested_minorities(&h).len(), 1);
+        // A write through the minority (it failed), invoked inside: a client tried the minority.
+        h.events[2].pinned = Some(2);
+        assert_eq!(untested_minorities(&h), Vec::<&MinorityWindow>::new());
+        // Invoked before the cut, it does not count.
+        h.minority_windows[0].from = 26;
+        assert_eq!(untested_minorities(&h).len(), 1);
+        // Nor does a read.
+        h.minority_windows[0].from = 15;
+        h.events[2].pinned = None;
+        h.events[4].pinned = Some(2);
+        assert_eq!(untested_minorities(&h).len(), 1);
+        // A window whose minority all stopped is not asked for one.
+        h.minority_windows[0].running.clear();
+        assert_eq!(untested_minorities(&h), Vec::<&MinorityWindow>::new());
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub struct SessionFate {
 pub struct MinorityWindow {
     /// The servers cut off from every quorum.
     pub minority: Vec<usize>,
+    /// Those of them that ran meanwhile (cut off, neither paused nor killed): the clients pinned to them try
+    /// writes within the window, which none of them may acknowledge.
+    pub running: Vec<usize>,
     /// When the cut was in place.
     pub from: Micros,
     /// When it was lifted.

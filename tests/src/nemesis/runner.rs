@@ -155,6 +155,13 @@ fn assert_tested(history: &History, config: &Config) {
         "seed {}: setData {cas}, getData after sync {synced_reads}, create {creates} succeeded: the history says little",
         config.seed
     );
+    let untested = checker::untested_minorities(history);
+    assert!(
+        untested.is_empty(),
+        "seed {}: no client tried a write through the minority within {:?}: the run did not test it",
+        config.seed,
+        untested
+    );
     let indeterminate: usize = counts.iter().map(|[_, _, unknown]| unknown).sum();
     let expired = history.sessions.iter().filter(|s| s.expired).count();
     assert!(
@@ -267,7 +274,9 @@ async fn inject(rig: &Rig, rec: &Recorder, step: &Step) -> (Window, Option<Minor
         leader + 1
     );
     let minority = schedule::minority(n, &actions);
-    let minority = (!minority.is_empty()).then_some(MinorityWindow { minority, from: start, to: heal });
+    let running =
+        minority.iter().copied().filter(|i| !actions.pause.contains(i) && !actions.kill.contains(i)).collect();
+    let minority = (!minority.is_empty()).then_some(MinorityWindow { minority, running, from: start, to: heal });
     let deadline = tokio::time::Instant::now() + RECOVERY_TIMEOUT;
     while !availability::acks(&rec.events()).iter().any(|&t| t > heal) {
         assert!(
