@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -161,9 +161,9 @@ pub fn write_fuzzy_with(
         // The last chunk's copies are freed before the lock is taken, not under it.
         copied.clear();
         let held = read_for_copy(tree);
-        COPYING.store(true, Ordering::Release);
+        let copying = Copying::start();
         copy_chunk(&held, cursor.as_deref(), chunk, &mut acls_written, &mut copied);
-        COPYING.store(false, Ordering::Release);
+        drop(copying);
         drop(held);
         let Some(last) = copied.last() else { break };
         cursor = Some(last.path.clone());
@@ -297,7 +297,7 @@ pub fn lock_for_apply(tree: &RwLock<DataTree>) -> std::sync::RwLockWriteGuard<'_
                     (copied, progressed) = (progress, now);
                 }
                 // Another holder (a client's read) is not watched: spun for as before.
-                let stalled = now - progressed >= STALLED && COPYING.load(Ordering::Acquire);
+                let stalled = now - progressed >= STALLED && COPYING.load(Ordering::Acquire) > 0;
                 if now - started < SPIN && !stalled {
                     std::hint::spin_loop();
                     continue;
@@ -318,9 +318,26 @@ const SPIN: Duration = Duration::from_micros(50);
 /// copies from one that was preempted by it.
 static COPIED: AtomicU64 = AtomicU64::new(0);
 
-/// Whether a snapshot writer holds the tree's read lock to copy a chunk (in this process): only such a holder's
-/// progress is watched.
-static COPYING: AtomicBool = AtomicBool::new(false);
+/// Snapshot writers holding a tree's read lock to copy a chunk (in this process): only such a holder's progress
+/// is watched.
+static COPYING: AtomicUsize = AtomicUsize::new(0);
+
+/// One chunk's copy, counted in [`COPYING`] for as long as it lives, however it ends (a panic included): a count
+/// left up would make every apply stop spinning behind a client's read.
+struct Copying;
+
+impl Copying {
+    fn start() -> Copying {
+        COPYING.fetch_add(1, Ordering::AcqRel);
+        Copying
+    }
+}
+
+impl Drop for Copying {
+    fn drop(&mut self) {
+        COPYING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// How long a chunk's copy may go without a node before an apply waiting for it stops spinning: a node takes a
 /// fraction of a microsecond. Without this, a holder preempted by the apply's own thread kept the lock for the
