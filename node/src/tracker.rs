@@ -155,14 +155,9 @@ impl Tracker {
 }
 
 impl Sessions {
-    /// The bucket of a session due at `deadline`: the first multiple of the granularity after the origin that is
-    /// not before it.
+    /// The bucket of a session due at `deadline`.
     fn bucket(&self, deadline: Instant) -> Instant {
-        let since = deadline.saturating_duration_since(self.origin).as_nanos();
-        let step = self.granularity.as_nanos();
-        let rounded = since.div_ceil(step) * step;
-        // u64 nanoseconds last 584 years from the tracker's start.
-        self.origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+        bucket(self.origin, self.granularity, deadline)
     }
 
     fn add(&mut self, session: SessionId, timeout_ms: i32, now: Instant) {
@@ -209,17 +204,23 @@ impl Sessions {
                     expired.push(session);
                 } else {
                     // Touched since it was filed: its deadline is after `now`, and so is its new bucket.
-                    let deadline = tracked.deadline;
-                    let bucket = self.bucket(deadline);
-                    if let Some(tracked) = self.tracked.get_mut(&session) {
-                        tracked.bucket = bucket;
-                    }
-                    self.buckets.entry(bucket).or_default().insert(session);
+                    tracked.bucket = bucket(self.origin, self.granularity, tracked.deadline);
+                    self.buckets.entry(tracked.bucket).or_default().insert(session);
                 }
             }
         }
         false
     }
+}
+
+/// The bucket of a session due at `deadline`: the first multiple of `granularity` after `origin` that is not
+/// before it.
+fn bucket(origin: Instant, granularity: Duration, deadline: Instant) -> Instant {
+    let since = deadline.saturating_duration_since(origin).as_nanos();
+    let step = granularity.as_nanos();
+    let rounded = since.div_ceil(step) * step;
+    // u64 nanoseconds last 584 years from the tracker's start.
+    origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
