@@ -49,6 +49,7 @@ async fn ensemble(n: u64, dir: &std::path::Path) -> BTreeMap<u64, Handle> {
             snapshots: None,
             transport: Default::default(),
             monitor: std::sync::Arc::new(()),
+            quiet_appends_here: true,
         };
         servers.insert(id, start(config).unwrap().0);
     }

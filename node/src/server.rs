@@ -312,6 +312,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             ..TransportConfig::default()
         },
         monitor: Arc::new(stats.instruments.clone()),
+        quiet_appends_here: std::env::var("ENSEMBLE_QUIET_APPENDS_HERE").map_or(true, |v| v != "0"),
     };
     let (handle, streams) = runtime::start_with_wal(server_config, wal.clone())?;
 

@@ -741,6 +741,11 @@ impl InboundReceiver {
         self.rx.recv().await.map(|received| received.inbound)
     }
 
+    /// Whether no report is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// The next report if one is queued.
     pub fn try_recv(&mut self) -> Result<Inbound, mpsc::error::TryRecvError> {
         self.rx.try_recv().map(|received| received.inbound)

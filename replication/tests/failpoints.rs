@@ -10,7 +10,9 @@ mod scripted;
 
 use std::path::Path;
 
+use bytes::Bytes;
 use fail::FailScenario;
+use replication::message::Message;
 use replication::repairing::{self, RepairingError};
 use replication::{read_epochs, write_epochs, EpochsError};
 use scripted::*;
@@ -170,6 +172,32 @@ async fn a_failed_epochs_write_stops_the_runtime_and_a_restart_follows_after() {
         Leader::acked_epoch(addr).await;
         assert_eq!(read_epochs(&dir.path().join("1")).unwrap().0, Epoch(1), "{point}: the accepted epoch now");
     }
+    scenario.teardown();
+}
+
+/// A follower's own fdatasync failing is this server's fault whichever thread runs it (a lone proposal on a
+/// quiet loop is written and fsynced on the loop's own thread, `quiet_appends_here`): the proposal is never
+/// acknowledged, and the runtime stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fdatasync_of_a_lone_proposal_is_never_acked_and_stops_the_runtime() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (_handle, mut streams, addr) = server(dir.path()).await;
+    let mut leader = Leader::acked_epoch(addr).await;
+    leader.send(Message::Diff { zxid: Zxid::ZERO }).await;
+    leader.send(Message::NewLeader { epoch: Epoch(1), zxid: Zxid::ZERO }).await;
+    assert!(leader.expect(|m| matches!(m, Message::AckNewLeader { .. })).await.is_some());
+    leader.send(Message::UpToDate).await;
+    let (z1, z2) = (Zxid::new(Epoch(1), 1), Zxid::new(Epoch(1), 2));
+    leader.send(Message::Proposal { zxid: z1, txn: Bytes::from_static(b"txn") }).await;
+    assert_eq!(leader.expect(|m| matches!(m, Message::Ack { .. })).await, Some(Message::Ack { zxid: z1 }));
+    fail::cfg("wal::fdatasync", "return(EIO)").unwrap();
+    leader.send(Message::Proposal { zxid: z2, txn: Bytes::from_static(b"txn") }).await;
+    stopped(&mut streams).await;
+    fail::remove("wal::fdatasync");
+    // Whatever the link still carries (it may stay open a while after the runtime stopped): no ack among it.
+    let after = tokio::time::timeout(WAIT / 10, leader.expect(|m| matches!(m, Message::Ack { .. }))).await;
+    assert!(!matches!(after, Ok(Some(_))), "a proposal whose fdatasync failed was acknowledged: {after:?}");
     scenario.teardown();
 }
 

@@ -46,6 +46,7 @@ async fn boot_with_streams(
         snapshots: None,
         transport: Default::default(),
         monitor: std::sync::Arc::new(()),
+        quiet_appends_here: true,
     })
     .unwrap()
 }
@@ -204,6 +205,7 @@ async fn a_peer_past_its_budget_of_forwarded_bytes_is_dropped() {
         snapshots: None,
         transport: TransportConfig { forwarded_bytes: BUDGET, ..TransportConfig::default() },
         monitor: std::sync::Arc::new(()),
+        quiet_appends_here: true,
     };
     let (_handle, mut streams) = start(config).unwrap();
     let forwards = |n: usize| {
@@ -254,6 +256,7 @@ async fn a_server_that_is_a_quorum_alone_leads_and_commits() {
         snapshots: None,
         transport: Default::default(),
         monitor: std::sync::Arc::new(()),
+        quiet_appends_here: true,
     };
     let (handle, _streams) = start(config).unwrap();
     let servers = BTreeMap::from([(1, handle)]);
@@ -280,6 +283,7 @@ async fn an_observer_applies_commits_but_never_counts_towards_a_quorum() {
             snapshots: None,
             transport: Default::default(),
             monitor: std::sync::Arc::new(()),
+            quiet_appends_here: true,
         };
         servers.insert(id, start(config).unwrap().0);
     }

@@ -191,6 +191,18 @@ impl Shared {
         self.push(state, records).map(Enqueue::Queued)
     }
 
+    /// [`Shared::try_append`] without waking the writer thread: the caller does the IO itself if nobody is doing
+    /// it ([`Shared::try_claim_io`]), or wakes the thread ([`Shared::wake_writer`]).
+    pub fn try_append_quietly(&self, records: Vec<(Zxid, Bytes)>) -> Result<Enqueue, WalError> {
+        let state = self.lock();
+        check_usable(&state)?;
+        let bytes = records.iter().map(|(_, p)| p.len()).sum();
+        if !self.has_room(&state, bytes, records.len()) {
+            return Ok(Enqueue::Full(records));
+        }
+        self.push_waking(state, records, false).map(Enqueue::Queued)
+    }
+
     /// Queues a control command (not bounded: there is at most one per caller, and they are rare).
     pub fn push_control(&self, make: impl FnOnce(&mut QueueState) -> Command) -> Result<(), WalError> {
         let mut state = self.lock();

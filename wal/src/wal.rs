@@ -260,12 +260,37 @@ impl Wal {
 
     /// Like [`Wal::append_batch`], but waits for room in the queue without blocking the thread.
     pub async fn append_batch_async(&self, records: Vec<(Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
+        let records = self.check_batch(records)?;
+        self.enqueue_async(records).await
+    }
+
+    /// Like [`Wal::append_batch_async`], but if nobody is doing the log's IO when the batch is queued, it is
+    /// written and fsynced on this thread before the call returns, and the returned [`Pending`] is complete
+    /// then: leader/follower group commit ([`Wal::append_sync`]) for async code, whose task would otherwise
+    /// wait for the writer thread's wake-up and then for its own on the completion. Otherwise (the writer
+    /// thread or another appender is busy, or the queue is full) the batch joins the next one written, as with
+    /// [`Wal::append_batch_async`]. The thread is blocked for the fdatasync, with no `block_in_place` (which
+    /// hands the worker's other tasks to another thread: a wake-up like the ones saved), so this is for a task
+    /// whose runtime has nothing else for this thread to do meanwhile.
+    pub async fn append_batch_here(&self, records: Vec<(Zxid, Bytes)>) -> Result<Pending<Zxid>, WalError> {
+        let records = self.check_batch(records)?;
+        let WriterMode::Thread { writer, .. } = &self.writer else { return self.enqueue_async(records).await };
+        match self.shared.try_append_quietly(records)? {
+            Enqueue::Queued(mut pending) => {
+                do_io_until_done(&self.shared, writer, &mut pending);
+                Ok(pending)
+            }
+            // The writer thread has work queued, and will get to this after it.
+            Enqueue::Full(records) => self.enqueue_async(records).await,
+        }
+    }
+
+    /// The batch's payloads checked against the bound; refused if it is empty.
+    fn check_batch(&self, records: Vec<(Zxid, Bytes)>) -> Result<Vec<(Zxid, Bytes)>, WalError> {
         if records.is_empty() {
             return Err(WalError::EmptyBatch);
         }
-        let records =
-            records.into_iter().map(|(z, p)| self.check_payload(p).map(|p| (z, p))).collect::<Result<_, _>>()?;
-        self.enqueue_async(records).await
+        records.into_iter().map(|(z, p)| self.check_payload(p).map(|p| (z, p))).collect()
     }
 
     /// Queues `records` as soon as the queue has room for all of them, waiting for it without blocking.
@@ -407,13 +432,7 @@ impl SyncAppend<'_> {
     pub fn wait(mut self) -> Result<Zxid, WalError> {
         let mut pending = self.pending.take().expect("waited for once");
         if let Some(writer) = self.writer {
-            if !pending.is_done() && self.shared.try_claim_io() {
-                writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_claimed(|| pending.is_done());
-                self.shared.release_io();
-            } else {
-                // Someone else writes; a writer thread asleep must take this record.
-                self.shared.wake_writer();
-            }
+            do_io_until_done(self.shared, writer, &mut pending);
         }
         pending.wait()
     }
@@ -451,6 +470,18 @@ impl Drop for Wal {
                 tracing::error!("the WAL writer thread panicked");
             }
         }
+    }
+}
+
+/// For an append queued without waking the writer thread ([`Shared::append_quietly`]): does the log's queued IO
+/// on this thread until `pending` is done, if nobody is doing it; else makes sure someone will (a writer thread
+/// asleep must take the record).
+fn do_io_until_done(shared: &Shared, writer: &Mutex<Writer>, pending: &mut Pending<Zxid>) {
+    if !pending.is_done() && shared.try_claim_io() {
+        writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_claimed(|| pending.is_done());
+        shared.release_io();
+    } else {
+        shared.wake_writer();
     }
 }
 

@@ -5,8 +5,9 @@
 //! then completes the appends. Truncate and purge run on this thread too, in queue order. In the inline mode
 //! ([`crate::Wal::open_inline`], for deterministic simulations) the same code runs on the appender's thread,
 //! right after each push, instead of on a thread of its own. In the thread mode, an appender that waits for
-//! its record and finds nobody writing runs the same code on its own thread ([`crate::SyncAppend::wait`]):
-//! whoever does the IO holds `io_busy` in the queue's state, so exactly one writes at a time.
+//! its record and finds nobody writing runs the same code on its own thread ([`crate::SyncAppend::wait`], and
+//! [`crate::Wal::append_batch_here`] from a task): whoever does the IO holds `io_busy` in the queue's state, so
+//! exactly one writes at a time.
 //!
 //! # Invariants
 //! - An append is completed `Ok` only after an fdatasync that covers it returned success.

@@ -53,6 +53,33 @@ fn an_fsync_failure_on_the_appenders_own_thread_fails_the_log_the_same() {
     scenario.teardown();
 }
 
+/// The same for a batch a task appends and makes durable on its own thread (`append_batch_here`): the call
+/// hands back a failed outcome, never a durable one.
+#[test]
+fn an_fsync_failure_on_a_tasks_own_thread_fails_its_batch_and_the_log() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    // No idle spin: the writer thread sleeps, so the task does the IO.
+    let log = open(dir.path(), wal::WalOptions { idle_spin: std::time::Duration::ZERO, ..tiny() });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let batch = |zxids: std::ops::RangeInclusive<u64>| -> Vec<(Zxid, bytes::Bytes)> {
+        zxids.map(|z| (Zxid(z), payload(Zxid(z)).into())).collect()
+    };
+    rt.block_on(async {
+        assert_eq!(log.append_batch_here(batch(1..=2)).await.unwrap().await.unwrap(), Zxid(2));
+        fail::cfg("wal::fdatasync", "return(EIO)").unwrap();
+        let error = log.append_batch_here(batch(3..=4)).await.unwrap().await.expect_err("not durable");
+        assert_eq!(errno(&error), Some(libc::EIO), "{error}");
+        fail::remove("wal::fdatasync");
+        assert!(matches!(log.append_batch_here(batch(5..=5)).await, Err(WalError::Failed(_))));
+    });
+    drop(log);
+    let log = open(dir.path(), tiny());
+    let zxids: Vec<u64> = log.iter_from(Zxid::ZERO).map(|r| r.unwrap().zxid.0).collect();
+    assert_eq!(&zxids[..2], &[1, 2], "acknowledged records survive");
+    scenario.teardown();
+}
+
 #[test]
 fn an_fsync_failure_fails_every_waiting_appender_and_every_later_one() {
     let scenario = FailScenario::setup();

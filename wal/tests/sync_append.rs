@@ -2,12 +2,16 @@
 //! record does the log's IO itself when nobody is doing it. Checked: every record waited for is durable (on a
 //! simulated disk, a power cut right after the wait keeps it), in zxid order, alongside appenders that go through
 //! the writer thread; a `SyncAppend` dropped without waiting still reaches the disk (its push did not wake the
-//! writer thread, the drop must); waiting from tokio tasks works on both runtime flavors.
+//! writer thread, the drop must); waiting from tokio tasks works on both runtime flavors. The same for a batch
+//! appended from a task with [`Wal::append_batch_here`]: done on the task's thread when the log is idle (and
+//! durable when the call returns), else joining whoever writes.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures_util::FutureExt;
 use wal::fs::{FileSystem, SimFs};
 use wal::{Wal, WalOptions, Zxid};
 
@@ -16,12 +20,100 @@ fn records(log: &Wal) -> Vec<u64> {
 }
 
 fn sim_log() -> (SimFs, Wal) {
+    sim_log_with(WalOptions::default())
+}
+
+fn sim_log_with(options: WalOptions) -> (SimFs, Wal) {
     let fs = SimFs::new();
     fs.create_dir_all(Path::new("/node")).unwrap();
     fs.sync_dir(Path::new("/")).unwrap();
-    let options = WalOptions { segment_size: 4096, max_payload: 96, zero_fill: false, ..WalOptions::default() };
+    let options = WalOptions { segment_size: 4096, max_payload: 96, zero_fill: false, ..options };
     let log = Wal::open_with(Arc::new(fs.clone()), "/node/wal", options).unwrap().0;
     (fs, log)
+}
+
+fn batch(zxids: std::ops::RangeInclusive<u64>, byte: u8) -> Vec<(Zxid, Bytes)> {
+    zxids.map(|z| (Zxid(z), Bytes::from(vec![byte; 30]))).collect()
+}
+
+#[test]
+fn a_batch_appended_here_on_an_idle_log_is_durable_when_the_call_returns() {
+    // No idle spin: the writer thread sleeps from its first batch on, and nothing here wakes it, so every batch
+    // is written on the task's own thread, and must be durable by the time the call returns.
+    let (fs, log) = sim_log_with(WalOptions { idle_spin: Duration::ZERO, ..WalOptions::default() });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    rt.block_on(async {
+        for first in (1..=90).step_by(3) {
+            let last = first + first % 3;
+            let pending = log.append_batch_here(batch(first..=last, 5)).await.unwrap();
+            let done = pending.now_or_never().expect("made durable before the call returned");
+            assert_eq!(done.unwrap(), Zxid(last));
+        }
+    });
+    let expected: Vec<u64> = (1..=90).step_by(3).flat_map(|first| first..=first + first % 3).collect();
+    let after = fs.crash_now(11);
+    drop(log);
+    let options = WalOptions { segment_size: 4096, max_payload: 96, zero_fill: false, ..WalOptions::default() };
+    let log = Wal::open_with(Arc::new(after), "/node/wal", options).unwrap().0;
+    assert_eq!(records(&log), expected, "every batch reported durable survived the power cut");
+    assert!(matches!(rt.block_on(log.append_batch_here(Vec::new())), Err(wal::WalError::EmptyBatch)));
+}
+
+#[test]
+fn batches_appended_here_share_the_log_with_the_writer_thread_and_waiting_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Wal::open(dir.path(), WalOptions::default()).unwrap().0);
+    let next = Arc::new(Mutex::new(0u64));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    std::thread::scope(|s| {
+        // Threads waiting for their records, taking the IO when it is idle: so a batch appended here sometimes
+        // finds it busy and joins the next batch written.
+        for _ in 0..2 {
+            let (log, next) = (log.clone(), next.clone());
+            s.spawn(move || {
+                for _ in 0..150 {
+                    let queued = {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        (Zxid(*n), log.append_sync(Zxid(*n), vec![1; 60]).unwrap())
+                    };
+                    assert_eq!(queued.1.wait().unwrap(), queued.0);
+                }
+            });
+        }
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let (log, next) = (log.clone(), next.clone());
+                    tokio::spawn(async move {
+                        for i in 0..150u64 {
+                            // Queued in zxid order under the lock (a std one: the append does not wait on
+                            // anything but the queue's room, which is never short here).
+                            let pending = {
+                                let mut n = next.lock().unwrap();
+                                let first = *n + 1;
+                                *n += 1 + (t + i) % 3;
+                                let records = batch(first..=*n, 2);
+                                match t {
+                                    0 | 1 => log.append_batch_here(records).now_or_never(),
+                                    _ => log.append_batch_async(records).now_or_never(),
+                                }
+                                .expect("room in the queue")
+                                .map(|pending| (Zxid(*n), pending))
+                            };
+                            let (last, pending) = pending.unwrap();
+                            assert_eq!(pending.await.unwrap(), last);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    });
+    let total = *next.lock().unwrap();
+    assert_eq!(records(&log), (1..=total).collect::<Vec<_>>());
 }
 
 #[test]

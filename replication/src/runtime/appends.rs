@@ -7,6 +7,7 @@ use super::server::Server;
 use super::Committed;
 use crate::fault::{Fault, LocalFault};
 use crate::message::ServerId;
+use crate::peer::Role;
 use crate::sync::History;
 use crate::LATENCY;
 
@@ -37,14 +38,31 @@ impl Server {
 
     /// Hands the staged txns to the WAL as one batch (waiting for room in its queue).
     pub(super) async fn flush_appends(&mut self) -> Result<(), LocalFault> {
+        self.flush_staged(false).await
+    }
+
+    /// [`Server::flush_appends`], or, on a follower whose loop is quiet (nothing `waiting` for it now, nothing
+    /// else in flight, and nothing arrived while the last batch was made durable), the batch written and fsynced
+    /// on this thread before the call returns ([`super::RuntimeConfig::quiet_appends_here`]). Either way its
+    /// durability is reported as [`crate::peer::Event::Persisted`] by the loop, so the ack follows the fsync.
+    pub(super) async fn flush_appends_or_here(&mut self, waiting: bool) -> Result<(), LocalFault> {
+        let following = matches!(self.role_tx.borrow().0, Role::Following(_));
+        let in_flight = !self.durability.is_empty();
+        let here = self.quiet.allows(following, self.staged.len(), in_flight, waiting);
+        self.flush_staged(here).await
+    }
+
+    /// Hands the staged txns to the WAL as one batch, to be made durable on this thread if `here` and the WAL
+    /// is idle.
+    async fn flush_staged(&mut self, here: bool) -> Result<(), LocalFault> {
         let Some(&(last, _)) = self.staged.last() else { return Ok(()) };
         let staged = std::mem::take(&mut self.staged);
-        tracing::trace!(target: LATENCY, server = self.me.0, zxid = last.0, records = staged.len(), "handed");
-        let pending = self.wal.append_batch_async(staged).await.map_err(|source| LocalFault::Wal {
-            op: "append",
-            zxid: last,
-            source,
-        })?;
+        tracing::trace!(target: LATENCY, server = self.me.0, zxid = last.0, records = staged.len(), here, "handed");
+        let appended = match here {
+            true => self.wal.append_batch_here(staged).await,
+            false => self.wal.append_batch_async(staged).await,
+        };
+        let pending = appended.map_err(|source| LocalFault::Wal { op: "append", zxid: last, source })?;
         self.durability.push_back(Box::pin(pending));
         Ok(())
     }

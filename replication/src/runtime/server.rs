@@ -11,6 +11,7 @@ use wal::fs::Fs;
 use wal::{Wal, WalError, Zxid};
 
 use super::held::Held;
+use super::quiet::QuietAppends;
 use super::{Blocking, Committed, Durability, ForwardShare, Forwarded, LearnerView, Log, Reply};
 use crate::barrier::BarrierId;
 use crate::epochs::EpochWriter;
@@ -67,6 +68,8 @@ pub(super) struct Server {
     /// must queue behind them (a truncation, a restart of the log, a restart of the peer). Already counted
     /// in `log`, `undelivered` and `log.pending`, like an append in flight.
     pub(super) staged: Vec<(Zxid, Bytes)>,
+    /// Whether the next flush may make its batch durable on this loop's thread.
+    pub(super) quiet: QuietAppends,
     /// Epoch writes in flight.
     pub(super) epochs: EpochWriter,
     /// How many times the peer was started over: epoch writes asked for by an earlier one are not reported
@@ -121,7 +124,10 @@ impl Server {
                     return self.stop(fault);
                 }
             }
-            if let Err(fault) = self.flush_appends().await {
+            // Nothing else waits for the loop now (a message, a proposal): a follower's lone batch may be made
+            // durable on this thread.
+            let waiting = !inbound.is_empty() || !proposals.is_empty();
+            if let Err(fault) = self.flush_appends_or_here(waiting).await {
                 return self.stop(fault);
             }
             node_first = !node_first;
@@ -134,6 +140,9 @@ impl Server {
                 Some(result) = next_durable(&mut self.durability) => match result {
                     Ok(zxid) => {
                         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "durable");
+                        // Whether anything arrived while that batch was made durable: if so, the loop is busy,
+                        // and the next batch goes to the writer thread.
+                        self.quiet.durable(!inbound.is_empty() || !proposals.is_empty());
                         self.log.pending.forget_through(zxid);
                         Event::Persisted(zxid)
                     }

@@ -45,6 +45,7 @@ pub async fn server(dir: &Path) -> (Handle, Streams, SocketAddr) {
         snapshots: Some(snapshots(dir)),
         transport: Default::default(),
         monitor: std::sync::Arc::new(()),
+        quiet_appends_here: true,
     };
     let (handle, streams) = start(config).unwrap();
     (handle, streams, addr)

@@ -135,6 +135,8 @@ impl SimServer {
             peers,
             forwarded_bytes: 1 << 20,
             monitor: self.syncs.clone(),
+            // A stepped WAL has no writer thread, and a current-thread runtime no second worker: off either way.
+            quiet_appends_here: false,
         };
         let io = Io {
             fs,
