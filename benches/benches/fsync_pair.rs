@@ -6,7 +6,9 @@
 //! Variants, all with one writer and `payload` bytes:
 //! - `append+wait` (thread) and `append+await` (task): the writer thread does the IO (two hand-offs per append);
 //! - `append_sync+wait` (thread) and `append_sync+wait_async` (task on a 2-worker runtime): leader/follower group
-//!   commit, the appender does the IO itself when the writer is idle.
+//!   commit, the appender does the IO itself when the writer is idle (from a task, in `block_in_place`);
+//! - `append_batch_here` (task): the same from a task with no `block_in_place`, as a follower's replication loop
+//!   does for a lone batch while it is quiet.
 //!
 //! The raw file is written through once before the run, as the WAL's segments are zero-filled: both then
 //! overwrite written blocks (a first write into an unwritten extent makes fdatasync commit the journal too).
@@ -32,13 +34,15 @@ enum Variant {
     AppendAwait,
     SyncWait,
     SyncWaitAsync,
+    BatchHere,
 }
 
-const VARIANTS: [(Variant, &str); 4] = [
+const VARIANTS: [(Variant, &str); 5] = [
     (Variant::AppendWait, "append+wait (thread)"),
     (Variant::AppendAwait, "append+await (task)"),
     (Variant::SyncWait, "append_sync+wait (thread)"),
     (Variant::SyncWaitAsync, "append_sync+wait_async (task)"),
+    (Variant::BatchHere, "append_batch_here (task)"),
 ];
 
 /// Mean time per append over `n` appends of `variant`.
@@ -64,12 +68,16 @@ fn block(
                 log.append_sync(Zxid(z), payload.to_vec()).unwrap().wait().unwrap();
             }
         }
-        Variant::AppendAwait | Variant::SyncWaitAsync => {
+        Variant::AppendAwait | Variant::SyncWaitAsync | Variant::BatchHere => {
             let (log, payload) = (log.clone(), payload.to_vec());
             rt.block_on(rt.spawn(async move {
                 for z in first..first + n as u64 {
                     match variant {
                         Variant::AppendAwait => drop(log.append(Zxid(z), payload.clone()).unwrap().await.unwrap()),
+                        Variant::BatchHere => {
+                            let batch = vec![(Zxid(z), payload.clone().into())];
+                            drop(log.append_batch_here(batch).await.unwrap().await.unwrap())
+                        }
                         _ => drop(log.append_sync(Zxid(z), payload.clone()).unwrap().wait_async().await.unwrap()),
                     }
                 }
