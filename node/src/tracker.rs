@@ -12,17 +12,18 @@
 //! empties it when it stops leading ([`Tracker::stop`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::leader::Origin;
 use crate::session::SessionId;
-use crate::shared::lock;
 
 /// The sessions a leader tracks.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    /// `None` until the pipeline starts the tracker for its term, and again once it stops it.
+    /// `None` until the pipeline starts the tracker for its term, and again once it stops it. A fair lock where it
+    /// matters: an expiry round hands it to a waiting touch between its holds ([`Tracker::expire`]).
     sessions: Mutex<Option<Sessions>>,
 }
 
@@ -70,38 +71,38 @@ impl Tracker {
         for (session, timeout_ms) in sessions {
             started.add(session, timeout_ms, now);
         }
-        *lock(&self.sessions) = Some(started);
+        *self.sessions.lock() = Some(started);
     }
 
     /// Tracks nothing: this server no longer leads (or must rebuild its tracker).
     pub fn stop(&self) {
-        *lock(&self.sessions) = None;
+        *self.sessions.lock() = None;
     }
 
     /// Tracks a new session, with its whole timeout from `now` (if the tracker is started).
     pub fn add(&self, session: SessionId, timeout_ms: i32, now: Instant) {
-        if let Some(sessions) = lock(&self.sessions).as_mut() {
+        if let Some(sessions) = self.sessions.lock().as_mut() {
             sessions.add(session, timeout_ms, now);
         }
     }
 
     /// Stops tracking a session (it is closing).
     pub fn remove(&self, session: SessionId) {
-        if let Some(sessions) = lock(&self.sessions).as_mut() {
+        if let Some(sessions) = self.sessions.lock().as_mut() {
             sessions.remove(session);
         }
     }
 
     /// Whether the session is tracked (neither expired nor closed).
     pub fn contains(&self, session: SessionId) -> bool {
-        lock(&self.sessions).as_ref().is_some_and(|sessions| sessions.tracked.contains_key(&session))
+        self.sessions.lock().as_ref().is_some_and(|sessions| sessions.tracked.contains_key(&session))
     }
 
     /// Clients of these sessions were active until `now`: each has its whole timeout again. Sessions not tracked
     /// (closing, unknown, or a tracker not started) are left alone. A touch measured earlier than one already
     /// handled (a follower's, say) never brings a deadline forward.
     pub fn touch(&self, sessions: &[SessionId], now: Instant) {
-        let mut tracked = lock(&self.sessions);
+        let mut tracked = self.sessions.lock();
         let Some(tracked) = tracked.as_mut() else { return };
         for session in sessions {
             if let Some(tracked) = tracked.tracked.get_mut(session) {
@@ -112,40 +113,43 @@ impl Tracker {
 
     /// Stops tracking every session whose deadline is at or before `now` and whose bucket is due, and returns
     /// them: the caller closes them. A touch that comes after finds them gone, as ZooKeeper's finds a closing
-    /// session. The lock is let go every [`EXAMINED_PER_HOLD`] sessions, so touches may go in between.
+    /// session. Every [`EXAMINED_PER_HOLD`] sessions the lock goes to whoever waits for it (a touch), and comes
+    /// back after: a plain unlock would let this thread, already running, take it again before a waiter woke,
+    /// so that a touch measured before a session's deadline could wait out a long round and find it expired.
     pub fn expire(&self, now: Instant) -> Vec<SessionId> {
         let mut expired = Vec::new();
+        let mut sessions = self.sessions.lock();
         loop {
-            let mut sessions = lock(&self.sessions);
-            let Some(sessions) = sessions.as_mut() else { return expired };
-            if !sessions.examine(now, EXAMINED_PER_HOLD, &mut expired) {
+            let Some(tracked) = sessions.as_mut() else { return expired };
+            if !tracked.examine(now, EXAMINED_PER_HOLD, &mut expired) {
                 return expired;
             }
+            MutexGuard::bump(&mut sessions);
         }
     }
 
     /// Records that the session's client attached on `origin`, and returns the server it was attached on before,
     /// if another (that server's connection must close).
     pub fn attach(&self, session: SessionId, origin: Origin) -> Option<Origin> {
-        let mut sessions = lock(&self.sessions);
+        let mut sessions = self.sessions.lock();
         let old = sessions.as_mut()?.tracked.get_mut(&session).and_then(|t| t.owner.replace(origin));
         old.filter(|&old| old != origin)
     }
 
     /// The server the session's client last attached on, if known.
     pub fn owner(&self, session: SessionId) -> Option<Origin> {
-        lock(&self.sessions).as_ref()?.tracked.get(&session).and_then(|t| t.owner)
+        self.sessions.lock().as_ref()?.tracked.get(&session).and_then(|t| t.owner)
     }
 
     /// Every tracked session and when it expires unless touched (`dump`); `None` while the tracker is not
     /// started (a leader whose pipeline has not become ready: the tree's sessions are what it knows).
     pub fn deadlines(&self) -> Option<Vec<(SessionId, Instant)>> {
-        Some(lock(&self.sessions).as_ref()?.tracked.iter().map(|(&s, t)| (s, t.deadline)).collect())
+        Some(self.sessions.lock().as_ref()?.tracked.iter().map(|(&s, t)| (s, t.deadline)).collect())
     }
 
     /// How many sessions are tracked.
     pub fn len(&self) -> usize {
-        lock(&self.sessions).as_ref().map_or(0, |sessions| sessions.tracked.len())
+        self.sessions.lock().as_ref().map_or(0, |sessions| sessions.tracked.len())
     }
 
     /// Whether no session is tracked.
@@ -307,6 +311,42 @@ mod tests {
         assert_eq!(expired, odd, "then the touched half");
     }
 
+    /// An expiry round over many holds hands the lock to a waiting touch between them: with a plain unlock the
+    /// round's thread, running, takes the lock back before the woken waiter does, and a touch waits out the round
+    /// (with std's `Mutex`, as before, the toucher below got in between none of the 32 holds, in three runs).
+    #[test]
+    fn a_long_expiry_round_lets_waiting_touches_in_between_its_holds() {
+        let (tracker, t0) = (Tracker::default(), Instant::now());
+        let holds = 32;
+        let due = holds * EXAMINED_PER_HOLD as i64;
+        // Sessions 1..=due are due at once; session 0 lives an hour, and is touched throughout.
+        tracker.start((1..=due).map(|s| (s, 0)).chain([(0, 3_600_000)]), t0, MS);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mid_round = std::thread::scope(|scope| {
+            let toucher = scope.spawn(|| {
+                let mut mid_round = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    tracker.touch(&[0], t0 + MS);
+                    // Part of the round expired, not all of it: this hold came between two of the round's.
+                    let left = tracker.len() as i64 - 1;
+                    mid_round += usize::from(left > 0 && left < due);
+                }
+                mid_round
+            });
+            // Start once the toucher runs (it holds the lock now and then), or a round on a busy host could be over
+            // before the toucher began.
+            while tracker.sessions.try_lock().is_some() && !toucher.is_finished() {
+                std::hint::spin_loop();
+            }
+            let expired = tracker.expire(t0 + 2 * MS);
+            done.store(true, std::sync::atomic::Ordering::Release);
+            assert_eq!(expired.len() as i64, due);
+            toucher.join().unwrap()
+        });
+        assert_eq!(tracker.len(), 1, "the touched session stays");
+        assert!(mid_round >= holds as usize / 4, "touches got in between {mid_round} of {holds} holds");
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Add(SessionId, i32),
@@ -373,7 +413,7 @@ mod tests {
                         model.retain(|s, _| !expired.contains(s));
                     }
                 }
-                let guard = lock(&tracker.sessions);
+                let guard = tracker.sessions.lock();
                 let sessions = guard.as_ref().expect("started");
                 let filed: usize = sessions.buckets.values().map(HashSet::len).sum();
                 prop_assert!(sessions.buckets.values().all(|b| !b.is_empty()), "no empty bucket");
