@@ -76,7 +76,7 @@ fn block(
                         Variant::AppendAwait => drop(log.append(Zxid(z), payload.clone()).unwrap().await.unwrap()),
                         Variant::BatchHere => {
                             let batch = vec![(Zxid(z), payload.clone().into())];
-                            drop(log.append_batch_here(batch).await.unwrap().await.unwrap())
+                            assert_eq!(log.append_batch_here(batch).await.unwrap().await.unwrap(), Zxid(z));
                         }
                         _ => drop(log.append_sync(Zxid(z), payload.clone()).unwrap().wait_async().await.unwrap()),
                     }
