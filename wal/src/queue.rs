@@ -182,25 +182,23 @@ impl Shared {
 
     /// Queues the records (one append, or a batch covered by one fsync) if there is room for all of them.
     pub fn try_append(&self, records: Vec<(Zxid, Bytes)>) -> Result<Enqueue, WalError> {
-        let state = self.lock();
-        check_usable(&state)?;
-        let bytes = records.iter().map(|(_, p)| p.len()).sum();
-        if !self.has_room(&state, bytes, records.len()) {
-            return Ok(Enqueue::Full(records));
-        }
-        self.push(state, records).map(Enqueue::Queued)
+        self.try_append_waking(records, true)
     }
 
     /// [`Shared::try_append`] without waking the writer thread: the caller does the IO itself if nobody is doing
     /// it ([`Shared::try_claim_io`]), or wakes the thread ([`Shared::wake_writer`]).
     pub fn try_append_quietly(&self, records: Vec<(Zxid, Bytes)>) -> Result<Enqueue, WalError> {
+        self.try_append_waking(records, false)
+    }
+
+    fn try_append_waking(&self, records: Vec<(Zxid, Bytes)>, wake: bool) -> Result<Enqueue, WalError> {
         let state = self.lock();
         check_usable(&state)?;
         let bytes = records.iter().map(|(_, p)| p.len()).sum();
         if !self.has_room(&state, bytes, records.len()) {
             return Ok(Enqueue::Full(records));
         }
-        self.push_waking(state, records, false).map(Enqueue::Queued)
+        self.push_waking(state, records, wake).map(Enqueue::Queued)
     }
 
     /// Queues a control command (not bounded: there is at most one per caller, and they are rare).
