@@ -277,7 +277,7 @@ impl Wal {
         let WriterMode::Thread { writer, .. } = &self.writer else { return self.enqueue_async(records).await };
         match self.shared.try_append_quietly(records)? {
             Enqueue::Queued(mut pending) => {
-                do_io_until_done(&self.shared, writer, &mut pending);
+                do_io_until_done(&self.shared, writer, &mut pending, Plain::Only);
                 Ok(pending)
             }
             // The writer thread has work queued, and will get to this after it.
@@ -432,7 +432,7 @@ impl SyncAppend<'_> {
     pub fn wait(mut self) -> Result<Zxid, WalError> {
         let mut pending = self.pending.take().expect("waited for once");
         if let Some(writer) = self.writer {
-            do_io_until_done(self.shared, writer, &mut pending);
+            do_io_until_done(self.shared, writer, &mut pending, Plain::Any);
         }
         pending.wait()
     }
@@ -473,12 +473,28 @@ impl Drop for Wal {
     }
 }
 
+/// What IO an appender takes on its own thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plain {
+    /// Whatever is queued ahead of its record: a thread that waits anyway.
+    Any,
+    /// Only appends that fit the active segment (one write and one fdatasync): a task whose thread serves
+    /// others too leaves a truncate, a purge or a new segment (its fsyncs, a spare still being zero-filled) to the
+    /// writer thread.
+    Only,
+}
+
 /// For an append queued without waking the writer thread ([`Shared::append_quietly`]): does the log's queued IO
-/// on this thread until `pending` is done, if nobody is doing it; else makes sure someone will (a writer thread
-/// asleep must take the record).
-fn do_io_until_done(shared: &Shared, writer: &Mutex<Writer>, pending: &mut Pending<Zxid>) {
+/// on this thread until `pending` is done, if nobody is doing it and `plain` allows it; else makes sure someone
+/// will (a writer thread asleep must take the record).
+fn do_io_until_done(shared: &Shared, writer: &Mutex<Writer>, pending: &mut Pending<Zxid>, plain: Plain) {
     if !pending.is_done() && shared.try_claim_io() {
-        writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_claimed(|| pending.is_done());
+        let mut writer = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if plain == Plain::Any || writer.queued_appends_fit() {
+            writer.run_claimed(|| pending.is_done());
+        }
+        drop(writer);
+        // Wakes the writer thread for whatever is still queued.
         shared.release_io();
     } else {
         shared.wake_writer();

@@ -128,6 +128,21 @@ impl Writer {
         }
     }
 
+    /// Whether everything queued is appends that fit the active segment: done now, one write and one fdatasync,
+    /// with no control command and no new segment.
+    pub fn queued_appends_fit(&self) -> bool {
+        let Some(active) = &self.active else { return false };
+        let state = self.shared.lock();
+        let mut end = active.end;
+        state.commands.iter().all(|command| match command {
+            Command::Append(a) => {
+                end += record::encoded_len(a.payload.len()) as u64;
+                end <= active.capacity
+            }
+            _ => false,
+        })
+    }
+
     /// Does everything queued now, on the caller's thread, and returns when the queue is empty (or the log has
     /// failed): the inline mode ([`crate::Wal::open_inline`]), where each push runs its own IO before it returns.
     pub fn run_queued(&mut self) {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use common::*;
 use fail::FailScenario;
+use futures_util::FutureExt;
 use wal::{Wal, WalError, Zxid};
 
 /// The root cause of a failed-log error.
@@ -59,16 +60,20 @@ fn an_fsync_failure_on_the_appenders_own_thread_fails_the_log_the_same() {
 fn an_fsync_failure_on_a_tasks_own_thread_fails_its_batch_and_the_log() {
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    // No idle spin: the writer thread sleeps, so the task does the IO.
+    // No idle spin: the writer thread sleeps, so the task does the IO (`tiny()` segments hold both batches).
     let log = open(dir.path(), wal::WalOptions { idle_spin: std::time::Duration::ZERO, ..tiny() });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     let batch = |zxids: std::ops::RangeInclusive<u64>| -> Vec<(Zxid, bytes::Bytes)> {
         zxids.map(|z| (Zxid(z), payload(Zxid(z)).into())).collect()
     };
+    // The first record creates the log's first segment, which a task leaves to others: a waiting thread does it.
+    log.append_durable(Zxid(1), payload(Zxid(1))).unwrap();
     rt.block_on(async {
-        assert_eq!(log.append_batch_here(batch(1..=2)).await.unwrap().await.unwrap(), Zxid(2));
+        assert_eq!(log.append_batch_here(batch(2..=2)).await.unwrap().now_or_never().unwrap().unwrap(), Zxid(2));
         fail::cfg("wal::fdatasync", "return(EIO)").unwrap();
-        let error = log.append_batch_here(batch(3..=4)).await.unwrap().await.expect_err("not durable");
+        let pending = log.append_batch_here(batch(3..=4)).await.unwrap();
+        // Failed on this thread, before the call returned.
+        let error = pending.now_or_never().expect("done on the task's thread").expect_err("not durable");
         assert_eq!(errno(&error), Some(libc::EIO), "{error}");
         fail::remove("wal::fdatasync");
         assert!(matches!(log.append_batch_here(batch(5..=5)).await, Err(WalError::Failed(_))));

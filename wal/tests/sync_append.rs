@@ -27,9 +27,18 @@ fn sim_log_with(options: WalOptions) -> (SimFs, Wal) {
     let fs = SimFs::new();
     fs.create_dir_all(Path::new("/node")).unwrap();
     fs.sync_dir(Path::new("/")).unwrap();
-    let options = WalOptions { segment_size: 4096, max_payload: 96, zero_fill: false, ..options };
-    let log = Wal::open_with(Arc::new(fs.clone()), "/node/wal", options).unwrap().0;
+    let log = Wal::open_with(Arc::new(fs.clone()), "/node/wal", sim_options(options)).unwrap().0;
     (fs, log)
+}
+
+/// Tiny segments (so that appends roll), small payloads, no zero-filled spare.
+fn sim_options(options: WalOptions) -> WalOptions {
+    WalOptions { segment_size: 4096, max_payload: 96, zero_fill: false, ..options }
+}
+
+/// No idle spin: the writer thread sleeps from its first batch on, and nothing but a hand-over wakes it.
+fn sleepy() -> WalOptions {
+    WalOptions { idle_spin: Duration::ZERO, ..WalOptions::default() }
 }
 
 fn batch(zxids: std::ops::RangeInclusive<u64>, byte: u8) -> Vec<(Zxid, Bytes)> {
@@ -38,25 +47,74 @@ fn batch(zxids: std::ops::RangeInclusive<u64>, byte: u8) -> Vec<(Zxid, Bytes)> {
 
 #[test]
 fn a_batch_appended_here_on_an_idle_log_is_durable_when_the_call_returns() {
-    // No idle spin: the writer thread sleeps from its first batch on, and nothing here wakes it, so every batch
-    // is written on the task's own thread, and must be durable by the time the call returns.
-    let (fs, log) = sim_log_with(WalOptions { idle_spin: Duration::ZERO, ..WalOptions::default() });
+    // Segments large enough for the whole test: every batch fits the active segment, so it is written on the
+    // task's own thread (nothing wakes the sleeping writer thread) and is durable when the call returns. The
+    // first record creates the log's first segment, which a task leaves to others: a waiting thread does it.
+    let (fs, log) = sim_log_with(WalOptions { segment_size: 1 << 20, ..sleepy() });
+    log.append_durable(Zxid(1), vec![5; 30]).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let sizes = [1, 2, 3].into_iter().cycle().take(30);
+    let batches: Vec<(u64, u64)> = sizes
+        .scan(1, |next, size| {
+            let first = *next + 1;
+            *next += size;
+            Some((first, *next))
+        })
+        .collect();
     rt.block_on(async {
-        for first in (1..=90).step_by(3) {
-            let last = first + first % 3;
+        for &(first, last) in &batches {
             let pending = log.append_batch_here(batch(first..=last, 5)).await.unwrap();
             let done = pending.now_or_never().expect("made durable before the call returned");
             assert_eq!(done.unwrap(), Zxid(last));
         }
     });
-    let expected: Vec<u64> = (1..=90).step_by(3).flat_map(|first| first..=first + first % 3).collect();
     let after = fs.crash_now(11);
     drop(log);
-    let options = WalOptions { segment_size: 4096, max_payload: 96, zero_fill: false, ..WalOptions::default() };
-    let log = Wal::open_with(Arc::new(after), "/node/wal", options).unwrap().0;
+    let log = Wal::open_with(Arc::new(after), "/node/wal", sim_options(WalOptions::default())).unwrap().0;
+    let expected: Vec<u64> = (1..=batches.last().unwrap().1).collect();
     assert_eq!(records(&log), expected, "every batch reported durable survived the power cut");
     assert!(matches!(rt.block_on(log.append_batch_here(Vec::new())), Err(wal::WalError::EmptyBatch)));
+}
+
+#[test]
+fn a_batch_that_needs_a_new_segment_or_follows_a_truncation_is_left_to_the_writer_thread() {
+    // 4 KiB segments: about one batch in twenty rolls. A task leaves the roll (and a truncation queued ahead of
+    // its batch) to the writer thread, and does the plain ones itself; every batch is durable either way.
+    let (fs, log) = sim_log_with(WalOptions { segment_size: 4096, ..sleepy() });
+    log.append_durable(Zxid(1), vec![5; 30]).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let (mut here, mut handed) = (0, 0);
+    rt.block_on(async {
+        for z in (2..=400).step_by(2) {
+            if z == 200 {
+                // Queued ahead of the next batch; the writer thread runs it.
+                drop(log.truncate_after(Zxid(199)).unwrap());
+            }
+            let mut pending = log.append_batch_here(batch(z..=z + 1, 6)).await.unwrap();
+            match (&mut pending).now_or_never() {
+                Some(done) => {
+                    assert_eq!(done.unwrap(), Zxid(z + 1));
+                    here += 1;
+                }
+                None => {
+                    // Let the writer thread finish it, so the next batch finds the log idle again.
+                    assert_eq!(pending.await.unwrap(), Zxid(z + 1));
+                    handed += 1;
+                }
+            }
+        }
+        log.append_batch_async(batch(402..=402, 5)).await.unwrap().await.unwrap();
+    });
+    // Every segment after the first was rolled to by a batch the task handed over (others may be handed over
+    // too, when the writer thread had not let go of the IO yet).
+    let rolls = fs.read_dir(Path::new("/node/wal")).unwrap().iter().filter(|f| f.ends_with(".wal")).count() - 1;
+    assert!(rolls >= 2, "the test rolls: {rolls}");
+    assert!(handed >= rolls, "rolls are left to the writer thread: {handed} handed over for {rolls} rolls");
+    assert!(here > 150, "plain batches are done on the task's thread: {here} of 200");
+    let after = fs.crash_now(3);
+    drop(log);
+    let log = Wal::open_with(Arc::new(after), "/node/wal", sim_options(WalOptions::default())).unwrap().0;
+    assert_eq!(records(&log), (1..=402).collect::<Vec<_>>());
 }
 
 #[test]

@@ -48,6 +48,9 @@ impl Server {
     pub(super) async fn flush_appends_or_here(&mut self, waiting: bool) -> Result<(), LocalFault> {
         let following = matches!(self.role_tx.borrow().0, Role::Following(_));
         let in_flight = !self.durability.is_empty();
+        // Committed txns handed to the node since the last flush woke its applier, which now waits in this
+        // worker's LIFO slot (no other worker steals from it) and would wait out the fdatasync too.
+        let waiting = waiting || std::mem::take(&mut self.delivered_since_flush);
         let here = self.quiet.allows(following, self.staged.len(), in_flight, waiting);
         self.flush_staged(here).await
     }
@@ -114,6 +117,7 @@ impl Server {
                     self.delivered
                 );
                 self.delivered = z;
+                self.delivered_since_flush = true;
             }
             if self.committed_tx.send(committed).await.is_err() {
                 // Nobody consumes the stream (a bare runtime in tests): nothing to deliver to.

@@ -433,6 +433,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
         durability: VecDeque::new(),
         staged: Vec::new(),
         quiet: QuietAppends::new(config.quiet_appends_here),
+        delivered_since_flush: false,
         epochs,
         generation: 0,
         waiters: BTreeMap::new(),

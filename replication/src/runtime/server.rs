@@ -70,6 +70,8 @@ pub(super) struct Server {
     pub(super) staged: Vec<(Zxid, Bytes)>,
     /// Whether the next flush may make its batch durable on this loop's thread.
     pub(super) quiet: QuietAppends,
+    /// Whether committed txns went to the node since the last flush of appends.
+    pub(super) delivered_since_flush: bool,
     /// Epoch writes in flight.
     pub(super) epochs: EpochWriter,
     /// How many times the peer was started over: epoch writes asked for by an earlier one are not reported
@@ -126,7 +128,7 @@ impl Server {
             }
             // Nothing else waits for the loop now (a message, a proposal): a follower's lone batch may be made
             // durable on this thread.
-            let waiting = !inbound.is_empty() || !proposals.is_empty();
+            let waiting = !inbound.is_empty() || !proposals.is_empty() || !barriers.is_empty();
             if let Err(fault) = self.flush_appends_or_here(waiting).await {
                 return self.stop(fault);
             }
@@ -142,7 +144,7 @@ impl Server {
                         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "durable");
                         // Whether anything arrived while that batch was made durable: if so, the loop is busy,
                         // and the next batch goes to the writer thread.
-                        self.quiet.durable(!inbound.is_empty() || !proposals.is_empty());
+                        self.quiet.durable(!inbound.is_empty() || !proposals.is_empty() || !barriers.is_empty());
                         self.log.pending.forget_through(zxid);
                         Event::Persisted(zxid)
                     }
