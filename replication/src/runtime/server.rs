@@ -126,7 +126,7 @@ impl Server {
                     return self.stop(fault);
                 }
             }
-            // Nothing else waits for the loop now (a message, a proposal): a follower's lone batch may be made
+            // Nothing else waits for the loop now (a message, a proposal, a sync): a follower's lone batch may be made
             // durable on this thread.
             let waiting = !inbound.is_empty() || !proposals.is_empty() || !barriers.is_empty();
             if let Err(fault) = self.flush_appends_or_here(waiting).await {
