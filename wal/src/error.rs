@@ -92,6 +92,9 @@ pub enum WalError {
     /// The log was closed while the operation waited.
     #[error("the write-ahead log is closed")]
     Closed,
+    /// The thread doing the log's IO panicked: what it held may or may not be durable, so the log fails.
+    #[error("the thread doing the write-ahead log's IO panicked")]
+    IoPanicked,
     /// An IO operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -102,6 +102,32 @@ pub(crate) enum Enqueue {
     Full(Vec<(Zxid, Bytes)>),
 }
 
+/// The log's IO ([`QueueState::io_busy`]), claimed by the writer thread or by an appender that found it free; given
+/// back when dropped, waking the writer thread for whatever was queued meanwhile.
+///
+/// A panic inside the IO fails the log on its way out ([`WalError::IoPanicked`]): the appenders waiting for that
+/// IO get an error instead of waiting forever for an owner that is gone, and nothing later is reported durable.
+/// The batch being written when it panicked completes as [`WalError::Closed`] (its completions are dropped).
+#[must_use = "the IO is given back when the claim is dropped"]
+pub(crate) struct IoClaim<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for IoClaim<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the write-ahead log's IO panicked; the log fails");
+            self.shared.fail(&Arc::new(WalError::IoPanicked));
+        }
+        let mut state = self.shared.lock_even_poisoned();
+        debug_assert!(state.io_busy, "the IO was claimed");
+        state.io_busy = false;
+        if !state.commands.is_empty() && state.writer_waiting {
+            self.shared.work.notify_one();
+        }
+    }
+}
+
 impl Shared {
     pub fn new(options: WalOptions, last_assigned: Zxid) -> Shared {
         let state = QueueState {
@@ -153,12 +179,19 @@ impl Shared {
     }
 
     /// Claims the IO ([`QueueState::io_busy`]) if nobody is doing it and there is work; the caller then does the
-    /// queued work and gives it back with [`Shared::release_io`].
-    pub fn try_claim_io(&self) -> bool {
+    /// queued work and gives it back by dropping the claim.
+    pub fn try_claim_io(&self) -> Option<IoClaim<'_>> {
         let mut state = self.lock();
         let claim = !state.io_busy && !state.commands.is_empty();
         state.io_busy |= claim;
-        claim
+        claim.then(|| IoClaim { shared: self })
+    }
+
+    /// Claims the IO under the lock, which the caller holds and saw it free with work queued.
+    pub fn claim_io_locked<'a>(&'a self, state: &mut QueueState) -> IoClaim<'a> {
+        assert!(!state.io_busy, "the IO is free");
+        state.io_busy = true;
+        IoClaim { shared: self }
     }
 
     /// Wakes the writer thread if it sleeps while work is queued and nobody does it.
@@ -169,15 +202,25 @@ impl Shared {
         }
     }
 
-    /// Gives the IO back after [`Shared::try_claim_io`] claimed it, waking the writer thread for whatever was
-    /// queued meanwhile.
-    pub fn release_io(&self) {
-        let mut state = self.lock();
-        debug_assert!(state.io_busy, "the IO was claimed");
-        state.io_busy = false;
-        if !state.commands.is_empty() && state.writer_waiting {
-            self.work.notify_one();
+    /// Fails the log with `cause` (unless it failed already: the first cause stands): everything queued fails now,
+    /// and every later operation.
+    pub fn fail(&self, cause: &Arc<WalError>) {
+        let mut state = self.lock_even_poisoned();
+        let cause = state.failed.get_or_insert_with(|| cause.clone()).clone();
+        let queued: Vec<Command> = state.commands.drain(..).collect();
+        (state.queued_bytes, state.queued_appends) = (0, 0);
+        let blocking_waiters = state.room_waiters;
+        drop(state);
+        self.wake_appenders(blocking_waiters);
+        for command in queued {
+            command.fail(|| WalError::Failed(cause.clone()));
         }
+    }
+
+    /// The queue's lock even if a panic poisoned it: for the way out of a panic, whose state changes under the lock
+    /// are each complete (no invariant spans a panic point there).
+    fn lock_even_poisoned(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues the records (one append, or a batch covered by one fsync) if there is room for all of them.

@@ -488,14 +488,15 @@ enum Plain {
 /// on this thread until `pending` is done, if nobody is doing it and `plain` allows it; else makes sure someone
 /// will (a writer thread asleep must take the record).
 fn do_io_until_done(shared: &Shared, writer: &Mutex<Writer>, pending: &mut Pending<Zxid>, plain: Plain) {
-    if !pending.is_done() && shared.try_claim_io() {
+    let claim = if pending.is_done() { None } else { shared.try_claim_io() };
+    if let Some(claim) = claim {
         let mut writer = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if plain == Plain::Any || writer.queued_appends_fit() {
             writer.run_claimed(|| pending.is_done());
         }
         drop(writer);
         // Wakes the writer thread for whatever is still queued.
-        shared.release_io();
+        drop(claim);
     } else {
         shared.wake_writer();
     }

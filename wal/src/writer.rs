@@ -6,12 +6,14 @@
 //! ([`crate::Wal::open_inline`], for deterministic simulations) the same code runs on the appender's thread,
 //! right after each push, instead of on a thread of its own. In the thread mode, an appender that waits for
 //! its record and finds nobody writing runs the same code on its own thread ([`crate::SyncAppend::wait`], and
-//! [`crate::Wal::append_batch_here`] from a task): whoever does the IO holds `io_busy` in the queue's state, so
-//! exactly one writes at a time.
+//! [`crate::Wal::append_batch_here`] from a task): whoever does the IO holds `io_busy` in the queue's state
+//! (through an [`crate::queue::IoClaim`]), so exactly one writes at a time.
 //!
 //! # Invariants
 //! - An append is completed `Ok` only after an fdatasync that covers it returned success.
 //! - After the first failed write or fsync, nothing is completed `Ok` again: the log is failed until reopened.
+//!   A panic inside the IO, on whichever thread, fails it the same (the claim's drop), so nobody waits for an
+//!   owner of the IO that is gone.
 //! - Zxids on disk strictly increase (checked at enqueue, asserted here).
 //! - A segment is sealed (its records fsynced) before the next one, which records the seal, is created.
 
@@ -100,13 +102,13 @@ impl Writer {
                 state = shared.work.wait(state).expect("WAL queue lock poisoned by a panic");
                 state.writer_waiting = false;
             }
-            state.io_busy = true;
+            let claim = shared.claim_io_locked(&mut state);
             let mut writer = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let work = writer.take_work(state, &mut appends).expect("the queue is not empty");
             let failed = writer.perform(work, &mut appends).is_err();
             last_batch = writer.last_batch;
             drop(writer);
-            shared.lock().io_busy = false;
+            drop(claim);
             if failed {
                 return;
             }
@@ -115,7 +117,7 @@ impl Writer {
 
     /// Does the queued work on an appender's thread, after [`Shared::try_claim_io`] claimed the IO, until
     /// `done` says the appender's own record is durable (or failed) or the queue is empty; the caller then
-    /// releases the IO ([`Shared::release_io`]), and the writer thread takes whatever is left. Leader/follower
+    /// drops its claim, and the writer thread takes whatever is left. Leader/follower
     /// group commit: a lone appender that finds the writer idle writes and fsyncs on its own thread, with no
     /// hand-off to the writer thread and back; appenders that arrive meanwhile are covered by its next fsync.
     pub fn run_claimed(&mut self, mut done: impl FnMut() -> bool) {
@@ -478,19 +480,9 @@ impl Writer {
     fn fail(&mut self, error: WalError, appends: &mut Vec<Append>) -> Arc<WalError> {
         tracing::error!(%error, "write-ahead log failed; it refuses writes until reopened");
         let cause = Arc::new(error);
-        let mut state = self.shared.lock();
-        state.failed = Some(cause.clone());
-        let queued: Vec<Command> = state.commands.drain(..).collect();
-        (state.queued_bytes, state.queued_appends) = (0, 0);
-        let blocking_waiters = state.room_waiters;
-        drop(state);
-        self.shared.wake_appenders(blocking_waiters);
-        let failed = || WalError::Failed(cause.clone());
+        self.shared.fail(&cause);
         for a in appends.drain(..) {
-            a.complete(Err(failed()));
-        }
-        for command in queued {
-            command.fail(failed);
+            a.complete(Err(WalError::Failed(cause.clone())));
         }
         cause
     }

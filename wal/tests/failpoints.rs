@@ -265,3 +265,68 @@ fn an_unreadable_base_file_fails_the_open() {
     assert_eq!(open(dir.path(), tiny()).end(), Zxid(7));
     scenario.teardown();
 }
+
+/// Runs `f` on a thread of its own and returns what it returns, or fails the test if it has not returned within
+/// `secs`: a waiter left waiting for an IO owner that is gone would otherwise hang the test instead of failing it.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || drop(tx.send(f())));
+    rx.recv_timeout(std::time::Duration::from_secs(secs)).expect("still waiting: the log hangs instead of failing")
+}
+
+/// A panic inside the IO on the writer thread (a bug, not a disk fault) fails the log: the appender waiting for
+/// that batch and every later one get an error instead of waiting forever for a thread that is gone, and a
+/// reopened log holds everything acknowledged before.
+#[test]
+fn a_panic_on_the_writer_thread_fails_the_log_instead_of_hanging_its_appenders() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), tiny()));
+    append_all(&log, 1..=5);
+    fail::cfg("wal::fdatasync", "panic").unwrap();
+    // Queued without waiting: the writer thread does this batch's IO, and panics in its fdatasync.
+    let pending = log.append(Zxid(6), payload(Zxid(6))).unwrap();
+    let outcome = within(20, move || pending.wait());
+    assert!(outcome.is_err(), "a batch whose fdatasync panicked is not durable: {outcome:?}");
+    fail::remove("wal::fdatasync");
+    let later = Arc::clone(&log);
+    let error = within(20, move || later.append(Zxid(7), vec![7]).and_then(|p| p.wait())).unwrap_err();
+    assert!(matches!(cause(&error), WalError::IoPanicked), "{error}");
+    let later = Arc::clone(&log);
+    let error = within(20, move || later.append_durable(Zxid(7), vec![7])).unwrap_err();
+    assert!(error.is_fatal(), "{error}");
+    drop(Arc::try_unwrap(log).expect("sole owner"));
+    let log = open(dir.path(), tiny());
+    assert_eq!(&zxids(&log)[..5], &[1, 2, 3, 4, 5], "acknowledged records survive");
+    scenario.teardown();
+}
+
+/// The same when the panic comes on an appender's own thread (`append_durable` found the writer idle and did the
+/// IO itself): the panic is the caller's, and the IO it had claimed is given back with the log failed, so the
+/// next appender, on any path, gets an error instead of waiting for the claim to be released.
+#[test]
+fn a_panic_on_an_appenders_own_thread_fails_the_log_instead_of_keeping_its_io() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    // No idle spin: the writer thread sleeps, so the appender does the IO.
+    let log = Arc::new(open(dir.path(), wal::WalOptions { idle_spin: std::time::Duration::ZERO, ..tiny() }));
+    append_all(&log, 1..=5);
+    fail::cfg("wal::fdatasync", "panic").unwrap();
+    let appender = Arc::clone(&log);
+    let panicked = std::thread::spawn(move || appender.append_durable(Zxid(6), payload(Zxid(6)))).join();
+    assert!(panicked.is_err(), "the fdatasync panicked on the appender's own thread");
+    fail::remove("wal::fdatasync");
+    for path in ["queued", "here"] {
+        let later = Arc::clone(&log);
+        let outcome = within(20, move || match path {
+            "queued" => later.append(Zxid(7), vec![7]).and_then(|p| p.wait()),
+            _ => later.append_durable(Zxid(7), vec![7]),
+        });
+        let error = outcome.expect_err("nothing is durable after a panic in the IO");
+        assert!(matches!(cause(&error), WalError::IoPanicked), "{path}: {error}");
+    }
+    drop(Arc::try_unwrap(log).expect("sole owner"));
+    let log = open(dir.path(), tiny());
+    assert_eq!(&zxids(&log)[..5], &[1, 2, 3, 4, 5], "acknowledged records survive");
+    scenario.teardown();
+}
