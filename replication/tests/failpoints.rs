@@ -177,22 +177,46 @@ async fn a_failed_epochs_write_stops_the_runtime_and_a_restart_follows_after() {
 
 /// A follower's own fdatasync failing is this server's fault whichever thread runs it (a lone proposal on a
 /// quiet loop is written and fsynced on the loop's own thread, `quiet_appends_here`): the proposal is never
-/// acknowledged, and the runtime stops.
+/// acknowledged, and the runtime stops. The WAL's batch observer shows that the loop took that path (a build
+/// without it fails here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fdatasync_of_a_lone_proposal_is_never_acked_and_stops_the_runtime() {
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (_handle, mut streams, addr) = server(dir.path()).await;
+    // Which thread made each batch durable: the quiet path is the loop's (a tokio worker), not the WAL's own.
+    let writers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = writers.clone();
+    let observer = wal::BatchObserver(std::sync::Arc::new(move |records, _| {
+        seen.lock().unwrap().push((records, std::thread::current().name().map(str::to_owned)));
+    }));
+    // No idle spin: the WAL's writer thread sleeps between batches, so a quiet loop finds its IO free.
+    let idle_spin = std::time::Duration::ZERO;
+    let options = wal::WalOptions { segment_size: 4 << 20, on_batch: Some(observer), idle_spin, ..Default::default() };
+    let (_handle, mut streams, addr) = server_with(dir.path(), options).await;
     let mut leader = Leader::acked_epoch(addr).await;
     leader.send(Message::Diff { zxid: Zxid::ZERO }).await;
     leader.send(Message::NewLeader { epoch: Epoch(1), zxid: Zxid::ZERO }).await;
     assert!(leader.expect(|m| matches!(m, Message::AckNewLeader { .. })).await.is_some());
     leader.send(Message::UpToDate).await;
-    let (z1, z2) = (Zxid::new(Epoch(1), 1), Zxid::new(Epoch(1), 2));
-    leader.send(Message::Proposal { zxid: z1, txn: Bytes::from_static(b"txn") }).await;
-    assert_eq!(leader.expect(|m| matches!(m, Message::Ack { .. })).await, Some(Message::Ack { zxid: z1 }));
+    // The first creates the log's first segment, which the loop leaves to the writer thread; the next are quiet,
+    // unless one arrives before the writer thread has given the IO back (a race the test gives ten tries).
+    let mut counter = 0;
+    let quiet = loop {
+        counter += 1;
+        let zxid = Zxid::new(Epoch(1), counter);
+        leader.send(Message::Proposal { zxid, txn: Bytes::from_static(b"txn") }).await;
+        assert_eq!(leader.expect(|m| matches!(m, Message::Ack { .. })).await, Some(Message::Ack { zxid }));
+        let batches = writers.lock().unwrap().clone();
+        assert_eq!(batches.len() as u32, counter, "one batch per lone proposal: {batches:?}");
+        assert_eq!(batches[0].1.as_deref(), Some("wal-writer"), "the first segment is the writer thread's");
+        let quiet = batches[batches.len() - 1].1.as_deref() != Some("wal-writer");
+        if quiet || counter == 11 {
+            break quiet;
+        }
+    };
+    assert!(quiet, "a lone proposal takes the quiet path (made durable on the loop's thread): {writers:?}");
     fail::cfg("wal::fdatasync", "return(EIO)").unwrap();
-    leader.send(Message::Proposal { zxid: z2, txn: Bytes::from_static(b"txn") }).await;
+    leader.send(Message::Proposal { zxid: Zxid::new(Epoch(1), counter + 1), txn: Bytes::from_static(b"txn") }).await;
     stopped(&mut streams).await;
     fail::remove("wal::fdatasync");
     // Whatever the link still carries (it may stay open a while after the runtime stopped): no ack among it.

@@ -49,8 +49,9 @@ pub struct WalOptions {
     /// once gains from a spin; after a larger batch the writer does not spin (a busy log refills its queue by
     /// itself, and servers that share cores would pay for the spin). Default 50 us.
     pub idle_spin: std::time::Duration,
-    /// Told, on the writer thread, of every batch made durable: how many records it held and how long its
-    /// fdatasync took. For metrics; it must return quickly (the next batch waits for it). Default none.
+    /// Told, on the thread that did its IO (the writer thread, or an appender that found it idle), of every batch
+    /// made durable: how many records it held and how long its fdatasync took. For metrics; it must return
+    /// quickly (the next batch waits for it). Default none.
     pub on_batch: Option<BatchObserver>,
 }
 

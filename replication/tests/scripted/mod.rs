@@ -23,6 +23,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Server 1, in an ensemble of voters 1 and 2 whose server 2 is this test.
 pub async fn server(dir: &Path) -> (Handle, Streams, SocketAddr) {
+    server_with(dir, WalOptions { segment_size: 4 << 20, ..WalOptions::default() }).await
+}
+
+/// [`server`] with its WAL opened with `wal` (an observer of its batches, say).
+pub async fn server_with(dir: &Path, wal: WalOptions) -> (Handle, Streams, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // Server 2 dials server 1 (the higher id dials): its own address is never used.
@@ -41,7 +46,7 @@ pub async fn server(dir: &Path) -> (Handle, Streams, SocketAddr) {
         listener,
         peers,
         dir: dir.join("1"),
-        wal: WalOptions { segment_size: 4 << 20, ..WalOptions::default() },
+        wal,
         snapshots: Some(snapshots(dir)),
         transport: Default::default(),
         monitor: std::sync::Arc::new(()),
