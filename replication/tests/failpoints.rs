@@ -182,6 +182,24 @@ async fn a_failed_epochs_write_stops_the_runtime_and_a_restart_follows_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fdatasync_of_a_lone_proposal_is_never_acked_and_stops_the_runtime() {
     let scenario = FailScenario::setup();
+    lone_proposal_fails("return(EIO)").await;
+    scenario.teardown();
+}
+
+/// The same when the fdatasync panics (a bug, not a disk fault) on the loop's thread: the panic ends the loop's
+/// task, which stops the runtime (its streams end, which the node's supervisor takes for a stop), with nothing
+/// acked, and the log keeps every acknowledged proposal. (That the WAL fails instead of staying claimed is
+/// `wal/tests/failpoints.rs`'s to show: the loop does not append again once its task has gone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_lone_proposals_fdatasync_is_never_acked_and_stops_the_runtime() {
+    let scenario = FailScenario::setup();
+    lone_proposal_fails("panic").await;
+    scenario.teardown();
+}
+
+/// Sends lone proposals to a quiet follower until one is made durable on its loop's thread, then the next with
+/// `wal::fdatasync` set to `action`: it must never be acked, and the runtime must stop.
+async fn lone_proposal_fails(action: &str) {
     let dir = tempfile::tempdir().unwrap();
     // Which thread made each batch durable: the quiet path is the loop's (a tokio worker), not the WAL's own.
     let writers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -215,14 +233,19 @@ async fn a_failed_fdatasync_of_a_lone_proposal_is_never_acked_and_stops_the_runt
         }
     };
     assert!(quiet, "a lone proposal takes the quiet path (made durable on the loop's thread): {writers:?}");
-    fail::cfg("wal::fdatasync", "return(EIO)").unwrap();
+    fail::cfg("wal::fdatasync", action).unwrap();
     leader.send(Message::Proposal { zxid: Zxid::new(Epoch(1), counter + 1), txn: Bytes::from_static(b"txn") }).await;
     stopped(&mut streams).await;
     fail::remove("wal::fdatasync");
     // Whatever the link still carries (it may stay open a while after the runtime stopped): no ack among it.
     let after = tokio::time::timeout(WAIT / 10, leader.expect(|m| matches!(m, Message::Ack { .. }))).await;
     assert!(!matches!(after, Ok(Some(_))), "a proposal whose fdatasync failed was acknowledged: {after:?}");
-    scenario.teardown();
+    // The stopped runtime lets go of its log, which holds every proposal acknowledged.
+    let log = dir.path().join("1").join("log");
+    released(&log).await;
+    let (wal, _) = wal::Wal::open(&log, wal::WalOptions { segment_size: 4 << 20, ..Default::default() }).unwrap();
+    let logged: Vec<u64> = wal.iter_from(Zxid::ZERO).map(|r| u64::from(r.unwrap().zxid.counter())).collect();
+    assert_eq!(&logged[..counter as usize], &(1..=u64::from(counter)).collect::<Vec<_>>()[..], "{action}");
 }
 
 /// A clear whose directory fsync failed leaves the removal in the page cache only; a clear after it (the server
