@@ -117,9 +117,9 @@ impl Writer {
 
     /// Does the queued work on an appender's thread, after [`Shared::try_claim_io`] claimed the IO, until
     /// `done` says the appender's own record is durable (or failed) or the queue is empty; the caller then
-    /// drops its claim, and the writer thread takes whatever is left. Leader/follower
-    /// group commit: a lone appender that finds the writer idle writes and fsyncs on its own thread, with no
-    /// hand-off to the writer thread and back; appenders that arrive meanwhile are covered by its next fsync.
+    /// drops its claim, and the writer thread takes whatever is left. Leader/follower group commit: a lone
+    /// appender that finds the writer idle writes and fsyncs on its own thread, with no hand-off to the writer
+    /// thread and back; appenders that arrive meanwhile are covered by its next fsync.
     pub fn run_claimed(&mut self, mut done: impl FnMut() -> bool) {
         let mut appends = Vec::new();
         while !done() {

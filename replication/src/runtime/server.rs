@@ -128,7 +128,7 @@ impl Server {
             }
             // Nothing else waits for the loop now (a message, a proposal, a sync): a follower's lone batch may be made
             // durable on this thread.
-            let waiting = !inbound.is_empty() || !proposals.is_empty() || !barriers.is_empty();
+            let waiting = anything_waiting(&inbound, &proposals, &barriers);
             if let Err(fault) = self.flush_appends_or_here(waiting).await {
                 return self.stop(fault);
             }
@@ -144,7 +144,7 @@ impl Server {
                         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "durable");
                         // Whether anything arrived while that batch was made durable: if so, the loop is busy,
                         // and the next batch goes to the writer thread.
-                        self.quiet.durable(!inbound.is_empty() || !proposals.is_empty() || !barriers.is_empty());
+                        self.quiet.durable(anything_waiting(&inbound, &proposals, &barriers));
                         self.log.pending.forget_through(zxid);
                         Event::Persisted(zxid)
                     }
@@ -262,6 +262,15 @@ impl Server {
     fn stop(&self, fault: LocalFault) {
         tracing::error!(server = self.me.0, %fault, "fatal: stopping this server");
     }
+}
+
+/// Whether a peer's message, a proposal or a sync waits for the loop: if so, the loop is not quiet.
+fn anything_waiting<T, U>(
+    inbound: &InboundReceiver,
+    proposals: &mpsc::Receiver<T>,
+    barriers: &mpsc::Receiver<U>,
+) -> bool {
+    !inbound.is_empty() || !proposals.is_empty() || !barriers.is_empty()
 }
 
 /// Messages (or proposals) taken from a channel at once at most before they are handled.
