@@ -62,34 +62,38 @@ pub async fn run(
     let snapshotting = Arc::new(AtomicBool::new(false));
     // The last zxid applied and not yet published on `shared.applied`, and how many txns it covers: publishing
     // wakes every sync and the leader's pipeline, so it is done once per burst of commits (when none is waiting
-    // behind the last one), or every `PUBLISH_EVERY` txns in a long burst. `recv` (not `try_recv`) keeps the
-    // loop within tokio's cooperative budget, so that the tasks it wakes run.
+    // behind the last one), or every `PUBLISH_EVERY` txns in a long burst. Each txn consumes a unit of tokio's
+    // cooperative budget, as a `recv` per txn did, so that the tasks it wakes (the replies' connections) run.
     let mut unpublished: Option<(i64, usize)> = None;
     while let Some(item) = committed.recv().await {
         match item {
-            Committed::Txn { zxid, txn } => {
-                let record = TxnRecord::decode(&txn).map_err(|error| ApplyError::Undecodable { zxid, error })?;
-                if heavy(&record.txn) {
-                    tokio::task::block_in_place(|| apply_one(&shared, zxid.0 as i64, record));
-                } else {
-                    apply_one(&shared, zxid.0 as i64, record);
-                }
-                let count = unpublished.map_or(0, |(_, count)| count) + 1;
-                unpublished = Some((zxid.0 as i64, count));
-                if count >= PUBLISH_EVERY || committed.is_empty() {
-                    shared.applied.send_replace(zxid.0 as i64);
-                    unpublished = None;
-                }
-                if snaps.policy.txn_applied() {
-                    if snapshotting.swap(true, Ordering::AcqRel) {
-                        // As ZooKeeper's "Too busy to snap, skipping": the next threshold takes one.
-                        tracing::info!(%zxid, "a snapshot is still being written: skipping this one");
+            Committed::Txns(txns) => {
+                let last = txns.last().map(|&(zxid, _)| zxid);
+                for (zxid, txn) in txns {
+                    let record = TxnRecord::decode(&txn).map_err(|error| ApplyError::Undecodable { zxid, error })?;
+                    if heavy(&record.txn) {
+                        tokio::task::block_in_place(|| apply_one(&shared, zxid.0 as i64, record));
                     } else {
-                        spawn_snapshot(&shared, &wal, &snaps, &snapshotting);
+                        apply_one(&shared, zxid.0 as i64, record);
                     }
-                    // Always: a policy left running would never ask for a snapshot again (the log would grow
-                    // without bound, and a restart would replay all of it).
-                    snaps.policy.finished();
+                    let count = unpublished.map_or(0, |(_, count)| count) + 1;
+                    unpublished = Some((zxid.0 as i64, count));
+                    if count >= PUBLISH_EVERY || (Some(zxid) == last && committed.is_empty()) {
+                        shared.applied.send_replace(zxid.0 as i64);
+                        unpublished = None;
+                    }
+                    if snaps.policy.txn_applied() {
+                        if snapshotting.swap(true, Ordering::AcqRel) {
+                            // As ZooKeeper's "Too busy to snap, skipping": the next threshold takes one.
+                            tracing::info!(%zxid, "a snapshot is still being written: skipping this one");
+                        } else {
+                            spawn_snapshot(&shared, &wal, &snaps, &snapshotting);
+                        }
+                        // Always: a policy left running would never ask for a snapshot again (the log would grow
+                        // without bound, and a restart would replay all of it).
+                        snaps.policy.finished();
+                    }
+                    tokio::task::coop::consume_budget().await;
                 }
             }
             Committed::Rebuild(zxid) => {

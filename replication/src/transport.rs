@@ -166,6 +166,8 @@ pub type MessageStream = Box<dyn Iterator<Item = Result<Message, String>> + Send
 /// What a connection's send queue holds.
 enum Outgoing {
     One(Message),
+    /// Messages queued together, in order: one queue entry for a pass of the server's loop.
+    Many(Vec<Message>),
     Stream(MessageStream),
 }
 
@@ -174,6 +176,7 @@ impl Outgoing {
     fn len(&self) -> usize {
         match self {
             Outgoing::One(message) => message.approximate_len(),
+            Outgoing::Many(messages) => messages.iter().map(Message::approximate_len).sum(),
             Outgoing::Stream(_) => 0,
         }
     }
@@ -188,6 +191,10 @@ const STREAM_BATCH_MESSAGES: usize = 1024;
 pub trait Transport: Send + Sync {
     /// Queues a message to a peer, without waiting.
     fn send(&self, to: ServerId, message: Message) -> Result<(), SendError>;
+    /// Queues messages to a peer, in order, without waiting: as [`Transport::send`] of each, in one go.
+    fn send_all(&self, to: ServerId, messages: Vec<Message>) -> Result<(), SendError> {
+        messages.into_iter().try_for_each(|message| self.send(to, message))
+    }
     /// Queues a stream of messages to a peer, without waiting: they go out after everything queued before,
     /// and before everything queued after.
     fn send_stream(&self, to: ServerId, stream: MessageStream) -> Result<(), SendError>;
@@ -200,7 +207,7 @@ pub trait Transport: Send + Sync {
 pub struct TransportConfig {
     /// The largest frame accepted or sent.
     pub max_frame: usize,
-    /// Messages queued per peer at most.
+    /// Queue entries per peer at most (a message, the messages of one [`Transport::send_all`], or a stream).
     pub queue: usize,
     /// Bytes of messages queued per peer at most ([`Message::approximate_len`]; a stream counts as nothing).
     pub queue_bytes: usize,
@@ -332,6 +339,14 @@ impl SendQueues {
 impl Transport for TcpTransport {
     fn send(&self, to: ServerId, message: Message) -> Result<(), SendError> {
         self.queue(to, Outgoing::One(message))
+    }
+
+    fn send_all(&self, to: ServerId, mut messages: Vec<Message>) -> Result<(), SendError> {
+        match messages.len() {
+            0 => Ok(()),
+            1 => self.queue(to, Outgoing::One(messages.pop().expect("one"))),
+            _ => self.queue(to, Outgoing::Many(messages)),
+        }
     }
 
     fn send_stream(&self, to: ServerId, stream: MessageStream) -> Result<(), SendError> {
@@ -536,6 +551,12 @@ type Writer = FramedWrite<PeerWriter, PeerCodec>;
 async fn feed(writer: &mut Writer, item: Outgoing, peer: ServerId) -> Result<(), ()> {
     let mut stream = match item {
         Outgoing::One(message) => return writer.feed(message).await.map_err(|error| write_failed(peer, error)),
+        Outgoing::Many(messages) => {
+            for message in messages {
+                writer.feed(message).await.map_err(|error| write_failed(peer, error))?;
+            }
+            return Ok(());
+        }
         Outgoing::Stream(stream) => stream,
     };
     loop {

@@ -36,6 +36,7 @@ impl Server {
                         %fault,
                         "dropping the link to the peer; starting the protocol over from this server's disk"
                     );
+                    self.flush_outbox();
                     self.transport.disconnect(culprit);
                     actions = self.restart_peer(peer, config).await?;
                 }
@@ -78,12 +79,15 @@ impl Server {
             _ => None,
         };
         for action in actions {
+            if flushes_outbox(&action) {
+                self.flush_outbox();
+            }
             match action {
                 Action::Send(to, m) => {
                     if matches!(m, Message::Trunc { .. }) {
                         self.monitor.syncing(SyncKind::Trunc);
                     }
-                    let _ = self.transport.send(to, m);
+                    self.outbox.push(to, m);
                 }
                 Action::Append(zxid, txn) => self.append(zxid, txn, leader).await?,
                 Action::Truncate(zxid) => self.truncate(zxid, leader).await?,
@@ -197,5 +201,29 @@ impl Server {
             let now = LearnerView { learners: peer.learners(), leading_since };
             std::mem::replace(view, now) != now
         });
+    }
+}
+
+/// Whether the messages sent so far go to the transport before `action`: it must come after them (a stream, a
+/// disconnect), or it may wait on the disk (the loop holds no message while it waits). The others are quick
+/// (an append is staged; an apply hands committed txns to the node, and flushes itself if it would wait for room).
+fn flushes_outbox(action: &Action) -> bool {
+    match action {
+        Action::Send(..)
+        | Action::Append(..)
+        | Action::Apply(_)
+        | Action::Proposed(_)
+        | Action::Rejected(_)
+        | Action::RoleChanged(_)
+        | Action::Barrier { .. } => false,
+        Action::Truncate(_)
+        | Action::PersistAcceptedEpoch(_)
+        | Action::PersistCurrentEpoch(_)
+        | Action::StreamTxns { .. }
+        | Action::StreamSnapshot { .. }
+        | Action::SnapshotChunk { .. }
+        | Action::InstallSnapshot(_)
+        | Action::Disconnect(_)
+        | Action::Repaired => true,
     }
 }

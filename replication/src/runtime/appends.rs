@@ -4,7 +4,7 @@ use bytes::Bytes;
 use wal::{WalError, Zxid};
 
 use super::server::Server;
-use super::Committed;
+use super::{Committed, COMMITTED_BATCH};
 use crate::fault::{Fault, LocalFault};
 use crate::message::ServerId;
 use crate::peer::Role;
@@ -26,6 +26,8 @@ impl Server {
             return Err(Fault::wal("append", zxid, WalError::ZxidNotIncreasing { zxid, last }, leader));
         }
         if self.staged.len() >= MAX_STAGED {
+            // The WAL's queue may make the loop wait for room.
+            self.flush_outbox();
             self.flush_appends().await.map_err(Fault::Local)?;
         }
         tracing::trace!(target: LATENCY, server = self.me.0, zxid = zxid.0, "appended");
@@ -104,22 +106,39 @@ impl Server {
         if batch.len() != logged || batch.first().is_some_and(|&(z, _)| z < from) {
             return Err(LocalFault::Undeliverable { from, to: zxid, logged, held: batch.len() });
         }
-        self.send_committed(batch.into_iter().map(|(zxid, txn)| Committed::Txn { zxid, txn }).collect(), zxid).await;
+        self.send_committed(batch, zxid).await;
         Ok(())
     }
 
-    async fn send_committed(&mut self, batch: Vec<Committed>, zxid: Zxid) {
-        for committed in batch {
-            if let Committed::Txn { zxid: z, .. } = committed {
+    /// Hands committed txns (in zxid order, all after the last delivered) to the node, [`COMMITTED_BATCH`] to
+    /// an item of the stream.
+    async fn send_committed(&mut self, batch: Vec<(Zxid, Bytes)>, zxid: Zxid) {
+        let mut items = Vec::new();
+        if batch.is_empty() {
+            return;
+        } else if batch.len() <= COMMITTED_BATCH {
+            items.push(batch);
+        } else {
+            let mut batch = batch.into_iter().peekable();
+            while batch.peek().is_some() {
+                items.push(batch.by_ref().take(COMMITTED_BATCH).collect());
+            }
+        }
+        for item in items {
+            for &(z, _) in &item {
                 assert!(
                     z > self.delivered,
                     "committed txns go to the node in zxid order: {z} after {}",
                     self.delivered
                 );
                 self.delivered = z;
-                self.delivered_since_flush = true;
             }
-            if self.committed_tx.send(committed).await.is_err() {
+            self.delivered_since_flush = true;
+            if self.committed_tx.capacity() == 0 {
+                // The node is behind: what this pass sent goes out before the loop waits for it.
+                self.flush_outbox();
+            }
+            if self.committed_tx.send(Committed::Txns(item)).await.is_err() {
                 // Nobody consumes the stream (a bare runtime in tests): nothing to deliver to.
                 self.delivered = zxid;
                 break;

@@ -6,7 +6,7 @@
 //! syncing followers are read from the WAL (or from memory for txns not durable yet), and applied zxids are
 //! published. The caller proposes txns through the [`Handle`] and learns when each is committed.
 //!
-//! The node above reads two streams ([`Streams`]): every committed txn, in zxid order, with its bytes (and a
+//! The node above reads two streams ([`Streams`]): every committed txn, in zxid order, with its bytes, in batches (and a
 //! [`Committed::Rebuild`] when a sync cut txns it had already been given at start-up, or installed a snapshot
 //! from the leader, so it must rebuild its tree from disk), and the [`Message::Forward`] payloads other servers sent (client requests a follower forwards to its
 //! leader, and the leader's answers). Both are bounded. The committed stream pushes back on this loop; forwarded
@@ -32,6 +32,7 @@ mod appends;
 mod held;
 mod io;
 mod log;
+mod outbox;
 mod quiet;
 mod server;
 mod snap;
@@ -80,13 +81,9 @@ pub enum CommitError {
 /// What the node applies, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Committed {
-    /// The txn at `zxid` is committed: apply it.
-    Txn {
-        /// Its zxid.
-        zxid: Zxid,
-        /// Its bytes, as proposed.
-        txn: Bytes,
-    },
+    /// These txns are committed, each with its zxid and its bytes as proposed, in zxid order (one to
+    /// [`COMMITTED_BATCH`] of them): apply them. One channel send per burst of commits, not per txn.
+    Txns(Vec<(Zxid, Bytes)>),
     /// Rebuild the tree from the snapshots and the log up to this zxid: the log was cut after it, and txns
     /// after it that were applied at start-up (the whole durable log is replayed then) were never committed;
     /// or a snapshot of the history up to it was installed from the leader, and the log restarted after it.
@@ -140,6 +137,13 @@ pub use quiet::QUIET_BATCH;
 
 /// Bound of each stream to the node.
 const STREAM_BOUND: usize = 4096;
+
+/// Committed txns in one item of the committed stream at most. Its bound counts items, so this times it bounds
+/// the txns it holds (64 x 256: four times the 4096 single txns it held before it carried batches).
+pub const COMMITTED_BATCH: usize = 64;
+
+/// Bound of the committed stream, in batches.
+const COMMITTED_BOUND: usize = 256;
 
 /// What a leader knows of its learners, for monitoring (`mntr`): published after every step of the peer; the
 /// default (nothing) on a server that does not lead.
@@ -410,7 +414,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
     let (barriers_tx, barriers) = mpsc::channel(1024);
     let forwards = Forwards::Transport { me, transport: transport.clone() };
     let (misbehaved_tx, misbehaved) = mpsc::channel(64);
-    let (committed_tx, committed) = mpsc::channel(STREAM_BOUND);
+    let (committed_tx, committed) = mpsc::channel(COMMITTED_BOUND);
     let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
     let (applied_tx, applied) = watch::channel(durable.last_zxid);
     let (role_tx, role) = watch::channel((Role::Looking, false));
@@ -427,6 +431,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
         snapshots: config.snapshots,
         incoming: None,
         transport,
+        outbox: Default::default(),
         fs,
         blocking,
         log,

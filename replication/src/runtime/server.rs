@@ -11,6 +11,7 @@ use wal::fs::Fs;
 use wal::{Wal, WalError, Zxid};
 
 use super::held::Held;
+use super::outbox::Outbox;
 use super::quiet::QuietAppends;
 use super::{Blocking, Committed, Durability, ForwardShare, Forwarded, LearnerView, Log, Reply};
 use crate::barrier::BarrierId;
@@ -56,6 +57,8 @@ pub(super) struct Server {
     /// A trait object: one virtual call per message is nothing beside encoding it, and the server's code stays
     /// free of a type parameter that only the simulation varies.
     pub(super) transport: Arc<dyn Transport>,
+    /// What the peer sent during this pass of the loop, handed to the transport together when it ends.
+    pub(super) outbox: Outbox,
     /// The filesystem of the data directory and the snapshots.
     pub(super) fs: Fs,
     /// Where blocking disk work runs.
@@ -126,12 +129,15 @@ impl Server {
                     return self.stop(fault);
                 }
             }
+            // The pass is over: what it sent goes out before the loop waits, and before a quiet fdatasync below.
+            self.flush_outbox();
             // Nothing else waits for the loop now (a message, a proposal, a sync): a follower's lone batch may be made
             // durable on this thread.
             let waiting = anything_waiting(&inbound, &proposals, &barriers);
             if let Err(fault) = self.flush_appends_or_here(waiting).await {
                 return self.stop(fault);
             }
+            debug_assert!(self.outbox.is_empty(), "the loop waits with messages held back");
             node_first = !node_first;
             barriers_first = !barriers_first;
             let node_waits = !proposals.is_empty() || !barriers.is_empty();
@@ -211,6 +217,12 @@ impl Server {
             };
             self.events.push_back(event);
         }
+    }
+
+    /// Hands what the peer sent so far to the transport: at the end of each pass of the loop, and before
+    /// anything that must come after it (a stream, a disconnect) or that waits.
+    pub(super) fn flush_outbox(&mut self) {
+        self.outbox.flush(&*self.transport);
     }
 
     /// The event an inbound message makes for the peer; `None` for a forwarded request, handed to the node.

@@ -284,7 +284,7 @@ impl Node {
         while let Some(c) = committed.recv().await {
             let mut machine = self.applied.lock().unwrap();
             match c {
-                Committed::Txn { zxid, txn } => machine.apply(zxid, &txn),
+                Committed::Txns(txns) => txns.iter().for_each(|(zxid, txn)| machine.apply(*zxid, txn)),
                 Committed::Rebuild(zxid) => match Machine::recover(&self.fs, &self.wal, Some(zxid)) {
                     Ok(rebuilt) => *machine = rebuilt,
                     // The disk's power went off (the simulation notices), or the rebuild is wrong.
