@@ -116,8 +116,7 @@ fn options(nodes: usize) -> Options {
 }
 
 /// Fills ZooKeeper: the bulk (kazoo), containers and TTL nodes (the Rust client: kazoo has neither), then the
-/// tail, then one write more while the newest snapshot is at the last zxid (ZooKeeper snapshots 50 to 100 txns
-/// apart, so one more write is in the log only).
+/// tail.
 async fn fill(cluster: &Cluster) {
     let hosts = cluster.connect_string();
     blocking(|| python("zk_door_fill.py", &[&hosts, "bulk"]));
@@ -129,11 +128,22 @@ async fn fill(cluster: &Cluster) {
     client.create("/door/ttl", b"t", &ttl).await.unwrap();
     drop(client);
     blocking(|| python("zk_door_fill.py", &[&hosts, "tail"]));
+}
+
+/// ZooKeeper's tree, dumped once no newest snapshot is at the last zxid, so that the import must replay the log.
+/// ZooKeeper snapshots 50 to 100 txns apart, and every session is txns of its own (a dump's create and close
+/// too): when a snapshot caught the last one, one write more, and the dump is taken again.
+async fn dump_with_the_last_txns_in_the_log(cluster: &Cluster) -> Value {
+    let hosts = cluster.connect_string();
     for _ in 0..5 {
+        let tree = blocking({
+            let hosts = hosts.clone();
+            move || dump(&hosts)
+        });
         tokio::time::sleep(Duration::from_millis(500)).await;
         let zxid = (0..cluster.len()).filter_map(|i| last_zxid(&cluster.four_letter(i, "srvr"))).max().unwrap();
         if (0..cluster.len()).all(|i| newest_snapshot(cluster, i) < zxid) {
-            return;
+            return tree;
         }
         blocking(|| python("zk_door_fill.py", &[&hosts, "one"]));
     }
@@ -200,10 +210,7 @@ async fn standalone(options: Options) {
     let mut cluster = blocking(|| Cluster::start_with(options));
     fill(&cluster).await;
     let hosts = cluster.connect_string();
-    let zookeeper = blocking({
-        let hosts = hosts.clone();
-        move || dump(&hosts)
-    });
+    let zookeeper = dump_with_the_last_txns_in_the_log(&cluster).await;
     cluster.stop(0);
     assert_log_only_writes(&cluster, 0);
     let imported = import(&cluster, 0);
@@ -242,10 +249,7 @@ async fn a_zookeeper_quorum_moves_to_an_ensemble_quorum_and_back() {
     let mut cluster = blocking(|| Cluster::start_with(options(3)));
     fill(&cluster).await;
     let hosts = cluster.connect_string();
-    let zookeeper = blocking({
-        let hosts = hosts.clone();
-        move || dump(&hosts)
-    });
+    let zookeeper = dump_with_the_last_txns_in_the_log(&cluster).await;
     blocking(|| cluster.stop_all());
     assert_log_only_writes(&cluster, 0);
     for i in 0..3 {
