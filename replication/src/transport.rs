@@ -34,14 +34,14 @@
 //!   done. A failed upgrade or a refused identity is the peer's fault ([`LinkFault::Secure`],
 //!   [`LinkFault::Identity`]) and is logged like the other refusals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -312,7 +312,7 @@ impl TcpTransport {
         for (&peer, &addr) in peers.iter().filter(|(&p, _)| p < me) {
             tasks.push(tokio::spawn(dial(shared.clone(), peer, addr)).abort_handle());
         }
-        (TcpTransport { shared, tasks }, InboundReceiver { rx })
+        (TcpTransport { shared, tasks }, InboundReceiver::new(rx))
     }
 
     /// A view of the send queues, for monitoring.
@@ -682,8 +682,9 @@ fn write_failed(peer: ServerId, error: DecodeError) {
 }
 
 /// Passes a connection's frames on (`first`, if the handshake read it, then the rest) until it ends; returns
-/// why, when a frame failed to decode or the socket failed. Each message waits for its share of the peer's
-/// budget before it is queued, and nothing more is read from the socket meanwhile.
+/// why, when a frame failed to decode or the socket failed. The frames one read brought in go together, as one
+/// entry of the inbound channel ([`INBOUND_BATCH`] at most), which waits for its share of the peer's budget
+/// before it is queued; nothing more is read from the socket meanwhile.
 async fn read_frames(
     shared: &Shared,
     peer: ServerId,
@@ -701,23 +702,50 @@ async fn read_frames(
                 Err(error) => return Some(error),
             },
         };
-        let weight = budget_permits(inbound_weight(&message)).min(max);
+        let mut weight = inbound_weight(&message);
+        let mut batch = VecDeque::from([Inbound::Message(peer, message)]);
+        // What else is at hand joins it, without waiting for more: a frame already buffered, or one a read
+        // returns at once. The end of the connection, or a bad frame, comes after what arrived before it.
+        let mut ended = None;
+        while batch.len() < INBOUND_BATCH && weight < INBOUND_BATCH_BYTES {
+            match reader.next().now_or_never() {
+                Some(Some(Ok(message))) => {
+                    weight += inbound_weight(&message);
+                    batch.push_back(Inbound::Message(peer, message));
+                }
+                Some(Some(Err(error))) => ended = Some(Some(error)),
+                Some(None) => ended = Some(None),
+                // The socket has nothing more now (the read that found it so leaves the next one to wait).
+                None => break,
+            }
+            if ended.is_some() {
+                break;
+            }
+        }
         // Closed only when the transport is dropped.
-        let share = budget.clone().acquire_many_owned(weight).await.ok()?;
-        if shared.inbound.send(Received { inbound: Inbound::Message(peer, message), _share: Some(share) }).is_err() {
+        let share = budget.clone().acquire_many_owned(budget_permits(weight).min(max)).await.ok()?;
+        if shared.inbound.send(Received { batch, _share: Some(share) }).is_err() {
             return None;
+        }
+        if let Some(ended) = ended {
+            return ended;
         }
     }
 }
 
+/// Messages of one connection queued together at most, and their weight in bytes at most (past it, the batch
+/// ends with the message that crossed it).
+const INBOUND_BATCH: usize = 256;
+const INBOUND_BATCH_BYTES: usize = 256 << 10;
+
 /// Queues a connection report. It holds no budget: a connection makes two at most.
 fn report(shared: &Shared, inbound: Inbound) {
-    let _ = shared.inbound.send(Received { inbound, _share: None });
+    let _ = shared.inbound.send(Received { batch: VecDeque::from([inbound]), _share: None });
 }
 
 /// What an inbound message counts against its sender's budget: its size and its queue entry's.
 fn inbound_weight(message: &Message) -> usize {
-    message.approximate_len() + std::mem::size_of::<Received>()
+    message.approximate_len() + std::mem::size_of::<Inbound>()
 }
 
 /// A budget in bytes as semaphore permits (which count in `u32`).
@@ -725,15 +753,18 @@ pub(crate) fn budget_permits(bytes: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX).max(1)
 }
 
-/// A queued report, with the share of its sender's budget it holds until taken out.
+/// A queued entry: reports, in order (never none), with the share of their sender's budget they hold until
+/// the last of them is taken out.
 struct Received {
-    inbound: Inbound,
+    batch: VecDeque<Inbound>,
     _share: Option<OwnedSemaphorePermit>,
 }
 
 /// The receiving end of the inbound channel: taking a message out gives its bytes back to its sender's budget.
 pub struct InboundReceiver {
     rx: mpsc::UnboundedReceiver<Received>,
+    /// What is left of the entry taken out last (`None` once all of it is: its share goes back then).
+    taking: Option<Received>,
 }
 
 /// The sending end of an inbound channel, for a transport other than [`TcpTransport`] (a simulated network):
@@ -746,7 +777,7 @@ pub struct InboundSender {
 impl InboundSender {
     /// Reports `inbound` to the receiver; false once the receiver is gone.
     pub fn send(&self, inbound: Inbound) -> bool {
-        self.tx.send(Received { inbound, _share: None }).is_ok()
+        self.tx.send(Received { batch: VecDeque::from([inbound]), _share: None }).is_ok()
     }
 }
 
@@ -754,28 +785,71 @@ impl InboundReceiver {
     /// A new inbound channel, for a transport of one's own.
     pub fn channel() -> (InboundSender, InboundReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (InboundSender { tx }, InboundReceiver { rx })
+        (InboundSender { tx }, InboundReceiver::new(rx))
     }
 
-    /// The next report; `None` once the transport is gone.
+    fn new(rx: mpsc::UnboundedReceiver<Received>) -> InboundReceiver {
+        InboundReceiver { rx, taking: None }
+    }
+
+    /// The next report; `None` once the transport is gone. Cancel-safe: nothing is taken unless it returns.
     pub async fn recv(&mut self) -> Option<Inbound> {
-        self.rx.recv().await.map(|received| received.inbound)
+        if self.taking.is_none() {
+            self.taking = Some(self.rx.recv().await?);
+        }
+        self.take()
     }
 
     /// Whether no report is queued.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.taking.is_none() && self.rx.is_empty()
     }
 
     /// The next report if one is queued.
     pub fn try_recv(&mut self) -> Result<Inbound, mpsc::error::TryRecvError> {
-        self.rx.try_recv().map(|received| received.inbound)
+        if self.taking.is_none() {
+            self.taking = Some(self.rx.try_recv()?);
+        }
+        Ok(self.take().expect("an entry is never empty"))
+    }
+
+    /// The next report of the entry being taken; gives the entry's share back with its last.
+    fn take(&mut self) -> Option<Inbound> {
+        let taking = self.taking.as_mut()?;
+        let inbound = taking.batch.pop_front();
+        if taking.batch.is_empty() {
+            self.taking = None;
+        }
+        inbound
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_entry_of_several_messages_is_taken_in_order_and_gives_its_share_back_with_the_last() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut receiver = InboundReceiver::new(rx);
+        let ping = |round| Inbound::Message(ServerId(2), Message::Ping { zxid: wal::Zxid(7), round });
+        let share = budget.clone().acquire_many_owned(60).await.unwrap();
+        tx.send(Received { batch: VecDeque::from([ping(1), ping(2), ping(3)]), _share: Some(share) }).unwrap();
+        tx.send(Received { batch: VecDeque::from([Inbound::Disconnected(ServerId(2))]), _share: None }).unwrap();
+        assert!(!receiver.is_empty());
+        assert_eq!(receiver.recv().await, Some(ping(1)));
+        assert_eq!(receiver.try_recv().ok(), Some(ping(2)));
+        assert_eq!(budget.available_permits(), 40, "the entry holds its share while any of it is left");
+        assert!(!receiver.is_empty());
+        assert_eq!(receiver.recv().await, Some(ping(3)));
+        assert_eq!(budget.available_permits(), 100, "the last message gives the share back");
+        assert_eq!(receiver.try_recv().ok(), Some(Inbound::Disconnected(ServerId(2))));
+        assert!(receiver.is_empty());
+        assert!(receiver.try_recv().is_err());
+        drop(tx);
+        assert_eq!(receiver.recv().await, None);
+    }
 
     #[test]
     fn a_flood_of_refusals_logs_a_bounded_number_of_lines_per_window() {
