@@ -6,7 +6,9 @@
 //!   snapshot, in one run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use snapshot::write::SharedTree;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,7 +55,7 @@ fn snapshots(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
     for n in SIZES {
-        let tree = RwLock::new(build(n));
+        let tree = SharedTree::new(build(n));
         let dir = tempfile::tempdir_in(bench_dir()).unwrap();
         group.throughput(Throughput::Elements(n as u64));
         // One snapshot up front, so that the load bench has a file even when a filter skips the write bench.
@@ -70,7 +72,7 @@ fn snapshots(c: &mut Criterion) {
 }
 
 /// Latency percentiles of applying setData txns for `window`, with or without a snapshot running.
-fn apply_latencies(tree: &Arc<RwLock<DataTree>>, with_snapshot: bool) -> (Vec<Duration>, Duration) {
+fn apply_latencies(tree: &Arc<SharedTree>, with_snapshot: bool) -> (Vec<Duration>, Duration) {
     let dir = tempfile::tempdir_in(bench_dir()).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let snapshotter = with_snapshot.then(|| {
@@ -117,7 +119,7 @@ fn report(label: &str, l: &[Duration]) -> (Duration, Duration, Duration) {
 
 fn apply_during_snapshot() {
     println!("apply_during_snapshot: building a tree of 1,000,000 nodes");
-    let tree = Arc::new(RwLock::new(build(1_000_000)));
+    let tree = Arc::new(SharedTree::new(build(1_000_000)));
     let (base, _) = apply_latencies(&tree, false);
     let (during, snap_time) = apply_latencies(&tree, true);
     let (_, base_p99, _) = report("without_snapshot", &base);

@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
+use snapshot::write::SharedTree;
 use tokio::sync::{mpsc, oneshot, watch};
 use tree::tree::DataTree;
 
@@ -409,7 +410,7 @@ pub struct Shared {
     /// Whether this server runs alone (no `server.N` lines).
     pub standalone: bool,
     /// The znode tree, with every committed txn applied up to `applied`.
-    pub tree: RwLock<DataTree>,
+    pub tree: SharedTree,
     /// Watches of this server's connections.
     pub watches: Mutex<Watches>,
     /// Connections by session.
@@ -473,7 +474,7 @@ impl Shared {
             my_id,
             standalone,
             applied: watch::channel(applied).0,
-            tree: RwLock::new(tree),
+            tree: SharedTree::new(tree),
             watches: Mutex::default(),
             conns: Mutex::new(HashMap::new()),
             admission: Admission::new(config.max_client_cnxns, config.max_cnxns),

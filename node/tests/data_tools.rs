@@ -7,7 +7,6 @@ mod common;
 use common::run;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::RwLock;
 
 use tree::acl::open_acl_unsafe;
 use tree::code::op;
@@ -71,7 +70,7 @@ fn data_dir(snap_after: usize) -> tempfile::TempDir {
     let (log_dir, snap_dir) = (dir.path().join("log"), dir.path().join("snapshots"));
     std::fs::create_dir_all(&snap_dir).unwrap();
     let (wal, _) = Wal::open(&log_dir, tiny()).unwrap();
-    let tree = RwLock::new(DataTree::new());
+    let tree = snapshot::write::SharedTree::new(DataTree::new());
     for (i, (code, txn)) in txns().into_iter().enumerate() {
         let zxid = EPOCH + i as u64 + 1;
         let header =

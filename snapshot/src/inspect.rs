@@ -287,7 +287,6 @@ fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::RwLock;
     use tree::code::op;
     use tree::tree::DataTree;
     use tree::txn::{Txn, TxnHeader};
@@ -296,7 +295,7 @@ mod tests {
     fn fixture(n: u64) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = wal::Wal::open(dir.path().join("log"), wal::WalOptions::default()).unwrap();
-        let tree = RwLock::new(DataTree::new());
+        let tree = crate::write::SharedTree::new(DataTree::new());
         tree.write().unwrap().load_session(0x42, 30000);
         for z in 1..=n {
             let txn = Txn::Create {

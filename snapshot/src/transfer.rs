@@ -27,7 +27,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use wal::fs::{FileSystem, Fs, StdFs, WalFile};
 use wal::{failpoint, Wal, Zxid};
@@ -108,7 +108,7 @@ pub fn prepare_with(
     create().map_err(|e| SnapshotError::io("create directory", &out, e))?;
     // Nothing applies to this private copy, so the "fuzzy" writer produces a snapshot with start = end (its
     // steps fail at the `snapshot::create` ... `snapshot::sync_dir` failpoints).
-    let info = match write::write_fuzzy_with(fs, &out, &RwLock::new(tree), write::DEFAULT_CHUNK) {
+    let info = match write::write_fuzzy_with(fs, &out, &write::SharedTree::new(tree), write::DEFAULT_CHUNK) {
         Ok(info) => info,
         Err(error) => {
             // Leave no half-written copy behind (recovery would delete it, but only at the next start).

@@ -1,6 +1,7 @@
 //! Writing a fuzzy snapshot while txns go on being applied.
 //!
-//! The tree sits behind an `RwLock`. The writer holds the read lock only to copy one chunk of nodes (in path
+//! The tree sits behind an `RwLock` ([`SharedTree`], beside what its applies and snapshot writers watch of each
+//! other). The writer holds the read lock only to copy one chunk of nodes (in path
 //! order, resuming after the last path it wrote), and only cheap clones at that (the data is reference-counted),
 //! for at most about ten microseconds; it encodes and writes to disk without the lock. So an apply waits at most
 //! for one short chunk, never for encoding or the disk.
@@ -122,7 +123,7 @@ impl CrcWriter {
 
 /// Writes a fuzzy snapshot of `tree` into `dir`, copying `chunk` nodes per read-lock hold. Durable (file and
 /// directory entry) when it returns.
-pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<SnapshotInfo, SnapshotError> {
+pub fn write_fuzzy(dir: &Path, tree: &SharedTree, chunk: usize) -> Result<SnapshotInfo, SnapshotError> {
     write_fuzzy_with(&StdFs, dir, tree, chunk)
 }
 
@@ -130,7 +131,7 @@ pub fn write_fuzzy(dir: &Path, tree: &RwLock<DataTree>, chunk: usize) -> Result<
 pub fn write_fuzzy_with(
     fs: &dyn FileSystem,
     dir: &Path,
-    tree: &RwLock<DataTree>,
+    tree: &SharedTree,
     chunk: usize,
 ) -> Result<SnapshotInfo, SnapshotError> {
     let started = Instant::now();
@@ -161,8 +162,8 @@ pub fn write_fuzzy_with(
         // The last chunk's copies are freed before the lock is taken, not under it.
         copied.clear();
         let held = read_for_copy(tree);
-        let copying = Copying::start();
-        copy_chunk(&held, cursor.as_deref(), chunk, &mut acls_written, &mut copied);
+        let copying = Copying::start(&tree.copying);
+        copy_chunk(&held, &tree.copied, cursor.as_deref(), chunk, &mut acls_written, &mut copied);
         drop(copying);
         drop(held);
         let Some(last) = copied.last() else { break };
@@ -241,6 +242,7 @@ const MAX_HOLD: Duration = Duration::from_micros(3);
 /// Copies up to `chunk` nodes after `cursor` (fewer if that takes longer than [`MAX_HOLD`]) into `out`.
 fn copy_chunk(
     tree: &DataTree,
+    counted: &AtomicU64,
     cursor: Option<&str>,
     chunk: usize,
     acls: &mut HashSet<AclId>,
@@ -252,7 +254,7 @@ fn copy_chunk(
         if i % 4 == 3 && started.elapsed() > MAX_HOLD {
             break;
         }
-        COPIED.fetch_add(1, Ordering::Relaxed);
+        counted.fetch_add(1, Ordering::Relaxed);
         let acl_list = (node.acl != OPEN_ACL_ID && acls.insert(node.acl)).then(|| tree.acl_of(node));
         out.push(CopiedNode { path: path.clone(), data: node.data.clone(), acl: node.acl, acl_list, stat: node.stat });
     }
@@ -279,25 +281,25 @@ fn encode(nodes: &[CopiedNode], buf: &mut Vec<u8>) {
 /// a VM, far longer than the wait itself. It sleeps once a snapshot writer holding it stops copying (it was
 /// preempted: spinning would keep it from the CPU, often the very CPU this thread's wake-up took from it), and
 /// after 50 us.
-pub fn lock_for_apply(tree: &RwLock<DataTree>) -> std::sync::RwLockWriteGuard<'_, DataTree> {
+pub fn lock_for_apply(tree: &SharedTree) -> std::sync::RwLockWriteGuard<'_, DataTree> {
     // Uncontended (nearly always): no clock read.
     if let Ok(guard) = tree.try_write() {
         return guard;
     }
-    APPLIES_WAITING.fetch_add(1, Ordering::AcqRel);
+    tree.applies_waiting.fetch_add(1, Ordering::AcqRel);
     let started = Instant::now();
-    let (mut copied, mut progressed) = (COPIED.load(Ordering::Relaxed), started);
+    let (mut copied, mut progressed) = (tree.copied.load(Ordering::Relaxed), started);
     let guard = loop {
         match tree.try_write() {
             Ok(guard) => break guard,
             Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                let (now, progress) = (Instant::now(), COPIED.load(Ordering::Relaxed));
+                let (now, progress) = (Instant::now(), tree.copied.load(Ordering::Relaxed));
                 if progress != copied {
                     (copied, progressed) = (progress, now);
                 }
                 // Another holder (a client's read) is not watched: spun for as before.
-                let stalled = now - progressed >= STALLED && COPYING.load(Ordering::Acquire) > 0;
+                let stalled = now - progressed >= STALLED && tree.copying.load(Ordering::Acquire) > 0;
                 if now - started < SPIN && !stalled {
                     std::hint::spin_loop();
                     continue;
@@ -306,7 +308,7 @@ pub fn lock_for_apply(tree: &RwLock<DataTree>) -> std::sync::RwLockWriteGuard<'_
             }
         }
     };
-    APPLIES_WAITING.fetch_sub(1, Ordering::AcqRel);
+    tree.applies_waiting.fetch_sub(1, Ordering::AcqRel);
     guard
 }
 
@@ -314,28 +316,54 @@ pub fn lock_for_apply(tree: &RwLock<DataTree>) -> std::sync::RwLockWriteGuard<'_
 /// or going ahead.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Nodes copied by snapshot writers (in this process, whatever the tree): [`lock_for_apply`] tells a holder that
-/// copies from one that was preempted by it.
-static COPIED: AtomicU64 = AtomicU64::new(0);
+/// A tree shared by its applier, its readers and its snapshot writers: the lock, and what an apply waiting for
+/// it watches of the snapshot writers copying from it, and they of it. Per tree, so that one tree's snapshot
+/// never steers the applies of another in the same process (the servers of an in-process test ensemble). Derefs
+/// to the lock.
+#[derive(Debug, Default)]
+pub struct SharedTree {
+    lock: RwLock<DataTree>,
+    /// Nodes copied by snapshot writers: [`lock_for_apply`] tells a holder that copies from one that was
+    /// preempted by it.
+    copied: AtomicU64,
+    /// Snapshot writers holding the read lock to copy a chunk: only such a holder's progress is watched.
+    copying: AtomicUsize,
+    /// Applies spinning in [`lock_for_apply`]. The snapshot writer lets them go first: between two chunks its
+    /// read lock is free for only the microsecond or two it takes to encode, and an apply polling with
+    /// `try_write` could miss that gap again and again (p99 of applies during a snapshot 65 us against 7 us
+    /// without, once the writer no longer waited on the page cache).
+    applies_waiting: AtomicUsize,
+}
 
-/// Snapshot writers holding a tree's read lock to copy a chunk (in this process): only such a holder's progress
-/// is watched.
-static COPYING: AtomicUsize = AtomicUsize::new(0);
-
-/// One chunk's copy, counted in [`COPYING`] for as long as it lives, however it ends (a panic included): a count
-/// left up would make every apply stop spinning behind a client's read.
-struct Copying;
-
-impl Copying {
-    fn start() -> Copying {
-        COPYING.fetch_add(1, Ordering::AcqRel);
-        Copying
+impl SharedTree {
+    /// `tree`, to be shared.
+    pub fn new(tree: DataTree) -> SharedTree {
+        SharedTree { lock: RwLock::new(tree), ..SharedTree::default() }
     }
 }
 
-impl Drop for Copying {
+impl std::ops::Deref for SharedTree {
+    type Target = RwLock<DataTree>;
+
+    fn deref(&self) -> &RwLock<DataTree> {
+        &self.lock
+    }
+}
+
+/// One chunk's copy, counted in [`SharedTree::copying`] for as long as it lives, however it ends (a panic
+/// included): a count left up would make every apply stop spinning behind a client's read.
+struct Copying<'a>(&'a AtomicUsize);
+
+impl Copying<'_> {
+    fn start(copying: &AtomicUsize) -> Copying<'_> {
+        copying.fetch_add(1, Ordering::AcqRel);
+        Copying(copying)
+    }
+}
+
+impl Drop for Copying<'_> {
     fn drop(&mut self) {
-        COPYING.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -344,19 +372,13 @@ impl Drop for Copying {
 /// whole 50 us spin (p99 of applies during a 1M-node snapshot 63-66 us, against 4-5 us without a snapshot).
 const STALLED: Duration = Duration::from_micros(2);
 
-/// Applies spinning in [`lock_for_apply`] (in this process, whatever the tree). The snapshot writer lets them
-/// go first: between two chunks its read lock is free for only the microsecond or two it takes to encode, and
-/// an apply polling with `try_write` could miss that gap again and again (p99 of applies during a snapshot
-/// 65 us against 7 us without, once the writer no longer waited on the page cache).
-static APPLIES_WAITING: AtomicUsize = AtomicUsize::new(0);
-
-/// Waits (spinning, up to [`SPIN`]) while an apply waits for the write lock.
-fn let_applies_go_first() {
-    if APPLIES_WAITING.load(Ordering::Acquire) == 0 {
+/// Waits (spinning, up to [`SPIN`]) while an apply waits for the tree's write lock.
+fn let_applies_go_first(tree: &SharedTree) {
+    if tree.applies_waiting.load(Ordering::Acquire) == 0 {
         return;
     }
     let started = Instant::now();
-    while APPLIES_WAITING.load(Ordering::Acquire) > 0 && started.elapsed() < SPIN {
+    while tree.applies_waiting.load(Ordering::Acquire) > 0 && started.elapsed() < SPIN {
         std::hint::spin_loop();
     }
 }
@@ -365,8 +387,8 @@ fn let_applies_go_first() {
 /// an apply holds it rather than sleeping on it: a sleeping reader must be woken by the apply's unlock, and on a VM
 /// that wake (a futex wake, an interrupt to a halted vCPU) cost the applying thread 12-14 us, three times the apply
 /// itself (a fifth of the applies during a 1M-node snapshot paid it).
-fn read_for_copy(tree: &RwLock<DataTree>) -> std::sync::RwLockReadGuard<'_, DataTree> {
-    let_applies_go_first();
+fn read_for_copy(tree: &SharedTree) -> std::sync::RwLockReadGuard<'_, DataTree> {
+    let_applies_go_first(tree);
     let started = Instant::now();
     loop {
         match tree.try_read() {
@@ -389,4 +411,43 @@ pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(), SnapshotEr
         fs.sync_dir(dir)
     };
     sync().map_err(|e| SnapshotError::io("fsync directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tree::code::op;
+    use tree::txn::{Txn, TxnHeader};
+
+    /// A tree of `n` nodes under `/`.
+    fn tree_of(n: i64) -> SharedTree {
+        let tree = SharedTree::new(DataTree::new());
+        for zxid in 1..=n {
+            let txn = Txn::Create {
+                path: format!("/n{zxid}"),
+                data: None,
+                acl: tree::acl::open_acl_unsafe(),
+                ephemeral: false,
+                parent_cversion: i32::try_from(zxid).unwrap(),
+            };
+            let header = TxnHeader { client_id: 0, cxid: 1, zxid, time: 7, op: op::CREATE };
+            lock_for_apply(&tree).apply(&header, &txn);
+        }
+        tree
+    }
+
+    #[test]
+    fn a_snapshot_counts_its_copies_on_its_own_tree_only() {
+        let (ours, other) = (tree_of(50), tree_of(3));
+        let dir = tempfile::tempdir().unwrap();
+        let info = write_fuzzy(dir.path(), &ours, 4).unwrap();
+        let nodes = ours.read().unwrap().node_count() as u64;
+        assert_eq!(info.nodes, nodes);
+        assert_eq!(ours.copied.load(Ordering::Relaxed), nodes, "every node copied, counted on its tree");
+        assert_eq!(other.copied.load(Ordering::Relaxed), 0, "another tree's applies see nothing of it");
+        for tree in [&ours, &other] {
+            assert_eq!(tree.copying.load(Ordering::Acquire), 0, "no chunk left counted as copying");
+            assert_eq!(tree.applies_waiting.load(Ordering::Acquire), 0, "no apply left counted as waiting");
+        }
+    }
 }

@@ -26,10 +26,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use common::{request, txn};
 use snapshot::transfer::{self, Incoming};
+use snapshot::write::SharedTree;
 use tree::tree::DataTree;
 use tree::txn::TxnRecord;
 use wal::fs::{FileSystem, SimFs};
@@ -149,7 +150,7 @@ impl Model {
 struct Node<'a> {
     fs: &'a SimFs,
     wal: Option<Wal>,
-    tree: RwLock<DataTree>,
+    tree: SharedTree,
     history: &'a History,
     model: Model,
 }
@@ -286,7 +287,8 @@ fn run(fs: &SimFs, history: &History) -> Model {
             return Model::default();
         }
     };
-    let mut node = Node { fs, wal: Some(wal), tree: RwLock::new(DataTree::new()), history, model: Model::default() };
+    let mut node =
+        Node { fs, wal: Some(wal), tree: SharedTree::new(DataTree::new()), history, model: Model::default() };
     let _ = node.run();
     node.model
 }
@@ -347,7 +349,7 @@ fn recover_and_check(fs: &SimFs, history: &History, model: &Model, context: &str
         "{context}: the tree at {last} is not the history's\n{model:?}"
     );
     // The recovered node takes the next snapshot.
-    let written = snapshot::write::write_fuzzy_with(fs, Path::new(SNAP), &RwLock::new(tree), 4);
+    let written = snapshot::write::write_fuzzy_with(fs, Path::new(SNAP), &SharedTree::new(tree), 4);
     written.unwrap_or_else(|e| panic!("{context}: snapshot after recovery: {e}"));
     drop(wal);
     steps
@@ -414,7 +416,7 @@ fn a_transfer_directory_left_by_a_crashed_process_is_made_durable_before_the_wal
         let fs = fresh_disk();
         let (wal, _) = Wal::open_with(Arc::new(fs.clone()), LOG, options()).unwrap();
         let mut node =
-            Node { fs: &fs, wal: Some(wal), tree: RwLock::default(), history: &history, model: Model::default() };
+            Node { fs: &fs, wal: Some(wal), tree: SharedTree::default(), history: &history, model: Model::default() };
         assert!(node.log(1..=NODE_LOGS).is_ok());
         fs.create_dir_all(&Path::new(SNAP).join("transfer")).unwrap();
         let mut incoming = Incoming::create_with(Arc::new(fs.clone()), Path::new(SNAP)).unwrap();

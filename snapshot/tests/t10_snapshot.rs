@@ -300,7 +300,7 @@ fn a_snapshot_spanning_a_close_that_names_no_ephemerals_is_abandoned() {
     for i in 0..100_000 {
         apply(&mut live, session, op::CREATE, node(format!("/p/e{i:06}"), true));
     }
-    let tree = Arc::new(std::sync::RwLock::new(live));
+    let tree = Arc::new(snapshot::write::SharedTree::new(live));
     let writer = {
         let (tree, dir) = (tree.clone(), dir.path().to_path_buf());
         std::thread::spawn(move || snapshot::write::write_fuzzy(&dir, &tree, 1))

@@ -5,9 +5,9 @@
 //! restart or a rebuild.
 
 use std::path::Path;
-use std::sync::RwLock;
 
 use bytes::Bytes;
+use snapshot::write::SharedTree;
 use snapshot::SnapshotError;
 use tree::acl::open_acl_unsafe;
 use tree::code::op;
@@ -43,7 +43,7 @@ pub fn txn(n: u64) -> Bytes {
 /// What a server applied: its tree, the zxids in it in order, and the first thing that went wrong on the
 /// committed stream (a panic in a task would not fail the test).
 pub struct Machine {
-    pub tree: RwLock<DataTree>,
+    pub tree: SharedTree,
     pub zxids: Vec<Zxid>,
     pub violation: Option<String>,
 }
@@ -51,7 +51,7 @@ pub struct Machine {
 impl Machine {
     /// A fresh server's: an empty tree.
     pub fn empty() -> Machine {
-        Machine { tree: RwLock::new(DataTree::new()), zxids: Vec::new(), violation: None }
+        Machine { tree: SharedTree::new(DataTree::new()), zxids: Vec::new(), violation: None }
     }
 
     /// The tree the snapshots and the log on disk hold, as the node rebuilds it: at start (`until` is `None`:
@@ -68,7 +68,7 @@ impl Machine {
             .map(|(_, node)| Zxid(u64::try_from(node.client_stat().czxid).expect("positive")))
             .collect();
         zxids.sort();
-        Ok(Machine { tree: RwLock::new(tree), zxids, violation: None })
+        Ok(Machine { tree: SharedTree::new(tree), zxids, violation: None })
     }
 
     /// Applies the committed txn `zxid`.

@@ -1,8 +1,8 @@
 //! A miniature node: prep a request, log the txn durably in the WAL, then apply it to the tree.
 #![allow(dead_code)]
 
+use snapshot::write::SharedTree;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 
 use bytes::Bytes;
 use tree::acl::open_acl_unsafe;
@@ -14,7 +14,7 @@ use wal::{Wal, WalOptions, Zxid};
 
 pub struct Db {
     pub wal: Wal,
-    pub tree: RwLock<DataTree>,
+    pub tree: SharedTree,
     pub zxid: std::sync::Mutex<i64>,
     pub snap_dir: PathBuf,
 }
@@ -28,7 +28,12 @@ impl Db {
     pub fn create(dir: &Path) -> Db {
         let (wal, _) = Wal::open(dir.join("log"), wal_options()).unwrap();
         std::fs::create_dir_all(dir.join("snap")).unwrap();
-        Db { wal, tree: RwLock::new(DataTree::new()), zxid: std::sync::Mutex::new(1 << 32), snap_dir: dir.join("snap") }
+        Db {
+            wal,
+            tree: SharedTree::new(DataTree::new()),
+            zxid: std::sync::Mutex::new(1 << 32),
+            snap_dir: dir.join("snap"),
+        }
     }
 
     /// Recovers the database in `dir`.
@@ -37,7 +42,7 @@ impl Db {
         let (tree, recovered) = snapshot::recover::recover(&dir.join("snap"), &wal)?;
         let zxid = tree.last_zxid().max(1 << 32);
         Ok((
-            Db { wal, tree: RwLock::new(tree), zxid: std::sync::Mutex::new(zxid), snap_dir: dir.join("snap") },
+            Db { wal, tree: SharedTree::new(tree), zxid: std::sync::Mutex::new(zxid), snap_dir: dir.join("snap") },
             recovered,
         ))
     }

@@ -16,7 +16,6 @@
 //! so an interrupted import is never served as an empty tree; a rerun clears what the interrupted one staged.
 
 use std::path::PathBuf;
-use std::sync::RwLock;
 use std::time::Instant;
 
 use clap::Args;
@@ -204,7 +203,11 @@ fn write(plan: &Plan, restored: Restored, accepted: Epoch, current: Epoch) -> Re
         clear_staging(dir)?;
         std::fs::create_dir_all(dir).map_err(ToolError::io(format!("create {}", dir.display())))?;
     }
-    let info = snapshot::write::write_fuzzy(&staged_snap, &RwLock::new(restored.tree), snapshot::write::DEFAULT_CHUNK)?;
+    let info = snapshot::write::write_fuzzy(
+        &staged_snap,
+        &snapshot::write::SharedTree::new(restored.tree),
+        snapshot::write::DEFAULT_CHUNK,
+    )?;
     // Nothing applied to the private copy while it was written: a consistent snapshot at the last zxid.
     assert_eq!((info.start_zxid, info.end_zxid), (zxid, zxid), "a private tree's snapshot is consistent");
     {
