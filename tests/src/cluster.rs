@@ -454,9 +454,20 @@ impl Cluster {
         child.wait().expect("wait for a killed node")
     }
 
-    /// SIGSTOPs node `i` (it must run): it keeps its sockets and answers nothing until [`Cluster::resume`].
+    /// SIGSTOPs node `i` (it must run) and waits until every thread of it has stopped: it keeps its sockets and
+    /// answers nothing until [`Cluster::resume`]. Linux hands a SIGSTOP to one thread, which stops the others once
+    /// it runs; on a loaded machine the rest of the process may go on for milliseconds after kill(2) returns (the
+    /// nemesis suite once saw a node paused that way acknowledge a write sent after the signal).
     pub fn pause(&self, i: usize) {
         self.signal(i, libc::SIGSTOP);
+        let pid = self.node(i).child.as_ref().map(|child| child.id()).expect("a running node");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            if Instant::now() > deadline {
+                self.fail(&format!("node {} did not stop within 10 s of SIGSTOP", i + 1));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// SIGCONTs node `i` after [`Cluster::pause`].
@@ -605,4 +616,15 @@ fn open_log(path: &Path, start: u32) -> io::Result<File> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     writeln!(log, "----- ensemble-tests: start #{start} at unix time {:.3} -----", now.as_secs_f64())?;
     Ok(log)
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`; a thread that exits
+/// meanwhile counts as stopped).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| match std::fs::read_to_string(task.path().join("stat")) {
+        // The state is the first field after the command, which is in parentheses and may hold any byte.
+        Ok(stat) => stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next()) == Some("T"),
+        Err(_) => true,
+    })
 }
