@@ -10,13 +10,13 @@
 //!   it sends a frame that decodes (the server restarted and its old connection is dead), so bytes from someone
 //!   else claiming that id never cut the real link. At most [`MAX_HANDSHAKES`] connections wait for their
 //!   handshake at once; more are closed at once.
-//! - Each connection has a send queue bounded in messages and in bytes. A peer that does not drain it is
-//!   disconnected rather than buffered for without limit; it re-syncs when it reconnects. The bounds are large
-//!   (a million messages, 256 MiB): while a follower syncs, every proposal and commit for it waits behind its
+//! - Each connection has a send queue bounded in entries (a message, or the messages of one pass of the
+//!   server's loop) and in bytes. A peer that does not drain it is disconnected rather than buffered for without
+//!   limit; it re-syncs when it reconnects. The bounds are large (a million entries, 256 MiB): while a follower syncs, every proposal and commit for it waits behind its
 //!   sync stream, for as long as the snapshot takes to prepare and ship.
-//! - Inbound messages go to one channel, each holding a share of its sender's byte budget
-//!   ([`TransportConfig::inbound_bytes`], per peer id, kept across that peer's reconnections) until the receiver
-//!   takes it out: a peer whose messages are not taken fast enough stops being read (TCP pushes back on it)
+//! - Inbound messages go to one channel, in entries of what a connection had at hand, each entry holding a share
+//!   of its sender's byte budget ([`TransportConfig::inbound_bytes`], per peer id, kept across that peer's
+//!   reconnections) until the receiver has taken its last message out: a peer whose messages are not taken fast enough stops being read (TCP pushes back on it)
 //!   instead of growing memory, and its flood never holds up another peer's messages.
 //! - What a syncing follower needs (every txn it lacks, or a snapshot) goes as one [`MessageStream`]: the
 //!   connection's writer pulls its messages as the socket drains, on a blocking thread (they are read from
@@ -212,7 +212,7 @@ pub struct TransportConfig {
     /// Bytes of messages queued per peer at most ([`Message::approximate_len`]; a stream counts as nothing).
     pub queue_bytes: usize,
     /// Bytes of inbound messages from one peer queued at most ([`Message::approximate_len`] plus the queue
-    /// entry's own size); a single larger message is still taken when none of that peer's is queued.
+    /// entry's own size); a single larger entry is still taken when none of that peer's is queued.
     pub inbound_bytes: usize,
     /// Bytes of [`Message::Forward`] payloads from one peer that the node has not finished with at most (the
     /// runtime counts them from the inbound queue until the node drops the [`crate::runtime::Forwarded`]'s
@@ -682,7 +682,7 @@ fn write_failed(peer: ServerId, error: DecodeError) {
 }
 
 /// Passes a connection's frames on (`first`, if the handshake read it, then the rest) until it ends; returns
-/// why, when a frame failed to decode or the socket failed. The frames one read brought in go together, as one
+/// why, when a frame failed to decode or the socket failed. The frames at hand (buffered, or returned by a read at once) go together, as one
 /// entry of the inbound channel ([`INBOUND_BATCH`] at most), which waits for its share of the peer's budget
 /// before it is queued; nothing more is read from the socket meanwhile.
 async fn read_frames(
@@ -760,7 +760,8 @@ struct Received {
     _share: Option<OwnedSemaphorePermit>,
 }
 
-/// The receiving end of the inbound channel: taking a message out gives its bytes back to its sender's budget.
+/// The receiving end of the inbound channel: taking an entry's last message out gives its bytes back to its
+/// sender's budget.
 pub struct InboundReceiver {
     rx: mpsc::UnboundedReceiver<Received>,
     /// What is left of the entry taken out last (`None` once all of it is: its share goes back then).

@@ -1,6 +1,7 @@
 //! The log's writes: staging appends and flushing them to the WAL, truncating, delivering committed txns.
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use wal::{WalError, Zxid};
 
 use super::server::Server;
@@ -134,11 +135,17 @@ impl Server {
                 self.delivered = z;
             }
             self.delivered_since_flush = true;
-            if self.committed_tx.capacity() == 0 {
-                // The node is behind: what this pass sent goes out before the loop waits for it.
-                self.flush_outbox();
-            }
-            if self.committed_tx.send(Committed::Txns(item)).await.is_err() {
+            // Only a full stream makes the loop wait (a `send` may also yield to tokio's cooperative budget): what
+            // this pass sent goes out first.
+            let sent = match self.committed_tx.try_send(Committed::Txns(item)) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    self.flush_outbox();
+                    self.committed_tx.send(item).await.map_err(drop)
+                }
+            };
+            if sent.is_err() {
                 // Nobody consumes the stream (a bare runtime in tests): nothing to deliver to.
                 self.delivered = zxid;
                 break;
