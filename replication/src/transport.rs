@@ -12,11 +12,13 @@
 //!   handshake at once; more are closed at once.
 //! - Each connection has a send queue bounded in entries (a message, or the messages of one pass of the
 //!   server's loop) and in bytes. A peer that does not drain it is disconnected rather than buffered for without
-//!   limit; it re-syncs when it reconnects. The bounds are large (a million entries, 256 MiB): while a follower syncs, every proposal and commit for it waits behind its
+//!   limit; it re-syncs when it reconnects. The bounds are large (a million entries, 256 MiB): while a follower
+//!   syncs, every proposal and commit for it waits behind its
 //!   sync stream, for as long as the snapshot takes to prepare and ship.
 //! - Inbound messages go to one channel, in entries of what a connection had at hand, each entry holding a share
 //!   of its sender's byte budget ([`TransportConfig::inbound_bytes`], per peer id, kept across that peer's
-//!   reconnections) until the receiver has taken its last message out: a peer whose messages are not taken fast enough stops being read (TCP pushes back on it)
+//!   reconnections) until the receiver has taken its last message out: a peer whose messages are not taken fast
+//!   enough stops being read (TCP pushes back on it)
 //!   instead of growing memory, and its flood never holds up another peer's messages.
 //! - What a syncing follower needs (every txn it lacks, or a snapshot) goes as one [`MessageStream`]: the
 //!   connection's writer pulls its messages as the socket drains, on a blocking thread (they are read from
@@ -682,9 +684,9 @@ fn write_failed(peer: ServerId, error: DecodeError) {
 }
 
 /// Passes a connection's frames on (`first`, if the handshake read it, then the rest) until it ends; returns
-/// why, when a frame failed to decode or the socket failed. The frames at hand (buffered, or returned by a read at once) go together, as one
-/// entry of the inbound channel ([`INBOUND_BATCH`] at most), which waits for its share of the peer's budget
-/// before it is queued; nothing more is read from the socket meanwhile.
+/// why, when a frame failed to decode or the socket failed. The frames at hand (buffered, or returned by a read
+/// at once) go together, as one entry of the inbound channel ([`INBOUND_BATCH`] at most), which waits for its
+/// share of the peer's budget before it is queued; nothing more is read from the socket meanwhile.
 async fn read_frames(
     shared: &Shared,
     peer: ServerId,
@@ -702,7 +704,7 @@ async fn read_frames(
                 Err(error) => return Some(error),
             },
         };
-        let mut weight = inbound_weight(&message);
+        let mut weight = message.approximate_len();
         let mut batch = VecDeque::from([Inbound::Message(peer, message)]);
         // What else is at hand joins it, without waiting for more: a frame already buffered, or one a read
         // returns at once. The end of the connection, or a bad frame, comes after what arrived before it.
@@ -710,7 +712,7 @@ async fn read_frames(
         while batch.len() < INBOUND_BATCH && weight < INBOUND_BATCH_BYTES {
             match reader.next().now_or_never() {
                 Some(Some(Ok(message))) => {
-                    weight += inbound_weight(&message);
+                    weight += message.approximate_len();
                     batch.push_back(Inbound::Message(peer, message));
                 }
                 Some(Some(Err(error))) => ended = Some(Some(error)),
@@ -722,6 +724,8 @@ async fn read_frames(
                 break;
             }
         }
+        // The entry weighs its deque's whole capacity (spare slots too) and its own header.
+        weight += batch.capacity() * std::mem::size_of::<Inbound>() + std::mem::size_of::<Received>();
         // Closed only when the transport is dropped.
         let share = budget.clone().acquire_many_owned(budget_permits(weight).min(max)).await.ok()?;
         if shared.inbound.send(Received { batch, _share: Some(share) }).is_err() {
@@ -741,11 +745,6 @@ const INBOUND_BATCH_BYTES: usize = 256 << 10;
 /// Queues a connection report. It holds no budget: a connection makes two at most.
 fn report(shared: &Shared, inbound: Inbound) {
     let _ = shared.inbound.send(Received { batch: VecDeque::from([inbound]), _share: None });
-}
-
-/// What an inbound message counts against its sender's budget: its size and its queue entry's.
-fn inbound_weight(message: &Message) -> usize {
-    message.approximate_len() + std::mem::size_of::<Inbound>()
 }
 
 /// A budget in bytes as semaphore permits (which count in `u32`).

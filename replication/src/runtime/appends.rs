@@ -114,18 +114,9 @@ impl Server {
     /// Hands committed txns (in zxid order, all after the last delivered) to the node, [`COMMITTED_BATCH`] to
     /// an item of the stream.
     async fn send_committed(&mut self, batch: Vec<(Zxid, Bytes)>, zxid: Zxid) {
-        let mut items = Vec::new();
-        if batch.is_empty() {
-            return;
-        } else if batch.len() <= COMMITTED_BATCH {
-            items.push(batch);
-        } else {
-            let mut batch = batch.into_iter().peekable();
-            while batch.peek().is_some() {
-                items.push(batch.by_ref().take(COMMITTED_BATCH).collect());
-            }
-        }
-        for item in items {
+        let mut batch = batch.into_iter().peekable();
+        while batch.peek().is_some() {
+            let item: Vec<(Zxid, Bytes)> = batch.by_ref().take(COMMITTED_BATCH).collect();
             for &(z, _) in &item {
                 assert!(
                     z > self.delivered,
