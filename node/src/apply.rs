@@ -56,7 +56,7 @@ pub enum ApplyError {
 pub async fn run(
     shared: Arc<Shared>,
     wal: Arc<Wal>,
-    mut committed: mpsc::Receiver<Committed>,
+    mut committed: mpsc::UnboundedReceiver<Committed>,
     mut snaps: SnapshotSettings,
 ) -> Result<(), ApplyError> {
     let snapshotting = Arc::new(AtomicBool::new(false));
@@ -67,7 +67,8 @@ pub async fn run(
     let mut unpublished: Option<(i64, usize)> = None;
     while let Some(item) = committed.recv().await {
         match item {
-            Committed::Txns(txns) => {
+            // The share goes back to the runtime once the whole batch is applied.
+            Committed::Txns(txns, _share) => {
                 let last = txns.last().map(|&(zxid, _)| zxid);
                 for (zxid, txn) in txns {
                     let record = TxnRecord::decode(&txn).map_err(|error| ApplyError::Undecodable { zxid, error })?;

@@ -172,7 +172,7 @@ async fn every_server_streams_the_committed_txns_in_order_and_forwards_reach_the
         let mut got = Vec::new();
         while got.len() < expected.len() {
             match tokio::time::timeout(Duration::from_secs(10), s.committed.recv()).await.expect("in time") {
-                Some(Committed::Txns(batch)) => got.extend(batch),
+                Some(Committed::Txns(batch, _)) => got.extend(batch),
                 other => panic!("server {id}: expected committed txns, got {other:?}"),
             }
         }

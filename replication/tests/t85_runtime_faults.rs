@@ -83,7 +83,7 @@ async fn a_snapshot_that_does_not_verify_drops_the_leader_and_the_runtime_carrie
     let mut got = Vec::new();
     while got.len() < 2 {
         match tokio::time::timeout(WAIT, streams.committed.recv()).await.expect("committed txns in time") {
-            Some(Committed::Txns(txns)) => got.extend(txns),
+            Some(Committed::Txns(txns, _)) => got.extend(txns),
             other => panic!("expected committed txns, got {other:?}"),
         }
     }

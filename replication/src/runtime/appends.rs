@@ -1,15 +1,15 @@
 //! The log's writes: staging appends and flushing them to the WAL, truncating, delivering committed txns.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use wal::{WalError, Zxid};
 
 use super::server::Server;
-use super::{Committed, COMMITTED_BATCH};
+use super::{Committed, CommittedShare, COMMITTED_BATCH, COMMITTED_BYTES, COMMITTED_ITEM_BYTES, COMMITTED_TXN_WEIGHT};
 use crate::fault::{Fault, LocalFault};
 use crate::message::ServerId;
 use crate::peer::Role;
 use crate::sync::History;
+use crate::transport::budget_permits;
 use crate::LATENCY;
 
 impl Server {
@@ -88,7 +88,7 @@ impl Server {
         self.undelivered.cut_after(zxid);
         if self.delivered > zxid {
             self.delivered = zxid;
-            self.committed_tx.send(Committed::Rebuild(zxid)).await.map_err(|_| LocalFault::NodeGone)?;
+            self.committed_tx.send(Committed::Rebuild(zxid)).map_err(|_| LocalFault::NodeGone)?;
         }
         Ok(())
     }
@@ -111,32 +111,35 @@ impl Server {
         Ok(())
     }
 
-    /// Hands committed txns (in zxid order, all after the last delivered) to the node, [`COMMITTED_BATCH`] to
-    /// an item of the stream.
+    /// Hands committed txns (in zxid order, all after the last delivered) to the node, in items of at most
+    /// [`COMMITTED_BATCH`] txns and [`COMMITTED_ITEM_BYTES`], each with its share of the stream's budget.
     async fn send_committed(&mut self, batch: Vec<(Zxid, Bytes)>, zxid: Zxid) {
         let mut batch = batch.into_iter().peekable();
         while batch.peek().is_some() {
-            let item: Vec<(Zxid, Bytes)> = batch.by_ref().take(COMMITTED_BATCH).collect();
-            for &(z, _) in &item {
+            let (mut item, mut weight) = (Vec::new(), 0);
+            while let Some((z, txn)) = batch.next_if(|(_, txn)| {
+                item.is_empty() || (item.len() < COMMITTED_BATCH && weight + txn_weight(txn) <= COMMITTED_ITEM_BYTES)
+            }) {
                 assert!(
                     z > self.delivered,
                     "committed txns go to the node in zxid order: {z} after {}",
                     self.delivered
                 );
                 self.delivered = z;
+                weight += txn_weight(&txn);
+                item.push((z, txn));
             }
             self.delivered_since_flush = true;
-            // Only a full stream makes the loop wait (a `send` may also yield to tokio's cooperative budget): what
-            // this pass sent goes out first.
-            let sent = match self.committed_tx.try_send(Committed::Txns(item)) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-                Err(mpsc::error::TrySendError::Full(item)) => {
+            // Only a node behind by the whole budget makes the loop wait: what this pass sent goes out first.
+            let weight = budget_permits(weight.min(COMMITTED_BYTES));
+            let share = match self.committed_budget.clone().try_acquire_many_owned(weight) {
+                Ok(share) => share,
+                Err(_) => {
                     self.flush_outbox();
-                    self.committed_tx.send(item).await.map_err(drop)
+                    self.committed_budget.clone().acquire_many_owned(weight).await.expect("the budget is never closed")
                 }
             };
-            if sent.is_err() {
+            if self.committed_tx.send(Committed::Txns(item, CommittedShare(share))).is_err() {
                 // Nobody consumes the stream (a bare runtime in tests): nothing to deliver to.
                 self.delivered = zxid;
                 break;
@@ -152,3 +155,8 @@ impl Server {
 
 /// Txns staged for the WAL at most before they are handed to it (a bound on one batch's size and latency).
 const MAX_STAGED: usize = 1024;
+
+/// What a committed txn weighs in the committed stream's budget.
+fn txn_weight(txn: &Bytes) -> usize {
+    txn.len() + COMMITTED_TXN_WEIGHT
+}

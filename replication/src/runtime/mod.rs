@@ -79,21 +79,28 @@ pub enum CommitError {
 }
 
 /// What the node applies, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Committed {
     /// These txns are committed, each with its zxid and its bytes as proposed, in zxid order (one to
-    /// [`COMMITTED_BATCH`] of them): apply them. One channel send per burst of commits, not per txn.
-    Txns(Vec<(Zxid, Bytes)>),
+    /// [`COMMITTED_BATCH`] of them): apply them. One channel send per burst of commits, not per txn. The share
+    /// is the batch's weight in the stream's budget: drop it once the txns are applied.
+    Txns(Vec<(Zxid, Bytes)>, CommittedShare),
     /// Rebuild the tree from the snapshots and the log up to this zxid: the log was cut after it, and txns
     /// after it that were applied at start-up (the whole durable log is replayed then) were never committed;
     /// or a snapshot of the history up to it was installed from the leader, and the log restarted after it.
     Rebuild(Zxid),
 }
 
+/// A batch of committed txns' share of the committed stream's budget ([`COMMITTED_BYTES`]), given back when
+/// dropped.
+#[derive(Debug)]
+pub struct CommittedShare(#[allow(dead_code)] OwnedSemaphorePermit);
+
 /// The streams a node consumes.
 pub struct Streams {
-    /// Committed txns, in zxid order.
-    pub committed: mpsc::Receiver<Committed>,
+    /// Committed txns, in zxid order. The channel has no bound of its own: the batches' shares bound it
+    /// ([`COMMITTED_BYTES`]), and a [`Committed::Rebuild`] follows a sync, one at a time.
+    pub committed: mpsc::UnboundedReceiver<Committed>,
     /// `Forward` payloads from other servers.
     pub forwarded: mpsc::Receiver<Forwarded>,
 }
@@ -138,12 +145,23 @@ pub use quiet::QUIET_BATCH;
 /// Bound of each stream to the node.
 const STREAM_BOUND: usize = 4096;
 
-/// Committed txns in one item of the committed stream at most. Its bound counts items, so this times it bounds
-/// the txns it holds (64 x 256: four times the 4096 single txns it held before it carried batches).
+/// Committed txns in one item of the committed stream at most.
 pub const COMMITTED_BATCH: usize = 64;
 
-/// Bound of the committed stream, in batches.
-const COMMITTED_BOUND: usize = 256;
+/// Bytes of committed txns handed to the node and not yet applied at most, each weighing its bytes plus
+/// [`COMMITTED_TXN_WEIGHT`]: the loop waits for the node past it. A bound in bytes rather than in items, so that
+/// neither a burst of single-txn items (a follower delivers each Commit on its own) leaves the loop little slack
+/// behind a long apply, nor batches of large txns hold many times the memory of single ones. (About 200,000
+/// small txns: a closeSession of many ephemerals, applied for half a second, does not stall the loop.)
+pub const COMMITTED_BYTES: usize = 64 << 20;
+
+/// What a committed txn weighs in [`COMMITTED_BYTES`] beside its bytes: its slot in a batch, its buffer's
+/// header, the record it decodes into.
+pub const COMMITTED_TXN_WEIGHT: usize = 192;
+
+/// One item of the committed stream weighs this much at most, unless it is a single txn: a batch's share is
+/// taken whole, so it stays a small part of the budget.
+const COMMITTED_ITEM_BYTES: usize = 1 << 20;
 
 /// What a leader knows of its learners, for monitoring (`mntr`): published after every step of the peer; the
 /// default (nothing) on a server that does not lead.
@@ -414,7 +432,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
     let (barriers_tx, barriers) = mpsc::channel(1024);
     let forwards = Forwards::Transport { me, transport: transport.clone() };
     let (misbehaved_tx, misbehaved) = mpsc::channel(64);
-    let (committed_tx, committed) = mpsc::channel(COMMITTED_BOUND);
+    let (committed_tx, committed) = mpsc::unbounded_channel();
     let (forwarded_tx, forwarded) = mpsc::channel(STREAM_BOUND);
     let (applied_tx, applied) = watch::channel(durable.last_zxid);
     let (role_tx, role) = watch::channel((Role::Looking, false));
@@ -426,6 +444,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
         delivered: durable.last_zxid,
         undelivered: Held::default(),
         committed_tx,
+        committed_budget: Arc::new(Semaphore::new(COMMITTED_BYTES)),
         forwarded_tx,
         forward_budgets,
         snapshots: config.snapshots,

@@ -47,7 +47,9 @@ pub(super) struct Server {
     /// Txns appended and not yet handed to the node, so that delivering them never reads the WAL (whose
     /// iterator scans a segment from its start).
     pub(super) undelivered: Held,
-    pub(super) committed_tx: mpsc::Sender<Committed>,
+    pub(super) committed_tx: mpsc::UnboundedSender<Committed>,
+    /// The committed stream's budget ([`super::COMMITTED_BYTES`]): each batch holds its weight until applied.
+    pub(super) committed_budget: Arc<Semaphore>,
     pub(super) forwarded_tx: mpsc::Sender<Forwarded>,
     /// Each peer's budget of forwarded bytes the node has not finished with.
     pub(super) forward_budgets: BTreeMap<ServerId, (Arc<Semaphore>, u32)>,

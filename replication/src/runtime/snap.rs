@@ -83,7 +83,7 @@ impl Server {
         installed.map_err(|source| LocalFault::Snapshot { op: "install", source })?;
         self.delivered = zxid;
         // Nobody consumes the stream in a bare runtime (tests): nothing to rebuild then.
-        let _ = self.committed_tx.send(Committed::Rebuild(zxid)).await;
+        let _ = self.committed_tx.send(Committed::Rebuild(zxid));
         self.applied_tx.send_replace(zxid);
         Ok(())
     }

@@ -280,11 +280,11 @@ struct Node {
 
 impl Node {
     /// Applies each txn; on `Rebuild`, rebuilds the tree from the disk up to its zxid (`node/src/apply.rs`).
-    async fn consume(self, mut committed: mpsc::Receiver<Committed>) {
+    async fn consume(self, mut committed: mpsc::UnboundedReceiver<Committed>) {
         while let Some(c) = committed.recv().await {
             let mut machine = self.applied.lock().unwrap();
             match c {
-                Committed::Txns(txns) => txns.iter().for_each(|(zxid, txn)| machine.apply(*zxid, txn)),
+                Committed::Txns(txns, _) => txns.iter().for_each(|(zxid, txn)| machine.apply(*zxid, txn)),
                 Committed::Rebuild(zxid) => match Machine::recover(&self.fs, &self.wal, Some(zxid)) {
                     Ok(rebuilt) => *machine = rebuilt,
                     // The disk's power went off (the simulation notices), or the rebuild is wrong.
