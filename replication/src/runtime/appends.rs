@@ -88,13 +88,14 @@ impl Server {
         self.undelivered.cut_after(zxid);
         if self.delivered > zxid {
             self.delivered = zxid;
-            self.committed_tx.send(Committed::Rebuild(zxid)).map_err(|_| LocalFault::NodeGone)?;
+            self.rebuild(zxid).await?;
         }
         Ok(())
     }
 
-    /// Hands the node every txn after the last one delivered up to `zxid`, from memory: every txn appended
-    /// since the start is held in `undelivered` until delivered, and a truncation cuts both.
+    /// Takes every txn after the last one delivered up to `zxid` for the node, from memory: every txn appended
+    /// since the start is held in `undelivered` until delivered, and a truncation cuts both. They go to the node
+    /// with the rest of the pass's ([`Server::hand_over_committed`]).
     pub(super) async fn deliver(&mut self, zxid: Zxid) -> Result<(), LocalFault> {
         if zxid <= self.delivered {
             return Ok(());
@@ -107,29 +108,35 @@ impl Server {
         if batch.len() != logged || batch.first().is_some_and(|&(z, _)| z < from) {
             return Err(LocalFault::Undeliverable { from, to: zxid, logged, held: batch.len() });
         }
-        self.send_committed(batch, zxid).await;
+        for (z, txn) in batch {
+            assert!(z > self.delivered, "committed txns go to the node in zxid order: {z} after {}", self.delivered);
+            self.delivered = z;
+            self.delivering.push((z, txn));
+        }
+        if self.delivering.len() >= COMMITTED_BATCH {
+            self.hand_over_committed().await;
+        }
         Ok(())
     }
 
-    /// Hands committed txns (in zxid order, all after the last delivered) to the node, in items of at most
-    /// [`COMMITTED_BATCH`] txns and [`COMMITTED_ITEM_BYTES`], each with its share of the stream's budget.
-    async fn send_committed(&mut self, batch: Vec<(Zxid, Bytes)>, zxid: Zxid) {
-        let mut batch = batch.into_iter().peekable();
+    /// Hands the node the committed txns taken for it, in items of at most [`COMMITTED_BATCH`] txns and
+    /// [`COMMITTED_ITEM_BYTES`], each with its share of the stream's budget: once a pass (so a follower that
+    /// took a burst of commits in one read hands them over together), and before anything that must follow them
+    /// (a rebuild) or when they fill an item.
+    pub(super) async fn hand_over_committed(&mut self) {
+        if self.delivering.is_empty() {
+            return;
+        }
+        self.delivered_since_flush = true;
+        let mut batch = std::mem::take(&mut self.delivering).into_iter().peekable();
         while batch.peek().is_some() {
             let (mut item, mut weight) = (Vec::new(), 0);
             while let Some((z, txn)) = batch.next_if(|(_, txn)| {
                 item.is_empty() || (item.len() < COMMITTED_BATCH && weight + txn_weight(txn) <= COMMITTED_ITEM_BYTES)
             }) {
-                assert!(
-                    z > self.delivered,
-                    "committed txns go to the node in zxid order: {z} after {}",
-                    self.delivered
-                );
-                self.delivered = z;
                 weight += txn_weight(&txn);
                 item.push((z, txn));
             }
-            self.delivered_since_flush = true;
             // Only a node behind by the whole budget makes the loop wait: what this pass sent goes out first.
             let weight = budget_permits(weight.min(COMMITTED_BYTES));
             let share = match self.committed_budget.clone().try_acquire_many_owned(weight) {
@@ -141,10 +148,15 @@ impl Server {
             };
             if self.committed_tx.send(Committed::Txns(item, CommittedShare(share))).is_err() {
                 // Nobody consumes the stream (a bare runtime in tests): nothing to deliver to.
-                self.delivered = zxid;
                 break;
             }
         }
+    }
+
+    /// Tells the node to rebuild its tree up to `zxid`, after the txns handed to it before.
+    pub(super) async fn rebuild(&mut self, zxid: Zxid) -> Result<(), LocalFault> {
+        self.hand_over_committed().await;
+        self.committed_tx.send(Committed::Rebuild(zxid)).map_err(|_| LocalFault::NodeGone)
     }
 
     /// The txns appended but not durable yet, up to `until`.

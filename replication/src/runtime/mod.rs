@@ -443,6 +443,7 @@ pub fn start_with_io(config: RuntimeConfig, wal: Arc<Wal>, io: Io) -> Result<(Ha
         wal,
         delivered: durable.last_zxid,
         undelivered: Held::default(),
+        delivering: Vec::new(),
         committed_tx,
         committed_budget: Arc::new(Semaphore::new(COMMITTED_BYTES)),
         forwarded_tx,

@@ -47,6 +47,8 @@ pub(super) struct Server {
     /// Txns appended and not yet handed to the node, so that delivering them never reads the WAL (whose
     /// iterator scans a segment from its start).
     pub(super) undelivered: Held,
+    /// Committed txns taken for the node during this pass, not handed over yet ([`Server::hand_over_committed`]).
+    pub(super) delivering: Vec<(Zxid, Bytes)>,
     pub(super) committed_tx: mpsc::UnboundedSender<Committed>,
     /// The committed stream's budget ([`super::COMMITTED_BYTES`]): each batch holds its weight until applied.
     pub(super) committed_budget: Arc<Semaphore>,
@@ -131,8 +133,10 @@ impl Server {
                     return self.stop(fault);
                 }
             }
-            // The pass is over: what it sent goes out before the loop waits, and before a quiet fdatasync below.
+            // The pass is over: what it sent goes out before the loop waits, and before a quiet fdatasync below;
+            // then what it committed goes to the node.
             self.flush_outbox();
+            self.hand_over_committed().await;
             // Nothing else waits for the loop now (a message, a proposal, a sync): a follower's lone batch may be made
             // durable on this thread.
             let waiting = anything_waiting(&inbound, &proposals, &barriers);

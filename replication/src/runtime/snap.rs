@@ -4,7 +4,6 @@ use bytes::Bytes;
 use wal::Zxid;
 
 use super::server::{Receiving, Server};
-use super::Committed;
 use crate::fault::{Fault, LocalFault, PeerFault};
 use crate::message::ServerId;
 use crate::streams::{SnapshotPoint, SnapshotStream};
@@ -83,7 +82,7 @@ impl Server {
         installed.map_err(|source| LocalFault::Snapshot { op: "install", source })?;
         self.delivered = zxid;
         // Nobody consumes the stream in a bare runtime (tests): nothing to rebuild then.
-        let _ = self.committed_tx.send(Committed::Rebuild(zxid));
+        let _ = self.rebuild(zxid).await;
         self.applied_tx.send_replace(zxid);
         Ok(())
     }
