@@ -150,9 +150,9 @@ pub const COMMITTED_BATCH: usize = 64;
 
 /// Bytes of committed txns handed to the node and not yet applied at most, each weighing its bytes plus
 /// [`COMMITTED_TXN_WEIGHT`]: the loop waits for the node past it. A bound in bytes rather than in items, so that
-/// neither a burst of single-txn items (a follower delivers each Commit on its own) leaves the loop little slack
-/// behind a long apply, nor batches of large txns hold many times the memory of single ones. (About 200,000
-/// small txns: a closeSession of many ephemerals, applied for half a second, does not stall the loop.)
+/// neither items of one txn each (a quiet follower's passes commit one txn at a time) leave the loop little slack
+/// behind a long apply, nor items of large txns hold many times the memory of small ones. (About 200,000 small
+/// txns: a closeSession of many ephemerals, applied for half a second, does not stall the loop.)
 pub const COMMITTED_BYTES: usize = 64 << 20;
 
 /// What a committed txn weighs in [`COMMITTED_BYTES`] beside its bytes: its slot in a batch, its buffer's
