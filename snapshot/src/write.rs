@@ -1,21 +1,23 @@
 //! Writing a fuzzy snapshot while txns go on being applied.
 //!
 //! The tree sits behind an `RwLock` ([`SharedTree`], beside what its applies and snapshot writers watch of each
-//! other). The writer holds the read lock only to copy one chunk of nodes (in path
-//! order, resuming after the last path it wrote), and only cheap clones at that (the data is reference-counted),
-//! for at most about ten microseconds; it encodes and writes to disk without the lock. So an apply waits at most
-//! for one short chunk, never for encoding or the disk.
+//! other). The writer holds the read lock only to copy one chunk of nodes (in path order, resuming after the last
+//! path it wrote: their paths and small data into one buffer, larger data shared), for a couple of microseconds;
+//! it encodes and writes to disk without the lock. So an apply waits at most for one short chunk, never for
+//! encoding or the disk.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tree::acl::{write_acls, Acl, AclId, OPEN_ACL_ID};
 use tree::jute::JuteWrite;
 use tree::stat::StatPersisted;
-use tree::tree::{Data, DataTree};
+use tree::tree::{DataTree, Node};
 
 use crate::error::SnapshotError;
 use crate::format::{self, tag, Trailer, END_MAGIC};
@@ -157,7 +159,7 @@ pub fn write_fuzzy_with(
     }
     out.write(&buf)?;
     let (mut nodes, mut cursor, mut acls_written) = (0u64, None::<String>, HashSet::<AclId>::new());
-    let mut copied = Vec::with_capacity(chunk);
+    let mut copied = Chunk::with_capacity(chunk);
     loop {
         // The last chunk's copies are freed before the lock is taken, not under it.
         copied.clear();
@@ -166,9 +168,9 @@ pub fn write_fuzzy_with(
         copy_chunk(&held, &tree.copied, cursor.as_deref(), chunk, &mut acls_written, &mut copied);
         drop(copying);
         drop(held);
-        let Some(last) = copied.last() else { break };
-        cursor = Some(last.path.clone());
-        nodes += copied.len() as u64;
+        let Some(last) = copied.nodes.last() else { break };
+        cursor = Some(copied.path_of(last).to_owned());
+        nodes += copied.nodes.len() as u64;
         buf.clear();
         encode(&copied, &mut buf);
         out.write(&buf)?;
@@ -224,20 +226,88 @@ impl Drop for Unfinished<'_> {
     }
 }
 
-/// A node copied out of the tree: cheap clones only (the data is reference-counted), encoded after the lock is
-/// released.
+/// The nodes a chunk copied out of the tree, encoded after the lock is released. Paths and small data are
+/// copied into one reused buffer, not cloned: a `String` per path is an allocation, and a clone of a node's `Bytes`
+/// turns it into the shared kind (an allocation of 32 B that the node then keeps) and then touches its counter,
+/// in memory of its own, on every snapshot.
+struct Chunk {
+    nodes: Vec<CopiedNode>,
+    /// Every copied path, and the data of at most [`COPIED_DATA_MAX`] bytes, end to end.
+    bytes: Vec<u8>,
+}
+
+/// A node copied out of the tree.
 struct CopiedNode {
-    path: String,
-    data: Data,
+    /// Its path's bytes in [`Chunk::bytes`].
+    path: Range<usize>,
+    data: CopiedData,
     acl: AclId,
     /// The ACL list, the first time a node with this ACL id is copied.
     acl_list: Option<Arc<[Acl]>>,
     stat: StatPersisted,
 }
 
-/// The longest a chunk holds the read lock: about one apply's worth, so that an apply waiting behind a chunk
-/// waits no longer than behind another apply.
-const MAX_HOLD: Duration = Duration::from_micros(3);
+/// A copied node's data.
+enum CopiedData {
+    Null,
+    /// Its bytes in [`Chunk::bytes`].
+    Copied(Range<usize>),
+    /// Larger data, shared with the tree rather than copied under the lock.
+    Shared(Bytes),
+}
+
+/// Data up to this size is copied with the chunk; larger data is shared. A copy of a small value costs less than
+/// the clone it replaces, and more than that only for values few trees hold many of.
+const COPIED_DATA_MAX: usize = 1024;
+
+impl Chunk {
+    fn with_capacity(nodes: usize) -> Chunk {
+        Chunk { nodes: Vec::with_capacity(nodes), bytes: Vec::with_capacity(64 << 10) }
+    }
+
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.bytes.clear();
+    }
+
+    fn push(&mut self, path: &str, node: &Node, acl_list: Option<Arc<[Acl]>>) {
+        let path = self.copy(path.as_bytes());
+        let data = match &node.data {
+            None => CopiedData::Null,
+            Some(data) if data.len() <= COPIED_DATA_MAX => CopiedData::Copied(self.copy(data)),
+            Some(data) => CopiedData::Shared(data.clone()),
+        };
+        self.nodes.push(CopiedNode { path, data, acl: node.acl, acl_list, stat: node.stat });
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+
+    fn path_of(&self, node: &CopiedNode) -> &str {
+        std::str::from_utf8(&self.bytes[node.path.clone()]).expect("copied from a String")
+    }
+
+    fn data_of<'a>(&'a self, node: &'a CopiedNode) -> Option<&'a [u8]> {
+        match &node.data {
+            CopiedData::Null => None,
+            CopiedData::Copied(range) => Some(&self.bytes[range.clone()]),
+            CopiedData::Shared(data) => Some(data),
+        }
+    }
+}
+
+/// The longest a chunk holds the read lock: under one apply's worth, so that an apply waiting behind a chunk
+/// waits no longer than behind another apply. (3 us until chunks copied paths and data instead of cloning them:
+/// that copy is quicker, so the writer held the lock for more of its shorter run, and more applies met it,
+/// BENCHMARKS.md.)
+const MAX_HOLD: Duration = Duration::from_micros(2);
+
+/// How many nodes ahead of the one it copies [`copy_chunk`] asks for: each node is three or four cache misses
+/// (its map entry's path, its box, its data), and asked for early they overlap instead of following each other.
+const LOOKAHEAD: usize = 8;
 
 /// Copies up to `chunk` nodes after `cursor` (fewer if that takes longer than [`MAX_HOLD`]) into `out`.
 fn copy_chunk(
@@ -246,31 +316,57 @@ fn copy_chunk(
     cursor: Option<&str>,
     chunk: usize,
     acls: &mut HashSet<AclId>,
-    out: &mut Vec<CopiedNode>,
+    out: &mut Chunk,
 ) {
     out.clear();
     let started = Instant::now();
-    for (i, (path, node)) in tree.nodes_after(cursor).take(chunk).enumerate() {
+    let mut entries = tree.nodes_after(cursor).take(chunk).inspect(|&(path, node)| {
+        prefetch(path.as_ptr());
+        prefetch(std::ptr::from_ref(node).cast());
+    });
+    // Entries `i` to `i + LOOKAHEAD - 1`, entry `j` at `j % LOOKAHEAD`, their paths and boxes asked for as they
+    // enter; a node's data is asked for halfway, once its box (which points to the data) has had time to arrive.
+    let mut ahead: [Option<(&String, &Node)>; LOOKAHEAD] = [None; LOOKAHEAD];
+    ahead.fill_with(|| entries.next());
+    for i in 0.. {
+        let Some((path, node)) = ahead[i % LOOKAHEAD].take() else { break };
         if i % 4 == 3 && started.elapsed() > MAX_HOLD {
             break;
         }
+        ahead[i % LOOKAHEAD] = entries.next();
+        if let Some((_, halfway)) = ahead[(i + LOOKAHEAD / 2) % LOOKAHEAD] {
+            prefetch(halfway.bytes().as_ptr());
+        }
         counted.fetch_add(1, Ordering::Relaxed);
         let acl_list = (node.acl != OPEN_ACL_ID && acls.insert(node.acl)).then(|| tree.acl_of(node));
-        out.push(CopiedNode { path: path.clone(), data: node.data.clone(), acl: node.acl, acl_list, stat: node.stat });
+        out.push(path, node, acl_list);
     }
 }
 
+/// Asks the CPU to bring the cache line at `at` in, without waiting for it.
+#[inline(always)]
+fn prefetch(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and reads nothing the program sees, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// Encodes copied nodes, each preceded by its ACL list the first time.
-fn encode(nodes: &[CopiedNode], buf: &mut Vec<u8>) {
-    for node in nodes {
+fn encode(chunk: &Chunk, buf: &mut Vec<u8>) {
+    for node in &chunk.nodes {
         if let Some(list) = &node.acl_list {
             buf.push(tag::ACL);
             buf.write_long(node.acl);
             write_acls(buf, list);
         }
         buf.push(tag::NODE);
-        buf.write_string(&node.path);
-        buf.write_nullable_buffer(node.data.as_deref());
+        // A ustring: its UTF-8 bytes, as `write_string` writes them.
+        buf.write_buffer(&chunk.bytes[node.path.clone()]);
+        buf.write_nullable_buffer(chunk.data_of(node));
         buf.write_long(node.acl);
         node.stat.write(buf);
     }

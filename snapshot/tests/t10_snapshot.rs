@@ -14,6 +14,10 @@ fn a_snapshot_round_trips_the_tree() {
     let db = Db::create(dir.path());
     workload(&db, 0, 300);
     db.write(0, &tree::prep::Request::SetAcl { path: "/d1".into(), acl: tree::acl::read_acl_unsafe(), version: -1 });
+    // Data on both sides of the size a snapshot copies rather than shares (`COPIED_DATA_MAX`, 1 KiB).
+    for (path, len) in [("/at_max", 1024), ("/past_max", 1025), ("/large", 6000)] {
+        db.write(0, &create(path, "x".repeat(len).as_str(), 0));
+    }
     let info = db.snapshot(7);
     let loaded = snapshot::read::load(&info.path).unwrap();
     let live = db.tree.read().unwrap();
@@ -24,6 +28,7 @@ fn a_snapshot_round_trips_the_tree() {
     assert_eq!(loaded.trailer.digest, live.digest());
     assert_eq!(loaded.tree.digest(), live.digest());
     assert!(same_contents(&loaded.tree, &live));
+    assert_eq!(loaded.tree.get("/large").map(|n| n.bytes().len()), Some(6000));
     loaded.tree.validate().unwrap();
 }
 
