@@ -197,42 +197,68 @@ async fn a_panic_in_a_lone_proposals_fdatasync_is_never_acked_and_stops_the_runt
     scenario.teardown();
 }
 
+/// Which thread made each of a WAL's batches durable (the quiet path is the loop's, a tokio worker; the WAL's
+/// own is `wal-writer`), with the batch's record count.
+type Writers = std::sync::Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>;
+
+/// A follower and the test's leader, after lone proposals 1..=`counter` of which the last was made durable on the
+/// follower's loop's thread (the quiet path).
+struct QuietFollower {
+    _handle: replication::runtime::Handle,
+    streams: replication::runtime::Streams,
+    leader: Leader,
+    counter: u32,
+    writers: Writers,
+}
+
+impl QuietFollower {
+    /// Sends lone proposals to a follower until one takes the quiet path.
+    async fn start(dir: &Path) -> QuietFollower {
+        let writers = Writers::default();
+        let seen = writers.clone();
+        let observer = wal::BatchObserver(std::sync::Arc::new(move |records, _| {
+            seen.lock().unwrap().push((records, std::thread::current().name().map(str::to_owned)));
+        }));
+        // No idle spin: the WAL's writer thread sleeps between batches, so a quiet loop finds its IO free.
+        let idle_spin = std::time::Duration::ZERO;
+        let options =
+            wal::WalOptions { segment_size: 4 << 20, on_batch: Some(observer), idle_spin, ..Default::default() };
+        let (handle, streams, addr) = server_with(dir, options).await;
+        let mut leader = Leader::acked_epoch(addr).await;
+        leader.send(Message::Diff { zxid: Zxid::ZERO }).await;
+        leader.send(Message::NewLeader { epoch: Epoch(1), zxid: Zxid::ZERO }).await;
+        assert!(leader.expect(|m| matches!(m, Message::AckNewLeader { .. })).await.is_some());
+        leader.send(Message::UpToDate).await;
+        let mut follower = QuietFollower { _handle: handle, streams, leader, counter: 0, writers };
+        // The first creates the log's first segment, which the loop leaves to the writer thread; the next are
+        // quiet, unless one arrives before the writer thread has given the IO back (a race given ten tries).
+        loop {
+            let writer = follower.propose().await;
+            assert_eq!(follower.writers.lock().unwrap()[0].1.as_deref(), Some("wal-writer"), "the first segment");
+            if writer.as_deref() != Some("wal-writer") {
+                return follower;
+            }
+            assert!(follower.counter < 11, "a lone proposal takes the quiet path: {:?}", follower.writers);
+        }
+    }
+
+    /// Sends the next lone proposal and waits for its ack; the thread that made it durable.
+    async fn propose(&mut self) -> Option<String> {
+        self.counter += 1;
+        let zxid = Zxid::new(Epoch(1), self.counter);
+        self.leader.send(Message::Proposal { zxid, txn: Bytes::from_static(b"txn") }).await;
+        assert_eq!(self.leader.expect(|m| matches!(m, Message::Ack { .. })).await, Some(Message::Ack { zxid }));
+        let batches = self.writers.lock().unwrap().clone();
+        assert_eq!(batches.len() as u32, self.counter, "one batch per lone proposal: {batches:?}");
+        batches[batches.len() - 1].1.clone()
+    }
+}
+
 /// Sends lone proposals to a quiet follower until one is made durable on its loop's thread, then the next with
 /// `wal::fdatasync` set to `action`: it must never be acked, and the runtime must stop.
 async fn lone_proposal_fails(action: &str) {
     let dir = tempfile::tempdir().unwrap();
-    // Which thread made each batch durable: the quiet path is the loop's (a tokio worker), not the WAL's own.
-    let writers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = writers.clone();
-    let observer = wal::BatchObserver(std::sync::Arc::new(move |records, _| {
-        seen.lock().unwrap().push((records, std::thread::current().name().map(str::to_owned)));
-    }));
-    // No idle spin: the WAL's writer thread sleeps between batches, so a quiet loop finds its IO free.
-    let idle_spin = std::time::Duration::ZERO;
-    let options = wal::WalOptions { segment_size: 4 << 20, on_batch: Some(observer), idle_spin, ..Default::default() };
-    let (_handle, mut streams, addr) = server_with(dir.path(), options).await;
-    let mut leader = Leader::acked_epoch(addr).await;
-    leader.send(Message::Diff { zxid: Zxid::ZERO }).await;
-    leader.send(Message::NewLeader { epoch: Epoch(1), zxid: Zxid::ZERO }).await;
-    assert!(leader.expect(|m| matches!(m, Message::AckNewLeader { .. })).await.is_some());
-    leader.send(Message::UpToDate).await;
-    // The first creates the log's first segment, which the loop leaves to the writer thread; the next are quiet,
-    // unless one arrives before the writer thread has given the IO back (a race the test gives ten tries).
-    let mut counter = 0;
-    let quiet = loop {
-        counter += 1;
-        let zxid = Zxid::new(Epoch(1), counter);
-        leader.send(Message::Proposal { zxid, txn: Bytes::from_static(b"txn") }).await;
-        assert_eq!(leader.expect(|m| matches!(m, Message::Ack { .. })).await, Some(Message::Ack { zxid }));
-        let batches = writers.lock().unwrap().clone();
-        assert_eq!(batches.len() as u32, counter, "one batch per lone proposal: {batches:?}");
-        assert_eq!(batches[0].1.as_deref(), Some("wal-writer"), "the first segment is the writer thread's");
-        let quiet = batches[batches.len() - 1].1.as_deref() != Some("wal-writer");
-        if quiet || counter == 11 {
-            break quiet;
-        }
-    };
-    assert!(quiet, "a lone proposal takes the quiet path (made durable on the loop's thread): {writers:?}");
+    let QuietFollower { mut streams, mut leader, counter, .. } = QuietFollower::start(dir.path()).await;
     fail::cfg("wal::fdatasync", action).unwrap();
     leader.send(Message::Proposal { zxid: Zxid::new(Epoch(1), counter + 1), txn: Bytes::from_static(b"txn") }).await;
     stopped(&mut streams).await;
@@ -246,6 +272,37 @@ async fn lone_proposal_fails(action: &str) {
     let (wal, _) = wal::Wal::open(&log, wal::WalOptions { segment_size: 4 << 20, ..Default::default() }).unwrap();
     let logged: Vec<u64> = wal.iter_from(Zxid::ZERO).map(|r| u64::from(r.unwrap().zxid.counter())).collect();
     assert_eq!(&logged[..counter as usize], &(1..=u64::from(counter)).collect::<Vec<_>>()[..], "{action}");
+}
+
+/// A disk that stalls blocks a quiet follower's loop once (a lone proposal made durable on the loop's thread),
+/// not at every lone write: after a batch slower than `SLOW_HERE` there, the next ones go to the WAL's writer
+/// thread, and while their fdatasync stalls in turn the loop still answers its leader's pings. A build that
+/// keeps taking the quiet path fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_slow_fdatasync_on_the_loop_the_next_lone_proposals_go_to_the_writer_thread() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = QuietFollower::start(dir.path()).await;
+    let stall = replication::runtime::SLOW_HERE * 15;
+    fail::cfg("wal::fdatasync", &format!("sleep({})", stall.as_millis())).unwrap();
+    let stalled = follower.propose().await;
+    assert_ne!(stalled.as_deref(), Some("wal-writer"), "the first stalled batch was the loop's, as it was quiet");
+    // Quiet again by every other measure (nothing waited, nothing arrived), but it was slow.
+    let next = follower.propose().await;
+    assert_eq!(next.as_deref(), Some("wal-writer"), "after a slow batch on the loop: {:?}", follower.writers);
+    // The next proposal's fdatasync stalls on the writer thread; the loop answers a ping meanwhile.
+    let zxid = Zxid::new(Epoch(1), follower.counter + 1);
+    follower.leader.send(Message::Proposal { zxid, txn: Bytes::from_static(b"txn") }).await;
+    tokio::time::sleep(stall / 5).await;
+    let pinged = tokio::time::Instant::now();
+    follower.leader.send(Message::Ping { zxid: Zxid::ZERO, round: 7 }).await;
+    let pong = follower.leader.expect(|m| matches!(m, Message::Ping { .. })).await;
+    let answered = pinged.elapsed();
+    assert!(matches!(pong, Some(Message::Ping { round: 7, .. })), "{pong:?}");
+    assert!(answered < stall / 2, "the loop answered a ping {answered:?} after it came, behind a stalled fdatasync");
+    assert_eq!(follower.leader.expect(|m| matches!(m, Message::Ack { .. })).await, Some(Message::Ack { zxid }));
+    fail::remove("wal::fdatasync");
+    scenario.teardown();
 }
 
 /// A clear whose directory fsync failed leaves the removal in the page cache only; a clear after it (the server

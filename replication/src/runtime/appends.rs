@@ -54,8 +54,13 @@ impl Server {
         // Committed txns handed to the node since the last flush woke its applier, which now waits in this
         // worker's LIFO slot (no other worker steals from it) and would wait out the fdatasync too.
         let waiting = waiting || std::mem::take(&mut self.delivered_since_flush);
-        let here = self.quiet.allows(following, self.staged.len(), in_flight, waiting);
-        self.flush_staged(here).await
+        let started = tokio::time::Instant::now();
+        let here = self.quiet.allows(started, following, self.staged.len(), in_flight, waiting);
+        self.flush_staged(here).await?;
+        if here {
+            self.quiet.took_here(started, tokio::time::Instant::now());
+        }
+        Ok(())
     }
 
     /// Hands the staged txns to the WAL as one batch, to be made durable on this thread if `here` and the WAL

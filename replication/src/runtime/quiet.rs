@@ -1,10 +1,22 @@
 //! When a follower's loop makes its batch of proposals durable on its own thread, not the WAL's writer thread
 //! ([`super::RuntimeConfig::quiet_appends_here`]).
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 /// Batches of at most this many txns may be made durable on a follower's loop ([`QuietAppends`]): a lone
 /// client's write, or two that came together. A larger batch means a busy leader, and the loop has better
 /// things to do during an fdatasync than wait for it.
 pub const QUIET_BATCH: usize = 2;
+
+/// A batch that took longer than this on the loop's thread means a disk in trouble (an fdatasync takes 0.1 to
+/// 5 ms on the development VM): the loop answered nothing for that long.
+pub const SLOW_HERE: Duration = Duration::from_millis(20);
+
+/// After a batch slower than [`SLOW_HERE`] on the loop's thread, every batch goes to the writer thread for this
+/// long: a disk that stalls again stalls that thread, not the loop (its pings, commits and forwards).
+pub const SLOW_COOLDOWN: Duration = Duration::from_secs(10);
 
 /// Whether a follower's next batch may be made durable on its loop's thread.
 ///
@@ -12,30 +24,53 @@ pub const QUIET_BATCH: usize = 2;
 /// clients), forwards and pings behind it wait. So it does so only while nothing else wants it: when the last
 /// batch became durable nothing had arrived meanwhile (a busy loop stays on the writer thread until a batch
 /// completes with nothing waiting), nothing waits now, no other batch is in flight (the writer thread would
-/// have the IO anyway), and the batch is small.
+/// have the IO anyway), the batch is small, and the last one made durable here was not slow (a stalling disk
+/// blocks the loop once, then only the writer thread, for [`SLOW_COOLDOWN`]).
 #[derive(Debug)]
 pub(super) struct QuietAppends {
     /// Switched on, on a runtime with a second worker to serve everything else meanwhile.
     enabled: bool,
     /// Nothing had arrived when the last batch became durable.
     quiet: bool,
+    /// Until when batches stay off the loop's thread after a slow one there.
+    cooling_until: Option<Instant>,
 }
 
 impl QuietAppends {
     /// Switched on if `enabled` and the current tokio runtime has two workers or more.
     pub(super) fn new(enabled: bool) -> QuietAppends {
         let workers = tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers());
-        QuietAppends { enabled: enabled && workers >= 2, quiet: true }
+        QuietAppends { enabled: enabled && workers >= 2, quiet: true, cooling_until: None }
     }
 
-    /// Whether a batch of `staged` txns may be made durable on the loop's thread.
-    pub(super) fn allows(&self, following: bool, staged: usize, in_flight: bool, waiting: bool) -> bool {
-        self.enabled && self.quiet && following && staged <= QUIET_BATCH && !in_flight && !waiting
+    /// Whether a batch of `staged` txns may be made durable on the loop's thread at `now`.
+    pub(super) fn allows(&self, now: Instant, following: bool, staged: usize, in_flight: bool, waiting: bool) -> bool {
+        self.enabled
+            && self.quiet
+            && following
+            && staged <= QUIET_BATCH
+            && !in_flight
+            && !waiting
+            && self.cooling_until.is_none_or(|until| now >= until)
     }
 
     /// A batch became durable; `waiting`: something arrived for the loop meanwhile.
     pub(super) fn durable(&mut self, waiting: bool) {
         self.quiet = !waiting;
+    }
+
+    /// A batch offered to the loop's thread at `started` was done with at `now` (made durable there, or queued
+    /// for the writer thread when that was busy).
+    pub(super) fn took_here(&mut self, started: Instant, now: Instant) {
+        let took = now.saturating_duration_since(started);
+        if took > SLOW_HERE {
+            tracing::warn!(
+                ms = took.as_millis() as u64,
+                "a batch made durable on the replication loop's thread was slow (the disk?): the next ones go to the \
+                 WAL's writer thread for a while"
+            );
+            self.cooling_until = Some(now + SLOW_COOLDOWN);
+        }
     }
 }
 
@@ -45,19 +80,33 @@ mod tests {
 
     #[test]
     fn only_a_quiet_followers_small_lone_batch_goes_on_the_loop() {
-        let mut quiet = QuietAppends { enabled: true, quiet: true };
-        assert!(quiet.allows(true, 1, false, false));
-        assert!(quiet.allows(true, QUIET_BATCH, false, false));
-        assert!(!quiet.allows(false, 1, false, false), "a leader's own proposals would wait behind its fsync");
-        assert!(!quiet.allows(true, QUIET_BATCH + 1, false, false), "a large batch is a busy leader's");
-        assert!(!quiet.allows(true, 1, true, false), "the writer thread has the IO");
-        assert!(!quiet.allows(true, 1, false, true), "something waits for the loop");
+        let now = Instant::now();
+        let mut quiet = QuietAppends { enabled: true, quiet: true, cooling_until: None };
+        assert!(quiet.allows(now, true, 1, false, false));
+        assert!(quiet.allows(now, true, QUIET_BATCH, false, false));
+        assert!(!quiet.allows(now, false, 1, false, false), "a leader's own proposals would wait behind its fsync");
+        assert!(!quiet.allows(now, true, QUIET_BATCH + 1, false, false), "a large batch is a busy leader's");
+        assert!(!quiet.allows(now, true, 1, true, false), "the writer thread has the IO");
+        assert!(!quiet.allows(now, true, 1, false, true), "something waits for the loop");
         quiet.durable(true);
-        assert!(!quiet.allows(true, 1, false, false), "something arrived during the last fsync");
+        assert!(!quiet.allows(now, true, 1, false, false), "something arrived during the last fsync");
         quiet.durable(false);
-        assert!(quiet.allows(true, 1, false, false), "a batch completed with nothing waiting: quiet again");
-        let off = QuietAppends { enabled: false, quiet: true };
-        assert!(!off.allows(true, 1, false, false));
+        assert!(quiet.allows(now, true, 1, false, false), "a batch completed with nothing waiting: quiet again");
+        let off = QuietAppends { enabled: false, quiet: true, cooling_until: None };
+        assert!(!off.allows(now, true, 1, false, false));
+    }
+
+    #[test]
+    fn a_slow_batch_on_the_loop_keeps_the_next_ones_off_it_for_the_cooldown() {
+        let start = Instant::now();
+        let mut quiet = QuietAppends { enabled: true, quiet: true, cooling_until: None };
+        quiet.took_here(start, start + SLOW_HERE);
+        assert!(quiet.allows(start + SLOW_HERE, true, 1, false, false), "as slow as allowed: still quiet");
+        let done = start + SLOW_HERE + Duration::from_millis(1);
+        quiet.took_here(start, done);
+        assert!(!quiet.allows(done, true, 1, false, false), "right after a slow batch");
+        assert!(!quiet.allows(done + SLOW_COOLDOWN - Duration::from_millis(1), true, 1, false, false));
+        assert!(quiet.allows(done + SLOW_COOLDOWN, true, 1, false, false), "the cooldown is over");
     }
 
     #[test]
