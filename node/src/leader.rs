@@ -281,6 +281,11 @@ impl Pipeline {
     /// has resolved; the session tracker is rebuilt from the tree then).
     async fn ready(&mut self) -> bool {
         let role_changed = self.role.has_changed().unwrap_or(true);
+        // Nothing changed since the pipeline became ready, which it does only on a role that leads: it still is
+        // (without reading the role, which takes the watch's lock, for each write).
+        if self.ready && !role_changed && !self.failed.load(Ordering::Acquire) {
+            return true;
+        }
         if self.failed.swap(false, Ordering::AcqRel) || role_changed || !self.leading() {
             self.ready = false;
             self.pending.clear();
@@ -322,7 +327,10 @@ impl Pipeline {
                     }
                 }
             }
-            self.role.borrow_and_update();
+            // The role marked seen here is the one the fast path above relies on: it must lead.
+            if *self.role.borrow_and_update() != (Role::Leading, true) {
+                return false;
+            }
             let tree = self.shared.tree();
             let sessions = tree.sessions().iter().map(|(&s, &t)| (s, t));
             self.shared.tracker.start(sessions, Instant::now(), expiry_interval(self.shared.config.tick));
