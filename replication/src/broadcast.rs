@@ -187,6 +187,16 @@ pub enum StreamError {
         /// The last zxid logged.
         last: Zxid,
     },
+    /// A proposal that leaves more proposals past the last commit than a leader keeping the window sends.
+    #[error("proposal {got} with the last commit at {committed}: over {max} proposals uncommitted")]
+    Uncommitted {
+        /// The proposal's zxid.
+        got: Zxid,
+        /// The last commit received.
+        committed: Zxid,
+        /// The bound.
+        max: u64,
+    },
 }
 
 /// A follower's side.
@@ -198,7 +208,15 @@ pub struct FollowerBroadcast {
     committed: Zxid,
     acked: Zxid,
     applied: Zxid,
+    /// Proposals past the last commit at most, beyond which the leader misbehaves ([`FollowerBroadcast::bounded`]).
+    max_uncommitted: u64,
 }
+
+/// How many windows of proposals past its last commit a follower holds at most: a leader has at most one
+/// window in flight, and sends the commit that makes room for a proposal before the proposal, so twice that
+/// already means a leader that withholds commits (each proposal is held in memory until its commit comes);
+/// the rest is slack.
+pub const UNCOMMITTED_WINDOWS: u64 = 4;
 
 impl FollowerBroadcast {
     /// The broadcast phase of a follower of `leader` whose log ends at `last_zxid`, all of it durable and
@@ -211,14 +229,23 @@ impl FollowerBroadcast {
             committed: last_zxid,
             acked: last_zxid,
             applied: last_zxid,
+            max_uncommitted: u64::MAX,
         }
+    }
+
+    /// Refuses a proposal that leaves more than [`UNCOMMITTED_WINDOWS`] times `window` (the ensemble's, which
+    /// the leader keeps to) proposals of the current epoch past the last commit ([`StreamError::Uncommitted`]):
+    /// a leader that sends proposals and withholds their commits would otherwise fill this follower's memory.
+    pub fn bounded(mut self, window: usize) -> FollowerBroadcast {
+        self.max_uncommitted = UNCOMMITTED_WINDOWS.saturating_mul(window as u64);
+        self
     }
 
     /// The broadcast phase of a follower coming out of sync with this state. Nothing counts as acked yet: the
     /// first ack (see [`FollowerBroadcast::ack_durable`]) covers everything durable.
     pub fn resume(leader: ServerId, logged: Zxid, durable: Zxid, committed: Zxid, applied: Zxid) -> FollowerBroadcast {
         debug_assert!(applied <= committed.min(logged) && durable <= logged);
-        FollowerBroadcast { leader, logged, durable, committed, acked: Zxid::ZERO, applied }
+        FollowerBroadcast { leader, logged, durable, committed, acked: Zxid::ZERO, applied, max_uncommitted: u64::MAX }
     }
 
     /// Acks everything durable that was not acked yet.
@@ -237,6 +264,15 @@ impl FollowerBroadcast {
         }
         if !follows(self.logged, zxid) {
             return Err(StreamError::Gap { got: zxid, last: self.logged });
+        }
+        // Proposals of this epoch past the last commit (all of them if the last commit is of an earlier epoch:
+        // the counters of an epoch start at 1 and have no gaps).
+        let uncommitted = match self.committed.epoch() == zxid.epoch() {
+            true => u64::from(zxid.counter()).saturating_sub(u64::from(self.committed.counter())),
+            false => u64::from(zxid.counter()),
+        };
+        if uncommitted > self.max_uncommitted {
+            return Err(StreamError::Uncommitted { got: zxid, committed: self.committed, max: self.max_uncommitted });
         }
         self.logged = zxid;
         Ok(vec![Command::Append(zxid, txn)])

@@ -135,3 +135,40 @@ async fn a_snapshot_directory_that_cannot_be_written_stops_the_runtime() {
     leader.send(Message::SnapChunk { offset: 0, data: Bytes::from(vec![7; 40]) }).await;
     stopped(&mut streams).await;
 }
+
+/// A leader that sends proposals and withholds their commits would have its follower hold every one of them in
+/// memory: a leader keeps at most one window of proposals in flight, so past `UNCOMMITTED_WINDOWS` windows the
+/// follower drops the link (the leader's fault) and carries on. Below that bound, and with commits coming, the
+/// proposals are logged and acked as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_withholding_commits_loses_its_follower_past_the_uncommitted_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _streams, addr) = server(dir.path()).await;
+    let mut leader = Leader::acked_epoch(addr).await;
+    leader.send(Message::Diff { zxid: Zxid::ZERO }).await;
+    leader.send(Message::NewLeader { epoch: Epoch(1), zxid: Zxid::ZERO }).await;
+    assert!(leader.expect(|m| matches!(m, Message::AckNewLeader { .. })).await.is_some());
+    leader.send(Message::UpToDate).await;
+    // The scripted server's window is 16.
+    let max = replication::broadcast::UNCOMMITTED_WINDOWS as u32 * 16;
+    let acked = |zxid| move |m: &Message| matches!(m, Message::Ack { zxid: z } if *z >= zxid);
+    // Twice the bound, committed a window behind: never more than a window uncommitted.
+    for counter in 1..=2 * max {
+        leader.send(Message::Proposal { zxid: Zxid::new(Epoch(1), counter), txn: Bytes::from_static(b"txn") }).await;
+        if counter > 16 {
+            leader.send(Message::Commit { zxid: Zxid::new(Epoch(1), counter - 16) }).await;
+        }
+    }
+    assert!(leader.expect(acked(Zxid::new(Epoch(1), 2 * max))).await.is_some(), "all logged and acked");
+    // Then exactly the bound past the last commit: still a follower.
+    let committed = 2 * max - 16;
+    for counter in 2 * max + 1..=committed + max {
+        leader.send(Message::Proposal { zxid: Zxid::new(Epoch(1), counter), txn: Bytes::from_static(b"txn") }).await;
+    }
+    assert!(leader.expect(acked(Zxid::new(Epoch(1), committed + max))).await.is_some(), "at the bound");
+    // One more: the link drops.
+    let over = Zxid::new(Epoch(1), committed + max + 1);
+    leader.send(Message::Proposal { zxid: over, txn: Bytes::from_static(b"txn") }).await;
+    assert!(leader.closed().await, "a leader withholding commits keeps its follower");
+    still_runs(&handle, addr).await;
+}

@@ -122,7 +122,7 @@ impl Peer {
             unreachable!("checked just above")
         };
         let (broadcast, commands) = sync.into_broadcast();
-        f.phase = FollowPhase::Broadcast(broadcast);
+        f.phase = FollowPhase::Broadcast(broadcast.bounded(self.config.window));
         // Synced: the current epoch is the leader's, durable before NEWLEADER was acknowledged. Answer looking
         // servers with it, as the leader and its other followers do (see `Outcome::established`).
         self.settled = self.settled.map(|o| o.established(self.durable.current_epoch));
