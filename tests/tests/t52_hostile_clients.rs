@@ -305,7 +305,9 @@ async fn size_limits(cluster: Arc<Cluster>) {
     assert_eq!(again.session_id, id, "the session outlives the connection");
     let reply = again.request(op::EXISTS, Body::new().string("/t52/big").boolean(false)).await.expect("exists");
     assert_eq!(reply.err, 0);
-    // (Its stat, not its data: a reply carrying it is over a client's own jute.maxbuffer.)
+    // (Its stat, not its data: a reply carrying it is over a client's own jute.maxbuffer.) `setup` may be on
+    // another server, which may not have applied the last write yet: a sync first, as any client would.
+    setup.sync("/t52/big").await.expect("sync");
     let stat = setup.check_stat("/t52/big").await.expect("exists").expect("the node");
     assert_eq!(stat.data_length as usize, JUTE_MAX_BUFFER - 8 - (4 + 8) - 4 - 4, "the largest write is whole");
 }
