@@ -497,8 +497,8 @@ impl Pipeline {
         // What was prepared read the tree and the pending changes of this term: if the role changed or a
         // proposal failed meanwhile (a close's walk lets go of the tree between holds, and the wait above
         // yields), the tree may be another term's and the pending changes stale. Not proposed (`ready()` resets
-        // the pipeline for the next write).
-        if self.role.has_changed().unwrap_or(true) || self.failed.load(Ordering::Acquire) || !self.leading() {
+        // the pipeline for the next write). An unchanged role is still the leading one `ready()` saw.
+        if self.role.has_changed().unwrap_or(true) || self.failed.load(Ordering::Acquire) {
             tracing::debug!(session = format_args!("0x{session:x}"), "the role changed while a write was prepared");
             return false;
         }

@@ -215,7 +215,8 @@ pub struct FollowerBroadcast {
 /// How many windows of proposals past its last commit a follower holds at most: a leader has at most one
 /// window in flight, and sends the commit that makes room for a proposal before the proposal, so twice that
 /// already means a leader that withholds commits (each proposal is held in memory until its commit comes);
-/// the rest is slack.
+/// the rest is slack. Every server must use the same window (the node's is a constant): a leader running with
+/// more than this many times a follower's window would lose that follower again and again.
 pub const UNCOMMITTED_WINDOWS: u64 = 4;
 
 impl FollowerBroadcast {

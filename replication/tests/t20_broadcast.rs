@@ -116,6 +116,25 @@ fn a_follower_acks_once_per_durable_batch_and_applies_commits() {
     assert_eq!(f.applied(), z(2));
 }
 
+#[test]
+fn a_follower_refuses_a_proposal_past_its_uncommitted_bound_counting_a_new_epoch_from_its_start() {
+    let old = Zxid::new(Epoch(1), 5);
+    let e2 = |counter| Zxid::new(Epoch(2), counter);
+    // Out of sync with everything of epoch 1 committed: epoch 2's proposals are all uncommitted.
+    let mut f = FollowerBroadcast::resume(L, old, old, old, old).bounded(2);
+    let max = replication::broadcast::UNCOMMITTED_WINDOWS as u32 * 2;
+    for counter in 1..=max {
+        assert!(f.on_proposal(e2(counter), Bytes::new()).is_ok(), "{counter} of {max}");
+    }
+    let refused = f.on_proposal(e2(max + 1), Bytes::new());
+    assert_eq!(refused, Err(StreamError::Uncommitted { got: e2(max + 1), committed: old, max: u64::from(max) }));
+    // A commit in epoch 2 makes room for as many proposals as it covers.
+    f.on_commit(e2(2));
+    assert!(f.on_proposal(e2(max + 1), Bytes::new()).is_ok());
+    assert!(f.on_proposal(e2(max + 2), Bytes::new()).is_ok());
+    assert!(matches!(f.on_proposal(e2(max + 3), Bytes::new()), Err(StreamError::Uncommitted { .. })));
+}
+
 /// One member's simulated WAL: appended but not yet durable txns, made durable in random batches.
 #[derive(Default)]
 struct Disk {
