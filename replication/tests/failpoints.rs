@@ -305,6 +305,27 @@ async fn after_a_slow_fdatasync_on_the_loop_the_next_lone_proposals_go_to_the_wr
     scenario.teardown();
 }
 
+/// On a runtime with one worker (`TOKIO_WORKER_THREADS=1`, servers sharing cores) a quiet follower still makes a
+/// lone proposal durable on its loop's thread (`QuietFollower::start` waits for one), but that thread is the
+/// server's only one: a batch slower than `SLOW_HERE_ALONE`, though under `SLOW_HERE`, sends the next ones to the
+/// WAL's writer thread. A build that keeps one worker off the quiet path, or that judges it by `SLOW_HERE`, fails
+/// here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn on_one_worker_a_lone_proposal_is_made_durable_on_the_loop_until_a_batch_there_is_slow_for_one() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = QuietFollower::start(dir.path()).await;
+    let stall = replication::runtime::SLOW_HERE_ALONE * 2;
+    assert!(stall < replication::runtime::SLOW_HERE, "a stall only the one-worker bound calls slow");
+    fail::cfg("wal::fdatasync", &format!("sleep({})", stall.as_millis())).unwrap();
+    let stalled = follower.propose().await;
+    assert_ne!(stalled.as_deref(), Some("wal-writer"), "the stalled batch was the loop's, as it was quiet");
+    let next = follower.propose().await;
+    assert_eq!(next.as_deref(), Some("wal-writer"), "after a slow batch on the only worker: {:?}", follower.writers);
+    fail::remove("wal::fdatasync");
+    scenario.teardown();
+}
+
 /// A clear whose directory fsync failed leaves the removal in the page cache only; a clear after it (the server
 /// restarted) finds no mark and must still make the removal durable, or a power cut brings the mark back.
 #[test]

@@ -14,6 +14,12 @@ pub const QUIET_BATCH: usize = 2;
 /// 5 ms on the development VM): the loop answered nothing for that long.
 pub const SLOW_HERE: Duration = Duration::from_millis(20);
 
+/// [`SLOW_HERE`] on a runtime with one worker, where the loop's thread is the server's only one: a batch made
+/// durable there holds up every task of the server meanwhile (its clients' reads and pings too), not the loop's
+/// work alone. Above the fdatasync of a healthy disk (0.1 to 5 ms on the development VM, under a millisecond on
+/// an SSD); a disk slower than this keeps the batches on the writer thread.
+pub const SLOW_HERE_ALONE: Duration = Duration::from_millis(5);
+
 /// After a batch slower than [`SLOW_HERE`] on the loop's thread, every batch goes to the writer thread for this
 /// long: a disk that stalls again stalls that thread, not the loop (its pings, commits and forwards).
 pub const SLOW_COOLDOWN: Duration = Duration::from_secs(10);
@@ -28,8 +34,11 @@ pub const SLOW_COOLDOWN: Duration = Duration::from_secs(10);
 /// blocks the loop once, then only the writer thread, for [`SLOW_COOLDOWN`]).
 #[derive(Debug)]
 pub(super) struct QuietAppends {
-    /// Switched on, on a runtime with a second worker to serve everything else meanwhile.
+    /// Switched on, on a multi-thread runtime.
     enabled: bool,
+    /// The loop's worker is the runtime's only one: nothing else of the server runs during a batch made durable
+    /// here, so a slow one is one over [`SLOW_HERE_ALONE`].
+    alone: bool,
     /// Nothing had arrived when the last batch became durable.
     quiet: bool,
     /// Until when batches stay off the loop's thread after a slow one there.
@@ -37,10 +46,22 @@ pub(super) struct QuietAppends {
 }
 
 impl QuietAppends {
-    /// Switched on if `enabled` and the current tokio runtime has two workers or more.
+    /// Switched on if `enabled` and the current tokio runtime is a multi-thread one (a current-thread runtime is
+    /// a test's or a simulation's).
     pub(super) fn new(enabled: bool) -> QuietAppends {
-        let workers = tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers());
-        QuietAppends { enabled: enabled && workers >= 2, quiet: true, cooling_until: None }
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let multi = runtime.as_ref().is_some_and(|r| r.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let alone = runtime.is_none_or(|r| r.metrics().num_workers() < 2);
+        QuietAppends { enabled: enabled && multi, alone, quiet: true, cooling_until: None }
+    }
+
+    /// How long a batch made durable on the loop's thread may take before the next ones go to the writer thread.
+    fn slow(&self) -> Duration {
+        if self.alone {
+            SLOW_HERE_ALONE
+        } else {
+            SLOW_HERE
+        }
     }
 
     /// Whether a batch of `staged` txns may be made durable on the loop's thread at `now`.
@@ -63,7 +84,7 @@ impl QuietAppends {
     /// for the writer thread when that was busy).
     pub(super) fn took_here(&mut self, started: Instant, now: Instant) {
         let took = now.saturating_duration_since(started);
-        if took > SLOW_HERE {
+        if took > self.slow() {
             tracing::warn!(
                 ms = took.as_millis() as u64,
                 "a batch made durable on the replication loop's thread was slow (the disk?): the next ones go to the \
@@ -81,7 +102,7 @@ mod tests {
     #[test]
     fn only_a_quiet_followers_small_lone_batch_goes_on_the_loop() {
         let now = Instant::now();
-        let mut quiet = QuietAppends { enabled: true, quiet: true, cooling_until: None };
+        let mut quiet = QuietAppends { enabled: true, alone: false, quiet: true, cooling_until: None };
         assert!(quiet.allows(now, true, 1, false, false));
         assert!(quiet.allows(now, true, QUIET_BATCH, false, false));
         assert!(!quiet.allows(now, false, 1, false, false), "a leader's own proposals would wait behind its fsync");
@@ -92,14 +113,14 @@ mod tests {
         assert!(!quiet.allows(now, true, 1, false, false), "something arrived during the last fsync");
         quiet.durable(false);
         assert!(quiet.allows(now, true, 1, false, false), "a batch completed with nothing waiting: quiet again");
-        let off = QuietAppends { enabled: false, quiet: true, cooling_until: None };
+        let off = QuietAppends { enabled: false, alone: false, quiet: true, cooling_until: None };
         assert!(!off.allows(now, true, 1, false, false));
     }
 
     #[test]
     fn a_slow_batch_on_the_loop_keeps_the_next_ones_off_it_for_the_cooldown() {
         let start = Instant::now();
-        let mut quiet = QuietAppends { enabled: true, quiet: true, cooling_until: None };
+        let mut quiet = QuietAppends { enabled: true, alone: false, quiet: true, cooling_until: None };
         quiet.took_here(start, start + SLOW_HERE);
         assert!(quiet.allows(start + SLOW_HERE, true, 1, false, false), "as slow as allowed: still quiet");
         let done = start + SLOW_HERE + Duration::from_millis(1);
@@ -110,13 +131,30 @@ mod tests {
     }
 
     #[test]
-    fn a_runtime_with_one_worker_never_blocks_its_loop() {
+    fn a_multi_thread_runtime_appends_here_and_with_one_worker_calls_a_batch_slow_sooner() {
         let one = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
-        assert!(!one.block_on(async { QuietAppends::new(true) }).enabled);
+        let alone = one.block_on(async { QuietAppends::new(true) });
+        assert!(alone.enabled && alone.alone);
+        assert_eq!(alone.slow(), SLOW_HERE_ALONE);
         let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert!(!current.block_on(async { QuietAppends::new(true) }).enabled);
         let two = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-        assert!(two.block_on(async { QuietAppends::new(true) }).enabled);
+        let shared = two.block_on(async { QuietAppends::new(true) });
+        assert!(shared.enabled && !shared.alone);
+        assert_eq!(shared.slow(), SLOW_HERE);
         assert!(!two.block_on(async { QuietAppends::new(false) }).enabled);
+    }
+
+    #[test]
+    fn alone_a_batch_between_the_two_bounds_is_slow() {
+        let start = Instant::now();
+        let between = start + SLOW_HERE_ALONE + Duration::from_millis(1);
+        assert!(between < start + SLOW_HERE);
+        let mut shared = QuietAppends { enabled: true, alone: false, quiet: true, cooling_until: None };
+        shared.took_here(start, between);
+        assert!(shared.allows(between, true, 1, false, false), "with a second worker: not slow");
+        let mut alone = QuietAppends { alone: true, ..shared };
+        alone.took_here(start, between);
+        assert!(!alone.allows(between, true, 1, false, false), "the only worker: slow");
     }
 }
