@@ -315,7 +315,7 @@ async fn on_one_worker_a_lone_proposal_is_made_durable_on_the_loop_until_a_batch
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
     let mut follower = QuietFollower::start(dir.path()).await;
-    let stall = replication::runtime::SLOW_HERE_ALONE * 2;
+    let stall = (replication::runtime::SLOW_HERE_ALONE + replication::runtime::SLOW_HERE) / 2;
     assert!(stall < replication::runtime::SLOW_HERE, "a stall only the one-worker bound calls slow");
     fail::cfg("wal::fdatasync", &format!("sleep({})", stall.as_millis())).unwrap();
     let stalled = follower.propose().await;

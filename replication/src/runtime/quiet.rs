@@ -16,9 +16,11 @@ pub const SLOW_HERE: Duration = Duration::from_millis(20);
 
 /// [`SLOW_HERE`] on a runtime with one worker, where the loop's thread is the server's only one: a batch made
 /// durable there holds up every task of the server meanwhile (its clients' reads and pings too), not the loop's
-/// work alone. Above the fdatasync of a healthy disk (0.1 to 5 ms on the development VM, under a millisecond on
-/// an SSD); a disk slower than this keeps the batches on the writer thread.
-pub const SLOW_HERE_ALONE: Duration = Duration::from_millis(5);
+/// work alone. Twice the usual slowest fdatasync on the development VM (0.1 to 5 ms: at 5 ms, a load's first
+/// seconds tripped it often enough to cost a lone client 4% of its p50). Its rarer spikes (14 ms, seen as a load
+/// began) still trip it, which costs the next lone writes the writer thread's two wake-ups for
+/// [`SLOW_COOLDOWN`], not a stall; a disk slower than this keeps the batches on the writer thread.
+pub const SLOW_HERE_ALONE: Duration = Duration::from_millis(10);
 
 /// After a batch slower than [`SLOW_HERE`] on the loop's thread, every batch goes to the writer thread for this
 /// long: a disk that stalls again stalls that thread, not the loop (its pings, commits and forwards).
