@@ -352,14 +352,14 @@ pub struct RuntimeConfig {
     /// (BENCHMARKS.md). The loop is blocked for that fdatasync, which is why it is done only when quiet, only by
     /// a follower (a leader's own proposals would wait behind it on their way to the followers), and only on a
     /// multi-thread runtime. With two workers or more, the others go on serving clients meanwhile; with one
-    /// (`TOKIO_WORKER_THREADS=1`, servers sharing cores), the clients wait one fdatasync at most, which a lone write
-    /// waits anyway, and a batch counts as slow sooner ([`SLOW_HERE_ALONE`]). An fdatasync that stalls
+    /// (`TOKIO_WORKER_THREADS=1`, servers sharing cores), the clients wait one fdatasync at most, which a lone
+    /// write waits anyway, and a batch counts as slow sooner ([`SLOW_HERE_ALONE`]). An fdatasync that stalls
     /// stalls the loop with it: past `syncLimit`, the follower gives up on its leader when the call returns (and
     /// rejoins), where with the writer thread it would go on answering pings without acking. So after one batch
-    /// slower than [`SLOW_HERE`] (or [`SLOW_HERE_ALONE`]) there, the next ones go to the writer thread for [`SLOW_COOLDOWN`]: a disk
-    /// that keeps stalling blocks the loop once, not at every lone write. Production turns
-    /// it on (`ENSEMBLE_QUIET_APPENDS_HERE=0` turns it off); a simulation's WAL has no writer thread, so it
-    /// changes nothing there.
+    /// slower than [`SLOW_HERE`] (or [`SLOW_HERE_ALONE`]) there, the next ones go to the writer thread for
+    /// [`SLOW_COOLDOWN`]: a disk that keeps stalling blocks the loop once, not at every lone write. Production
+    /// turns it on (`ENSEMBLE_QUIET_APPENDS_HERE=0` turns it off); a simulation's WAL has no writer thread, so
+    /// it changes nothing there.
     pub quiet_appends_here: bool,
 }
 
